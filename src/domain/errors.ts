@@ -1,0 +1,51 @@
+/**
+ * The one error-code table (OCI distribution spec §"Error Codes", plus the codes Docker Hub and
+ * distribution use on the wire). Domain code throws `RegistryError(code)`; only the HTTP error
+ * middleware reads `status`. docs/errors.md is kept in sync with this table by a test.
+ */
+export const ERROR_CODES = {
+  BLOB_UNKNOWN: { status: 404, message: 'blob unknown to registry' },
+  BLOB_UPLOAD_INVALID: { status: 400, message: 'blob upload invalid' },
+  BLOB_UPLOAD_UNKNOWN: { status: 404, message: 'blob upload unknown to registry' },
+  DIGEST_INVALID: { status: 400, message: 'provided digest did not match uploaded content' },
+  MANIFEST_BLOB_UNKNOWN: { status: 404, message: 'manifest references a manifest or blob unknown to registry' },
+  MANIFEST_INVALID: { status: 400, message: 'manifest invalid' },
+  MANIFEST_UNKNOWN: { status: 404, message: 'manifest unknown to registry' },
+  NAME_INVALID: { status: 400, message: 'invalid repository name' },
+  NAME_UNKNOWN: { status: 404, message: 'repository name not known to registry' },
+  SIZE_INVALID: { status: 400, message: 'provided length did not match content length' },
+  UNAUTHORIZED: { status: 401, message: 'authentication required' },
+  DENIED: { status: 403, message: 'requested access to the resource is denied' },
+  UNSUPPORTED: { status: 405, message: 'the operation is unsupported' },
+  TOOMANYREQUESTS: { status: 429, message: 'too many requests' },
+  // Not in the spec's table but used by distribution for these situations.
+  RANGE_INVALID: { status: 416, message: 'requested range not satisfiable' },
+  PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
+  TAG_INVALID: { status: 400, message: 'manifest tag did not match URI' },
+  LOOP_DETECTED: { status: 508, message: 'request loop detected: this hubcache instance is its own upstream' },
+  UPSTREAM_UNKNOWN: { status: 404, message: 'registry not configured on this mirror' },
+  UNAVAILABLE: { status: 503, message: 'upstream registry unavailable and no cached copy' },
+  UPSTREAM_ERROR: { status: 502, message: 'upstream registry returned an invalid response' },
+  UNKNOWN: { status: 500, message: 'unknown error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class RegistryError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: unknown;
+  /** Extra response headers (e.g. the upstream's rate-limit headers on a 429). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, detail?: unknown, options?: { headers?: Record<string, string>; cause?: unknown; message?: string }) {
+    super(options?.message ?? ERROR_CODES[code].message, { cause: options?.cause });
+    this.name = 'RegistryError';
+    this.code = code;
+    this.detail = detail;
+    this.headers = options?.headers ?? {};
+  }
+}
+
+export function isRegistryError(err: unknown): err is RegistryError {
+  return err instanceof RegistryError;
+}

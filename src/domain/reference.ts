@@ -1,0 +1,42 @@
+import { isDigest, type Digest } from './digest.js';
+import { RegistryError } from './errors.js';
+
+/** A validated repository name (`library/alpine`, `org/team/app`), already normalised for its upstream. */
+export type RepoName = string & { readonly __brand: 'RepoName' };
+export type Tag = string & { readonly __brand: 'Tag' };
+export type Reference = { readonly kind: 'tag'; readonly tag: Tag } | { readonly kind: 'digest'; readonly digest: Digest };
+
+// distribution/reference grammar: path components of lowercase alphanumerics separated by
+// `.`, `_`, `__` or one or more `-`. A component can't start with a separator, so `.` and `..`
+// can never be a component and a name can never escape the store's directories.
+const COMPONENT_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+/** distribution limits the whole name to 255 characters. */
+export const MAX_NAME_LENGTH = 255;
+
+export function isValidRepoPath(name: string): boolean {
+  if (name.length === 0 || name.length > MAX_NAME_LENGTH) return false;
+  return name.split('/').every((c) => COMPONENT_RE.test(c));
+}
+
+export function parseRepoName(name: string): RepoName {
+  if (!isValidRepoPath(name)) throw new RegistryError('NAME_INVALID', { name: name.slice(0, 300) }, { message: 'invalid repository name' });
+  return name as RepoName;
+}
+
+export function isTag(s: string): s is Tag {
+  return TAG_RE.test(s);
+}
+
+export function parseReference(s: string): Reference {
+  if (s.includes(':')) {
+    if (!isDigest(s)) throw new RegistryError('DIGEST_INVALID', { reference: s.slice(0, 200) }, { message: 'invalid digest' });
+    return { kind: 'digest', digest: s };
+  }
+  if (!isTag(s)) throw new RegistryError('TAG_INVALID', { tag: s.slice(0, 200) }, { message: 'invalid tag' });
+  return { kind: 'tag', tag: s };
+}
+
+export function referenceString(ref: Reference): string {
+  return ref.kind === 'tag' ? ref.tag : ref.digest;
+}

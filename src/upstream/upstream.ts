@@ -1,0 +1,82 @@
+import type { Readable } from 'node:stream';
+import type { Descriptor } from '../domain/descriptor.js';
+import type { Digest } from '../domain/digest.js';
+import type { Reference, RepoName } from '../domain/reference.js';
+
+/**
+ * How an upstream request failed, in the terms the cache policy decides on:
+ * - not-found: the upstream says the thing does not exist (404) — never served stale.
+ * - unauthorized / denied: credentials missing or refused (401 after a token retry, 403).
+ * - rate-limited: 429; `headers` holds the upstream's rate-limit headers to pass on.
+ * - unavailable: connection refused/reset, timeouts, 5xx (after retries).
+ * - protocol: the upstream answered something we can't use (bad digest, oversized manifest…).
+ */
+export type UpstreamErrorKind = 'not-found' | 'unauthorized' | 'denied' | 'rate-limited' | 'unavailable' | 'protocol';
+
+export class UpstreamError extends Error {
+  readonly kind: UpstreamErrorKind;
+  readonly status: number | undefined;
+  /** Upstream response headers worth passing to the client (rate-limit headers, Retry-After). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The upstream's OCI error body, when it sent one. */
+  readonly upstreamErrors: unknown;
+
+  constructor(kind: UpstreamErrorKind, message: string, opts: { status?: number; headers?: Record<string, string>; upstreamErrors?: unknown; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = 'UpstreamError';
+    this.kind = kind;
+    this.status = opts.status;
+    this.headers = opts.headers ?? {};
+    this.upstreamErrors = opts.upstreamErrors;
+  }
+}
+
+export interface UpstreamManifest {
+  readonly descriptor: Descriptor;
+  readonly body: Buffer;
+  /** Rate-limit headers seen on this response (Docker Hub sends them on manifest responses). */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface UpstreamBlob {
+  /** Total size of the blob (from Content-Length or Content-Range). */
+  readonly size: number;
+  /** Offset of the first byte of `body` (the requested `offset`, 0 for a full GET). */
+  readonly offset: number;
+  /** The caller owns the stream and must consume or destroy it. */
+  readonly body: Readable;
+}
+
+export interface TagPage {
+  readonly name: string;
+  readonly tags: string[];
+  /** The upstream's `n`/`last` for the next page, parsed from its `Link` header. */
+  readonly next?: { readonly n?: number; readonly last: string };
+}
+
+export interface RateLimitSnapshot {
+  readonly limit?: number;
+  readonly remaining?: number;
+  /** Window in seconds (`;w=21600`). */
+  readonly windowSeconds?: number;
+  readonly source?: string;
+  readonly observedAt: number;
+}
+
+/** A remote registry (Docker Hub or another), speaking the distribution API with token auth. */
+export interface Upstream {
+  /** The registry's name as clients know it: `docker.io`, `ghcr.io`… */
+  readonly name: string;
+  /** HEAD of a manifest: its descriptor. Free against Docker Hub's rate limit. */
+  headManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<Descriptor>;
+  /** GET of a manifest, byte-exact; when `ref` is a digest the body is verified against it. */
+  getManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<UpstreamManifest>;
+  /** HEAD of a blob: its size. */
+  headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }>;
+  /** GET of a blob from `offset` (Range), following redirects to CDNs without credentials. */
+  getBlob(repo: RepoName, digest: Digest, opts?: { offset?: number; signal?: AbortSignal }): Promise<UpstreamBlob>;
+  listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage>;
+  /** The latest rate-limit headers seen, for metrics. */
+  rateLimit(): RateLimitSnapshot | undefined;
+  close(): Promise<void>;
+}

@@ -1,0 +1,74 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, redactConfig } from './load.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'hubcache-config-'));
+function file(name: string, text: string): string {
+  const p = join(tmp, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+test('defaults: listen 0.0.0.0:5000, ./data, Docker Hub upstream with a 5m tag TTL', () => {
+  const c = loadConfig({ env: {} });
+  assert.equal(c.listen, '0.0.0.0:5000');
+  assert.equal(c.storage.path, './data');
+  assert.equal(c.defaultUpstream, 'docker.io');
+  assert.equal(c.upstreams['docker.io']!.url, 'https://registry-1.docker.io');
+  assert.equal(c.upstreams['docker.io']!.tagTtl, 300_000);
+  assert.ok(Object.isFrozen(c.upstreams['docker.io']));
+});
+
+test('precedence: file < env < flags', () => {
+  const f = file('p.yaml', 'listen: 127.0.0.1:6000\nstorage:\n  path: /from-file\n');
+  const c = loadConfig({ file: f, env: { HUBCACHE_LISTEN: '127.0.0.1:7000', HUBCACHE_TAG_TTL: '90s' }, flags: { listen: '127.0.0.1:8000' } });
+  assert.equal(c.listen, '127.0.0.1:8000');
+  assert.equal(c.storage.path, '/from-file');
+  assert.equal(c.upstreams['docker.io']!.tagTtl, 90_000);
+});
+
+test('HUBCACHE_CONFIG names the file', () => {
+  const f = file('e.yaml', 'log:\n  level: debug\n');
+  assert.equal(loadConfig({ env: { HUBCACHE_CONFIG: f } }).log.level, 'debug');
+});
+
+test('an unknown key stops the start with a message naming it', () => {
+  const f = file('u.yaml', 'storage:\n  path: /x\n  pth: /y\nlisten: 0.0.0.0:5000\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /storage: unknown key "pth"/);
+    return true;
+  });
+});
+
+test('bad values are each named', () => {
+  assert.throws(
+    () => loadConfig({ env: {}, flags: { listen: 'nope', 'tag-ttl': 'forever', 'upstream-url': 'ftp://x' } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /listen: expected HOST:PORT/);
+      assert.match(err.message, /upstreams\.docker\.io\.tagTtl: invalid duration "forever"/);
+      assert.match(err.message, /upstreams\.docker\.io\.url: must be an http\(s\) URL/);
+      return true;
+    },
+  );
+});
+
+test('credentials from a password file; print redacts them', () => {
+  const pw = file('pw', 's3cret\n');
+  const c = loadConfig({ env: { HUBCACHE_UPSTREAM_USERNAME: 'me', HUBCACHE_UPSTREAM_PASSWORD_FILE: pw } });
+  assert.equal(c.upstreams['docker.io']!.password, 's3cret');
+  assert.doesNotMatch(JSON.stringify(redactConfig(c)), /s3cret/);
+});
+
+test('a password without a username is refused', () => {
+  assert.throws(() => loadConfig({ env: { HUBCACHE_UPSTREAM_PASSWORD: 'x' } }), /a password needs a username/);
+});
+
+test('invalid YAML is reported with the file name', () => {
+  const f = file('bad.yaml', 'listen: [\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), /bad\.yaml: not valid YAML/);
+});

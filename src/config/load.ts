@@ -1,0 +1,130 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { configSchema, DOCKER_HUB_DEFAULT, type Config } from './schema.js';
+
+/**
+ * Settings that also exist as environment variables and command-line flags. Precedence:
+ * defaults < config file < environment < flags. `path` is where the value lands in the config
+ * document; `upstreams.docker.io.*` settings address the default (Docker Hub) upstream.
+ */
+export const SETTINGS = [
+  { flag: 'listen', env: 'HUBCACHE_LISTEN', path: ['listen'], help: 'HOST:PORT for the registry API (default 0.0.0.0:5000)' },
+  { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
+  { flag: 'upstream-url', env: 'HUBCACHE_UPSTREAM_URL', path: ['upstreams', '@default', 'url'], help: 'Docker Hub registry URL (default https://registry-1.docker.io)' },
+  { flag: 'upstream-username', env: 'HUBCACHE_UPSTREAM_USERNAME', path: ['upstreams', '@default', 'username'], help: 'Docker Hub username' },
+  { flag: 'upstream-password', env: 'HUBCACHE_UPSTREAM_PASSWORD', path: ['upstreams', '@default', 'password'], help: 'Docker Hub password or access token (prefer --upstream-password-file)' },
+  { flag: 'upstream-password-file', env: 'HUBCACHE_UPSTREAM_PASSWORD_FILE', path: ['upstreams', '@default', 'passwordFile'], help: 'file holding the Docker Hub password or access token' },
+  { flag: 'tag-ttl', env: 'HUBCACHE_TAG_TTL', path: ['upstreams', '@default', 'tagTtl'], help: 'how long a tag is served without asking upstream (default 5m)' },
+  { flag: 'instance-id', env: 'HUBCACHE_INSTANCE_ID', path: ['instanceId'], help: 'stable instance id for loop detection' },
+  { flag: 'log-level', env: 'HUBCACHE_LOG_LEVEL', path: ['log', 'level'], help: 'error, warn, info or debug' },
+  { flag: 'log-format', env: 'HUBCACHE_LOG_FORMAT', path: ['log', 'format'], help: 'json or pretty' },
+  { flag: 'metrics-listen', env: 'HUBCACHE_METRICS_LISTEN', path: ['metrics', 'listen'], help: 'serve /metrics on a separate HOST:PORT' },
+  { flag: 'fill-timeout', env: 'HUBCACHE_FILL_TIMEOUT', path: ['cache', 'fillTimeout'], help: 'maximum duration of one blob download (default 30m)' },
+  { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
+] as const;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadOptions {
+  /** A YAML file; falls back to HUBCACHE_CONFIG. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Flag values by flag name (`listen`, `storage-path`, …). */
+  flags?: Record<string, string | undefined>;
+}
+
+/** File + environment + flags → a validated, deep-frozen Config, or a ConfigError listing every problem. */
+export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.HUBCACHE_CONFIG;
+  let doc: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`cannot read config file ${file}: ${(err as Error).message}`]);
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (err) {
+      throw new ConfigError([`${file}: not valid YAML: ${(err as Error).message}`]);
+    }
+    if (parsed !== null && parsed !== undefined) {
+      if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError([`${file}: the top level must be a mapping`]);
+      doc = parsed as Record<string, unknown>;
+    }
+  }
+  const defaultUpstream = firstString(opts.flags?.['default-upstream'], env.HUBCACHE_DEFAULT_UPSTREAM, doc.defaultUpstream) ?? 'docker.io';
+  for (const s of SETTINGS) {
+    const value = opts.flags?.[s.flag] ?? env[s.env];
+    if (value === undefined || value === '') continue;
+    setPath(doc, s.path.map((p) => (p === '@default' ? defaultUpstream : p)), value);
+  }
+  // Docker Hub is always configured; its URL can be overridden (tests, chained mirrors).
+  const upstreams = (doc.upstreams ??= {}) as Record<string, unknown>;
+  if (typeof upstreams === 'object' && upstreams !== null && defaultUpstream === 'docker.io') {
+    const hub = (upstreams['docker.io'] ??= {}) as Record<string, unknown>;
+    if (typeof hub === 'object' && hub !== null) hub.url ??= DOCKER_HUB_DEFAULT.url;
+  }
+  const result = configSchema.safeParse(doc);
+  if (!result.success) throw new ConfigError(formatIssues(result.error));
+  const config = result.data;
+  const problems: string[] = [];
+  if (!config.upstreams[config.defaultUpstream]) problems.push(`defaultUpstream: ${config.defaultUpstream} is not configured under upstreams`);
+  for (const [name, up] of Object.entries(config.upstreams)) {
+    if (up.passwordFile) {
+      try {
+        up.password = readFileSync(up.passwordFile, 'utf8').trim();
+      } catch (err) {
+        problems.push(`upstreams.${name}.passwordFile: cannot read ${up.passwordFile}: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze(config);
+}
+
+function firstString(...values: unknown[]): string | undefined {
+  return values.find((v): v is string => typeof v === 'string' && v !== '');
+}
+
+function setPath(doc: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = doc;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function formatIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    if (issue.code === z.ZodIssueCode.unrecognized_keys) return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+    return `${where}: ${issue.message}`;
+  });
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** The effective configuration with secrets replaced, for `hubcache config print` and the startup log. */
+export function redactConfig(config: Readonly<Config>): unknown {
+  return JSON.parse(
+    JSON.stringify(config, (key, value) => (key === 'password' && typeof value === 'string' ? '<redacted>' : value)),
+  );
+}

@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import { parseDuration, parseSize } from './duration.js';
+
+/**
+ * The one configuration schema: types, defaults and validation. Every key is strict (unknown keys
+ * are errors, like zot's UnmarshalExact). Durations are strings with units (`5m`), sizes `4MiB`;
+ * both are parsed once here into numbers (ms, bytes).
+ */
+const duration = (def: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(def)
+    .transform((v, ctx) => {
+      const ms = typeof v === 'number' ? v * 1000 : parseDuration(v);
+      if (ms === undefined || ms < 0) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration ${JSON.stringify(v)} (use e.g. 250ms, 30s, 5m, 1h)` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const size = (def: string) =>
+  z
+    .union([z.string(), z.number().int().nonnegative()])
+    .default(def)
+    .transform((v, ctx) => {
+      const n = typeof v === 'number' ? v : parseSize(v);
+      if (n === undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid size ${JSON.stringify(v)} (use e.g. 4MiB, 500MB)` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'expected HOST:PORT, e.g. 0.0.0.0:5000' });
+
+export function parseHostPort(s: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]*)):(\d{1,5})$/.exec(s);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:$/.test(new URL(u).protocol), { message: 'must be an http(s) URL' })
+  .transform((u) => u.replace(/\/+$/, ''));
+
+// Registry names as clients write them: a hostname with an optional port.
+export const REGISTRY_NAME_RE = /^(?=.{1,253}(?::\d{1,5})?$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
+
+const upstreamSchema = z
+  .object({
+    /** Base URL of the registry API. */
+    url: httpUrl,
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** Read the password from this file (Kubernetes Secret mounts). */
+    passwordFile: z.string().min(1).optional(),
+    /** How long a tag's digest is trusted before a HEAD revalidates it. */
+    tagTtl: duration('5m'),
+    /** Token realm hosts this upstream may send us to; credentials go only there. Defaults to the URL's host. */
+    allowedRealmHosts: z.array(z.string().min(1)).optional(),
+    /** Hosts that blob redirects may point at, in addition to public addresses (e.g. an internal CDN). */
+    allowedRedirectHosts: z.array(z.string().min(1)).default([]),
+  })
+  .strict()
+  .refine((u) => !(u.password && u.passwordFile), { message: 'set password or passwordFile, not both' })
+  .refine((u) => !((u.password || u.passwordFile) && !u.username), { message: 'a password needs a username' });
+
+export const configSchema = z
+  .object({
+    /** Address the registry API listens on. */
+    listen: hostPort.default('0.0.0.0:5000'),
+    /** A stable id for this instance (loop detection with the Via header); random per start when unset. */
+    instanceId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+    storage: z
+      .object({
+        /** Root of the filesystem content-addressable store. */
+        path: z.string().min(1).default('./data'),
+      })
+      .strict()
+      .default({}),
+    /** Upstream registries by the name clients use (`docker.io`, `ghcr.io`, …). */
+    upstreams: z
+      .record(z.string().regex(REGISTRY_NAME_RE, 'registry names are hostnames with an optional port, e.g. ghcr.io'), upstreamSchema)
+      .default({}),
+    /** The upstream used when a request names no registry (Docker Hub). */
+    defaultUpstream: z.string().default('docker.io'),
+    cache: z
+      .object({
+        /** A blob download that takes longer than this is abandoned (it doesn't belong to any client). */
+        fillTimeout: duration('30m'),
+        /** How often a broken blob download is resumed with a Range request before giving up. */
+        resumeAttempts: z.number().int().min(0).max(20).default(3),
+      })
+      .strict()
+      .default({}),
+    upstreamClient: z
+      .object({
+        connectTimeout: duration('10s'),
+        headersTimeout: duration('30s'),
+        /** Maximum silence while reading a body before the connection is considered dead. */
+        bodyIdleTimeout: duration('60s'),
+        retries: z.number().int().min(1).max(10).default(3),
+        retryBaseDelay: duration('200ms'),
+        maxConcurrency: z.number().int().min(1).max(1024).default(64),
+        maxManifestSize: size('4MiB'),
+      })
+      .strict()
+      .default({}),
+    log: z
+      .object({
+        level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+        /** `json` for log collectors, `pretty` for terminals. */
+        format: z.enum(['json', 'pretty']).default('json'),
+      })
+      .strict()
+      .default({}),
+    metrics: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Serve /metrics on a separate HOST:PORT instead of the registry port. */
+        listen: hostPort.optional(),
+      })
+      .strict()
+      .default({}),
+    shutdown: z
+      .object({
+        /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
+        timeout: duration('30s'),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type UpstreamConfig = z.output<typeof upstreamSchema>;
+
+export const DOCKER_HUB_DEFAULT = { url: 'https://registry-1.docker.io' } as const;

@@ -1,0 +1,39 @@
+import winston from 'winston';
+
+export type Logger = winston.Logger;
+
+export interface LoggerOptions {
+  level: 'error' | 'warn' | 'info' | 'debug';
+  format: 'json' | 'pretty';
+  /** Where lines go; stdout by default (tests capture them). */
+  stream?: NodeJS.WritableStream;
+}
+
+/**
+ * JSON lines for collectors, a compact coloured format for terminals. Messages are constant
+ * strings; values go in fields (`log.info('fill committed', { digest, bytes })`).
+ */
+export function createLogger(opts: LoggerOptions): Logger {
+  const format =
+    opts.format === 'json'
+      ? winston.format.combine(winston.format.timestamp(), winston.format.json())
+      : winston.format.combine(
+          winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
+          winston.format.colorize(),
+          winston.format.printf(({ timestamp, level, message, service: _s, ...rest }) => {
+            const fields = Object.entries(rest)
+              .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+              .join(' ');
+            return `${timestamp} ${level} ${message}${fields ? ` ${fields}` : ''}`;
+          }),
+        );
+  const transport = opts.stream
+    ? new winston.transports.Stream({ stream: opts.stream })
+    : new winston.transports.Console();
+  return winston.createLogger({ level: opts.level, format, defaultMeta: { service: 'hubcache' }, transports: [transport] });
+}
+
+/** A logger that drops everything, for unit tests. */
+export function silentLogger(): Logger {
+  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
+}

@@ -1,0 +1,87 @@
+import client from 'prom-client';
+
+/** Cache kinds: closed set, never a repository, tag or digest (Docker Hub's namespace is unbounded). */
+export type CacheKind = 'manifest_tag' | 'manifest_digest' | 'blob';
+export type CacheOutcome = 'hit' | 'miss' | 'revalidated' | 'stale';
+export type ByteSource = 'cache' | 'upstream';
+export type UpstreamKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
+export type FillFailure = 'digest_mismatch' | 'upstream_error' | 'timeout' | 'storage_error';
+
+function statusClass(status: number | 'error'): string {
+  return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
+}
+
+/**
+ * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
+ * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
+ */
+export class Metrics {
+  readonly registry = new client.Registry();
+
+  readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
+  readonly #httpDuration = new client.Histogram({ name: 'hubcache_http_request_duration_seconds', help: 'Time to the end of the response, by route name.', labelNames: ['route', 'method'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
+  readonly #cacheRequests = new client.Counter({ name: 'hubcache_cache_requests_total', help: 'Cache lookups by kind (manifest_tag, manifest_digest, blob) and outcome (hit, miss, revalidated, stale).', labelNames: ['kind', 'outcome'], registers: [this.registry] });
+  readonly #bytesToClients = new client.Counter({ name: 'hubcache_client_bytes_total', help: 'Body bytes sent to clients, by source (cache or upstream fill).', labelNames: ['source'], registers: [this.registry] });
+  readonly #bytesFromUpstream = new client.Counter({ name: 'hubcache_upstream_bytes_total', help: 'Blob and manifest bytes received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #joiners = new client.Counter({ name: 'hubcache_coalesced_requests_total', help: 'Requests that joined a download already in flight instead of making their own.', labelNames: ['kind'], registers: [this.registry] });
+  readonly #upstreamRequests = new client.Counter({ name: 'hubcache_upstream_requests_total', help: 'Requests to upstream registries by upstream, kind and status class.', labelNames: ['upstream', 'kind', 'method', 'status'], registers: [this.registry] });
+  readonly #upstreamDuration = new client.Histogram({ name: 'hubcache_upstream_request_duration_seconds', help: 'Upstream response time (to headers), by upstream and kind.', labelNames: ['upstream', 'kind'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
+  readonly #tokenFetches = new client.Counter({ name: 'hubcache_upstream_token_fetches_total', help: 'Token requests to upstream auth services, by result.', labelNames: ['upstream', 'result'], registers: [this.registry] });
+  readonly #rateLimitLimit = new client.Gauge({ name: 'hubcache_upstream_ratelimit_limit', help: 'The latest ratelimit-limit an upstream reported (pulls per window).', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #rateLimitRemaining = new client.Gauge({ name: 'hubcache_upstream_ratelimit_remaining', help: 'The latest ratelimit-remaining an upstream reported.', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #rateLimited = new client.Counter({ name: 'hubcache_upstream_rate_limited_total', help: '429 responses received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #fillsInFlight = new client.Gauge({ name: 'hubcache_fills_in_flight', help: 'Blob downloads in progress.', registers: [this.registry] });
+  readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that ended without a commit, by reason.', labelNames: ['reason'], registers: [this.registry] });
+  readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
+  readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
+  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store.', registers: [this.registry] });
+  readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store.', registers: [this.registry] });
+
+  constructor(opts: { collectDefault?: boolean } = {}) {
+    if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
+  }
+
+  httpRequest(route: string, method: string, status: number, seconds: number): void {
+    this.#httpRequests.inc({ route, method, status: statusClass(status) });
+    this.#httpDuration.observe({ route, method }, seconds);
+  }
+  cache(kind: CacheKind, outcome: CacheOutcome): void {
+    this.#cacheRequests.inc({ kind, outcome });
+  }
+  bytesToClient(source: ByteSource, n: number): void {
+    if (n > 0) this.#bytesToClients.inc({ source }, n);
+  }
+  bytesFromUpstream(upstream: string, n: number): void {
+    if (n > 0) this.#bytesFromUpstream.inc({ upstream }, n);
+  }
+  joined(kind: CacheKind): void {
+    this.#joiners.inc({ kind });
+  }
+  upstreamRequest(upstream: string, kind: UpstreamKind, method: string, status: number | 'error', seconds: number): void {
+    this.#upstreamRequests.inc({ upstream, kind, method, status: statusClass(status) });
+    this.#upstreamDuration.observe({ upstream, kind }, seconds);
+    if (status === 429) this.#rateLimited.inc({ upstream });
+  }
+  tokenFetched(upstream: string, ok: boolean): void {
+    this.#tokenFetches.inc({ upstream, result: ok ? 'ok' : 'error' });
+  }
+  rateLimit(upstream: string, limit: number | undefined, remaining: number | undefined): void {
+    if (limit !== undefined) this.#rateLimitLimit.set({ upstream }, limit);
+    if (remaining !== undefined) this.#rateLimitRemaining.set({ upstream }, remaining);
+  }
+  fillStarted(): void {
+    this.#fillsInFlight.inc();
+  }
+  fillEnded(result: 'committed' | FillFailure): void {
+    this.#fillsInFlight.dec();
+    if (result === 'committed') this.#fillsCommitted.inc();
+    else this.#fillsFailed.inc({ reason: result });
+  }
+  fillResumed(): void {
+    this.#fillsResumed.inc();
+  }
+  storeSize(bytes: number, objects: number): void {
+    this.#storeBytes.set(bytes);
+    this.#storeObjects.set(objects);
+  }
+}

@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   UPSTREAM_UNKNOWN: { status: 404, message: 'registry not configured on this mirror' },
   UNAVAILABLE: { status: 503, message: 'upstream registry unavailable and no cached copy' },
   UPSTREAM_ERROR: { status: 502, message: 'upstream registry returned an invalid response' },
+  NOT_FOUND: { status: 404, message: 'no such registry API endpoint' },
   UNKNOWN: { status: 500, message: 'unknown error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -1,0 +1,250 @@
+import type { Digest } from '../domain/digest.js';
+import { RegistryError } from '../domain/errors.js';
+import { referenceString, type Reference, type Tag } from '../domain/reference.js';
+import type { Logger } from '../observability/logger.js';
+import type { CacheKind, Metrics } from '../observability/metrics.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../storage/manifest-store.js';
+import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import { BlobFill } from './blob-fill.js';
+import { canServeStale, decideTag } from './cache-policy.js';
+import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type RegistryReader, type TagListResult } from './registry-reader.js';
+import { SingleFlight } from './single-flight.js';
+
+export interface PullThroughOptions {
+  readonly blobs: BlobStore;
+  readonly manifests: ManifestStore;
+  readonly metadata: MetadataStore;
+  /** Configured upstreams by registry name; requests were already routed to one of them. */
+  readonly upstreams: ReadonlyMap<string, { readonly upstream: Upstream; readonly tagTtlMs: number }>;
+  readonly fillTimeoutMs: number;
+  readonly resumeAttempts: number;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly clock?: () => number;
+}
+
+/**
+ * The pull-through cache: the same read interface as local storage, backed by the local stores and
+ * the upstreams (STYLE rule 1). Digests are served from the store with no upstream request; tags
+ * follow the TTL policy; upstream outages are answered from the cache when a copy exists.
+ */
+export class PullThroughRegistry implements RegistryReader {
+  readonly #o: PullThroughOptions;
+  readonly #clock: () => number;
+  readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
+  readonly #fills = new Map<Digest, BlobFill>();
+
+  constructor(opts: PullThroughOptions) {
+    this.#o = opts;
+    this.#clock = opts.clock ?? Date.now;
+  }
+
+  /** Blob downloads in progress (graceful shutdown waits for them). */
+  inFlightFills(): Promise<unknown>[] {
+    return [...this.#fills.values()].map((f) => f.done.catch(() => {}));
+  }
+
+  async getManifest(key: RepoKey, ref: Reference, _opts: { signal: AbortSignal; head?: boolean }): Promise<ManifestResult> {
+    const flightKey = `${key.upstream}/${key.repo}@${referenceString(ref)}`;
+    const { promise, joined } = this.#manifestFlights.run(flightKey, () =>
+      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag),
+    );
+    if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
+    return promise;
+  }
+
+  async #manifestByDigest(key: RepoKey, digest: Digest): Promise<ManifestResult> {
+    const kind: CacheKind = 'manifest_digest';
+    const stored = await this.#o.manifests.get(digest);
+    // Content is shared by digest, but a manifest is served for a repository only once that
+    // repository's upstream confirmed it has it (credentials may differ per repository).
+    if (stored && (await this.#o.metadata.hasManifest(key, digest))) {
+      this.#o.metrics.cache(kind, 'hit');
+      return { ...stored, outcome: 'hit' };
+    }
+    const upstream = this.#upstream(key);
+    try {
+      if (stored) {
+        await upstream.headManifest(key.repo, { kind: 'digest', digest });
+        await this.#o.metadata.linkManifest(key, digest);
+        this.#o.metrics.cache(kind, 'revalidated');
+        return { ...stored, outcome: 'revalidated' };
+      }
+      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest });
+      this.#o.metrics.cache(kind, 'miss');
+      return { ...fetched, outcome: 'miss' };
+    } catch (err) {
+      throw this.#toRegistryError(err, 'MANIFEST_UNKNOWN');
+    }
+  }
+
+  async #manifestByTag(key: RepoKey, tag: Tag): Promise<ManifestResult> {
+    const kind: CacheKind = 'manifest_tag';
+    const { upstream, tagTtlMs } = this.#upstreamEntry(key);
+    const entry = await this.#o.metadata.getTag(key, tag);
+    const local = entry ? await this.#o.manifests.get(entry.digest) : undefined;
+    const decision = local ? decideTag(entry, this.#clock(), tagTtlMs) : 'fetch';
+    if (decision === 'serve-local' && local) {
+      this.#o.metrics.cache(kind, 'hit');
+      return { ...local, outcome: 'hit' };
+    }
+    try {
+      if (decision === 'revalidate' && local) {
+        // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
+        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag });
+        if (head.digest === local.descriptor.digest) {
+          await this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() });
+          this.#o.metrics.cache(kind, 'revalidated');
+          return { ...local, outcome: 'revalidated' };
+        }
+        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }));
+        await this.#o.metadata.linkManifest(key, moved.descriptor.digest);
+        await this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() });
+        this.#o.metrics.cache(kind, 'miss');
+        return { ...moved, outcome: 'miss' };
+      }
+      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag });
+      await this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() });
+      this.#o.metrics.cache(kind, 'miss');
+      return { ...fetched, outcome: 'miss' };
+    } catch (err) {
+      if (local && err instanceof UpstreamError && canServeStale(err)) {
+        this.#o.metrics.cache(kind, 'stale');
+        this.#o.logger.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });
+        return { ...local, outcome: 'stale', stale: { reason: err.kind } };
+      }
+      throw this.#toRegistryError(err, 'MANIFEST_UNKNOWN');
+    }
+  }
+
+  /** GET from upstream, store byte-exact (verified by digest), link to the repository. */
+  async #fetchManifest(key: RepoKey, ref: Reference): Promise<StoredManifest> {
+    const res = await this.#upstream(key).getManifest(key.repo, ref);
+    const expected = ref.kind === 'digest' ? ref.digest : res.descriptor.digest;
+    const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
+    await this.#o.metadata.linkManifest(key, descriptor.digest);
+    this.#o.metrics.bytesFromUpstream(key.upstream, res.body.length);
+    return { descriptor, body: res.body };
+  }
+
+  async getBlob(key: RepoKey, digest: Digest, opts: { signal: AbortSignal; head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
+    const kind: CacheKind = 'blob';
+    const local = await this.#o.blobs.stat(digest);
+    if (local) {
+      this.#o.metrics.cache(kind, 'hit');
+      const range = this.#range(opts.range, local.size);
+      const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
+      return { digest, size: local.size, range, body, source: 'cache' };
+    }
+    const inFlight = this.#fills.get(digest);
+    if (opts.head && !inFlight) {
+      // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet).
+      try {
+        const { size } = await this.#upstream(key).headBlob(key.repo, digest, opts.signal);
+        this.#o.metrics.cache(kind, 'miss');
+        return { digest, size, range: this.#range(opts.range, size), source: 'upstream' };
+      } catch (err) {
+        throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+      }
+    }
+    let fill = inFlight;
+    if (fill?.followable) {
+      this.#o.metrics.joined(kind);
+    } else {
+      fill = this.#startFill(key, digest);
+    }
+    this.#o.metrics.cache(kind, 'miss');
+    let size: number;
+    try {
+      size = await fill.ready;
+    } catch (err) {
+      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+    }
+    const range = this.#range(opts.range, size);
+    if (opts.head) return { digest, size, range, source: 'upstream' };
+    if (!fill.followable) {
+      // Committed and released between our checks: the store has it now (or the fill failed).
+      await fill.done.catch((err) => {
+        throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+      });
+      return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
+    }
+    return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+  }
+
+  #startFill(key: RepoKey, digest: Digest): BlobFill {
+    const fill = new BlobFill({
+      key,
+      digest,
+      upstream: this.#upstream(key),
+      store: this.#o.blobs,
+      timeoutMs: this.#o.fillTimeoutMs,
+      resumeAttempts: this.#o.resumeAttempts,
+      logger: this.#o.logger,
+      metrics: this.#o.metrics,
+    });
+    this.#fills.set(digest, fill);
+    const forget = () => {
+      if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
+    };
+    fill.done.then(forget, forget);
+    return fill;
+  }
+
+  #range(spec: RangeSpec | undefined, size: number) {
+    if (!spec) return undefined;
+    const range = resolveRange(spec, size);
+    if (!range) throw new RegistryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
+    return range;
+  }
+
+  async listTags(key: RepoKey, page: { n?: number; last?: string }, _opts: { signal: AbortSignal }): Promise<TagListResult> {
+    try {
+      return await this.#upstream(key).listTags(key.repo, page);
+    } catch (err) {
+      if (err instanceof UpstreamError && canServeStale(err)) {
+        // Upstream is down: answer with the tags this cache knows, paginated the same way.
+        const all = (await this.#o.metadata.listTags(key)).filter((t) => page.last === undefined || t > page.last);
+        if (all.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
+        const n = page.n ?? all.length;
+        const tags = all.slice(0, n);
+        const next = all.length > n ? { n, last: tags[tags.length - 1]! } : undefined;
+        this.#o.logger.warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
+        return { name: key.repo, tags, next, stale: { reason: err.kind } };
+      }
+      throw this.#toRegistryError(err, 'NAME_UNKNOWN');
+    }
+  }
+
+  #upstreamEntry(key: RepoKey) {
+    const entry = this.#o.upstreams.get(key.upstream);
+    if (!entry) throw new RegistryError('UPSTREAM_UNKNOWN', { registry: key.upstream });
+    return entry;
+  }
+
+  #upstream(key: RepoKey): Upstream {
+    return this.#upstreamEntry(key).upstream;
+  }
+
+  /** Upstream failures → OCI codes (the one place that decides it; the HTTP layer maps codes to statuses). */
+  #toRegistryError(err: unknown, notFound: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN'): Error {
+    if (!(err instanceof UpstreamError)) return err as Error;
+    const detail = { upstream: err.message, ...(err.upstreamErrors ? { errors: err.upstreamErrors } : {}) };
+    switch (err.kind) {
+      case 'not-found':
+        return new RegistryError(notFound, detail, { cause: err });
+      case 'rate-limited':
+        return new RegistryError('TOOMANYREQUESTS', detail, { cause: err, headers: { ...err.headers } });
+      case 'unauthorized':
+      case 'denied':
+        // The mirror's own credentials were refused upstream; the client can't fix that with a
+        // token of ours, so this is DENIED (403), not a 401 that would send it into a loop.
+        return new RegistryError('DENIED', detail, { cause: err, message: 'upstream refused access' });
+      case 'unavailable':
+        return new RegistryError('UNAVAILABLE', detail, { cause: err });
+      case 'protocol':
+        return new RegistryError('UPSTREAM_ERROR', detail, { cause: err });
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import type { Readable } from 'node:stream';
+import type { ByteRange, Descriptor } from '../domain/descriptor.js';
+import type { Digest } from '../domain/digest.js';
+import type { Reference } from '../domain/reference.js';
+import type { RepoKey } from '../storage/manifest-store.js';
+import type { CacheOutcome } from '../observability/metrics.js';
+
+/** A client's Range header, parsed but not yet resolved against the blob's size (RFC 9110 §14.1.2). */
+export type RangeSpec = { readonly start: number; readonly end?: number } | { readonly suffix: number };
+
+export interface ManifestResult {
+  readonly descriptor: Descriptor;
+  readonly body: Buffer;
+  readonly outcome: CacheOutcome;
+  /** Served from the cache because the upstream failed; `reason` says how. */
+  readonly stale?: { readonly reason: string };
+}
+
+export interface BlobResult {
+  readonly digest: Digest;
+  /** Total size of the blob. */
+  readonly size: number;
+  /** The resolved range when one was requested (206), else undefined (200). */
+  readonly range?: ByteRange;
+  /** The body; the caller owns it and must consume or destroy it. Absent for HEAD. */
+  readonly body?: Readable;
+  readonly source: 'cache' | 'upstream';
+}
+
+export interface TagListResult {
+  readonly name: string;
+  readonly tags: string[];
+  readonly next?: { readonly n?: number; readonly last: string };
+  readonly stale?: { readonly reason: string };
+}
+
+/**
+ * The read side of a registry. Implemented by the pull-through cache; handlers depend only on
+ * this, so they never know whether a request was a hit (STYLE rule 1).
+ * Errors are `RegistryError`s with OCI codes.
+ */
+export interface RegistryReader {
+  getManifest(key: RepoKey, ref: Reference, opts: { signal: AbortSignal; head?: boolean }): Promise<ManifestResult>;
+  getBlob(key: RepoKey, digest: Digest, opts: { signal: AbortSignal; head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
+  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: { signal: AbortSignal }): Promise<TagListResult>;
+}
+
+/** Resolves a RangeSpec against a size; `undefined` when unsatisfiable (→ 416). */
+export function resolveRange(spec: RangeSpec, size: number): ByteRange | undefined {
+  if ('suffix' in spec) {
+    if (spec.suffix === 0 || size === 0) return undefined;
+    return { start: Math.max(0, size - spec.suffix), end: size - 1 };
+  }
+  if (spec.start >= size) return undefined;
+  const end = spec.end === undefined ? size - 1 : Math.min(spec.end, size - 1);
+  return { start: spec.start, end };
+}

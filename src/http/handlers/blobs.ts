@@ -1,0 +1,43 @@
+import { pipeline } from 'node:stream/promises';
+import type { Request, Response } from 'express';
+import type { RegistryReader } from '../../cache/registry-reader.js';
+import type { Digest } from '../../domain/digest.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { RepoKey } from '../../storage/manifest-store.js';
+import { parseRangeHeader } from '../parse-request.js';
+
+/** GET/HEAD /v2/<name>/blobs/<digest>, with single-range support (206/416). */
+export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: RepoKey, digest: Digest, req: Request, res: Response): Promise<void> {
+  const head = req.method === 'HEAD';
+  const range = parseRangeHeader(req.get('range'));
+  const blob = await reader.getBlob(key, digest, { signal: req.ctx.signal, head, range });
+  req.ctx.cache = blob.source === 'cache' ? 'hit' : 'miss';
+  res.setHeader('Content-Type', 'application/octet-stream');
+  res.setHeader('Docker-Content-Digest', digest);
+  res.setHeader('ETag', `"${digest}"`);
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Cache-Control', 'max-age=31536000');
+  res.setHeader('X-Hubcache-Cache', req.ctx.cache);
+  if (blob.range) {
+    res.status(206);
+    res.setHeader('Content-Range', `bytes ${blob.range.start}-${blob.range.end}/${blob.size}`);
+    res.setHeader('Content-Length', blob.range.end - blob.range.start + 1);
+  } else {
+    res.status(200);
+    res.setHeader('Content-Length', blob.size);
+  }
+  if (head || !blob.body) {
+    blob.body?.destroy();
+    res.end();
+    return;
+  }
+  const source = blob.source;
+  blob.body.on('data', (chunk: Buffer) => metrics.bytesToClient(source, chunk.length));
+  res.flushHeaders();
+  // pipeline destroys both sides on error: a broken source aborts the client connection rather
+  // than ending it cleanly with missing bytes; a client that leaves destroys its reader.
+  await pipeline(blob.body, res).catch((err: Error) => {
+    if (!res.destroyed) res.destroy(err);
+    if (!req.ctx.signal.aborted) req.ctx.log.warn('blob stream aborted', { digest, error: err.message });
+  });
+}

@@ -1,0 +1,19 @@
+import type { Request, Response } from 'express';
+import type { RegistryReader } from '../../cache/registry-reader.js';
+import type { RepoKey } from '../../storage/manifest-store.js';
+
+/** GET /v2/<name>/tags/list?n=&last=, with a `Link: <…>; rel="next"` header for the next page. */
+export async function serveTags(reader: RegistryReader, key: RepoKey, clientName: string, page: { n?: number; last?: string }, req: Request, res: Response): Promise<void> {
+  const result = await reader.listTags(key, page, { signal: req.ctx.signal });
+  if (result.stale) {
+    req.ctx.stale = result.stale.reason;
+    res.setHeader('X-Hubcache-Stale', result.stale.reason);
+  }
+  if (result.next) {
+    const params = new URLSearchParams();
+    if (result.next.n !== undefined) params.set('n', String(result.next.n));
+    params.set('last', result.next.last);
+    res.setHeader('Link', `</v2/${clientName}/tags/list?${params.toString()}>; rel="next"`);
+  }
+  res.status(200).json({ name: result.name, tags: result.tags });
+}

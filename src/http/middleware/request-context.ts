@@ -1,0 +1,71 @@
+import { randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+
+/** What handlers record about a request for the access log and metrics. */
+export interface RequestContext {
+  readonly id: string;
+  readonly log: Logger;
+  readonly started: number;
+  route: string;
+  cache?: string;
+  upstream?: string;
+  stale?: string;
+  /** Aborted when the client goes away before the response finished; governs client I/O only. */
+  readonly signal: AbortSignal;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    ctx: RequestContext;
+  }
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Request id (accepted from `X-Request-Id` or generated), child logger, client signal, access log + metrics. */
+export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRoutes: ReadonlySet<string> }) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const incoming = req.get('x-request-id');
+    const id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+    const controller = new AbortController();
+    req.ctx = { id, log: opts.logger.child({ requestId: id }), started: performance.now(), route: 'unknown', signal: controller.signal };
+    res.setHeader('X-Request-Id', id);
+    let bytes = 0;
+    const write = res.write.bind(res);
+    // Count body bytes as they are written (streams and res.end both pass through here or end()).
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (chunk && typeof (chunk as Buffer).length === 'number') bytes += (chunk as Buffer).length;
+      return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+    }) as typeof res.write;
+    const end = res.end.bind(res);
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+      if (chunk && typeof chunk !== 'function' && typeof (chunk as Buffer).length === 'number') bytes += (chunk as Buffer).length;
+      return (end as (...a: unknown[]) => Response)(chunk, ...rest);
+    }) as typeof res.end;
+    res.on('close', () => {
+      const completed = res.writableFinished;
+      if (!completed) controller.abort();
+      const seconds = (performance.now() - req.ctx.started) / 1000;
+      const status = completed ? res.statusCode : 499;
+      opts.metrics.httpRequest(req.ctx.route, req.method, status, seconds);
+      if (opts.quietRoutes.has(req.ctx.route) && status < 400) return;
+      const fields = {
+        method: req.method,
+        route: req.ctx.route,
+        path: req.originalUrl.slice(0, 512),
+        status,
+        bytes,
+        ms: Math.round(seconds * 1000),
+        cache: req.ctx.cache,
+        upstream: req.ctx.upstream,
+        stale: req.ctx.stale,
+        aborted: completed ? undefined : true,
+        userAgent: req.get('user-agent')?.slice(0, 200),
+      };
+      req.ctx.log.log(status >= 500 || !completed ? 'warn' : 'info', 'request', fields);
+    });
+    next();
+  };
+}

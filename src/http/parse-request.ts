@@ -1,0 +1,85 @@
+import { parseDigest, type Digest } from '../domain/digest.js';
+import { RegistryError } from '../domain/errors.js';
+import { parseReference, type Reference } from '../domain/reference.js';
+import type { RangeSpec } from '../cache/registry-reader.js';
+
+/** A /v2 request parsed into typed values (spegel's ParseDistributionPath, STYLE rule 4). */
+export type RegistryRequest =
+  | { readonly route: 'base' }
+  | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference }
+  | { readonly route: 'blob'; readonly name: string; readonly digest: Digest }
+  | { readonly route: 'tags'; readonly name: string; readonly n?: number; readonly last?: string }
+  | { readonly route: 'upload'; readonly name: string }
+  | { readonly route: 'referrers'; readonly name: string; readonly digest: Digest };
+
+export type RouteName = RegistryRequest['route'] | 'unknown';
+
+/** Largest `n` accepted for tag pagination (distribution caps it too). */
+export const MAX_TAGS_PAGE = 10_000;
+
+/**
+ * Parses the raw request target (`req.originalUrl`, never decoded): percent-encodings, empty and
+ * dot segments are refused outright, since no valid name, tag or digest needs them and a decoded
+ * `%2F` must never change how a path splits.
+ */
+export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest; query: URLSearchParams } {
+  const q = rawUrl.indexOf('?');
+  const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+  const query = new URLSearchParams(q === -1 ? '' : rawUrl.slice(q + 1));
+  if (path === '/v2/' || path === '/v2') return { request: { route: 'base' }, query };
+  if (!path.startsWith('/v2/')) throw new RegistryError('NAME_INVALID', { path: clip(path) });
+  if (path.includes('%')) throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'encoded characters are not allowed in registry paths' });
+  const segments = path.slice('/v2/'.length).split('/');
+  if (segments.some((s) => s === '' || s === '.' || s === '..')) {
+    throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'empty or dot segments are not allowed in registry paths' });
+  }
+  const n = segments.length;
+  const name = (upTo: number) => segments.slice(0, upTo).join('/');
+  if (n >= 3 && segments[n - 2] === 'manifests') return { request: { route: 'manifest', name: name(n - 2), ref: parseReference(segments[n - 1]!) }, query };
+  if (n >= 3 && segments[n - 2] === 'blobs' && segments[n - 1] !== 'uploads') {
+    return { request: { route: 'blob', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
+  }
+  if (n >= 3 && segments[n - 2] === 'tags' && segments[n - 1] === 'list') {
+    return { request: { route: 'tags', name: name(n - 2), ...parsePagination(query) }, query };
+  }
+  if (n >= 3 && segments[n - 2] === 'referrers') return { request: { route: 'referrers', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
+  const uploads = segments.lastIndexOf('uploads');
+  if (uploads >= 2 && segments[uploads - 1] === 'blobs') return { request: { route: 'upload', name: name(uploads - 1) }, query };
+  throw new RegistryError('NOT_FOUND', { path: clip(path) });
+}
+
+function parsePagination(query: URLSearchParams): { n?: number; last?: string } {
+  const out: { n?: number; last?: string } = {};
+  const n = query.get('n');
+  if (n !== null) {
+    if (!/^\d{1,6}$/.test(n) || Number(n) > MAX_TAGS_PAGE) throw new RegistryError('PAGINATION_NUMBER_INVALID', { n: clip(n), max: MAX_TAGS_PAGE });
+    out.n = Number(n);
+  }
+  const last = query.get('last');
+  if (last !== null && last !== '') out.last = last.slice(0, 256);
+  return out;
+}
+
+/**
+ * `Range: bytes=a-b | a- | -n`. A malformed value or another unit is refused with 416 (as Go's
+ * http.ServeContent, which distribution uses, does); several ranges are answered with the whole
+ * body, which RFC 9110 allows.
+ */
+export function parseRangeHeader(header: string | undefined): RangeSpec | undefined {
+  if (header === undefined) return undefined;
+  const m = /^bytes=(.+)$/.exec(header.trim());
+  if (!m) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+  if (m[1]!.includes(',')) return undefined;
+  const spec = /^\s*(\d*)-(\d*)\s*$/.exec(m[1]!);
+  if (!spec || (spec[1] === '' && spec[2] === '')) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+  if (spec[1] === '') return { suffix: Number(spec[2]) };
+  const start = Number(spec[1]);
+  if (spec[2] === '') return { start };
+  const end = Number(spec[2]);
+  if (end < start || !Number.isSafeInteger(end)) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+  return { start, end };
+}
+
+function clip(s: string): string {
+  return s.length > 200 ? `${s.slice(0, 200)}…` : s;
+}

@@ -72,3 +72,15 @@ test('invalid YAML is reported with the file name', () => {
   const f = file('bad.yaml', 'listen: [\n');
   assert.throws(() => loadConfig({ file: f, env: {} }), /bad\.yaml: not valid YAML/);
 });
+
+test('config print output loads back to the same configuration', async () => {
+  const { stringify } = await import('yaml');
+  const c = loadConfig({ env: { HUBCACHE_TAG_TTL: '90s' } });
+  const f = file('round.yaml', stringify(redactConfig(c)));
+  assert.deepEqual(loadConfig({ file: f, env: {} }), c);
+});
+
+test('durations need a unit', () => {
+  const f = file('d.yaml', 'cache:\n  fillTimeout: 30\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), /cache\.fillTimeout: durations need a unit/);
+});

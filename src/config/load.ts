@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { configSchema, DOCKER_HUB_DEFAULT, type Config } from './schema.js';
+import { configSchema, DOCKER_HUB_DEFAULT, DURATION_KEYS, type Config } from './schema.js';
 
 /**
  * Settings that also exist as environment variables and command-line flags. Precedence:
@@ -125,6 +125,10 @@ function deepFreeze<T>(o: T): T {
 /** The effective configuration with secrets replaced, for `hubcache config print` and the startup log. */
 export function redactConfig(config: Readonly<Config>): unknown {
   return JSON.parse(
-    JSON.stringify(config, (key, value) => (key === 'password' && typeof value === 'string' ? '<redacted>' : value)),
+    JSON.stringify(config, (key, value) => {
+      if (key === 'password' && typeof value === 'string') return '<redacted>';
+      if (DURATION_KEYS.has(key) && typeof value === 'number') return `${value}ms`;
+      return value;
+    }),
   );
 }

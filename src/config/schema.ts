@@ -8,11 +8,11 @@ import { parseDuration, parseSize } from './duration.js';
  */
 const duration = (def: string) =>
   z
-    .union([z.string(), z.number()])
+    .string({ invalid_type_error: 'durations need a unit, e.g. 30s or 5m' })
     .default(def)
     .transform((v, ctx) => {
-      const ms = typeof v === 'number' ? v * 1000 : parseDuration(v);
-      if (ms === undefined || ms < 0) {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
         ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration ${JSON.stringify(v)} (use e.g. 250ms, 30s, 5m, 1h)` });
         return z.NEVER;
       }
@@ -136,6 +136,9 @@ export const configSchema = z
       .default({}),
   })
   .strict();
+
+/** Keys whose values are durations (printed back with a unit by `config print`). */
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

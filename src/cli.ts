@@ -1,0 +1,85 @@
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { stringify as toYaml } from 'yaml';
+import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { startHubcache } from './server.js';
+
+const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+function withConfigOptions(cmd: Command): Command {
+  cmd.addOption(new Option('-c, --config <file>', 'YAML configuration file').env('HUBCACHE_CONFIG'));
+  for (const s of SETTINGS) cmd.addOption(new Option(`--${s.flag} <value>`, `${s.help} [env ${s.env}]`));
+  return cmd;
+}
+
+/** Flags → config. Env vars are read by loadConfig itself, so precedence stays file < env < flags. */
+function configFrom(opts: Record<string, string | undefined>): Readonly<Config> {
+  const flags: Record<string, string | undefined> = {};
+  for (const s of SETTINGS) flags[s.flag] = opts[camel(s.flag)];
+  return loadConfig({ file: opts.config, flags });
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function fail(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`hubcache: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`hubcache: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+}
+
+const program = new Command('hubcache').description('A pull-through caching registry for Docker Hub and other registries').version(version);
+
+withConfigOptions(program.command('serve').description('start the registry mirror')).action(async (opts) => {
+  let config: Readonly<Config>;
+  try {
+    config = configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const hub = await startHubcache(config, { version }).catch(fail);
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    signals++;
+    if (signals > 1) {
+      hub.logger.warn('second signal, exiting now', { signal });
+      process.exit(1);
+    }
+    hub.logger.info('signal received', { signal });
+    hub.close().then(
+      () => process.exit(0),
+      (err) => fail(err),
+    );
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+});
+
+const configCmd = program.command('config').description('check or print the effective configuration');
+withConfigOptions(configCmd.command('check').description('validate the configuration and exit')).action((opts) => {
+  try {
+    configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  process.stdout.write('configuration OK\n');
+});
+withConfigOptions(configCmd.command('print').description('print the effective configuration (defaults applied, secrets redacted)'))
+  .addOption(new Option('--format <format>', 'yaml or json').choices(['yaml', 'json']).default('yaml'))
+  .action((opts) => {
+    let config: Readonly<Config>;
+    try {
+      config = configFrom(opts);
+    } catch (err) {
+      fail(err);
+    }
+    const redacted = redactConfig(config);
+    process.stdout.write(opts.format === 'json' ? `${JSON.stringify(redacted, null, 2)}\n` : toYaml(redacted));
+  });
+
+await program.parseAsync(process.argv);

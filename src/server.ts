@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import express from 'express';
+import { PullThroughRegistry } from './cache/pull-through.js';
+import { parseHostPort, type Config } from './config/schema.js';
+import { createApp, metricsHandler } from './http/app.js';
+import { viaToken } from './http/middleware/anti-loop.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { FsBlobStore } from './storage/fs/fs-blob-store.js';
+import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
+import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
+import { RegistryUpstream } from './upstream/registry-client.js';
+import type { Upstream } from './upstream/upstream.js';
+
+export interface Hubcache {
+  /** The registry API's bound address (port 0 in config → the chosen port). */
+  readonly url: string;
+  readonly metricsUrl: string;
+  readonly instanceId: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+/** The composition root: config → logger → metrics → stores → upstreams → cache → HTTP → listen. */
+export async function startHubcache(config: Readonly<Config>, opts: { logger?: Logger; version?: string } = {}): Promise<Hubcache> {
+  const logger = opts.logger ?? createLogger({ level: config.log.level, format: config.log.format });
+  const metrics = new Metrics();
+  const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
+
+  const root = config.storage.path;
+  const blobs = new FsBlobStore({ root });
+  const removed = await blobs.init();
+  if (removed > 0) logger.info('leftover temp files removed', { count: removed });
+  const manifests = new FsManifestStore({ root });
+  const metadata = new FsMetadataStore({ root });
+  await manifests.init?.();
+  await metadata.init?.();
+
+  const upstreams = new Map<string, { upstream: Upstream; tagTtlMs: number }>();
+  for (const [name, up] of Object.entries(config.upstreams)) {
+    const upstream = new RegistryUpstream({
+      name,
+      url: up.url,
+      credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
+      allowedRealmHosts: up.allowedRealmHosts,
+      timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
+      retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
+      maxManifestBytes: config.upstreamClient.maxManifestSize,
+      maxConcurrency: config.upstreamClient.maxConcurrency,
+      userAgent: `hubcache/${opts.version ?? 'dev'}`,
+      via: `1.1 ${viaToken(instanceId)}`,
+      observer: {
+        request: (e) => metrics.upstreamRequest(e.upstream, e.kind, e.method, e.status, e.seconds),
+        rateLimit: (u, snap) => {
+          metrics.rateLimit(u, snap.limit, snap.remaining);
+          logger.debug('rate limit seen', { upstream: u, limit: snap.limit, remaining: snap.remaining, source: snap.source });
+        },
+        tokenFetched: (u, ok) => {
+          metrics.tokenFetched(u, ok);
+          logger.debug('token fetched', { upstream: u, ok });
+        },
+      },
+    });
+    upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
+  }
+
+  const registry = new PullThroughRegistry({
+    blobs,
+    manifests,
+    metadata,
+    upstreams,
+    fillTimeoutMs: config.cache.fillTimeout,
+    resumeAttempts: config.cache.resumeAttempts,
+    logger,
+    metrics,
+  });
+
+  let accepting = true;
+  const readiness = async () => ({ config: true, accepting, storeWritable: await storeWritable(root) });
+  const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
+  const app = createApp({
+    reader: registry,
+    resolver: {
+      upstreams: new Set(upstreams.keys()),
+      defaultUpstream: config.defaultUpstream,
+      normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
+    },
+    logger,
+    metrics,
+    instanceId,
+    readiness,
+    serveMetrics: config.metrics.enabled && !separateMetrics,
+  });
+
+  const server = await listen(createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, app), config.listen);
+  let metricsServer: Server | undefined;
+  if (separateMetrics) {
+    const mApp = express();
+    mApp.get('/metrics', metricsHandler(metrics));
+    metricsServer = await listen(createServer(mApp), config.metrics.listen!);
+  }
+  const url = addressUrl(server);
+  const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
+  logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: root, instanceId, upstreams: [...upstreams.keys()] });
+
+  let closing: Promise<void> | undefined;
+  const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
+    (closing ??= (async () => {
+      accepting = false;
+      logger.info('shutting down', { deadlineMs, fillsInFlight: registry.inFlightFills().length });
+      const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());
+      const drained = Promise.all([
+        new Promise<void>((r) => server.close(() => r())),
+        metricsServer ? new Promise<void>((r) => metricsServer!.close(() => r())) : undefined,
+        server.closeIdleConnections(),
+        ...registry.inFlightFills(),
+      ]);
+      const outcome = await Promise.race([drained.then(() => 'drained' as const), deadline]);
+      if (outcome === 'timeout') logger.warn('shutdown deadline reached, closing remaining connections');
+      server.closeAllConnections();
+      metricsServer?.closeAllConnections();
+      await Promise.all([...upstreams.values()].map((u) => u.upstream.close().catch(() => {})));
+      logger.info('hubcache stopped', { outcome });
+    })());
+
+  return { url, metricsUrl, instanceId, logger, metrics, close };
+}
+
+async function listen(server: Server, hostPort: string): Promise<Server> {
+  const { host, port } = parseHostPort(hostPort)!;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
+function addressUrl(server: Server): string {
+  const a = server.address() as AddressInfo;
+  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
+}
+
+async function storeWritable(root: string): Promise<boolean> {
+  const probe = join(root, 'tmp', `.ready-${process.pid}`);
+  try {
+    await mkdir(join(root, 'tmp'), { recursive: true });
+    await writeFile(probe, 'ok');
+    await rm(probe, { force: true });
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -29,6 +29,8 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   if (path === '/v2/' || path === '/v2') return { request: { route: 'base' }, query };
   if (!path.startsWith('/v2/')) throw new RegistryError('NAME_INVALID', { path: clip(path) });
   if (path.includes('%')) throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'encoded characters are not allowed in registry paths' });
+  const upload = /^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/.exec(path);
+  if (upload) return { request: { route: 'upload', name: upload[1]! }, query };
   const segments = path.slice('/v2/'.length).split('/');
   if (segments.some((s) => s === '' || s === '.' || s === '..')) {
     throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'empty or dot segments are not allowed in registry paths' });
@@ -43,8 +45,6 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
     return { request: { route: 'tags', name: name(n - 2), ...parsePagination(query) }, query };
   }
   if (n >= 3 && segments[n - 2] === 'referrers') return { request: { route: 'referrers', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
-  const uploads = segments.lastIndexOf('uploads');
-  if (uploads >= 2 && segments[uploads - 1] === 'blobs') return { request: { route: 'upload', name: name(uploads - 1) }, query };
   throw new RegistryError('NOT_FOUND', { path: clip(path) });
 }
 

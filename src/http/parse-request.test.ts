@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isRegistryError } from '../domain/errors.js';
+import { parseRangeHeader, parseRegistryRequest } from './parse-request.js';
+import { resolveRepo } from './resolve-repo.js';
+
+const D = `sha256:${'a'.repeat(64)}`;
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(isRegistryError(err), `expected a RegistryError, got ${String(err)}`);
+    return err.code;
+  }
+  return 'none';
+}
+
+test('routes with multi-component names', () => {
+  assert.deepEqual(parseRegistryRequest('/v2/').request, { route: 'base' });
+  assert.deepEqual(parseRegistryRequest('/v2/org/team/app/manifests/1.0').request, { route: 'manifest', name: 'org/team/app', ref: { kind: 'tag', tag: '1.0' } });
+  assert.deepEqual(parseRegistryRequest(`/v2/alpine/manifests/${D}`).request, { route: 'manifest', name: 'alpine', ref: { kind: 'digest', digest: D } });
+  assert.deepEqual(parseRegistryRequest(`/v2/a/blobs/${D}?ns=docker.io`).request, { route: 'blob', name: 'a', digest: D });
+  assert.deepEqual(parseRegistryRequest('/v2/library/a/tags/list?n=10&last=b').request, { route: 'tags', name: 'library/a', n: 10, last: 'b' });
+  // a repository may itself be called "manifests" or "blobs"
+  assert.deepEqual(parseRegistryRequest('/v2/manifests/manifests/latest').request, { route: 'manifest', name: 'manifests', ref: { kind: 'tag', tag: 'latest' } });
+  assert.equal(parseRegistryRequest('/v2/a/blobs/uploads/').request.route, 'upload');
+});
+
+test('invalid names, tags, digests, encodings and dot segments are 4xx codes', () => {
+  assert.equal(code(() => parseRegistryRequest('/v2/a%2Fb/manifests/latest')), 'NAME_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/../../etc/manifests/latest')), 'NAME_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/./b/manifests/latest')), 'NAME_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a//b/manifests/latest')), 'NAME_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/-bad')), 'TAG_INVALID');
+  assert.equal(code(() => parseRegistryRequest(`/v2/a/manifests/${'x'.repeat(129)}`)), 'TAG_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/sha256:abc')), 'DIGEST_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/blobs/md5:abc')), 'DIGEST_INVALID');
+  assert.equal(code(() => parseRegistryRequest(`/v2/a/blobs/sha256:${'A'.repeat(64)}`)), 'DIGEST_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/tags/list?n=abc')), 'PAGINATION_NUMBER_INVALID');
+  assert.equal(code(() => parseRegistryRequest('/v2/a/whatever')), 'NOT_FOUND');
+});
+
+test('repository names are validated when resolved', () => {
+  const opts = { upstreams: new Set(['docker.io', 'ghcr.io']), defaultUpstream: 'docker.io', normalize: (u: string, n: string) => (u === 'docker.io' && !n.includes('/') ? `library/${n}` : n) };
+  assert.deepEqual(resolveRepo(opts, 'alpine', null), { upstream: 'docker.io', repo: 'library/alpine' });
+  assert.deepEqual(resolveRepo(opts, 'library/alpine', 'docker.io'), { upstream: 'docker.io', repo: 'library/alpine' });
+  assert.deepEqual(resolveRepo(opts, 'org/app', 'ghcr.io'), { upstream: 'ghcr.io', repo: 'org/app' });
+  assert.deepEqual(resolveRepo(opts, 'ghcr.io/org/app', null), { upstream: 'ghcr.io', repo: 'org/app' });
+  assert.equal(code(() => resolveRepo(opts, 'Upper/case', null)), 'NAME_INVALID');
+  assert.equal(code(() => resolveRepo(opts, 'a..b', null)), 'NAME_INVALID');
+  assert.equal(code(() => resolveRepo(opts, 'evil.example.com/x', null)), 'UPSTREAM_UNKNOWN');
+  assert.equal(code(() => resolveRepo(opts, 'x', '169.254.169.254')), 'UPSTREAM_UNKNOWN');
+  assert.equal(code(() => resolveRepo(opts, `${'a'.repeat(250)}/${'b'.repeat(10)}`, null)), 'NAME_INVALID');
+});
+
+test('Range headers', () => {
+  assert.equal(parseRangeHeader(undefined), undefined);
+  assert.deepEqual(parseRangeHeader('bytes=0-99'), { start: 0, end: 99 });
+  assert.deepEqual(parseRangeHeader('bytes=100-'), { start: 100 });
+  assert.deepEqual(parseRangeHeader('bytes=-5'), { suffix: 5 });
+  assert.equal(parseRangeHeader('bytes=0-1,5-6'), undefined);
+  assert.equal(code(() => parseRangeHeader('items=0-1')), 'RANGE_INVALID');
+  assert.equal(code(() => parseRangeHeader('bytes=5-1')), 'RANGE_INVALID');
+  assert.equal(code(() => parseRangeHeader('bytes=-')), 'RANGE_INVALID');
+});

@@ -82,4 +82,43 @@ withConfigOptions(configCmd.command('print').description('print the effective co
     process.stdout.write(opts.format === 'json' ? `${JSON.stringify(redacted, null, 2)}\n` : toYaml(redacted));
   });
 
+withConfigOptions(
+  program
+    .command('prefetch')
+    .description('warm the cache: pull images through a running instance (--server) or straight into the configured store')
+    .argument('[images...]', 'image references, e.g. alpine:3.20 ghcr.io/org/app:1.0')
+    .option('-f, --file <file>', 'read image references from a file (one per line, # comments)')
+    .option('--server <url>', 'a running hubcache, e.g. http://127.0.0.1:5000')
+    .option('--platform <os/arch...>', 'only these platforms of multi-platform images'),
+).action(async (images: string[], opts) => {
+  const list = [...images];
+  if (opts.file) {
+    const text = readFileSync(opts.file === '-' ? 0 : opts.file, 'utf8');
+    list.push(...text.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean));
+  }
+  if (list.length === 0) fail(new Error('no images given (arguments or -f FILE)'));
+  let server: string = opts.server;
+  let local: Awaited<ReturnType<typeof startHubcache>> | undefined;
+  if (!server) {
+    // No instance named: run one in this process on a loopback port, writing into the configured store.
+    let config: Readonly<Config>;
+    try {
+      config = configFrom({ ...opts, listen: '127.0.0.1:0' });
+    } catch (err) {
+      fail(err);
+    }
+    const { createLogger } = await import('./observability/logger.js');
+    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined } }, { version, logger: createLogger({ level: 'warn', format: config.log.format }) });
+    server = local.url;
+  }
+  const { prefetch, formatBytes } = await import('./commands/prefetch.js');
+  const results = await prefetch({ server, images: list, platforms: opts.platform, progress: process.stderr.isTTY });
+  await local?.close(5_000);
+  const failed = results.filter((r) => !r.ok);
+  const bytes = results.reduce((a, r) => a + r.bytes, 0);
+  process.stdout.write(`${results.length - failed.length}/${results.length} images prefetched, ${formatBytes(bytes)}\n`);
+  for (const f of failed) process.stdout.write(`  failed: ${f.image}: ${f.error}\n`);
+  process.exit(failed.length > 0 ? 1 : 0);
+});
+
 await program.parseAsync(process.argv);

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { sha256Digest } from '../../domain/digest.js';
+import { MediaTypes } from '../../domain/media-types.js';
+import type { RepoName, Tag } from '../../domain/reference.js';
+import { describeManifestStore, describeMetadataStore } from '../testing/manifest-store.conformance.js';
+import { FsManifestStore, FsMetadataStore } from './fs-manifest-store.js';
+
+async function withRoot<T>(fn: (root: string) => Promise<T>): Promise<T> {
+  const root = await mkdtemp(join(tmpdir(), 'hubcache-meta-'));
+  try {
+    return await fn(root);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+async function fixture<S extends { init(): Promise<void> }>(make: (root: string) => S) {
+  const root = await mkdtemp(join(tmpdir(), 'hubcache-meta-'));
+  const store = make(root);
+  await store.init();
+  return {
+    store,
+    cleanup: async () => {
+      // Every write went through tmp/ and was renamed: nothing may stay there.
+      const left = await readdir(join(root, 'tmp'));
+      await rm(root, { recursive: true, force: true });
+      assert.deepEqual(left, [], 'temp files left behind');
+    },
+  };
+}
+
+describeManifestStore('FsManifestStore', () => fixture((root) => new FsManifestStore({ root })));
+describeMetadataStore('FsMetadataStore', () => fixture((root) => new FsMetadataStore({ root })));
+
+describe('FsManifestStore / FsMetadataStore on disk', () => {
+  it('stores manifest bytes and a media-type sidecar at manifests/sha256/<ab>/<hex>', () =>
+    withRoot(async (root) => {
+      const store = new FsManifestStore({ root });
+      await store.init();
+      const body = Buffer.from('{"schemaVersion":2}');
+      const { digest } = await store.put(body, MediaTypes.ociManifest);
+      const hex = digest.slice('sha256:'.length);
+      const dir = join(root, 'manifests', 'sha256', hex.slice(0, 2));
+      assert.deepEqual((await readdir(dir)).sort(), [hex, `${hex}.json`]);
+      assert.ok((await readFile(join(dir, hex))).equals(body));
+      assert.deepEqual(JSON.parse(await readFile(join(dir, `${hex}.json`), 'utf8')), { mediaType: MediaTypes.ociManifest });
+    }));
+
+  it('a sidecar without its body (crash between the two renames) is not a stored manifest', () =>
+    withRoot(async (root) => {
+      const store = new FsManifestStore({ root });
+      const body = Buffer.from('{"schemaVersion":2}');
+      const { digest } = await store.put(body, MediaTypes.ociManifest);
+      await rm(store.layout.manifestPath(digest));
+      assert.equal(await new FsManifestStore({ root }).get(digest), undefined);
+      // Putting it again repairs it.
+      await store.put(body, MediaTypes.ociManifest);
+      assert.ok((await store.get(digest))?.body.equals(body));
+    }));
+
+  it('keeps tags and links under repositories/<upstream>/<repo>/{_tags,_manifests}', () =>
+    withRoot(async (root) => {
+      const store = new FsMetadataStore({ root });
+      const key = { upstream: 'registry.example.com:5000', repo: 'org/team/app' as RepoName };
+      const entry = { digest: sha256Digest('m'), mediaType: MediaTypes.ociIndex, size: 1, validatedAt: 5 };
+      await store.setTag(key, '1.0' as Tag, entry);
+      await store.linkManifest(key, entry.digest);
+      const repoDir = join(root, 'repositories', 'registry.example.com:5000', 'org', 'team', 'app');
+      assert.deepEqual(JSON.parse(await readFile(join(repoDir, '_tags', '1.0'), 'utf8')), entry);
+      assert.equal(await readFile(join(repoDir, '_manifests', entry.digest.slice(7)), 'utf8'), entry.digest);
+    }));
+
+  it('an unreadable tag file reads as not cached', () =>
+    withRoot(async (root) => {
+      const store = new FsMetadataStore({ root });
+      const key = { upstream: 'docker.io', repo: 'library/alpine' as RepoName };
+      await store.setTag(key, 'latest' as Tag, { digest: sha256Digest('m'), mediaType: MediaTypes.ociIndex, size: 1, validatedAt: 5 });
+      await writeFile(store.layout.tagPath(key, 'latest' as Tag), '{"digest": trunc');
+      assert.equal(await store.getTag(key, 'latest' as Tag), undefined);
+    }));
+});

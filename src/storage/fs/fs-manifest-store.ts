@@ -1,0 +1,157 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Descriptor } from '../../domain/descriptor.js';
+import { sha256Digest, type Digest } from '../../domain/digest.js';
+import { RegistryError } from '../../domain/errors.js';
+import { isTag, isValidRepoPath, type RepoName, type Tag } from '../../domain/reference.js';
+import type { ManifestStore, MetadataStore, RepoKey, StoredManifest, TagEntry } from '../manifest-store.js';
+import { checkTagEntry, toTagEntry } from '../tag-entry.js';
+import { isUpstreamName } from '../upstream-name.js';
+import { isFile, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
+import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
+
+export interface FsManifestStoreOptions {
+  /** The storage root (see layout.ts); shared with the blob and metadata stores. */
+  readonly root: string;
+}
+
+/**
+ * Manifests by digest on a local filesystem: the exact bytes at `manifests/sha256/<ab>/<hex>` and
+ * the media type in a `<hex>.json` sidecar. The sidecar is renamed into place before the body, and a
+ * manifest counts as stored only when its body exists, so `get` never sees one without a media type.
+ */
+export class FsManifestStore implements ManifestStore {
+  readonly layout: StorageLayout;
+
+  constructor(opts: FsManifestStoreOptions) {
+    this.layout = new StorageLayout({ root: opts.root });
+  }
+
+  /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
+  async init(): Promise<void> {
+    await mkdir(this.layout.manifestsDir, { recursive: true });
+    await mkdir(this.layout.tmpDir, { recursive: true });
+  }
+
+  /** The manifest, or `undefined` when it is not stored (or its sidecar is unreadable: re-fetching repairs it). */
+  async get(digest: Digest): Promise<StoredManifest | undefined> {
+    const body = await readIfExists(this.layout.manifestPath(digest));
+    if (body === undefined) return undefined;
+    const mediaType = parseSidecar(await readIfExists(this.layout.manifestMediaTypePath(digest)));
+    if (mediaType === undefined) return undefined;
+    return { descriptor: { digest, size: body.length, mediaType }, body };
+  }
+
+  /**
+   * Stores `body` under its sha256 (see `ManifestStore.put`). Throws `DIGEST_INVALID` when it does not
+   * hash to `expected` and `MANIFEST_INVALID` for an empty media type; nothing is written then.
+   * Putting a stored manifest again is a no-op; with a different media type, the last put wins.
+   */
+  async put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor> {
+    if (mediaType.length === 0) throw new RegistryError('MANIFEST_INVALID', undefined, { message: 'manifest media type is required' });
+    const digest = sha256Digest(body);
+    if (expected !== undefined && expected !== digest) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
+    const descriptor: Descriptor = { digest, size: body.length, mediaType };
+    const existing = await this.get(digest);
+    if (existing?.descriptor.mediaType === mediaType) return descriptor;
+    // Sidecar first: the body's rename is what makes the manifest visible.
+    await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestMediaTypePath(digest), JSON.stringify({ mediaType }));
+    await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestPath(digest), body);
+    return descriptor;
+  }
+
+  /** Removes the manifest (body first, so it is never visible without its sidecar). Missing is not an error. */
+  async delete(digest: Digest): Promise<void> {
+    await rm(this.layout.manifestPath(digest), { force: true });
+    await rm(this.layout.manifestMediaTypePath(digest), { force: true });
+  }
+}
+
+export interface FsMetadataStoreOptions {
+  /** The storage root (see layout.ts); shared with the blob and manifest stores. */
+  readonly root: string;
+}
+
+/**
+ * Tags and manifest links under `repositories/<upstream>/<repo>/` (see layout.ts). Every file is
+ * written atomically (temp + fsync + rename), so a reader sees the old or the new tag, never half.
+ * Invalid upstream names, repository names or tags are refused (`NAME_INVALID`, `TAG_INVALID`).
+ */
+export class FsMetadataStore implements MetadataStore {
+  readonly layout: StorageLayout;
+
+  constructor(opts: FsMetadataStoreOptions) {
+    this.layout = new StorageLayout({ root: opts.root });
+  }
+
+  /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
+  async init(): Promise<void> {
+    await mkdir(this.layout.repositoriesDir, { recursive: true });
+    await mkdir(this.layout.tmpDir, { recursive: true });
+  }
+
+  /** The cached tag, or `undefined` when not cached. An unreadable entry is treated as not cached (it is a cache). */
+  async getTag(key: RepoKey, tag: Tag): Promise<TagEntry | undefined> {
+    return parseTagEntry(await readIfExists(this.layout.tagPath(key, tag)));
+  }
+
+  /** Creates or replaces the tag atomically. Only the `TagEntry` fields are stored. */
+  async setTag(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void> {
+    const path = this.layout.tagPath(key, tag);
+    const doc = checkTagEntry(entry);
+    await writeFileAtomic(this.layout.tempPath('meta'), path, JSON.stringify(doc));
+  }
+
+  async listTags(key: RepoKey): Promise<string[]> {
+    return (await readdirSorted(this.layout.tagsDir(key))).filter((t) => isTag(t));
+  }
+
+  async linkManifest(key: RepoKey, digest: Digest): Promise<void> {
+    const path = this.layout.manifestLinkPath(key, digest);
+    if (await isFile(path)) return;
+    await writeFileAtomic(this.layout.tempPath('meta'), path, digest);
+  }
+
+  async hasManifest(key: RepoKey, digest: Digest): Promise<boolean> {
+    return isFile(this.layout.manifestLinkPath(key, digest));
+  }
+
+  /** Every repository directory holding `_tags` or `_manifests`, by upstream then name. */
+  async *listRepositories(): AsyncIterable<RepoKey> {
+    for (const upstream of await readdirSorted(this.layout.repositoriesDir)) {
+      if (!isUpstreamName(upstream)) continue;
+      yield* walkRepositories(upstream, this.layout.upstreamDir(upstream), []);
+    }
+  }
+}
+
+async function* walkRepositories(upstream: string, dir: string, components: string[]): AsyncIterable<RepoKey> {
+  const names = await readdirSorted(dir);
+  const repo = components.join('/');
+  if (components.length > 0 && isValidRepoPath(repo) && (names.includes(TAGS_DIR) || names.includes(MANIFEST_LINKS_DIR))) {
+    yield { upstream, repo: repo as RepoName };
+  }
+  // `_tags`/`_manifests` (and anything else that can't be a name component) are not descended into.
+  for (const name of names) {
+    if (isValidRepoPath(name)) yield* walkRepositories(upstream, join(dir, name), [...components, name]);
+  }
+}
+
+function parseSidecar(buf: Buffer | undefined): string | undefined {
+  if (buf === undefined) return undefined;
+  try {
+    const doc = JSON.parse(buf.toString('utf8')) as { mediaType?: unknown };
+    return typeof doc.mediaType === 'string' && doc.mediaType.length > 0 ? doc.mediaType : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseTagEntry(buf: Buffer | undefined): TagEntry | undefined {
+  if (buf === undefined) return undefined;
+  try {
+    return toTagEntry(JSON.parse(buf.toString('utf8')));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,108 @@
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+/** ENOENT, or ENOTDIR (a path component is a file): both mean "not there" to a reader. */
+export function isNotFound(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Makes a directory's entries (a rename or a new file) durable. Without it a crash right after
+ * rename(2) can lose the new name on ext4/xfs even though the file's data was fsynced. Platforms
+ * that can't fsync a directory (EISDIR/EINVAL/EPERM, e.g. Windows) are skipped: best effort there.
+ */
+export async function fsyncDir(dir: string): Promise<void> {
+  let fh;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EINVAL' && code !== 'EPERM' && code !== 'EBADF') throw err;
+  } finally {
+    await fh?.close();
+  }
+}
+
+/** `mkdir -p dir`, fsyncing the parent of the first directory it had to create. */
+export async function ensureDir(dir: string): Promise<void> {
+  const created = await mkdir(dir, { recursive: true });
+  if (created !== undefined) await fsyncDir(dirname(created));
+}
+
+/** Moves a complete, fsynced file into place and makes the new name durable. */
+export async function renameDurable(from: string, to: string): Promise<void> {
+  await ensureDir(dirname(to));
+  await rename(from, to);
+  await fsyncDir(dirname(to));
+}
+
+/**
+ * Writes `data` to `dest` so that readers see either the old file or the complete new one, never
+ * a partial file: write `tempPath` (in tmp/ on the same filesystem), fsync, rename, fsync the dir.
+ * The temp file is removed on failure.
+ */
+export async function writeFileAtomic(tempPath: string, dest: string, data: Uint8Array | string): Promise<void> {
+  try {
+    const fh = await openCreating(tempPath, 'wx');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await renameDurable(tempPath, dest);
+  } catch (err) {
+    await unlink(tempPath).catch(() => {});
+    throw err;
+  }
+}
+
+/** Opens a new file, creating its directory when missing (the store was not `init()`ed, or tmp/ was removed). */
+export async function openCreating(path: string, flags: string) {
+  try {
+    return await open(path, flags, 0o644);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await mkdir(dirname(path), { recursive: true });
+    return await open(path, flags, 0o644);
+  }
+}
+
+/** Removes every entry of `dir` (created when missing) and returns how many there were. */
+export async function emptyDir(dir: string): Promise<number> {
+  await mkdir(dir, { recursive: true });
+  const entries = await readdir(dir);
+  await Promise.all(entries.map((e) => rm(join(dir, e), { recursive: true, force: true })));
+  return entries.length;
+}
+
+/** The file's bytes, or `undefined` when it does not exist. */
+export async function readIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** Entry names sorted by code unit; `[]` when the directory does not exist. */
+export async function readdirSorted(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort();
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+}
+
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The on-disk layout of a hubcache storage root. This comment is the reference; docs/storage-layout.md
+ * points here. (Modelled on distribution's registry/storage/paths.go.)
+ *
+ *   <root>/
+ *     blobs/sha256/<hex[0:2]>/<hex>              committed blob bytes; `sha256sum` of the file is <hex>
+ *     manifests/sha256/<hex[0:2]>/<hex>          manifest bytes, byte-exact as received
+ *     manifests/sha256/<hex[0:2]>/<hex>.json     sidecar {"mediaType": "..."}, renamed into place BEFORE
+ *                                                the body, so a visible body always has a media type
+ *     repositories/<upstream>/<repo path>/       one directory per component of the repository name
+ *       _tags/<tag>                              TagEntry JSON {digest, mediaType, size, validatedAt}
+ *       _manifests/<hex>                         link file containing "sha256:<hex>": this manifest was
+ *                                                fetched for (belongs to) this repository
+ *     tmp/<kind>-<uuid>                          files being written (uploads in progress); on the same
+ *                                                filesystem so that rename(2) is atomic; swept at start
+ *
+ * Examples: repositories/docker.io/library/alpine/_tags/3.20,
+ *           repositories/registry.example.com:5000/org/team/app/_manifests/<hex>.
+ *
+ * Invariants:
+ * - Every file outside tmp/ is complete: it is written in tmp/, fsynced, then renamed into place,
+ *   and the directory is fsynced. A crash leaves at most garbage in tmp/, which `FsBlobStore.init()`
+ *   removes. Content is only ever replaced by identical content (content addressing).
+ * - Paths are built only from validated values: a sha256 `Digest` (64 lowercase hex), a repository
+ *   name whose components match `[a-z0-9]+([._-][a-z0-9]+)*`, a tag matching
+ *   `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` and an upstream hostname[:port]. None of them can be `.` or
+ *   `..` or contain a separator; the mapper re-validates anyway and asserts that every path it
+ *   returns lies inside the root (defence in depth).
+ * - A repository component never starts with `_`, so `_tags` and `_manifests` can't collide with a
+ *   nested repository (`org/app` and `org/app/sub` live side by side).
+ * - Tags differing only in case (`Latest`, `latest`) would share a file on a case-insensitive
+ *   filesystem (macOS default); run the store on a case-sensitive one.
+ * - One process owns a storage root: the start-up sweep of tmp/ would break another process's
+ *   uploads in progress.
+ */
+import { randomUUID } from 'node:crypto';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { digestHex, parseDigest, type Digest } from '../../domain/digest.js';
+import { RegistryError } from '../../domain/errors.js';
+import { isTag, parseRepoName, type Tag } from '../../domain/reference.js';
+import type { RepoKey } from '../manifest-store.js';
+import { parseUpstreamName } from '../upstream-name.js';
+
+export const TAGS_DIR = '_tags';
+export const MANIFEST_LINKS_DIR = '_manifests';
+/** The suffix of a manifest's media-type sidecar. */
+export const MEDIA_TYPE_SUFFIX = '.json';
+
+/** What a temp file is for; only shows up in its name, to make a look into tmp/ readable. */
+export type TempKind = 'blob' | 'manifest' | 'meta';
+
+export interface StorageLayoutOptions {
+  /** The storage root; resolved to an absolute path once. */
+  readonly root: string;
+}
+
+/**
+ * Maps typed values to paths under the storage root (see the layout comment above). Every method
+ * throws a `RegistryError` (`DIGEST_INVALID`, `NAME_INVALID`, `TAG_INVALID`) for a value that slipped
+ * past the type system unvalidated, and an `Error` if a path would leave the root.
+ */
+export class StorageLayout {
+  readonly root: string;
+  readonly tmpDir: string;
+  readonly blobsDir: string;
+  readonly manifestsDir: string;
+  readonly repositoriesDir: string;
+
+  constructor(opts: StorageLayoutOptions) {
+    this.root = resolve(opts.root);
+    this.tmpDir = this.#inside('tmp');
+    this.blobsDir = this.#inside('blobs', 'sha256');
+    this.manifestsDir = this.#inside('manifests', 'sha256');
+    this.repositoriesDir = this.#inside('repositories');
+  }
+
+  /** A fresh, unique path in tmp/ (the file does not exist yet). */
+  tempPath(kind: TempKind): string {
+    return this.#inside('tmp', `${kind}-${randomUUID()}`);
+  }
+
+  blobPath(digest: Digest): string {
+    const hex = hexOf(digest);
+    return this.#inside('blobs', 'sha256', hex.slice(0, 2), hex);
+  }
+
+  manifestPath(digest: Digest): string {
+    const hex = hexOf(digest);
+    return this.#inside('manifests', 'sha256', hex.slice(0, 2), hex);
+  }
+
+  /** The sidecar holding the manifest's media type. */
+  manifestMediaTypePath(digest: Digest): string {
+    const hex = hexOf(digest);
+    return this.#inside('manifests', 'sha256', hex.slice(0, 2), hex + MEDIA_TYPE_SUFFIX);
+  }
+
+  /** `repositories/<upstream>`: the root of one upstream's repositories. */
+  upstreamDir(upstream: string): string {
+    return this.#inside('repositories', parseUpstreamName(upstream));
+  }
+
+  /** `repositories/<upstream>/<repo path>`. */
+  repositoryDir(key: RepoKey): string {
+    const repo = parseRepoName(key.repo);
+    return this.#inside('repositories', parseUpstreamName(key.upstream), ...repo.split('/'));
+  }
+
+  tagsDir(key: RepoKey): string {
+    return join(this.repositoryDir(key), TAGS_DIR);
+  }
+
+  tagPath(key: RepoKey, tag: Tag): string {
+    if (!isTag(tag)) throw new RegistryError('TAG_INVALID', { tag: String(tag).slice(0, 200) }, { message: 'invalid tag' });
+    return this.#inside(relative(this.root, this.tagsDir(key)), tag);
+  }
+
+  manifestLinksDir(key: RepoKey): string {
+    return join(this.repositoryDir(key), MANIFEST_LINKS_DIR);
+  }
+
+  manifestLinkPath(key: RepoKey, digest: Digest): string {
+    return this.#inside(relative(this.root, this.manifestLinksDir(key)), hexOf(digest));
+  }
+
+  #inside(...segments: string[]): string {
+    return resolveInside(this.root, ...segments);
+  }
+}
+
+/**
+ * `root` joined with `segments`, asserting that the result lies strictly inside `root`. Throws an
+ * `Error` otherwise: with validated inputs that can't happen, so it signals a bug, not bad input.
+ */
+export function resolveInside(root: string, ...segments: string[]): string {
+  const absRoot = resolve(root);
+  const p = resolve(absRoot, ...segments);
+  const rel = relative(absRoot, p);
+  if (rel === '' || isAbsolute(rel) || rel === '..' || rel.startsWith('..' + sep)) {
+    throw new Error(`storage path escapes the root: ${JSON.stringify(segments)}`);
+  }
+  return p;
+}
+
+function hexOf(digest: Digest): string {
+  return digestHex(parseDigest(digest));
+}

@@ -1,0 +1,13 @@
+import { describeBlobStore } from '../testing/blob-store.conformance.js';
+import { describeManifestStore, describeMetadataStore } from '../testing/manifest-store.conformance.js';
+import { MemoryBlobStore } from './memory-blob-store.js';
+import { MemoryManifestStore, MemoryMetadataStore } from './memory-manifest-store.js';
+
+const noCleanup = async () => {};
+
+describeBlobStore('MemoryBlobStore', async () => {
+  const store = new MemoryBlobStore();
+  return { store, cleanup: noCleanup, leftovers: async () => store.pendingWrites };
+});
+describeManifestStore('MemoryManifestStore', async () => ({ store: new MemoryManifestStore(), cleanup: noCleanup }));
+describeMetadataStore('MemoryMetadataStore', async () => ({ store: new MemoryMetadataStore(), cleanup: noCleanup }));

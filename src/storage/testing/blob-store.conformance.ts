@@ -1,0 +1,206 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { sha256Digest, type Digest } from '../../domain/digest.js';
+import type { BlobStore, BlobWriter } from '../blob-store.js';
+import { readAll, rejectsWithCode } from './helpers.js';
+
+/** What a backend's test hands the suite: a fresh, empty store per test. */
+export interface BlobStoreFixture {
+  readonly store: BlobStore;
+  /** Removes everything the store created (temp directories, …). */
+  cleanup(): Promise<void>;
+  /**
+   * How many uncommitted writes the backend still holds (files in tmp/, buffers, multipart
+   * uploads). Checked after every test, where each writer has ended in commit or abort: it must be 0.
+   */
+  leftovers?(): Promise<number>;
+}
+
+/**
+ * The behaviour every `BlobStore` must have (cf. distribution's storage driver testsuites and
+ * spegel's storetest). Run it from a backend's test file:
+ * `describeBlobStore('FsBlobStore', async () => ({ store, cleanup, leftovers }))`.
+ */
+export function describeBlobStore(name: string, makeStore: () => Promise<BlobStoreFixture>): void {
+  const test = (title: string, fn: (store: BlobStore, fx: BlobStoreFixture) => Promise<void>) =>
+    it(title, async () => {
+      const fx = await makeStore();
+      try {
+        await fn(fx.store, fx);
+        if (fx.leftovers) assert.equal(await fx.leftovers(), 0, 'uncommitted data left behind');
+      } finally {
+        await fx.cleanup();
+      }
+    });
+
+  describe(`BlobStore conformance: ${name}`, () => {
+    test('stat of a missing blob is undefined and open throws BLOB_UNKNOWN', async (store) => {
+      const missing = sha256Digest('nothing here');
+      assert.equal(await store.stat(missing), undefined);
+      await rejectsWithCode(store.open(missing), 'BLOB_UNKNOWN');
+    });
+
+    test('round trip of a few MB written in uneven chunks', async (store) => {
+      const data = randomBytes(3 * 1024 * 1024 + 123);
+      const digest = sha256Digest(data);
+      const writer = await store.create();
+      await writeChunks(writer, data, 64 * 1024 + 7);
+      assert.equal(writer.written, data.length);
+      assert.deepEqual(await writer.commit(digest, data.length), { digest, size: data.length });
+      await writer.release();
+      assert.deepEqual(await store.stat(digest), { digest, size: data.length });
+      assert.ok(data.equals(await readAll(await store.open(digest))));
+    });
+
+    test('an empty blob round-trips', async (store) => {
+      const digest = await put(store, Buffer.alloc(0));
+      assert.deepEqual(await store.stat(digest), { digest, size: 0 });
+      assert.equal((await readAll(await store.open(digest))).length, 0);
+    });
+
+    test('range reads: first byte, middle, last byte, whole; out of bounds is RANGE_INVALID', async (store) => {
+      const data = randomBytes(300_000);
+      const digest = await put(store, data);
+      const read = async (start: number, end: number) => readAll(await store.open(digest, { range: { start, end } }));
+      assert.deepEqual(await read(0, 0), data.subarray(0, 1));
+      assert.deepEqual(await read(1000, 200_000), data.subarray(1000, 200_001));
+      assert.deepEqual(await read(data.length - 1, data.length - 1), data.subarray(data.length - 1));
+      assert.ok(data.equals(await read(0, data.length - 1)));
+      await rejectsWithCode(store.open(digest, { range: { start: 10, end: data.length } }), 'RANGE_INVALID');
+      await rejectsWithCode(store.open(digest, { range: { start: 10, end: 9 } }), 'RANGE_INVALID');
+    });
+
+    test('readAt returns written bytes while writing and after commit, until release', async (store) => {
+      const data = randomBytes(100_000);
+      const writer = await store.create();
+      await writer.write(data.subarray(0, 60_000));
+      assert.deepEqual(await readAt(writer, 1000, 500), data.subarray(1000, 1500));
+      // Never past what was written:
+      assert.equal((await readAt(writer, 59_990, 100)).length, 10);
+      assert.equal((await readAt(writer, 60_000, 100)).length, 0);
+      await writer.write(data.subarray(60_000));
+      await writer.commit(sha256Digest(data), data.length);
+      assert.deepEqual(await readAt(writer, 99_000, 1000), data.subarray(99_000));
+      await writer.release();
+      await writer.release(); // idempotent
+      await assert.rejects(readAt(writer, 0, 10));
+    });
+
+    test('digest mismatch is DIGEST_INVALID and leaves nothing visible; abort then cleans up', async (store) => {
+      const data = randomBytes(10_000);
+      const wrong = sha256Digest('something else');
+      const writer = await store.create();
+      await writer.write(data);
+      await rejectsWithCode(writer.commit(wrong), 'DIGEST_INVALID');
+      await writer.abort();
+      assert.equal(await store.stat(wrong), undefined);
+      assert.equal(await store.stat(sha256Digest(data)), undefined);
+    });
+
+    test('size mismatch is SIZE_INVALID and leaves nothing visible', async (store) => {
+      const data = randomBytes(10_000);
+      const writer = await store.create();
+      await writer.write(data);
+      await rejectsWithCode(writer.commit(sha256Digest(data), data.length + 1), 'SIZE_INVALID');
+      await writer.abort();
+      assert.equal(await store.stat(sha256Digest(data)), undefined);
+    });
+
+    test('abort leaves nothing and is idempotent', async (store) => {
+      const data = randomBytes(50_000);
+      const writer = await store.create();
+      await writer.write(data);
+      await writer.abort();
+      await writer.abort();
+      assert.equal(await store.stat(sha256Digest(data)), undefined);
+      await assert.rejects(writer.write(data));
+      await assert.rejects(writer.commit(sha256Digest(data)));
+    });
+
+    test('two concurrent writers of the same content both commit and the blob is intact', async (store) => {
+      const data = randomBytes(1024 * 1024);
+      const digest = sha256Digest(data);
+      const [a, b] = await Promise.all([store.create(), store.create()]);
+      // Interleave the two uploads chunk by chunk.
+      for (let p = 0; p < data.length; p += 100_000) {
+        await Promise.all([a.write(data.subarray(p, p + 100_000)), b.write(data.subarray(p, p + 100_000))]);
+      }
+      const infos = await Promise.all([a.commit(digest, data.length), b.commit(digest, data.length)]);
+      assert.deepEqual(infos, [{ digest, size: data.length }, { digest, size: data.length }]);
+      await Promise.all([a.release(), b.release()]);
+      assert.ok(data.equals(await readAll(await store.open(digest))));
+    });
+
+    test('committing a digest that already exists succeeds', async (store) => {
+      const data = randomBytes(20_000);
+      const digest = await put(store, data);
+      assert.equal(await put(store, data), digest);
+      assert.deepEqual(await store.stat(digest), { digest, size: data.length });
+      assert.ok(data.equals(await readAll(await store.open(digest))));
+    });
+
+    test('delete removes a blob; deleting a missing blob is not an error', async (store) => {
+      const digest = await put(store, randomBytes(1000));
+      await store.delete(digest);
+      assert.equal(await store.stat(digest), undefined);
+      await rejectsWithCode(store.open(digest), 'BLOB_UNKNOWN');
+      await store.delete(digest);
+    });
+
+    test('list yields committed blobs only', async (store) => {
+      const one = await put(store, Buffer.from('one'));
+      const two = await put(store, Buffer.from('two'));
+      const inProgress = await store.create();
+      await inProgress.write(Buffer.from('three'));
+      const aborted = await store.create();
+      await aborted.write(Buffer.from('four'));
+      await aborted.abort();
+      const listed = [];
+      for await (const info of store.list()) listed.push(info);
+      listed.sort((x, y) => x.digest.localeCompare(y.digest));
+      const expected = [{ digest: one, size: 3 }, { digest: two, size: 3 }].sort((x, y) => x.digest.localeCompare(y.digest));
+      assert.deepEqual(listed, expected);
+      await inProgress.abort();
+    });
+
+    test('an aborted signal stops an open stream; an already aborted one refuses to open', async (store) => {
+      const data = randomBytes(2 * 1024 * 1024);
+      const digest = await put(store, data);
+      const ac = new AbortController();
+      const stream = await store.open(digest, { signal: ac.signal });
+      const chunks = stream[Symbol.asyncIterator]();
+      const first = await chunks.next();
+      assert.equal(first.done, false);
+      ac.abort();
+      await assert.rejects(async () => {
+        while (!(await chunks.next()).done);
+      }, { name: 'AbortError' });
+      assert.ok(stream.destroyed);
+      await assert.rejects(store.open(digest, { signal: AbortSignal.abort() }), { name: 'AbortError' });
+    });
+  });
+}
+
+async function put(store: BlobStore, data: Buffer): Promise<Digest> {
+  const writer = await store.create();
+  try {
+    await writeChunks(writer, data, 16 * 1024);
+    const { digest } = await writer.commit(sha256Digest(data), data.length);
+    await writer.release();
+    return digest;
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
+
+async function writeChunks(writer: BlobWriter, data: Buffer, size: number): Promise<void> {
+  for (let p = 0; p < data.length; p += size) await writer.write(data.subarray(p, p + size));
+}
+
+async function readAt(writer: BlobWriter, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.alloc(length);
+  const n = await writer.readAt(buf, 0, length, position);
+  return buf.subarray(0, n);
+}

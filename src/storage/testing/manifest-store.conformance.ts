@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { sha256Digest, type Digest } from '../../domain/digest.js';
+import { MediaTypes } from '../../domain/media-types.js';
+import type { RepoName, Tag } from '../../domain/reference.js';
+import type { ManifestStore, MetadataStore, RepoKey, TagEntry } from '../manifest-store.js';
+import { rejectsWithCode } from './helpers.js';
+
+/** What a backend's test hands the suite: a fresh, empty store per test. */
+export interface StoreFixture<S> {
+  readonly store: S;
+  cleanup(): Promise<void>;
+}
+
+function fixtureTest<S>(makeStore: () => Promise<StoreFixture<S>>) {
+  return (title: string, fn: (store: S) => Promise<void>) =>
+    it(title, async () => {
+      const fx = await makeStore();
+      try {
+        await fn(fx.store);
+      } finally {
+        await fx.cleanup();
+      }
+    });
+}
+
+// Whitespace, CRLF and non-ASCII: any re-serialisation would change these bytes and the digest.
+const BODY = Buffer.from('{\r\n  "schemaVersion": 2,\t"mediaType": "application/vnd.oci.image.index.v1+json", "n": "é☃" ,"manifests": [] }  \n');
+
+/** The behaviour every `ManifestStore` must have. */
+export function describeManifestStore(name: string, makeStore: () => Promise<StoreFixture<ManifestStore>>): void {
+  const test = fixtureTest(makeStore);
+  describe(`ManifestStore conformance: ${name}`, () => {
+    test('get of a missing manifest is undefined; delete of one is not an error', async (store) => {
+      assert.equal(await store.get(sha256Digest('none')), undefined);
+      await store.delete(sha256Digest('none'));
+    });
+
+    test('round trip is byte-exact and keeps the media type', async (store) => {
+      const digest = sha256Digest(BODY);
+      const descriptor = await store.put(BODY, MediaTypes.ociIndex, digest);
+      assert.deepEqual(descriptor, { digest, size: BODY.length, mediaType: MediaTypes.ociIndex });
+      const got = await store.get(digest);
+      assert.deepEqual(got?.descriptor, descriptor);
+      assert.ok(got?.body.equals(BODY));
+    });
+
+    test('put without an expected digest stores under the sha256 of the body', async (store) => {
+      const { digest } = await store.put(BODY, MediaTypes.dockerManifest);
+      assert.equal(digest, sha256Digest(BODY));
+      assert.equal((await store.get(digest))?.descriptor.mediaType, MediaTypes.dockerManifest);
+    });
+
+    test('a digest mismatch is refused with DIGEST_INVALID and nothing is stored', async (store) => {
+      const wrong = sha256Digest('other');
+      await rejectsWithCode(store.put(BODY, MediaTypes.ociIndex, wrong), 'DIGEST_INVALID');
+      assert.equal(await store.get(wrong), undefined);
+      assert.equal(await store.get(sha256Digest(BODY)), undefined);
+    });
+
+    test('an empty media type is refused with MANIFEST_INVALID', async (store) => {
+      await rejectsWithCode(store.put(BODY, ''), 'MANIFEST_INVALID');
+      assert.equal(await store.get(sha256Digest(BODY)), undefined);
+    });
+
+    test('put is idempotent; a later media type replaces the earlier one', async (store) => {
+      const a = await store.put(BODY, MediaTypes.ociIndex);
+      assert.deepEqual(await store.put(BODY, MediaTypes.ociIndex), a);
+      assert.deepEqual((await store.get(a.digest))?.descriptor, a);
+      await store.put(BODY, MediaTypes.dockerManifestList);
+      assert.equal((await store.get(a.digest))?.descriptor.mediaType, MediaTypes.dockerManifestList);
+    });
+
+    test('stored bytes do not change when callers mutate their buffers', async (store) => {
+      const body = Buffer.from(BODY);
+      const { digest } = await store.put(body, MediaTypes.ociIndex);
+      body.fill(0);
+      (await store.get(digest))!.body.fill(0);
+      assert.ok((await store.get(digest))?.body.equals(BODY));
+    });
+
+    test('delete removes the manifest', async (store) => {
+      const { digest } = await store.put(BODY, MediaTypes.ociIndex);
+      await store.delete(digest);
+      assert.equal(await store.get(digest), undefined);
+    });
+  });
+}
+
+const key = (upstream: string, repo: string): RepoKey => ({ upstream, repo: repo as RepoName });
+const tag = (t: string) => t as Tag;
+const entry = (s: string, validatedAt = 1_700_000_000_000): TagEntry => ({
+  digest: sha256Digest(s),
+  mediaType: MediaTypes.ociIndex,
+  size: s.length,
+  validatedAt,
+});
+
+/** The behaviour every `MetadataStore` must have. */
+export function describeMetadataStore(name: string, makeStore: () => Promise<StoreFixture<MetadataStore>>): void {
+  const test = fixtureTest(makeStore);
+  const alpine = key('docker.io', 'library/alpine');
+  describe(`MetadataStore conformance: ${name}`, () => {
+    test('unknown tags and repositories read as empty', async (store) => {
+      assert.equal(await store.getTag(alpine, tag('latest')), undefined);
+      assert.deepEqual(await store.listTags(alpine), []);
+      assert.equal(await store.hasManifest(alpine, sha256Digest('x')), false);
+    });
+
+    test('tags: set, get, overwrite; only the TagEntry fields are kept', async (store) => {
+      await store.setTag(alpine, tag('3.20'), entry('a'));
+      assert.deepEqual(await store.getTag(alpine, tag('3.20')), entry('a'));
+      const withExtra = { ...entry('b', 42), extra: 'dropped' } as TagEntry;
+      await store.setTag(alpine, tag('3.20'), withExtra);
+      assert.deepEqual(await store.getTag(alpine, tag('3.20')), entry('b', 42));
+    });
+
+    test('listTags is sorted and per repository and upstream', async (store) => {
+      const tags = ['latest', '1.10', '1.0', 'Alpha', '_private', '3.20-rc.1'];
+      for (const t of tags) await store.setTag(alpine, tag(t), entry(t));
+      await store.setTag(key('docker.io', 'library/busybox'), tag('other'), entry('o'));
+      await store.setTag(key('ghcr.io', 'library/alpine'), tag('ghcr-only'), entry('g'));
+      assert.deepEqual(await store.listTags(alpine), [...tags].sort());
+      assert.equal(await store.getTag(key('ghcr.io', 'library/alpine'), tag('latest')), undefined);
+    });
+
+    test('manifest links are per repository and idempotent', async (store) => {
+      const d: Digest = sha256Digest('manifest');
+      await store.linkManifest(alpine, d);
+      await store.linkManifest(alpine, d);
+      assert.equal(await store.hasManifest(alpine, d), true);
+      assert.equal(await store.hasManifest(key('docker.io', 'library/busybox'), d), false);
+      assert.equal(await store.hasManifest(key('ghcr.io', 'library/alpine'), d), false);
+      assert.equal(await store.hasManifest(alpine, sha256Digest('other')), false);
+    });
+
+    test('listRepositories finds nested names on several upstreams', async (store) => {
+      const expected = [
+        key('docker.io', 'library/alpine'),
+        key('docker.io', 'library'),
+        key('docker.io', 'org/team/app'),
+        key('docker.io', 'org/team/app/sub'),
+        key('docker.io', 'a-b'),
+        key('ghcr.io', 'org/app'),
+        key('registry.example.com:5000', 'x'),
+      ];
+      for (const [i, k] of expected.entries()) {
+        // Some with tags only, some with links only: either makes a repository.
+        if (i % 2 === 0) await store.setTag(k, tag('t'), entry(String(i)));
+        else await store.linkManifest(k, sha256Digest(String(i)));
+      }
+      const found: RepoKey[] = [];
+      for await (const k of store.listRepositories()) found.push({ upstream: k.upstream, repo: k.repo });
+      const order = (a: RepoKey, b: RepoKey) => `${a.upstream} ${a.repo}`.localeCompare(`${b.upstream} ${b.repo}`);
+      assert.deepEqual(found.sort(order), [...expected].sort(order));
+    });
+
+    test('invalid upstream, repository and tag names are refused', async (store) => {
+      for (const upstream of ['../etc', 'Docker.io', 'docker.io/x', '', '.', 'host:0', 'host:65536', '[::1]:5000']) {
+        await rejectsWithCode(store.setTag(key(upstream, 'library/alpine'), tag('latest'), entry('a')), 'NAME_INVALID');
+      }
+      for (const repo of ['../x', 'library/../../x', 'Library/alpine', '/abs', 'a//b', '_tags']) {
+        await rejectsWithCode(store.linkManifest(key('docker.io', repo), sha256Digest('a')), 'NAME_INVALID');
+      }
+      for (const t of ['..', '.hidden', 'a/b', '-x', '']) {
+        await rejectsWithCode(store.setTag(alpine, tag(t), entry('a')), 'TAG_INVALID');
+      }
+      const found = [];
+      for await (const k of store.listRepositories()) found.push(k);
+      assert.deepEqual(found, []);
+    });
+  });
+}

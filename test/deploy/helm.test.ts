@@ -1,0 +1,409 @@
+// The Helm chart, rendered with the real helm binary (tools/fetch-helm.sh) for several value sets:
+// every object validated against the Kubernetes schemas (kubernetes-models), the wiring checked
+// (ports, probes, credentials, checksums, node configuration) and the rendered config.yaml accepted
+// by `hubcache config check`.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { renderReadme, undocumentedKeys } from '../../tools/helm-docs.mjs';
+import { CHART, fetchHelm, Helm, type K8sObject, type Rendered } from './support/helm.js';
+import { ROOT } from './support/metrics-catalog.js';
+
+const run = promisify(execFile);
+const BIN = join(ROOT, 'bin', 'hubcache.js');
+
+/** Validates one rendered object against the Kubernetes OpenAPI schema (kubernetes-models). */
+async function validate(o: K8sObject): Promise<void> {
+  if (o.apiVersion === 'monitoring.coreos.com/v1') return validateMonitoringCrd(o);
+  // kubernetes-models is laid out by API group: kubernetes-models/v1, …/apps/v1, …/networking.k8s.io/v1.
+  const mod = (await import(`kubernetes-models/${o.apiVersion}`)) as Record<string, new (data: unknown) => { validate(): void }>;
+  const Model = mod[o.kind];
+  assert.ok(Model, `no model for ${o.apiVersion} ${o.kind}`);
+  try {
+    new Model(o).validate();
+  } catch (err) {
+    throw new Error(`${o.kind} ${o.metadata.name}: ${(err as Error).message}`);
+  }
+}
+
+/** ServiceMonitor and PrometheusRule are CRDs kubernetes-models doesn't know: their basic shape. */
+function validateMonitoringCrd(o: K8sObject): void {
+  assert.match(o.metadata.name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+  if (o.kind === 'ServiceMonitor') {
+    assert.equal(typeof o.spec.selector.matchLabels, 'object');
+    assert.ok(Array.isArray(o.spec.endpoints) && o.spec.endpoints.length > 0);
+    for (const e of o.spec.endpoints) {
+      assert.equal(typeof e.port, 'string');
+      assert.match(e.path, /^\//);
+      assert.match(e.interval, /^\d+(ms|s|m|h)$/);
+      assert.match(e.scrapeTimeout, /^\d+(ms|s|m|h)$/);
+    }
+  } else if (o.kind === 'PrometheusRule') {
+    assert.ok(Array.isArray(o.spec.groups) && o.spec.groups.length > 0);
+    for (const g of o.spec.groups) {
+      assert.equal(typeof g.name, 'string');
+      for (const r of g.rules) {
+        assert.ok(typeof r.alert === 'string' || typeof r.record === 'string');
+        assert.equal(typeof r.expr, 'string');
+        for (const v of Object.values({ ...r.labels, ...r.annotations })) assert.equal(typeof v, 'string');
+      }
+    }
+  } else assert.fail(`unexpected ${o.kind}`);
+}
+
+async function validateAll(r: Rendered): Promise<void> {
+  for (const o of r.objects) await validate(o);
+  const names = r.objects.map((o) => `${o.kind}/${o.metadata.name}`);
+  assert.equal(new Set(names).size, names.length, `duplicate objects: ${names}`);
+  for (const o of r.objects) assert.equal(o.metadata.labels?.['app.kubernetes.io/instance'], 'hc', `${o.kind} ${o.metadata.name} lacks the instance label`);
+}
+
+const container = (d: K8sObject, name = 'hubcache') => d.spec.template.spec.containers.find((c: { name: string }) => c.name === name);
+const portOf = (hostPort: string) => Number(hostPort.split(':').at(-1));
+const configOf = (r: Rendered) => parse(r.get('ConfigMap', 'hc-hubcache').data['config.yaml']) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Where a mounted file lands in the container: the volume mount's path plus the projected item path. */
+function mountedSecretFiles(d: K8sObject): Map<string, { secret: string; key: string }> {
+  const files = new Map<string, { secret: string; key: string }>();
+  const volumes = d.spec.template.spec.volumes as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  for (const m of container(d).volumeMounts) {
+    const v = volumes.find((x) => x.name === m.name)!;
+    const sources = v.projected?.sources ?? (v.secret ? [{ secret: { name: v.secret.secretName, items: v.secret.items } }] : []);
+    for (const s of sources) for (const item of s.secret?.items ?? []) files.set(`${m.mountPath}/${item.path}`, { secret: s.secret.name, key: item.key });
+  }
+  return files;
+}
+
+describe('helm/hubcache', () => {
+  let helm: Helm;
+  const tmp = mkdtempSync(join(tmpdir(), 'hubcache-chart-'));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  /** `hubcache config check` on a rendered config.yaml, as the container would run it (its env applied). */
+  async function configCheck(r: Rendered, name: string, passwordFiles: Record<string, string> = {}): Promise<string> {
+    const config = configOf(r);
+    // Password files exist only in the pod: point them at local files with a stand-in secret.
+    for (const [registry, up] of Object.entries(config.upstreams ?? {}) as Array<[string, { passwordFile?: string }]>) {
+      if (!up.passwordFile) continue;
+      assert.ok(passwordFiles[registry], `unexpected passwordFile for ${registry}`);
+      const local = join(tmp, `${name}-${registry}.password`);
+      writeFileSync(local, 'stand-in-token\n');
+      up.passwordFile = local;
+    }
+    const file = join(tmp, `${name}.config.yaml`);
+    writeFileSync(file, stringify(config));
+    const env = Object.fromEntries((container(r.get('Deployment')).env ?? []).map((e: { name: string; value: string }) => [e.name, e.value]));
+    const { stdout } = await run(process.execPath, [BIN, 'config', 'check', '--config', file], { env: { PATH: process.env.PATH, HOME: tmp, ...env }, encoding: 'utf8' }).catch((err: { stderr?: string }) => {
+      throw new Error(`config check rejected the ${name} config.yaml: ${err.stderr}`);
+    });
+    return stdout;
+  }
+
+  before(() => {
+    helm = new Helm(fetchHelm());
+  });
+
+  it('uses the pinned helm 4.1.4', async () => {
+    const { stdout } = await helm.exec(['version', '--short']);
+    assert.match(stdout, /^v4\.1\.4\+g05fa379/);
+  });
+
+  it('passes helm lint --strict, with defaults and with every feature on', async () => {
+    assert.match(await helm.lint({}), /1 chart\(s\) linted, 0 chart\(s\) failed/);
+    const everything = {
+      ingress: { enabled: true, tls: [{ secretName: 'hubcache-tls', hosts: ['hubcache.example.com'] }] },
+      serviceMonitor: { enabled: true },
+      prometheusRule: { enabled: true },
+      grafanaDashboard: { enabled: true },
+      nodeConfiguration: { enabled: true },
+      upstreamCredentials: { 'docker.io': { username: 'me', password: 'tok' } },
+      tls: { secretName: 'hubcache-tls' },
+    };
+    assert.match(await helm.lint(everything), /0 chart\(s\) failed/);
+  });
+
+  it('documents every value in values.yaml and README.md is generated from it', () => {
+    assert.deepEqual(undocumentedKeys(readFileSync(join(CHART, 'values.yaml'), 'utf8')), []);
+    assert.ok(readFileSync(join(CHART, 'README.md'), 'utf8') === renderReadme(CHART), 'helm/hubcache/README.md is stale: run node tools/helm-docs.mjs');
+  });
+
+  it('keeps Chart.yaml appVersion equal to the package version', () => {
+    const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string };
+    assert.equal(chart.appVersion, JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
+  });
+
+  describe('defaults', () => {
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({});
+    });
+
+    it('renders valid objects: Deployment, Service, ConfigMap, PVC, PDB, ServiceAccount and nothing optional', async () => {
+      await validateAll(r);
+      assert.deepEqual(r.objects.map((o) => o.kind).sort(), ['ConfigMap', 'Deployment', 'PersistentVolumeClaim', 'PodDisruptionBudget', 'Service', 'ServiceAccount']);
+    });
+
+    it('exposes the port of config.listen and probes /healthz and /readyz on it', () => {
+      const c = container(r.get('Deployment'));
+      const port = portOf(configOf(r).listen);
+      assert.equal(port, 5000);
+      assert.deepEqual(c.ports, [{ name: 'http', containerPort: port, protocol: 'TCP' }]);
+      assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'http' });
+      assert.deepEqual(c.startupProbe.httpGet, { path: '/healthz', port: 'http' });
+      assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'http' });
+      const svc = r.get('Service');
+      assert.deepEqual(svc.spec.ports.map((p: { targetPort: string }) => p.targetPort), ['http']);
+      assert.deepEqual(svc.spec.selector, r.get('Deployment').spec.selector.matchLabels);
+    });
+
+    it('runs hubcache with --config on the rendered config.yaml, the store on the claim', () => {
+      const d = r.get('Deployment');
+      const c = container(d);
+      assert.deepEqual(c.args, ['serve', '--config', '/etc/hubcache/config.yaml']);
+      const configMount = c.volumeMounts.find((m: { mountPath: string }) => m.mountPath === '/etc/hubcache/config.yaml');
+      const configVolume = d.spec.template.spec.volumes.find((v: { name: string }) => v.name === configMount.name);
+      assert.equal(configVolume.configMap.name, r.get('ConfigMap').metadata.name);
+      assert.equal(configMount.subPath, 'config.yaml');
+      const store = c.volumeMounts.find((m: { mountPath: string }) => m.mountPath === configOf(r).storage.path);
+      assert.ok(store, 'storage.path is not a volume mount');
+      const storeVolume = d.spec.template.spec.volumes.find((v: { name: string }) => v.name === store.name);
+      assert.equal(storeVolume.persistentVolumeClaim.claimName, r.get('PersistentVolumeClaim').metadata.name);
+      // The image's ENV overrides the file: the chart sets the same values.
+      const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+      assert.equal(env.HUBCACHE_LISTEN, configOf(r).listen);
+      assert.equal(env.HUBCACHE_STORAGE_PATH, configOf(r).storage.path);
+      assert.equal(r.get('Deployment').spec.strategy.type, 'Recreate');
+    });
+
+    it('locks the pod down: non-root, read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp, /tmp on an emptyDir', () => {
+      const spec = r.get('Deployment').spec.template.spec;
+      const c = container(r.get('Deployment'));
+      assert.equal(spec.securityContext.runAsNonRoot, true);
+      assert.notEqual(spec.securityContext.runAsUser, 0);
+      assert.equal(spec.securityContext.seccompProfile.type, 'RuntimeDefault');
+      assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+      assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+      assert.equal(c.securityContext.runAsNonRoot, true);
+      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+      assert.equal(c.securityContext.seccompProfile.type, 'RuntimeDefault');
+      const tmpMount = c.volumeMounts.find((m: { mountPath: string }) => m.mountPath === '/tmp');
+      assert.ok(spec.volumes.find((v: { name: string }) => v.name === tmpMount.name).emptyDir, '/tmp is not an emptyDir');
+      assert.equal(spec.automountServiceAccountToken, false);
+      assert.ok(spec.terminationGracePeriodSeconds * 1000 > 30_000, 'grace period must exceed shutdown.timeout (30s)');
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      assert.match(await configCheck(r, 'defaults'), /configuration OK/);
+    });
+  });
+
+  describe('ingress, ServiceMonitor, PrometheusRule and Grafana dashboard on, metrics on their own port', () => {
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({
+        config: { listen: '0.0.0.0:8080', metrics: { listen: '0.0.0.0:9102' } },
+        service: { port: 80 },
+        ingress: { enabled: true, className: 'nginx', tls: [{ secretName: 'hubcache-tls', hosts: ['hubcache.example.com'] }] },
+        serviceMonitor: { enabled: true, labels: { release: 'kube-prometheus-stack' } },
+        prometheusRule: { enabled: true, labels: { release: 'kube-prometheus-stack' } },
+        grafanaDashboard: { enabled: true },
+      });
+    });
+
+    it('renders valid objects', async () => {
+      await validateAll(r);
+      for (const kind of ['Ingress', 'ServiceMonitor', 'PrometheusRule']) assert.equal(r.all(kind).length, 1, kind);
+    });
+
+    it('follows the configured ports: container, probes, Service, Ingress and ServiceMonitor', () => {
+      const c = container(r.get('Deployment'));
+      const ports = Object.fromEntries(c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]));
+      assert.deepEqual(ports, { http: 8080, metrics: 9102 });
+      assert.equal(c.livenessProbe.httpGet.port, 'http');
+      assert.equal(c.readinessProbe.httpGet.port, 'http');
+      const svc = r.get('Service');
+      const svcPorts = Object.fromEntries(svc.spec.ports.map((p: { name: string; port: number; targetPort: string }) => [p.name, [p.port, p.targetPort]]));
+      assert.deepEqual(svcPorts, { http: [80, 'http'], metrics: [9102, 'metrics'] });
+      const ingress = r.get('Ingress');
+      assert.deepEqual(ingress.spec.rules[0].http.paths[0].backend.service, { name: svc.metadata.name, port: { name: 'http' } });
+      assert.deepEqual(ingress.spec.tls, [{ secretName: 'hubcache-tls', hosts: ['hubcache.example.com'] }]);
+      const sm = r.get('ServiceMonitor');
+      assert.equal(sm.spec.endpoints[0].port, 'metrics');
+      assert.equal(sm.spec.endpoints[0].path, '/metrics');
+      for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) assert.equal(svc.metadata.labels![k], v, `the ServiceMonitor selects ${k}=${v}`);
+      assert.equal(sm.metadata.labels!.release, 'kube-prometheus-stack');
+    });
+
+    it('ships deploy/prometheus/alerts.yaml as the PrometheusRule and the dashboard for the Grafana sidecar', () => {
+      const alerts = parse(readFileSync(join(ROOT, 'deploy/prometheus/alerts.yaml'), 'utf8')) as { groups: unknown };
+      assert.deepEqual(r.get('PrometheusRule').spec.groups, alerts.groups);
+      const dashboard = r.get('ConfigMap', 'hc-hubcache-dashboard');
+      assert.equal(dashboard.metadata.labels!.grafana_dashboard, '1');
+      assert.deepEqual(JSON.parse(dashboard.data['hubcache.json']), JSON.parse(readFileSync(join(ROOT, 'deploy/grafana/hubcache.json'), 'utf8')));
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      assert.equal(configOf(r).metrics.listen, '0.0.0.0:9102');
+      assert.match(await configCheck(r, 'monitoring'), /configuration OK/);
+    });
+  });
+
+  describe('credentials and store from existing objects', () => {
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({
+        upstreamCredentials: {
+          'docker.io': { username: 'me', existingSecret: 'dockerhub', existingSecretKey: 'token' },
+          'ghcr.io': { username: 'bot', existingSecret: 'ghcr' },
+        },
+        config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', tagTtl: '10m' } } },
+        persistence: { existingClaim: 'hubcache-store' },
+        tls: { secretName: 'hubcache-tls' },
+      });
+    });
+
+    it('renders valid objects, no claim and no Secret of its own', async () => {
+      await validateAll(r);
+      assert.equal(r.all('PersistentVolumeClaim').length, 0);
+      assert.equal(r.all('Secret').length, 0);
+      const store = r.get('Deployment').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'store');
+      assert.deepEqual(store.persistentVolumeClaim, { claimName: 'hubcache-store' });
+    });
+
+    it('mounts each secret key as a file and points passwordFile at it', () => {
+      const files = mountedSecretFiles(r.get('Deployment'));
+      const config = configOf(r);
+      assert.equal(config.upstreams['docker.io'].username, 'me');
+      assert.equal(config.upstreams['ghcr.io'].username, 'bot');
+      assert.equal(config.upstreams['ghcr.io'].tagTtl, '10m');
+      assert.deepEqual(files.get(config.upstreams['docker.io'].passwordFile), { secret: 'dockerhub', key: 'token' });
+      assert.deepEqual(files.get(config.upstreams['ghcr.io'].passwordFile), { secret: 'ghcr', key: 'password' });
+      assert.equal(config.upstreams['docker.io'].password, undefined);
+      const tlsMount = container(r.get('Deployment')).volumeMounts.find((m: { name: string }) => m.name === 'tls');
+      assert.equal(tlsMount.mountPath, '/etc/hubcache/tls');
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      assert.match(await configCheck(r, 'existing', { 'docker.io': 'x', 'ghcr.io': 'y' }), /configuration OK/);
+    });
+  });
+
+  describe('credentials from values, store on an emptyDir', () => {
+    it('creates the Secret, mounts it, and rolls the pods when it changes (checksum/secret)', async () => {
+      const values = (password: string) => ({ upstreamCredentials: { 'docker.io': { username: 'me', password } }, persistence: { enabled: false } });
+      const r = await helm.template(values('dckr_pat_one'));
+      await validateAll(r);
+      const secret = r.get('Secret');
+      assert.equal(Buffer.from(secret.data['docker.io'], 'base64').toString(), 'dckr_pat_one');
+      const file = mountedSecretFiles(r.get('Deployment')).get(configOf(r).upstreams['docker.io'].passwordFile);
+      assert.deepEqual(file, { secret: secret.metadata.name, key: 'docker.io' });
+      assert.ok(!r.get('ConfigMap').data['config.yaml'].includes('dckr_pat_one'), 'the password leaked into the ConfigMap');
+      assert.equal(r.all('PersistentVolumeClaim').length, 0);
+      assert.deepEqual(r.get('Deployment').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'store').emptyDir, {});
+
+      const other = await helm.template(values('dckr_pat_two'));
+      const a = r.get('Deployment').spec.template.metadata.annotations;
+      const b = other.get('Deployment').spec.template.metadata.annotations;
+      assert.notEqual(a['checksum/secret'], b['checksum/secret']);
+      assert.equal(a['checksum/config'], b['checksum/config']);
+      assert.match(await configCheck(r, 'created', { 'docker.io': 'x' }), /configuration OK/);
+    });
+
+    it('changes checksum/config when the configuration changes, and only then', async () => {
+      const annotations = async (values: object) => (await helm.template(values)).get('Deployment').spec.template.metadata.annotations;
+      const base = await annotations({});
+      assert.match(base['checksum/config'], /^[0-9a-f]{64}$/);
+      assert.notEqual((await annotations({ config: { log: { level: 'debug' } } }))['checksum/config'], base['checksum/config']);
+      assert.notEqual((await annotations({ config: { upstreams: { 'docker.io': { tagTtl: '10m' } } } }))['checksum/config'], base['checksum/config']);
+      assert.equal((await annotations({ resources: { limits: { memory: '2Gi' } } }))['checksum/config'], base['checksum/config']);
+    });
+  });
+
+  describe('node configuration DaemonSet', () => {
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({
+        service: { clusterIP: '10.96.0.50' },
+        config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io' } } },
+        nodeConfiguration: { enabled: true },
+      });
+    });
+
+    it('renders a valid DaemonSet on every node that writes into containerd certs.d through a hostPath', async () => {
+      await validateAll(r);
+      const ds = r.get('DaemonSet');
+      const spec = ds.spec.template.spec;
+      assert.deepEqual(spec.tolerations, [{ operator: 'Exists' }]);
+      const hostPath = spec.volumes.find((v: { hostPath?: unknown }) => v.hostPath).hostPath;
+      assert.deepEqual(hostPath, { path: '/etc/containerd/certs.d', type: 'DirectoryOrCreate' });
+      assert.equal(spec.initContainers.length, 1);
+      assert.deepEqual(spec.initContainers[0].command, ['sh', '/config/install.sh']);
+      assert.deepEqual(spec.initContainers[0].securityContext.capabilities.drop, ['ALL']);
+      assert.equal(spec.containers[0].image, 'registry.k8s.io/pause:3.10');
+      assert.equal(spec.containers[0].securityContext.runAsNonRoot, true);
+      assert.match(ds.spec.template.metadata.annotations['checksum/node-config'], /^[0-9a-f]{64}$/);
+    });
+
+    it('writes hosts.toml files naming the hubcache Service with pull and resolve capabilities', async () => {
+      const cm = r.get('ConfigMap', 'hc-hubcache-node-config');
+      // Run the DaemonSet's script for real, against a directory standing in for the node.
+      const config = join(tmp, 'node-config');
+      const certs = join(tmp, 'certs.d');
+      mkdirSync(config);
+      mkdirSync(certs);
+      for (const [key, value] of Object.entries(cm.data as Record<string, string>)) writeFileSync(join(config, key), value);
+      const script = cm.data['install.sh'].replaceAll('/host/certs.d', certs).replaceAll('/config/', `${config}/`);
+      writeFileSync(join(config, 'install.sh'), script);
+      chmodSync(join(config, 'install.sh'), 0o755);
+      await run('sh', [join(config, 'install.sh')]);
+      const dockerHub = readFileSync(join(certs, 'docker.io', 'hosts.toml'), 'utf8');
+      assert.match(dockerHub, /^server = "https:\/\/registry-1\.docker\.io"$/m);
+      assert.match(dockerHub, /^\[host\."http:\/\/10\.96\.0\.50:5000"\]\n {2}capabilities = \["pull", "resolve"\]$/m);
+      const ghcr = readFileSync(join(certs, 'ghcr.io', 'hosts.toml'), 'utf8');
+      assert.match(ghcr, /^server = "https:\/\/ghcr\.io"$/m);
+      assert.match(ghcr, /capabilities = \["pull", "resolve"\]/);
+    });
+
+    it('defaults the mirror to the Service DNS name and tells how to point every client at it', async () => {
+      const dns = await helm.template({ nodeConfiguration: { enabled: true, registries: ['docker.io'] } });
+      const toml = dns.get('ConfigMap', 'hc-hubcache-node-config').data['docker.io.toml'];
+      assert.match(toml, /\[host\."http:\/\/hc-hubcache\.mirror\.svc\.cluster\.local:5000"\]/);
+      assert.match(toml, /capabilities = \["pull", "resolve"\]/);
+      const notes = await helm.notes({ nodeConfiguration: { enabled: true } });
+      for (const s of ['hosts.toml', 'daemon.json', 'registry-mirrors', 'registries.conf', '[[registry.mirror]]', 'hc-hubcache.mirror.svc.cluster.local:5000', 'WARNING']) {
+        assert.ok(notes.includes(s), `NOTES lacks ${s}`);
+      }
+    });
+  });
+
+  describe('wrong values', () => {
+    const rejected = async (values: object, pattern: RegExp) => assert.match(await helm.templateError(values), pattern);
+
+    it('are refused by values.schema.json', async () => {
+      await rejected({ config: { listen: 5000 } }, /config\/listen/);
+      await rejected({ config: { listen: 'localhost' } }, /config\/listen/);
+      await rejected({ replicas: 2 }, /additional properties 'replicas' not allowed/);
+      await rejected({ config: { cache: { fillTimeout: 30 } } }, /config\/cache\/fillTimeout/);
+      await rejected({ config: { log: { level: 'verbose' } } }, /config\/log\/level/);
+      await rejected({ config: { storage: { path: '/data' } } }, /additional properties 'storage' not allowed/);
+      await rejected({ config: { upstreams: { 'docker.io': { password: 'plain' } } } }, /password/);
+      await rejected({ upstreamCredentials: { 'docker.io': { password: 'x' } } }, /username/);
+      await rejected({ service: { type: 'External' } }, /service\/type/);
+      await rejected({ persistence: { size: '50 gigs' } }, /persistence\/size/);
+      await rejected({ livenessProbe: { httpGet: { path: '/' } } }, /additional properties 'httpGet' not allowed/);
+    });
+
+    it('are refused by the templates when they combine badly', async () => {
+      await rejected({ replicaCount: 2 }, /replicaCount > 1/);
+      await rejected({ upstreamCredentials: { 'quay.io': { username: 'u', password: 'p' } } }, /quay\.io is not configured/);
+      await rejected({ upstreamCredentials: { 'docker.io': { username: 'u', password: 'p', existingSecret: 's' } } }, /one of them/);
+      await rejected({ nodeConfiguration: { enabled: true, registries: ['quay.io'] } }, /quay\.io is not configured/);
+      await rejected({ podDisruptionBudget: { minAvailable: 1 } }, /not both/);
+    });
+  });
+});

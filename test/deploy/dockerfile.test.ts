@@ -193,6 +193,9 @@ describe('Dockerfile', () => {
         const health = await fetch(`${url}/healthz`);
         assert.equal(health.status, 200);
         assert.deepEqual(await health.json(), { status: 'ok' });
+        const ready = await fetch(`${url}/readyz`);
+        assert.equal(ready.status, 200, await ready.clone().text());
+        assert.equal(((await ready.json()) as { status: string }).status, 'ready');
 
         // The HEALTHCHECK command, with HUBCACHE_LISTEN pointing where this instance listens.
         const hc = one(runtime, 'HEALTHCHECK');

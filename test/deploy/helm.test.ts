@@ -82,7 +82,10 @@ function mountedSecretFiles(d: K8sObject): Map<string, { secret: string; key: st
 describe('helm/hubcache', () => {
   let helm: Helm;
   const tmp = mkdtempSync(join(tmpdir(), 'hubcache-chart-'));
-  after(() => rmSync(tmp, { recursive: true, force: true }));
+  after(() => {
+    rmSync(tmp, { recursive: true, force: true });
+    helm?.dispose();
+  });
 
   /** `hubcache config check` on a rendered config.yaml, as the container would run it (its env applied). */
   async function configCheck(r: Rendered, name: string, passwordFiles: Record<string, string> = {}): Promise<string> {

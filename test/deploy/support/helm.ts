@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,6 +34,11 @@ export class Helm {
   private readonly tmp = mkdtempSync(join(tmpdir(), 'hubcache-helm-'));
   private files = 0;
   constructor(readonly bin: string) {}
+
+  /** Removes the values files and helm's cache/config directories. */
+  dispose(): void {
+    rmSync(this.tmp, { recursive: true, force: true });
+  }
 
   private valuesFile(values: object): string {
     const file = join(this.tmp, `values-${this.files++}.yaml`);

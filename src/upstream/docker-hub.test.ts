@@ -1,0 +1,31 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { defaultRealmHosts, isDockerHub, normalizeDockerHubName, parseRateLimitSnapshot, parseRateLimitValue, pickRateLimitHeaders } from './docker-hub.js';
+
+test('official images live under library/', () => {
+  assert.equal(normalizeDockerHubName('alpine'), 'library/alpine');
+  assert.equal(normalizeDockerHubName('library/alpine'), 'library/alpine');
+  assert.equal(normalizeDockerHubName('bitnami/redis'), 'bitnami/redis');
+});
+
+test('aliases and default realm hosts', () => {
+  assert.ok(isDockerHub('index.docker.io') && isDockerHub('Docker.IO') && !isDockerHub('ghcr.io'));
+  assert.deepEqual(defaultRealmHosts('docker.io', new URL('https://registry-1.docker.io')), ['registry-1.docker.io', 'auth.docker.io']);
+  assert.deepEqual(defaultRealmHosts('ghcr.io', new URL('https://ghcr.io')), ['ghcr.io']);
+});
+
+test('rate-limit values with and without a window', () => {
+  assert.deepEqual(parseRateLimitValue('100;w=21600'), { value: 100, windowSeconds: 21600 });
+  assert.deepEqual(parseRateLimitValue(' 76 ; w = 21600 '), { value: 76, windowSeconds: 21600 });
+  assert.deepEqual(parseRateLimitValue('5'), { value: 5 });
+  assert.equal(parseRateLimitValue('lots;w=1'), undefined);
+  assert.equal(parseRateLimitValue(''), undefined);
+  assert.equal(parseRateLimitValue(undefined), undefined);
+});
+
+test('a snapshot from headers, or none when the response carried none', () => {
+  const h: Record<string, string> = { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '76;w=21600', 'docker-ratelimit-source': '192.0.2.1' };
+  assert.deepEqual(parseRateLimitSnapshot((n) => h[n], 42), { limit: 100, remaining: 76, windowSeconds: 21600, source: '192.0.2.1', observedAt: 42 });
+  assert.equal(parseRateLimitSnapshot(() => undefined, 42), undefined);
+  assert.deepEqual(pickRateLimitHeaders((n) => ({ ...h, 'retry-after': '60' })[n]), { ...h, 'retry-after': '60' });
+});

@@ -1,0 +1,94 @@
+/**
+ * The ONLY place Docker Hub quirks live (STYLE §9 "Docker Hub quirks in one module"). Everything
+ * else talks to Docker Hub as to any distribution-API registry: the token dance is driven by the
+ * `WWW-Authenticate` challenge, never by these constants.
+ */
+import type { RateLimitSnapshot } from './upstream.js';
+
+export const DOCKER_HUB = {
+  /** The registry name clients use (`docker.io/library/alpine`). */
+  name: 'docker.io',
+  /** The API endpoint; `docker.io` itself serves the website, not /v2/. */
+  url: 'https://registry-1.docker.io',
+  /** Token realm host named in Docker Hub's challenges (`https://auth.docker.io/token`). */
+  authRealmHost: 'auth.docker.io',
+  /** Host names that all mean Docker Hub (containerd sends `?ns=docker.io`, older tools index.docker.io). */
+  aliases: ['docker.io', 'registry-1.docker.io', 'index.docker.io'],
+} as const;
+
+/** Whether a registry name or API host means Docker Hub. */
+export function isDockerHub(nameOrHost: string): boolean {
+  return (DOCKER_HUB.aliases as readonly string[]).includes(nameOrHost.toLowerCase());
+}
+
+/**
+ * Official images live under `library/`: `alpine` means `library/alpine` (DESIGN §3). dockerd
+ * already sends the `library/` form to mirrors; containerd, podman and pods naming the mirror may not.
+ */
+export function normalizeDockerHubName(name: string): string {
+  return name.includes('/') ? name : `library/${name}`;
+}
+
+/**
+ * Token realm hosts an upstream may send us to by default, besides its own host: Docker Hub's
+ * registry delegates to auth.docker.io, other registries usually serve tokens themselves.
+ */
+export function defaultRealmHosts(upstreamName: string, upstreamUrl: URL): string[] {
+  const hosts = [upstreamUrl.hostname];
+  if (isDockerHub(upstreamName) || isDockerHub(upstreamUrl.hostname)) hosts.push(DOCKER_HUB.authRealmHost);
+  return hosts;
+}
+
+/**
+ * Docker Hub's rate-limit headers (https://docs.docker.com/docker-hub/usage/pulls/): sent on
+ * manifest responses (a HEAD shows them without counting as a pull) and on 429s. `retry-after` is
+ * the standard header a 429 may carry (RFC 9110 §10.2.3).
+ */
+export const RATE_LIMIT_HEADERS = {
+  limit: 'ratelimit-limit',
+  remaining: 'ratelimit-remaining',
+  source: 'docker-ratelimit-source',
+  retryAfter: 'retry-after',
+} as const;
+
+/** Parses `100;w=21600` (value; window in seconds). Undefined when the value is not a number. */
+export function parseRateLimitValue(raw: string | undefined): { value: number; windowSeconds?: number } | undefined {
+  if (raw === undefined) return undefined;
+  const [head, ...params] = raw.split(';');
+  const value = Number(head!.trim());
+  if (head!.trim() === '' || !Number.isFinite(value) || value < 0) return undefined;
+  let windowSeconds: number | undefined;
+  for (const p of params) {
+    const m = /^\s*w\s*=\s*(\d+)\s*$/i.exec(p);
+    if (m) windowSeconds = Number(m[1]);
+  }
+  return windowSeconds === undefined ? { value } : { value, windowSeconds };
+}
+
+type HeaderGetter = (name: string) => string | undefined;
+
+/** The rate-limit headers present on a response, to pass on to clients (e.g. with a 429). */
+export function pickRateLimitHeaders(get: HeaderGetter): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of Object.values(RATE_LIMIT_HEADERS)) {
+    const v = get(name);
+    if (v !== undefined) out[name] = v;
+  }
+  return out;
+}
+
+/** A snapshot from a response's headers, or undefined when it carried none. */
+export function parseRateLimitSnapshot(get: HeaderGetter, observedAt: number): RateLimitSnapshot | undefined {
+  const limit = parseRateLimitValue(get(RATE_LIMIT_HEADERS.limit));
+  const remaining = parseRateLimitValue(get(RATE_LIMIT_HEADERS.remaining));
+  const source = get(RATE_LIMIT_HEADERS.source);
+  if (!limit && !remaining && source === undefined) return undefined;
+  const windowSeconds = limit?.windowSeconds ?? remaining?.windowSeconds;
+  return {
+    ...(limit ? { limit: limit.value } : {}),
+    ...(remaining ? { remaining: remaining.value } : {}),
+    ...(windowSeconds !== undefined ? { windowSeconds } : {}),
+    ...(source !== undefined ? { source } : {}),
+    observedAt,
+  };
+}

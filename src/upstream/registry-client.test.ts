@@ -1,0 +1,241 @@
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { sha256Digest } from '../domain/digest.js';
+import { MediaTypes, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
+import type { Reference, RepoName, Tag } from '../domain/reference.js';
+import { RegistryUpstream, type RegistryUpstreamOptions } from './registry-client.js';
+import { FakeRegistry, LoopbackServer, TokenBook, tokenService, type TokenServiceKnobs } from './testing/fake-registry.js';
+import { UpstreamError, type RateLimitSnapshot } from './upstream.js';
+
+const repo = 'library/alpine' as RepoName;
+const tag = (t: string): Reference => ({ kind: 'tag', tag: t as Tag });
+const manifest = { schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { digest: 'sha256:' + 'a'.repeat(64), size: 1 }, layers: [] };
+const isKind = (kind: string) => (e: unknown) => e instanceof UpstreamError && e.kind === kind;
+const isTokenReq = (r: { url: string }) => r.url.startsWith('/token');
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  await Promise.all(cleanup.splice(0).map((f) => f()));
+});
+
+async function serve(reg: FakeRegistry, host: '127.0.0.1' | 'localhost' = '127.0.0.1'): Promise<LoopbackServer> {
+  const s = await LoopbackServer.start(reg.handle, host);
+  cleanup.push(() => s.close());
+  return s;
+}
+
+function client(url: string, opts: Partial<RegistryUpstreamOptions> = {}): RegistryUpstream {
+  const c = new RegistryUpstream({
+    name: 'fake.test',
+    url,
+    timeouts: { connectMs: 2000, headersMs: 5000, bodyIdleMs: 5000 },
+    retries: { attempts: 3, baseDelayMs: 0 },
+    userAgent: 'hubcache-test',
+    via: '1.1 test-instance (hubcache)',
+    ...opts,
+  });
+  cleanup.push(() => c.close());
+  return c;
+}
+
+async function bearerRegistry(): Promise<{ reg: FakeRegistry; srv: LoopbackServer }> {
+  const reg = new FakeRegistry();
+  reg.auth = 'bearer';
+  reg.putManifest(repo, '3.20', manifest, MediaTypes.ociManifest);
+  return { reg, srv: await serve(reg) };
+}
+
+test('token dance: 401 → token for the challenged scope → the same request with the token', async () => {
+  const { srv } = await bearerRegistry();
+  const m = await client(srv.url).getManifest(repo, tag('3.20'));
+  assert.equal(m.body.toString(), JSON.stringify(manifest));
+  const reqs = srv.requests;
+  assert.deepEqual(reqs.map((r) => r.url.split('?')[0]), ['/v2/library/alpine/manifests/3.20', '/token', '/v2/library/alpine/manifests/3.20']);
+  assert.equal(reqs[0]!.headers.authorization, undefined);
+  const tokenUrl = new URL(reqs[1]!.url, srv.url);
+  assert.equal(tokenUrl.searchParams.get('service'), 'fake-registry');
+  assert.equal(tokenUrl.searchParams.get('scope'), 'repository:library/alpine:pull');
+  assert.match(reqs[2]!.headers.authorization ?? '', /^Bearer tok-/);
+});
+
+test('a cached token is sent up front: the second request costs no 401 and no token request', async () => {
+  const { srv } = await bearerRegistry();
+  const c = client(srv.url);
+  await c.getManifest(repo, tag('3.20'));
+  const before = srv.count();
+  await c.headManifest(repo, tag('3.20'));
+  assert.equal(srv.count() - before, 1);
+  assert.equal(srv.count(isTokenReq), 1);
+});
+
+test('concurrent callers share one token request', async () => {
+  const { reg, srv } = await bearerRegistry();
+  let release!: () => void;
+  reg.tokenKnobs.gate = new Promise<void>((r) => (release = r));
+  const c = client(srv.url);
+  const all = Promise.all(Array.from({ length: 5 }, () => c.getManifest(repo, tag('3.20'))));
+  await srv.waitForRequests(6); // five 401s and the (held) token request
+  release();
+  await all;
+  assert.equal(srv.count(isTokenReq), 1);
+});
+
+test('an expired token is refreshed before use (injected clock)', async () => {
+  const { reg, srv } = await bearerRegistry();
+  reg.tokenKnobs.expiresIn = 300;
+  let now = 1_700_000_000_000;
+  const c = client(srv.url, { clock: () => now });
+  await c.getManifest(repo, tag('3.20'));
+  now += 301_000;
+  const before = srv.count();
+  await c.getManifest(repo, tag('3.20'));
+  assert.equal(srv.count(isTokenReq), 2);
+  assert.deepEqual(srv.requests.slice(before).map((r) => r.url.split('?')[0]), ['/token', '/v2/library/alpine/manifests/3.20']);
+});
+
+test('a cached token rejected later is refreshed once and the request retried once', async () => {
+  const { reg, srv } = await bearerRegistry();
+  const c = client(srv.url);
+  await c.getManifest(repo, tag('3.20'));
+  reg.tokens.revokeAll();
+  const before = srv.count();
+  await c.getManifest(repo, tag('3.20'));
+  assert.deepEqual(srv.requests.slice(before).map((r) => r.url.split('?')[0]), ['/v2/library/alpine/manifests/3.20', '/token', '/v2/library/alpine/manifests/3.20']);
+});
+
+test('a fresh token rejected too is unauthorized, without a loop', async () => {
+  const { reg, srv } = await bearerRegistry();
+  reg.tokens.revokeAll();
+  const realIssue = reg.tokens.issue.bind(reg.tokens);
+  reg.tokens.issue = () => `${realIssue([])}-useless`; // tokens without the pull scope
+  await assert.rejects(client(srv.url).getManifest(repo, tag('3.20')), (e: unknown) => isKind('unauthorized')(e) && (e as UpstreamError).status === 401);
+  assert.equal(srv.count(), 3, '401, token, 401');
+});
+
+test('credentials go as Basic to an allowed realm host, and a realm host outside the list is never contacted', async () => {
+  const book = new TokenBook();
+  const knobs: TokenServiceKnobs = { credentials: { username: 'mirror', password: 's3cret' } };
+  const auth = await LoopbackServer.start(tokenService(book, knobs), 'localhost');
+  cleanup.push(() => auth.close());
+  const reg = new FakeRegistry(book);
+  reg.auth = 'bearer';
+  reg.realm = `${auth.url}/token`;
+  reg.putManifest(repo, '3.20', manifest, MediaTypes.ociManifest);
+  const srv = await serve(reg);
+  const credentials = { username: 'mirror', password: 's3cret' };
+
+  await assert.rejects(client(srv.url, { credentials }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  assert.equal(auth.count(), 0, 'default allow-list is the registry host only');
+
+  await client(srv.url, { credentials, allowedRealmHosts: ['localhost'] }).getManifest(repo, tag('3.20'));
+  assert.equal(auth.count(), 1);
+  assert.equal(auth.requests[0]!.headers.authorization, `Basic ${Buffer.from('mirror:s3cret').toString('base64')}`);
+  assert.equal(srv.count((r) => (r.headers.authorization ?? '').startsWith('Basic')), 0, 'credentials never go to the registry in Bearer mode');
+});
+
+test('a Basic challenge is answered with the configured credentials, then sent up front', async () => {
+  const reg = new FakeRegistry();
+  reg.auth = 'basic';
+  reg.basicCredentials = { username: 'u', password: 'p' };
+  reg.putManifest(repo, '3.20', manifest, MediaTypes.ociManifest);
+  const srv = await serve(reg);
+  const c = client(srv.url, { credentials: { username: 'u', password: 'p' } });
+  await c.getManifest(repo, tag('3.20'));
+  await c.getManifest(repo, tag('3.20'));
+  assert.deepEqual(srv.requests.map((r) => (r.headers.authorization ?? 'none').split(' ')[0]), ['none', 'Basic', 'Basic']);
+  await assert.rejects(client(srv.url).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+});
+
+test('HEAD gives the descriptor from headers; the full Accept list is sent', async () => {
+  const reg = new FakeRegistry();
+  const digest = reg.putManifest(repo, '3.20', manifest, MediaTypes.ociManifest);
+  const srv = await serve(reg);
+  const d = await client(srv.url).headManifest(repo, tag('3.20'));
+  assert.deepEqual(d, { digest, size: Buffer.byteLength(JSON.stringify(manifest)), mediaType: MediaTypes.ociManifest });
+  assert.equal(srv.requests[0]!.method, 'HEAD');
+  assert.equal(srv.requests[0]!.headers.accept, UPSTREAM_MANIFEST_ACCEPT);
+});
+
+test('GET trusts the bytes: digest computed, media type sniffed when the upstream sends a generic one', async () => {
+  const reg = new FakeRegistry();
+  const body = Buffer.from(JSON.stringify(manifest));
+  reg.hook = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'docker-content-digest': 'sha256:' + 'b'.repeat(64) }).end(body);
+    return true;
+  };
+  const srv = await serve(reg);
+  const m = await client(srv.url).getManifest(repo, tag('3.20'));
+  assert.equal(m.descriptor.digest, sha256Digest(body));
+  assert.equal(m.descriptor.mediaType, MediaTypes.ociManifest);
+  assert.ok(m.body.equals(body));
+});
+
+test('fetching by digest: bytes that hash to something else are a protocol error', async () => {
+  const reg = new FakeRegistry();
+  const wanted = sha256Digest('something else');
+  reg.manifests.set(`${repo}@${wanted}`, { body: Buffer.from(JSON.stringify(manifest)), mediaType: MediaTypes.ociManifest });
+  const srv = await serve(reg);
+  await assert.rejects(client(srv.url).getManifest(repo, { kind: 'digest', digest: wanted }), isKind('protocol'));
+  assert.equal(srv.count(), 1, 'not retried');
+});
+
+test('a manifest over the size cap is a protocol error, by Content-Length or while reading', async () => {
+  const reg = new FakeRegistry();
+  reg.putManifest(repo, 'big', { ...manifest, pad: 'x'.repeat(2000) }, MediaTypes.ociManifest);
+  reg.hook = (req, res) => {
+    if (!req.url?.endsWith('/chunked')) return false;
+    res.writeHead(200, { 'content-type': MediaTypes.ociManifest });
+    res.write('x'.repeat(1500));
+    res.end('x'.repeat(1500));
+    return true;
+  };
+  const srv = await serve(reg);
+  const c = client(srv.url, { maxManifestBytes: 1024 });
+  await assert.rejects(c.getManifest(repo, tag('big')), isKind('protocol'));
+  await assert.rejects(c.getManifest(repo, tag('chunked')), isKind('protocol'));
+});
+
+test('404 is not-found with the OCI error body', async () => {
+  const srv = await serve(new FakeRegistry());
+  await assert.rejects(client(srv.url).getManifest(repo, tag('nope')), (e: unknown) => {
+    assert.ok(isKind('not-found')(e));
+    assert.deepEqual((e as UpstreamError).upstreamErrors, [{ code: 'MANIFEST_UNKNOWN', message: 'manifest_unknown' }]);
+    return true;
+  });
+});
+
+test('rate-limit headers of manifest responses become the snapshot, the observer hears them', async () => {
+  const reg = new FakeRegistry();
+  reg.putManifest(repo, '3.20', manifest, MediaTypes.ociManifest);
+  reg.rateLimit = { limit: 100, remaining: 76, windowSeconds: 21600, source: '192.0.2.7' };
+  const srv = await serve(reg);
+  const seen: RateLimitSnapshot[] = [];
+  const c = client(srv.url, { clock: () => 1234, observer: { rateLimit: (_u, s) => seen.push(s) } });
+  assert.equal(c.rateLimit(), undefined);
+  await c.headManifest(repo, tag('3.20'));
+  const m = await c.getManifest(repo, tag('3.20'));
+  const want = { limit: 100, remaining: 76, windowSeconds: 21600, source: '192.0.2.7', observedAt: 1234 };
+  assert.deepEqual(c.rateLimit(), want);
+  assert.deepEqual(seen, [want, want]);
+  assert.deepEqual(m.headers, { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '76;w=21600', 'docker-ratelimit-source': '192.0.2.7' });
+});
+
+test('tag pages follow the Link header', async () => {
+  const reg = new FakeRegistry();
+  reg.tags.set(repo, ['3.18', '3.19', '3.20', 'edge', 'latest']);
+  const srv = await serve(reg);
+  const c = client(srv.url);
+  const first = await c.listTags(repo, { n: 2 });
+  assert.deepEqual(first, { name: repo, tags: ['3.18', '3.19'], next: { n: 2, last: '3.19' } });
+  const last = await c.listTags(repo, { n: 3, last: '3.19' });
+  assert.deepEqual(last, { name: repo, tags: ['3.20', 'edge', 'latest'] });
+  assert.equal(new URL(srv.requests[1]!.url, srv.url).searchParams.get('last'), '3.19');
+});
+
+test('ping authenticates against /v2/ with a scope-less token', async () => {
+  const { srv } = await bearerRegistry();
+  const seen: string[] = [];
+  await client(srv.url, { observer: { request: (e) => seen.push(`${e.kind}:${e.status}`), tokenFetched: (_u, ok) => seen.push(`fetched:${ok}`) } }).ping();
+  assert.deepEqual(seen, ['ping:401', 'token:200', 'fetched:true', 'ping:200']);
+  assert.equal(new URL(srv.requests[1]!.url, srv.url).searchParams.has('scope'), false);
+});

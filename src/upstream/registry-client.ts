@@ -1,0 +1,351 @@
+/**
+ * `Upstream` over the distribution API (OCI distribution spec v1.1) with undici: the token dance
+ * driven by `WWW-Authenticate`, byte-exact manifests verified by digest, blobs streamed (Range,
+ * redirects to CDNs without credentials), typed errors, retries for idempotent requests only.
+ * Works for Docker Hub and any other registry; Docker Hub's quirks come from docker-hub.ts.
+ */
+import pLimit from 'p-limit';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Descriptor } from '../domain/descriptor.js';
+import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
+import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
+import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
+import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
+import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
+import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
+import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
+import { blobResult, parseLength } from './blob-response.js';
+import { parseNextLink } from './link-header.js';
+import { retry } from './retry.js';
+import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamManifest } from './upstream.js';
+
+export type { Credentials } from './auth/token-provider.js';
+
+export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
+
+/** Hooks for metrics and logs; every method is optional and must not throw. */
+export interface UpstreamObserver {
+  /** One HTTP exchange finished (to response headers); `status: 'error'` when none arrived. */
+  request?(e: { upstream: string; kind: UpstreamRequestKind; method: string; status: number | 'error'; seconds: number }): void;
+  /** A response carried rate-limit headers (manifest responses and 429s). */
+  rateLimit?(upstream: string, snap: RateLimitSnapshot): void;
+  tokenFetched?(upstream: string, ok: boolean): void;
+  /** An operation failed with a retryable error and will be tried again. */
+  retry?(upstream: string, kind: UpstreamRequestKind, reason: string): void;
+}
+
+export interface RegistryUpstreamOptions {
+  /** Registry name as clients know it (`docker.io`), used in metrics and errors. */
+  readonly name: string;
+  /** Base URL of the registry API (`https://registry-1.docker.io`). */
+  readonly url: string;
+  readonly credentials?: Credentials;
+  /** Token realm hosts we may contact. Default: this registry's host (+ auth.docker.io for Docker Hub). */
+  readonly allowedRealmHosts?: readonly string[];
+  /** Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading. */
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
+  /** Total attempts for idempotent requests failing as `unavailable`, with exponential backoff. */
+  readonly retries: { readonly attempts: number; readonly baseDelayMs: number; readonly maxDelayMs?: number };
+  /** Manifests above this are refused (`protocol`). Default 4 MiB, as distribution's limit. */
+  readonly maxManifestBytes?: number;
+  readonly userAgent: string;
+  /** `Via` value added to every upstream request (loop guard, STYLE §9). */
+  readonly via?: string;
+  /** Upstream requests waiting for response headers at once; unlimited when unset. */
+  readonly maxConcurrency?: number;
+  readonly observer?: UpstreamObserver;
+  /** Injected by tests; when absent an Agent is created (and closed by `close()`). */
+  readonly dispatcher?: Dispatcher;
+  readonly clock?: () => number;
+}
+
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+const MAX_TAG_LIST_BYTES = 16 * 1024 * 1024;
+// Content types that say nothing about the manifest format: sniff the body instead.
+const GENERIC_TYPES = new Set(['', MediaTypes.octetStream, 'text/plain', 'application/json']);
+
+interface Call {
+  readonly kind: UpstreamRequestKind;
+  readonly method: 'GET' | 'HEAD';
+  readonly path: string;
+  /** The repository whose `pull` scope a token must carry. */
+  readonly repo?: RepoName;
+  readonly headers?: Record<string, string>;
+  readonly signal?: AbortSignal | undefined;
+}
+
+interface Grant {
+  readonly authorization: string;
+  readonly tokenKey?: string;
+  readonly fromCache?: boolean;
+}
+
+type Scheme = { readonly kind: 'bearer'; readonly realm: string; readonly service?: string } | { readonly kind: 'basic' };
+
+export class RegistryUpstream implements Upstream {
+  readonly name: string;
+  readonly #o: RegistryUpstreamOptions;
+  readonly #base: URL;
+  readonly #dispatcher: Dispatcher;
+  readonly #ownsDispatcher: boolean;
+  readonly #tokens: TokenProvider;
+  readonly #limit: <T>(fn: () => Promise<T>) => Promise<T>;
+  readonly #clock: () => number;
+  readonly #maxManifestBytes: number;
+  /** The auth scheme the registry asked for last: later requests authenticate up front. */
+  #scheme: Scheme | undefined;
+  #rateLimit: RateLimitSnapshot | undefined;
+
+  constructor(opts: RegistryUpstreamOptions) {
+    this.#o = opts;
+    this.name = opts.name;
+    this.#base = new URL(opts.url.replace(/\/+$/, ''));
+    if (this.#base.protocol !== 'https:' && this.#base.protocol !== 'http:') throw new TypeError(`upstream ${opts.name}: url must be http(s)`);
+    this.#clock = opts.clock ?? Date.now;
+    this.#maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
+    this.#ownsDispatcher = !opts.dispatcher;
+    this.#dispatcher =
+      opts.dispatcher ??
+      new Agent({ connect: { timeout: opts.timeouts.connectMs }, headersTimeout: opts.timeouts.headersMs, bodyTimeout: opts.timeouts.bodyIdleMs });
+    const limiter = opts.maxConcurrency ? pLimit(opts.maxConcurrency) : undefined;
+    this.#limit = limiter ? (fn) => limiter(fn) : (fn) => fn();
+    const obs = opts.observer;
+    this.#tokens = new TokenProvider({
+      dispatcher: this.#dispatcher,
+      ...(opts.credentials ? { credentials: opts.credentials } : {}),
+      allowedRealmHosts: opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base),
+      headers: this.#commonHeaders(),
+      clock: this.#clock,
+      observer: {
+        tokenRequest: (e) => {
+          obs?.request?.({ upstream: this.name, kind: 'token', method: 'GET', status: e.status, seconds: e.seconds });
+          obs?.tokenFetched?.(this.name, e.ok);
+        },
+      },
+    });
+  }
+
+  async headManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<Descriptor> {
+    const desc = await this.#retrying('manifest', signal, async () => {
+      const res = await this.#call({ kind: 'manifest', method: 'HEAD', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+      await res.body.dump();
+      const header = headerValue(res.headers, 'docker-content-digest');
+      if (ref.kind === 'digest' && header !== undefined && header !== ref.digest) throw new UpstreamError('protocol', 'upstream answered a HEAD by digest with another digest');
+      const digest = header !== undefined && isDigest(header) ? header : ref.kind === 'digest' ? ref.digest : undefined;
+      const size = parseLength(headerValue(res.headers, 'content-length'));
+      const mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
+      return digest && size !== undefined && !GENERIC_TYPES.has(mediaType) ? { digest, size, mediaType } : undefined;
+    });
+    // Docker Hub always answers HEAD with digest, length and type; a registry that doesn't leaves
+    // a GET as the only way to learn them.
+    return desc ?? (await this.getManifest(repo, ref, signal)).descriptor;
+  }
+
+  async getManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<UpstreamManifest> {
+    return this.#retrying('manifest', signal, async () => {
+      const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+      const max = this.#maxManifestBytes;
+      const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), signal);
+      // The bytes are the truth (DESIGN §3): Docker-Content-Digest is only the upstream's claim.
+      const digest = sha256Digest(body);
+      if (ref.kind === 'digest' && digest !== ref.digest) throw new UpstreamError('protocol', `manifest bytes hash to ${digest}, not the requested digest`);
+      let mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
+      if (GENERIC_TYPES.has(mediaType)) mediaType = sniffManifestMediaType(body) ?? (mediaType || MediaTypes.octetStream);
+      const headers = pickRateLimitHeaders((n) => headerValue(res.headers, n));
+      return { descriptor: { digest, size: body.length, mediaType }, body, headers };
+    });
+  }
+
+  async headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }> {
+    return this.#retrying('blob', signal, async () => {
+      const res = await this.#call({ kind: 'blob', method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal });
+      await res.body.dump();
+      const size = parseLength(headerValue(res.headers, 'content-length'));
+      if (size === undefined) throw new UpstreamError('protocol', 'blob HEAD without Content-Length');
+      return { size };
+    });
+  }
+
+  async getBlob(repo: RepoName, digest: Digest, opts: { offset?: number; signal?: AbortSignal } = {}): Promise<UpstreamBlob> {
+    const offset = opts.offset ?? 0;
+    const signal = opts.signal;
+    return this.#retrying('blob', signal, async () => {
+      const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+      const res = await this.#call({ kind: 'blob', method: 'GET', path: `/v2/${repo}/blobs/${digest}`, repo, headers, signal });
+      try {
+        return blobResult(res, offset);
+      } catch (err) {
+        discardBody(res);
+        throw err;
+      }
+    });
+  }
+
+  async listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage> {
+    const q = new URLSearchParams();
+    if (page.n !== undefined) q.set('n', String(page.n));
+    if (page.last !== undefined) q.set('last', page.last);
+    const query = q.toString();
+    return this.#retrying('tags', signal, async () => {
+      const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, repo, signal });
+      const body = await this.#read(res, MAX_TAG_LIST_BYTES, () => new UpstreamError('protocol', 'tag list too large'), signal);
+      let doc: { name?: unknown; tags?: unknown };
+      try {
+        doc = JSON.parse(body.toString('utf8'));
+      } catch (err) {
+        throw new UpstreamError('protocol', 'tag list is not JSON', { cause: err });
+      }
+      // distribution answers `"tags": null` for a repository without tags.
+      const tags = doc?.tags ?? [];
+      if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new UpstreamError('protocol', 'tag list has no tags array');
+      const next = parseNextLink(headerValue(res.headers, 'link'));
+      return { name: typeof doc.name === 'string' ? doc.name : repo, tags, ...(next ? { next } : {}) };
+    });
+  }
+
+  /** `GET /v2/` with authentication: whether the upstream is reachable and accepts us. */
+  async ping(signal?: AbortSignal): Promise<void> {
+    await this.#retrying('ping', signal, async () => (await this.#call({ kind: 'ping', method: 'GET', path: '/v2/', signal })).body.dump());
+  }
+
+  rateLimit(): RateLimitSnapshot | undefined {
+    return this.#rateLimit;
+  }
+
+  /** Closes the Agent if this client created it (waits for in-flight requests). */
+  async close(): Promise<void> {
+    if (this.#ownsDispatcher) await this.#dispatcher.close();
+  }
+
+  #retrying<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    const { attempts, baseDelayMs, maxDelayMs } = this.#o.retries;
+    return retry(fn, {
+      attempts,
+      baseDelayMs,
+      ...(maxDelayMs !== undefined ? { maxDelayMs } : {}),
+      ...(signal ? { signal } : {}),
+      shouldRetry: isRetryable,
+      onRetry: (err) => this.#o.observer?.retry?.(this.name, kind, (err as Error).message),
+    });
+  }
+
+  /**
+   * One authenticated exchange, redirects followed (max 5), resolving to a 2xx response; anything
+   * else becomes an UpstreamError with the body consumed. Authorization goes only to the
+   * registry's own origin: Docker Hub's blob CDN rejects it, and the token must not leak (DESIGN §3).
+   */
+  async #call(c: Call): Promise<Dispatcher.ResponseData> {
+    let url = new URL(this.#base.pathname.replace(/\/$/, '') + c.path, this.#base);
+    const { res: first, grant } = await this.#authorized(c, url);
+    let res = first;
+    for (let hops = 0; REDIRECT_STATUSES.has(res.statusCode); hops++) {
+      const location = headerValue(res.headers, 'location');
+      await res.body.dump();
+      if (hops >= MAX_REDIRECTS) throw new UpstreamError('protocol', `more than ${MAX_REDIRECTS} redirects`, { status: res.statusCode });
+      let next: URL | undefined;
+      try {
+        next = location ? new URL(location, url) : undefined;
+      } catch {
+        next = undefined;
+      }
+      if (!next || (next.protocol !== 'https:' && next.protocol !== 'http:')) throw new UpstreamError('protocol', 'redirect to a non-http(s) location', { status: res.statusCode });
+      url = next;
+      const sameOrigin = url.origin === this.#base.origin;
+      res = await this.#dispatch(c, url, sameOrigin ? grant : undefined);
+    }
+    if (res.statusCode >= 200 && res.statusCode < 300) return res;
+    throw await errorFromResponse(res, `${c.method} ${c.kind} ${this.name}`);
+  }
+
+  /**
+   * The token dance (distribution docs/spec/auth/token.md): authenticate up front once the scheme
+   * is known; on 401 read the challenge, get a token, send again. A cached token the registry
+   * rejects is invalidated and refreshed once; a fresh token rejected means no access.
+   */
+  async #authorized(c: Call, url: URL): Promise<{ res: Dispatcher.ResponseData; grant: Grant | undefined }> {
+    const defaultScopes = c.repo ? [`repository:${c.repo}:pull`] : [];
+    let grant = await this.#upFront(defaultScopes, c.signal);
+    let refreshed = false;
+    for (let sends = 1; ; sends++) {
+      const res = await this.#dispatch(c, url, grant);
+      if (res.statusCode !== 401) return { res, grant };
+      const challenges = parseWwwAuthenticate(res.headers['www-authenticate']);
+      const refused = await errorFromResponse(res, `${c.method} ${c.kind} ${this.name}`);
+      if (sends >= 3) throw refused;
+      const bearer = findChallenge(challenges, 'bearer');
+      if (bearer) {
+        const req = tokenRequestFromChallenge(bearer, defaultScopes);
+        this.#scheme = { kind: 'bearer', realm: req.realm, ...(req.service ? { service: req.service } : {}) };
+        if (grant?.tokenKey === tokenKey(req)) {
+          if (!grant.fromCache || refreshed) throw refused;
+          this.#tokens.invalidate(grant.tokenKey);
+          refreshed = true;
+        }
+        grant = await this.#bearer(req, c.signal);
+      } else if (findChallenge(challenges, 'basic') && this.#o.credentials && !grant) {
+        this.#scheme = { kind: 'basic' };
+        grant = this.#basic();
+      } else {
+        throw refused;
+      }
+    }
+  }
+
+  async #upFront(scopes: readonly string[], signal: AbortSignal | undefined): Promise<Grant | undefined> {
+    const s = this.#scheme;
+    if (s?.kind === 'bearer') return this.#bearer({ realm: s.realm, ...(s.service ? { service: s.service } : {}), scopes }, signal);
+    if (s?.kind === 'basic') return this.#basic();
+    return undefined;
+  }
+
+  async #bearer(req: TokenRequest, signal: AbortSignal | undefined): Promise<Grant> {
+    const g = await this.#tokens.getToken(req, signal);
+    return { authorization: `Bearer ${g.token}`, tokenKey: g.key, fromCache: g.fromCache };
+  }
+
+  #basic(): Grant | undefined {
+    const c = this.#o.credentials;
+    return c ? { authorization: `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}` } : undefined;
+  }
+
+  #commonHeaders(): Record<string, string> {
+    return { 'user-agent': this.#o.userAgent, ...(this.#o.via ? { via: this.#o.via } : {}) };
+  }
+
+  /** One HTTP request (no redirects), through the concurrency limit, observed and classified. */
+  #dispatch(c: Call, url: URL, grant: Grant | undefined): Promise<Dispatcher.ResponseData> {
+    const headers = { ...this.#commonHeaders(), ...c.headers, ...(grant ? { authorization: grant.authorization } : {}) };
+    const work = this.#limit(async () => {
+      c.signal?.throwIfAborted();
+      const started = performance.now();
+      const report = (status: number | 'error') =>
+        this.#o.observer?.request?.({ upstream: this.name, kind: c.kind, method: c.method, status, seconds: (performance.now() - started) / 1000 });
+      try {
+        const res = await request(url, { dispatcher: this.#dispatcher, method: c.method, headers, ...(c.signal ? { signal: c.signal } : {}) });
+        report(res.statusCode);
+        if (c.kind === 'manifest' || res.statusCode === 429) this.#noteRateLimit(res.headers);
+        return res;
+      } catch (err) {
+        report('error');
+        throw classifyRequestError(err, `${c.method} ${c.kind} ${this.name}`, c.signal);
+      }
+    });
+    return raceSignal(work, c.signal);
+  }
+
+  async #read(res: Dispatcher.ResponseData, max: number, tooLarge: () => Error, signal: AbortSignal | undefined): Promise<Buffer> {
+    try {
+      return await readCapped(res, max, tooLarge);
+    } catch (err) {
+      throw classifyRequestError(err, `reading ${this.name} response`, signal);
+    }
+  }
+
+  #noteRateLimit(headers: Dispatcher.ResponseData['headers']): void {
+    const snap = parseRateLimitSnapshot((n) => headerValue(headers, n), this.#clock());
+    if (!snap) return;
+    this.#rateLimit = snap;
+    this.#o.observer?.rateLimit?.(this.name, snap);
+  }
+}

@@ -201,17 +201,18 @@ export class PullThroughRegistry implements RegistryReader {
 
   async listTags(key: RepoKey, page: { n?: number; last?: string }, _opts: { signal: AbortSignal }): Promise<TagListResult> {
     try {
-      return await this.#upstream(key).listTags(key.repo, page);
+      const res = await this.#upstream(key).listTags(key.repo, page);
+      // Registries that ignore n/last (distribution 2.8 does for tags) answer with everything:
+      // paginate here so clients get the spec's behaviour whatever the upstream.
+      const ignoredPage = (page.n !== undefined && res.tags.length > page.n) || (page.last !== undefined && res.tags.some((t) => t <= page.last!));
+      return ignoredPage ? { name: res.name, ...paginateTags(res.tags, page) } : res;
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
         // Upstream is down: answer with the tags this cache knows, paginated the same way.
-        const all = (await this.#o.metadata.listTags(key)).filter((t) => page.last === undefined || t > page.last);
-        if (all.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
-        const n = page.n ?? all.length;
-        const tags = all.slice(0, n);
-        const next = all.length > n ? { n, last: tags[tags.length - 1]! } : undefined;
+        const known = await this.#o.metadata.listTags(key);
+        if (known.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         this.#o.logger.warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
-        return { name: key.repo, tags, next, stale: { reason: err.kind } };
+        return { name: key.repo, ...paginateTags(known, page), stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'NAME_UNKNOWN');
     }
@@ -247,4 +248,12 @@ export class PullThroughRegistry implements RegistryReader {
         return new RegistryError('UPSTREAM_ERROR', detail, { cause: err });
     }
   }
+}
+
+/** Lexically ordered page of `tags` after `last`, at most `n` long, with the next page's cursor. */
+export function paginateTags(tags: readonly string[], page: { n?: number; last?: string }): { tags: string[]; next?: { n: number; last: string } } {
+  const after = [...new Set(tags)].sort().filter((t) => page.last === undefined || t > page.last);
+  if (page.n === undefined || after.length <= page.n) return { tags: after };
+  const out = after.slice(0, page.n);
+  return { tags: out, next: out.length > 0 ? { n: page.n, last: out[out.length - 1]! } : undefined };
 }

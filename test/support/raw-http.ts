@@ -32,6 +32,8 @@ export interface RawRequestOptions {
   onData?: (chunk: Buffer) => void;
   /** Resolve as soon as the head and `n` body bytes have arrived (and destroy the request). */
   stopAfterBytes?: number;
+  /** Send this request target byte for byte instead of the URL's path (for `..`, `\\` and encodings URL parsers would normalise). */
+  rawPath?: string;
 }
 
 /** One request on a fresh connection (agent: false), so earlier faults can't leak into it. */
@@ -57,7 +59,9 @@ export function rawRequest(url: string, opts: RawRequestOptions = {}): Promise<R
         endedAt: performance.now(),
       });
     };
-    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (r) => {
+    const target = new URL(url);
+    const reqOpts = { method: opts.method ?? 'GET', headers: opts.headers, agent: false as const, hostname: target.hostname, port: target.port, path: opts.rawPath ?? `${target.pathname}${target.search}` };
+    const req = request(reqOpts, (r) => {
       res = r;
       r.on('data', (c: Buffer) => {
         firstByteAt ??= performance.now();

@@ -7,6 +7,7 @@ import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaToken } from './http/middleware/anti-loop.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -49,6 +50,7 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
       url: up.url,
       credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
       allowedRealmHosts: up.allowedRealmHosts,
+      allowedRedirectHosts: up.allowedRedirectHosts,
       timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
@@ -90,6 +92,7 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
       normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
+      filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
     },
     logger,
     metrics,

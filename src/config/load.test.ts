@@ -84,3 +84,57 @@ test('durations need a unit', () => {
   const f = file('d.yaml', 'cache:\n  fillTimeout: 30\n');
   assert.throws(() => loadConfig({ file: f, env: {} }), /cache\.fillTimeout: durations need a unit/);
 });
+
+test('several upstreams from a file; credentials per upstream from the environment; filters and redirect hosts', () => {
+  const pw = file('ghcr-pw', 'ghcr-token\n');
+  const f = file(
+    'multi.yaml',
+    [
+      'upstreams:',
+      '  ghcr.io:',
+      '    url: https://ghcr.io',
+      '    repositories:',
+      '      allow: ["myorg/**"]',
+      '      deny: ["myorg/secret-*"]',
+      '  quay.io:',
+      '    url: https://quay.io',
+      '    username: robot',
+      '    password: from-file',
+      '  registry.example.com:5000:',
+      '    url: https://registry.example.com:5000',
+      '    allowedRedirectHosts: [minio.internal:9000]',
+      '',
+    ].join('\n'),
+  );
+  const c = loadConfig({
+    file: f,
+    env: {
+      HUBCACHE_UPSTREAMS_GHCR_IO_USERNAME: 'me',
+      HUBCACHE_UPSTREAMS_GHCR_IO_PASSWORD_FILE: pw,
+      HUBCACHE_UPSTREAMS_QUAY_IO_PASSWORD: 'from-env',
+      HUBCACHE_UPSTREAMS_REGISTRY_EXAMPLE_COM_5000_TAG_TTL: '1h',
+      HUBCACHE_UPSTREAMS_DOCKER_IO_ALLOWED_REDIRECT_HOSTS: 'cdn1.internal, cdn2.internal:8443',
+      HUBCACHE_UPSTREAMS_NOT_CONFIGURED_IO_URL: 'https://ignored.example',
+    },
+  });
+  assert.deepEqual(Object.keys(c.upstreams).sort(), ['docker.io', 'ghcr.io', 'quay.io', 'registry.example.com:5000']);
+  assert.equal(c.upstreams['docker.io']!.url, 'https://registry-1.docker.io', 'docker.io stays configured by default');
+  assert.equal(c.upstreams['ghcr.io']!.password, 'ghcr-token');
+  assert.equal(c.upstreams['ghcr.io']!.username, 'me');
+  assert.deepEqual(c.upstreams['ghcr.io']!.repositories, { allow: ['myorg/**'], deny: ['myorg/secret-*'] });
+  assert.equal(c.upstreams['quay.io']!.password, 'from-env');
+  assert.equal(c.upstreams['registry.example.com:5000']!.tagTtl, 3_600_000);
+  assert.deepEqual(c.upstreams['registry.example.com:5000']!.allowedRedirectHosts, ['minio.internal:9000']);
+  assert.deepEqual(c.upstreams['docker.io']!.allowedRedirectHosts, ['cdn1.internal', 'cdn2.internal:8443']);
+  assert.doesNotMatch(JSON.stringify(redactConfig(c)), /ghcr-token|from-env|from-file/);
+});
+
+test('bad repository patterns and registry names are named', () => {
+  const f = file('badpat.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    repositories:\n      allow: ["My Org/*"]\n  "http://x": {url: "https://x"}\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /upstreams\.ghcr\.io\.repositories\.allow\.0: repository patterns/);
+    assert.match(err.message, /registry names are hostnames/);
+    return true;
+  });
+});

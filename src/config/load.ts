@@ -63,6 +63,7 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
     }
   }
   const defaultUpstream = firstString(opts.flags?.['default-upstream'], env.HUBCACHE_DEFAULT_UPSTREAM, doc.defaultUpstream) ?? 'docker.io';
+  applyUpstreamEnv(doc, env, defaultUpstream);
   for (const s of SETTINGS) {
     const value = opts.flags?.[s.flag] ?? env[s.env];
     if (value === undefined || value === '') continue;
@@ -90,6 +91,45 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
+}
+
+/**
+ * The environment prefix of one upstream's settings: `ghcr.io` → `HUBCACHE_UPSTREAMS_GHCR_IO_`,
+ * `registry.example.com:5000` → `HUBCACHE_UPSTREAMS_REGISTRY_EXAMPLE_COM_5000_`.
+ */
+export function upstreamEnvPrefix(name: string): string {
+  return `HUBCACHE_UPSTREAMS_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
+}
+
+/** Per-upstream settings that the environment may supply (credentials belong in Secrets, not files). */
+const UPSTREAM_ENV_KEYS = [
+  ['USERNAME', 'username'],
+  ['PASSWORD', 'password'],
+  ['PASSWORD_FILE', 'passwordFile'],
+  ['URL', 'url'],
+  ['TAG_TTL', 'tagTtl'],
+  ['ALLOWED_REDIRECT_HOSTS', 'allowedRedirectHosts'],
+] as const;
+
+/**
+ * `HUBCACHE_UPSTREAMS_<NAME>_<KEY>` for every upstream named in the file (and the default one):
+ * the name can't be recovered from the variable (`GHCR_IO` could be `ghcr.io` or `ghcr-io`), so
+ * the environment completes upstreams, it doesn't create them. A password from the environment
+ * replaces a passwordFile from the file, and the other way round.
+ */
+function applyUpstreamEnv(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, defaultUpstream: string): void {
+  const fromFile = typeof doc.upstreams === 'object' && doc.upstreams !== null && !Array.isArray(doc.upstreams) ? Object.keys(doc.upstreams) : [];
+  for (const name of new Set([...fromFile, defaultUpstream])) {
+    const prefix = upstreamEnvPrefix(name);
+    for (const [suffix, key] of UPSTREAM_ENV_KEYS) {
+      const value = env[prefix + suffix];
+      if (value === undefined || value === '') continue;
+      setPath(doc, ['upstreams', name, key], value);
+      const up = (doc.upstreams as Record<string, Record<string, unknown>>)[name]!;
+      if (key === 'password') delete up.passwordFile;
+      if (key === 'passwordFile') delete up.password;
+    }
+  }
 }
 
 function firstString(...values: unknown[]): string | undefined {

@@ -48,6 +48,9 @@ const httpUrl = z
   .refine((u) => /^https?:$/.test(new URL(u).protocol), { message: 'must be an http(s) URL' })
   .transform((u) => u.replace(/\/+$/, ''));
 
+// Repository glob patterns: name characters plus `*` and `?`.
+const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
+
 // Registry names as clients write them: a hostname with an optional port.
 export const REGISTRY_NAME_RE = /^(?=.{1,253}(?::\d{1,5})?$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
 
@@ -63,8 +66,27 @@ const upstreamSchema = z
     tagTtl: duration('5m'),
     /** Token realm hosts this upstream may send us to; credentials go only there. Defaults to the URL's host. */
     allowedRealmHosts: z.array(z.string().min(1)).optional(),
-    /** Hosts that blob redirects may point at, in addition to public addresses (e.g. an internal CDN). */
-    allowedRedirectHosts: z.array(z.string().min(1)).default([]),
+    /**
+     * Hosts (`host` or `host:port`) that redirects may point at even when they resolve to a
+     * private, loopback or link-local address (e.g. an internal CDN). Public addresses and the
+     * upstream's own host are always allowed. A comma-separated string is accepted (environment).
+     */
+    allowedRedirectHosts: z
+      .preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(z.string().min(1)))
+      .default([]),
+    /**
+     * Which repositories may be pulled through this upstream, as glob patterns over the repository
+     * name (after Docker Hub's `library/` normalisation): `*` matches within one path component,
+     * `**` across components. With `allow` set, a repository must match one of its patterns; a
+     * match in `deny` always refuses.
+     */
+    repositories: z
+      .object({
+        allow: z.array(repoPattern).optional(),
+        deny: z.array(repoPattern).default([]),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .refine((u) => !(u.password && u.passwordFile), { message: 'set password or passwordFile, not both' })

@@ -2,35 +2,79 @@ import { RegistryError } from '../domain/errors.js';
 import { parseRepoName } from '../domain/reference.js';
 import type { RepoKey } from '../storage/manifest-store.js';
 
+/** Decides whether a repository (already normalised) may be pulled through an upstream. */
+export type RepoFilter = (repo: string) => boolean;
+
 export interface RepoResolverOptions {
   /** Registry names that are configured (`docker.io`, `ghcr.io`, …). */
   readonly upstreams: ReadonlySet<string>;
   readonly defaultUpstream: string;
   /** Per-upstream name normalisation (Docker Hub's `library/` prefix lives in upstream/docker-hub.ts). */
   readonly normalize: (upstream: string, name: string) => string;
+  /** Per-upstream repository allow/deny filters; upstreams without one allow every repository. */
+  readonly filters?: ReadonlyMap<string, RepoFilter>;
 }
 
 /**
  * Which upstream and repository a request means, in this order:
- * 1. containerd's `?ns=<registry>` parameter;
+ * 1. containerd's `?ns=<registry>` parameter (containerd adds it to every request it sends to a
+ *    mirror; the whole path is then the repository, even when its first component has a dot);
  * 2. a registry host as first path component (`/v2/ghcr.io/org/app/...`), recognised the way
  *    docker's reference parser does: it contains a `.` or a `:`, or is `localhost`;
  * 3. otherwise the default upstream (Docker Hub).
- * A registry that is not configured is refused here, before anything goes out (no open proxy).
+ * A registry that is not configured is refused here, before anything goes out (no open proxy):
+ * the name is only ever looked up in the configured set, never used to build a URL. A repository
+ * the upstream's filter refuses is DENIED, also before anything goes out.
  */
 export function resolveRepo(opts: RepoResolverOptions, rawName: string, ns: string | null): RepoKey {
   let upstream = opts.defaultUpstream;
   let name = rawName;
   const slash = rawName.indexOf('/');
   const first = slash === -1 ? '' : rawName.slice(0, slash);
-  if (first && (first.includes('.') || first.includes(':') || first === 'localhost')) {
+  if (ns !== null && ns !== '') {
+    upstream = ns === 'registry-1.docker.io' || ns === 'index.docker.io' ? 'docker.io' : ns.toLowerCase();
+  } else if (first && (first.includes('.') || first.includes(':') || first === 'localhost')) {
     upstream = first;
     name = rawName.slice(slash + 1);
-  } else if (ns !== null && ns !== '') {
-    upstream = ns === 'registry-1.docker.io' || ns === 'index.docker.io' ? 'docker.io' : ns.toLowerCase();
   }
   if (!opts.upstreams.has(upstream)) {
     throw new RegistryError('UPSTREAM_UNKNOWN', { registry: upstream.slice(0, 255), configured: [...opts.upstreams] });
   }
-  return { upstream, repo: parseRepoName(opts.normalize(upstream, name)) };
+  const repo = parseRepoName(opts.normalize(upstream, name));
+  const filter = opts.filters?.get(upstream);
+  if (filter && !filter(repo)) {
+    throw new RegistryError('DENIED', { registry: upstream, repository: repo }, { message: 'this repository may not be pulled through this mirror' });
+  }
+  return { upstream, repo };
+}
+
+/**
+ * Compiles allow/deny glob patterns (config `upstreams.<name>.repositories`) into a filter: `*`
+ * matches within one path component, `**` across components, `?` one character other than `/`.
+ * With `allow` given a repository must match one of its patterns; a `deny` match always refuses.
+ */
+export function compileRepoFilter(rules: { readonly allow?: readonly string[] | undefined; readonly deny?: readonly string[] | undefined }): RepoFilter {
+  const allow = rules.allow?.map(globToRegExp);
+  const deny = (rules.deny ?? []).map(globToRegExp);
+  return (repo) => (allow === undefined || allow.some((re) => re.test(repo))) && !deny.some((re) => re.test(repo));
+}
+
+export function globToRegExp(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*' && pattern[i + 1] === '*') {
+      // `**/` may match zero components: `**/app` matches `app` and `a/b/app`.
+      if (pattern[i + 2] === '/') {
+        re += '(?:.*/)?';
+        i += 2;
+      } else {
+        re += '.*';
+        i += 1;
+      }
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.\\^$+(){}[\]|-]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
 }

@@ -30,6 +30,9 @@ function client(url: string, opts: Partial<RegistryUpstreamOptions> = {}): Regis
     retries: { attempts: 3, baseDelayMs: 0 },
     userAgent: 'hubcache-test',
     via: '1.1 test-instance (hubcache)',
+    // The fake CDN listens on loopback (`localhost`), which the redirect guard refuses unless the
+    // operator allows it, as for an internal CDN (redirect-guard.test.ts covers the refusal).
+    allowedRedirectHosts: ['localhost'],
     ...opts,
   });
   cleanup.push(() => c.close());

@@ -16,6 +16,7 @@ import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from 
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
 import { blobResult, parseLength } from './blob-response.js';
 import { parseNextLink } from './link-header.js';
+import { RedirectGuard, type Lookup } from './redirect-guard.js';
 import { retry } from './retry.js';
 import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamManifest } from './upstream.js';
 
@@ -42,6 +43,13 @@ export interface RegistryUpstreamOptions {
   readonly credentials?: Credentials;
   /** Token realm hosts we may contact. Default: this registry's host (+ auth.docker.io for Docker Hub). */
   readonly allowedRealmHosts?: readonly string[];
+  /**
+   * Redirect targets allowed even on private/loopback/link-local addresses (`host` or
+   * `host:port`), besides the registry's own host; public addresses are always allowed (SSRF guard).
+   */
+  readonly allowedRedirectHosts?: readonly string[];
+  /** DNS resolution for the redirect guard; injected by tests. */
+  readonly lookup?: Lookup;
   /** Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading. */
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   /** Total attempts for idempotent requests failing as `unavailable`, with exponential backoff. */
@@ -93,6 +101,7 @@ export class RegistryUpstream implements Upstream {
   readonly #limit: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly #clock: () => number;
   readonly #maxManifestBytes: number;
+  readonly #redirects: RedirectGuard;
   /** The auth scheme the registry asked for last: later requests authenticate up front. */
   #scheme: Scheme | undefined;
   #rateLimit: RateLimitSnapshot | undefined;
@@ -103,6 +112,7 @@ export class RegistryUpstream implements Upstream {
     this.#base = new URL(opts.url.replace(/\/+$/, ''));
     if (this.#base.protocol !== 'https:' && this.#base.protocol !== 'http:') throw new TypeError(`upstream ${opts.name}: url must be http(s)`);
     this.#clock = opts.clock ?? Date.now;
+    this.#redirects = new RedirectGuard({ base: this.#base, allowedHosts: opts.allowedRedirectHosts ?? [], ...(opts.lookup ? { lookup: opts.lookup } : {}) });
     this.#maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
     this.#ownsDispatcher = !opts.dispatcher;
     this.#dispatcher =
@@ -250,6 +260,7 @@ export class RegistryUpstream implements Upstream {
         next = undefined;
       }
       if (!next || (next.protocol !== 'https:' && next.protocol !== 'http:')) throw new UpstreamError('protocol', 'redirect to a non-http(s) location', { status: res.statusCode });
+      await this.#redirects.check(next);
       url = next;
       const sameOrigin = url.origin === this.#base.origin;
       res = await this.#dispatch(c, url, sameOrigin ? grant : undefined);

@@ -43,7 +43,8 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     await up.push(dockerList, 'library/multi', 'docker');
     await up.push(docker, 'team/app', 'stable');
     for (const t of ['a', 'b', 'c', 'd', 'e']) await up.push(oci, 'library/paged', t);
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m'] });
+    // The fake CDN is on loopback: hubcache refuses redirects to private addresses unless allowed.
+    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m', '--upstream-allowed-redirect-hosts', new URL(up.cdn!.url).host] });
   });
 
   afterEach(() => up.front.clearFaults());

@@ -66,6 +66,11 @@ export class BlobFill {
     return this.#size;
   }
 
+  /** Bytes received from upstream and written so far. */
+  get written(): number {
+    return this.#writer?.written ?? 0;
+  }
+
   /** True while new readers can follow this fill (until it failed or its bytes were released). */
   get followable(): boolean {
     return this.#state !== 'failed' && !this.#released;

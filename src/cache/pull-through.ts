@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type Tag } from '../domain/reference.js';
@@ -10,6 +12,9 @@ import { BlobFill } from './blob-fill.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SingleFlight } from './single-flight.js';
+
+/** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
+const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
 
 export interface PullThroughOptions {
   readonly blobs: BlobStore;
@@ -170,7 +175,21 @@ export class PullThroughRegistry implements RegistryReader {
       });
       return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
     }
+    if (range && range.start > fill.written + DIRECT_RANGE_LEAD) {
+      // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
+      // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
+      return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
+    }
     return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+  }
+
+  async #upstreamRange(key: RepoKey, digest: Digest, range: ByteRange, signal: AbortSignal): Promise<Readable> {
+    try {
+      const res = await this.#upstream(key).getBlob(key.repo, digest, { offset: range.start, signal });
+      return Readable.from(takeBytes(res.body, range.end - range.start + 1), { objectMode: false });
+    } catch (err) {
+      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+    }
   }
 
   #startFill(key: RepoKey, digest: Digest): BlobFill {
@@ -256,4 +275,22 @@ export function paginateTags(tags: readonly string[], page: { n?: number; last?:
   if (page.n === undefined || after.length <= page.n) return { tags: after };
   const out = after.slice(0, page.n);
   return { tags: out, next: out.length > 0 ? { n: page.n, last: out[out.length - 1]! } : undefined };
+}
+
+/** The first `n` bytes of `source`; fails (never ends cleanly) if the source ends before them. */
+async function* takeBytes(source: Readable, n: number): AsyncGenerator<Buffer> {
+  let left = n;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      if (chunk.length >= left) {
+        yield chunk.subarray(0, left);
+        return;
+      }
+      left -= chunk.length;
+      yield chunk;
+    }
+    throw new UpstreamError('unavailable', `upstream range ended ${left} bytes short`);
+  } finally {
+    source.destroy();
+  }
 }

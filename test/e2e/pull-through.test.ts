@@ -219,6 +219,28 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     img.dispose();
   });
 
+  it('a Range far beyond the bytes downloaded so far is fetched from upstream on its own; the fill goes on', async () => {
+    const img = await makeImage('oci', { seed: 'e2e-range-far', layerSize: 8 * MiB, layers: 1, filesPerLayer: 1 });
+    await up.push(img, 'library/rangefar', '1');
+    const layer = img.layers[0]!;
+    up.front.reset();
+    const stall = up.front.inject({ type: 'stall', afterBytes: 256 * 1024, when: { kind: 'blob', digest: layer.digest }, times: 1 });
+    const url = `${hc.url}/v2/library/rangefar/blobs/${layer.digest}`;
+    const full = rawRequest(url, { timeoutMs: 30_000 });
+    await stall.hit();
+    const start = layer.size - 5000;
+    const r = await rawRequest(url, { headers: { range: `bytes=${start}-${start + 999}` } });
+    assert.equal(r.status, 206);
+    assert.equal(r.headers['content-range'], `bytes ${start}-${start + 999}/${layer.size}`);
+    assert.ok(r.body.equals(layer.bytes().subarray(start, start + 1000)));
+    assert.equal(stall.requests[0]!.outcome, undefined, 'the fill is still stalled');
+    assert.ok(up.front.filter({ kind: 'blob', hasRange: true }).some((x) => x.rangeHeader === `bytes=${start}-`));
+    stall.clear();
+    const whole = await full;
+    assert.equal(digestOf(whole.body), layer.digest);
+    img.dispose();
+  });
+
   it('tags/list comes from upstream with n/last pagination and a Link header', async () => {
     const all = await rawRequest(`${hc.url}/v2/paged/tags/list`);
     assert.equal(all.status, 200);

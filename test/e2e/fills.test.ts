@@ -4,7 +4,7 @@
  * bytes that are never committed, and a cache that keeps serving when the upstream fails.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -172,6 +172,41 @@ describe('blob fills (one download, streamed to everyone, never committed wrong)
     assert.equal(digestOf(again.body), layer.digest);
     assert.equal(up.front.count({ kind: 'blob', method: 'GET', digest: layer.digest, status: 200 }), 2, 'fetched again');
     assert.ok(committedBlobs(hc.storagePath).includes(layer.digest));
+  });
+});
+
+describe('an upstream that goes silent mid-blob', () => {
+  let up: Upstream;
+  let hc: HubcacheProcess;
+  let img: TestImage;
+  const dir = mkdtempSync(join(tmpdir(), 'hubcache-e2e-idle-'));
+
+  before(async () => {
+    up = await startUpstream();
+    img = await seeded(up, 'library/silent', 'fills-silent');
+    const config = join(dir, 'hubcache.yaml');
+    writeFileSync(config, 'upstreamClient:\n  bodyIdleTimeout: 500ms\n');
+    hc = await startHubcacheProcess({ upstreamUrl: up.url, config });
+  });
+  after(async () => {
+    await hc?.close();
+    await up?.close();
+    img?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is dropped after the body-idle timeout and the download resumes with Range', async () => {
+    const layer = img.layers[0]!;
+    const stall = up.front.inject({ type: 'stall', afterBytes: MiB, times: 1, when: { kind: 'blob', digest: layer.digest } });
+    const r = await rawRequest(`${hc.url}/v2/library/silent/blobs/${layer.digest}`, { timeoutMs: 60_000 });
+    assert.equal(r.outcome, 'complete');
+    assert.equal(digestOf(r.body), layer.digest);
+    assert.equal(stall.hits, 1);
+    const resumed = await hc.waitForLog((l) => l.message === 'fill resumed' && l.digest === layer.digest);
+    assert.ok(Number(resumed.offset) >= MiB);
+    const gets = up.front.filter({ kind: 'blob', method: 'GET', digest: layer.digest, status: [200, 206] });
+    assert.equal(gets.length, 2);
+    assert.equal(gets[1]!.rangeHeader, `bytes=${resumed.offset}-`);
   });
 });
 

@@ -5,7 +5,7 @@
  * after its TTL (one HEAD).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -356,5 +356,51 @@ describe('tag freshness after the TTL', () => {
     assert.equal(r.status, 200);
     assert.equal(r.headers['x-hubcache-cache'], 'hit');
     assert.equal(up.front.requests.length, 0);
+  });
+});
+
+describe('upstream credentials (a private upstream, no anonymous pulls)', () => {
+  let up: Upstream;
+  let image: TestImage;
+  const dir = mkdtempSync(join(tmpdir(), 'hubcache-e2e-creds-'));
+
+  before(async () => {
+    image = await makeImage('oci', { seed: 'e2e-creds', layerSize: MiB / 4, layers: 1 });
+    up = await startUpstream({ anonymousPull: false, users: [{ username: 'pusher', password: 'secret', canPush: true }, { username: 'reader', password: 'r3ad', canPush: false }] });
+    await up.push(image, 'acme/private', '1');
+  });
+  after(async () => {
+    await up?.close();
+    image?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('pulls with the configured account (password from a file); only the token realm sees the credentials', async () => {
+    const pw = join(dir, 'password');
+    writeFileSync(pw, 'r3ad\n');
+    const hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--upstream-username', 'reader', '--upstream-password-file', pw] });
+    try {
+      up.tokenServer.reset();
+      up.front.reset();
+      const raw = await skopeoInspectRaw(`docker://${hc.host}/acme/private:1`);
+      assert.ok(raw.equals(image.manifest));
+      assert.ok(up.tokenServer.requests.length >= 1);
+      assert.ok(up.tokenServer.requests.every((r) => r.account === 'reader'), 'the token requests carried the account');
+      assert.ok(up.front.requests.every((r) => !/^Basic /i.test(r.authorization ?? '')), 'Basic credentials never went to the registry');
+    } finally {
+      await hc.close();
+    }
+  });
+
+  it('wrong credentials get a clear 403 DENIED, not a 401 loop', async () => {
+    const hc = await startHubcacheProcess({ upstreamUrl: up.url, env: { HUBCACHE_UPSTREAM_USERNAME: 'reader', HUBCACHE_UPSTREAM_PASSWORD: 'wrong' } });
+    try {
+      const r = await rawRequest(`${hc.url}/v2/acme/private/manifests/1`, { headers: { accept: ALL_MANIFESTS } });
+      assert.equal(r.status, 403, r.body.toString());
+      assert.equal(JSON.parse(r.body.toString()).errors[0].code, 'DENIED');
+      assert.equal(r.headers['www-authenticate'], undefined, 'no challenge: the client cannot fix the mirror\'s credentials');
+    } finally {
+      await hc.close();
+    }
   });
 });

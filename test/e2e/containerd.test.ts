@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,10 @@ import { renderClientConfig, SECOND, startTwoRegistries, type TwoRegistries } fr
 
 const KiB = 1024;
 const CERTS_D = fileURLToPath(new URL('../../deploy/clients/containerd/certs.d/', import.meta.url));
+/** Every registry deploy/clients ships a hosts.toml for. */
+const SHIPPED = readdirSync(CERTS_D).sort();
+/** The shipped registries beyond the two the fakes stand for: served by the second fake under their names. */
+const OTHERS = SHIPPED.filter((r) => r !== 'docker.io' && r !== SECOND);
 
 /** The snapshot key containerd gives the top layer of an unpacked image: the chain ID of its diff_ids (OCI image spec, config.md). */
 function chainId(image: TestImage): string {
@@ -41,6 +45,7 @@ describe('containerd pulls through hubcache (hosts.toml from deploy/clients)', (
     [env, cd] = await Promise.all([
       startTwoRegistries({
         instanceId: 'e2e-containerd',
+        extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRedirectHosts: ['$SECOND_CDN'] }])),
         seed: async (hub, second) => {
           await hub.push(small, 'library/small', '1.0');
           await hub.push(multi, 'library/multi', '1');
@@ -51,7 +56,7 @@ describe('containerd pulls through hubcache (hosts.toml from deploy/clients)', (
       startContainerd(),
     ]);
     hostsDir = join(env.dir, 'certs.d');
-    for (const registry of ['docker.io', SECOND]) {
+    for (const registry of SHIPPED) {
       mkdirSync(join(hostsDir, registry), { recursive: true });
       const rendered = renderClientConfig(readFileSync(join(CERTS_D, registry, 'hosts.toml'), 'utf8'), env.hubcache.host);
       assert.match(rendered, new RegExp(`\\[host\\."http://${env.hubcache.host.replace(/\./g, '\\.')}"\\]`), 'the template names the mirror in a [host] table');
@@ -136,5 +141,18 @@ describe('containerd pulls through hubcache (hosts.toml from deploy/clients)', (
     assert.equal(armLayer.length, 1, 'containerd fetched the arm64 layer again, through hubcache');
     assert.equal(armLayer[0]!.cache, 'hit');
     assert.equal(blobGets() - before, 0, 'every blob of both platforms came from hubcache\'s store');
+  });
+
+  it('every shipped hosts.toml works: containerd resolves each registry through hubcache with its own ?ns=', async () => {
+    assert.ok(OTHERS.length >= 5, OTHERS.join(' '));
+    for (const registry of OTHERS) {
+      await pull(`${registry}/org/app:1`);
+      const lines = served(`/v2/org/app/manifests/1?ns=${registry}`);
+      assert.ok(lines.length >= 1, registry);
+      assert.equal(lines[0]!.upstream, registry);
+      assert.equal(lines[0]!.status, 200);
+    }
+    const images = (await cd.ctr(['image', 'ls', '-q'])).stdout;
+    for (const registry of OTHERS) assert.ok(images.includes(`${registry}/org/app:1`), images);
   });
 });

@@ -15,6 +15,9 @@ import { renderClientConfig, SECOND, startTwoRegistries, type TwoRegistries } fr
 const KiB = 1024;
 const REGISTRIES_CONF = fileURLToPath(new URL('../../deploy/clients/podman/registries.conf', import.meta.url));
 
+/** Registries the shipped registries.conf mirrors, besides the two the fakes stand for. */
+const OTHERS = [...readFileSync(REGISTRIES_CONF, 'utf8').matchAll(/^prefix = "([^"]+)"$/gm)].map((m) => m[1]!).filter((r) => r !== 'docker.io' && r !== SECOND);
+
 const diffIds = (image: TestImage) => (JSON.parse(image.config!.bytes().toString()) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
 
 describe('podman pulls through hubcache (registries.conf from deploy/clients)', () => {
@@ -32,6 +35,7 @@ describe('podman pulls through hubcache (registries.conf from deploy/clients)', 
     ]);
     env = await startTwoRegistries({
       instanceId: 'e2e-podman',
+      extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRedirectHosts: ['$SECOND_CDN'] }])),
       seed: async (hub, second) => {
         await hub.push(small, 'library/small', '1.0');
         await hub.push(multi, 'library/multi', '1');
@@ -91,5 +95,16 @@ describe('podman pulls through hubcache (registries.conf from deploy/clients)', 
     assert.equal(img.Architecture, 'amd64');
     assert.deepEqual(img.RootFS.Layers, diffIds(amd64));
     assert.ok(served(`/v2/library/multi/manifests/${amd64.digest}`).length >= 1);
+  });
+
+  it('every other registry in the shipped registries.conf is pulled through its path prefix', async () => {
+    assert.ok(OTHERS.length >= 5, OTHERS.join(' '));
+    for (const registry of OTHERS) {
+      await podman.run(['pull', '--quiet', `${registry}/org/app:1`]);
+      assert.equal((await inspect(`${registry}/org/app:1`)).Digest, app.digest, registry);
+      const lines = served(`/v2/${registry}/org/app/manifests/1`);
+      assert.ok(lines.length >= 1, registry);
+      assert.ok(lines.every((l) => l.upstream === registry && l.status === 200), JSON.stringify(lines));
+    }
   });
 });

@@ -27,7 +27,7 @@ export const SECOND = 'ghcr.io';
 export interface TwoRegistriesOptions {
   /** Seeds images before hubcache starts. */
   seed?: (hub: Upstream, second: Upstream) => Promise<void>;
-  /** Extra upstream entries (name → config) merged into the file; `$SECOND_URL` values become the second front's URL. */
+  /** Extra upstream entries (name → config) merged into the file; `$SECOND_URL` and `$SECOND_CDN` in strings become the second front's URL and its CDN's host:port. */
   extraUpstreams?: Record<string, Record<string, unknown>>;
   /** Extra settings for the second registry's entry (e.g. `repositories`). */
   secondSettings?: Record<string, unknown>;
@@ -48,9 +48,11 @@ export async function startTwoRegistries(opts: TwoRegistriesOptions = {}): Promi
       upstreams: {
         'docker.io': { url: hub.url, tagTtl: '10m', allowedRedirectHosts: [new URL(hub.cdn!.url).host] },
         [SECOND]: { url: second.url, tagTtl: '10m', allowedRedirectHosts: [new URL(second.cdn!.url).host], ...opts.secondSettings },
-        ...Object.fromEntries(
-          Object.entries(opts.extraUpstreams ?? {}).map(([name, up]) => [name, Object.fromEntries(Object.entries(up).map(([k, v]) => [k, v === '$SECOND_URL' ? second.url : v]))]),
-        ),
+        ...(JSON.parse(
+          JSON.stringify(opts.extraUpstreams ?? {})
+            .replaceAll('$SECOND_URL', second.url)
+            .replaceAll('$SECOND_CDN', new URL(second.cdn!.url).host),
+        ) as Record<string, unknown>),
       },
     };
     const configPath = join(dir, 'hubcache.yaml');

@@ -11,6 +11,8 @@ import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaToken } from './http/middleware/anti-loop.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { StoreMetricsBlobStore } from './observability/store-metrics.js';
+import { upstreamObserver } from './observability/upstream-observer.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
@@ -35,9 +37,12 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
   const root = config.storage.path;
-  const blobs = new FsBlobStore({ root });
-  const removed = await blobs.init();
+  const fsBlobs = new FsBlobStore({ root });
+  const removed = await fsBlobs.init();
   if (removed > 0) logger.info('leftover temp files removed', { count: removed });
+  const blobs = new StoreMetricsBlobStore(fsBlobs, metrics);
+  const stored = await blobs.init();
+  logger.info('store scanned', { blobs: stored.objects, bytes: stored.bytes });
   const manifests = new FsManifestStore({ root });
   const metadata = new FsMetadataStore({ root });
   await manifests.init?.();
@@ -57,17 +62,7 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: `1.1 ${viaToken(instanceId)}`,
-      observer: {
-        request: (e) => metrics.upstreamRequest(e.upstream, e.kind, e.method, e.status, e.seconds),
-        rateLimit: (u, snap) => {
-          metrics.rateLimit(u, snap.limit, snap.remaining);
-          logger.debug('rate limit seen', { upstream: u, limit: snap.limit, remaining: snap.remaining, source: snap.source });
-        },
-        tokenFetched: (u, ok) => {
-          metrics.tokenFetched(u, ok);
-          logger.debug('token fetched', { upstream: u, ok });
-        },
-      },
+      observer: upstreamObserver(metrics, logger, name),
     });
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
   }

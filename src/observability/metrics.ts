@@ -7,6 +7,14 @@ export type ByteSource = 'cache' | 'upstream';
 export type UpstreamKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
 export type FillFailure = 'digest_mismatch' | 'upstream_error' | 'timeout' | 'storage_error';
 
+// The closed sets again as values, to create every series at zero: a counter that appears only at
+// its first increment loses that increment in rate()/increase() (Prometheus treats the first
+// sample as the starting point), which would undercount a hit ratio right after a restart.
+const CACHE_KINDS: readonly CacheKind[] = ['manifest_tag', 'manifest_digest', 'blob'];
+const CACHE_OUTCOMES: readonly CacheOutcome[] = ['hit', 'miss', 'revalidated', 'stale'];
+const BYTE_SOURCES: readonly ByteSource[] = ['cache', 'upstream'];
+const FILL_FAILURES: readonly FillFailure[] = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'];
+
 function statusClass(status: number | 'error'): string {
   return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
 }
@@ -21,7 +29,7 @@ export class Metrics {
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
   readonly #httpDuration = new client.Histogram({ name: 'hubcache_http_request_duration_seconds', help: 'Time to the end of the response, by route name.', labelNames: ['route', 'method'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
   readonly #cacheRequests = new client.Counter({ name: 'hubcache_cache_requests_total', help: 'Cache lookups by kind (manifest_tag, manifest_digest, blob) and outcome (hit, miss, revalidated, stale).', labelNames: ['kind', 'outcome'], registers: [this.registry] });
-  readonly #bytesToClients = new client.Counter({ name: 'hubcache_client_bytes_total', help: 'Body bytes sent to clients, by source (cache or upstream fill).', labelNames: ['source'], registers: [this.registry] });
+  readonly #bytesToClients = new client.Counter({ name: 'hubcache_client_bytes_total', help: 'Blob and manifest body bytes sent to clients, by source (cache: from the store; upstream: fetched or streamed from a download in flight for this request).', labelNames: ['source'], registers: [this.registry] });
   readonly #bytesFromUpstream = new client.Counter({ name: 'hubcache_upstream_bytes_total', help: 'Blob and manifest bytes received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
   readonly #joiners = new client.Counter({ name: 'hubcache_coalesced_requests_total', help: 'Requests that joined a download already in flight instead of making their own.', labelNames: ['kind'], registers: [this.registry] });
   readonly #upstreamRequests = new client.Counter({ name: 'hubcache_upstream_requests_total', help: 'Requests to upstream registries by upstream, kind and status class.', labelNames: ['upstream', 'kind', 'method', 'status'], registers: [this.registry] });
@@ -29,16 +37,29 @@ export class Metrics {
   readonly #tokenFetches = new client.Counter({ name: 'hubcache_upstream_token_fetches_total', help: 'Token requests to upstream auth services, by result.', labelNames: ['upstream', 'result'], registers: [this.registry] });
   readonly #rateLimitLimit = new client.Gauge({ name: 'hubcache_upstream_ratelimit_limit', help: 'The latest ratelimit-limit an upstream reported (pulls per window).', labelNames: ['upstream'], registers: [this.registry] });
   readonly #rateLimitRemaining = new client.Gauge({ name: 'hubcache_upstream_ratelimit_remaining', help: 'The latest ratelimit-remaining an upstream reported.', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #upstreamRetries = new client.Counter({ name: 'hubcache_upstream_retries_total', help: 'Upstream operations tried again after a retryable failure, by upstream and kind.', labelNames: ['upstream', 'kind'], registers: [this.registry] });
   readonly #rateLimited = new client.Counter({ name: 'hubcache_upstream_rate_limited_total', help: '429 responses received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
   readonly #fillsInFlight = new client.Gauge({ name: 'hubcache_fills_in_flight', help: 'Blob downloads in progress.', registers: [this.registry] });
   readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that ended without a commit, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
-  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store.', registers: [this.registry] });
+  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (counted at start, updated on every commit and delete).', registers: [this.registry] });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store.', registers: [this.registry] });
 
   constructor(opts: { collectDefault?: boolean } = {}) {
     if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
+    for (const kind of CACHE_KINDS) {
+      for (const outcome of CACHE_OUTCOMES) this.#cacheRequests.inc({ kind, outcome }, 0);
+      this.#joiners.inc({ kind }, 0);
+    }
+    for (const source of BYTE_SOURCES) this.#bytesToClients.inc({ source }, 0);
+    for (const reason of FILL_FAILURES) this.#fillsFailed.inc({ reason }, 0);
+  }
+
+  /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */
+  upstreamConfigured(upstream: string): void {
+    this.#bytesFromUpstream.inc({ upstream }, 0);
+    this.#rateLimited.inc({ upstream }, 0);
   }
 
   httpRequest(route: string, method: string, status: number, seconds: number): void {
@@ -61,6 +82,9 @@ export class Metrics {
     this.#upstreamRequests.inc({ upstream, kind, method, status: statusClass(status) });
     this.#upstreamDuration.observe({ upstream, kind }, seconds);
     if (status === 429) this.#rateLimited.inc({ upstream });
+  }
+  upstreamRetry(upstream: string, kind: UpstreamKind): void {
+    this.#upstreamRetries.inc({ upstream, kind });
   }
   tokenFetched(upstream: string, ok: boolean): void {
     this.#tokenFetches.inc({ upstream, result: ok ? 'ok' : 'error' });

@@ -50,6 +50,9 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
       const seconds = (performance.now() - req.ctx.started) / 1000;
       const status = completed ? res.statusCode : 499;
       opts.metrics.httpRequest(req.ctx.route, req.method, status, seconds);
+      // Blob bytes are counted by the blob handler as they stream; manifest bodies are counted here,
+      // so that client bytes minus upstream bytes is what the cache saved.
+      if (req.ctx.route === 'manifest' && completed && status < 300) opts.metrics.bytesToClient(req.ctx.cache === 'miss' ? 'upstream' : 'cache', bytes);
       if (opts.quietRoutes.has(req.ctx.route) && status < 400) return;
       const fields = {
         method: req.method,

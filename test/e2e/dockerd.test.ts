@@ -5,13 +5,13 @@
  * pull that succeeds was served by hubcache.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { dockerHubLoginConfig, startDockerEngine, type DockerEngine, type EngineRequest } from '../support/dockerd.js';
+import { dockerHubLoginConfig, mountsUnder, startDockerEngine, type DockerEngine, type EngineRequest } from '../support/dockerd.js';
 import { metricValue, startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
 import { MediaTypes, makeImage, makeIndex, type TestImage } from '../support/images.js';
 import { rawRequest } from '../support/raw-http.js';
@@ -88,7 +88,9 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
     await up.push(authImage, 'library/authimg', '1.0');
     await up.push(rawImage, 'library/rawauth', '1.0');
     await up.push(notCached, 'library/notcached', '1.0');
-    hc = await startHubcacheProcess({ upstreamUrl: up.url });
+    // Tags expire at once: every pull by tag revalidates with a HEAD (free against Docker Hub's
+    // limit), so the outage test below exercises a stale serve, not just a fresh hit.
+    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
     // If the engine can't run here, this rejects with dockerd's reason and every test fails.
     engine = await startDockerEngine({ mirrorTarget: hc.host });
   });
@@ -185,8 +187,14 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
       }
       const upstreamSince = up.front.requests.slice(upstreamBefore);
       assert.deepEqual(upstreamSince.filter((r) => r.kind === 'blob').map((r) => r.url), [], 'no upstream blob downloads');
-      // Tags are fresh for the TTL (5m): not even a manifest request went upstream.
-      assert.deepEqual(upstreamSince.map((r) => `${r.method} ${r.url}`), []);
+      // With --tag-ttl 0s each tag was revalidated by a HEAD; nothing else went upstream, so the
+      // second engine cost no Docker Hub pulls (only manifest GETs count).
+      const tagged = pulls().filter((p) => !p.ref.includes('@'));
+      assert.deepEqual(
+        [...new Set(upstreamSince.filter((r) => r.status === 200).map((r) => `${r.method} ${r.url}`))].sort(),
+        tagged.map((p) => `HEAD /v2/library/${p.repo}/manifests/1.0`).sort(),
+      );
+      assert.equal(upstreamSince.filter((r) => r.method !== 'HEAD').length, 0);
       const blobs = new Set(pulls().flatMap(({ image }) => [...(image.config ? image.blobs.keys() : hostChild().blobs.keys())]));
       const blobHits = metricValue(await hc.metrics(), 'hubcache_cache_requests_total', { kind: 'blob', outcome: 'hit' }) - blobHitsBefore;
       assert.ok(blobHits >= blobs.size, `${blobHits} blob hits for ${blobs.size} blobs`);
@@ -196,6 +204,8 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
     // The harness removed everything the engine had: processes, mounts, the temp dir with its vfs data.
     assert.equal(existsSync(second.dir), false);
     assert.throws(() => process.kill(second.pid, 0), /ESRCH/);
+    assert.deepEqual(mountsUnder(second.dir), []);
+    assert.deepEqual(processesMentioning(second.dir), [], 'no dockerd, containerd or socat of it left');
   });
 
   it("with the user's Docker Hub credentials: no 401 loop, the pull succeeds, and the credential never goes upstream", async () => {
@@ -269,6 +279,9 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
       await engine.docker(['rmi', 'small:1.0']);
       const again = await pull(engine, 'small:1.0');
       assert.match(again.out, /Downloaded newer image for small:1\.0/, 'served from the cache while Docker Hub is down');
+      assert.deepEqual((await inspect(engine, 'small:1.0')).repoDigests, [`small@${small.digest}`]);
+      const staleHead = accessLog((l) => l.method === 'HEAD' && l.path === '/v2/library/small/manifests/1.0').at(-1);
+      assert.equal(staleHead?.cache, 'stale', 'the tag could not be revalidated: the cached copy was served, marked stale');
 
       const logMark = engine.log().length;
       const failed = await engine.run(['pull', 'notcached:1.0']);
@@ -277,8 +290,7 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
       // fails in this namespace; on a connected host it would have succeeded silently).
       assert.match(failed.stderr, /^Error response from daemon: Get "https:\/\/registry-1\.docker\.io\/v2\/": /);
       // Why it gave up on the mirror is in the daemon's log: hubcache's 503.
-      const fallback = await engine.waitForLog(/Attempting next endpoint for pull after error: received unexpected HTTP status: 503 Service Unavailable/);
-      assert.ok(engine.log().indexOf(fallback) >= logMark - fallback.length);
+      await engine.waitForLog(/Attempting next endpoint for pull after error: received unexpected HTTP status: 503 Service Unavailable/, { from: logMark });
 
       // What the operator sees in hubcache: the engine's HEAD and GET answered 503, with the reason.
       const lines = accessLog((l) => l.path === '/v2/library/notcached/manifests/1.0');
@@ -304,6 +316,20 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
     assert.deepEqual(readTmp().filter((d) => !before.has(d)), []);
   });
 });
+
+/** pid + command line of every process whose command line contains `s`. */
+function processesMentioning(s: string): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (cmd.includes(s)) out.push(`${pid} ${cmd}`);
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
 
 function readTmp(): string[] {
   return readdirSync(tmpdir()).filter((d) => d.startsWith('hubcache-dockerd-') && !d.startsWith('hubcache-dockerd-test-'));

@@ -68,8 +68,11 @@ export interface DockerEngine {
   mirrorTarget: string;
   /** dockerd's (and its containerd's) log so far. */
   log(): string;
-  /** Resolves with the first daemon log line (past or future) matching `re`. */
-  waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  /**
+   * Resolves with the first daemon log line matching `re`, already logged (at or after character
+   * offset `from` of log(), default 0) or still to come.
+   */
+  waitForLog(re: RegExp, opts?: { from?: number; timeoutMs?: number }): Promise<string>;
   /** Runs the docker CLI against this engine; never throws for a non-zero exit. */
   run(args: string[], opts?: DockerRunOptions): Promise<DockerRunResult>;
   /** Like run(), but throws with stderr on a non-zero exit; returns stdout. */
@@ -108,7 +111,7 @@ function requireTools(): void {
 }
 
 /** Mount points at or below `dir`, deepest first. */
-function mountsUnder(dir: string): string[] {
+export function mountsUnder(dir: string): string[] {
   const r = spawnSync('findmnt', ['-rn', '-o', 'TARGET'], { encoding: 'utf8' });
   return (r.stdout ?? '')
     .split('\n')
@@ -239,8 +242,8 @@ export async function startDockerEngine(opts: StartDockerEngineOptions): Promise
       }
     }
   };
-  const waitForLog = (re: RegExp, timeoutMs = 30_000): Promise<string> => {
-    const found = logText.split('\n').find((l) => re.test(l));
+  const waitForLog = (re: RegExp, { from = 0, timeoutMs = 30_000 }: { from?: number; timeoutMs?: number } = {}): Promise<string> => {
+    const found = logText.slice(logText.lastIndexOf('\n', from) + 1).split('\n').find((l) => re.test(l));
     if (found !== undefined) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
       const w = {
@@ -355,7 +358,7 @@ export async function startDockerEngine(opts: StartDockerEngineOptions): Promise
       throw new Error(`dockerd exited (${code ?? signal}) before it was ready; log tail:\n${logText.slice(-3000)}`);
     });
     // "API listen on <socket>" is dockerd's own readiness line.
-    await Promise.race([waitForLog(/API listen on /, timeoutMs), startFailed]);
+    await Promise.race([waitForLog(/API listen on /, { timeoutMs }), startFailed]);
     const version = await run(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 20_000 });
     if (version.code !== 0) throw new Error(`dockerd logged readiness but its API does not answer: ${version.stderr}`);
     // socat was forked before dockerd; confirm it listens inside the namespace (bounded check).

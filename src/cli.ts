@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { startHubcache } from './server.js';
+import { FsBlobStore } from './storage/fs/fs-blob-store.js';
+import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -119,6 +122,29 @@ withConfigOptions(
   process.stdout.write(`${results.length - failed.length}/${results.length} images prefetched, ${formatBytes(bytes)}\n`);
   for (const f of failed) process.stdout.write(`  failed: ${f.image}: ${f.error}\n`);
   process.exit(failed.length > 0 ? 1 : 0);
+});
+
+withConfigOptions(
+  program
+    .command('ls')
+    .description('list cached repositories, tags and sizes (reads the configured store; changes nothing, safe while serving)')
+    .argument('[repository]', 'only repositories starting with this, e.g. alpine, library/alp, ghcr.io/org')
+    .option('--json', 'machine-readable output'),
+).action(async (filter: string | undefined, opts) => {
+  let config: Readonly<Config>;
+  try {
+    config = configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const { listCached, formatLs } = await import('./commands/ls.js');
+  const root = config.storage.path;
+  // No init(): it would create directories and sweep tmp/ under a running instance.
+  const result = await listCached(
+    { metadata: new FsMetadataStore({ root }), manifests: new FsManifestStore({ root }), blobs: new FsBlobStore({ root }) },
+    { filter },
+  ).catch(fail);
+  process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : formatLs(result, { now: Date.now(), root: resolve(root), filter }));
 });
 
 await program.parseAsync(process.argv);

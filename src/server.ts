@@ -97,11 +97,13 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
   });
 
   const server = await listen(createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, app), config.listen);
+  endKeepAliveWhenClosing(server, () => !accepting);
   let metricsServer: Server | undefined;
   if (separateMetrics) {
     const mApp = express();
     mApp.get('/metrics', metricsHandler(metrics));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
+    endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
@@ -123,11 +125,30 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
       if (outcome === 'timeout') logger.warn('shutdown deadline reached, closing remaining connections');
       server.closeAllConnections();
       metricsServer?.closeAllConnections();
-      await Promise.all([...upstreams.values()].map((u) => u.upstream.close().catch(() => {})));
+      // Upstream requests still open serve nobody now; wait for them only until the deadline, then
+      // abort them: a stalled download must not keep the process alive past --shutdown-timeout.
+      const closeUpstreams = (force: boolean) => Promise.all([...upstreams.values()].map((u) => u.upstream.close({ force }).catch(() => {})));
+      if ((await Promise.race([closeUpstreams(false).then(() => 'closed' as const), deadline])) === 'timeout') await closeUpstreams(true);
       logger.info('hubcache stopped', { outcome });
     })());
 
   return { url, metricsUrl, instanceId, logger, metrics, close };
+}
+
+/**
+ * Once shutdown began, a keep-alive connection is ended as soon as its response is done, and the
+ * responses still to start say `Connection: close`. `server.close()` only drops the connections idle
+ * at that moment: the others (docker and containerd keep theirs open) would stay until
+ * keepAliveTimeout, so every drain with a download in flight would run into the deadline.
+ */
+function endKeepAliveWhenClosing(server: Server, closing: () => boolean): void {
+  server.prependListener('request', (_req, res) => {
+    if (closing()) res.setHeader('Connection', 'close');
+    res.once('finish', () => {
+      // The connection counts as idle once Node has finished this response's bookkeeping.
+      if (closing()) setImmediate(() => server.closeIdleConnections());
+    });
+  });
 }
 
 async function listen(server: Server, hostPort: string): Promise<Server> {

@@ -10,7 +10,7 @@ import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../s
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
 import { BlobFill } from './blob-fill.js';
 import { canServeStale, decideTag } from './cache-policy.js';
-import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type RegistryReader, type TagListResult } from './registry-reader.js';
+import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SingleFlight } from './single-flight.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
@@ -50,10 +50,12 @@ export class PullThroughRegistry implements RegistryReader {
     return [...this.#fills.values()].map((f) => f.done.catch(() => {}));
   }
 
-  async getManifest(key: RepoKey, ref: Reference, _opts: { signal: AbortSignal; head?: boolean }): Promise<ManifestResult> {
+  async getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult> {
     const flightKey = `${key.upstream}/${key.repo}@${referenceString(ref)}`;
+    // A shared flight logs with the logger of the request that started it.
+    const log = opts.log ?? this.#o.logger;
     const { promise, joined } = this.#manifestFlights.run(flightKey, () =>
-      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag),
+      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag, log),
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
     return promise;
@@ -84,7 +86,7 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  async #manifestByTag(key: RepoKey, tag: Tag): Promise<ManifestResult> {
+  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
     const entry = await this.#o.metadata.getTag(key, tag);
@@ -116,7 +118,7 @@ export class PullThroughRegistry implements RegistryReader {
     } catch (err) {
       if (local && err instanceof UpstreamError && canServeStale(err)) {
         this.#o.metrics.cache(kind, 'stale');
-        this.#o.logger.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });
+        log.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });
         return { ...local, outcome: 'stale', stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'MANIFEST_UNKNOWN');
@@ -133,7 +135,7 @@ export class PullThroughRegistry implements RegistryReader {
     return { descriptor, body: res.body };
   }
 
-  async getBlob(key: RepoKey, digest: Digest, opts: { signal: AbortSignal; head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
+  async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
     const local = await this.#o.blobs.stat(digest);
     if (local) {
@@ -157,7 +159,7 @@ export class PullThroughRegistry implements RegistryReader {
     if (fill?.followable) {
       this.#o.metrics.joined(kind);
     } else {
-      fill = this.#startFill(key, digest);
+      fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
     }
     this.#o.metrics.cache(kind, 'miss');
     let size: number;
@@ -175,7 +177,7 @@ export class PullThroughRegistry implements RegistryReader {
       });
       return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
     }
-    if (range && range.start > fill.written + DIRECT_RANGE_LEAD) {
+    if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
       // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
       // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
       return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
@@ -192,7 +194,8 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  #startFill(key: RepoKey, digest: Digest): BlobFill {
+  /** `log` is the starting request's logger: the fill is the cache's, but its events name who started it. */
+  #startFill(key: RepoKey, digest: Digest, log: Logger): BlobFill {
     const fill = new BlobFill({
       key,
       digest,
@@ -200,7 +203,7 @@ export class PullThroughRegistry implements RegistryReader {
       store: this.#o.blobs,
       timeoutMs: this.#o.fillTimeoutMs,
       resumeAttempts: this.#o.resumeAttempts,
-      logger: this.#o.logger,
+      logger: log,
       metrics: this.#o.metrics,
     });
     this.#fills.set(digest, fill);
@@ -218,7 +221,7 @@ export class PullThroughRegistry implements RegistryReader {
     return range;
   }
 
-  async listTags(key: RepoKey, page: { n?: number; last?: string }, _opts: { signal: AbortSignal }): Promise<TagListResult> {
+  async listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult> {
     try {
       const res = await this.#upstream(key).listTags(key.repo, page);
       // Registries that ignore n/last (distribution 2.8 does for tags) answer with everything:
@@ -230,7 +233,7 @@ export class PullThroughRegistry implements RegistryReader {
         // Upstream is down: answer with the tags this cache knows, paginated the same way.
         const known = await this.#o.metadata.listTags(key);
         if (known.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
-        this.#o.logger.warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
+        (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
         return { name: key.repo, ...paginateTags(known, page), stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'NAME_UNKNOWN');

@@ -3,6 +3,7 @@ import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import type { Reference } from '../domain/reference.js';
 import type { RepoKey } from '../storage/manifest-store.js';
+import type { Logger } from '../observability/logger.js';
 import type { CacheOutcome } from '../observability/metrics.js';
 
 /** A client's Range header, parsed but not yet resolved against the blob's size (RFC 9110 §14.1.2). */
@@ -34,15 +35,26 @@ export interface TagListResult {
   readonly stale?: { readonly reason: string };
 }
 
+/** What every read gets from the request it serves. */
+export interface ReadOptions {
+  /** The client's signal: governs writing to that client only (STYLE rule 7). */
+  readonly signal: AbortSignal;
+  /**
+   * The request's logger (a child carrying its `requestId`). Events logged while serving it (a fill
+   * it started, a stale answer) go through it, so they can be found by the request's id.
+   */
+  readonly log?: Logger;
+}
+
 /**
  * The read side of a registry. Implemented by the pull-through cache; handlers depend only on
  * this, so they never know whether a request was a hit (STYLE rule 1).
  * Errors are `RegistryError`s with OCI codes.
  */
 export interface RegistryReader {
-  getManifest(key: RepoKey, ref: Reference, opts: { signal: AbortSignal; head?: boolean }): Promise<ManifestResult>;
-  getBlob(key: RepoKey, digest: Digest, opts: { signal: AbortSignal; head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
-  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: { signal: AbortSignal }): Promise<TagListResult>;
+  getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult>;
+  getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
+  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult>;
 }
 
 /** Resolves a RangeSpec against a size; `undefined` when unsatisfiable (→ 416). */

@@ -21,7 +21,9 @@ export function createLogger(opts: LoggerOptions): Logger {
           winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
           winston.format.colorize(),
           winston.format.printf(({ timestamp, level, message, service: _s, ...rest }) => {
+            // Fields left undefined (an access line's `cache` on /v2/) are absent in JSON; here too.
             const fields = Object.entries(rest)
+              .filter(([, v]) => v !== undefined)
               .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
               .join(' ');
             return `${timestamp} ${level} ${message}${fields ? ` ${fields}` : ''}`;

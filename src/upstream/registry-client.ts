@@ -223,9 +223,10 @@ export class RegistryUpstream implements Upstream {
     return this.#rateLimit;
   }
 
-  /** Closes the Agent if this client created it (waits for in-flight requests). */
-  async close(): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close();
+  /** Closes the Agent if this client created it: waits for in-flight requests, or aborts them with `force`. */
+  async close(opts: { force?: boolean } = {}): Promise<void> {
+    if (!this.#ownsDispatcher) return;
+    await (opts.force ? this.#dispatcher.destroy() : this.#dispatcher.close());
   }
 
   #retrying<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {

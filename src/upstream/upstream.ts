@@ -78,5 +78,9 @@ export interface Upstream {
   listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage>;
   /** The latest rate-limit headers seen, for metrics. */
   rateLimit(): RateLimitSnapshot | undefined;
-  close(): Promise<void>;
+  /**
+   * Releases connections: waits for requests in flight, or with `force` aborts them (their callers
+   * see an error), for a shutdown past its deadline that must not wait on a stalled download.
+   */
+  close(opts?: { force?: boolean }): Promise<void>;
 }

@@ -10,7 +10,7 @@ import { parseRangeHeader } from '../parse-request.js';
 export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: RepoKey, digest: Digest, req: Request, res: Response): Promise<void> {
   const head = req.method === 'HEAD';
   const range = parseRangeHeader(req.get('range'));
-  const blob = await reader.getBlob(key, digest, { signal: req.ctx.signal, head, range });
+  const blob = await reader.getBlob(key, digest, { signal: req.ctx.signal, log: req.ctx.log, head, range });
   req.ctx.cache = blob.source === 'cache' ? 'hit' : 'miss';
   res.setHeader('Content-Type', 'application/octet-stream');
   res.setHeader('Docker-Content-Digest', digest);

@@ -10,11 +10,11 @@ import { acceptedManifestTypes, defaultPlatformChild, isAcceptable } from '../ne
 export async function serveManifest(reader: RegistryReader, key: RepoKey, ref: Reference, req: Request, res: Response): Promise<void> {
   const head = req.method === 'HEAD';
   const accepted = acceptedManifestTypes(req.get('accept'));
-  let result = await reader.getManifest(key, ref, { signal: req.ctx.signal, head });
+  let result = await reader.getManifest(key, ref, { signal: req.ctx.signal, log: req.ctx.log, head });
   if (!isAcceptable(result.descriptor.mediaType, accepted)) {
     const child = defaultPlatformChild(result.body, result.descriptor.mediaType);
     const fallback: ManifestResult | undefined = child
-      ? await reader.getManifest(key, { kind: 'digest', digest: parseDigest(child) }, { signal: req.ctx.signal, head })
+      ? await reader.getManifest(key, { kind: 'digest', digest: parseDigest(child) }, { signal: req.ctx.signal, log: req.ctx.log, head })
       : undefined;
     if (!fallback || !isAcceptable(fallback.descriptor.mediaType, accepted)) {
       throw new RegistryError('MANIFEST_UNKNOWN', { mediaType: result.descriptor.mediaType, accepted: [...(accepted ?? [])] }, { message: 'manifest not available in a media type the client accepts' });

@@ -4,7 +4,7 @@ import type { RepoKey } from '../../storage/manifest-store.js';
 
 /** GET /v2/<name>/tags/list?n=&last=, with a `Link: <…>; rel="next"` header for the next page. */
 export async function serveTags(reader: RegistryReader, key: RepoKey, clientName: string, page: { n?: number; last?: string }, req: Request, res: Response): Promise<void> {
-  const result = await reader.listTags(key, page, { signal: req.ctx.signal });
+  const result = await reader.listTags(key, page, { signal: req.ctx.signal, log: req.ctx.log });
   if (result.stale) {
     req.ctx.stale = result.stale.reason;
     res.setHeader('X-Hubcache-Stale', result.stale.reason);

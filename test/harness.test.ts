@@ -340,6 +340,19 @@ describe('upstream harness (fake Docker Hub)', () => {
       assert.ok(performance.now() - started >= Math.floor(size / (128 * 1024)) * 20, 'throttled');
     });
 
+    it('rate: paces the body like a link of that speed (never faster), bytes intact', async () => {
+      const size = layer().size;
+      const bytesPerSecond = 8 * 1024 * 1024;
+      up.front.inject({ type: 'rate', bytesPerSecond, when: { kind: 'blob' } });
+      const ended = up.front.waitForEnd({ fault: 'rate' });
+      const r = await rawRequest(blobUrl(layer().digest), { headers: bearer() });
+      const rec = await ended;
+      assert.equal(digestOf(r.body), layer().digest);
+      // Pacing is a lower bound by construction: the last chunk leaves only once the link "allows" it.
+      const lastChunk = 64 * 1024;
+      assert.ok(rec.endedAt! - rec.headersAt! >= ((size - lastChunk) / bytesPerSecond) * 1000, 'paced');
+    });
+
     it('delay: holds the request, then answers normally', async () => {
       up.front.inject({ type: 'delay', ms: 100, times: 1, when: { kind: 'ping' } });
       const t = performance.now();

@@ -58,7 +58,7 @@ export class StoreMetricsBlobStore implements BlobStore {
       get written() {
         return writer.written;
       },
-      write: (chunk) => writer.write(chunk),
+      write: (data) => writer.write(data),
       readAt: (buffer, offset, length, position) => writer.readAt(buffer, offset, length, position),
       abort: () => writer.abort(),
       release: () => writer.release(),

@@ -27,8 +27,12 @@ export interface BlobReader {
 export interface BlobWriter {
   /** Bytes written so far. */
   readonly written: number;
-  /** Appends bytes; resolves when they are handed to the backing storage (backpressure). */
-  write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Appends bytes — one chunk, or several in order (written with one vectored write where the
+   * backend can: no copy into one buffer first). Resolves when they are handed to the backing
+   * storage (backpressure).
+   */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /**
    * Reads back bytes already written (positional, like pread): up to `length` bytes from `position`
    * into `buffer` at `offset`, returning how many were read. Lets joiners of a cache fill stream a

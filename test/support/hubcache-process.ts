@@ -33,13 +33,15 @@ export interface StartHubcacheOptions {
   args?: string[];
   env?: Record<string, string>;
   config?: string;
+  /** The CLI entry to run instead of bin/hubcache.js (the bench runs a compiled build, as production does). */
+  bin?: string;
 }
 
 /** Starts a real hubcache process (the CLI, as users run it) on a free loopback port. */
 export async function startHubcacheProcess(opts: StartHubcacheOptions = {}): Promise<HubcacheProcess> {
   const ownsStorage = opts.storagePath === undefined;
   const storagePath = opts.storagePath ?? mkdtempSync(join(tmpdir(), 'hubcache-store-'));
-  const args = [BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--log-level', 'debug', '--log-format', 'json'];
+  const args = [opts.bin ?? BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--log-level', 'debug', '--log-format', 'json'];
   if (opts.upstreamUrl) args.push('--upstream-url', opts.upstreamUrl);
   if (opts.config) args.push('--config', opts.config);
   args.push(...(opts.args ?? []));

@@ -88,7 +88,7 @@ export interface RequestMatch {
 
 /**
  * What a fault does. 'status', 'rateLimit', 'reset', 'delay' and `stall` with `beforeHeaders` act
- * on arrival (before anything is forwarded). 'truncate', 'stall', 'wrongBytes' and 'slow' act on a
+ * on arrival (before anything is forwarded). 'truncate', 'stall', 'wrongBytes', 'slow' and 'rate' act on a
  * response body and are only used up by a GET answered 200/206 with a body (so a 401 or a 307
  * redirect never consumes them: with the CDN on they hit the CDN's response).
  */
@@ -112,7 +112,12 @@ export type FaultAction =
   /** Same length, but `count` (default 1) bytes from `offset` (default: the middle) are flipped. */
   | { type: 'wrongBytes'; offset?: number; count?: number }
   /** Throttle: at most `bytesPerInterval` bytes every `intervalMs` (default 10). */
-  | { type: 'slow'; bytesPerInterval: number; intervalMs?: number };
+  | { type: 'slow'; bytesPerInterval: number; intervalMs?: number }
+  /**
+   * A link of this speed: the body is paced so that after t seconds at most bytesPerSecond·t bytes
+   * (plus one chunk) have gone out. The bench uses it to stand for a real upstream's bandwidth.
+   */
+  | { type: 'rate'; bytesPerSecond: number };
 
 /** A fault plus its scope: `when` (default: every request) and `times` (default: unlimited). */
 export type FaultSpec = FaultAction & { when?: RequestMatch; times?: number };
@@ -768,6 +773,7 @@ export class UpstreamFront extends EventEmitter {
       const flipFrom = spec.type === 'wrongBytes' ? (spec.offset ?? Math.floor((total ?? 2) / 2)) : -1;
       const flipTo = spec.type === 'wrongBytes' ? flipFrom + (spec.count ?? 1) : -1;
       let pos = 0; // body offset of the chunk being handled
+      const paceFrom = performance.now();
       for await (const raw of src) {
         let chunk = raw as Buffer;
         if (spec?.type === 'wrongBytes' && pos < flipTo && pos + chunk.length > flipFrom) {
@@ -797,6 +803,10 @@ export class UpstreamFront extends EventEmitter {
           await write(chunk);
         }
         pos += raw.length;
+        if (spec?.type === 'rate') {
+          const aheadMs = (pos / spec.bytesPerSecond) * 1000 - (performance.now() - paceFrom);
+          if (aheadMs >= 1) await sleep(aheadMs, signal, res);
+        }
       }
       if (spec?.type === 'stall' && !stalled) {
         // Body shorter than afterBytes: stall at its end, before the response completes.

@@ -92,7 +92,11 @@ export class MemoryBlobWriter implements BlobWriter {
     return this.#written;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    for (const chunk of data instanceof Uint8Array ? [data] : data) this.#append(chunk);
+  }
+
+  #append(chunk: Uint8Array): void {
     if (this.#state !== 'open' || !this.#buf) throw new Error(`blob writer is ${this.#state}`);
     const needed = this.#written + chunk.length;
     if (needed > this.#buf.length) {

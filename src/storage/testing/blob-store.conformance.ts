@@ -87,6 +87,18 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await assert.rejects(readAt(writer, 0, 10));
     });
 
+    test('several chunks in one write land in order (including many more than IOV_MAX)', async (store) => {
+      const data = randomBytes(300_000);
+      const writer = await store.create();
+      const chunks = [data.subarray(0, 7), data.subarray(7, 7), data.subarray(7, 100_000)];
+      for (let p = 100_000; p < 300_000; p += 100) chunks.push(data.subarray(p, p + 100)); // 2,000 chunks
+      await writer.write(chunks);
+      assert.equal(writer.written, data.length);
+      await writer.commit(sha256Digest(data), data.length);
+      await writer.release();
+      assert.deepEqual(await readAll(await store.open(sha256Digest(data))), data);
+    });
+
     test('digest mismatch is DIGEST_INVALID and leaves nothing visible; abort then cleans up', async (store) => {
       const data = randomBytes(10_000);
       const wrong = sha256Digest('something else');

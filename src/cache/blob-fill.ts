@@ -38,9 +38,10 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
  * behind the window, by positional reads of the written file (`BlobWriter.readAt`). Nobody waits for
  * the whole blob, and memory stays flat whatever the blob size or the number of clients.
  *
- * The final byte is held back from every follower until the digest is verified and the blob is
- * committed: if upstream sent wrong bytes, every client connection is aborted instead of ending
- * cleanly with wrong content (DESIGN §6). A broken upstream connection is resumed with Range.
+ * The final byte is held back from every follower until the digest is verified: if upstream sent
+ * wrong bytes, every client connection is aborted instead of ending cleanly with wrong content
+ * (DESIGN §6). It goes out as soon as the bytes are verified, while the store makes them durable
+ * and visible (fsync, rename). A broken upstream connection is resumed with Range.
  */
 export class BlobFill {
   readonly digest: Digest;
@@ -57,6 +58,8 @@ export class BlobFill {
   #released = false;
   /** Bytes received from upstream (≥ written: the rest waits in the write batcher). */
   #received = 0;
+  /** The received bytes hash to the digest: the final byte may go out. */
+  #verified = false;
   readonly #window = new ChunkWindow(WINDOW_BYTES);
   readonly #events = new EventEmitter().setMaxListeners(0);
   readonly #opts: BlobFillOptions;
@@ -114,7 +117,7 @@ export class BlobFill {
             if (this.#received + chunk.length > this.#size) throw new UpstreamError('protocol', 'upstream sent more bytes than announced');
             this.#window.append(chunk);
             this.#received += chunk.length;
-            this.#events.emit('change');
+            this.#announce();
             await batcher.push(chunk);
           }
           await batcher.flush();
@@ -133,7 +136,12 @@ export class BlobFill {
           if (res.size !== this.#size || res.offset !== writer.written) throw new UpstreamError('protocol', 'upstream changed the blob while resuming');
         }
       }
-      const info = await writer.commit(digest, this.#size);
+      const info = await writer.commit(digest, this.#size, {
+        onVerified: () => {
+          this.#verified = true;
+          this.#events.emit('change');
+        },
+      });
       this.#window.clear(writer.written);
       this.#state = 'committed';
       metrics.fillEnded('committed');
@@ -197,8 +205,8 @@ export class BlobFill {
             stream.destroy(this.#error);
             return;
           }
-          // Everything but the last byte may go out before verification; the last byte only after commit.
-          const limit = Math.min(end + 1, this.#state === 'committed' ? this.#size : Math.min(this.#received, this.#size - 1));
+          // Everything but the last byte may go out before verification; the last byte only after it.
+          const limit = Math.min(end + 1, this.#verified ? this.#size : Math.min(this.#received, this.#size - 1));
           if (pos < limit) {
             let chunk = this.#window.slice(pos, limit);
             if (!chunk) {
@@ -223,6 +231,21 @@ export class BlobFill {
       }
     };
     return stream;
+  }
+
+  #announcing = false;
+
+  /**
+   * Wakes the followers once per event-loop turn rather than once per upstream chunk: chunks that
+   * arrive together go out together, in one socket write per follower.
+   */
+  #announce(): void {
+    if (this.#announcing) return;
+    this.#announcing = true;
+    setImmediate(() => {
+      this.#announcing = false;
+      this.#events.emit('change');
+    });
   }
 
   #maybeRelease(): void {

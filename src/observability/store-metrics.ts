@@ -62,10 +62,10 @@ export class StoreMetricsBlobStore implements BlobStore {
       readAt: (buffer, offset, length, position) => writer.readAt(buffer, offset, length, position),
       abort: () => writer.abort(),
       release: () => writer.release(),
-      async commit(expected, expectedSize) {
+      async commit(expected, expectedSize, opts) {
         // Committing a digest that is already stored succeeds without adding anything.
         const existed = (await store.#inner.stat(expected)) !== undefined;
-        const info = await writer.commit(expected, expectedSize);
+        const info = await writer.commit(expected, expectedSize, opts);
         if (!existed) store.#add(info.size, 1);
         return info;
       },

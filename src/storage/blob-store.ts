@@ -19,6 +19,15 @@ export interface BlobReader {
   open(digest: Digest, opts?: { range?: ByteRange; signal?: AbortSignal }): Promise<Readable>;
 }
 
+export interface CommitOptions {
+  /**
+   * Called once the bytes are known to hash to the expected digest, before they are made durable
+   * and visible: a cache fill releases the final byte to its clients here, so they don't wait for
+   * fsync and rename. Not called when verification fails.
+   */
+  readonly onVerified?: () => void;
+}
+
 /**
  * A blob being written. Bytes are hashed (sha256) and counted as they are written.
  * Nothing is visible to readers of the store until `commit` succeeds. Every writer ends in exactly
@@ -46,7 +55,7 @@ export interface BlobWriter {
    * that already exists succeeds (content addressing makes writes idempotent).
    * `readAt` keeps working after commit until `abort`/`release` is called.
    */
-  commit(expected: Digest, expectedSize?: number): Promise<BlobInfo>;
+  commit(expected: Digest, expectedSize?: number, opts?: CommitOptions): Promise<BlobInfo>;
   /** Discards the written bytes. Idempotent; safe after a failed commit. */
   abort(): Promise<void>;
   /** Frees resources held for `readAt` after a successful commit. Idempotent. */

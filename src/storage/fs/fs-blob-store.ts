@@ -6,7 +6,7 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CommitOptions } from '../blob-store.js';
 import { emptyDir, isNotFound, openCreating, readdirSorted, renameDurable } from './fs-util.js';
 import { StorageLayout } from './layout.js';
 
@@ -191,7 +191,7 @@ export class FsBlobWriter implements BlobWriter {
     return bytesRead;
   }
 
-  async commit(expected: Digest, expectedSize?: number): Promise<BlobInfo> {
+  async commit(expected: Digest, expectedSize?: number, opts: CommitOptions = {}): Promise<BlobInfo> {
     if (this.#state !== 'open') throw new Error(`blob writer is ${this.#state}`);
     if (this.#writing) throw new Error('blob writer: commit during a write');
     const size = this.#written;
@@ -205,6 +205,7 @@ export class FsBlobWriter implements BlobWriter {
       this.#state = 'rejected';
       throw new RegistryError('DIGEST_INVALID', { expected, actual: this.#digest });
     }
+    opts.onVerified?.();
     const final = this.#layout.blobPath(expected);
     await this.#fh.sync();
     // Content addressing: an existing complete blob under this name already has these bytes.

@@ -3,7 +3,7 @@ import { addAbortSignal, Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CommitOptions } from '../blob-store.js';
 
 // Streams are cut into chunks like a file stream's, so that abort and backpressure behave alike.
 const STREAM_CHUNK = 64 * 1024;
@@ -117,7 +117,7 @@ export class MemoryBlobWriter implements BlobWriter {
     return n;
   }
 
-  async commit(expected: Digest, expectedSize?: number): Promise<BlobInfo> {
+  async commit(expected: Digest, expectedSize?: number, opts: CommitOptions = {}): Promise<BlobInfo> {
     if (this.#state !== 'open' || !this.#buf) throw new Error(`blob writer is ${this.#state}`);
     const size = this.#written;
     if (expectedSize !== undefined && expectedSize !== size) {
@@ -129,6 +129,7 @@ export class MemoryBlobWriter implements BlobWriter {
       this.#state = 'rejected';
       throw new RegistryError('DIGEST_INVALID', { expected, actual });
     }
+    opts.onVerified?.();
     // A copy: the store keeps exactly `size` bytes, and readAt keeps reading the writer's buffer.
     this.#opts.commit(expected, Buffer.from(this.#buf.subarray(0, size)));
     this.#state = 'committed';

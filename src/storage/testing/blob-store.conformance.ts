@@ -87,6 +87,22 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await assert.rejects(readAt(writer, 0, 10));
     });
 
+    test('commit calls onVerified once, after verification and before it resolves; never on a mismatch', async (store) => {
+      const data = randomBytes(50_000);
+      const events: string[] = [];
+      const writer = await store.create();
+      await writer.write(data);
+      const committing = writer.commit(sha256Digest(data), data.length, { onVerified: () => events.push('verified') }).then(() => events.push('committed'));
+      await committing;
+      assert.deepEqual(events, ['verified', 'committed']);
+      await writer.release();
+      const bad = await store.create();
+      await bad.write(data);
+      await rejectsWithCode(bad.commit(sha256Digest('other'), data.length, { onVerified: () => events.push('wrongly verified') }), 'DIGEST_INVALID');
+      await bad.abort();
+      assert.deepEqual(events, ['verified', 'committed']);
+    });
+
     test('several chunks in one write land in order (including many more than IOV_MAX)', async (store) => {
       const data = randomBytes(300_000);
       const writer = await store.create();

@@ -47,6 +47,10 @@ describe('deploy/clients', () => {
     assert.equal(pod.volumes.find((v: any) => v.name === 'certs-d').hostPath.path, '/etc/containerd/certs.d');
     assert.equal(pod.volumes.find((v: any) => v.name === 'config').configMap.name, cm.metadata.name);
     assert.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
+    // The same images as the chart's node DaemonSet (helm/hubcache nodeConfiguration), so the two don't drift apart.
+    const chart = (parseYaml(readFileSync(join(ROOT, 'helm', 'hubcache', 'values.yaml'), 'utf8')) as { nodeConfiguration: Record<'image' | 'pauseImage', { repository: string; tag: string }> }).nodeConfiguration;
+    assert.deepEqual(pod.initContainers.map((c: any) => c.image), [`${chart.image.repository}:${chart.image.tag}`]);
+    assert.deepEqual(pod.containers.map((c: any) => c.image), [`${chart.pauseImage.repository}:${chart.pauseImage.tag}`]);
   });
 
   it('k3s/RKE2 registries.yaml, podman registries.conf and daemon.json name hubcache for the same registries', () => {

@@ -203,6 +203,68 @@ describe('helm/hubcache', () => {
     it('renders a config.yaml that hubcache config check accepts', async () => {
       assert.match(await configCheck(r, 'defaults'), /configuration OK/);
     });
+
+    it('runs one replica, replaced with Recreate, and its PodDisruptionBudget lets a node drain evict it', () => {
+      const d = r.get('Deployment');
+      assert.equal(d.spec.replicas, 1);
+      assert.deepEqual(d.spec.strategy, { type: 'Recreate' });
+      const pdb = r.get('PodDisruptionBudget');
+      // minAvailable: 1 (or maxUnavailable: 0) with one replica would block every eviction.
+      assert.equal(pdb.spec.maxUnavailable, 1);
+      assert.equal(pdb.spec.minAvailable, undefined);
+      assert.deepEqual(pdb.spec.selector.matchLabels, d.spec.selector.matchLabels);
+    });
+  });
+
+  it('keeps an explicit podDisruptionBudget.maxUnavailable: 0, and allows RollingUpdate when each pod has its own emptyDir', async () => {
+    const blocking = await helm.template({ podDisruptionBudget: { maxUnavailable: 0 } });
+    assert.equal(blocking.get('PodDisruptionBudget').spec.maxUnavailable, 0);
+    const byMin = await helm.template({ podDisruptionBudget: { minAvailable: '50%', maxUnavailable: null } });
+    assert.deepEqual(byMin.get('PodDisruptionBudget').spec.minAvailable, '50%');
+    assert.equal(byMin.get('PodDisruptionBudget').spec.maxUnavailable, undefined);
+    const rolling = await helm.template({ updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, persistence: { enabled: false } });
+    assert.equal(rolling.get('Deployment').spec.strategy.type, 'RollingUpdate');
+  });
+
+  describe('repository filters on upstreams', () => {
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({
+        config: {
+          upstreams: {
+            'docker.io': { repositories: { deny: ['evilcorp/**'] } },
+            'ghcr.io': {
+              url: 'https://ghcr.io',
+              tagTtl: '10m',
+              allowedRealmHosts: ['ghcr.io'],
+              allowedRedirectHosts: ['cdn.internal:8443'],
+              repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
+            },
+          },
+        },
+      });
+    });
+
+    it('renders valid objects and passes helm lint --strict', async () => {
+      await validateAll(r);
+      assert.match(await helm.lint({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { allow: ['myorg/**'], deny: ['myorg/secret-?'] } } } } }), /0 chart\(s\) failed/);
+    });
+
+    it('passes every upstream key through to config.yaml', () => {
+      const { upstreams } = configOf(r);
+      assert.deepEqual(upstreams['docker.io'], { url: 'https://registry-1.docker.io', tagTtl: '5m', repositories: { deny: ['evilcorp/**'] } });
+      assert.deepEqual(upstreams['ghcr.io'], {
+        url: 'https://ghcr.io',
+        tagTtl: '10m',
+        allowedRealmHosts: ['ghcr.io'],
+        allowedRedirectHosts: ['cdn.internal:8443'],
+        repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
+      });
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      assert.match(await configCheck(r, 'filters'), /configuration OK/);
+    });
   });
 
   describe('ingress, ServiceMonitor, PrometheusRule and Grafana dashboard on, metrics on their own port', () => {
@@ -399,10 +461,26 @@ describe('helm/hubcache', () => {
       await rejected({ service: { type: 'External' } }, /service\/type/);
       await rejected({ persistence: { size: '50 gigs' } }, /persistence\/size/);
       await rejected({ livenessProbe: { httpGet: { path: '/' } } }, /additional properties 'httpGet' not allowed/);
+      await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { allow: ['My Org/*'] } } } } }, /config\/upstreams\/ghcr\.io\/repositories\/allow\/0/);
+      await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { only: ['x'] } } } } }, /additional properties 'only' not allowed/);
+    });
+
+    it('refuse more than one replica, even on a ReadWriteMany volume or emptyDirs: one hubcache process per store', async () => {
+      const schemaError = /values don't meet the specifications of the schema[\s\S]*at '\/replicaCount': maximum: got 2, want 1/;
+      await rejected({ replicaCount: 2 }, schemaError);
+      await rejected({ replicaCount: 2, persistence: { accessModes: ['ReadWriteMany'] } }, schemaError);
+      await rejected({ replicaCount: 2, persistence: { existingClaim: 'shared-rwx' } }, schemaError);
+      await rejected({ replicaCount: 2, persistence: { enabled: false } }, schemaError);
+      await assert.rejects(helm.lint({ replicaCount: 2 }), (err: { stdout?: string }) => {
+        assert.match(String(err.stdout), /at '\/replicaCount': maximum: got 2, want 1/);
+        return true;
+      });
+      assert.equal((await helm.template({ replicaCount: 0 })).get('Deployment').spec.replicas, 0);
     });
 
     it('are refused by the templates when they combine badly', async () => {
-      await rejected({ replicaCount: 2 }, /replicaCount > 1/);
+      await rejected({ updateStrategy: { type: 'RollingUpdate' } }, /RollingUpdate would run the new pod next to the old one/);
+      await rejected({ config: { upstreams: { 'ghcr.io': { tagTtl: '5m' } } } }, /config\.upstreams\.ghcr\.io\.url is required/);
       await rejected({ upstreamCredentials: { 'quay.io': { username: 'u', password: 'p' } } }, /quay\.io is not configured/);
       await rejected({ upstreamCredentials: { 'docker.io': { username: 'u', password: 'p', existingSecret: 's' } } }, /one of them/);
       await rejected({ nodeConfiguration: { enabled: true, registries: ['quay.io'] } }, /quay\.io is not configured/);

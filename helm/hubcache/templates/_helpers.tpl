@@ -91,7 +91,10 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- $_ := set $config "storage" (dict "path" .Values.persistence.mountPath) }}
 {{- $upstreams := $config.upstreams | default dict }}
 {{- range $registry, $up := $upstreams }}
-{{- if kindIs "invalid" $up }}{{ $_ := unset $upstreams $registry }}{{ end }}
+{{- if kindIs "invalid" $up }}{{ $_ := unset $upstreams $registry }}
+{{- else if not (or $up.url (and (eq $registry "docker.io") (eq $config.defaultUpstream "docker.io"))) }}
+{{- fail (printf "config.upstreams.%s.url is required (only docker.io, as the default upstream, has one by default)" $registry) }}
+{{- end }}
 {{- end }}
 {{- range $registry, $c := .Values.upstreamCredentials }}
 {{- if not (or (hasKey $upstreams $registry) (and (eq $registry "docker.io") (eq $config.defaultUpstream "docker.io"))) }}

@@ -85,6 +85,11 @@ export class BlobFill {
     return this.#received;
   }
 
+  /** Every byte arrived and hashes to the digest; the store is committing it (or just did). */
+  get verified(): boolean {
+    return this.#verified;
+  }
+
   /** True while new readers can follow this fill (until it failed or its bytes were released). */
   get followable(): boolean {
     return this.#state !== 'failed' && !this.#released;

@@ -138,13 +138,15 @@ export class PullThroughRegistry implements RegistryReader {
   async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
     const local = await this.#o.blobs.stat(digest);
-    if (local) {
-      this.#o.metrics.cache(kind, 'hit');
-      const range = this.#range(opts.range, local.size);
-      const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
-      return { digest, size: local.size, range, body, source: 'cache' };
+    if (local) return this.#serveStored(digest, local.size, opts);
+    let inFlight = this.#fills.get(digest);
+    if (inFlight?.verified) {
+      // Every byte is here and verified; the store is making it durable and visible (fsync,
+      // rename: milliseconds). Wait for that and answer from the store, like any hit.
+      const committed = await inFlight.done.then((info) => info, () => undefined);
+      if (committed) return this.#serveStored(digest, committed.size, opts);
+      inFlight = this.#fills.get(digest); // the commit failed: start over below
     }
-    const inFlight = this.#fills.get(digest);
     if (opts.head && !inFlight) {
       // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet).
       try {
@@ -183,6 +185,13 @@ export class PullThroughRegistry implements RegistryReader {
       return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
     }
     return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+  }
+
+  async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal }): Promise<BlobResult> {
+    this.#o.metrics.cache('blob', 'hit');
+    const range = this.#range(opts.range, size);
+    const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
+    return { digest, size, range, body, source: 'cache' };
   }
 
   async #upstreamRange(key: RepoKey, digest: Digest, range: ByteRange, signal: AbortSignal): Promise<Readable> {

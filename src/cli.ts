@@ -4,7 +4,8 @@ import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { startHubcache } from './server.js';
+import { createLogger } from './observability/logger.js';
+import { startHubcache, type Hubcache } from './server.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 
@@ -45,22 +46,31 @@ withConfigOptions(program.command('serve').description('start the registry mirro
   } catch (err) {
     fail(err);
   }
-  const hub = await startHubcache(config, { version }).catch(fail);
+  // Created here, not by startHubcache, so that a signal during the start can be logged.
+  const logger = createLogger({ level: config.log.level, format: config.log.format });
+  // The handlers go in before the start: until then SIGTERM's default action would end the process
+  // mid-start (the store scan takes a while on a big store) without a word. A signal during the start
+  // stops the server as soon as it is up, with the usual drain; a second signal exits at once.
+  let hub: Hubcache | undefined;
   let signals = 0;
-  const onSignal = (signal: string) => {
-    signals++;
-    if (signals > 1) {
-      hub.logger.warn('second signal, exiting now', { signal });
-      process.exit(1);
-    }
-    hub.logger.info('signal received', { signal });
-    hub.close().then(
+  const stop = (h: Hubcache) =>
+    h.close().then(
       () => process.exit(0),
       (err) => fail(err),
     );
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn('second signal, exiting now', { signal });
+      process.exit(1);
+    }
+    logger.info('signal received', hub ? { signal } : { signal, starting: true });
+    if (hub) void stop(hub);
   };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  hub = await startHubcache(config, { version, logger }).catch(fail);
+  if (signals > 0) void stop(hub);
 });
 
 const configCmd = program.command('config').description('check or print the effective configuration');
@@ -110,11 +120,13 @@ withConfigOptions(
     } catch (err) {
       fail(err);
     }
-    const { createLogger } = await import('./observability/logger.js');
-    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined } }, { version, logger: createLogger({ level: 'warn', format: config.log.format }) });
+    // Its logs (warnings and errors only) go to stderr: stdout carries the summary, for scripts.
+    const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
+    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined } }, { version, logger });
     server = local.url;
   }
-  const { prefetch, formatBytes } = await import('./commands/prefetch.js');
+  const { prefetch } = await import('./commands/prefetch.js');
+  const { formatBytes } = await import('./commands/format.js');
   const results = await prefetch({ server, images: list, platforms: opts.platform, progress: process.stderr.isTTY });
   await local?.close(5_000);
   const failed = results.filter((r) => !r.ok);

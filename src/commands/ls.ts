@@ -3,7 +3,7 @@ import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
-import { formatBytes } from './prefetch.js';
+import { formatBytes } from './format.js';
 
 /**
  * Only reading methods: `ls` runs next to (or instead of) a serving process and must not change

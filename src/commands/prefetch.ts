@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import cliProgress from 'cli-progress';
 import { isIndexMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
+import { formatBytes } from './format.js';
 import { mirrorPath, parseImageRef } from './image-ref.js';
 
 export interface PrefetchOptions {
@@ -37,13 +38,19 @@ interface Descriptor {
 export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult[]> {
   const agent = new Agent({ connections: opts.concurrency ?? 4 });
   const out = opts.out ?? process.stderr;
+  // The bars count bytes (whole MB left an image under 0.5 MB at 0% for good); the text shows them
+  // formatted. The bar is 30 columns, not 40, so that the image name still fits on an 80-column line.
   const bars = opts.progress
-    ? new cliProgress.MultiBar({ format: ' {bar} {percentage}% | {value}/{total} MB | {image}', stream: out, hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.MultiBar(
+        { format: ' {bar} {percentage}% | {transferred}/{size} | {image}', barsize: 30, stream: out, hideCursor: true, clearOnComplete: false },
+        cliProgress.Presets.shades_classic,
+      )
     : undefined;
   const results: PrefetchResult[] = [];
   try {
     for (const image of opts.images) {
-      const bar = bars?.create(1, 0, { image });
+      // The size is known once the manifests are read.
+      const bar = bars?.create(1, 0, { image, transferred: formatBytes(0), size: '?' });
       try {
         const ref = parseImageRef(image);
         const base = `${opts.server.replace(/\/$/, '')}${mirrorPath(ref)}`;
@@ -67,14 +74,15 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult[]>
         };
         await visit(ref.reference);
         const total = [...blobs.values()].reduce((a, b) => a + b, 0);
-        bar?.setTotal(Math.max(1, Math.round(total / 1e6)));
+        bar?.setTotal(total);
+        bar?.update(0, { size: formatBytes(total) });
         let done = 0;
         for (const [digest] of blobs) {
           const res = await request(`${base}/blobs/${digest}`, { dispatcher: agent });
           if (res.statusCode !== 200) throw new Error(`blob ${digest}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 300)}`);
           for await (const chunk of res.body) {
             done += (chunk as Buffer).length;
-            bar?.update(Math.round(done / 1e6));
+            bar?.update(done, { transferred: formatBytes(done) });
           }
         }
         results.push({ image, ok: true, blobs: blobs.size, bytes: total });
@@ -90,15 +98,4 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult[]>
     await agent.close();
   }
   return results;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }

@@ -80,6 +80,24 @@ test('config print output loads back to the same configuration', async () => {
   assert.deepEqual(loadConfig({ file: f, env: {} }), c);
 });
 
+test('print writes durations and sizes as a person would, in forms the loader reads back', async () => {
+  const { stringify } = await import('yaml');
+  const c = loadConfig({ env: { HUBCACHE_TAG_TTL: '90m', HUBCACHE_SHUTDOWN_TIMEOUT: '45s' } });
+  const printed = redactConfig(c) as {
+    upstreams: Record<string, { tagTtl: unknown }>;
+    cache: { fillTimeout: unknown };
+    upstreamClient: { connectTimeout: unknown; retryBaseDelay: unknown; maxManifestSize: unknown };
+    shutdown: { timeout: unknown };
+  };
+  assert.equal(printed.upstreams['docker.io']!.tagTtl, '1h30m');
+  assert.equal(printed.cache.fillTimeout, '30m');
+  assert.equal(printed.upstreamClient.connectTimeout, '10s');
+  assert.equal(printed.upstreamClient.retryBaseDelay, '200ms');
+  assert.equal(printed.upstreamClient.maxManifestSize, '4MiB');
+  assert.equal(printed.shutdown.timeout, '45s');
+  assert.deepEqual(loadConfig({ file: file('natural.yaml', stringify(printed)), env: {} }), c);
+});
+
 test('durations need a unit', () => {
   const f = file('d.yaml', 'cache:\n  fillTimeout: 30\n');
   assert.throws(() => loadConfig({ file: f, env: {} }), /cache\.fillTimeout: durations need a unit/);
@@ -137,4 +155,21 @@ test('bad repository patterns and registry names are named', () => {
     assert.match(err.message, /registry names are hostnames/);
     return true;
   });
+});
+
+test('defaultUpstream from the environment or the --default-upstream flag: it is the effective default, and the --upstream-* settings address it', () => {
+  const f = file('du.yaml', 'defaultUpstream: quay.io\nupstreams:\n  quay.io:\n    url: https://quay.io\n  ghcr.io:\n    url: https://ghcr.io\n  registry.example.com:\n    url: https://registry.example.com\n');
+  const fromEnv = loadConfig({ file: f, env: { HUBCACHE_DEFAULT_UPSTREAM: 'ghcr.io', HUBCACHE_TAG_TTL: '1h' } });
+  assert.equal(fromEnv.defaultUpstream, 'ghcr.io');
+  assert.equal(fromEnv.upstreams['ghcr.io']!.tagTtl, 3_600_000);
+  assert.equal(fromEnv.upstreams['quay.io']!.tagTtl, 300_000);
+  // A flag beats the environment, which beats the file.
+  const fromFlag = loadConfig({ file: f, env: { HUBCACHE_DEFAULT_UPSTREAM: 'ghcr.io' }, flags: { 'default-upstream': 'registry.example.com', 'tag-ttl': '2h' } });
+  assert.equal(fromFlag.defaultUpstream, 'registry.example.com');
+  assert.equal(fromFlag.upstreams['registry.example.com']!.tagTtl, 7_200_000);
+  assert.equal(fromFlag.upstreams['ghcr.io']!.tagTtl, 300_000);
+  // Without a file: the flag plus --upstream-url configure the default upstream on their own.
+  const bare = loadConfig({ env: {}, flags: { 'default-upstream': 'ghcr.io', 'upstream-url': 'https://ghcr.io' } });
+  assert.equal(bare.defaultUpstream, 'ghcr.io');
+  assert.deepEqual(Object.keys(bare.upstreams), ['ghcr.io']);
 });

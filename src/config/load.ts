@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { configSchema, DOCKER_HUB_DEFAULT, DURATION_KEYS, type Config } from './schema.js';
+import { formatDuration, formatSize } from './duration.js';
+import { configSchema, DOCKER_HUB_DEFAULT, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
 
 /**
  * Settings that also exist as environment variables and command-line flags. Precedence:
@@ -11,6 +12,7 @@ import { configSchema, DOCKER_HUB_DEFAULT, DURATION_KEYS, type Config } from './
 export const SETTINGS = [
   { flag: 'listen', env: 'HUBCACHE_LISTEN', path: ['listen'], help: 'HOST:PORT for the registry API (default 0.0.0.0:5000)' },
   { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
+  { flag: 'default-upstream', env: 'HUBCACHE_DEFAULT_UPSTREAM', path: ['defaultUpstream'], help: 'upstream for requests that name no registry, and the one the --upstream-* and --tag-ttl settings address (default docker.io)' },
   { flag: 'upstream-url', env: 'HUBCACHE_UPSTREAM_URL', path: ['upstreams', '@default', 'url'], help: 'Docker Hub registry URL (default https://registry-1.docker.io)' },
   { flag: 'upstream-username', env: 'HUBCACHE_UPSTREAM_USERNAME', path: ['upstreams', '@default', 'username'], help: 'Docker Hub username' },
   { flag: 'upstream-password', env: 'HUBCACHE_UPSTREAM_PASSWORD', path: ['upstreams', '@default', 'password'], help: 'Docker Hub password or access token (prefer --upstream-password-file)' },
@@ -163,12 +165,17 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** The effective configuration with secrets replaced, for `hubcache config print` and the startup log. */
+/**
+ * The effective configuration with secrets replaced, for `hubcache config print` and the startup log.
+ * Durations and sizes are written as a person would (`5m`, `4MiB`), in forms loadConfig reads back
+ * to the same numbers, so the output is a valid config file.
+ */
 export function redactConfig(config: Readonly<Config>): unknown {
   return JSON.parse(
     JSON.stringify(config, (key, value) => {
       if (key === 'password' && typeof value === 'string') return '<redacted>';
-      if (DURATION_KEYS.has(key) && typeof value === 'number') return `${value}ms`;
+      if (DURATION_KEYS.has(key) && typeof value === 'number') return formatDuration(value);
+      if (SIZE_KEYS.has(key) && typeof value === 'number') return formatSize(value);
       return value;
     }),
   );

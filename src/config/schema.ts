@@ -162,6 +162,9 @@ export const configSchema = z
 /** Keys whose values are durations (printed back with a unit by `config print`). */
 export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout']);
 
+/** Keys whose values are sizes (printed back with a unit by `config print`). */
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);
+
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;

@@ -10,9 +10,10 @@ import { once } from 'node:events';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { formatBytes } from '../../src/commands/prefetch.js';
+import { formatBytes } from '../../src/commands/format.js';
 import { startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
 import { makeImage, makeIndex, MediaTypes, type TestImage } from '../support/images.js';
 import { skopeoCopy, skopeoInspect } from '../support/skopeo.js';
@@ -55,6 +56,10 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<CliResul
 function cliOnTty(args: string[]): Promise<CliResult> {
   const command = [process.execPath, BIN, ...args].map(shellQuote).join(' ');
   return run('script', ['-qec', command, '/dev/null']);
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 function shellQuote(s: string): string {
@@ -112,6 +117,114 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
+/**
+ * Preloaded into a `serve` process: every server's listen() waits until a line arrives on stdin, so
+ * the test holds the process "still starting" (store scanned, not yet listening) as long as it likes.
+ */
+const LISTEN_GATE = `
+import net from 'node:net';
+const open = new Promise((resolve) => process.stdin.once('data', resolve)).then(() => process.stdin.destroy());
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  void open.then(() => listen.apply(this, args));
+  return this;
+};
+`;
+
+interface GatedServe {
+  readonly logs: Array<Record<string, unknown>>;
+  readonly stderr: () => string;
+  /** How the process ended (so far) and its stderr, for assertion messages. */
+  readonly status: () => string;
+  /** Resolves with the first log line (past or future) whose message is `message`, or undefined if the process exits first. */
+  waitFor(message: string): Promise<Record<string, unknown> | undefined>;
+  /** Lets listen() proceed: the start completes. */
+  openGate(): void;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly child: ReturnType<typeof spawn>;
+}
+
+function serveGated(): GatedServe {
+  const gate = join(tempDir('hubcache-cli-gate-'), 'listen-gate.mjs');
+  writeFileSync(gate, LISTEN_GATE);
+  const child = spawn(
+    process.execPath,
+    ['--import', pathToFileURL(gate).href, BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', tempDir('hubcache-cli-serve-'), '--upstream-url', up.url],
+    { env: cliEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  // Writing to the gate of a process that died must not fail the test with EPIPE: the exit code tells.
+  child.stdin!.on('error', () => {});
+  const logs: Array<Record<string, unknown>> = [];
+  const waiters = new Set<() => void>();
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    logs.push(JSON.parse(text) as Record<string, unknown>);
+    for (const w of [...waiters]) w();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  let done = false;
+  void exited.then(() => {
+    done = true;
+    for (const w of [...waiters]) w();
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  void exited.then(() => clearTimeout(timer));
+  return {
+    logs,
+    stderr: () => stderr,
+    status: () => `exit code ${child.exitCode}, signal ${child.signalCode}; stderr: ${stderr}`,
+    child,
+    exited,
+    openGate: () => child.stdin!.write('go\n'),
+    waitFor: (message) =>
+      new Promise((resolve) => {
+        const check = () => {
+          const found = logs.find((l) => l.message === message);
+          if (found || done) {
+            waiters.delete(check);
+            resolve(found);
+          }
+        };
+        waiters.add(check);
+        check();
+      }),
+  };
+}
+
+describe('hubcache serve: a signal during the start', () => {
+  it('SIGTERM once the store is scanned (not yet listening): the start completes, then a clean stop, exit 0', async () => {
+    const p = serveGated();
+    assert.ok(await p.waitFor('store scanned'), p.stderr());
+    p.child.kill('SIGTERM');
+    const received = await p.waitFor('signal received');
+    assert.deepEqual(received, { ...received, signal: 'SIGTERM', starting: true }, p.status());
+    p.openGate();
+    assert.deepEqual(await p.exited, { code: 0, signal: null }, p.stderr());
+    const messages = p.logs.map((l) => l.message);
+    const at = (m: string) => messages.indexOf(m);
+    assert.ok(at('store scanned') < at('signal received') && at('signal received') < at('hubcache started'), messages.join(', '));
+    assert.ok(at('hubcache started') < at('shutting down') && at('shutting down') < at('hubcache stopped'), messages.join(', '));
+    assert.equal(p.logs.find((l) => l.message === 'hubcache stopped')!.outcome, 'drained');
+  });
+
+  it('a second signal during the start exits 1 at once, without waiting for the start', async () => {
+    const p = serveGated();
+    try {
+      assert.ok(await p.waitFor('store scanned'), p.stderr());
+      p.child.kill('SIGINT');
+      assert.ok(await p.waitFor('signal received'), p.status());
+      p.child.kill('SIGTERM');
+      assert.deepEqual(await p.exited, { code: 1, signal: null }, p.stderr());
+      assert.equal(p.logs.find((l) => l.message === 'second signal, exiting now')?.signal, 'SIGTERM');
+      assert.ok(!p.logs.some((l) => l.message === 'hubcache started'));
+    } finally {
+      p.openGate();
+      p.child.kill('SIGKILL');
+    }
+  });
+});
+
 describe('hubcache config check', () => {
   it('a valid file and flags: exit 0, "configuration OK"', async () => {
     const file = join(tempDir('hubcache-cli-cfg-'), 'ok.yaml');
@@ -145,7 +258,25 @@ describe('hubcache config print', () => {
     assert.match(r.stdout, /^listen: 0\.0\.0\.0:5000$/m);
     assert.match(r.stdout, /^ {2}path: \.\/data$/m);
     assert.match(r.stdout, /url: https:\/\/registry-1\.docker\.io/);
-    assert.match(r.stdout, /tagTtl: 300000ms/);
+    // Durations and sizes as a person writes them, not as milliseconds and bytes.
+    assert.match(r.stdout, /^ {4}tagTtl: 5m$/m);
+    assert.match(r.stdout, /^ {2}fillTimeout: 30m$/m);
+    assert.match(r.stdout, /^ {2}connectTimeout: 10s$/m);
+    assert.match(r.stdout, /^ {2}retryBaseDelay: 200ms$/m);
+    assert.match(r.stdout, /^ {2}maxManifestSize: 4MiB$/m);
+    assert.match(r.stdout, /^ {2}timeout: 30s$/m);
+  });
+
+  it('a compound duration prints in compound form and the output is a config file that loads back', async () => {
+    const r = await cli(['config', 'print', '--tag-ttl', '90m', '--shutdown-timeout', '1500ms']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ {4}tagTtl: 1h30m$/m);
+    assert.match(r.stdout, /^ {2}timeout: 1s500ms$/m);
+    const file = join(tempDir('hubcache-cli-cfg-'), 'printed.yaml');
+    writeFileSync(file, r.stdout);
+    const again = await cli(['config', 'print', '--config', file]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, r.stdout);
   });
 
   it('redacts a password given by environment or by flag', async () => {
@@ -157,6 +288,18 @@ describe('hubcache config print', () => {
     const fromFlag = await cli(['config', 'print', '--upstream-username', 'bob', '--upstream-password', 'flag-s3cret-value', '--format', 'json']);
     assert.equal(fromFlag.code, 0, fromFlag.stderr);
     assert.ok(!fromFlag.stdout.includes('flag-s3cret-value'), fromFlag.stdout);
+  });
+
+  it('--default-upstream (and HUBCACHE_DEFAULT_UPSTREAM) sets defaultUpstream; the --upstream-* flags address it', async () => {
+    const r = await cli(['config', 'print', '--format', 'json', '--default-upstream', 'ghcr.io', '--upstream-url', 'https://ghcr.io', '--tag-ttl', '1h']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { defaultUpstream: string; upstreams: Record<string, { url: string; tagTtl: string }> };
+    assert.equal(doc.defaultUpstream, 'ghcr.io');
+    assert.deepEqual(doc.upstreams, { 'ghcr.io': { ...doc.upstreams['ghcr.io'], url: 'https://ghcr.io', tagTtl: '1h' } });
+    const fromEnv = await cli(['config', 'check', '--upstream-url', 'https://ghcr.io'], { HUBCACHE_DEFAULT_UPSTREAM: 'ghcr.io' });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    const help = await cli(['config', 'check', '--help']);
+    assert.match(help.stdout, /--default-upstream <value>.*\[env HUBCACHE_DEFAULT_UPSTREAM\]/s);
   });
 
   it('--format json parses', async () => {
@@ -235,14 +378,51 @@ describe('hubcache prefetch', () => {
     }
   });
 
+  it('without --server: the in-process server logs (warnings only) go to stderr; stdout is just the summary', async () => {
+    const good = await pushed(small('cli-prefetch-quiet'), 'library/quiet', '1');
+    // A 429 makes the in-process server log a warning ("upstream rate limited").
+    const limited = up.front.inject({ type: 'rateLimit', retryAfter: 60, when: { kind: 'manifest', repo: 'library/limited' } });
+    try {
+      const r = await cli(['prefetch', 'library/quiet:1', 'library/limited:1', '--storage-path', tempDir('hubcache-cli-store-'), '--upstream-url', up.url]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.ok(limited.hits > 0, up.front.dump());
+      const lines = r.stdout.split('\n');
+      assert.equal(lines.length, 3, r.stdout);
+      assert.equal(lines[0], `1/2 images prefetched, ${formatBytes(sumSizes(good))}`);
+      assert.match(lines[1]!, /^ {2}failed: library\/limited:1: manifest 1: HTTP 429 /);
+      assert.equal(lines[2], '');
+      const logs = r.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { level: string; message: string });
+      assert.ok(logs.some((l) => l.message === 'upstream rate limited'), r.stderr);
+      assert.deepEqual(logs.filter((l) => l.level !== 'warn' && l.level !== 'error'), [], 'nothing below warn');
+    } finally {
+      limited.clear();
+    }
+  });
+
   it('on a terminal: progress bars instead of plain lines', async () => {
-    // ~2.1 MB: the bar counts whole MB, so it ends at 2/2.
-    await pushed(makeImage('docker', { seed: 'cli-prefetch-bar', layers: 1, layerSize: 2 * MiB, filesPerLayer: 1 }), 'library/bar', '1');
+    const img = await pushed(makeImage('docker', { seed: 'cli-prefetch-bar', layers: 1, layerSize: 2 * MiB, filesPerLayer: 1 }), 'library/bar', '1');
     const r = await cliOnTty(['prefetch', 'library/bar:1', '--server', hc.url]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /100% \| 2\/2 MB \| library\/bar:1/);
+    const size = formatBytes(sumSizes(img));
+    assert.match(r.stdout, new RegExp(`100% \\| ${escapeRe(size)}/${escapeRe(size)} \\| library/bar:1`));
     assert.match(r.stdout, /1\/1 images prefetched/);
     assert.ok(!r.stdout.includes('prefetched library/bar:1:'), 'bars replace the plain lines');
+  });
+
+  it('on a terminal: an image under 0.5 MB still ends at 100%, its size in KB', async () => {
+    const tiny = await pushed(small('cli-prefetch-tiny-bar'), 'library/tinybar', '1');
+    const other = await pushed(small('cli-prefetch-tiny-bar-2', 'oci', 1), 'library/tinybar2', '1');
+    const r = await cliOnTty(['prefetch', 'library/tinybar:1', 'library/tinybar2:1', '--server', hc.url]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    for (const [img, name] of [[tiny, 'library/tinybar:1'], [other, 'library/tinybar2:1']] as const) {
+      const size = formatBytes(sumSizes(img));
+      assert.match(size, / KB$/);
+      assert.match(r.stdout, new RegExp(`100% \\| ${escapeRe(size)}/${escapeRe(size)} \\| ${escapeRe(name)}`), r.stdout);
+    }
+    assert.match(r.stdout, /2\/2 images prefetched/);
   });
 });
 

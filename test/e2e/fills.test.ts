@@ -87,6 +87,8 @@ describe('blob fills (one download, streamed to everyone, never committed wrong)
     }
     const gets = up.front.filter({ kind: 'blob', method: 'GET', digest: layer.digest, status: [200, 206] });
     assert.equal(gets.length, 1, up.front.dump());
+    // The final byte goes out once the bytes are verified, while the commit (fsync, rename) runs.
+    await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === layer.digest);
     assert.ok(committedBlobs(hc.storagePath).includes(layer.digest));
   });
 
@@ -133,6 +135,8 @@ describe('blob fills (one download, streamed to everyone, never committed wrong)
     assert.equal(gets.length, 2);
     assert.equal(gets[0]!.outcome, 'truncated');
     assert.match(gets[1]!.rangeHeader ?? '', /^bytes=\d+-$/);
+    // The final byte goes out once the bytes are verified, while the commit (fsync, rename) runs.
+    await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === layer.digest);
     assert.ok(committedBlobs(hc.storagePath).includes(layer.digest));
   });
 
@@ -171,6 +175,8 @@ describe('blob fills (one download, streamed to everyone, never committed wrong)
     assert.equal(again.outcome, 'complete');
     assert.equal(digestOf(again.body), layer.digest);
     assert.equal(up.front.count({ kind: 'blob', method: 'GET', digest: layer.digest, status: 200 }), 2, 'fetched again');
+    // The final byte goes out once the bytes are verified, while the commit (fsync, rename) runs.
+    await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === layer.digest);
     assert.ok(committedBlobs(hc.storagePath).includes(layer.digest));
   });
 });

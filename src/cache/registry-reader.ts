@@ -67,3 +67,6 @@ export function resolveRange(spec: RangeSpec, size: number): ByteRange | undefin
   const end = spec.end === undefined ? size - 1 : Math.min(spec.end, size - 1);
   return { start: spec.start, end };
 }
+
+/** Blob bodies from the store may offer a faster way to be written out (see DirectBody). */
+export { isDirectBody, type DirectBody } from '../storage/blob-store.js';

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 
@@ -6,6 +6,19 @@ import type { Digest } from '../domain/digest.js';
 export interface BlobInfo {
   readonly digest: Digest;
   readonly size: number;
+}
+
+/**
+ * Optional fast path of a blob body (a `Readable` returned by `open`): writes its bytes straight to
+ * `dest` without ending it, reusing its buffers, and closes itself. Rejects when a read or a write
+ * fails or `dest` closes first. A body is read either this way or as a stream, never both.
+ */
+export interface DirectBody {
+  writeTo(dest: Writable, onBytes?: (n: number) => void): Promise<void>;
+}
+
+export function isDirectBody(body: Readable): body is Readable & DirectBody {
+  return typeof (body as Partial<DirectBody>).writeTo === 'function';
 }
 
 export interface BlobReader {

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
-import type { RegistryReader } from '../../cache/registry-reader.js';
+import { isDirectBody, type RegistryReader } from '../../cache/registry-reader.js';
 import type { Digest } from '../../domain/digest.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RepoKey } from '../../storage/manifest-store.js';
@@ -32,12 +32,21 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
     return;
   }
   const source = blob.source;
-  blob.body.on('data', (chunk: Buffer) => metrics.bytesToClient(source, chunk.length));
+  const body = blob.body;
+  const counted = (n: number) => metrics.bytesToClient(source, n);
   res.flushHeaders();
-  // pipeline destroys both sides on error: a broken source aborts the client connection rather
-  // than ending it cleanly with missing bytes; a client that leaves destroys its reader.
-  await pipeline(blob.body, res).catch((err: Error) => {
+  // On any failure the client connection is aborted, never ended cleanly with missing bytes; a
+  // client that leaves stops the reading.
+  const aborted = (err: Error) => {
     if (!res.destroyed) res.destroy(err);
     if (!req.ctx.signal.aborted) req.ctx.log.warn('blob stream aborted', { digest, error: err.message });
-  });
+  };
+  if (isDirectBody(body)) {
+    // Stored blobs write themselves with reused buffers (the warm path's throughput).
+    await body.writeTo(res, counted).then(() => res.end(), (err: Error) => (body.destroy(), aborted(err)));
+    return;
+  }
+  body.on('data', (chunk: Buffer) => counted(chunk.length));
+  // pipeline destroys both sides on error.
+  await pipeline(body, res).catch(aborted);
 }

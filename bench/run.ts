@@ -404,7 +404,7 @@ async function main(): Promise<void> {
       '',
       `Latest \`npm run bench\`: ${date.slice(0, 16).replace('T', ' ')} UTC, ${RUNS} runs per side, alternating sides, medians of per-pair ratios.`,
       `Machine: ${env}. Load average at the end: ${String((results.meta as { load: string }).load)}.`,
-      'The machine is shared (other test suites ran meanwhile), so absolute numbers are noisy; the ratios are the point.',
+      'The machine is shared (other work may run meanwhile), so absolute numbers are noisy; the ratios are the point.',
       `Everything on loopback: distribution 2.8 behind a Node recording proxy ("front") and a token server (test/support). Whole run: ${fmt((Date.now() - started) / 1000, 0)} s.`,
       '',
       out,

@@ -79,7 +79,9 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
   });
 
   let accepting = true;
-  const readiness = async () => ({ config: true, accepting, storeWritable: await storeWritable(root) });
+  /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
+  let stopping = false;
+  const readiness = async () => ({ config: true, accepting: accepting && !stopping, storeWritable: await storeWritable(root) });
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -112,6 +114,13 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
     (closing ??= (async () => {
+      stopping = true;
+      if (config.shutdown.delay > 0) {
+        // Load balancers and endpoint controllers notice a failing /readyz only after their next
+        // probe: keep serving until they stopped sending, then close the listener.
+        logger.info('shutdown delay: not ready, still serving', { delayMs: config.shutdown.delay });
+        await new Promise((r) => setTimeout(r, config.shutdown.delay));
+      }
       accepting = false;
       logger.info('shutting down', { deadlineMs, fillsInFlight: registry.inFlightFills().length });
       const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());

@@ -153,6 +153,11 @@ export const configSchema = z
       .object({
         /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
         timeout: duration('30s'),
+        /**
+         * Before that, keep serving this long with /readyz answering 503, so that load balancers and
+         * Kubernetes endpoints stop sending new requests before the listener closes (0s: close at once).
+         */
+        delay: duration('0s'),
       })
       .strict()
       .default({}),
@@ -160,7 +165,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);

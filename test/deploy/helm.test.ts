@@ -197,7 +197,8 @@ describe('helm/hubcache', () => {
       const tmpMount = c.volumeMounts.find((m: { mountPath: string }) => m.mountPath === '/tmp');
       assert.ok(spec.volumes.find((v: { name: string }) => v.name === tmpMount.name).emptyDir, '/tmp is not an emptyDir');
       assert.equal(spec.automountServiceAccountToken, false);
-      assert.ok(spec.terminationGracePeriodSeconds * 1000 > 30_000, 'grace period must exceed shutdown.timeout (30s)');
+      assert.deepEqual(configOf(r).shutdown, { delay: '5s', timeout: '30s' }, 'readiness fails for 5s before the listener closes');
+      assert.ok(spec.terminationGracePeriodSeconds * 1000 > 5_000 + 30_000, 'grace period must exceed shutdown.delay + timeout (5s + 30s)');
     });
 
     it('renders a config.yaml that hubcache config check accepts', async () => {

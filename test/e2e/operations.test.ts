@@ -579,6 +579,33 @@ describe('graceful shutdown', () => {
     }
   });
 
+  it('--shutdown-delay: after SIGTERM /readyz fails at once while requests (new connections too) are still served; a second signal exits at once', async () => {
+    const img = await seeded('library/delayed', 'ops-delay', 256 * 1024);
+    const layer = img.layers[0]!;
+    // Long enough that the test, not a timer, decides when it ends.
+    const hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--shutdown-delay', '1h'] });
+    try {
+      assert.equal((await get(`${hc.url}/readyz`)).status, 200);
+      const exit = once(hc.child, 'exit');
+      hc.child.kill('SIGTERM');
+      const delayed = await hc.waitForLog((l) => l.message === 'shutdown delay: not ready, still serving');
+      assert.equal(delayed.delayMs, 3_600_000);
+      const ready = await get(`${hc.url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.equal(JSON.parse(ready.body.toString()).checks.accepting, false);
+      const blob = await get(`${hc.url}/v2/library/delayed/blobs/${layer.digest}`);
+      assert.equal(blob.status, 200, 'still serving, pulls included');
+      assert.equal(digestOf(blob.body), layer.digest);
+      assert.equal(hc.logs.some((l) => l.message === 'shutting down'), false, 'the listener is still open');
+      hc.child.kill('SIGTERM');
+      const [code] = await exit;
+      assert.equal(code, 1);
+      assert.ok(hc.logs.some((l) => l.message === 'second signal, exiting now'));
+    } finally {
+      await hc.close();
+    }
+  });
+
   it('SIGINT (Ctrl-C) of an idle process: the same graceful stop, exit 0', async () => {
     const hc = await startHubcacheProcess({ upstreamUrl: up.url });
     try {

@@ -122,7 +122,7 @@ withConfigOptions(
     }
     // Its logs (warnings and errors only) go to stderr: stdout carries the summary, for scripts.
     const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
-    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined } }, { version, logger });
+    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined }, shutdown: { ...config.shutdown, delay: 0 } }, { version, logger });
     server = local.url;
   }
   const { prefetch } = await import('./commands/prefetch.js');

@@ -8,6 +8,7 @@ import { createLogger } from './observability/logger.js';
 import { startHubcache, type Hubcache } from './server.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
+import { StoreLockedError } from './storage/fs/store-lock.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -28,10 +29,15 @@ function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
-function fail(err: unknown): never {
+function fail(err: unknown, hint?: string): never {
   if (err instanceof ConfigError) {
     process.stderr.write(`hubcache: ${err.message}\n`);
     process.exit(2);
+  }
+  // An expected refusal, not a bug: the message names the root and the process that owns it.
+  if (err instanceof StoreLockedError) {
+    process.stderr.write(`hubcache: ${err.message}\n${hint ? `hubcache: ${hint}\n` : ''}`);
+    process.exit(1);
   }
   process.stderr.write(`hubcache: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);
@@ -122,7 +128,9 @@ withConfigOptions(
     }
     // Its logs (warnings and errors only) go to stderr: stdout carries the summary, for scripts.
     const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
-    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined }, shutdown: { ...config.shutdown, delay: 0 } }, { version, logger });
+    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined }, shutdown: { ...config.shutdown, delay: 0 } }, { version, logger }).catch((err) =>
+      fail(err, 'without --server, prefetch writes into the store itself; to warm the store of a running hubcache, pull through it: hubcache prefetch --server http://HOST:PORT IMAGE...'),
+    );
     server = local.url;
   }
   const { prefetch } = await import('./commands/prefetch.js');

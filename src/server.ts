@@ -15,6 +15,7 @@ import { StoreMetricsBlobStore } from './observability/store-metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
+import { acquireStoreLock } from './storage/fs/store-lock.js';
 import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
@@ -37,6 +38,14 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
   const root = config.storage.path;
+  // Before anything touches the store: init() sweeps tmp/, which would break another process's
+  // writes. Throws StoreLockedError when another process owns the root. Released after close();
+  // a start that fails after this point leaves it to the process's exit handler.
+  const lock = await acquireStoreLock({
+    root,
+    onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
+  });
+  if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });
   const fsBlobs = new FsBlobStore({ root });
   const removed = await fsBlobs.init();
   if (removed > 0) logger.info('leftover temp files removed', { count: removed });
@@ -141,7 +150,7 @@ export async function startHubcache(config: Readonly<Config>, opts: { logger?: L
       logger.info('hubcache stopped', { outcome });
     })());
 
-  return { url, metricsUrl, instanceId, logger, metrics, close };
+  return { url, metricsUrl, instanceId, logger, metrics, close: (deadlineMs?: number) => close(deadlineMs).finally(() => lock.release()) };
 }
 
 /**

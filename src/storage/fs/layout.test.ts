@@ -24,6 +24,7 @@ describe('StorageLayout', () => {
     assert.equal(layout.manifestLinkPath(k, digest), join(repoDir, '_manifests', hex));
     assert.match(layout.tempPath('blob'), new RegExp(`^${escape(join(root, 'tmp', 'blob-'))}[0-9a-f-]{36}$`));
     assert.notEqual(layout.tempPath('blob'), layout.tempPath('blob'));
+    assert.equal(layout.lockPath, join(root, 'hubcache.lock'), 'outside tmp/: the start-up sweep must not remove it');
   });
 
   it('accepts hostname[:port] upstream names and refuses everything else', () => {

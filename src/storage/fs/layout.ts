@@ -13,6 +13,10 @@
  *                                                fetched for (belongs to) this repository
  *     tmp/<kind>-<uuid>                          files being written (uploads in progress); on the same
  *                                                filesystem so that rename(2) is atomic; swept at start
+ *     tmp/lock-claim-<hash>-<n>                  a stale lock's takeover in progress (store-lock.ts)
+ *     hubcache.lock                              ownership lock (store-lock.ts): JSON {pid, hostname,
+ *                                                pidNamespace?, startedAt, token} of the process that owns
+ *                                                the root; its mtime is the owner's heartbeat (every 10 s)
  *
  * Examples: repositories/docker.io/library/alpine/_tags/3.20,
  *           repositories/registry.example.com:5000/org/team/app/_manifests/<hex>.
@@ -31,7 +35,11 @@
  * - Tags differing only in case (`Latest`, `latest`) would share a file on a case-insensitive
  *   filesystem (macOS default); run the store on a case-sensitive one.
  * - One process owns a storage root: the start-up sweep of tmp/ would break another process's
- *   uploads in progress.
+ *   uploads in progress. `hubcache.lock` enforces it: `serve` (and `prefetch` without --server)
+ *   creates it with O_EXCL before anything else touches the store and removes it on shutdown; a
+ *   second process fails to start. A lock is stale, and taken over, when its holder is on this host
+ *   (same hostname and PID namespace) and its pid is gone, or when its mtime is older than 30 s.
+ *   Readers (`hubcache ls`) don't take it.
  */
 import { randomUUID } from 'node:crypto';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -47,7 +55,7 @@ export const MANIFEST_LINKS_DIR = '_manifests';
 export const MEDIA_TYPE_SUFFIX = '.json';
 
 /** What a temp file is for; only shows up in its name, to make a look into tmp/ readable. */
-export type TempKind = 'blob' | 'manifest' | 'meta';
+export type TempKind = 'blob' | 'manifest' | 'meta' | 'lock';
 
 export interface StorageLayoutOptions {
   /** The storage root; resolved to an absolute path once. */
@@ -65,6 +73,8 @@ export class StorageLayout {
   readonly blobsDir: string;
   readonly manifestsDir: string;
   readonly repositoriesDir: string;
+  /** The ownership lock: outside tmp/, so the start-up sweep can't remove it. */
+  readonly lockPath: string;
 
   constructor(opts: StorageLayoutOptions) {
     this.root = resolve(opts.root);
@@ -72,6 +82,7 @@ export class StorageLayout {
     this.blobsDir = this.#inside('blobs', 'sha256');
     this.manifestsDir = this.#inside('manifests', 'sha256');
     this.repositoriesDir = this.#inside('repositories');
+    this.lockPath = this.#inside('hubcache.lock');
   }
 
   /** A fresh, unique path in tmp/ (the file does not exist yet). */

@@ -1,0 +1,263 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { acquireStoreLock, StoreLockedError, StoreLockLostError, type LockRecord, type StoreLock, type StoreLockOptions } from './store-lock.js';
+
+const MODULE = pathToFileURL(fileURLToPath(new URL('./store-lock.ts', import.meta.url))).href;
+
+let root: string;
+let lockPath: string;
+const held: StoreLock[] = [];
+
+beforeEach(async () => {
+  root = await mkdtemp(join(tmpdir(), 'hubcache-lock-'));
+  lockPath = join(root, 'hubcache.lock');
+});
+afterEach(async () => {
+  await Promise.all(held.splice(0).map((l) => l.release()));
+  await rm(root, { recursive: true, force: true });
+});
+
+/** Acquires with no real timer (tests drive the heartbeat), released after the test. */
+async function acquire(opts: Partial<StoreLockOptions> = {}): Promise<StoreLock> {
+  const lock = await acquireStoreLock({ root, schedule: () => () => {}, ...opts });
+  held.push(lock);
+  return lock;
+}
+
+async function readRecord(): Promise<LockRecord> {
+  return JSON.parse(await readFile(lockPath, 'utf8')) as LockRecord;
+}
+
+/** A lock file written by hand, as another process would have left it; `ageMs` back-dates its mtime. */
+async function writeLock(record: Partial<LockRecord>, ageMs = 0): Promise<LockRecord> {
+  const full = { pid: process.ppid, hostname: hostname(), startedAt: '2024-01-02T03:04:05.000Z', token: 'someone-else', ...record } as LockRecord;
+  await writeFile(lockPath, JSON.stringify(full));
+  const t = (Date.now() - ageMs) / 1000;
+  await utimes(lockPath, t, t);
+  return full;
+}
+
+/** Our own identity (hostname and PID namespace), read from a lock we take and give back. */
+async function ownIdentity(): Promise<Pick<LockRecord, 'hostname' | 'pidNamespace'>> {
+  const lock = await acquireStoreLock({ root, schedule: () => () => {} });
+  await lock.release();
+  return { hostname: lock.record.hostname, pidNamespace: lock.record.pidNamespace };
+}
+
+async function leftoversInTmp(): Promise<string[]> {
+  return readdir(join(root, 'tmp')).catch(() => []);
+}
+
+/** A pid that was just in use on this host and whose process has exited (and been reaped). */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', '']);
+  assert.equal(r.status, 0);
+  return r.pid!;
+}
+
+describe('storage lock', () => {
+  it('acquire writes pid, hostname and a token; release removes it; the root can then be locked again', async () => {
+    const lock = await acquire();
+    const rec = await readRecord();
+    assert.deepEqual(rec, lock.record);
+    assert.equal(rec.pid, process.pid);
+    assert.equal(rec.hostname, hostname());
+    assert.ok(!Number.isNaN(Date.parse(rec.startedAt)));
+    assert.equal(lock.takenOver, undefined);
+    await lock.release();
+    await assert.rejects(stat(lockPath), { code: 'ENOENT' });
+    await lock.release(); // idempotent
+    const again = await acquire();
+    assert.notEqual(again.record.token, lock.record.token);
+  });
+
+  it('creates a missing root', async () => {
+    const nested = join(root, 'a', 'b');
+    const lock = await acquireStoreLock({ root: nested, schedule: () => () => {} });
+    held.push(lock);
+    assert.ok((await stat(join(nested, 'hubcache.lock'))).isFile());
+  });
+
+  it('a live holder on this host: acquire fails naming the root, pid, host and start time, and leaves its lock alone', async () => {
+    const holder = await writeLock({ ...(await ownIdentity()), pid: process.ppid }); // the test runner: alive
+    const before = await readFile(lockPath, 'utf8');
+    const err = await acquire().then(
+      () => assert.fail('acquired a held lock'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof StoreLockedError);
+    assert.equal(err.code, 'STORE_LOCKED');
+    assert.deepEqual(err.holder, holder);
+    assert.ok(err.message.includes(`storage root ${root} is in use by another hubcache process`), err.message);
+    assert.ok(err.message.includes(`pid ${process.ppid} on host ${hostname()}, started 2024-01-02T03:04:05.000Z`), err.message);
+    assert.equal(await readFile(lockPath, 'utf8'), before);
+  });
+
+  it('a second acquire in the same process fails too', async () => {
+    await acquire();
+    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && /already open in this process/.test(e.message));
+  });
+
+  it('same host, pid gone: taken over at once, whatever the mtime', async () => {
+    const old = await writeLock({ ...(await ownIdentity()), pid: deadPid() });
+    const lock = await acquire();
+    assert.deepEqual(lock.takenOver, { holder: old, reason: 'its process is gone' });
+    assert.equal((await readRecord()).token, lock.record.token);
+    assert.deepEqual(await leftoversInTmp(), [], 'the stale file moved aside is removed');
+  });
+
+  it('same host, our own pid but not our lock (a previous process that had our pid, e.g. before a reboot): taken over', async () => {
+    await writeLock({ ...(await ownIdentity()), pid: process.pid });
+    const lock = await acquire();
+    assert.equal(lock.takenOver?.reason, 'its pid is this process');
+  });
+
+  it('another host (or another PID namespace), refreshed recently: held, even if that pid is not alive here', async () => {
+    const id = await ownIdentity();
+    await writeLock({ hostname: 'other-host', pid: deadPid() }, 5_000);
+    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && /pid \d+ on host other-host/.test(e.message) && / refreshed 5s ago/.test(e.message));
+    await writeLock({ ...id, pidNamespace: 'pid:[1]', pid: deadPid() });
+    await assert.rejects(acquire(), StoreLockedError);
+  });
+
+  it('another host, mtime older than the stale threshold: taken over', async () => {
+    const old = await writeLock({ hostname: 'other-host', pid: 1 }, 60_000);
+    const lock = await acquire();
+    assert.equal(lock.takenOver?.holder?.hostname, old.hostname);
+    assert.match(lock.takenOver!.reason, /^not refreshed for 6\ds$/);
+    // The threshold is an option.
+    await lock.release();
+    await writeLock({ hostname: 'other-host', pid: 1 }, 60_000);
+    await assert.rejects(acquire({ staleMs: 120_000, heartbeatMs: 40_000 }), StoreLockedError);
+  });
+
+  it('an unreadable lock file is held until its mtime is stale', async () => {
+    await writeFile(lockPath, '');
+    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && e.holder === undefined && /unreadable lock file/.test(e.message));
+    const t = (Date.now() - 60_000) / 1000;
+    await utimes(lockPath, t, t);
+    assert.equal((await acquire()).takenOver?.holder, undefined);
+  });
+
+  it('heartbeat: scheduled every heartbeatMs; each beat sets the mtime to the injected clock', async () => {
+    let tick: (() => Promise<void>) | undefined;
+    let every = 0;
+    let cancelled = false;
+    let clock = Date.parse('2030-01-01T00:00:00Z');
+    const lock = await acquire({
+      heartbeatMs: 7_000,
+      now: () => clock,
+      schedule: (fn, ms) => {
+        tick = fn;
+        every = ms;
+        return () => (cancelled = true);
+      },
+    });
+    assert.equal(every, 7_000);
+    assert.equal(lock.record.startedAt, '2030-01-01T00:00:00.000Z');
+    assert.equal((await stat(lockPath)).mtimeMs, clock, 'a new lock carries the holder clock too');
+    clock += 7_000;
+    await tick!();
+    assert.equal((await stat(lockPath)).mtimeMs, clock);
+    await lock.release();
+    assert.ok(cancelled, 'release stops the heartbeat');
+  });
+
+  it('heartbeat: a lock taken over by another process is reported once, and release leaves the new holder’s lock in place', async () => {
+    let tick: (() => Promise<void>) | undefined;
+    const lost: StoreLockLostError[] = [];
+    const lock = await acquire({ schedule: (fn) => ((tick = fn), () => {}), onCompromised: (e) => lost.push(e) });
+    const other = await writeLock({ hostname: 'other-host', pid: 4242, token: 'theirs' });
+    const before = await stat(lockPath);
+    await tick!();
+    await tick!();
+    assert.equal(lost.length, 1);
+    assert.deepEqual(lost[0]!.holder, other);
+    assert.match(lost[0]!.message, /taken over by pid 4242 on host other-host/);
+    assert.equal((await stat(lockPath)).mtimeMs, before.mtimeMs, 'not refreshed: not ours');
+    await lock.release();
+    assert.equal((await readRecord()).token, 'theirs');
+  });
+
+  it('heartbeat: a removed lock is reported as lost', async () => {
+    let tick: (() => Promise<void>) | undefined;
+    const lost: StoreLockLostError[] = [];
+    await acquire({ schedule: (fn) => ((tick = fn), () => {}), onCompromised: (e) => lost.push(e) });
+    await rm(lockPath);
+    await tick!();
+    assert.equal(lost.length, 1);
+    assert.match(lost[0]!.message, /no longer ours/);
+  });
+
+  it('release removes only our own lock', async () => {
+    const lock = await acquire();
+    await writeLock({ token: 'someone-else', hostname: 'other-host' });
+    await lock.release();
+    assert.equal((await readRecord()).token, 'someone-else');
+  });
+
+  it('two acquires racing for one stale lock: exactly one wins', async () => {
+    const stale = { ...(await ownIdentity()), pid: deadPid() };
+    for (let i = 0; i < 20; i++) {
+      await writeLock({ ...stale, token: `stale-${i}` });
+      const results = await Promise.allSettled([acquire(), acquire()]);
+      const won = results.filter((r): r is PromiseFulfilledResult<StoreLock> => r.status === 'fulfilled');
+      assert.equal(won.length, 1, `round ${i}: ${results.map((r) => r.status).join(', ')}`);
+      const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.ok(lost?.reason instanceof StoreLockedError, String(lost?.reason));
+      assert.equal((await readRecord()).token, won[0]!.value.record.token);
+      await won[0]!.value.release();
+    }
+  });
+
+  it('a stale lock another starter is taking over (a live claim on it) is left to that starter; a claim its starter left behind crashing is passed over once stale', async () => {
+    await writeLock({ ...(await ownIdentity()), pid: deadPid() });
+    // The claim's name is derived from the stale lock's bytes and mtime (store-lock.ts, takeOver).
+    const { mtimeMs } = await stat(lockPath);
+    const id = createHash('sha256').update(`${mtimeMs}\n${await readFile(lockPath, 'utf8')}`).digest('hex').slice(0, 16);
+    await mkdir(join(root, 'tmp'));
+    const claim = join(root, 'tmp', `lock-claim-${id}-1`);
+    await writeFile(claim, JSON.stringify({ pid: process.ppid, hostname: 'claimer-host', startedAt: '2024-05-06T07:08:09.000Z', token: 'claimer' }));
+    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && /pid \d+ on host claimer-host/.test(e.message));
+    const t = (Date.now() - 60_000) / 1000;
+    await utimes(claim, t, t);
+    const lock = await acquire();
+    assert.equal(lock.takenOver?.reason, 'its process is gone');
+    assert.deepEqual(await leftoversInTmp(), [], 'the dead claim is removed too');
+  });
+
+  it('processes racing for a stale lock: exactly one wins, and its exit removes the lock', async () => {
+    await writeLock({ ...(await ownIdentity()), pid: deadPid() });
+    // Each child loads the module, says "ready", tries once on "go" (all at once) and reports; the
+    // winner holds the lock until its stdin closes, then exits without release().
+    const script = `
+      import { createInterface } from 'node:readline';
+      import { acquireStoreLock } from ${JSON.stringify(MODULE)};
+      const rl = createInterface({ input: process.stdin });
+      rl.once('line', async () => {
+        try { await acquireStoreLock({ root: ${JSON.stringify(root)} }); console.log('won'); }
+        catch (e) { console.log(e.code === 'STORE_LOCKED' ? 'locked' : 'error ' + e.message); }
+        rl.once('close', () => process.exit(0));
+      });
+      console.log('ready');`;
+    const children = Array.from({ length: 4 }, () => spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    const lines = children.map((c) => createInterface({ input: c.stdout! })[Symbol.asyncIterator]());
+    assert.deepEqual(await Promise.all(lines.map(async (l) => (await l.next()).value)), ['ready', 'ready', 'ready', 'ready']);
+    for (const c of children) c.stdin!.write('go\n');
+    const said = await Promise.all(lines.map(async (l) => String((await l.next()).value)));
+    assert.deepEqual([...said].sort(), ['locked', 'locked', 'locked', 'won']);
+    const winner = children[said.indexOf('won')]!;
+    assert.equal((await readRecord()).pid, winner.pid);
+    await Promise.all(children.map((c) => (c.stdin!.end(), once(c, 'exit'))));
+    await assert.rejects(stat(lockPath), { code: 'ENOENT' }, 'the exit handler removed the lock');
+    assert.deepEqual(await leftoversInTmp(), [], 'no claim files left');
+  });
+});

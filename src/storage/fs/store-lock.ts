@@ -1,0 +1,408 @@
+/**
+ * The ownership lock of a storage root (`<root>/hubcache.lock`, see layout.ts): one process owns a
+ * root, because `FsBlobStore.init()` sweeps tmp/ and would delete another process's writes in
+ * progress.
+ *
+ * Why our own ~200 lines and not `proper-lockfile`: that library (mkdir + mtime) records no holder,
+ * so it can neither name the process in the way nor take over at once from a dead pid on the same
+ * host (it waits for the mtime to age), and its stale takeover is rmdir-then-mkdir, which lets two
+ * starters both believe they hold the lock (moxystudio/node-proper-lockfile#121, open).
+ *
+ * The protocol:
+ * - Acquire: create the lock file with O_EXCL (works on local filesystems and NFSv3+) holding JSON
+ *   {pid, hostname, pidNamespace, startedAt, token}; the random token is what "ours" means.
+ * - Heartbeat: the holder sets the file's mtime to its clock every `heartbeatMs` (an unref'd timer).
+ * - Stale: a holder on this host (same hostname and PID namespace, the only case where a pid means
+ *   anything to us) whose pid is gone (ESRCH); or any lock not refreshed for `staleMs`, so that a
+ *   crash on another host sharing the volume, or a pid reused after a reboot, doesn't block
+ *   forever. Across hosts this assumes clocks within a few seconds of each other (NTP).
+ * - Takeover: a starter that judged the lock stale first creates, with O_EXCL, a claim file whose
+ *   name derives from that lock's bytes and mtime (`tmp/lock-claim-<hash>-<n>`): exactly one
+ *   starter may remove that particular lock, and a starter that judged an older lock can never
+ *   remove a newer one (its claim names the old one, and it re-reads the lock under the claim).
+ *   Removing a lock by name after merely looking at it is the race of proper-lockfile#121 and
+ *   npm/lockfile#4: two starters see the same stale lock, one replaces it, the other deletes the
+ *   replacement. A claim left by a starter that crashed mid-takeover is passed over once it is
+ *   `staleMs` old (claim n+1); the next owner's sweep of tmp/ removes leftovers. (That sweep can't
+ *   hit a claim that matters: nobody can judge the owner's fresh lock stale.)
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync, unlinkSync } from 'node:fs';
+import { constants, copyFile, mkdir, open, readFile, readlink, rename, unlink, utimes } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { isNotFound } from './fs-util.js';
+import { StorageLayout } from './layout.js';
+
+/** What the lock file holds. */
+export interface LockRecord {
+  readonly pid: number;
+  readonly hostname: string;
+  /** `/proc/self/ns/pid` (Linux): containers with the same hostname don't share pids. */
+  readonly pidNamespace?: string;
+  /** ISO time the lock was taken. */
+  readonly startedAt: string;
+  /** Random; identifies this acquisition, so that release and heartbeat touch only our own lock. */
+  readonly token: string;
+}
+
+export interface StoreLockOptions {
+  /** The storage root; created when missing. */
+  readonly root: string;
+  /** A lock whose mtime is older than this is taken over. Default 30 s. */
+  readonly staleMs?: number;
+  /** How often the holder refreshes the mtime; well below `staleMs`. Default 10 s. */
+  readonly heartbeatMs?: number;
+  /** Epoch ms; injected by tests. */
+  readonly now?: () => number;
+  /** Runs `tick` every `everyMs` and returns a cancel function. Default: an unref'd setInterval. */
+  readonly schedule?: (tick: () => Promise<void>, everyMs: number) => () => void;
+  /** Called once if the heartbeat finds the lock gone or owned by another process. */
+  readonly onCompromised?: (err: StoreLockLostError) => void;
+}
+
+/** A lock found at acquire, judged stale and removed. */
+export interface TakenOver {
+  readonly holder: LockRecord | undefined;
+  readonly reason: string;
+}
+
+/** The root is owned by a live process (or one that refreshed the lock less than `staleMs` ago). */
+export class StoreLockedError extends Error {
+  readonly code = 'STORE_LOCKED';
+  readonly root: string;
+  readonly lockPath: string;
+  /** Undefined when the lock file can't be parsed (being written, or not ours to read). */
+  readonly holder: LockRecord | undefined;
+  readonly refreshedAgoMs: number;
+
+  constructor(o: { root: string; lockPath: string; holder: LockRecord | undefined; refreshedAgoMs: number; staleMs: number; thisProcess: boolean }) {
+    const who = o.holder ? `pid ${o.holder.pid} on host ${o.holder.hostname}, started ${o.holder.startedAt}` : 'unreadable lock file';
+    super(
+      o.thisProcess
+        ? `storage root ${o.root} is already open in this process (pid ${process.pid})`
+        : `storage root ${o.root} is in use by another hubcache process (${who}; ${o.lockPath} refreshed ${seconds(o.refreshedAgoMs)} ago). ` +
+            `One process owns a storage root: stop that one first. A lock its holder stopped refreshing is taken over once it is ${seconds(o.staleMs)} old.`,
+    );
+    this.name = 'StoreLockedError';
+    this.root = o.root;
+    this.lockPath = o.lockPath;
+    this.holder = o.holder;
+    this.refreshedAgoMs = o.refreshedAgoMs;
+  }
+}
+
+/** The heartbeat found the lock removed, or holding another process's token. */
+export class StoreLockLostError extends Error {
+  readonly lockPath: string;
+  readonly holder: LockRecord | undefined;
+
+  constructor(lockPath: string, holder: LockRecord | undefined) {
+    super(
+      holder
+        ? `storage lock ${lockPath} was taken over by pid ${holder.pid} on host ${holder.hostname}, started ${holder.startedAt}`
+        : `storage lock ${lockPath} is no longer ours (removed or overwritten)`,
+    );
+    this.name = 'StoreLockLostError';
+    this.lockPath = lockPath;
+    this.holder = holder;
+  }
+}
+
+/**
+ * Tokens of the locks this process holds or is creating. A lock file with our pid but a token not in
+ * here was left by a previous process that had our pid; one with a token in here is ours, even
+ * before `createExclusive` has returned (so a concurrent acquire in this process can't mistake it).
+ */
+const ourTokens = new Set<string>();
+
+/**
+ * Takes the root's lock, taking over a stale one. Throws `StoreLockedError` when it is held. The
+ * caller owns the returned lock and must `release()` it; a process that exits without doing so
+ * still removes it in its 'exit' handler (not on SIGKILL or a crash: that is what staleness is for).
+ */
+export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLock> {
+  const layout = new StorageLayout({ root: opts.root });
+  const staleMs = opts.staleMs ?? 30_000;
+  const heartbeatMs = opts.heartbeatMs ?? 10_000;
+  if (!(heartbeatMs > 0 && heartbeatMs < staleMs)) throw new Error(`store lock: heartbeat (${heartbeatMs} ms) must be shorter than the stale threshold (${staleMs} ms)`);
+  const now = opts.now ?? Date.now;
+  const self = { hostname: hostname(), pidNamespace: await pidNamespace() };
+  const record: LockRecord = { pid: process.pid, ...self, startedAt: new Date(now()).toISOString(), token: randomUUID() };
+  await mkdir(layout.root, { recursive: true });
+
+  let takenOver: TakenOver | undefined;
+  let last: { holder: LockRecord | undefined; ageMs: number } | undefined;
+  // Each round creates the lock, fails against a live holder, or deals with a stale one; a few
+  // rounds cover starters racing for the same stale lock (the one that loses sees the winner's).
+  ourTokens.add(record.token);
+  try {
+    for (let round = 0; round < 5; round++) {
+      if (await createExclusive(layout.lockPath, record, now())) {
+        return new StoreLock({ path: layout.lockPath, record, takenOver, now, heartbeatMs, schedule: opts.schedule ?? everyUnref, onCompromised: opts.onCompromised });
+      }
+      const found = await readLock(layout.lockPath);
+      if (!found) continue; // released meanwhile
+      const { holder } = found;
+      const ageMs = now() - found.mtimeMs;
+      last = { holder, ageMs };
+      const locked = (thisProcess: boolean) => new StoreLockedError({ root: layout.root, lockPath: layout.lockPath, holder, refreshedAgoMs: ageMs, staleMs, thisProcess });
+      if (holder && ourTokens.has(holder.token)) throw locked(true);
+      const reason = staleReason(holder, self, ageMs, staleMs);
+      if (!reason) throw locked(false);
+      const outcome = await takeOver({ layout, judged: found, record, now, staleMs });
+      if (outcome.taken) takenOver = { holder, reason };
+      // Another starter is taking it over: if it stays at that, that starter is the one in the way.
+      else if (outcome.busyWith) last = { holder: outcome.busyWith.holder, ageMs: now() - outcome.busyWith.mtimeMs };
+    }
+  } catch (err) {
+    ourTokens.delete(record.token);
+    throw err;
+  }
+  ourTokens.delete(record.token);
+  throw new StoreLockedError({ root: layout.root, lockPath: layout.lockPath, holder: last?.holder, refreshedAgoMs: last?.ageMs ?? 0, staleMs, thisProcess: false });
+}
+
+/** A held lock; refreshes its mtime until `release()`. */
+export class StoreLock {
+  readonly path: string;
+  readonly record: LockRecord;
+  /** The stale lock this acquisition replaced, if any (worth a log line). */
+  readonly takenOver: TakenOver | undefined;
+  readonly #now: () => number;
+  readonly #cancel: () => void;
+  readonly #onCompromised: ((err: StoreLockLostError) => void) | undefined;
+  readonly #onExit = () => this.#releaseSync();
+  #state: 'held' | 'lost' | 'released' = 'held';
+  #refreshing: Promise<void> | undefined;
+
+  constructor(o: {
+    path: string;
+    record: LockRecord;
+    takenOver: TakenOver | undefined;
+    now: () => number;
+    heartbeatMs: number;
+    schedule: NonNullable<StoreLockOptions['schedule']>;
+    onCompromised: StoreLockOptions['onCompromised'];
+  }) {
+    this.path = o.path;
+    this.record = o.record;
+    this.takenOver = o.takenOver;
+    this.#now = o.now;
+    this.#onCompromised = o.onCompromised;
+    this.#cancel = o.schedule(() => this.refresh(), o.heartbeatMs);
+    process.on('exit', this.#onExit);
+  }
+
+  /**
+   * The heartbeat: sets the lock's mtime to now if the lock is still ours. Finding it gone or
+   * another's makes the lock `lost` (reported once through `onCompromised`, no more heartbeats).
+   * Other errors (an NFS hiccup) are left to the next beat: two more chances before it goes stale.
+   */
+  refresh(): Promise<void> {
+    return (this.#refreshing ??= this.#refresh().finally(() => (this.#refreshing = undefined)));
+  }
+
+  async #refresh(): Promise<void> {
+    if (this.#state !== 'held') return;
+    let current: LockRecord | undefined;
+    try {
+      current = parseRecord(await readFile(this.path, 'utf8'));
+    } catch (err) {
+      if (!isNotFound(err)) return;
+    }
+    if (current?.token === this.record.token) {
+      const t = this.#now() / 1000;
+      // A failure here is transient or a removal that the next beat reports.
+      await utimes(this.path, t, t).catch(() => {});
+      return;
+    }
+    if (this.#state !== 'held') return;
+    this.#state = 'lost';
+    this.#stop();
+    this.#onCompromised?.(new StoreLockLostError(this.path, current));
+  }
+
+  /** Stops the heartbeat and removes the lock file if it is still ours. Idempotent; never throws. */
+  async release(): Promise<void> {
+    if (this.#state === 'released') return;
+    const wasHeld = this.#state === 'held';
+    this.#state = 'released';
+    this.#stop();
+    await this.#refreshing;
+    if (!wasHeld) return;
+    try {
+      if (parseRecord(await readFile(this.path, 'utf8'))?.token === this.record.token) await unlink(this.path);
+    } catch {
+      // Gone already, or unreadable: a lock we can't remove goes stale by pid or mtime.
+    }
+  }
+
+  #releaseSync(): void {
+    if (this.#state !== 'held') return;
+    this.#state = 'released';
+    try {
+      if (parseRecord(readFileSync(this.path, 'utf8'))?.token === this.record.token) unlinkSync(this.path);
+    } catch {
+      // As in release().
+    }
+  }
+
+  #stop(): void {
+    this.#cancel();
+    process.off('exit', this.#onExit);
+    ourTokens.delete(this.record.token);
+  }
+}
+
+interface Found {
+  readonly raw: string;
+  readonly holder: LockRecord | undefined;
+  readonly mtimeMs: number;
+}
+
+/** Why `holder` is stale, or undefined if it must be presumed alive. */
+function staleReason(holder: LockRecord | undefined, self: { hostname: string; pidNamespace?: string }, ageMs: number, staleMs: number): string | undefined {
+  if (holder && holder.hostname === self.hostname && holder.pidNamespace === self.pidNamespace) {
+    // Our own pid, but not one of our tokens (checked by the caller): a previous process that had our pid.
+    if (holder.pid === process.pid) return 'its pid is this process';
+    if (!isAlive(holder.pid)) return 'its process is gone';
+  }
+  if (ageMs > staleMs) return `not refreshed for ${seconds(ageMs)}`;
+  return undefined;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/** Creates the lock with O_EXCL; false if it exists. The mtime is set to our clock like a heartbeat. */
+async function createExclusive(path: string, record: LockRecord, nowMs: number): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(path, 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    await fh.writeFile(`${JSON.stringify(record)}\n`);
+    await fh.utimes(nowMs / 1000, nowMs / 1000);
+    await fh.sync();
+    await fh.close();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(path).catch(() => {});
+    throw err;
+  }
+  return true;
+}
+
+/** The lock's content and mtime, read through one handle (one inode); undefined when there is none. */
+async function readLock(path: string): Promise<Found | undefined> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+  try {
+    const { mtimeMs } = await fh.stat();
+    const raw = await fh.readFile('utf8');
+    return { raw, holder: parseRecord(raw), mtimeMs };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Removes the stale lock `judged` if it is still the one in place, under a claim on it (see the
+ * protocol at the top). `taken`: removed; `busyWith`: another starter holds a live claim on it;
+ * neither: the lock changed meanwhile, look again.
+ */
+async function takeOver(o: { layout: StorageLayout; judged: Found; record: LockRecord; now: () => number; staleMs: number }): Promise<{ taken?: true; busyWith?: Found }> {
+  const { layout, judged } = o;
+  const id = createHash('sha256').update(`${judged.mtimeMs}\n${judged.raw}`).digest('hex').slice(0, 16);
+  const passed: string[] = [];
+  let claim: string | undefined;
+  await mkdir(layout.tmpDir, { recursive: true });
+  for (let n = 1; !claim; n++) {
+    // Inside the root: `id` is hex and `n` a number.
+    const path = join(layout.tmpDir, `lock-claim-${id}-${n}`);
+    if (await createExclusive(path, o.record, o.now())) claim = path;
+    else {
+      const other = await readLock(path);
+      if (!other) return {}; // that takeover just finished
+      if (o.now() - other.mtimeMs <= o.staleMs) return { busyWith: other };
+      passed.push(path); // its starter died mid-takeover
+    }
+  }
+  try {
+    // Only `judged`'s own holder can still change the lock now (by releasing it). Look before moving
+    // anything, so that a lock created since is never disturbed.
+    const current = await readLock(layout.lockPath);
+    if (!current || !sameLock(current, judged)) return {};
+    const aside = layout.tempPath('lock');
+    try {
+      await rename(layout.lockPath, aside);
+    } catch (err) {
+      if (isNotFound(err)) return {};
+      throw err;
+    }
+    const moved = await readLock(aside);
+    if (moved && !sameLock(moved, judged)) {
+      // Released and recreated between the look and the move: put it back, never over a newer one.
+      await copyFile(aside, layout.lockPath, constants.COPYFILE_EXCL).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      await unlink(aside);
+      return {};
+    }
+    await unlink(aside).catch(() => {});
+    await Promise.all(passed.map((p) => unlink(p).catch(() => {})));
+    return { taken: true };
+  } finally {
+    await unlink(claim).catch(() => {});
+  }
+}
+
+function sameLock(a: Found, b: Found): boolean {
+  return a.raw === b.raw && a.mtimeMs === b.mtimeMs;
+}
+
+function parseRecord(raw: string): LockRecord | undefined {
+  try {
+    const r = JSON.parse(raw) as Partial<LockRecord> | null;
+    // pid 0 or negative would make process.kill() signal a process group.
+    if (!r || !Number.isSafeInteger(r.pid) || r.pid! <= 0 || typeof r.hostname !== 'string' || typeof r.startedAt !== 'string' || typeof r.token !== 'string') return undefined;
+    if (r.pidNamespace !== undefined && typeof r.pidNamespace !== 'string') return undefined;
+    return r as LockRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+async function pidNamespace(): Promise<string | undefined> {
+  try {
+    return await readlink('/proc/self/ns/pid');
+  } catch {
+    return undefined; // not Linux: the hostname alone identifies the host
+  }
+}
+
+function everyUnref(tick: () => Promise<void>, everyMs: number): () => void {
+  const timer = setInterval(() => void tick(), everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+function seconds(ms: number): string {
+  return `${Math.max(0, Math.round(ms / 1000))}s`;
+}

@@ -128,7 +128,8 @@ withConfigOptions(
     }
     // Its logs (warnings and errors only) go to stderr: stdout carries the summary, for scripts.
     const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
-    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined }, shutdown: { ...config.shutdown, delay: 0 } }, { version, logger }).catch((err) =>
+    // lockFailFast: a store locked by a process we can't check is refused at once, not waited for.
+    local = await startHubcache({ ...config, metrics: { ...config.metrics, listen: undefined }, shutdown: { ...config.shutdown, delay: 0 } }, { version, logger, lockFailFast: true }).catch((err) =>
       fail(err, 'without --server, prefetch writes into the store itself; to warm the store of a running hubcache, pull through it: hubcache prefetch --server http://HOST:PORT IMAGE...'),
     );
     server = local.url;

@@ -32,17 +32,40 @@ export interface Hubcache {
 }
 
 /** The composition root: config → logger → metrics → stores → upstreams → cache → HTTP → listen. */
-export async function startHubcache(config: Readonly<Config>, opts: { logger?: Logger; version?: string } = {}): Promise<Hubcache> {
+export interface StartOptions {
+  logger?: Logger;
+  version?: string;
+  /**
+   * When the store's lock is held by a process whose liveness can't be checked from here (another
+   * host, or another PID namespace), fail at once instead of watching the lock for up to
+   * `storage.lockStaleAfter` (store-lock.ts). For `prefetch`, which must not block.
+   */
+  lockFailFast?: boolean;
+}
+
+export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
   const logger = opts.logger ?? createLogger({ level: config.log.level, format: config.log.format });
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
   const root = config.storage.path;
   // Before anything touches the store: init() sweeps tmp/, which would break another process's
-  // writes. Throws StoreLockedError when another process owns the root. Released after close();
-  // a start that fails after this point leaves it to the process's exit handler.
+  // writes. Throws StoreLockedError when another process owns the root. A holder on another host or
+  // in another PID namespace (a container restarted after a crash) is waited for, up to
+  // storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe allows for it).
+  // Released after close(); a start that fails after this point leaves it to the exit handler.
   const lock = await acquireStoreLock({
     root,
+    staleMs: config.storage.lockStaleAfter,
+    failFast: opts.lockFailFast,
+    onWait: (w) =>
+      logger.warn('storage lock held, waiting', {
+        lock: w.lockPath,
+        holder: w.holder ? { pid: w.holder.pid, hostname: w.holder.hostname, pidNamespace: w.holder.pidNamespace, startedAt: w.holder.startedAt } : 'unreadable lock file',
+        lockAgeMs: Math.round(w.ageMs),
+        maxWaitMs: w.maxWaitMs,
+        why: 'its holder runs on another host or in another PID namespace, where its pid cannot be checked: waiting to see whether it refreshes the lock',
+      }),
     onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
   });
   if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });

@@ -57,6 +57,15 @@ test('bad values are each named', () => {
   );
 });
 
+test('storage.lockStaleAfter: 30s by default, from the file, HUBCACHE_STORAGE_LOCK_STALE_AFTER or the flag; at least 1s', () => {
+  assert.equal(loadConfig({ env: {} }).storage.lockStaleAfter, 30_000);
+  assert.equal(loadConfig({ file: file('l.yaml', 'storage:\n  lockStaleAfter: 1m\n'), env: {} }).storage.lockStaleAfter, 60_000);
+  assert.equal(loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '2s' } }).storage.lockStaleAfter, 2_000);
+  assert.equal(loadConfig({ env: {}, flags: { 'storage-lock-stale-after': '45s' } }).storage.lockStaleAfter, 45_000);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '500ms' } }), /storage\.lockStaleAfter: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '30' } }), /storage\.lockStaleAfter: invalid duration "30"/);
+});
+
 test('credentials from a password file; print redacts them', () => {
   const pw = file('pw', 's3cret\n');
   const c = loadConfig({ env: { HUBCACHE_UPSTREAM_USERNAME: 'me', HUBCACHE_UPSTREAM_PASSWORD_FILE: pw } });

@@ -6,7 +6,7 @@ import { parseDuration, parseSize } from './duration.js';
  * are errors, like zot's UnmarshalExact). Durations are strings with units (`5m`), sizes `4MiB`;
  * both are parsed once here into numbers (ms, bytes).
  */
-const duration = (def: string) =>
+const duration = (def: string, min?: string) =>
   z
     .string({ invalid_type_error: 'durations need a unit, e.g. 30s or 5m' })
     .default(def)
@@ -14,6 +14,10 @@ const duration = (def: string) =>
       const ms = parseDuration(v);
       if (ms === undefined) {
         ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid duration ${JSON.stringify(v)} (use e.g. 250ms, 30s, 5m, 1h)` });
+        return z.NEVER;
+      }
+      if (min !== undefined && ms < parseDuration(min)!) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be at least ${min}` });
         return z.NEVER;
       }
       return ms;
@@ -102,6 +106,15 @@ export const configSchema = z
       .object({
         /** Root of the filesystem content-addressable store. */
         path: z.string().min(1).default('./data'),
+        /**
+         * The store lock (`<path>/hubcache.lock`, docs/storage-layout.md) is stale, and taken over,
+         * once its mtime is this old, or once a starting process has watched it not move for this
+         * long; a holder on another host or in another PID namespace (a restarted container) is
+         * waited for up to this long at start. The holder refreshes it every third of this. Every
+         * process sharing a store must use the same value; the default suits production, shorter
+         * values are for tests. At least 1s.
+         */
+        lockStaleAfter: duration('30s', '1s'),
       })
       .strict()
       .default({}),
@@ -165,7 +178,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);

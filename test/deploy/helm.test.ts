@@ -164,6 +164,17 @@ describe('helm/hubcache', () => {
       assert.deepEqual(svc.spec.selector, r.get('Deployment').spec.selector.matchLabels);
     });
 
+    it('gives a start time to wait for the storage lock of a crashed container: startupProbe budget (period × failureThreshold) ≥ 60 s', () => {
+      // After a crash the restarted container (same pod hostname, new PID namespace) waits up to 30 s
+      // (storage.lockStaleAfter) for the old lock before it scans the store and listens; a probe that
+      // gave up first would restart it into the same wait, and the pod would crash-loop.
+      const p = container(r.get('Deployment')).startupProbe;
+      assert.equal(typeof p.periodSeconds, 'number');
+      assert.equal(typeof p.failureThreshold, 'number');
+      const budget = p.periodSeconds * p.failureThreshold;
+      assert.ok(budget >= 60, `startupProbe budget ${p.periodSeconds}s × ${p.failureThreshold} = ${budget}s, want ≥ 60s`);
+    });
+
     it('runs hubcache with --config on the rendered config.yaml, the store on the claim', () => {
       const d = r.get('Deployment');
       const c = container(d);

@@ -3,13 +3,16 @@
  * second `serve` and a `prefetch` without --server on a served store fail at start naming the lock
  * holder, without touching the store the first one is writing; `ls` still reads next to it; a lock
  * left by a SIGKILLed process is taken over at once by the next start; a clean stop removes it.
+ * A lock held from another host (or PID namespace) makes `serve` wait and watch it: taken over when
+ * nothing refreshes it, refused when its holder does; `prefetch` doesn't wait.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
@@ -25,9 +28,9 @@ interface CliResult {
   stderr: string;
 }
 
-/** `hubcache ARGS` in a clean environment; killed after 60 s so that a hang fails instead of stalling. */
-async function cli(args: string[]): Promise<CliResult> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `hubcache ARGS` in a clean environment (plus `env`); killed after 60 s so that a hang fails instead of stalling. */
+async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -122,5 +125,112 @@ describe('storage lock: one hubcache process per storage root', () => {
       assert.equal(await next.stop(), 0);
     }
     assert.ok(!existsSync(join(storagePath, 'hubcache.lock')), 'a clean stop releases the lock');
+  });
+});
+
+describe('storage lock held from another host or PID namespace: serve waits and watches it', () => {
+  const dirs: string[] = [];
+  const newStore = () => {
+    const d = mkdtempSync(join(tmpdir(), 'hubcache-e2e-lock-wait-'));
+    dirs.push(d);
+    return d;
+  };
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  const isWaitLine = (l: Record<string, unknown>) => l.message === 'storage lock held, waiting';
+
+  it('nobody refreshes it: serve logs the wait, takes the lock over once its mtime stood still for storage.lockStaleAfter, and starts', async () => {
+    const storagePath = newStore();
+    const lockFile = join(storagePath, 'hubcache.lock');
+    const crashed = { pid: 4242, hostname: 'other-host', startedAt: '2024-01-02T03:04:05.000Z', token: 'crashed-elsewhere' };
+    writeFileSync(lockFile, JSON.stringify(crashed));
+    // Fresh, and from a host whose clock runs 5 s ahead of ours: only watching the mtime not move can
+    // tell it is stale (its age by our clock stays below the threshold for the whole wait).
+    const mtime = (Date.now() + 5_000) / 1000;
+    utimesSync(lockFile, mtime, mtime);
+    mkdirSync(join(storagePath, 'tmp'));
+    writeFileSync(join(storagePath, 'tmp', 'blob-left-by-the-crash'), 'partial');
+
+    const startedAt = Date.now();
+    const hc = await startHubcacheProcess({ storagePath, upstreamUrl: UPSTREAM, env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '2s' } });
+    try {
+      const elapsed = Date.now() - startedAt;
+      const waiting = await hc.waitForLog(isWaitLine);
+      assert.equal(waiting.level, 'warn');
+      assert.deepEqual(waiting.holder, { pid: 4242, hostname: 'other-host', startedAt: '2024-01-02T03:04:05.000Z' });
+      assert.equal(waiting.maxWaitMs, 2_000);
+      assert.equal(typeof waiting.lockAgeMs, 'number');
+      assert.ok((waiting.lockAgeMs as number) < 0, `the age as found, by our clock: ${waiting.lockAgeMs}`);
+      const taken = await hc.waitForLog((l) => l.message === 'stale storage lock taken over');
+      assert.equal(taken.reason, 'not refreshed while watched for 2s');
+      assert.deepEqual(taken.previous, crashed);
+      const order = ['storage lock held, waiting', 'stale storage lock taken over', 'hubcache started'].map((m) => hc.logs.findIndex((l) => l.message === m));
+      assert.deepEqual([...order].sort((a, b) => a - b), order, `logged in that order: ${order}`);
+      assert.equal(hc.logs.filter(isWaitLine).length, 1, 'the wait is logged once');
+      assert.ok(elapsed >= 2_000, `started after the wait, ${elapsed} ms`);
+      assert.equal(readLock(storagePath).pid, hc.child.pid);
+      assert.ok(!existsSync(join(storagePath, 'tmp', 'blob-left-by-the-crash')), 'swept after the takeover');
+      assert.equal((await rawRequest(`${hc.url}/v2/`)).status, 200);
+    } finally {
+      assert.equal(await hc.stop(), 0);
+    }
+  });
+
+  describe('a live holder on another host, refreshing the lock', () => {
+    const storagePath = newStore();
+    const lockFile = join(storagePath, 'hubcache.lock');
+    let holder: ReturnType<typeof spawn>;
+    let holderRe: RegExp;
+
+    before(async () => {
+      // A stand-in for a hubcache on another host sharing the volume: it writes its lock and keeps
+      // setting the mtime, as the heartbeat does (faster here, so the test doesn't wait 10 s).
+      const script = `
+        const { utimesSync, writeFileSync } = require('node:fs');
+        const path = ${JSON.stringify(lockFile)};
+        writeFileSync(path, JSON.stringify({ pid: process.pid, hostname: 'other-host', startedAt: '2024-05-06T07:08:09.000Z', token: 'alive-elsewhere' }));
+        setInterval(() => { const t = Date.now() / 1000; utimesSync(path, t, t); }, 200);
+        console.log('ready');`;
+      holder = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const [line] = (await once(createInterface({ input: holder.stdout! }), 'line')) as [string];
+      assert.equal(line, 'ready');
+      holderRe = new RegExp(
+        `^hubcache: storage root ${escapeRe(storagePath)} is in use by another hubcache process \\(pid ${holder.pid} on host other-host, started 2024-05-06T07:08:09.000Z;`,
+      );
+    });
+    after(async () => {
+      if (holder && holder.exitCode === null) {
+        holder.kill();
+        await once(holder, 'exit');
+      }
+    });
+
+    it('`serve` (default threshold) waits, sees the mtime move, and exits 1 naming the holder, leaving its lock alone', async () => {
+      const startedAt = Date.now();
+      const r = await cli(['serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--upstream-url', UPSTREAM, '--log-format', 'json']);
+      const elapsed = Date.now() - startedAt;
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const waiting = lines.filter(isWaitLine);
+      assert.equal(waiting.length, 1, r.stdout);
+      assert.deepEqual(waiting[0]!.holder, { pid: holder.pid, hostname: 'other-host', startedAt: '2024-05-06T07:08:09.000Z' });
+      assert.equal(waiting[0]!.maxWaitMs, 30_000);
+      assert.match(r.stderr, holderRe);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'a message, not a stack trace');
+      assert.doesNotMatch(r.stdout, /hubcache started|stale storage lock taken over/);
+      assert.ok(elapsed < 15_000, `gave up as soon as the mtime moved, not after the 30 s threshold: ${elapsed} ms`);
+      assert.equal(readLock(storagePath).token, 'alive-elsewhere');
+      assert.ok(Date.now() - statSync(lockFile).mtimeMs < 5_000, 'the holder still refreshes its lock');
+    });
+
+    it('`prefetch` without --server does not wait: it fails at once naming the holder', async () => {
+      const r = await cli(['prefetch', 'library/alpine:3.20', '--storage-path', storagePath, '--upstream-url', UPSTREAM]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, holderRe);
+      assert.doesNotMatch(r.stderr, /storage lock held, waiting/);
+      assert.equal(r.stdout, '');
+      assert.equal(readLock(storagePath).token, 'alive-elsewhere');
+    });
   });
 });

@@ -38,7 +38,9 @@
  *   uploads in progress. `hubcache.lock` enforces it: `serve` (and `prefetch` without --server)
  *   creates it with O_EXCL before anything else touches the store and removes it on shutdown; a
  *   second process fails to start. A lock is stale, and taken over, when its holder is on this host
- *   (same hostname and PID namespace) and its pid is gone, or when its mtime is older than 30 s.
+ *   (same hostname and PID namespace) and its pid is gone, or when its mtime is older than 30 s
+ *   (`storage.lockStaleAfter`); a holder elsewhere (another host or PID namespace) is watched by
+ *   `serve` for up to 30 s, and its lock taken over if its mtime doesn't move meanwhile.
  *   Readers (`hubcache ls`) don't take it.
  */
 import { randomUUID } from 'node:crypto';

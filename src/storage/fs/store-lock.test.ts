@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { acquireStoreLock, StoreLockedError, StoreLockLostError, type LockRecord, type StoreLock, type StoreLockOptions } from './store-lock.js';
+import { acquireStoreLock, StoreLockedError, StoreLockLostError, type LockRecord, type LockWait, type StoreLock, type StoreLockOptions } from './store-lock.js';
 
 const MODULE = pathToFileURL(fileURLToPath(new URL('./store-lock.ts', import.meta.url))).href;
 
@@ -25,11 +25,49 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-/** Acquires with no real timer (tests drive the heartbeat), released after the test. */
+/**
+ * Acquires with no real timer (tests drive the heartbeat), released after the test. A wait for the
+ * holder fails the test unless it injects its own clock and sleep (`fakeWait`): none really sleeps.
+ */
 async function acquire(opts: Partial<StoreLockOptions> = {}): Promise<StoreLock> {
-  const lock = await acquireStoreLock({ root, schedule: () => () => {}, ...opts });
+  const lock = await acquireStoreLock({ root, schedule: () => () => {}, sleep: () => Promise.reject(new Error('unexpected wait for the lock')), ...opts });
   held.push(lock);
   return lock;
+}
+
+/**
+ * The wait's seams, faked: a monotonic clock that only the injected sleep advances, by exactly what
+ * was asked; `onSleep(n)` runs after the n-th sleep, before the lock is read again (the holder's
+ * move: refresh, release, replace). Records the onWait calls and every sleep's length.
+ */
+interface FakeWait {
+  clock: number;
+  readonly sleeps: number[];
+  readonly waits: LockWait[];
+  readonly opts: Pick<StoreLockOptions, 'monotonic' | 'sleep' | 'onWait'>;
+}
+
+function fakeWait(onSleep?: (n: number) => Promise<void> | void): FakeWait {
+  const w: FakeWait = {
+    clock: 0,
+    sleeps: [],
+    waits: [],
+    opts: {
+      monotonic: () => w.clock,
+      sleep: async (ms) => {
+        w.clock += ms;
+        w.sleeps.push(ms);
+        await onSleep?.(w.sleeps.length);
+      },
+      onWait: (x) => void w.waits.push(x),
+    },
+  };
+  return w;
+}
+
+/** Sets the lock's mtime, as its holder's heartbeat would. */
+async function touchLock(atMs: number): Promise<void> {
+  await utimes(lockPath, atMs / 1000, atMs / 1000);
 }
 
 async function readRecord(): Promise<LockRecord> {
@@ -86,7 +124,7 @@ describe('storage lock', () => {
     assert.ok((await stat(join(nested, 'hubcache.lock'))).isFile());
   });
 
-  it('a live holder on this host: acquire fails naming the root, pid, host and start time, and leaves its lock alone', async () => {
+  it('a live holder on this host: acquire fails at once (its pid is checked: no wait) naming the root, pid, host and start time, and leaves its lock alone', async () => {
     const holder = await writeLock({ ...(await ownIdentity()), pid: process.ppid }); // the test runner: alive
     const before = await readFile(lockPath, 'utf8');
     const err = await acquire().then(
@@ -120,12 +158,113 @@ describe('storage lock', () => {
     assert.equal(lock.takenOver?.reason, 'its pid is this process');
   });
 
-  it('another host (or another PID namespace), refreshed recently: held, even if that pid is not alive here', async () => {
+  it('failFast (prefetch): another host (or another PID namespace), refreshed recently: refused at once, no wait, even if that pid is not alive here', async () => {
     const id = await ownIdentity();
+    const w = fakeWait();
     await writeLock({ hostname: 'other-host', pid: deadPid() }, 5_000);
-    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && /pid \d+ on host other-host/.test(e.message) && / refreshed 5s ago/.test(e.message));
+    await assert.rejects(acquire({ failFast: true, ...w.opts }), (e: unknown) => e instanceof StoreLockedError && /pid \d+ on host other-host/.test(e.message) && / refreshed 5s ago/.test(e.message));
     await writeLock({ ...id, pidNamespace: 'pid:[1]', pid: deadPid() });
-    await assert.rejects(acquire(), StoreLockedError);
+    await assert.rejects(acquire({ failFast: true, ...w.opts }), StoreLockedError);
+    await writeFile(lockPath, '');
+    await assert.rejects(acquire({ failFast: true, ...w.opts }), (e: unknown) => e instanceof StoreLockedError && /unreadable lock file/.test(e.message));
+    assert.deepEqual(w.waits, [], 'no onWait');
+    assert.deepEqual(w.sleeps, [], 'no sleep');
+  });
+
+  it('another PID namespace with our hostname (a restarted container), lock fresh: watched; an mtime that does not move for staleMs by our monotonic clock is taken over', async () => {
+    const crashed = await writeLock({ ...(await ownIdentity()), pidNamespace: 'pid:[1]', pid: 1 });
+    const w = fakeWait();
+    const lock = await acquire(w.opts);
+    assert.equal(w.waits.length, 1, 'onWait once');
+    const { ageMs, ...wait } = w.waits[0]!;
+    assert.deepEqual(wait, { lockPath, holder: crashed, maxWaitMs: 30_000 });
+    assert.ok(ageMs >= 0 && ageMs < 5_000, String(ageMs));
+    assert.equal(w.clock, 30_000, 'waited the stale threshold, by the injected clock, and not longer');
+    assert.ok(w.sleeps.every((ms) => ms > 0 && ms <= 1_000), `polls at most every second: ${w.sleeps}`);
+    assert.deepEqual(lock.takenOver, { holder: crashed, reason: 'not refreshed while watched for 30s' });
+    assert.equal((await readRecord()).token, lock.record.token);
+    assert.deepEqual(await leftoversInTmp(), []);
+  });
+
+  it('another host whose clock is an hour ahead (mtime in the future): still taken over after staleMs watched, whatever the clocks say', async () => {
+    const other = await writeLock({ hostname: 'other-host', pid: 4242 }, -3_600_000);
+    const w = fakeWait();
+    const lock = await acquire({ staleMs: 12_000, ...w.opts });
+    assert.equal(w.waits[0]!.maxWaitMs, 12_000);
+    assert.ok(w.waits[0]!.ageMs < -3_500_000, 'the age is reported as found');
+    assert.equal(w.clock, 12_000);
+    assert.deepEqual(lock.takenOver, { holder: other, reason: 'not refreshed while watched for 12s' });
+  });
+
+  it('another host, lock 25s old when watching starts: the absolute-age rule still applies during the wait', async () => {
+    const other = await writeLock({ hostname: 'other-host', pid: 4242 }, 25_000);
+    const w = fakeWait();
+    const epoch = Date.now();
+    const lock = await acquire({ ...w.opts, now: () => epoch + w.clock });
+    assert.equal(w.waits.length, 1);
+    assert.ok(w.clock >= 5_000 && w.clock <= 7_000, `stale by its age after about 5s more, not 30s: waited ${w.clock} ms`);
+    assert.equal(lock.takenOver?.holder?.token, other.token);
+    assert.match(lock.takenOver!.reason, /^not refreshed for 3[01]s$/);
+  });
+
+  it('another host: its holder refreshes the lock while we watch → alive: refused naming it, its lock untouched', async () => {
+    const other = await writeLock({ hostname: 'other-host', pid: 4242 });
+    const refreshedAt = (Math.floor(Date.now() / 1000) + 1) * 1000; // whole seconds: exact as an mtime
+    const w = fakeWait(async (n) => {
+      if (n === 3) await touchLock(refreshedAt);
+    });
+    const before = await readFile(lockPath, 'utf8');
+    const err = await acquire(w.opts).then(
+      () => assert.fail('acquired a lock whose holder is alive'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof StoreLockedError);
+    assert.deepEqual(err.holder, other);
+    assert.ok(err.message.includes(`storage root ${root} is in use by another hubcache process (pid 4242 on host other-host, started 2024-01-02T03:04:05.000Z;`), err.message);
+    assert.equal(w.clock, 3_000, 'stopped watching at the refresh');
+    assert.equal(await readFile(lockPath, 'utf8'), before);
+    assert.equal((await stat(lockPath)).mtimeMs, refreshedAt);
+    assert.deepEqual(await leftoversInTmp(), []);
+  });
+
+  it('another host: the lock released while we watch → acquired, nothing taken over', async () => {
+    await writeLock({ hostname: 'other-host', pid: 4242 });
+    const w = fakeWait(async (n) => {
+      if (n === 2) await rm(lockPath);
+    });
+    const lock = await acquire(w.opts);
+    assert.equal(w.clock, 2_000);
+    assert.equal(lock.takenOver, undefined);
+    assert.equal((await readRecord()).token, lock.record.token);
+  });
+
+  it('another host: the lock replaced while we watch (another starter got it) → refused naming the new holder, with no second wait', async () => {
+    await writeLock({ hostname: 'other-host', pid: 4242 });
+    const w = fakeWait(async (n) => {
+      if (n === 2) await writeLock({ hostname: 'third-host', pid: 77, token: 'newcomer' });
+    });
+    await assert.rejects(acquire(w.opts), (e: unknown) => e instanceof StoreLockedError && e.holder?.token === 'newcomer' && /pid 77 on host third-host/.test(e.message));
+    assert.equal(w.waits.length, 1);
+    assert.equal(w.clock, 2_000);
+    assert.equal((await readRecord()).token, 'newcomer');
+  });
+
+  it('two starters watching the same dead holder’s lock: exactly one takes it over, the other is refused naming the winner', async () => {
+    await writeLock({ hostname: 'other-host', pid: 4242 });
+    const [a, b] = [fakeWait(), fakeWait()];
+    const results = await Promise.allSettled([acquire(a.opts), acquire(b.opts)]);
+    const won = results.filter((r): r is PromiseFulfilledResult<StoreLock> => r.status === 'fulfilled');
+    assert.equal(won.length, 1, results.map((r) => r.status).join(', '));
+    const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
+    assert.ok(lost.reason instanceof StoreLockedError && lost.reason.holder?.token === won[0]!.value.record.token, String(lost.reason));
+    assert.equal((await readRecord()).token, won[0]!.value.record.token);
+    assert.deepEqual(await leftoversInTmp(), []);
+  });
+
+  it('the heartbeat defaults to a third of the stale threshold', async () => {
+    let every = 0;
+    await acquire({ staleMs: 3_000, schedule: (_fn, ms) => ((every = ms), () => {}) });
+    assert.equal(every, 1_000);
   });
 
   it('another host, mtime older than the stale threshold: taken over', async () => {
@@ -136,12 +275,18 @@ describe('storage lock', () => {
     // The threshold is an option.
     await lock.release();
     await writeLock({ hostname: 'other-host', pid: 1 }, 60_000);
-    await assert.rejects(acquire({ staleMs: 120_000, heartbeatMs: 40_000 }), StoreLockedError);
+    await assert.rejects(acquire({ staleMs: 120_000, heartbeatMs: 40_000, failFast: true }), StoreLockedError);
   });
 
-  it('an unreadable lock file is held until its mtime is stale', async () => {
+  it('an unreadable lock file is held until its mtime is stale, or watched like another host’s', async () => {
     await writeFile(lockPath, '');
-    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && e.holder === undefined && /unreadable lock file/.test(e.message));
+    await assert.rejects(acquire({ failFast: true }), (e: unknown) => e instanceof StoreLockedError && e.holder === undefined && /unreadable lock file/.test(e.message));
+    const w = fakeWait();
+    const watched = await acquire(w.opts);
+    assert.deepEqual([w.waits[0]!.holder, w.clock], [undefined, 30_000]);
+    assert.deepEqual(watched.takenOver, { holder: undefined, reason: 'not refreshed while watched for 30s' });
+    await watched.release();
+    await writeFile(lockPath, '');
     const t = (Date.now() - 60_000) / 1000;
     await utimes(lockPath, t, t);
     assert.equal((await acquire()).takenOver?.holder, undefined);

@@ -3,7 +3,7 @@
  * root, because `FsBlobStore.init()` sweeps tmp/ and would delete another process's writes in
  * progress.
  *
- * Why our own ~200 lines and not `proper-lockfile`: that library (mkdir + mtime) records no holder,
+ * Why our own a few hundred lines and not `proper-lockfile`: that library (mkdir + mtime) records no holder,
  * so it can neither name the process in the way nor take over at once from a dead pid on the same
  * host (it waits for the mtime to age), and its stale takeover is rmdir-then-mkdir, which lets two
  * starters both believe they hold the lock (moxystudio/node-proper-lockfile#121, open).
@@ -13,9 +13,16 @@
  *   {pid, hostname, pidNamespace, startedAt, token}; the random token is what "ours" means.
  * - Heartbeat: the holder sets the file's mtime to its clock every `heartbeatMs` (an unref'd timer).
  * - Stale: a holder on this host (same hostname and PID namespace, the only case where a pid means
- *   anything to us) whose pid is gone (ESRCH); or any lock not refreshed for `staleMs`, so that a
- *   crash on another host sharing the volume, or a pid reused after a reboot, doesn't block
- *   forever. Across hosts this assumes clocks within a few seconds of each other (NTP).
+ *   anything to us) whose pid is gone (ESRCH); or any lock whose mtime is more than `staleMs` old
+ *   by our wall clock, so that a crash on another host sharing the volume, or a pid reused after a
+ *   reboot, doesn't block forever (this rule assumes clocks within a few seconds of each other).
+ * - Wait: a holder whose liveness we can't check (another host, or this hostname in another PID
+ *   namespace: a container restarted after a crash looks exactly like that) and whose lock is not
+ *   stale yet is watched rather than refused, unless `failFast`: its mtime moving is a live
+ *   holder's heartbeat (refused); the lock disappearing is a release (acquired); an mtime that
+ *   didn't move for `staleMs` by our monotonic clock is a dead holder (taken over). Judging by
+ *   whether the mtime moves, not by its value, is immune to clock skew between hosts. One wait per
+ *   acquire, so it ends within about `staleMs`.
  * - Takeover: a starter that judged the lock stale first creates, with O_EXCL, a claim file whose
  *   name derives from that lock's bytes and mtime (`tmp/lock-claim-<hash>-<n>`): exactly one
  *   starter may remove that particular lock, and a starter that judged an older lock can never
@@ -49,16 +56,45 @@ export interface LockRecord {
 export interface StoreLockOptions {
   /** The storage root; created when missing. */
   readonly root: string;
-  /** A lock whose mtime is older than this is taken over. Default 30 s. */
+  /**
+   * A lock whose mtime is older than this, or that a waiting starter watched not move for this
+   * long, is taken over. Every process sharing a store must use the same value. Default 30 s.
+   */
   readonly staleMs?: number;
-  /** How often the holder refreshes the mtime; well below `staleMs`. Default 10 s. */
+  /** How often the holder refreshes the mtime; well below `staleMs`. Default `staleMs` / 3 (10 s). */
   readonly heartbeatMs?: number;
+  /**
+   * When the holder's liveness can't be checked from here (another host, or another PID namespace)
+   * and its lock isn't stale yet: throw `StoreLockedError` at once instead of watching the lock for
+   * up to `staleMs` (see the protocol above). For callers that must not block (`prefetch`).
+   */
+  readonly failFast?: boolean;
+  /** Called once when acquire starts watching such a lock, before it waits. */
+  readonly onWait?: (wait: LockWait) => void;
   /** Epoch ms; injected by tests. */
   readonly now?: () => number;
+  /** Monotonic ms that time the wait (the wall clock may jump); injected by tests. Default performance.now. */
+  readonly monotonic?: () => number;
+  /**
+   * Resolves after `ms`; the wait polls the lock with it. Injected by tests. Default: a (ref'd)
+   * setTimeout, since nothing else may keep a waiting start's process alive.
+   */
+  readonly sleep?: (ms: number) => Promise<void>;
   /** Runs `tick` every `everyMs` and returns a cancel function. Default: an unref'd setInterval. */
   readonly schedule?: (tick: () => Promise<void>, everyMs: number) => () => void;
   /** Called once if the heartbeat finds the lock gone or owned by another process. */
   readonly onCompromised?: (err: StoreLockLostError) => void;
+}
+
+/** A held lock acquire is about to watch (see `StoreLockOptions.onWait`). */
+export interface LockWait {
+  readonly lockPath: string;
+  /** Undefined when the lock file can't be parsed. */
+  readonly holder: LockRecord | undefined;
+  /** Our wall clock minus the lock's mtime (negative when the holder's clock is ahead of ours). */
+  readonly ageMs: number;
+  /** The longest the watch can take (plus one read of the lock). */
+  readonly maxWaitMs: number;
 }
 
 /** A lock found at acquire, judged stale and removed. */
@@ -117,14 +153,15 @@ export class StoreLockLostError extends Error {
 const ourTokens = new Set<string>();
 
 /**
- * Takes the root's lock, taking over a stale one. Throws `StoreLockedError` when it is held. The
- * caller owns the returned lock and must `release()` it; a process that exits without doing so
+ * Takes the root's lock, taking over a stale one; waits up to about `staleMs` for a lock whose
+ * holder's liveness can't be checked (unless `failFast`). Throws `StoreLockedError` when it is held.
+ * The caller owns the returned lock and must `release()` it; a process that exits without doing so
  * still removes it in its 'exit' handler (not on SIGKILL or a crash: that is what staleness is for).
  */
 export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLock> {
   const layout = new StorageLayout({ root: opts.root });
   const staleMs = opts.staleMs ?? 30_000;
-  const heartbeatMs = opts.heartbeatMs ?? 10_000;
+  const heartbeatMs = opts.heartbeatMs ?? Math.round(staleMs / 3);
   if (!(heartbeatMs > 0 && heartbeatMs < staleMs)) throw new Error(`store lock: heartbeat (${heartbeatMs} ms) must be shorter than the stale threshold (${staleMs} ms)`);
   const now = opts.now ?? Date.now;
   const self = { hostname: hostname(), pidNamespace: await pidNamespace() };
@@ -133,6 +170,11 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
 
   let takenOver: TakenOver | undefined;
   let last: { holder: LockRecord | undefined; ageMs: number } | undefined;
+  let waited = false;
+  /** The lock the wait found stale: still stale in later rounds, though its mtime looks recent. */
+  let watchedStale: { found: Found; reason: string } | undefined;
+  const locked = (holder: LockRecord | undefined, ageMs: number, thisProcess = false) =>
+    new StoreLockedError({ root: layout.root, lockPath: layout.lockPath, holder, refreshedAgoMs: ageMs, staleMs, thisProcess });
   // Each round creates the lock, fails against a live holder, or deals with a stale one; a few
   // rounds cover starters racing for the same stale lock (the one that loses sees the winner's).
   ourTokens.add(record.token);
@@ -141,15 +183,26 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
       if (await createExclusive(layout.lockPath, record, now())) {
         return new StoreLock({ path: layout.lockPath, record, takenOver, now, heartbeatMs, schedule: opts.schedule ?? everyUnref, onCompromised: opts.onCompromised });
       }
-      const found = await readLock(layout.lockPath);
+      let found = await readLock(layout.lockPath);
       if (!found) continue; // released meanwhile
       const { holder } = found;
       const ageMs = now() - found.mtimeMs;
       last = { holder, ageMs };
-      const locked = (thisProcess: boolean) => new StoreLockedError({ root: layout.root, lockPath: layout.lockPath, holder, refreshedAgoMs: ageMs, staleMs, thisProcess });
-      if (holder && ourTokens.has(holder.token)) throw locked(true);
-      const reason = staleReason(holder, self, ageMs, staleMs);
-      if (!reason) throw locked(false);
+      if (holder && ourTokens.has(holder.token)) throw locked(holder, ageMs, true);
+      let reason = watchedStale && sameLock(found, watchedStale.found) ? watchedStale.reason : staleReason(holder, self, ageMs, staleMs);
+      if (!reason) {
+        // Alive as far as we can tell. Only a holder on this host has a pid we can check: any other
+        // one is watched, once per acquire (a lock that replaced the watched one is judged as found).
+        if (opts.failFast || waited || onThisHost(holder, self)) throw locked(holder, ageMs);
+        waited = true;
+        opts.onWait?.({ lockPath: layout.lockPath, holder, ageMs, maxWaitMs: staleMs });
+        const seen = await watch({ path: layout.lockPath, judged: found, now, staleMs, monotonic: opts.monotonic ?? (() => performance.now()), sleep: opts.sleep ?? sleep });
+        if (seen.outcome === 'refreshed') throw locked(seen.found.holder, now() - seen.found.mtimeMs);
+        if (seen.outcome === 'gone') continue; // released or replaced: look again
+        found = seen.found;
+        reason = seen.reason;
+        watchedStale = { found, reason };
+      }
       const outcome = await takeOver({ layout, judged: found, record, now, staleMs });
       if (outcome.taken) takenOver = { holder, reason };
       // Another starter is taking it over: if it stays at that, that starter is the one in the way.
@@ -160,7 +213,36 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
     throw err;
   }
   ourTokens.delete(record.token);
-  throw new StoreLockedError({ root: layout.root, lockPath: layout.lockPath, holder: last?.holder, refreshedAgoMs: last?.ageMs ?? 0, staleMs, thisProcess: false });
+  throw locked(last?.holder, last?.ageMs ?? 0);
+}
+
+/**
+ * Watches the lock `judged` (held by a holder whose liveness we can't check) until it is released
+ * or replaced (`gone`: look again), refreshed by its holder (`refreshed`: it is alive), or stale
+ * (`stale`, with the lock as last read: unchanged for `staleMs` by our monotonic clock, or its
+ * mtime more than `staleMs` old by our wall clock). Polls about ten times per `staleMs`, at most
+ * every second; returns within `staleMs` plus one read.
+ */
+async function watch(o: {
+  path: string;
+  judged: Found;
+  now: () => number;
+  staleMs: number;
+  monotonic: () => number;
+  sleep: (ms: number) => Promise<void>;
+}): Promise<{ outcome: 'gone' } | { outcome: 'refreshed'; found: Found } | { outcome: 'stale'; found: Found; reason: string }> {
+  const pollMs = Math.min(1_000, o.staleMs / 10);
+  const start = o.monotonic();
+  for (;;) {
+    await o.sleep(Math.max(0, Math.min(pollMs, o.staleMs - (o.monotonic() - start))));
+    const current = await readLock(o.path);
+    if (!current || current.raw !== o.judged.raw) return { outcome: 'gone' };
+    if (current.mtimeMs !== o.judged.mtimeMs) return { outcome: 'refreshed', found: current };
+    const watchedMs = o.monotonic() - start;
+    if (watchedMs >= o.staleMs) return { outcome: 'stale', found: current, reason: `not refreshed while watched for ${seconds(watchedMs)}` };
+    const ageMs = o.now() - current.mtimeMs;
+    if (ageMs > o.staleMs) return { outcome: 'stale', found: current, reason: `not refreshed for ${seconds(ageMs)}` };
+  }
 }
 
 /** A held lock; refreshes its mtime until `release()`. */
@@ -261,9 +343,14 @@ interface Found {
   readonly mtimeMs: number;
 }
 
+/** Whether `holder`'s pid means anything here: same hostname and PID namespace as ours. */
+function onThisHost(holder: LockRecord | undefined, self: { hostname: string; pidNamespace?: string }): boolean {
+  return holder !== undefined && holder.hostname === self.hostname && holder.pidNamespace === self.pidNamespace;
+}
+
 /** Why `holder` is stale, or undefined if it must be presumed alive. */
 function staleReason(holder: LockRecord | undefined, self: { hostname: string; pidNamespace?: string }, ageMs: number, staleMs: number): string | undefined {
-  if (holder && holder.hostname === self.hostname && holder.pidNamespace === self.pidNamespace) {
+  if (holder && onThisHost(holder, self)) {
     // Our own pid, but not one of our tokens (checked by the caller): a previous process that had our pid.
     if (holder.pid === process.pid) return 'its pid is this process';
     if (!isAlive(holder.pid)) return 'its process is gone';
@@ -395,6 +482,10 @@ async function pidNamespace(): Promise<string | undefined> {
   } catch {
     return undefined; // not Linux: the hostname alone identifies the host
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function everyUnref(tick: () => Promise<void>, everyMs: number): () => void {

@@ -3,7 +3,7 @@
  * root, because `FsBlobStore.init()` sweeps tmp/ and would delete another process's writes in
  * progress.
  *
- * Why our own a few hundred lines and not `proper-lockfile`: that library (mkdir + mtime) records no holder,
+ * Why our own code and not `proper-lockfile`: that library (mkdir + mtime) records no holder,
  * so it can neither name the process in the way nor take over at once from a dead pid on the same
  * host (it waits for the mtime to age), and its stale takeover is rmdir-then-mkdir, which lets two
  * starters both believe they hold the lock (moxystudio/node-proper-lockfile#121, open).

@@ -5,7 +5,7 @@
  * after its TTL (one HEAD).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -202,6 +202,30 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     assert.equal(beyond.headers['content-range'], `bytes */${layer.size}`);
     const junk = await rawRequest(url, { headers: { range: 'lines=1-2' } });
     assert.equal(junk.status, 416);
+  });
+
+  it('a client that leaves in the middle of a stored blob: its connection is aborted and the file handle closed', async () => {
+    const big = await makeImage('docker', { seed: 'e2e-leaving', layerSize: 24 * MiB, inMemoryMaxBytes: 4 * MiB });
+    try {
+      await up.push(big, 'library/leaving', '1.0');
+      const layer = big.layers[0]!;
+      const url = `${hc.url}/v2/library/leaving/blobs/${layer.digest}`;
+      assert.equal(digestOf((await rawRequest(url)).body), layer.digest, 'cached by a first, complete GET');
+      const blobFile = join(hc.storagePath, 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7));
+      assert.ok(existsSync(blobFile), blobFile);
+      const openHandles = () => fdTargets(hc.child.pid!).filter((t) => t === blobFile).length;
+      const left = await rawRequest(url, { stopAfterBytes: 64 * 1024, headers: { 'x-request-id': 'leaves-early' } });
+      assert.equal(left.status, 200);
+      const line = await hc.waitForLog((l) => l.message === 'request' && l.requestId === 'leaves-early');
+      assert.equal(line.aborted, true);
+      assert.ok((line.bytes as number) < layer.size);
+      // The handle is closed as the write loop notices the closed socket: wait for it (bounded).
+      for (let i = 0; i < 100 && openHandles() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(openHandles(), 0, 'no file handle of the blob left open');
+      assert.equal(digestOf((await rawRequest(url)).body), layer.digest, 'and the blob is served whole again');
+    } finally {
+      big.dispose();
+    }
   });
 
   it('a Range request for an uncached blob is answered from the download in flight', async () => {
@@ -404,3 +428,15 @@ describe('upstream credentials (a private upstream, no anonymous pulls)', () => 
     }
   });
 });
+
+/** Where a process's open file descriptors point (Linux /proc). */
+function fdTargets(pid: number): string[] {
+  const dir = `/proc/${pid}/fd`;
+  return readdirSync(dir).flatMap((fd) => {
+    try {
+      return [readlinkSync(join(dir, fd))];
+    } catch {
+      return []; // closed meanwhile
+    }
+  });
+}

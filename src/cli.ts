@@ -59,6 +59,8 @@ withConfigOptions(program.command('serve').description('start the registry mirro
   // stops the server as soon as it is up, with the usual drain; a second signal exits at once.
   let hub: Hubcache | undefined;
   let signals = 0;
+  // Ends a start that waits for the store's lock (up to storage.lockStaleAfter) at once.
+  const starting = new AbortController();
   const stop = (h: Hubcache) =>
     h.close().then(
       () => process.exit(0),
@@ -72,10 +74,16 @@ withConfigOptions(program.command('serve').description('start the registry mirro
     }
     logger.info('signal received', hub ? { signal } : { signal, starting: true });
     if (hub) void stop(hub);
+    else starting.abort(new Error(`${signal} while starting`));
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  hub = await startHubcache(config, { version, logger }).catch(fail);
+  hub = await startHubcache(config, { version, logger, signal: starting.signal }).catch((err) => {
+    if (!starting.signal.aborted) fail(err);
+    // Nothing was started (the store is untouched while its lock is awaited): a clean stop.
+    logger.info('hubcache stopped', { outcome: 'stopped while starting' });
+    process.exit(0);
+  });
   if (signals > 0) void stop(hub);
 });
 

@@ -41,6 +41,8 @@ export interface StartOptions {
    * `storage.lockStaleAfter` (store-lock.ts). For `prefetch`, which must not block.
    */
   lockFailFast?: boolean;
+  /** Aborts a start that is waiting for the store's lock (a signal while starting). */
+  signal?: AbortSignal;
 }
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
@@ -58,6 +60,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     root,
     staleMs: config.storage.lockStaleAfter,
     failFast: opts.lockFailFast,
+    signal: opts.signal,
     onWait: (w) =>
       logger.warn('storage lock held, waiting', {
         lock: w.lockPath,

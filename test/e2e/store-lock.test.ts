@@ -177,6 +177,35 @@ describe('storage lock held from another host or PID namespace: serve waits and 
     }
   });
 
+  it('SIGTERM while waiting: the wait ends at once, exit 0, the store and its lock untouched', async () => {
+    const storagePath = newStore();
+    const lockFile = join(storagePath, 'hubcache.lock');
+    const foreign = { pid: 4343, hostname: 'other-host', startedAt: '2024-01-02T03:04:05.000Z', token: 'held-elsewhere' };
+    writeFileSync(lockFile, JSON.stringify(foreign));
+    mkdirSync(join(storagePath, 'tmp'));
+    writeFileSync(join(storagePath, 'tmp', 'blob-in-progress-elsewhere'), 'partial');
+    // The default 30 s threshold: only the signal can end this wait quickly.
+    const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--upstream-url', UPSTREAM, '--log-format', 'json'], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: Array<Record<string, unknown>> = [];
+    const exit = once(child, 'exit');
+    const rl = createInterface({ input: child.stdout! });
+    for await (const text of rl) {
+      lines.push(JSON.parse(text) as Record<string, unknown>);
+      if (isWaitLine(lines.at(-1)!)) break;
+    }
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const [code] = await exit;
+    assert.equal(code, 0);
+    assert.ok(Date.now() - signalled < 10_000, 'ended by the signal, not by the 30 s wait');
+    rl.close();
+    assert.deepEqual(JSON.parse(readFileSync(lockFile, 'utf8')), foreign, 'the other holder keeps its lock');
+    assert.ok(existsSync(join(storagePath, 'tmp', 'blob-in-progress-elsewhere')), 'nothing swept');
+  });
+
   describe('a live holder on another host, refreshing the lock', () => {
     const storagePath = newStore();
     const lockFile = join(storagePath, 'hubcache.lock');

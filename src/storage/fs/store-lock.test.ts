@@ -227,6 +227,18 @@ describe('storage lock', () => {
     assert.deepEqual(await leftoversInTmp(), []);
   });
 
+  it('another host: an abort while we watch (SIGTERM while starting) rejects with its reason at once, the lock untouched', async () => {
+    await writeLock({ hostname: 'other-host', pid: 4242 });
+    const before = await readFile(lockPath, 'utf8');
+    const stop = new AbortController();
+    const w = fakeWait((n) => {
+      if (n === 2) stop.abort(new Error('SIGTERM while starting'));
+    });
+    await assert.rejects(acquire({ ...w.opts, signal: stop.signal }), /SIGTERM while starting/);
+    assert.equal(w.sleeps.length, 2, 'no further polling after the abort');
+    assert.equal(await readFile(lockPath, 'utf8'), before);
+  });
+
   it('another host: the lock released while we watch → acquired, nothing taken over', async () => {
     await writeLock({ hostname: 'other-host', pid: 4242 });
     const w = fakeWait(async (n) => {

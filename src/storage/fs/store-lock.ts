@@ -71,6 +71,8 @@ export interface StoreLockOptions {
   readonly failFast?: boolean;
   /** Called once when acquire starts watching such a lock, before it waits. */
   readonly onWait?: (wait: LockWait) => void;
+  /** Ends a wait early (a SIGTERM while starting): acquire rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
   /** Epoch ms; injected by tests. */
   readonly now?: () => number;
   /** Monotonic ms that time the wait (the wall clock may jump); injected by tests. Default performance.now. */
@@ -196,7 +198,7 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
         if (opts.failFast || waited || onThisHost(holder, self)) throw locked(holder, ageMs);
         waited = true;
         opts.onWait?.({ lockPath: layout.lockPath, holder, ageMs, maxWaitMs: staleMs });
-        const seen = await watch({ path: layout.lockPath, judged: found, now, staleMs, monotonic: opts.monotonic ?? (() => performance.now()), sleep: opts.sleep ?? sleep });
+        const seen = await watch({ path: layout.lockPath, judged: found, now, staleMs, monotonic: opts.monotonic ?? (() => performance.now()), sleep: opts.sleep ?? sleep, signal: opts.signal });
         if (seen.outcome === 'refreshed') throw locked(seen.found.holder, now() - seen.found.mtimeMs);
         if (seen.outcome === 'gone') continue; // released or replaced: look again
         found = seen.found;
@@ -230,11 +232,16 @@ async function watch(o: {
   staleMs: number;
   monotonic: () => number;
   sleep: (ms: number) => Promise<void>;
+  signal?: AbortSignal;
 }): Promise<{ outcome: 'gone' } | { outcome: 'refreshed'; found: Found } | { outcome: 'stale'; found: Found; reason: string }> {
   const pollMs = Math.min(1_000, o.staleMs / 10);
   const start = o.monotonic();
+  const aborted = o.signal && new Promise<never>((_, reject) => o.signal!.addEventListener('abort', () => reject(o.signal!.reason), { once: true }));
+  aborted?.catch(() => {});
   for (;;) {
-    await o.sleep(Math.max(0, Math.min(pollMs, o.staleMs - (o.monotonic() - start))));
+    o.signal?.throwIfAborted();
+    const nap = o.sleep(Math.max(0, Math.min(pollMs, o.staleMs - (o.monotonic() - start))));
+    await (aborted ? Promise.race([nap, aborted]) : nap);
     const current = await readLock(o.path);
     if (!current || current.raw !== o.judged.raw) return { outcome: 'gone' };
     if (current.mtimeMs !== o.judged.mtimeMs) return { outcome: 'refreshed', found: current };

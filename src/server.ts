@@ -116,7 +116,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
   let stopping = false;
-  const readiness = async () => ({ config: true, accepting: accepting && !stopping, storeWritable: await storeWritable(root) });
+  const readiness = async () => ({ config: true, accepting: !stopping, storeWritable: await storeWritable(root) });
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,

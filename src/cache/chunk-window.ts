@@ -59,10 +59,12 @@ export class ChunkWindow {
   slice(pos: number, limit: number): Buffer | undefined {
     const stop = Math.min(limit, this.end);
     if (pos < this.#start || pos >= stop) return undefined;
-    let at = this.#start;
-    for (const chunk of this.#chunks) {
-      if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, stop - at));
-      at += chunk.length;
+    // From the newest chunk back: followers keep up, so `pos` is almost always near the end.
+    let at = this.end;
+    for (let i = this.#chunks.length - 1; i >= 0; i--) {
+      const chunk = this.#chunks[i]!;
+      at -= chunk.length;
+      if (pos >= at) return chunk.subarray(pos - at, Math.min(chunk.length, stop - at));
     }
     return undefined;
   }

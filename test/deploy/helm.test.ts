@@ -239,22 +239,17 @@ describe('helm/hubcache', () => {
   });
 
   describe('repository filters on upstreams', () => {
+    // Every upstream key the values schema accepts; config.yaml must carry them unchanged.
+    const ghcr = {
+      url: 'https://ghcr.io',
+      tagTtl: '10m',
+      allowedRealmHosts: ['ghcr.io'],
+      allowedRedirectHosts: ['cdn.internal:8443'],
+      repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
+    };
     let r: Rendered;
     before(async () => {
-      r = await helm.template({
-        config: {
-          upstreams: {
-            'docker.io': { repositories: { deny: ['evilcorp/**'] } },
-            'ghcr.io': {
-              url: 'https://ghcr.io',
-              tagTtl: '10m',
-              allowedRealmHosts: ['ghcr.io'],
-              allowedRedirectHosts: ['cdn.internal:8443'],
-              repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
-            },
-          },
-        },
-      });
+      r = await helm.template({ config: { upstreams: { 'docker.io': { repositories: { deny: ['evilcorp/**'] } }, 'ghcr.io': ghcr } } });
     });
 
     it('renders valid objects and passes helm lint --strict', async () => {
@@ -265,13 +260,7 @@ describe('helm/hubcache', () => {
     it('passes every upstream key through to config.yaml', () => {
       const { upstreams } = configOf(r);
       assert.deepEqual(upstreams['docker.io'], { url: 'https://registry-1.docker.io', tagTtl: '5m', repositories: { deny: ['evilcorp/**'] } });
-      assert.deepEqual(upstreams['ghcr.io'], {
-        url: 'https://ghcr.io',
-        tagTtl: '10m',
-        allowedRealmHosts: ['ghcr.io'],
-        allowedRedirectHosts: ['cdn.internal:8443'],
-        repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
-      });
+      assert.deepEqual(upstreams['ghcr.io'], ghcr);
     });
 
     it('renders a config.yaml that hubcache config check accepts', async () => {

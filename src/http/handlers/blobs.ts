@@ -43,7 +43,7 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
   };
   if (isDirectBody(body)) {
     // Stored blobs write themselves with reused buffers (the warm path's throughput).
-    await body.writeTo(res, counted).then(() => res.end(), (err: Error) => (body.destroy(), aborted(err)));
+    await body.writeTo(res, counted).then(() => res.end(), aborted);
     return;
   }
   body.on('data', (chunk: Buffer) => counted(chunk.length));

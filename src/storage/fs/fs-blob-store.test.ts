@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sha256Digest } from '../../domain/digest.js';
 import { describeBlobStore } from '../testing/blob-store.conformance.js';
-import { FsBlobStore } from './fs-blob-store.js';
+import { dropBytes, FsBlobStore } from './fs-blob-store.js';
 
 async function tempRoot(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'hubcache-blobs-'));
@@ -106,5 +106,18 @@ describe('FsBlobStore on disk', () => {
     } finally {
       await rm(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe('dropBytes (what a short pwritev left to write)', () => {
+  const b = (t: string) => Buffer.from(t);
+  const text = (chunks: Uint8Array[]) => chunks.map((c) => Buffer.from(c).toString());
+  it('drops whole chunks and the start of the next, as views', () => {
+    const abc = b('abc');
+    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 0)), ['abc', 'de', 'fgh']);
+    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 3)), ['de', 'fgh']);
+    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 4)), ['e', 'fgh']);
+    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 8)), []);
+    assert.equal(dropBytes([abc], 1)[0]!.buffer, abc.buffer, 'a view, not a copy');
   });
 });

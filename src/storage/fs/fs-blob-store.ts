@@ -150,22 +150,13 @@ export class FsBlobWriter implements BlobWriter {
     try {
       const chunks = data instanceof Uint8Array ? [data] : data;
       const total = chunks.reduce((n, c) => n + c.length, 0);
-      // One pwritev for the whole batch; a short write (rare: signals, full disk) finishes chunk by chunk.
-      let done = chunks.length === 1 ? 0 : (await this.#fh.writev(chunks as Uint8Array[], this.#written)).bytesWritten;
-      if (done < total) {
-        let skip = done;
-        for (const chunk of chunks) {
-          if (skip >= chunk.length) {
-            skip -= chunk.length;
-            continue;
-          }
-          for (let off = skip; off < chunk.length; ) {
-            const { bytesWritten } = await this.#fh.write(chunk, off, chunk.length - off, this.#written + done);
-            off += bytesWritten;
-            done += bytesWritten;
-          }
-          skip = 0;
-        }
+      // One pwritev for the whole batch; after a short write (rare: signals, a full disk) the rest.
+      let rest: readonly Uint8Array[] = chunks;
+      for (let done = 0; done < total; ) {
+        const { bytesWritten } = await this.#fh.writev(rest as Uint8Array[], this.#written + done);
+        if (bytesWritten === 0) throw new Error('blob writer: the file took no bytes');
+        done += bytesWritten;
+        rest = dropBytes(rest, bytesWritten);
       }
       for (const chunk of chunks) this.#hash.update(chunk);
       this.#written += total;
@@ -233,4 +224,17 @@ export class FsBlobWriter implements BlobWriter {
     this.#state = 'closed';
     await this.#fh.close().catch(() => {});
   }
+}
+
+/** `chunks` without their first `n` bytes (views, no copies). */
+export function dropBytes(chunks: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const chunk of chunks) {
+    if (n >= chunk.length) n -= chunk.length;
+    else {
+      out.push(n > 0 ? chunk.subarray(n) : chunk);
+      n = 0;
+    }
+  }
+  return out;
 }

@@ -363,7 +363,9 @@ describe('hubcache prefetch', () => {
     const img = await pushed(small('cli-prefetch-direct'), 'library/direct', '1');
     const store = tempDir('hubcache-cli-store-');
     up.front.reset();
-    const r = await cli(['prefetch', 'library/direct:1', '--storage-path', store, '--upstream-url', up.url]);
+    // A shutdown delay meant for a served instance (here an hour) must not hold prefetch's own
+    // in-process server: killed after 30 s, a regression fails with code null.
+    const r = await run(process.execPath, [BIN, 'prefetch', 'library/direct:1', '--storage-path', store, '--upstream-url', up.url], { HUBCACHE_SHUTDOWN_DELAY: '1h' }, 30_000);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^1\/1 images prefetched, /);
     assert.deepEqual(new Set(blobGets(up)), new Set(img.blobs.keys()));

@@ -1,0 +1,154 @@
+/**
+ * A misbehaving upstream for hardening tests: a FakeRegistry whose behaviour is chosen per
+ * repository name. Repositories with a registered behaviour answer the way an attacker (or a broken
+ * registry) would — a bad challenge, a wrong content type, a trickling or endless body, a huge tag
+ * list — and every other repository behaves like a well-mannered registry, so one server can hold
+ * a poisoned repository next to a healthy one (the "one bad repository breaks the others" tests).
+ *
+ * Behaviours are keyed by a repository name or by a prefix ending in `/` (`evil/` matches
+ * `evil/app`). Add a built-in below when more than one test needs it.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { sha256Digest } from '../../domain/digest.js';
+import { FakeRegistry, LoopbackServer, TokenBook } from './fake-registry.js';
+
+export interface HostileRequest {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** The repository as requested (`evil/app`). */
+  readonly repo: string;
+  readonly what: 'manifests' | 'blobs' | 'tags';
+  /** Tag or digest for manifests and blobs; `list` for tags. */
+  readonly ref: string;
+  readonly url: URL;
+  readonly registry: HostileRegistry;
+}
+
+/** Answers the request itself; returns `false` to let the well-mannered registry answer instead. */
+export type Behaviour = (r: HostileRequest) => void | boolean | Promise<void | boolean>;
+
+export class HostileRegistry extends FakeRegistry {
+  readonly #behaviours = new Map<string, Behaviour>();
+  /** Requests per repository (as requested), to show what reached the upstream. */
+  readonly hits = new Map<string, number>();
+
+  constructor(tokens = new TokenBook()) {
+    super(tokens);
+    const wellMannered = this.handle;
+    (this as { handle: FakeRegistry['handle'] }).handle = async (req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      const m = /^\/v2\/(.+)\/(manifests|blobs|tags)\/(.+)$/.exec(url.pathname);
+      if (m) {
+        const [, repo, what, ref] = m as unknown as [string, string, HostileRequest['what'], string];
+        this.hits.set(repo, (this.hits.get(repo) ?? 0) + 1);
+        const behaviour = this.behaviourFor(repo);
+        if (behaviour && (await behaviour({ req, res, repo, what, ref, url, registry: this })) !== false) return;
+      }
+      return wellMannered(req, res);
+    };
+  }
+
+  /** `key` is a repository name, or a prefix ending in `/`. */
+  behave(key: string, behaviour: Behaviour): this {
+    this.#behaviours.set(key, behaviour);
+    return this;
+  }
+
+  behaviourFor(repo: string): Behaviour | undefined {
+    const exact = this.#behaviours.get(repo);
+    if (exact) return exact;
+    for (const [key, b] of this.#behaviours) if (key.endsWith('/') && repo.startsWith(key)) return b;
+    return undefined;
+  }
+}
+
+/** A running HostileRegistry on loopback. */
+export interface HostileUpstream {
+  readonly registry: HostileRegistry;
+  readonly server: LoopbackServer;
+  readonly url: string;
+  readonly host: string;
+  close(): Promise<void>;
+}
+
+export async function startHostileUpstream(setup?: (r: HostileRegistry) => void): Promise<HostileUpstream> {
+  const registry = new HostileRegistry();
+  setup?.(registry);
+  const server = await LoopbackServer.start(registry.handle);
+  return { registry, server, url: server.url, host: server.host, close: () => server.close() };
+}
+
+// ---- built-in behaviours ---------------------------------------------------------------------
+
+/** Every request to the repository gets `401` with this `WWW-Authenticate` value. */
+export function challengeWith(header: string | ((r: HostileRequest) => string)): Behaviour {
+  return (r) => {
+    const value = typeof header === 'string' ? header : header(r);
+    r.res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': value }).end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+  };
+}
+
+/** Manifest requests get `body` with this `Content-Type` (and an honest digest and length). */
+export function manifestAs(contentType: string, body: Buffer | string): Behaviour {
+  const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  return (r) => {
+    if (r.what !== 'manifests') return false;
+    r.res.writeHead(200, { 'content-type': contentType, 'content-length': bytes.length, 'docker-content-digest': sha256Digest(bytes) });
+    r.res.end(r.req.method === 'HEAD' ? undefined : bytes);
+  };
+}
+
+/**
+ * The response head at once, then one byte of `body` every `intervalMs`, forever if `body` runs out
+ * before the announced length (the connection stays open until the client leaves).
+ */
+export function trickle(opts: { what?: HostileRequest['what']; intervalMs: number; contentType?: string; announcedLength?: number; body?: Buffer }): Behaviour {
+  return (r) => {
+    if (opts.what && r.what !== opts.what) return false;
+    const body = opts.body ?? Buffer.from('{"schemaVersion":2,');
+    r.res.writeHead(200, { 'content-type': opts.contentType ?? 'application/vnd.oci.image.manifest.v1+json', 'content-length': opts.announcedLength ?? 1024 * 1024 });
+    if (r.req.method === 'HEAD') return void r.res.end();
+    let i = 0;
+    const timer = setInterval(() => {
+      if (i < body.length) r.res.write(body.subarray(i, i + 1));
+      else r.res.write(' ');
+      i++;
+    }, opts.intervalMs);
+    r.res.on('close', () => clearInterval(timer));
+  };
+}
+
+/** A body that never ends: chunked, `chunk` written again whenever the socket drains. */
+export function endlessBody(opts: { what?: HostileRequest['what']; contentType?: string; chunk?: Buffer } = {}): Behaviour {
+  return (r) => {
+    if (opts.what && r.what !== opts.what) return false;
+    const chunk = opts.chunk ?? Buffer.alloc(64 * 1024, 0x20);
+    r.res.writeHead(200, { 'content-type': opts.contentType ?? 'application/json' });
+    if (r.req.method === 'HEAD') return void r.res.end();
+    const pump = () => {
+      while (!r.res.destroyed && r.res.write(chunk));
+    };
+    r.res.on('drain', pump);
+    pump();
+  };
+}
+
+/** `tags/list` answers with `count` generated tags in one document, ignoring `n` and `last` (as distribution 2.8 does). */
+export function hugeTagList(count: number): Behaviour {
+  return (r) => {
+    if (r.what !== 'tags') return false;
+    r.res.writeHead(200, { 'content-type': 'application/json' });
+    r.res.write(`{"name":${JSON.stringify(r.repo)},"tags":[`);
+    let i = 0;
+    const pump = () => {
+      while (i < count && !r.res.destroyed) {
+        const parts: string[] = [];
+        for (let k = 0; k < 10_000 && i < count; k++, i++) parts.push(`${i > 0 ? ',' : ''}"t${String(count - i).padStart(8, '0')}"`);
+        if (!r.res.write(parts.join(''))) return;
+      }
+      if (!r.res.destroyed) r.res.end(']}');
+    };
+    r.res.on('drain', pump);
+    pump();
+  };
+}

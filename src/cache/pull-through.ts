@@ -224,10 +224,7 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   #range(spec: RangeSpec | undefined, size: number) {
-    if (!spec) return undefined;
-    const range = resolveRange(spec, size);
-    if (!range) throw new RegistryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
-    return range;
+    return resolveRange(spec, size);
   }
 
   async listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult> {

@@ -54,13 +54,20 @@ test('repository names are validated when resolved', () => {
   assert.equal(code(() => resolveRepo(opts, `${'a'.repeat(250)}/${'b'.repeat(10)}`, null)), 'NAME_INVALID');
 });
 
-test('Range headers', () => {
+test('Range headers, applied to the blob size', () => {
+  const at = (header: string, size = 1000) => parseRangeHeader(header)!(size);
   assert.equal(parseRangeHeader(undefined), undefined);
-  assert.deepEqual(parseRangeHeader('bytes=0-99'), { start: 0, end: 99 });
-  assert.deepEqual(parseRangeHeader('bytes=100-'), { start: 100 });
-  assert.deepEqual(parseRangeHeader('bytes=-5'), { suffix: 5 });
-  assert.equal(parseRangeHeader('bytes=0-1,5-6'), undefined);
-  assert.equal(code(() => parseRangeHeader('items=0-1')), 'RANGE_INVALID');
-  assert.equal(code(() => parseRangeHeader('bytes=5-1')), 'RANGE_INVALID');
-  assert.equal(code(() => parseRangeHeader('bytes=-')), 'RANGE_INVALID');
+  assert.deepEqual(at('bytes=0-99'), { start: 0, end: 99 });
+  assert.deepEqual(at('bytes=100-'), { start: 100, end: 999 });
+  assert.deepEqual(at('bytes=-5'), { start: 995, end: 999 });
+  assert.deepEqual(at('bytes=990-2000'), { start: 990, end: 999 }, 'the end is cut to the size');
+  assert.deepEqual(at('bytes=-5000'), { start: 0, end: 999 }, 'a suffix longer than the blob is the whole blob (RFC 9110 §14.1.3)');
+  assert.equal(at('bytes=0-1,5-6'), 'whole', 'several ranges: the whole body');
+  assert.equal(at('bytes=1000-'), 'unsatisfiable');
+  assert.equal(at('bytes=5-1'), 'unsatisfiable');
+  assert.equal(at('bytes=-0'), 'unsatisfiable');
+  assert.equal(at('bytes=-5', 0), 'unsatisfiable', 'nothing to serve of an empty blob');
+  assert.equal(code(() => at('items=0-1')), 'RANGE_INVALID');
+  assert.equal(code(() => at('bytes=-')), 'RANGE_INVALID');
+  assert.equal(code(() => at('bytes=abc')), 'RANGE_INVALID');
 });

@@ -1,3 +1,4 @@
+import parseRange from 'range-parser';
 import { parseDigest, type Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { parseReference, type Reference } from '../domain/reference.js';
@@ -61,24 +62,28 @@ function parsePagination(query: URLSearchParams): { n?: number; last?: string } 
 }
 
 /**
- * `Range: bytes=a-b | a- | -n`. A malformed value or another unit is refused with 416 (as Go's
- * http.ServeContent, which distribution uses, does); several ranges are answered with the whole
- * body, which RFC 9110 allows.
+ * The client's `Range` header as a RangeSpec, or `undefined` without one. range-parser (express's
+ * own) reads it against the blob's size: one range (`bytes=a-b`, `a-`, `-n`) is served; several
+ * ranges get the whole body, which RFC 9110 §14.2 allows; ranges that start past the end are
+ * dropped, and when none is left the header is unsatisfiable (416). A malformed value or another
+ * unit is refused with 416 too (as Go's http.ServeContent, which distribution uses, does).
  */
 export function parseRangeHeader(header: string | undefined): RangeSpec | undefined {
   if (header === undefined) return undefined;
-  const m = /^bytes=(.+)$/.exec(header.trim());
-  if (!m) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  if (m[1]!.includes(',')) return undefined;
-  const spec = /^\s*(\d*)-(\d*)\s*$/.exec(m[1]!);
-  if (!spec || (spec[1] === '' && spec[2] === '')) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  if (spec[1] === '') return { suffix: Number(spec[2]) };
-  const start = Number(spec[1]);
-  if (spec[2] === '') return { start };
-  const end = Number(spec[2]);
-  if (end < start || !Number.isSafeInteger(end)) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  return { start, end };
+  return (size) => {
+    const ranges = parseRange(size, header);
+    if (ranges === -2 || (ranges !== -1 && ranges.type !== 'bytes')) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+    if (ranges === -1) {
+      // range-parser 1.x drops a suffix longer than the blob (`bytes=-500` of 100 bytes) as
+      // unsatisfiable; RFC 9110 §14.1.3 makes it the whole blob (jshttp/range-parser#66, fixed in
+      // range-parser 2, which needs Node 22).
+      return size > 0 && NONZERO_SUFFIX_RE.test(header) ? { start: 0, end: size - 1 } : 'unsatisfiable';
+    }
+    return ranges.length === 1 ? ranges[0]! : 'whole';
+  };
 }
+
+const NONZERO_SUFFIX_RE = /^bytes=\s*-\s*0*[1-9]\d*\s*$/;
 
 function clip(s: string): string {
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;

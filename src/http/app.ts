@@ -51,7 +51,7 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.route = request.route;
       if (request.route === 'base') {
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', { method: req.method });
-        res.status(200).type('application/json').end(req.method === 'HEAD' ? undefined : '{}');
+        res.status(200).json({});
         return;
       }
       if (request.route === 'upload') throw new RegistryError('UNSUPPORTED', undefined, { message: 'this registry is a read-only mirror: push is not supported' });

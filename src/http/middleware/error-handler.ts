@@ -10,8 +10,6 @@ export function errorHandler() {
     let regErr: RegistryError;
     if (isRegistryError(err)) {
       regErr = err;
-    } else if (isBodyParserError(err)) {
-      regErr = new RegistryError('UNSUPPORTED', undefined, { message: 'malformed request' });
     } else {
       req.ctx?.log.error('unhandled error', { error: (err as Error)?.message, stack: (err as Error)?.stack });
       regErr = new RegistryError('UNKNOWN');
@@ -29,8 +27,4 @@ export function errorHandler() {
     if (req.method === 'HEAD') res.end();
     else res.end(body);
   };
-}
-
-function isBodyParserError(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && 'type' in err && 'status' in err;
 }

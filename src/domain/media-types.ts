@@ -8,7 +8,10 @@ export const MediaTypes = {
   octetStream: 'application/octet-stream',
 } as const;
 
-/** Every manifest type we can store and serve; also the Accept list sent upstream (DESIGN §3). */
+/**
+ * Every manifest type we can store and serve; also the Accept list sent upstream
+ * (docs/protocol.md#the-manifest-accept-list).
+ */
 export const MANIFEST_MEDIA_TYPES: readonly string[] = [
   MediaTypes.ociIndex,
   MediaTypes.dockerManifestList,

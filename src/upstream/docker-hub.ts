@@ -22,8 +22,9 @@ export function isDockerHub(nameOrHost: string): boolean {
 }
 
 /**
- * Official images live under `library/`: `alpine` means `library/alpine` (DESIGN §3). dockerd
- * already sends the `library/` form to mirrors; containerd, podman and pods naming the mirror may not.
+ * Official images live under `library/`: `alpine` means `library/alpine`
+ * (docs/protocol.md#official-images-library). dockerd already sends the `library/` form to
+ * mirrors; containerd, podman and pods naming the mirror may not.
  */
 export function normalizeDockerHubName(name: string): string {
   return name.includes('/') ? name : `library/${name}`;

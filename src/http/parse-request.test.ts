@@ -67,7 +67,9 @@ test('Range headers, applied to the blob size', () => {
   assert.equal(at('bytes=5-1'), 'unsatisfiable');
   assert.equal(at('bytes=-0'), 'unsatisfiable');
   assert.equal(at('bytes=-5', 0), 'unsatisfiable', 'nothing to serve of an empty blob');
-  assert.equal(code(() => at('items=0-1')), 'RANGE_INVALID');
+  assert.equal(at('items=0-1'), 'whole', 'RFC 9110 §14.2: an unknown range unit is ignored');
+  assert.equal(at('items=zz'), 'whole');
+  assert.equal(code(() => at('bytes=zz')), 'RANGE_INVALID');
   assert.equal(code(() => at('bytes=-')), 'RANGE_INVALID');
   assert.equal(code(() => at('bytes=abc')), 'RANGE_INVALID');
 });

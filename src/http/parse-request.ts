@@ -65,14 +65,19 @@ function parsePagination(query: URLSearchParams): { n?: number; last?: string } 
  * The client's `Range` header as a RangeSpec, or `undefined` without one. range-parser (express's
  * own) reads it against the blob's size: one range (`bytes=a-b`, `a-`, `-n`) is served; several
  * ranges get the whole body, which RFC 9110 §14.2 allows; ranges that start past the end are
- * dropped, and when none is left the header is unsatisfiable (416). A malformed value or another
- * unit is refused with 416 too (as Go's http.ServeContent, which distribution uses, does).
+ * dropped, and when none is left the header is unsatisfiable (416). A malformed `bytes` value is
+ * refused with 416 (as Go's http.ServeContent, which distribution uses, does); a unit other than
+ * `bytes` is ignored and the whole body served, as RFC 9110 §14.2 requires.
  */
 export function parseRangeHeader(header: string | undefined): RangeSpec | undefined {
   if (header === undefined) return undefined;
   return (size) => {
     const ranges = parseRange(size, header);
-    if (ranges === -2 || (ranges !== -1 && ranges.type !== 'bytes')) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+    if (ranges !== -2 && ranges !== -1 && ranges.type !== 'bytes') return 'whole';
+    if (ranges === -2) {
+      if (!/^\s*bytes\s*=/i.test(header) && /^\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=/.test(header)) return 'whole';
+      throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+    }
     if (ranges === -1) {
       // range-parser 1.x drops a suffix longer than the blob (`bytes=-500` of 100 bytes) as
       // unsatisfiable; RFC 9110 §14.1.3 makes it the whole blob (jshttp/range-parser#66, fixed in

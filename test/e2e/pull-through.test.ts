@@ -200,8 +200,12 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     const beyond = await rawRequest(url, { headers: { range: `bytes=${layer.size}-` } });
     assert.equal(beyond.status, 416);
     assert.equal(beyond.headers['content-range'], `bytes */${layer.size}`);
-    const junk = await rawRequest(url, { headers: { range: 'lines=1-2' } });
+    const junk = await rawRequest(url, { headers: { range: 'bytes=1-x' } });
     assert.equal(junk.status, 416);
+    // RFC 9110 §14.2: a range unit the server does not understand is ignored.
+    const lines = await rawRequest(url, { headers: { range: 'lines=1-2' } });
+    assert.equal(lines.status, 200);
+    assert.ok(lines.body.equals(bytes));
   });
 
   it('a client that leaves in the middle of a stored blob: its connection is aborted and the file handle closed', async () => {

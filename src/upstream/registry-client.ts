@@ -11,6 +11,7 @@ import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
 import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
+import { realmOrigins } from './auth/realm-allowlist.js';
 import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
 import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
@@ -41,7 +42,11 @@ export interface RegistryUpstreamOptions {
   /** Base URL of the registry API (`https://registry-1.docker.io`). */
   readonly url: string;
   readonly credentials?: Credentials;
-  /** Token realm hosts we may contact. Default: this registry's host (+ auth.docker.io for Docker Hub). */
+  /**
+   * Token realms we may contact (and send `credentials` to): origins or bare `host[:port]` entries
+   * taking this registry's scheme (realm-allowlist.ts). Default: this registry's origin, plus
+   * https://auth.docker.io for Docker Hub.
+   */
   readonly allowedRealmHosts?: readonly string[];
   /**
    * Redirect targets allowed even on private/loopback/link-local addresses (`host` or
@@ -124,7 +129,7 @@ export class RegistryUpstream implements Upstream {
     this.#tokens = new TokenProvider({
       dispatcher: this.#dispatcher,
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
-      allowedRealmHosts: opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base),
+      allowedRealms: realmOrigins(opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base), this.#base),
       headers: this.#commonHeaders(),
       clock: this.#clock,
       observer: {

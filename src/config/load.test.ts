@@ -183,6 +183,21 @@ test('defaultUpstream from the environment or the --default-upstream flag: it is
   assert.deepEqual(Object.keys(bare.upstreams), ['ghcr.io']);
 });
 
+test('issue #11: credentials in an upstream URL are refused, from the file, the environment or a flag, pointing at username and passwordFile, without repeating them', () => {
+  const f = file('userinfo.yaml', 'upstreams:\n  ghcr.io:\n    url: https://robot:s3cr3t-token@ghcr.io\n');
+  const refused = (load: () => unknown, where: string) =>
+    assert.throws(load, (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, new RegExp(`${where.replaceAll('.', '\\.')}\\.url: must not contain credentials.*username.*passwordFile`));
+      assert.doesNotMatch(err.message, /s3cr3t|robot/);
+      return true;
+    });
+  refused(() => loadConfig({ file: f, env: {} }), 'upstreams.ghcr.io');
+  refused(() => loadConfig({ env: { HUBCACHE_UPSTREAM_URL: 'https://robot:s3cr3t-token@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ env: {}, flags: { 'upstream-url': 'https://robot@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ file: file('userinfo-env.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n'), env: { HUBCACHE_UPSTREAMS_GHCR_IO_URL: 'https://:s3cr3t@ghcr.io' } }), 'upstreams.ghcr.io');
+});
+
 test('issue #11: allowedRealmHosts as a list, or comma-separated from HUBCACHE_UPSTREAMS_<NAME>_ALLOWED_REALM_HOSTS, --upstream-allowed-realm-hosts or its variable', () => {
   const f = file('realms.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    allowedRealmHosts: [https://ghcr.io, "auth.ghcr.example:8443"]\n  quay.io:\n    url: https://quay.io\n');
   const c = loadConfig({ file: f, env: { HUBCACHE_UPSTREAMS_QUAY_IO_ALLOWED_REALM_HOSTS: 'https://quay.io, http://127.0.0.1:5001' } });

@@ -47,10 +47,17 @@ export function parseHostPort(s: string): { host: string; port: number } | undef
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+// The refinements run after a failed `.url()` too: an unparsable URL is that check's to report.
+const urlOrUndefined = (u: string): URL | undefined => (URL.canParse(u) ? new URL(u) : undefined);
+
 const httpUrl = z
   .string()
   .url()
-  .refine((u) => /^https?:$/.test(new URL(u).protocol), { message: 'must be an http(s) URL' })
+  .refine((u) => /^https?:$/.test(urlOrUndefined(u)?.protocol ?? 'http:'), { message: 'must be an http(s) URL' })
+  // A `user:token@` would be neither used nor redacted (issue #11); the message never repeats it.
+  .refine((u) => !urlOrUndefined(u)?.username && !urlOrUndefined(u)?.password, {
+    message: 'must not contain credentials (user:password@): set username, and password or passwordFile, on the upstream instead',
+  })
   .transform((u) => u.replace(/\/+$/, ''));
 
 /** A list from YAML, or from one comma-separated string (environment variables, flags). */

@@ -249,6 +249,18 @@ describe('hubcache config check', () => {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /tagTtl: invalid duration "5"/);
   });
+
+  it('issue #11: credentials in an upstream URL: check and print refuse it (exit 2), pointing at username/passwordFile, never echoing it', async () => {
+    const file = join(tempDir('hubcache-cli-cfg-'), 'userinfo.yaml');
+    writeFileSync(file, 'upstreams:\n  ghcr.io:\n    url: https://robot:ghp-s3cret-token@ghcr.io\n');
+    for (const cmd of ['check', 'print']) {
+      const r = await cli(['config', cmd, '--config', file]);
+      assert.equal(r.code, 2, `${cmd}: ${r.stdout}`);
+      assert.match(r.stderr, /upstreams\.ghcr\.io\.url: must not contain credentials.*username.*passwordFile/);
+      assert.equal(r.stdout, '');
+      assert.ok(!r.stderr.includes('ghp-s3cret-token'), r.stderr);
+    }
+  });
 });
 
 describe('hubcache config print', () => {

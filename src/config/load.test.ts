@@ -217,7 +217,7 @@ test('issue #11: allowed realm entries are validated at load, each named', () =>
     assert.match(err.message, /upstreams\.ghcr\.io\.allowedRealmHosts\.0: "https:\/\/ghcr\.io\/token": only the origin, no path \(write https:\/\/ghcr\.io/);
     assert.match(err.message, /allowedRealmHosts\.1: "ftp:\/\/ghcr\.io": a realm is http\(s\)/);
     assert.match(err.message, /allowedRealmHosts\.2: "ghcr\.io\/token": expected an origin/);
-    assert.match(err.message, /allowedRealmHosts\.3: "https:\/\/ghcr\.io": no credentials/);
+    assert.match(err.message, /allowedRealmHosts\.3: "https:\/\/…@ghcr\.io": no credentials/);
     assert.doesNotMatch(err.message, /pw@/);
     return true;
   });

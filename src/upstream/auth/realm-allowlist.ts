@@ -26,25 +26,22 @@ const BARE = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(
 /** One entry parsed, or a message saying what is wrong with it (for config errors). */
 export function parseRealmEntry(entry: string): RealmEntry | { readonly error: string } {
   const hint = 'expected an origin (https://auth.example.com, http://127.0.0.1:5001) or a host[:port]';
+  // Messages quote the entry with any `user:password@` masked: config errors are printed and logged.
+  const shown = JSON.stringify(entry.replace(/\/\/[^/]*@/, '//…@'));
   if (entry.includes('://')) {
     let u: URL;
     try {
       u = new URL(entry);
     } catch {
-      return { error: `${JSON.stringify(entry)} is not a URL; ${hint}` };
+      return { error: `${shown} is not a URL; ${hint}` };
     }
-    if (u.protocol !== 'https:' && u.protocol !== 'http:') return { error: `${JSON.stringify(entry)}: a realm is http(s); ${hint}` };
-    if (u.username || u.password) return { error: `${JSON.stringify(u.origin)}: no credentials in realm entries (they come from username and password/passwordFile)` };
-    if (u.pathname !== '/' || u.search || u.hash || /[?#]/.test(entry)) return { error: `${JSON.stringify(entry)}: only the origin, no path (write ${u.origin}, not the realm URL)` };
+    if (u.username || u.password) return { error: `${shown}: no credentials in realm entries (they come from username and password/passwordFile)` };
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') return { error: `${shown}: a realm is http(s); ${hint}` };
+    if (u.pathname !== '/' || u.search || u.hash || /[?#]/.test(entry)) return { error: `${shown}: only the origin, no path (write ${u.origin}, not the realm URL)` };
     return { scheme: u.protocol, host: u.host };
   }
   const m = BARE.exec(entry);
-  if (!m || (m[1] !== undefined && Number(m[1]) > 65535)) return { error: `${JSON.stringify(entry)}: ${hint}` };
-  try {
-    new URL(`https://${entry}`);
-  } catch {
-    return { error: `${JSON.stringify(entry)}: ${hint}` };
-  }
+  if (!m || (m[1] !== undefined && Number(m[1]) > 65535) || !URL.canParse(`https://${entry}`)) return { error: `${shown}: ${hint}` };
   return { host: entry.toLowerCase() };
 }
 

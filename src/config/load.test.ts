@@ -182,3 +182,43 @@ test('defaultUpstream from the environment or the --default-upstream flag: it is
   assert.equal(bare.defaultUpstream, 'ghcr.io');
   assert.deepEqual(Object.keys(bare.upstreams), ['ghcr.io']);
 });
+
+test('issue #11: credentials in an upstream URL are refused, from the file, the environment or a flag, pointing at username and passwordFile, without repeating them', () => {
+  const f = file('userinfo.yaml', 'upstreams:\n  ghcr.io:\n    url: https://robot:s3cr3t-token@ghcr.io\n');
+  const refused = (load: () => unknown, where: string) =>
+    assert.throws(load, (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, new RegExp(`${where.replaceAll('.', '\\.')}\\.url: must not contain credentials.*username.*passwordFile`));
+      assert.doesNotMatch(err.message, /s3cr3t|robot/);
+      return true;
+    });
+  refused(() => loadConfig({ file: f, env: {} }), 'upstreams.ghcr.io');
+  refused(() => loadConfig({ env: { HUBCACHE_UPSTREAM_URL: 'https://robot:s3cr3t-token@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ env: {}, flags: { 'upstream-url': 'https://robot@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ file: file('userinfo-env.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n'), env: { HUBCACHE_UPSTREAMS_GHCR_IO_URL: 'https://:s3cr3t@ghcr.io' } }), 'upstreams.ghcr.io');
+});
+
+test('issue #11: allowedRealmHosts as a list, or comma-separated from HUBCACHE_UPSTREAMS_<NAME>_ALLOWED_REALM_HOSTS, --upstream-allowed-realm-hosts or its variable', () => {
+  const f = file('realms.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    allowedRealmHosts: [https://ghcr.io, "auth.ghcr.example:8443"]\n  quay.io:\n    url: https://quay.io\n');
+  const c = loadConfig({ file: f, env: { HUBCACHE_UPSTREAMS_QUAY_IO_ALLOWED_REALM_HOSTS: 'https://quay.io, http://127.0.0.1:5001' } });
+  assert.deepEqual(c.upstreams['ghcr.io']!.allowedRealmHosts, ['https://ghcr.io', 'auth.ghcr.example:8443']);
+  assert.deepEqual(c.upstreams['quay.io']!.allowedRealmHosts, ['https://quay.io', 'http://127.0.0.1:5001']);
+  assert.equal(c.upstreams['docker.io']!.allowedRealmHosts, undefined, 'unset: the upstream client applies its default');
+  const env = loadConfig({ env: { HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS: 'http://127.0.0.1:5001' } });
+  assert.deepEqual(env.upstreams['docker.io']!.allowedRealmHosts, ['http://127.0.0.1:5001']);
+  const flag = loadConfig({ env: { HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS: 'http://127.0.0.1:5001' }, flags: { 'upstream-allowed-realm-hosts': 'https://auth.docker.io,127.0.0.1:5002' } });
+  assert.deepEqual(flag.upstreams['docker.io']!.allowedRealmHosts, ['https://auth.docker.io', '127.0.0.1:5002']);
+});
+
+test('issue #11: allowed realm entries are validated at load, each named', () => {
+  const f = file('badrealms.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    allowedRealmHosts: ["https://ghcr.io/token", "ftp://ghcr.io", "ghcr.io/token", "https://u:pw@ghcr.io"]\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /upstreams\.ghcr\.io\.allowedRealmHosts\.0: "https:\/\/ghcr\.io\/token": only the origin, no path \(write https:\/\/ghcr\.io/);
+    assert.match(err.message, /allowedRealmHosts\.1: "ftp:\/\/ghcr\.io": a realm is http\(s\)/);
+    assert.match(err.message, /allowedRealmHosts\.2: "ghcr\.io\/token": expected an origin/);
+    assert.match(err.message, /allowedRealmHosts\.3: "https:\/\/…@ghcr\.io": no credentials/);
+    assert.doesNotMatch(err.message, /pw@/);
+    return true;
+  });
+});

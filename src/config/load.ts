@@ -19,6 +19,7 @@ export const SETTINGS = [
   { flag: 'upstream-password', env: 'HUBCACHE_UPSTREAM_PASSWORD', path: ['upstreams', '@default', 'password'], help: 'Docker Hub password or access token (prefer --upstream-password-file)' },
   { flag: 'upstream-password-file', env: 'HUBCACHE_UPSTREAM_PASSWORD_FILE', path: ['upstreams', '@default', 'passwordFile'], help: 'file holding the Docker Hub password or access token' },
   { flag: 'upstream-allowed-redirect-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REDIRECT_HOSTS', path: ['upstreams', '@default', 'allowedRedirectHosts'], help: 'comma-separated hosts (host or host:port) Docker Hub may redirect to although they resolve to private addresses (an internal CDN)' },
+  { flag: 'upstream-allowed-realm-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS', path: ['upstreams', '@default', 'allowedRealmHosts'], help: 'comma-separated token realms Docker Hub\'s challenges may send credentials to: origins (https://auth.example, http://127.0.0.1:5001) or host[:port] taking the upstream URL\'s scheme; replaces the default (the upstream URL\'s origin, plus https://auth.docker.io for Docker Hub)' },
   { flag: 'tag-ttl', env: 'HUBCACHE_TAG_TTL', path: ['upstreams', '@default', 'tagTtl'], help: 'how long a tag is served without asking upstream (default 5m)' },
   { flag: 'instance-id', env: 'HUBCACHE_INSTANCE_ID', path: ['instanceId'], help: 'stable instance id for loop detection' },
   { flag: 'log-level', env: 'HUBCACHE_LOG_LEVEL', path: ['log', 'level'], help: 'error, warn, info or debug' },
@@ -114,6 +115,7 @@ const UPSTREAM_ENV_KEYS = [
   ['URL', 'url'],
   ['TAG_TTL', 'tagTtl'],
   ['ALLOWED_REDIRECT_HOSTS', 'allowedRedirectHosts'],
+  ['ALLOWED_REALM_HOSTS', 'allowedRealmHosts'],
 ] as const;
 
 /**

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
 import { parseDuration, parseSize } from './duration.js';
 
 /**
@@ -46,11 +47,27 @@ export function parseHostPort(s: string): { host: string; port: number } | undef
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+// The refinements run after a failed `.url()` too: an unparsable URL is that check's to report.
+const urlOrUndefined = (u: string): URL | undefined => (URL.canParse(u) ? new URL(u) : undefined);
+
 const httpUrl = z
   .string()
   .url()
-  .refine((u) => /^https?:$/.test(new URL(u).protocol), { message: 'must be an http(s) URL' })
+  .refine((u) => /^https?:$/.test(urlOrUndefined(u)?.protocol ?? 'http:'), { message: 'must be an http(s) URL' })
+  // A `user:token@` would be neither used nor redacted (issue #11); the message never repeats it.
+  .refine((u) => !urlOrUndefined(u)?.username && !urlOrUndefined(u)?.password, {
+    message: 'must not contain credentials (user:password@): set username, and password or passwordFile, on the upstream instead',
+  })
   .transform((u) => u.replace(/\/+$/, ''));
+
+/** A list from YAML, or from one comma-separated string (environment variables, flags). */
+const commaList = <T extends z.ZodTypeAny>(item: T) =>
+  z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(item));
+
+const realmEntry = z.string().superRefine((entry, ctx) => {
+  const parsed = parseRealmEntry(entry);
+  if ('error' in parsed) ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed.error });
+});
 
 // Repository glob patterns: name characters plus `*` and `?`.
 const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
@@ -68,16 +85,20 @@ const upstreamSchema = z
     passwordFile: z.string().min(1).optional(),
     /** How long a tag's digest is trusted before a HEAD revalidates it. */
     tagTtl: duration('5m'),
-    /** Token realm hosts this upstream may send us to; credentials go only there. Defaults to the URL's host. */
-    allowedRealmHosts: z.array(z.string().min(1)).optional(),
+    /**
+     * Token realms (the `realm` of a `WWW-Authenticate` challenge) this upstream may send us to;
+     * credentials go only there. Matched as origins: `https://auth.example[:port]`, or a bare
+     * `host[:port]` taking the URL's scheme (an `http:` realm for an `https:` upstream needs an
+     * `http://` entry). Replaces the default: the URL's origin, plus https://auth.docker.io for
+     * Docker Hub. A comma-separated string is accepted (environment).
+     */
+    allowedRealmHosts: commaList(realmEntry).optional(),
     /**
      * Hosts (`host` or `host:port`) that redirects may point at even when they resolve to a
      * private, loopback or link-local address (e.g. an internal CDN). Public addresses and the
      * upstream's own host are always allowed. A comma-separated string is accepted (environment).
      */
-    allowedRedirectHosts: z
-      .preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(z.string().min(1)))
-      .default([]),
+    allowedRedirectHosts: commaList(z.string().min(1)).default([]),
     /**
      * Which repositories may be pulled through this upstream, as glob patterns over the repository
      * name (after Docker Hub's `library/` normalisation): `*` matches within one path component,

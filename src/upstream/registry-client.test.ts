@@ -1,5 +1,6 @@
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { MockAgent } from 'undici';
 import { sha256Digest } from '../domain/digest.js';
 import { MediaTypes, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import type { Reference, RepoName, Tag } from '../domain/reference.js';
@@ -127,10 +128,37 @@ test('credentials go as Basic to an allowed realm host, and a realm host outside
   await assert.rejects(client(srv.url, { credentials }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
   assert.equal(auth.count(), 0, 'default allow-list is the registry host only');
 
-  await client(srv.url, { credentials, allowedRealmHosts: ['localhost'] }).getManifest(repo, tag('3.20'));
+  // The realm is matched as an origin: its host name alone is not enough (issue #11).
+  await assert.rejects(client(srv.url, { credentials, allowedRealmHosts: ['localhost'] }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  assert.equal(auth.count(), 0, 'localhost means port 80 of the upstream scheme');
+
+  await client(srv.url, { credentials, allowedRealmHosts: [auth.host] }).getManifest(repo, tag('3.20'));
   assert.equal(auth.count(), 1);
   assert.equal(auth.requests[0]!.headers.authorization, `Basic ${Buffer.from('mirror:s3cret').toString('base64')}`);
   assert.equal(srv.count((r) => (r.headers.authorization ?? '').startsWith('Basic')), 0, 'credentials never go to the registry in Bearer mode');
+});
+
+test('issue #11: an https upstream never sends its credentials to an http realm, even on its own host, unless an http:// origin is allowed', async () => {
+  const agent = new MockAgent();
+  agent.disableNetConnect();
+  cleanup.push(() => agent.close());
+  const credentials = { username: 'mirror', password: 's3cret' };
+  const path = '/v2/library/alpine/manifests/3.20';
+  const registry = agent.get('https://registry.test');
+  const plain = agent.get('http://registry.test');
+  const challenge = { 'www-authenticate': 'Bearer realm="http://registry.test/token",service="registry.test"' };
+
+  registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });
+  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });
+  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials, allowedRealmHosts: ['registry.test'] }).getManifest(repo, tag('3.20')), isKind('unauthorized'), 'a bare host takes the upstream scheme');
+
+  const basic = `Basic ${Buffer.from('mirror:s3cret').toString('base64')}`;
+  registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });
+  plain.intercept({ path: (p) => p.startsWith('/token?'), method: 'GET', headers: { authorization: basic } }).reply(200, { token: 'tok' });
+  registry.intercept({ path, method: 'GET', headers: { authorization: 'Bearer tok' } }).reply(200, JSON.stringify(manifest), { headers: { 'content-type': MediaTypes.ociManifest } });
+  await client('https://registry.test', { dispatcher: agent, credentials, allowedRealmHosts: ['http://registry.test'] }).getManifest(repo, tag('3.20'));
+  agent.assertNoPendingInterceptors();
 });
 
 test('a Basic challenge is answered with the configured credentials, then sent up front', async () => {

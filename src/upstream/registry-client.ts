@@ -11,6 +11,7 @@ import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
 import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
+import { realmOrigins } from './auth/realm-allowlist.js';
 import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
 import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
@@ -41,7 +42,11 @@ export interface RegistryUpstreamOptions {
   /** Base URL of the registry API (`https://registry-1.docker.io`). */
   readonly url: string;
   readonly credentials?: Credentials;
-  /** Token realm hosts we may contact. Default: this registry's host (+ auth.docker.io for Docker Hub). */
+  /**
+   * Token realms we may contact (and send `credentials` to): origins or bare `host[:port]` entries
+   * taking this registry's scheme (realm-allowlist.ts). Default: this registry's origin, plus
+   * https://auth.docker.io for Docker Hub.
+   */
   readonly allowedRealmHosts?: readonly string[];
   /**
    * Redirect targets allowed even on private/loopback/link-local addresses (`host` or
@@ -102,7 +107,10 @@ export class RegistryUpstream implements Upstream {
   readonly #clock: () => number;
   readonly #maxManifestBytes: number;
   readonly #redirects: RedirectGuard;
-  /** The auth scheme the registry asked for last: later requests authenticate up front. */
+  /**
+   * The auth scheme the registry asked for last, once it worked (a token came from its realm):
+   * later requests authenticate up front.
+   */
   #scheme: Scheme | undefined;
   #rateLimit: RateLimitSnapshot | undefined;
 
@@ -124,7 +132,7 @@ export class RegistryUpstream implements Upstream {
     this.#tokens = new TokenProvider({
       dispatcher: this.#dispatcher,
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
-      allowedRealmHosts: opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base),
+      allowedRealms: realmOrigins(opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base), this.#base),
       headers: this.#commonHeaders(),
       clock: this.#clock,
       observer: {
@@ -288,13 +296,15 @@ export class RegistryUpstream implements Upstream {
       const bearer = findChallenge(challenges, 'bearer');
       if (bearer) {
         const req = tokenRequestFromChallenge(bearer, defaultScopes);
-        this.#scheme = { kind: 'bearer', realm: req.realm, ...(req.service ? { service: req.service } : {}) };
         if (grant?.tokenKey === tokenKey(req)) {
           if (!grant.fromCache || refreshed) throw refused;
           this.#tokens.invalidate(grant.tokenKey);
           refreshed = true;
         }
         grant = await this.#bearer(req, c.signal);
+        // Remembered only now that its realm gave a token: a challenge naming a refused or failing
+        // realm fails this request alone, not every later request to the upstream (issue #11).
+        this.#scheme = { kind: 'bearer', realm: req.realm, ...(req.service ? { service: req.service } : {}) };
       } else if (findChallenge(challenges, 'basic') && this.#o.credentials && !grant) {
         this.#scheme = { kind: 'basic' };
         grant = this.#basic();
@@ -304,11 +314,22 @@ export class RegistryUpstream implements Upstream {
     }
   }
 
+  /**
+   * Credentials from the remembered scheme, so that a request needs no 401 first. A remembered
+   * realm that stops giving tokens is forgotten and the request goes without: the registry's 401
+   * then names the realm it uses now, and a failure is this request's alone.
+   */
   async #upFront(scopes: readonly string[], signal: AbortSignal | undefined): Promise<Grant | undefined> {
     const s = this.#scheme;
-    if (s?.kind === 'bearer') return this.#bearer({ realm: s.realm, ...(s.service ? { service: s.service } : {}), scopes }, signal);
     if (s?.kind === 'basic') return this.#basic();
-    return undefined;
+    if (s?.kind !== 'bearer') return undefined;
+    try {
+      return await this.#bearer({ realm: s.realm, ...(s.service ? { service: s.service } : {}), scopes }, signal);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      if (this.#scheme === s) this.#scheme = undefined;
+      return undefined;
+    }
   }
 
   async #bearer(req: TokenRequest, signal: AbortSignal | undefined): Promise<Grant> {

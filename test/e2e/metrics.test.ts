@@ -59,7 +59,7 @@ describe('metrics after scripted pulls (exact counters)', () => {
   const blobUrl = (repo: string, digest: string) => `${hc.url}/v2/${repo}/blobs/${digest}`;
 
   before(async () => {
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m'] });
   });
   afterEach(() => up.front.clearFaults());
   after(async () => {
@@ -176,7 +176,7 @@ describe('tag revalidation and stale serving are counted', () => {
   let hc: HubcacheProcess;
   before(async () => {
     // A TTL of 0: every tag request revalidates with a HEAD.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
   });
   after(async () => {
     await up.front.up().catch(() => {});
@@ -215,7 +215,7 @@ describe('a real Prometheus scraping hubcache', () => {
   let metricsHost: string;
 
   before(async () => {
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
     const started = await hc.waitForLog((l) => l.message === 'hubcache started');
     metricsHost = new URL(String(started.metrics)).host;
     prom = await startPrometheus({ targets: [metricsHost] });

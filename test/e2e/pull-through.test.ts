@@ -44,7 +44,7 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     await up.push(docker, 'team/app', 'stable');
     for (const t of ['a', 'b', 'c', 'd', 'e']) await up.push(oci, 'library/paged', t);
     // The fake CDN is on loopback: hubcache refuses redirects to private addresses unless allowed.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m', '--upstream-allowed-redirect-hosts', new URL(up.cdn!.url).host] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m', '--upstream-allowed-redirect-hosts', new URL(up.cdn!.url).host] });
   });
 
   afterEach(() => up.front.clearFaults());
@@ -340,7 +340,7 @@ describe('tag freshness after the TTL', () => {
     up = await startUpstream({ rateLimit: true });
     await up.push(image, 'library/ttl', 'latest');
     // A zero TTL: every pull by tag is "after the TTL", without waiting for a clock.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
   });
 
   after(async () => {
@@ -406,7 +406,7 @@ describe('upstream credentials (a private upstream, no anonymous pulls)', () => 
   it('pulls with the configured account (password from a file); only the token realm sees the credentials', async () => {
     const pw = join(dir, 'password');
     writeFileSync(pw, 'r3ad\n');
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--upstream-username', 'reader', '--upstream-password-file', pw] });
+    const hc = await startHubcacheProcess({ upstream: up, args: ['--upstream-username', 'reader', '--upstream-password-file', pw] });
     try {
       up.tokenServer.reset();
       up.front.reset();
@@ -421,7 +421,7 @@ describe('upstream credentials (a private upstream, no anonymous pulls)', () => 
   });
 
   it('wrong credentials get a clear 403 DENIED, not a 401 loop', async () => {
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, env: { HUBCACHE_UPSTREAM_USERNAME: 'reader', HUBCACHE_UPSTREAM_PASSWORD: 'wrong' } });
+    const hc = await startHubcacheProcess({ upstream: up, env: { HUBCACHE_UPSTREAM_USERNAME: 'reader', HUBCACHE_UPSTREAM_PASSWORD: 'wrong' } });
     try {
       const r = await rawRequest(`${hc.url}/v2/acme/private/manifests/1`, { headers: { accept: ALL_MANIFESTS } });
       assert.equal(r.status, 403, r.body.toString());

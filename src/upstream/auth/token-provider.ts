@@ -41,10 +41,11 @@ export interface TokenProviderOptions {
   readonly dispatcher: Dispatcher;
   readonly credentials?: Credentials;
   /**
-   * Realm hosts (`auth.docker.io`, or `host:port`) we may contact at all: a registry's challenge
-   * must not be able to point us, credentials included, at an arbitrary host (SSRF guard).
+   * Realm origins (`https://auth.docker.io`, see realm-allowlist.ts) we may contact at all: a
+   * registry's challenge must not be able to point us, credentials included, at another host, port
+   * or scheme (SSRF guard, and no credentials over plain HTTP unless an origin says `http://`).
    */
-  readonly allowedRealmHosts: readonly string[];
+  readonly allowedRealms: ReadonlySet<string>;
   /** Sent with every token request (User-Agent, Via). */
   readonly headers?: Readonly<Record<string, string>>;
   /** Milliseconds since the epoch; injected by tests. */
@@ -90,8 +91,8 @@ export class TokenProvider {
   }
 
   /**
-   * A token for `req`, cached or fetched. Throws UpstreamError: `unauthorized` when the realm host
-   * is not allowed or the token service refuses (401/403), `protocol` for a non-http(s) realm,
+   * A token for `req`, cached or fetched. Throws UpstreamError: `unauthorized` when the realm's
+   * origin is not allowed or the token service refuses (401/403), `protocol` for a non-http(s) realm,
    * `rate-limited` on 429, `unavailable` otherwise. The fetch is shared by concurrent callers and
    * is not cancelled by one caller's `signal`; each caller stops waiting when its own aborts.
    */
@@ -158,11 +159,9 @@ export class TokenProvider {
     if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username || url.password) {
       throw new UpstreamError('protocol', 'token realm must be a plain http(s) URL');
     }
-    const allowed = this.#o.allowedRealmHosts.some((h) => {
-      const host = h.toLowerCase();
-      return host === url.host || host === url.hostname;
-    });
-    if (!allowed) throw new UpstreamError('unauthorized', `token realm host not allowed: ${url.host}`);
+    if (!this.#o.allowedRealms.has(url.origin)) {
+      throw new UpstreamError('unauthorized', `token realm ${url.origin} is not an allowed realm of this upstream (allowedRealmHosts)`);
+    }
     if (req.service) url.searchParams.append('service', req.service);
     for (const scope of req.scopes) url.searchParams.append('scope', scope);
     return url;

@@ -88,6 +88,14 @@ export function challengeWith(header: string | ((r: HostileRequest) => string)):
   };
 }
 
+/** Blob requests are redirected (307, as Docker Hub's are to its CDN) to `location`. */
+export function redirectBlobsTo(location: string | ((r: HostileRequest) => string)): Behaviour {
+  return (r) => {
+    if (r.what !== 'blobs') return false;
+    r.res.writeHead(307, { location: typeof location === 'string' ? location : location(r) }).end();
+  };
+}
+
 /** Manifest requests get `body` with this `Content-Type` (and an honest digest and length). */
 export function manifestAs(contentType: string, body: Buffer | string): Behaviour {
   const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body);

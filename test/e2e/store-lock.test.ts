@@ -53,6 +53,19 @@ function procFields(pid: number): { state: string; startTime: number } {
   return { state: fields[0]!, startTime: Number(fields[19]) };
 }
 
+/** Fresh storage roots for the calling describe block, removed after it. */
+function tempStores(prefix: string): () => string {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), prefix));
+    dirs.push(d);
+    return d;
+  };
+}
+
 function escapeRe(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
@@ -138,15 +151,7 @@ describe('storage lock: one hubcache process per storage root', () => {
 });
 
 describe('storage lock of a dead holder on this host that its pid alone does not show (issue #12)', { skip: process.platform !== 'linux' && 'needs /proc' }, () => {
-  const dirs: string[] = [];
-  const newStore = () => {
-    const d = mkdtempSync(join(tmpdir(), 'hubcache-e2e-lock-dead-'));
-    dirs.push(d);
-    return d;
-  };
-  after(() => {
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  });
+  const newStore = tempStores('hubcache-e2e-lock-dead-');
 
   it('SIGKILLed under a parent that does not reap it (a zombie): the next `serve` takes the lock over at once and starts', async () => {
     const storagePath = newStore();
@@ -218,15 +223,7 @@ describe('storage lock of a dead holder on this host that its pid alone does not
 });
 
 describe('storage lock held from another host or PID namespace: serve waits and watches it', () => {
-  const dirs: string[] = [];
-  const newStore = () => {
-    const d = mkdtempSync(join(tmpdir(), 'hubcache-e2e-lock-wait-'));
-    dirs.push(d);
-    return d;
-  };
-  after(() => {
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  });
+  const newStore = tempStores('hubcache-e2e-lock-wait-');
   const isWaitLine = (l: Record<string, unknown>) => l.message === 'storage lock held, waiting';
 
   it('nobody refreshes it: serve logs the wait, takes the lock over once its mtime stood still for storage.lockStaleAfter, and starts', async () => {

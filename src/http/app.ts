@@ -63,6 +63,8 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.upstream = key.upstream;
       switch (request.route) {
         case 'manifest':
+          // Neither a tag nor a digest: no manifest has that name (see UnknownReference).
+          if (request.ref.kind === 'unknown') throw new RegistryError('MANIFEST_UNKNOWN', { reference: request.ref.reference });
           return await serveManifest(opts.reader, key, request.ref, req, res);
         case 'blob':
           return await serveBlob(opts.reader, opts.metrics, key, request.digest, req, res);

@@ -32,13 +32,30 @@ test('invalid names, tags, digests, encodings and dot segments are 4xx codes', (
   assert.equal(code(() => parseRegistryRequest('/v2/../../etc/manifests/latest')), 'NAME_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/./b/manifests/latest')), 'NAME_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a//b/manifests/latest')), 'NAME_INVALID');
-  assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/-bad')), 'TAG_INVALID');
-  assert.equal(code(() => parseRegistryRequest(`/v2/a/manifests/${'x'.repeat(129)}`)), 'TAG_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/sha256:abc')), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/blobs/md5:abc')), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest(`/v2/a/blobs/sha256:${'A'.repeat(64)}`)), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/tags/list?n=abc')), 'PAGINATION_NUMBER_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/whatever')), 'NOT_FOUND');
+});
+
+test('a manifest reference that is neither a tag nor a digest names no manifest (MANIFEST_UNKNOWN in app.ts), unless it claims to be a digest (issue #12)', () => {
+  const ref = (r: string) => {
+    const { request } = parseRegistryRequest(`/v2/library/x/manifests/${r}`);
+    assert.equal(request.route, 'manifest');
+    return request.route === 'manifest' ? request.ref : undefined;
+  };
+  // The OCI conformance suite's "nonexistent manifest", and other non-tags without the form of a digest.
+  for (const r of ['.INVALID_MANIFEST_NAME', '-bad', 'x'.repeat(129), 'Foo:bar', ':abc', 'a+:b', '+x:y']) {
+    assert.deepEqual(ref(r), { kind: 'unknown', reference: r }, r);
+  }
+  assert.equal((ref('x'.repeat(300)) as { reference: string }).reference.length, 201, 'clipped for the error detail');
+  // `algorithm:` in the OCI digest grammar claims to be a digest: a malformed one is refused.
+  for (const r of ['sha256:zzz', 'sha256:', `sha256:${'A'.repeat(64)}`, 'md5:abc', 'sha512:abc', 'sha256+b64u:abc', 'multihash+base58:x']) {
+    assert.equal(code(() => parseRegistryRequest(`/v2/library/x/manifests/${r}`)), 'DIGEST_INVALID', r);
+  }
+  assert.deepEqual(ref('_under.score-1'), { kind: 'tag', tag: '_under.score-1' });
+  assert.deepEqual(ref(D), { kind: 'digest', digest: D });
 });
 
 test('repository names are validated when resolved', () => {

@@ -1,13 +1,27 @@
 import parseRange from 'range-parser';
 import { parseDigest, type Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import { parseReference, type Reference } from '../domain/reference.js';
+import { claimsDigest, isTag, parseReference, type Reference } from '../domain/reference.js';
 import type { RangeSpec } from '../cache/registry-reader.js';
+
+/**
+ * A manifest reference that is neither a tag nor a digest (`.INVALID_MANIFEST_NAME`, `-x`,
+ * `Foo:bar`): no manifest can have it, so it is answered MANIFEST_UNKNOWN (404), as distribution
+ * does and as the OCI conformance suite expects of a "nonexistent manifest". The answer comes after
+ * the name, upstream and method checks, and never from the cache: there is nothing to fetch
+ * upstream and nothing to store. A reference that claims to be a digest but isn't one is refused
+ * as DIGEST_INVALID (400) at parse time instead.
+ */
+export interface UnknownReference {
+  readonly kind: 'unknown';
+  /** As requested, clipped for the error detail. */
+  readonly reference: string;
+}
 
 /** A /v2 request parsed into typed values (spegel's ParseDistributionPath, STYLE rule 4). */
 export type RegistryRequest =
   | { readonly route: 'base' }
-  | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference }
+  | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference | UnknownReference }
   | { readonly route: 'blob'; readonly name: string; readonly digest: Digest }
   | { readonly route: 'tags'; readonly name: string; readonly n?: number; readonly last?: string }
   | { readonly route: 'upload'; readonly name: string }
@@ -38,7 +52,7 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   }
   const n = segments.length;
   const name = (upTo: number) => segments.slice(0, upTo).join('/');
-  if (n >= 3 && segments[n - 2] === 'manifests') return { request: { route: 'manifest', name: name(n - 2), ref: parseReference(segments[n - 1]!) }, query };
+  if (n >= 3 && segments[n - 2] === 'manifests') return { request: { route: 'manifest', name: name(n - 2), ref: manifestReference(segments[n - 1]!) }, query };
   if (n >= 3 && segments[n - 2] === 'blobs' && segments[n - 1] !== 'uploads') {
     return { request: { route: 'blob', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
   }
@@ -47,6 +61,12 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   }
   if (n >= 3 && segments[n - 2] === 'referrers') return { request: { route: 'referrers', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
   throw new RegistryError('NOT_FOUND', { path: clip(path) });
+}
+
+/** A tag or digest; `unknown` for a reference that is neither and doesn't claim to be a digest. */
+function manifestReference(s: string): Reference | UnknownReference {
+  if (!isTag(s) && !claimsDigest(s)) return { kind: 'unknown', reference: clip(s) };
+  return parseReference(s);
 }
 
 function parsePagination(query: URLSearchParams): { n?: number; last?: string } {

@@ -286,8 +286,10 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     const d = docker.layers[0]!.digest;
     const cases: Array<[string, string, number, string]> = [
       ['GET', '/v2/Library/Small/manifests/1.0', 400, 'NAME_INVALID'],
-      ['GET', '/v2/library/small/manifests/-bad', 400, 'TAG_INVALID'],
-      ['GET', `/v2/library/small/manifests/${'a'.repeat(129)}`, 400, 'TAG_INVALID'],
+      // Neither a tag nor a digest: no such manifest (issue #12, as distribution answers).
+      ['GET', '/v2/library/small/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+      ['GET', `/v2/library/small/manifests/${'a'.repeat(129)}`, 404, 'MANIFEST_UNKNOWN'],
+      ['GET', '/v2/library/small/manifests/sha256:abc', 400, 'DIGEST_INVALID'],
       ['GET', '/v2/library/small/blobs/sha256:abc', 400, 'DIGEST_INVALID'],
       ['GET', '/v2/library/small/blobs/md5:0123', 400, 'DIGEST_INVALID'],
       ['GET', `/v2/library/small/blobs/${d.toUpperCase()}`, 400, 'DIGEST_INVALID'],

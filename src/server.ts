@@ -109,6 +109,12 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     upstreams,
     fillTimeoutMs: config.cache.fillTimeout,
     resumeAttempts: config.cache.resumeAttempts,
+    maxConcurrentFills: config.cache.maxConcurrentFills,
+    abandonedFills: {
+      graceMs: config.cache.abandonedFills.grace,
+      minProgressToFinish: config.cache.abandonedFills.minProgressToFinish,
+      maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
+    },
     logger,
     metrics,
   });
@@ -157,6 +163,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         await new Promise((r) => setTimeout(r, config.shutdown.delay));
       }
       accepting = false;
+      // Downloads still queued serve clients that are about to be cut off: drop them (503) and start
+      // no new one; the running ones are waited for below.
+      registry.closeFillQueue();
       logger.info('shutting down', { deadlineMs, fillsInFlight: registry.inFlightFills().length });
       const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());
       const drained = Promise.all([

@@ -8,13 +8,18 @@ import type { CacheKind, Metrics } from '../observability/metrics.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
-import { BlobFill } from './blob-fill.js';
+import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SingleFlight } from './single-flight.js';
+import { SlotQueue } from './slot-queue.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
 const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
+
+/** The config schema's defaults (cache.maxConcurrentFills, cache.abandonedFills), for callers that set none. */
+const DEFAULT_MAX_CONCURRENT_FILLS = 32;
+const DEFAULT_ABANDONED_FILLS: AbandonedFillPolicy = { graceMs: 5_000, minProgressToFinish: 0.5, maxRemainingToFinish: 16 * 1024 * 1024 };
 
 export interface PullThroughOptions {
   readonly blobs: BlobStore;
@@ -24,6 +29,12 @@ export interface PullThroughOptions {
   readonly upstreams: ReadonlyMap<string, { readonly upstream: Upstream; readonly tagTtlMs: number }>;
   readonly fillTimeoutMs: number;
   readonly resumeAttempts: number;
+  /** Blob downloads running at once, at most (cache.maxConcurrentFills); later ones queue, first come, first served. */
+  readonly maxConcurrentFills?: number;
+  /** What a download does once every client has gone (cache.abandonedFills). */
+  readonly abandonedFills?: AbandonedFillPolicy;
+  /** Timers of the abandoned-fill grace (tests drive them by hand). */
+  readonly schedule?: Schedule;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock?: () => number;
@@ -39,15 +50,26 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #clock: () => number;
   readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
   readonly #fills = new Map<Digest, BlobFill>();
+  /** Download slots: one per blob download running, shared by all upstreams (they share the disk, memory and link). */
+  readonly #slots: SlotQueue;
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? Date.now;
+    this.#slots = new SlotQueue(opts.maxConcurrentFills ?? DEFAULT_MAX_CONCURRENT_FILLS);
   }
 
-  /** Blob downloads in progress (graceful shutdown waits for them). */
+  /** Blob downloads in progress or queued (graceful shutdown waits for them). */
   inFlightFills(): Promise<unknown>[] {
     return [...this.#fills.values()].map((f) => f.done.catch(() => {}));
+  }
+
+  /**
+   * Shutdown: downloads still waiting for a slot are dropped (their clients get 503 UNAVAILABLE)
+   * and no new download starts; the running ones go on (`inFlightFills`).
+   */
+  closeFillQueue(): void {
+    this.#slots.close(new RegistryError('UNAVAILABLE', undefined, { message: 'hubcache is shutting down' }));
   }
 
   async getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult> {
@@ -147,8 +169,10 @@ export class PullThroughRegistry implements RegistryReader {
       if (committed) return this.#serveStored(digest, committed.size, opts);
       inFlight = this.#fills.get(digest); // the commit failed: start over below
     }
-    if (opts.head && !inFlight) {
-      // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet).
+    const joinable = inFlight?.followable ? inFlight : undefined;
+    if (opts.head && (!joinable || joinable.queued)) {
+      // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet): it never
+      // starts a download, nor waits in the download queue behind one.
       try {
         const { size } = await this.#upstream(key).headBlob(key.repo, digest, opts.signal);
         this.#o.metrics.cache(kind, 'miss');
@@ -157,34 +181,41 @@ export class PullThroughRegistry implements RegistryReader {
         throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
       }
     }
-    let fill = inFlight;
-    if (fill?.followable) {
+    let fill = joinable;
+    if (fill) {
       this.#o.metrics.joined(kind);
     } else {
       fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
     }
     this.#o.metrics.cache(kind, 'miss');
-    let size: number;
+    // This request counts as a client of the fill until it has its reader (which counts itself) or
+    // leaves: a fill whose clients have all gone may be dropped or cancelled (BlobFill).
+    const leave = fill.attach();
     try {
-      size = await fill.ready;
-    } catch (err) {
-      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
-    }
-    const range = this.#range(opts.range, size);
-    if (opts.head) return { digest, size, range, source: 'upstream' };
-    if (!fill.followable) {
-      // Committed and released between our checks: the store has it now (or the fill failed).
-      await fill.done.catch((err) => {
+      let size: number;
+      try {
+        size = await whileClientWaits(fill.ready, opts.signal);
+      } catch (err) {
         throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
-      });
-      return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
+      }
+      const range = this.#range(opts.range, size);
+      if (opts.head) return { digest, size, range, source: 'upstream' };
+      if (!fill.followable) {
+        // Committed and released between our checks: the store has it now (or the fill failed).
+        await fill.done.catch((err) => {
+          throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+        });
+        return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
+      }
+      if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
+        // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
+        // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
+        return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
+      }
+      return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+    } finally {
+      leave();
     }
-    if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
-      // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
-      // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
-      return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
-    }
-    return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
   }
 
   async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal }): Promise<BlobResult> {
@@ -212,6 +243,9 @@ export class PullThroughRegistry implements RegistryReader {
       store: this.#o.blobs,
       timeoutMs: this.#o.fillTimeoutMs,
       resumeAttempts: this.#o.resumeAttempts,
+      slots: this.#slots,
+      abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
+      ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
       logger: log,
       metrics: this.#o.metrics,
     });
@@ -284,6 +318,23 @@ export function paginateTags(tags: readonly string[], page: { n?: number; last?:
   if (page.n === undefined || after.length <= page.n) return { tags: after };
   const out = after.slice(0, page.n);
   return { tags: out, next: out.length > 0 ? { n: page.n, last: out[out.length - 1]! } : undefined };
+}
+
+/**
+ * Waits for `p` while the client is there: when it leaves first this rejects, so that the request
+ * stops counting as a client of the fill (a queued download nobody waits for is dropped).
+ */
+function whileClientWaits<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  const gone = () => new RegistryError('UNAVAILABLE', undefined, { message: 'the client went away while its download was pending' });
+  if (signal.aborted) return Promise.reject(gone());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(gone());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
 }
 
 /** The first `n` bytes of `source`; fails (never ends cleanly) if the source ends before them. */

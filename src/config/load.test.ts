@@ -66,6 +66,37 @@ test('storage.lockStaleAfter: 30s by default, from the file, HUBCACHE_STORAGE_LO
   assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '30' } }), /storage\.lockStaleAfter: invalid duration "30"/);
 });
 
+test('cache.maxConcurrentFills: 32 by default, from the file, HUBCACHE_MAX_CONCURRENT_FILLS or the flag; 1–1024', () => {
+  assert.equal(loadConfig({ env: {} }).cache.maxConcurrentFills, 32);
+  assert.equal(loadConfig({ file: file('f.yaml', 'cache:\n  maxConcurrentFills: 8\n'), env: {} }).cache.maxConcurrentFills, 8);
+  assert.equal(loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: '4' } }).cache.maxConcurrentFills, 4);
+  assert.equal(loadConfig({ env: {}, flags: { 'max-concurrent-fills': '64' } }).cache.maxConcurrentFills, 64);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: '0' } }), /cache\.maxConcurrentFills: Number must be greater than or equal to 1/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: 'many' } }), /cache\.maxConcurrentFills: Expected number/);
+});
+
+test('cache.abandonedFills: a 5s grace, finish from 50% or with at most 16MiB left by default; each key checked; printed back with units', () => {
+  const MiB = 1024 * 1024;
+  assert.deepEqual({ ...loadConfig({ env: {} }).cache.abandonedFills }, { grace: 5_000, minProgressToFinish: 0.5, maxRemainingToFinish: 16 * MiB });
+  const c = loadConfig({ file: file('a.yaml', 'cache:\n  abandonedFills:\n    grace: 0s\n    minProgressToFinish: 0.9\n    maxRemainingToFinish: 1GiB\n'), env: {} });
+  assert.deepEqual({ ...c.cache.abandonedFills }, { grace: 0, minProgressToFinish: 0.9, maxRemainingToFinish: 1024 * MiB });
+  assert.deepEqual((redactConfig(c) as { cache: { abandonedFills: unknown } }).cache.abandonedFills, { grace: '0s', minProgressToFinish: 0.9, maxRemainingToFinish: '1GiB' });
+  const bad = file('ab.yaml', 'cache:\n  abandonedFills:\n    grace: soon\n    minProgressToFinish: 50\n    maxRemainingToFinish: lots\n    budget: 1\n');
+  assert.throws(() => loadConfig({ file: bad, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /cache\.abandonedFills: unknown key "budget"/);
+    return true;
+  });
+  const badValues = file('ab2.yaml', 'cache:\n  abandonedFills:\n    grace: soon\n    minProgressToFinish: 50\n    maxRemainingToFinish: lots\n');
+  assert.throws(() => loadConfig({ file: badValues, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /cache\.abandonedFills\.grace: invalid duration "soon"/);
+    assert.match(err.message, /cache\.abandonedFills\.minProgressToFinish: Number must be less than or equal to 1/);
+    assert.match(err.message, /cache\.abandonedFills\.maxRemainingToFinish: invalid size "lots"/);
+    return true;
+  });
+});
+
 test('credentials from a password file; print redacts them', () => {
   const pw = file('pw', 's3cret\n');
   const c = loadConfig({ env: { HUBCACHE_UPSTREAM_USERNAME: 'me', HUBCACHE_UPSTREAM_PASSWORD_FILE: pw } });

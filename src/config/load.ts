@@ -26,6 +26,7 @@ export const SETTINGS = [
   { flag: 'log-format', env: 'HUBCACHE_LOG_FORMAT', path: ['log', 'format'], help: 'json or pretty' },
   { flag: 'metrics-listen', env: 'HUBCACHE_METRICS_LISTEN', path: ['metrics', 'listen'], help: 'serve /metrics on a separate HOST:PORT' },
   { flag: 'fill-timeout', env: 'HUBCACHE_FILL_TIMEOUT', path: ['cache', 'fillTimeout'], help: 'maximum duration of one blob download (default 30m)' },
+  { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;

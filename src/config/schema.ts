@@ -151,6 +151,30 @@ export const configSchema = z
         fillTimeout: duration('30m'),
         /** How often a broken blob download is resumed with a Range request before giving up. */
         resumeAttempts: z.number().int().min(0).max(20).default(3),
+        /**
+         * Blob downloads from upstreams running at once, at most; later ones wait in a queue, first
+         * come, first served (each running download holds a temp file and a few MiB of buffers).
+         */
+        maxConcurrentFills: z
+          .preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(1024))
+          .default(32),
+        /**
+         * A blob download whose clients have all gone (queued ones are dropped at once, upstream never
+         * asked) goes on only within this budget: if, after `grace`, at least `minProgressToFinish`
+         * of it has arrived or at most `maxRemainingToFinish` bytes are still to come. Otherwise it is
+         * cancelled and its temp data removed; the next request starts afresh.
+         */
+        abandonedFills: z
+          .object({
+            /** How long a download waits for a client to come back (a resumed connection, a retry) before the budget decides. */
+            grace: duration('5s'),
+            /** Fraction of the blob (0–1) from which an abandoned download is finished anyway (0: always finish). */
+            minProgressToFinish: z.number().min(0).max(1).default(0.5),
+            /** An abandoned download with at most this much left is finished anyway (small blobs, nearly done ones). */
+            maxRemainingToFinish: size('16MiB'),
+          })
+          .strict()
+          .default({}),
       })
       .strict()
       .default({}),
@@ -199,10 +223,10 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxRemainingToFinish']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

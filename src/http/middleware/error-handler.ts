@@ -20,7 +20,8 @@ export function errorHandler() {
       return;
     }
     const { status } = ERROR_CODES[regErr.code];
-    if (status >= 500 && regErr.code !== 'UNKNOWN') req.ctx?.log.warn('request failed', { code: regErr.code, error: regErr.message, cause: (regErr.cause as Error)?.message });
+    // A client that went away is already in the access log (499); nobody reads this answer.
+    if (status >= 500 && regErr.code !== 'UNKNOWN' && !req.ctx?.signal.aborted) req.ctx?.log.warn('request failed', { code: regErr.code, error: regErr.message, cause: (regErr.cause as Error)?.message });
     for (const [k, v] of Object.entries(regErr.headers)) res.setHeader(k, v);
     const body = JSON.stringify({ errors: [{ code: regErr.code, message: regErr.message, detail: regErr.detail ?? null }] });
     res.status(status).type('application/json').setHeader('Content-Length', Buffer.byteLength(body));

@@ -160,3 +160,153 @@ export function hugeTagList(count: number): Behaviour {
     pump();
   };
 }
+
+/** Blob bytes a `BlobTap` serves: `read` returns `n` bytes from `offset`. */
+export interface TapSource {
+  readonly size: number;
+  read(offset: number, n: number): Buffer;
+}
+
+/** One blob body a `BlobTap` served, or is serving. */
+export interface TappedTransfer {
+  readonly repo: string;
+  readonly digest: string;
+  /** First byte sent (a `Range: bytes=N-` request starts at N). */
+  readonly start: number;
+  /** Body bytes written so far. */
+  sent: number;
+  /** How it ended: every byte written, or the client (hubcache) hung up first. Unset while open. */
+  outcome?: 'complete' | 'closed';
+  readonly ended: Promise<'complete' | 'closed'>;
+  /** Lets this body go on past `holdAfter`. */
+  release(): void;
+}
+
+export interface BlobTapOptions {
+  /** Each body is paced to this many bytes a second (in slices every 50 ms); unpaced when unset. */
+  bytesPerSecond?: number;
+  /** Each body stops after this many bytes until released (`release()`, or the transfer's own). */
+  holdAfter?: number;
+  /** The bytes of a digest; default: the registry's own blobs. Big generated blobs come from here. */
+  source?: (digest: string) => TapSource | undefined;
+}
+
+/**
+ * Blob GETs answered with a ledger, for tests of what reaches the upstream and benchmarks of slow
+ * links: every transfer's progress and end (complete, or closed by the client), with bodies paced
+ * and/or held after some bytes. Use as `registry.behave('slow/', tap.behaviour)`. HEADs get the size;
+ * `Range: bytes=N-` gets a 206 from N. Other requests go to the well-mannered registry.
+ */
+export class BlobTap {
+  readonly transfers: TappedTransfer[] = [];
+  /** Transfers open now, and the most ever open at once. */
+  open = 0;
+  maxOpen = 0;
+  bytesSent = 0;
+  #held: boolean;
+  readonly #opts: BlobTapOptions;
+  readonly #pumps = new Set<() => void>();
+  readonly #startWaiters: Array<() => void> = [];
+
+  constructor(opts: BlobTapOptions = {}) {
+    this.#opts = opts;
+    this.#held = opts.holdAfter !== undefined;
+  }
+
+  /** Every held body goes on, and later ones aren't held. */
+  release(): void {
+    this.#held = false;
+    for (const pump of [...this.#pumps]) pump();
+  }
+
+  /** Resolves with the transfers once at least `n` have started. */
+  async started(n: number): Promise<TappedTransfer[]> {
+    while (this.transfers.length < n) await new Promise<void>((r) => this.#startWaiters.push(r));
+    return this.transfers;
+  }
+
+  get completed(): number {
+    return this.transfers.filter((t) => t.outcome === 'complete').length;
+  }
+
+  readonly behaviour: Behaviour = (r) => {
+    if (r.what !== 'blobs') return false;
+    const src = this.#opts.source ? this.#opts.source(r.ref) : bufferSource(r.registry.blobs.get(r.ref));
+    if (!src) return false;
+    const m = /^bytes=(\d+)-$/.exec(r.req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    if (start >= src.size && src.size > 0) return void r.res.writeHead(416, { 'content-range': `bytes */${src.size}` }).end();
+    r.res.writeHead(m ? 206 : 200, {
+      'content-type': 'application/octet-stream',
+      'content-length': src.size - start,
+      ...(m ? { 'content-range': `bytes ${start}-${src.size - 1}/${src.size}` } : {}),
+    });
+    if (r.req.method === 'HEAD') return void r.res.end();
+
+    const slice = this.#opts.bytesPerSecond ? Math.max(1, Math.round(this.#opts.bytesPerSecond / 20)) : Number.POSITIVE_INFINITY;
+    let pos = start;
+    let budget = slice;
+    let ownRelease = false;
+    let draining = false;
+    let finished = false;
+    let resolveEnded!: (o: 'complete' | 'closed') => void;
+    const t: TappedTransfer = {
+      repo: r.repo,
+      digest: r.ref,
+      start,
+      sent: 0,
+      ended: new Promise((res) => (resolveEnded = res)),
+      release: () => {
+        ownRelease = true;
+        pump();
+      },
+    };
+    const pump = () => {
+      if (draining || finished || r.res.destroyed) return;
+      while (pos < src.size) {
+        if (this.#held && !ownRelease && pos - start >= this.#opts.holdAfter!) return;
+        const limit = this.#held && !ownRelease ? start + this.#opts.holdAfter! : src.size;
+        const n = Math.min(64 * 1024, limit - pos, budget);
+        if (n <= 0) return;
+        const chunk = src.read(pos, n);
+        pos += n;
+        budget -= n;
+        t.sent += n;
+        this.bytesSent += n;
+        if (!r.res.write(chunk)) {
+          draining = true;
+          r.res.once('drain', () => {
+            draining = false;
+            pump();
+          });
+          return;
+        }
+      }
+      finished = true;
+      r.res.end();
+    };
+    const ticker = this.#opts.bytesPerSecond
+      ? setInterval(() => {
+          budget = slice;
+          pump();
+        }, 50)
+      : undefined;
+    this.transfers.push(t);
+    this.open++;
+    this.maxOpen = Math.max(this.maxOpen, this.open);
+    this.#pumps.add(pump);
+    r.res.on('close', () => {
+      clearInterval(ticker);
+      this.#pumps.delete(pump);
+      this.open--;
+      t.outcome = finished && r.res.writableFinished ? 'complete' : 'closed';
+      resolveEnded(t.outcome);
+    });
+    for (const w of this.#startWaiters.splice(0)) w();
+    pump();
+  };
+}
+
+function bufferSource(bytes: Buffer | undefined): TapSource | undefined {
+  return bytes && { size: bytes.length, read: (offset, n) => bytes.subarray(offset, offset + n) };
+}

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp } from '../../src/http/app.js';
-import { viaToken } from '../../src/http/middleware/anti-loop.js';
+import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
 import type { Logger } from '../../src/observability/logger.js';
 import { Metrics, type CacheKind } from '../../src/observability/metrics.js';
@@ -32,6 +32,8 @@ export interface UpstreamSpec {
   readonly registry?: FakeRegistry;
   /** Point this upstream at hubcache itself (a mirror chain that loops); no fake is started. */
   readonly self?: boolean;
+  /** Point this upstream at this address (another hubcache, a relay); no fake is started. */
+  readonly url?: string;
   readonly tagTtlMs?: number;
   readonly credentials?: Credentials;
   readonly allowedRedirectHosts?: readonly string[];
@@ -64,7 +66,7 @@ export interface Stores {
 
 export interface HarnessUpstream {
   readonly name: string;
-  /** Absent for a `self` upstream. */
+  /** Absent for a `self` or `url` upstream. */
   readonly registry?: FakeRegistry;
   readonly server?: LoopbackServer;
   readonly client: RegistryUpstream;
@@ -164,18 +166,18 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
   const entries = new Map<string, { upstream: RegistryUpstream; tagTtlMs: number }>();
   const filters = new Map<string, RepoFilter>();
   for (const [name, spec] of Object.entries(specs)) {
-    const registry = spec.self ? undefined : (spec.registry ?? new FakeRegistry());
+    const registry = spec.self || spec.url ? undefined : (spec.registry ?? new FakeRegistry());
     const upstreamServer = registry ? await LoopbackServer.start(registry.handle) : undefined;
     const client = new RegistryUpstream({
       name,
-      url: upstreamServer?.url ?? url,
+      url: upstreamServer?.url ?? spec.url ?? url,
       credentials: spec.credentials,
       allowedRedirectHosts: spec.allowedRedirectHosts,
       timeouts: { connectMs: 2_000, headersMs: 5_000, bodyIdleMs: 5_000 },
       retries: { attempts: opts.retryAttempts ?? 2, baseDelayMs: 0 },
       maxManifestBytes: spec.maxManifestBytes,
       userAgent: 'hubcache/itest',
-      via: `1.1 ${viaToken(instanceId)}`,
+      via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
       observer: upstreamObserver(metrics, logger, name),
       clock: clock.now,
     });
@@ -220,11 +222,11 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
   return {
     url,
     get registry() {
-      if (!def.registry) throw new Error('the default upstream has no FakeRegistry (self)');
+      if (!def.registry) throw new Error('the default upstream has no FakeRegistry (self or url)');
       return def.registry;
     },
     get upstreamServer() {
-      if (!def.server) throw new Error('the default upstream has no LoopbackServer (self)');
+      if (!def.server) throw new Error('the default upstream has no LoopbackServer (self or url)');
       return def.server;
     },
     upstreams,

@@ -27,6 +27,43 @@ function failManifests(registry: FakeRegistry, answer: (req: IncomingMessage, re
 const status = (code: number, headers: Record<string, string> = {}) => (_req: IncomingMessage, res: ServerResponse) =>
   void res.writeHead(code, { 'content-type': 'application/json', ...headers }).end(`{"errors":[{"code":"X","message":"status ${code}"}]}`);
 
+describe('what a pull costs upstream', () => {
+  it('docker’s sequence (HEAD by tag, GET by digest, config and layers): one manifest GET and one GET per blob, then nothing', async () => {
+    const hc = await startApp();
+    try {
+      const image = putImage(hc.registry, 'library/pulled', 'latest', { seed: 'pull-flow', layerSizes: [3000, 5000] });
+      const dockerPull = async () => {
+        const outcomes: Array<string | null> = [];
+        const steps: Array<[string, string]> = [
+          ['GET', '/v2/'],
+          ['HEAD', '/v2/library/pulled/manifests/latest'],
+          ['GET', `/v2/library/pulled/manifests/${image.digest}`],
+          ...[image.config, ...image.layers].map((b) => ['GET', `/v2/library/pulled/blobs/${b.digest}`] as [string, string]),
+        ];
+        for (const [method, path] of steps) {
+          const res = await hc.fetch(path, { method, headers: { accept: ALL_MANIFESTS } });
+          assert.equal(res.status, 200, `${method} ${path}`);
+          await res.arrayBuffer();
+          outcomes.push(res.headers.get('x-hubcache-cache'));
+        }
+        await hc.settle();
+        return outcomes;
+      };
+      assert.deepEqual(await dockerPull(), [null, 'miss', 'hit', 'miss', 'miss', 'miss']);
+      const blobPath = (d: string) => `GET /v2/library/pulled/blobs/${d}`;
+      assert.deepEqual(
+        hc.upstreamServer.requests.map((r) => `${r.method} ${r.url}`),
+        ['GET /v2/library/pulled/manifests/latest', ...[image.config, ...image.layers].map((b) => blobPath(b.digest))],
+      );
+      const before = hc.upstreamServer.requests.length;
+      assert.deepEqual(await dockerPull(), [null, 'hit', 'hit', 'hit', 'hit', 'hit']);
+      assert.equal(hc.upstreamServer.requests.length, before, 'the second pull costs nothing upstream');
+    } finally {
+      await hc.close();
+    }
+  });
+});
+
 describe('tag TTL and revalidation', () => {
   let hc: AppHarness;
   let image: FakeImage;

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, type ErrorCode } from '../../src/domain/errors.js';
-import { HostileRegistry } from '../../src/upstream/testing/hostile-registry.js';
+import { HostileRegistry, manifestAs } from '../../src/upstream/testing/hostile-registry.js';
 import { MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
 import { startApp, type AppHarness } from '../support/app-harness.js';
 import { ALL_MANIFESTS, parseOciError, putImage, type FakeImage } from '../support/oci-fixtures.js';
@@ -78,13 +78,14 @@ describe('error answers', () => {
       .behave('limited/', ({ res }) => void res.writeHead(429, { 'retry-after': '60' }).end())
       .behave('forbidden/', ({ res }) => void res.writeHead(403).end('{"errors":[{"code":"DENIED","message":"no"}]}'))
       .behave('weird/', ({ res }) => void res.writeHead(400).end('what'))
+      .behave('huge/', manifestAs('application/vnd.oci.image.manifest.v1+json', `{"schemaVersion":2,"pad":"${'x'.repeat(70_000)}"}`))
       .behave('forged/', ({ res, what, ref, req }) => {
         if (what !== 'manifests') return false;
         // Claims to be the manifest asked for by digest; the bytes hash to something else.
         res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': ref });
         res.end(req.method === 'HEAD' ? undefined : '{"schemaVersion":2,"layers":[]}');
       });
-    hc = await startApp({ upstreams: { 'docker.io': { registry, repositories: { deny: ['blocked/**'] } } } });
+    hc = await startApp({ upstreams: { 'docker.io': { registry, repositories: { deny: ['blocked/**'] }, maxManifestBytes: 64 * 1024 } } });
     image = putImage(registry, 'library/app', '1', { seed: 'errors', layerSizes: [1000] });
   });
   after(() => hc.close());
@@ -128,6 +129,7 @@ describe('error answers', () => {
     ['UNAVAILABLE: the upstream fails and nothing is cached', () => [{ code: 'UNAVAILABLE', path: '/v2/broken/app/manifests/1', upstream: true }, { code: 'UNAVAILABLE', path: `/v2/broken/app/blobs/${zeros}`, upstream: true }]],
     ['UPSTREAM_ERROR: the upstream answers something unusable', () => [
       { code: 'UPSTREAM_ERROR', path: '/v2/weird/app/manifests/1', upstream: true },
+      { code: 'UPSTREAM_ERROR', path: '/v2/huge/app/manifests/1', upstream: true },
       { code: 'UPSTREAM_ERROR', path: `/v2/forged/app/manifests/${image.digest}`, upstream: true, head: false },
     ]],
     ['NOT_FOUND: no such endpoint', () => ['/v2/library/app/whatever', '/nothing-here', `/v2/library/app/referrers/${zeros}`].map((path) => ({ code: 'NOT_FOUND' as const, path }))],

@@ -173,7 +173,8 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
       url: upstreamServer?.url ?? spec.url ?? url,
       credentials: spec.credentials,
       allowedRedirectHosts: spec.allowedRedirectHosts,
-      timeouts: { connectMs: 2_000, headersMs: 5_000, bodyIdleMs: 5_000 },
+      // No test waits for these: they only bound a regression that would otherwise hang.
+      timeouts: { connectMs: 5_000, headersMs: 10_000, bodyIdleMs: 10_000 },
       retries: { attempts: opts.retryAttempts ?? 2, baseDelayMs: 0 },
       maxManifestBytes: spec.maxManifestBytes,
       userAgent: 'hubcache/itest',

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { cdnHandler, FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
-import { blobRequests, digestOf, holdUpstream, putImage, seededBytes, type FakeBlob } from '../support/oci-fixtures.js';
+import { pullTogether, startApp, type AppHarness } from '../support/app-harness.js';
+import { blobRequests, digestOf, putImage, seededBytes, type FakeBlob } from '../support/oci-fixtures.js';
 import { rawRequest } from '../support/raw-http.js';
 
 const MiB = 1024 * 1024;
@@ -56,11 +56,11 @@ describe('blobs', () => {
 
   it('a miss streams from upstream and fills the store; then GET and HEAD are hits with no upstream request', async () => {
     const blob = putBlob(hc, 'miss-then-hit', 300 * 1024);
-    const first = await hc.fetch(blobPath(blob));
+    const first = await hc.pull(blobPath(blob));
     assert.equal(first.status, 200);
-    assert.ok(Buffer.from(await first.arrayBuffer()).equals(blob.bytes));
-    assert.equal(first.headers.get('x-hubcache-cache'), 'miss');
-    assert.equal(first.headers.get('docker-content-digest'), blob.digest);
+    assert.ok(first.body.equals(blob.bytes));
+    assert.equal(first.cache, 'miss');
+    assert.equal(first.digest, blob.digest);
     assert.equal(first.headers.get('etag'), `"${blob.digest}"`);
     assert.equal(first.headers.get('accept-ranges'), 'bytes');
     assert.equal(first.headers.get('content-type'), 'application/octet-stream');
@@ -69,10 +69,10 @@ describe('blobs', () => {
     assert.deepEqual(await hc.stores.blobs.stat(blob.digest), { digest: blob.digest, size: blob.bytes.length });
 
     const before = hc.upstreamServer.requests.length;
-    const again = await hc.fetch(blobPath(blob, 'other/repo'));
-    assert.equal(again.headers.get('x-hubcache-cache'), 'hit');
+    const again = await hc.pull(blobPath(blob, 'other/repo'));
+    assert.equal(again.cache, 'hit');
     assert.equal(again.headers.get('cache-control'), 'max-age=31536000');
-    assert.ok(Buffer.from(await again.arrayBuffer()).equals(blob.bytes), 'content is shared by digest across repositories');
+    assert.ok(again.body.equals(blob.bytes), 'content is shared by digest across repositories');
     const head = await rawRequest(`${hc.url}${blobPath(blob)}`, { method: 'HEAD' });
     assert.equal(head.status, 200);
     assert.equal(Number(head.headers['content-length']), blob.bytes.length);
@@ -95,7 +95,7 @@ describe('blobs', () => {
 
   it('Range on a cached blob: 206 with Content-Range, suffix and open ranges, clamped ends, 416 with the size', async () => {
     const blob = putBlob(hc, 'ranges', 5000);
-    await (await hc.fetch(blobPath(blob))).arrayBuffer();
+    await hc.pull(blobPath(blob));
     await hc.settle();
     const size = blob.bytes.length;
     const cases: Array<[string, number, [number, number] | undefined]> = [
@@ -158,13 +158,8 @@ describe('blobs', () => {
 
   it('concurrent misses share one upstream download; every client gets every byte', async () => {
     const blob = putBlob(hc, 'concurrent', 1 * MiB);
-    const held = holdUpstream(hc.registry, (req) => req.method === 'GET' && req.url!.endsWith(blob.digest));
-    const joinedBefore = hc.metrics.joinedCount('blob');
-    const pulls = Array.from({ length: 4 }, () => rawRequest(`${hc.url}${blobPath(blob)}`));
-    await held.parked(1);
-    await hc.metrics.untilJoined('blob', joinedBefore + 3);
-    held.release();
-    for (const res of await Promise.all(pulls)) {
+    const pulls = await pullTogether(hc, blobPath(blob), 4, 'blob', (req) => req.method === 'GET' && req.url!.endsWith(blob.digest));
+    for (const res of pulls) {
       assert.equal(res.status, 200);
       assert.ok(res.body.equals(blob.bytes));
     }
@@ -227,8 +222,7 @@ describe('blobs', () => {
       hc.registry.blobs.set(blob.digest, blob.bytes);
     }
     // The next request downloads again, and this time the bytes are right.
-    const retry = await hc.fetch(blobPath(blob));
-    assert.ok(Buffer.from(await retry.arrayBuffer()).equals(blob.bytes));
+    assert.ok((await hc.pull(blobPath(blob))).body.equals(blob.bytes));
   });
 });
 
@@ -251,9 +245,9 @@ describe('blobs behind token auth and a CDN redirect', () => {
   it('the registry gets the token, the CDN gets the request without it, the client gets the bytes', async () => {
     const image = putImage(registry, 'library/cdn', '1', { seed: 'cdn', layerSizes: [100_000] });
     const layer = image.layers[0]!;
-    const res = await hc.fetch(`/v2/library/cdn/blobs/${layer.digest}`);
+    const res = await hc.pull(`/v2/library/cdn/blobs/${layer.digest}`);
     assert.equal(res.status, 200);
-    assert.ok(Buffer.from(await res.arrayBuffer()).equals(layer.bytes));
+    assert.ok(res.body.equals(layer.bytes));
     const atRegistry = hc.upstreamServer.requests.filter((r) => r.url.startsWith('/v2/library/cdn/blobs/'));
     assert.ok(atRegistry.some((r) => /^Bearer /.test(r.headers.authorization ?? '')), 'the registry saw the token');
     assert.equal(cdn.requests.length, 1);

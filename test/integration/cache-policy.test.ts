@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { FakeRegistry } from '../../src/upstream/testing/fake-registry.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
+import { startApp, withApp, type AppHarness } from '../support/app-harness.js';
 import { ALL_MANIFESTS, manifestRequests, ociError, putImage, type FakeImage } from '../support/oci-fixtures.js';
 import { rawRequest } from '../support/raw-http.js';
 
@@ -29,8 +29,7 @@ const status = (code: number, headers: Record<string, string> = {}) => (_req: In
 
 describe('what a pull costs upstream', () => {
   it('docker’s sequence (HEAD by tag, GET by digest, config and layers): one manifest GET and one GET per blob, then nothing', async () => {
-    const hc = await startApp();
-    try {
+    await withApp({}, async (hc) => {
       const image = putImage(hc.registry, 'library/pulled', 'latest', { seed: 'pull-flow', layerSizes: [3000, 5000] });
       const dockerPull = async () => {
         const outcomes: Array<string | null> = [];
@@ -41,10 +40,9 @@ describe('what a pull costs upstream', () => {
           ...[image.config, ...image.layers].map((b) => ['GET', `/v2/library/pulled/blobs/${b.digest}`] as [string, string]),
         ];
         for (const [method, path] of steps) {
-          const res = await hc.fetch(path, { method, headers: { accept: ALL_MANIFESTS } });
+          const res = await hc.pull(path, { method });
           assert.equal(res.status, 200, `${method} ${path}`);
-          await res.arrayBuffer();
-          outcomes.push(res.headers.get('x-hubcache-cache'));
+          outcomes.push(res.cache);
         }
         await hc.settle();
         return outcomes;
@@ -58,9 +56,7 @@ describe('what a pull costs upstream', () => {
       const before = hc.upstreamServer.requests.length;
       assert.deepEqual(await dockerPull(), [null, 'hit', 'hit', 'hit', 'hit', 'hit']);
       assert.equal(hc.upstreamServer.requests.length, before, 'the second pull costs nothing upstream');
-    } finally {
-      await hc.close();
-    }
+    });
   });
 });
 
@@ -68,11 +64,7 @@ describe('tag TTL and revalidation', () => {
   let hc: AppHarness;
   let image: FakeImage;
   const url = '/v2/library/app/manifests/latest';
-  const pull = async (path = url, method = 'GET') => {
-    const res = await hc.fetch(path, { method, headers: { accept: ALL_MANIFESTS } });
-    const body = Buffer.from(await res.arrayBuffer());
-    return { res, body, cache: res.headers.get('x-hubcache-cache'), digest: res.headers.get('docker-content-digest') };
-  };
+  const pull = (path = url, method = 'GET') => hc.pull(path, { method });
   /** Upstream manifest requests since the last call, as `METHOD reference`. */
   let seen = 0;
   const upstreamSince = () => {
@@ -111,7 +103,7 @@ describe('tag TTL and revalidation', () => {
   it('a HEAD from the client revalidates the same way', async () => {
     hc.clock.advance(TTL);
     const r = await pull(url, 'HEAD');
-    assert.equal(r.res.status, 200);
+    assert.equal(r.status, 200);
     assert.equal(r.cache, 'revalidated');
     assert.equal(r.digest, image.digest);
     assert.deepEqual(upstreamSince(), ['HEAD latest']);
@@ -151,23 +143,16 @@ describe('tag TTL and revalidation', () => {
 
 describe('per-upstream TTLs', () => {
   it('each upstream revalidates on its own schedule', async () => {
-    const hc = await startApp({ upstreams: { 'docker.io': { tagTtlMs: 60 * 60_000 }, 'ghcr.io': { registry: new FakeRegistry(), tagTtlMs: 60_000 } } });
-    try {
+    await withApp({ upstreams: { 'docker.io': { tagTtlMs: 60 * 60_000 }, 'ghcr.io': { registry: new FakeRegistry(), tagTtlMs: 60_000 } } }, async (hc) => {
       putImage(hc.registry, 'org/app', '1', { seed: 'hub' });
       putImage(hc.upstreams.get('ghcr.io')!.registry!, 'org/app', '1', { seed: 'ghcr' });
-      const cacheOf = async (path: string) => {
-        const res = await hc.fetch(path, { headers: { accept: ALL_MANIFESTS } });
-        await res.body?.cancel();
-        return res.headers.get('x-hubcache-cache');
-      };
+      const cacheOf = async (path: string) => (await hc.pull(path)).cache;
       assert.equal(await cacheOf('/v2/org/app/manifests/1'), 'miss');
       assert.equal(await cacheOf('/v2/ghcr.io/org/app/manifests/1'), 'miss');
       hc.clock.advance(2 * 60_000);
       assert.equal(await cacheOf('/v2/org/app/manifests/1'), 'hit');
       assert.equal(await cacheOf('/v2/ghcr.io/org/app/manifests/1'), 'revalidated');
-    } finally {
-      await hc.close();
-    }
+    });
   });
 });
 
@@ -179,9 +164,7 @@ describe('upstream failures after the TTL', () => {
   before(async () => {
     hc = await startApp({ tagTtlMs: TTL, retryAttempts: 2 });
     image = putImage(hc.registry, 'library/app', 'latest', { seed: 'stale' });
-    const first = await hc.fetch(url, { headers: { accept: ALL_MANIFESTS } });
-    assert.equal(first.status, 200);
-    await first.body?.cancel();
+    assert.equal((await hc.pull(url)).status, 200);
   });
   afterEach(() => {
     hc.registry.hook = undefined;
@@ -236,9 +219,8 @@ describe('upstream failures after the TTL', () => {
     assertStale((await pullExpired()).res, 'unavailable');
     hc.registry.hook = undefined;
     const before = hc.upstreamServer.requests.length;
-    const res = await hc.fetch(url, { headers: { accept: ALL_MANIFESTS } });
-    await res.body?.cancel();
-    assert.equal(res.headers.get('x-hubcache-cache'), 'revalidated');
+    const res = await hc.pull(url);
+    assert.equal(res.cache, 'revalidated');
     assert.equal(res.headers.get('x-hubcache-stale'), null);
     assert.deepEqual(hc.upstreamServer.requests.slice(before).map((r) => r.method), ['HEAD']);
   });
@@ -294,8 +276,7 @@ describe('upstream failures with nothing cached', () => {
   it('the rate-limit headers of successful responses reach the metrics', async () => {
     hc.registry.rateLimit = { limit: 100, remaining: 42, windowSeconds: 21600, source: '203.0.113.7' };
     putImage(hc.registry, 'library/counted', '1', { seed: 'counted' });
-    const res = await hc.fetch('/v2/library/counted/manifests/1', { headers: { accept: ALL_MANIFESTS } });
-    await res.body?.cancel();
+    assert.equal((await hc.pull('/v2/library/counted/manifests/1')).status, 200);
     assert.equal(await hc.metrics.value('hubcache_upstream_ratelimit_remaining', { upstream: 'docker.io' }), 42);
     assert.equal(await hc.metrics.value('hubcache_upstream_ratelimit_limit', { upstream: 'docker.io' }), 100);
   });

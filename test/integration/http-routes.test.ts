@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MediaTypes } from '../../src/domain/media-types.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
+import { startApp, withApp, type AppHarness } from '../support/app-harness.js';
 import { ALL_MANIFESTS, ociError, putImage, type FakeImage } from '../support/oci-fixtures.js';
 import { rawRequest } from '../support/raw-http.js';
 
@@ -127,13 +127,10 @@ describe('HTTP routes', () => {
 
 describe('readiness', () => {
   it('/readyz is 503 with the failing check named when a check fails', async () => {
-    const hc = await startApp({ readiness: async () => ({ config: true, storeWritable: false }) });
-    try {
+    await withApp({ readiness: async () => ({ config: true, storeWritable: false }) }, async (hc) => {
       const res = await hc.fetch('/readyz');
       assert.equal(res.status, 503);
       assert.deepEqual(await res.json(), { status: 'not ready', checks: { config: true, storeWritable: false } });
-    } finally {
-      await hc.close();
-    }
+    });
   });
 });

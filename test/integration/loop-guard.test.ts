@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
+import { startApp, withApp, type AppHarness } from '../support/app-harness.js';
 import { ALL_MANIFESTS, ociError, putImage } from '../support/oci-fixtures.js';
 
 describe('loop guard', () => {
@@ -36,9 +36,7 @@ describe('loop guard', () => {
 
   it('lets through requests that passed other proxies, or another hubcache instance', async () => {
     for (const via of ['1.1 hubcache-guard2', '1.1 hubcache-guard10, 1.1 squid', '1.1 proxy (hubcache-guard1)']) {
-      const res = await hc.fetch('/v2/library/app/manifests/1', { headers: { via, accept: ALL_MANIFESTS } });
-      assert.equal(res.status, 200, via);
-      await res.body?.cancel();
+      assert.equal((await hc.pull('/v2/library/app/manifests/1', { headers: { via } })).status, 200, via);
     }
   });
 
@@ -47,9 +45,7 @@ describe('loop guard', () => {
     registry.tags.set('library/viaed', ['1']);
     const before = hc.upstreamServer.requests.length;
     for (const path of ['/v2/library/viaed/manifests/1', `/v2/library/viaed/blobs/${image.layers[0]!.digest}`, '/v2/library/viaed/tags/list']) {
-      const res = await hc.fetch(path, { headers: { accept: ALL_MANIFESTS } });
-      assert.equal(res.status, 200, path);
-      await res.arrayBuffer();
+      assert.equal((await hc.pull(path)).status, 200, path);
     }
     await hc.settle();
     const sent = hc.upstreamServer.requests.slice(before);
@@ -67,9 +63,7 @@ describe('loop guard', () => {
     for (const [i, [incoming, expected]] of cases.entries()) {
       registry.putManifest('library/chained', `t${i}`, Buffer.from(`{"schemaVersion":2,"n":${i}}`), 'application/vnd.oci.image.manifest.v1+json');
       const before = hc.upstreamServer.requests.length;
-      const res = await hc.fetch(`/v2/library/chained/manifests/t${i}`, { headers: { via: incoming } });
-      assert.equal(res.status, 200);
-      await res.body?.cancel();
+      assert.equal((await hc.pull(`/v2/library/chained/manifests/t${i}`, { headers: { via: incoming } })).status, 200);
       const sent = hc.upstreamServer.requests.slice(before).filter((r) => r.url.includes('/manifests/'));
       assert.ok(sent.length > 0);
       for (const r of sent) assert.equal(r.headers.via, expected, incoming.slice(0, 40));
@@ -79,8 +73,7 @@ describe('loop guard', () => {
 
 describe('a mirror that is its own upstream', () => {
   it('gets its own request back once per attempt, refuses it, and answers the client', async () => {
-    const hc = await startApp({ upstreams: { 'docker.io': { self: true } }, retryAttempts: 2 });
-    try {
+    await withApp({ upstreams: { 'docker.io': { self: true } }, retryAttempts: 2 }, async (hc) => {
       const before = hc.served();
       const res = await hc.fetch('/v2/library/app/manifests/1', { headers: { accept: ALL_MANIFESTS } });
       assert.equal(res.status, 503);
@@ -88,9 +81,7 @@ describe('a mirror that is its own upstream', () => {
       assert.equal(err.code, 'UNAVAILABLE');
       assert.equal((err.detail as { errors: Array<{ code: string }> }).errors[0]!.code, 'LOOP_DETECTED', 'the detail says why');
       assert.equal(hc.served() - before, 1 + 2, 'the client’s request and one refused hop per attempt');
-    } finally {
-      await hc.close();
-    }
+    });
   });
 });
 

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MediaTypes } from '../../src/domain/media-types.js';
 import { FakeRegistry } from '../../src/upstream/testing/fake-registry.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
-import { ALL_MANIFESTS, holdUpstream, manifestRequests, ociError, putImage, putIndex, type FakeImage, type FakeIndex } from '../support/oci-fixtures.js';
+import { pullTogether, startApp, type AppHarness } from '../support/app-harness.js';
+import { manifestRequests, ociError, parseOciError, putImage, putIndex, type FakeImage, type FakeIndex } from '../support/oci-fixtures.js';
 
 describe('manifests', () => {
   let hc: AppHarness;
@@ -36,18 +36,18 @@ describe('manifests', () => {
       [`library/multi/manifests/${dockerList.children[1]!.digest}`, dockerList.children[1]!],
     ];
     for (const [path, m] of cases) {
-      const first = await hc.fetch(`/v2/${path}`, { headers: { accept: ALL_MANIFESTS } });
+      const first = await hc.pull(`/v2/${path}`);
       assert.equal(first.status, 200, path);
-      assert.ok(Buffer.from(await first.arrayBuffer()).equals(m.manifest), `${path}: byte-exact`);
+      assert.ok(first.body.equals(m.manifest), `${path}: byte-exact`);
       assert.equal(first.headers.get('content-type'), m.mediaType, path);
-      assert.equal(first.headers.get('docker-content-digest'), m.digest, path);
+      assert.equal(first.digest, m.digest, path);
       assert.equal(first.headers.get('etag'), `"${m.digest}"`, path);
       assert.equal(Number(first.headers.get('content-length')), m.manifest.length, path);
-      assert.equal(first.headers.get('x-hubcache-cache'), 'miss', path);
+      assert.equal(first.cache, 'miss', path);
       const upstreamBefore = hc.upstreamServer.requests.length;
-      const second = await hc.fetch(`/v2/${path}`, { headers: { accept: ALL_MANIFESTS } });
-      assert.ok(Buffer.from(await second.arrayBuffer()).equals(m.manifest), `${path}: byte-exact from the cache`);
-      assert.equal(second.headers.get('x-hubcache-cache'), 'hit', path);
+      const second = await hc.pull(`/v2/${path}`);
+      assert.ok(second.body.equals(m.manifest), `${path}: byte-exact from the cache`);
+      assert.equal(second.cache, 'hit', path);
       assert.equal(hc.upstreamServer.requests.length, upstreamBefore, `${path}: a hit costs no upstream request`);
     }
   });
@@ -60,12 +60,12 @@ describe('manifests', () => {
       const amd64 = index.children.find((c) => c.platform?.architecture === 'amd64')!;
       const tag = index === dockerList ? 'docker' : 'oci';
       for (const method of ['GET', 'HEAD']) {
-        const res = await hc.fetch(`/v2/library/multi/manifests/${tag}`, { method, headers: { accept } });
+        const res = await hc.pull(`/v2/library/multi/manifests/${tag}`, { method, headers: { accept } });
         assert.equal(res.status, 200, `${tag} ${method}`);
-        assert.equal(res.headers.get('docker-content-digest'), amd64.digest);
+        assert.equal(res.digest, amd64.digest);
         assert.equal(res.headers.get('content-type'), amd64.mediaType);
         assert.equal(Number(res.headers.get('content-length')), amd64.manifest.length);
-        if (method === 'GET') assert.ok(Buffer.from(await res.arrayBuffer()).equals(amd64.manifest));
+        assert.ok(res.body.equals(method === 'GET' ? amd64.manifest : Buffer.alloc(0)));
       }
     }
   });
@@ -77,18 +77,15 @@ describe('manifests', () => {
     assert.equal(err.code, 'MANIFEST_UNKNOWN');
     assert.deepEqual(err.detail, { mediaType: MediaTypes.ociManifest, accepted: [MediaTypes.dockerManifest] });
     // q=0 means "not acceptable" (RFC 9110 §12.4.2).
-    const refused = await hc.fetch('/v2/library/oci/manifests/v1', { headers: { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest};q=0` } });
+    const refused = await hc.pull('/v2/library/oci/manifests/v1', { headers: { accept: `${MediaTypes.dockerManifest}, ${MediaTypes.ociManifest};q=0` } });
     assert.equal(refused.status, 404);
-    await refused.body?.cancel();
     for (const accept of ['*/*', 'application/json', `${MediaTypes.dockerManifest}, application/*`]) {
-      const res = await hc.fetch('/v2/library/oci/manifests/v1', { headers: { accept } });
+      const res = await hc.pull('/v2/library/oci/manifests/v1', { headers: { accept } });
       assert.equal(res.status, 200, accept);
       assert.equal(res.headers.get('content-type'), MediaTypes.ociManifest, accept);
-      await res.body?.cancel();
     }
-    const noAccept = await hc.fetch('/v2/library/multi/manifests/oci', { headers: { accept: '' } });
+    const noAccept = await hc.pull('/v2/library/multi/manifests/oci', { headers: { accept: '' } });
     assert.equal(noAccept.headers.get('content-type'), MediaTypes.ociIndex);
-    await noAccept.body?.cancel();
   });
 
   it('an index without a linux/amd64 image is MANIFEST_UNKNOWN for a client that reads only images', async () => {
@@ -96,34 +93,25 @@ describe('manifests', () => {
     const res = await hc.fetch('/v2/library/armonly/manifests/1', { headers: { accept: MediaTypes.ociManifest } });
     assert.equal(res.status, 404);
     assert.equal((await ociError(res)).code, 'MANIFEST_UNKNOWN');
-    const index = await hc.fetch('/v2/library/armonly/manifests/1', { headers: { accept: ALL_MANIFESTS } });
-    assert.equal(index.headers.get('docker-content-digest'), armOnly.digest, 'the index itself is still served to those who read it');
-    await index.body?.cancel();
+    const index = await hc.pull('/v2/library/armonly/manifests/1');
+    assert.equal(index.digest, armOnly.digest, 'the index itself is still served to those who read it');
   });
 
   it('a single-component name means library/<name> on Docker Hub, and both spellings share one cache entry', async () => {
     const image = putImage(hc.registry, 'library/short', 'v1', { seed: 'short' });
-    const short = await hc.fetch('/v2/short/manifests/v1', { headers: { accept: ALL_MANIFESTS } });
-    assert.equal(short.headers.get('docker-content-digest'), image.digest);
-    assert.equal(short.headers.get('x-hubcache-cache'), 'miss');
-    await short.body?.cancel();
+    const short = await hc.pull('/v2/short/manifests/v1');
+    assert.equal(short.digest, image.digest);
+    assert.equal(short.cache, 'miss');
     assert.equal(hc.upstreamServer.count((r) => r.url === '/v2/library/short/manifests/v1'), 1, 'upstream was asked for library/short');
-    const long = await hc.fetch('/v2/library/short/manifests/v1', { headers: { accept: ALL_MANIFESTS } });
-    assert.equal(long.headers.get('x-hubcache-cache'), 'hit');
-    await long.body?.cancel();
+    assert.equal((await hc.pull('/v2/library/short/manifests/v1')).cache, 'hit');
   });
 
   it('concurrent misses for one tag make one upstream request, and every client gets the bytes', async () => {
     const image = putImage(hc.registry, 'library/popular', 'latest', { seed: 'popular' });
-    const held = holdUpstream(hc.registry, (req) => req.url === '/v2/library/popular/manifests/latest');
-    const joinedBefore = hc.metrics.joinedCount('manifest_tag');
-    const pulls = Array.from({ length: 5 }, () => hc.fetch('/v2/library/popular/manifests/latest', { headers: { accept: ALL_MANIFESTS } }));
-    await held.parked(1);
-    await hc.metrics.untilJoined('manifest_tag', joinedBefore + 4);
-    held.release();
-    for (const res of await Promise.all(pulls)) {
+    const pulls = await pullTogether(hc, '/v2/library/popular/manifests/latest', 5, 'manifest_tag', (req) => req.url === '/v2/library/popular/manifests/latest');
+    for (const res of pulls) {
       assert.equal(res.status, 200);
-      assert.ok(Buffer.from(await res.arrayBuffer()).equals(image.manifest));
+      assert.ok(res.body.equals(image.manifest));
     }
     assert.equal(hc.upstreamServer.count((r) => r.url === '/v2/library/popular/manifests/latest'), 1);
   });
@@ -131,19 +119,17 @@ describe('manifests', () => {
   it('a manifest known by digest in one repository is confirmed upstream (one HEAD) before another repository serves it', async () => {
     const image = putImage(hc.registry, 'library/first', 'v1', { seed: 'shared' });
     hc.registry.putManifest('library/second', undefined, image.manifest, image.mediaType);
-    const first = await hc.fetch(`/v2/library/first/manifests/${image.digest}`, { headers: { accept: ALL_MANIFESTS } });
-    assert.equal(first.headers.get('x-hubcache-cache'), 'miss');
-    await first.body?.cancel();
+    assert.equal((await hc.pull(`/v2/library/first/manifests/${image.digest}`)).cache, 'miss');
     const before = hc.upstreamServer.requests.length;
-    const second = await hc.fetch(`/v2/library/second/manifests/${image.digest}`, { headers: { accept: ALL_MANIFESTS } });
+    const second = await hc.pull(`/v2/library/second/manifests/${image.digest}`);
     assert.equal(second.status, 200);
-    assert.equal(second.headers.get('x-hubcache-cache'), 'revalidated');
-    assert.ok(Buffer.from(await second.arrayBuffer()).equals(image.manifest));
+    assert.equal(second.cache, 'revalidated');
+    assert.ok(second.body.equals(image.manifest));
     assert.deepEqual(hc.upstreamServer.requests.slice(before).map((r) => `${r.method} ${r.url}`), [`HEAD /v2/library/second/manifests/${image.digest}`]);
     // A repository the upstream doesn't have it in never gets it from the shared store.
-    const third = await hc.fetch(`/v2/library/third/manifests/${image.digest}`, { headers: { accept: ALL_MANIFESTS } });
+    const third = await hc.pull(`/v2/library/third/manifests/${image.digest}`);
     assert.equal(third.status, 404);
-    assert.equal((await ociError(third)).code, 'MANIFEST_UNKNOWN');
+    assert.equal(parseOciError(third.body.toString()).code, 'MANIFEST_UNKNOWN');
   });
 });
 
@@ -163,10 +149,9 @@ describe('routing between upstreams', () => {
   after(() => hc.close());
 
   const digestAt = async (path: string) => {
-    const res = await hc.fetch(path, { headers: { accept: ALL_MANIFESTS } });
+    const res = await hc.pull(path);
     assert.equal(res.status, 200, `${path}: ${res.status}`);
-    await res.body?.cancel();
-    return res.headers.get('docker-content-digest');
+    return res.digest;
   };
 
   it('a registry host as first path component, or containerd’s ?ns=, picks the upstream; the same name elsewhere is another repository', async () => {

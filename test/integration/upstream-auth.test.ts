@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { FakeRegistry } from '../../src/upstream/testing/fake-registry.js';
-import { startApp, type AppHarness } from '../support/app-harness.js';
+import { startApp, withApp, type AppHarness } from '../support/app-harness.js';
 import { ALL_MANIFESTS, ociError, putImage } from '../support/oci-fixtures.js';
 
 const account = { username: 'reader', password: 'r3ad' };
@@ -23,13 +23,6 @@ function privateRegistry(): FakeRegistry {
   return registry;
 }
 
-/** The response, its body read (status and headers are what these tests look at). */
-async function pull(hc: AppHarness, path: string): Promise<Response> {
-  const res = await hc.fetch(path, { headers: { accept: ALL_MANIFESTS } });
-  await res.arrayBuffer();
-  return res;
-}
-
 describe('a token-auth upstream with the configured account', () => {
   let hc: AppHarness;
   const registry = privateRegistry();
@@ -41,7 +34,7 @@ describe('a token-auth upstream with the configured account', () => {
   after(() => hc.close());
 
   it('pulls; the account goes to the token service only, the registry sees bearer tokens only', async () => {
-    const res = await pull(hc, '/v2/acme/private/manifests/1');
+    const res = await hc.pull('/v2/acme/private/manifests/1');
     assert.equal(res.status, 200);
     const tokenRequests = hc.upstreamServer.requests.filter(isToken);
     assert.equal(tokenRequests.length, 1);
@@ -54,10 +47,10 @@ describe('a token-auth upstream with the configured account', () => {
   it('reuses the token for the repository until it expires on the clock, then fetches one new token', async () => {
     const tokens = () => hc.upstreamServer.count(isToken);
     const before = tokens();
-    assert.equal((await pull(hc, '/v2/acme/private/manifests/2')).status, 200);
+    assert.equal((await hc.pull('/v2/acme/private/manifests/2')).status, 200);
     assert.equal(tokens(), before, 'same scope: the cached token');
     hc.clock.advance(301_000);
-    const revalidated = await pull(hc, '/v2/acme/private/manifests/1');
+    const revalidated = await hc.pull('/v2/acme/private/manifests/1');
     assert.equal(revalidated.headers.get('x-hubcache-cache'), 'revalidated');
     assert.equal(tokens(), before + 1, 'expired: one new token');
   });
@@ -66,7 +59,7 @@ describe('a token-auth upstream with the configured account', () => {
     registry.tokens.revokeAll();
     hc.clock.advance(60_000);
     const before = hc.upstreamServer.count(isToken);
-    const res = await pull(hc, '/v2/acme/private/manifests/2');
+    const res = await hc.pull('/v2/acme/private/manifests/2');
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('x-hubcache-cache'), 'revalidated');
     assert.equal(hc.upstreamServer.count(isToken), before + 1);
@@ -82,8 +75,7 @@ describe('refused credentials', () => {
       const registry = privateRegistry();
       // Without an account the token service refuses outright (wrong ones it refuses by itself).
       registry.tokenKnobs.status = credentials ? undefined : 401;
-      const hc = await startApp({ upstreams: { 'docker.io': { registry, credentials } } });
-      try {
+      await withApp({ upstreams: { 'docker.io': { registry, credentials } } }, async (hc) => {
         putImage(registry, 'acme/private', '1', { seed: 'refused' });
         for (const path of ['/v2/acme/private/manifests/1', '/v2/acme/private/tags/list']) {
           const res = await hc.fetch(path, { headers: { accept: ALL_MANIFESTS } });
@@ -92,9 +84,7 @@ describe('refused credentials', () => {
           assert.equal((await ociError(res)).code, 'DENIED');
         }
         assert.ok(hc.upstreamServer.requests.length <= 6, `no 401 loop upstream: ${hc.upstreamServer.requests.length} requests`);
-      } finally {
-        await hc.close();
-      }
+      });
     });
   }
 });
@@ -104,18 +94,14 @@ describe('a Basic-auth upstream', () => {
     const registry = new FakeRegistry();
     registry.auth = 'basic';
     registry.basicCredentials = account;
-    const hc = await startApp({ upstreams: { 'docker.io': { registry, credentials: account }, 'anon.example': { registry } } });
-    try {
+    await withApp({ upstreams: { 'docker.io': { registry, credentials: account }, 'anon.example': { registry } } }, async (hc) => {
       const image = putImage(registry, 'acme/basic', '1', { seed: 'basic' });
-      const ok = await pull(hc, '/v2/acme/basic/manifests/1');
-      assert.equal(ok.headers.get('docker-content-digest'), image.digest);
+      assert.equal((await hc.pull('/v2/acme/basic/manifests/1')).digest, image.digest);
       const last = hc.upstreamServer.requests.at(-1)!;
       assert.equal(last.headers.authorization, basicOf(account));
       const anon = await hc.fetch('/v2/anon.example/acme/basic/manifests/1', { headers: { accept: ALL_MANIFESTS } });
       assert.equal(anon.status, 403);
       assert.equal((await ociError(anon)).code, 'DENIED');
-    } finally {
-      await hc.close();
-    }
+    });
   });
 });

@@ -26,6 +26,7 @@ import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memo
 import { DOCKER_HUB, normalizeDockerHubName } from '../../src/upstream/docker-hub.js';
 import { RegistryUpstream, type Credentials } from '../../src/upstream/registry-client.js';
 import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
+import { ALL_MANIFESTS, holdUpstream } from './oci-fixtures.js';
 
 export interface UpstreamSpec {
   /** The registry behind this upstream; a fresh FakeRegistry by default (a HostileRegistry works too). */
@@ -97,11 +98,48 @@ export interface AppHarness {
   readonly served: () => number;
   /** `fetch` against hubcache: `path` starts with `/`. */
   fetch(path: string, init?: RequestInit): Promise<Response>;
+  /** A request the way a pulling client sends it (Accept: every manifest type), body read. */
+  pull(path: string, init?: { method?: string; headers?: Record<string, string> }): Promise<Pulled>;
   /** Resolves with the first log line, past or future, that matches. */
   waitForLog(pred: (line: LogLine) => boolean): Promise<LogLine>;
   /** Waits for every blob download in flight to commit or fail. */
   settle(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A response with its body read, and the two headers cache tests look at most. */
+export interface Pulled {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Buffer;
+  /** X-Hubcache-Cache: hit, miss, revalidated, stale. */
+  readonly cache: string | null;
+  readonly digest: string | null;
+}
+
+/** Starts a harness for one test and closes it whatever happens. */
+export async function withApp<T>(opts: AppHarnessOptions, fn: (hc: AppHarness) => Promise<T>): Promise<T> {
+  const hc = await startApp(opts);
+  try {
+    return await fn(hc);
+  } finally {
+    await hc.close();
+  }
+}
+
+/**
+ * `n` clients pulling `path` at once while the first one's upstream request (the one `upstream`
+ * picks) is held: released only once the other `n - 1` joined its flight of `kind`, so the
+ * single-flight is proven, not raced.
+ */
+export async function pullTogether(hc: AppHarness, path: string, n: number, kind: CacheKind, upstream: (req: IncomingMessage) => boolean): Promise<Pulled[]> {
+  const held = holdUpstream(hc.registry, upstream);
+  const joinedBefore = hc.metrics.joinedCount(kind);
+  const pulls = Array.from({ length: n }, () => hc.pull(path));
+  await held.parked(1);
+  await hc.metrics.untilJoined(kind, joinedBefore + n - 1);
+  held.release();
+  return Promise.all(pulls);
 }
 
 /** Metrics that also tell tests, as events, what they would otherwise have to poll for. */
@@ -239,6 +277,11 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     logs,
     served: () => served,
     fetch: (path, init) => fetch(`${url}${path}`, init),
+    pull: async (path, init = {}) => {
+      const res = await fetch(`${url}${path}`, { method: init.method, headers: { accept: ALL_MANIFESTS, ...init.headers } });
+      const body = Buffer.from(await res.arrayBuffer());
+      return { status: res.status, headers: res.headers, body, cache: res.headers.get('x-hubcache-cache'), digest: res.headers.get('docker-content-digest') };
+    },
     waitForLog: (pred) => {
       const found = logs.find(pred);
       if (found) return Promise.resolve(found);

@@ -8,7 +8,7 @@ import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
-import { viaToken } from './http/middleware/anti-loop.js';
+import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
@@ -96,7 +96,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       maxManifestBytes: config.upstreamClient.maxManifestSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
-      via: `1.1 ${viaToken(instanceId)}`,
+      via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
       observer: upstreamObserver(metrics, logger, name),
     });
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });

@@ -69,7 +69,7 @@ export function createApp(opts: AppOptions): express.Express {
         case 'blob':
           return await serveBlob(opts.reader, opts.metrics, key, request.digest, req, res);
         case 'tags':
-          return await serveTags(opts.reader, key, request.name, { n: request.n, last: request.last }, req, res);
+          return await serveTags(opts.reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
       }
     } catch (err) {
       next(err);

@@ -62,8 +62,11 @@ export interface RegistryUpstreamOptions {
   /** Manifests above this are refused (`protocol`). Default 4 MiB, as distribution's limit. */
   readonly maxManifestBytes?: number;
   readonly userAgent: string;
-  /** `Via` value added to every upstream request (loop guard, STYLE §9). */
-  readonly via?: string;
+  /**
+   * `Via` value added to every upstream request (loop guard, STYLE §9); a function is asked at each
+   * request (the composition root passes one that carries on the client request's Via chain).
+   */
+  readonly via?: string | (() => string);
   /** Upstream requests waiting for response headers at once; unlimited when unset. */
   readonly maxConcurrency?: number;
   readonly observer?: UpstreamObserver;
@@ -343,7 +346,8 @@ export class RegistryUpstream implements Upstream {
   }
 
   #commonHeaders(): Record<string, string> {
-    return { 'user-agent': this.#o.userAgent, ...(this.#o.via ? { via: this.#o.via } : {}) };
+    const via = typeof this.#o.via === 'function' ? this.#o.via() : this.#o.via;
+    return { 'user-agent': this.#o.userAgent, ...(via ? { via } : {}) };
   }
 
   /** One HTTP request (no redirects), through the concurrency limit, observed and classified. */

@@ -16,7 +16,6 @@ import { upstreamObserver } from './observability/upstream-observer.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 import { acquireStoreLock } from './storage/fs/store-lock.js';
-import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -129,7 +128,6 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     resolver: {
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
-      normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
       filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
     },
     logger,

@@ -2,8 +2,7 @@ import type { Readable } from 'node:stream';
 import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import type { Reference } from '../domain/reference.js';
-import type { RepoKey } from '../storage/manifest-store.js';
+import type { Reference, RepoKey } from '../domain/reference.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheOutcome } from '../observability/metrics.js';
 

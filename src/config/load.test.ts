@@ -197,6 +197,32 @@ test('bad repository patterns and registry names are named', () => {
   });
 });
 
+test('upstream names the router and the store would refuse are refused at start, each with its reason (issue #12)', () => {
+  const long = `${'a'.repeat(64)}.example.com`;
+  const refused = (names: string[]) => {
+    const yaml = `upstreams:\n${names.map((n) => `  ${JSON.stringify(n)}: {url: "https://x.example"}`).join('\n')}\n`;
+    try {
+      loadConfig({ file: file('names.yaml', yaml), env: {} });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.message;
+    }
+    return assert.fail(`accepted ${names.join(', ')}`);
+  };
+  const message = refused(['registry.local:05000', 'host.example:99999', long, 'myregistry', 'index.docker.io', 'registry-1.docker.io']);
+  assert.match(message, /"registry\.local:05000" is not a registry name: port 05000 has a leading zero \(write 5000\)/);
+  assert.match(message, /"host\.example:99999" is not a registry name: port 99999 is out of range \(1–65535\)/);
+  assert.match(message, /the label "a{20}\.\.\." is 64 characters long, at most 63/);
+  assert.match(message, /"myregistry" is not a registry name: it has no dot and no port/);
+  assert.match(message, /"index\.docker\.io" is Docker Hub: configure it as docker\.io/);
+  assert.match(message, /"registry-1\.docker\.io" is Docker Hub: configure it as docker\.io/);
+  // defaultUpstream follows the same rule.
+  assert.throws(() => loadConfig({ env: { HUBCACHE_DEFAULT_UPSTREAM: 'Quay.io' }, flags: { 'upstream-url': 'https://quay.io' } }), /defaultUpstream: "Quay\.io" is not a registry name: registry names are lowercase/);
+  // The limits themselves are accepted.
+  const c = loadConfig({ file: file('edge.yaml', `upstreams:\n  ${'a'.repeat(63)}.io:5000: {url: "https://x.example"}\n  localhost:65535: {url: "http://localhost:65535"}\n`), env: {} });
+  assert.deepEqual(Object.keys(c.upstreams).sort(), [`${'a'.repeat(63)}.io:5000`, 'docker.io', 'localhost:65535']);
+});
+
 test('defaultUpstream from the environment or the --default-upstream flag: it is the effective default, and the --upstream-* settings address it', () => {
   const f = file('du.yaml', 'defaultUpstream: quay.io\nupstreams:\n  quay.io:\n    url: https://quay.io\n  ghcr.io:\n    url: https://ghcr.io\n  registry.example.com:\n    url: https://registry.example.com\n');
   const fromEnv = loadConfig({ file: f, env: { HUBCACHE_DEFAULT_UPSTREAM: 'ghcr.io', HUBCACHE_TAG_TTL: '1h' } });

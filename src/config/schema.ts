@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import { registryNameProblem } from '../domain/registry-name.js';
 import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
+import { DOCKER_HUB, dockerHubAliasProblem } from '../upstream/docker-hub.js';
 import { parseDuration, parseSize } from './duration.js';
 
 /**
@@ -72,8 +74,12 @@ const realmEntry = z.string().superRefine((entry, ctx) => {
 // Repository glob patterns: name characters plus `*` and `?`.
 const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
 
-// Registry names as clients write them: a hostname with an optional port.
-export const REGISTRY_NAME_RE = /^(?=.{1,253}(?::\d{1,5})?$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
+// Registry names (upstream keys, defaultUpstream): the rule every layer uses (domain/registry-name.ts),
+// and Docker Hub under its one name, so that every configured upstream can be asked for by name.
+const registryName = z.string().superRefine((name, ctx) => {
+  const problem = registryNameProblem(name) ?? dockerHubAliasProblem(name);
+  if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
 
 const upstreamSchema = z
   .object({
@@ -141,10 +147,10 @@ export const configSchema = z
       .default({}),
     /** Upstream registries by the name clients use (`docker.io`, `ghcr.io`, …). */
     upstreams: z
-      .record(z.string().regex(REGISTRY_NAME_RE, 'registry names are hostnames with an optional port, e.g. ghcr.io'), upstreamSchema)
+      .record(registryName, upstreamSchema)
       .default({}),
     /** The upstream used when a request names no registry (Docker Hub). */
-    defaultUpstream: z.string().default('docker.io'),
+    defaultUpstream: registryName.default(DOCKER_HUB.name),
     cache: z
       .object({
         /** A blob download that takes longer than this is abandoned (it doesn't belong to any client). */
@@ -231,5 +237,3 @@ export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxRe
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
-
-export const DOCKER_HUB_DEFAULT = { url: 'https://registry-1.docker.io' } as const;

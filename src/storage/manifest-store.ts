@@ -1,6 +1,6 @@
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
-import type { RepoName, Tag } from '../domain/reference.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
 
 export interface StoredManifest {
   readonly descriptor: Descriptor;
@@ -26,12 +26,6 @@ export interface TagEntry {
   readonly mediaType: string;
   readonly size: number;
   readonly validatedAt: number;
-}
-
-/** A repository on a given upstream (`docker.io`, `ghcr.io`, …). Keys all per-repository metadata. */
-export interface RepoKey {
-  readonly upstream: string;
-  readonly repo: RepoName;
 }
 
 /**

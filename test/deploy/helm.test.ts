@@ -468,6 +468,18 @@ describe('helm/hubcache', () => {
       await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', allowedRealmHosts: ['https://ghcr.io/token'] } } } }, /config\/upstreams\/ghcr\.io\/allowedRealmHosts\/0/);
     });
 
+    it("refuse the registry names hubcache's loader refuses, as helm (Go RE2) reads the generated rule (issue #12)", async () => {
+      const long = `${'a'.repeat(64)}.example.com`;
+      for (const name of ['registry.local:05000', 'host.example:99999', long, 'myregistry', 'index.docker.io']) {
+        const quoted = name.replace(/[.]/g, '\\.');
+        await rejected({ config: { upstreams: { [name]: { url: 'https://x.example' } } } }, new RegExp(`invalid propertyName '${quoted}'`));
+        await rejected({ nodeConfiguration: { enabled: true, registries: [name] } }, name === 'index.docker.io' ? /index\.docker\.io is not configured/ : /nodeConfiguration\/registries\/0/);
+      }
+      await rejected({ config: { defaultUpstream: 'registry.local:05000' } }, /config\/defaultUpstream/);
+      const edge = { [`${'a'.repeat(63)}.example.com:65535`]: { url: 'https://x.example' }, 'localhost:5000': { url: 'http://localhost:5000' } };
+      assert.deepEqual(Object.keys(configOf(await helm.template({ config: { upstreams: edge } })).upstreams).sort(), ['docker.io', ...Object.keys(edge)].sort());
+    });
+
     it('refuse more than one replica, even on a ReadWriteMany volume or emptyDirs: one hubcache process per store', async () => {
       const schemaError = /values don't meet the specifications of the schema[\s\S]*at '\/replicaCount': maximum: got 2, want 1/;
       await rejected({ replicaCount: 2 }, schemaError);

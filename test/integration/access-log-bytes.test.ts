@@ -53,7 +53,7 @@ async function start(): Promise<{ url: string; lines: Array<Record<string, unkno
   const metrics = new Metrics({ collectDefault: false });
   const app = createApp({
     reader,
-    resolver: { upstreams: new Set(['docker.io']), defaultUpstream: 'docker.io', normalize: (_u, n) => (n.includes('/') ? n : `library/${n}`) },
+    resolver: { upstreams: new Set(['docker.io']), defaultUpstream: 'docker.io' },
     logger: createLogger({ level: 'info', format: 'json', stream }),
     metrics,
     instanceId: 'test',

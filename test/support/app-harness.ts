@@ -23,7 +23,7 @@ import type { BlobStore } from '../../src/storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../../src/storage/manifest-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
-import { DOCKER_HUB, normalizeDockerHubName } from '../../src/upstream/docker-hub.js';
+import { DOCKER_HUB } from '../../src/upstream/docker-hub.js';
 import { RegistryUpstream, type Credentials } from '../../src/upstream/registry-client.js';
 import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
 import { ALL_MANIFESTS, holdUpstream } from './oci-fixtures.js';
@@ -244,7 +244,6 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     resolver: {
       upstreams: new Set(entries.keys()),
       defaultUpstream,
-      normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
       filters,
     },
     logger,

@@ -2,8 +2,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { isDirectBody, type RegistryReader } from '../../cache/registry-reader.js';
 import type { Digest } from '../../domain/digest.js';
+import type { RepoKey } from '../../domain/reference.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { RepoKey } from '../../storage/manifest-store.js';
 import { parseRangeHeader } from '../parse-request.js';
 
 /** GET/HEAD /v2/<name>/blobs/<digest>, with single-range support (206/416). */

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import type { RegistryReader } from '../../cache/registry-reader.js';
-import type { RepoKey } from '../../storage/manifest-store.js';
+import type { RepoKey } from '../../domain/reference.js';
 
 /**
  * GET /v2/<name>/tags/list?n=&last=, with a `Link: <…>; rel="next"` header for the next page. The

@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import { isTag, isValidRepoPath, type RepoName, type Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest, TagEntry } from '../manifest-store.js';
+import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
+import { isRegistryName } from '../../domain/registry-name.js';
+import type { ManifestStore, MetadataStore, StoredManifest, TagEntry } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry } from '../tag-entry.js';
-import { isUpstreamName } from '../upstream-name.js';
 import { isFile, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
 import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 
@@ -119,7 +119,7 @@ export class FsMetadataStore implements MetadataStore {
   /** Every repository directory holding `_tags` or `_manifests`, by upstream then name. */
   async *listRepositories(): AsyncIterable<RepoKey> {
     for (const upstream of await readdirSorted(this.layout.repositoriesDir)) {
-      if (!isUpstreamName(upstream)) continue;
+      if (!isRegistryName(upstream)) continue;
       yield* walkRepositories(upstream, this.layout.upstreamDir(upstream), []);
     }
   }

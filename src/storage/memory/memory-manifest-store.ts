@@ -1,10 +1,10 @@
 import type { Descriptor } from '../../domain/descriptor.js';
 import { parseDigest, sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import { isTag, parseRepoName, type RepoName, type Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest, TagEntry } from '../manifest-store.js';
+import { isTag, parseRepoName, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
+import { parseRegistryName } from '../../domain/registry-name.js';
+import type { ManifestStore, MetadataStore, StoredManifest, TagEntry } from '../manifest-store.js';
 import { checkTagEntry } from '../tag-entry.js';
-import { parseUpstreamName } from '../upstream-name.js';
 
 /** An in-memory `ManifestStore` for tests; passes the same conformance suite as `FsManifestStore`. */
 export class MemoryManifestStore implements ManifestStore {
@@ -75,7 +75,7 @@ export class MemoryMetadataStore implements MetadataStore {
   }
 
   #repo(key: RepoKey, create: boolean): RepoMetadata | undefined {
-    const upstream = parseUpstreamName(key.upstream);
+    const upstream = parseRegistryName(key.upstream);
     const repo: RepoName = parseRepoName(key.repo);
     const id = `${upstream}\0${repo}`;
     let r = this.#repos.get(id);

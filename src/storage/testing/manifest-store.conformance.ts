@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { MediaTypes } from '../../domain/media-types.js';
-import type { RepoName, Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, TagEntry } from '../manifest-store.js';
+import type { RepoKey, RepoName, Tag } from '../../domain/reference.js';
+import type { ManifestStore, MetadataStore, TagEntry } from '../manifest-store.js';
 import { rejectsWithCode } from './helpers.js';
 
 /** What a backend's test hands the suite: a fresh, empty store per test. */

@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger } from './lib/logger.js';
 import { startHubcache, type Hubcache } from './server.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';

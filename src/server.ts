@@ -9,7 +9,7 @@ import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import { createLogger, type Logger } from './lib/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';

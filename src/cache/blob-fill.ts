@@ -4,14 +4,14 @@ import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { isRegistryError } from '../domain/errors.js';
 import type { RepoKey } from '../domain/reference.js';
+import type { Logger } from '../lib/logger.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import type { CacheMetrics, FillFailure } from './cache-metrics.js';
 import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
 import { ChunkWindow } from './chunk-window.js';
 import type { Slot, SlotQueue } from './slot-queue.js';
 import { WriteBatcher } from './write-batcher.js';
-import type { Logger } from '../observability/logger.js';
-import type { FillFailure, Metrics } from '../observability/metrics.js';
 
 /** What a fill does once every client has gone (cache.abandonedFills). */
 export interface AbandonedFillPolicy extends AbandonedFillBudget {
@@ -42,7 +42,7 @@ export interface BlobFillOptions {
   readonly abandoned: AbandonedFillPolicy;
   readonly schedule?: Schedule;
   readonly logger: Logger;
-  readonly metrics: Metrics;
+  readonly metrics: CacheMetrics;
 }
 
 /** Followers read the fill's file in pieces of this size (large pieces: fewer reads, see the bench). */

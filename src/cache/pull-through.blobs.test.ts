@@ -9,7 +9,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
-import { silentLogger } from '../observability/logger.js';
+import { silentLogger } from '../lib/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';

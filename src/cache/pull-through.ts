@@ -3,15 +3,15 @@ import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type RepoKey, type Tag } from '../domain/reference.js';
-import type { Logger } from '../observability/logger.js';
-import type { CacheKind, Metrics } from '../observability/metrics.js';
+import type { Logger } from '../lib/logger.js';
+import { SingleFlight } from '../lib/single-flight.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
+import type { CacheKind, CacheMetrics } from './cache-metrics.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
-import { SingleFlight } from './single-flight.js';
 import { SlotQueue } from './slot-queue.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
@@ -36,7 +36,7 @@ export interface PullThroughOptions {
   /** Timers of the abandoned-fill grace (tests drive them by hand). */
   readonly schedule?: Schedule;
   readonly logger: Logger;
-  readonly metrics: Metrics;
+  readonly metrics: CacheMetrics;
   readonly clock?: () => number;
 }
 

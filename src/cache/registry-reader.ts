@@ -3,8 +3,8 @@ import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import type { Reference, RepoKey } from '../domain/reference.js';
-import type { Logger } from '../observability/logger.js';
-import type { CacheOutcome } from '../observability/metrics.js';
+import type { Logger } from '../lib/logger.js';
+import type { CacheOutcome } from './cache-metrics.js';
 
 /**
  * A client's Range header, applied to the blob's size once the reader knows it (RFC 9110 §14.2):

@@ -1,7 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { RegistryReader } from '../cache/registry-reader.js';
 import { RegistryError } from '../domain/errors.js';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';

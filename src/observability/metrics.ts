@@ -1,26 +1,22 @@
 import client from 'prom-client';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import type { UpstreamKind } from '../upstream/upstream.js';
 
-/** Cache kinds: closed set, never a repository, tag or digest (Docker Hub's namespace is unbounded). */
-export type CacheKind = 'manifest_tag' | 'manifest_digest' | 'blob';
-export type CacheOutcome = 'hit' | 'miss' | 'revalidated' | 'stale';
-export type ByteSource = 'cache' | 'upstream';
-export type UpstreamKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
-export type FillFailure = 'digest_mismatch' | 'upstream_error' | 'timeout' | 'storage_error';
+/** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
+export const BYTE_SOURCES = ['cache', 'upstream'] as const;
+export type ByteSource = (typeof BYTE_SOURCES)[number];
 /**
  * What became of a blob download whose clients had all gone: `continued` within the budget
  * (cache.abandonedFills), `cancelled` mid-download (temp data removed), `dropped` while still
  * queued for a download slot (upstream never asked).
  */
-export type AbandonedDecision = 'continued' | 'cancelled' | 'dropped';
+export const ABANDONED_DECISIONS = ['continued', 'cancelled', 'dropped'] as const;
+export type AbandonedDecision = (typeof ABANDONED_DECISIONS)[number];
 
-// The closed sets again as values, to create every series at zero: a counter that appears only at
-// its first increment loses that increment in rate()/increase() (Prometheus treats the first
-// sample as the starting point), which would undercount a hit ratio right after a restart.
-const CACHE_KINDS: readonly CacheKind[] = ['manifest_tag', 'manifest_digest', 'blob'];
-const CACHE_OUTCOMES: readonly CacheOutcome[] = ['hit', 'miss', 'revalidated', 'stale'];
-const BYTE_SOURCES: readonly ByteSource[] = ['cache', 'upstream'];
-const FILL_FAILURES: readonly FillFailure[] = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'];
-const ABANDONED_DECISIONS: readonly AbandonedDecision[] = ['continued', 'cancelled', 'dropped'];
+// Every series of a closed label set is created at zero (constructor): a counter that appears only
+// at its first increment loses that increment in rate()/increase() (Prometheus treats the first
+// sample as the starting point), which would undercount a hit ratio right after a restart. The sets
+// are the cache's (cache/cache-metrics.ts) and the upstream client's (upstream/upstream.ts).
 
 function statusClass(status: number | 'error'): string {
   return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
@@ -30,7 +26,7 @@ function statusClass(status: number | 'error'): string {
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics {
+export class Metrics implements CacheMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });

@@ -1,5 +1,5 @@
-import type { UpstreamObserver } from '../upstream/registry-client.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
+import type { UpstreamObserver } from '../upstream/upstream.js';
 import type { Metrics } from './metrics.js';
 
 /**

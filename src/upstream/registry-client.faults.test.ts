@@ -2,9 +2,9 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MediaTypes } from '../domain/media-types.js';
 import type { Reference, RepoName, Tag } from '../domain/reference.js';
-import { RegistryUpstream, type RegistryUpstreamOptions, type UpstreamObserver } from './registry-client.js';
+import { RegistryUpstream, type RegistryUpstreamOptions } from './registry-client.js';
 import { FakeRegistry, LoopbackServer } from './testing/fake-registry.js';
-import { UpstreamError } from './upstream.js';
+import { UpstreamError, type UpstreamObserver } from './upstream.js';
 
 const repo = 'library/alpine' as RepoName;
 const ref: Reference = { kind: 'tag', tag: '3.20' as Tag };

@@ -10,31 +10,19 @@ import type { Descriptor } from '../domain/descriptor.js';
 import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
 import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
+import { raceSignal } from '../lib/race-signal.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
 import { realmOrigins } from './auth/realm-allowlist.js';
-import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
+import { TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
 import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
 import { blobResult, parseLength } from './blob-response.js';
 import { parseNextLink } from './link-header.js';
 import { RedirectGuard, type Lookup } from './redirect-guard.js';
 import { retry } from './retry.js';
-import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamManifest } from './upstream.js';
+import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamKind, type UpstreamManifest, type UpstreamObserver } from './upstream.js';
 
 export type { Credentials } from './auth/token-provider.js';
-
-export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
-
-/** Hooks for metrics and logs; every method is optional and must not throw. */
-export interface UpstreamObserver {
-  /** One HTTP exchange finished (to response headers); `status: 'error'` when none arrived. */
-  request?(e: { upstream: string; kind: UpstreamRequestKind; method: string; status: number | 'error'; seconds: number }): void;
-  /** A response carried rate-limit headers (manifest responses and 429s). */
-  rateLimit?(upstream: string, snap: RateLimitSnapshot): void;
-  tokenFetched?(upstream: string, ok: boolean): void;
-  /** An operation failed with a retryable error and will be tried again. */
-  retry?(upstream: string, kind: UpstreamRequestKind, reason: string): void;
-}
 
 export interface RegistryUpstreamOptions {
   /** Registry name as clients know it (`docker.io`), used in metrics and errors. */
@@ -82,7 +70,7 @@ const MAX_TAG_LIST_BYTES = 16 * 1024 * 1024;
 const GENERIC_TYPES = new Set(['', MediaTypes.octetStream, 'text/plain', 'application/json']);
 
 interface Call {
-  readonly kind: UpstreamRequestKind;
+  readonly kind: UpstreamKind;
   readonly method: 'GET' | 'HEAD';
   readonly path: string;
   /** The repository whose `pull` scope a token must carry. */
@@ -240,7 +228,7 @@ export class RegistryUpstream implements Upstream {
     await (opts.force ? this.#dispatcher.destroy() : this.#dispatcher.close());
   }
 
-  #retrying<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+  #retrying<T>(kind: UpstreamKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
     const { attempts, baseDelayMs, maxDelayMs } = this.#o.retries;
     return retry(fn, {
       attempts,

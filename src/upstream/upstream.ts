@@ -63,6 +63,24 @@ export interface RateLimitSnapshot {
   readonly observedAt: number;
 }
 
+/** What an upstream request was for: a closed set, the `kind` label of the upstream metrics. */
+export const UPSTREAM_KINDS = ['manifest', 'blob', 'tags', 'token', 'ping'] as const;
+export type UpstreamKind = (typeof UPSTREAM_KINDS)[number];
+
+/**
+ * What an upstream client reports, for metrics and logs (observability/upstream-observer.ts turns
+ * it into both). Every method is optional and must not throw.
+ */
+export interface UpstreamObserver {
+  /** One HTTP exchange finished (to response headers); `status: 'error'` when none arrived. */
+  request?(e: { upstream: string; kind: UpstreamKind; method: string; status: number | 'error'; seconds: number }): void;
+  /** A response carried rate-limit headers (manifest responses and 429s). */
+  rateLimit?(upstream: string, snap: RateLimitSnapshot): void;
+  tokenFetched?(upstream: string, ok: boolean): void;
+  /** An operation failed with a retryable error and will be tried again. */
+  retry?(upstream: string, kind: UpstreamKind, reason: string): void;
+}
+
 /** A remote registry (Docker Hub or another), speaking the distribution API with token auth. */
 export interface Upstream {
   /** The registry's name as clients know it: `docker.io`, `ghcr.io`… */

@@ -11,7 +11,7 @@ import { Readable, Writable } from 'node:stream';
 import { resolveRange, type RegistryReader } from '../../src/cache/registry-reader.js';
 import { sha256Digest } from '../../src/domain/digest.js';
 import { RegistryError } from '../../src/domain/errors.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger } from '../../src/lib/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { rawRequest } from '../support/raw-http.js';
 import { createApp } from '../../src/http/app.js';

@@ -6,7 +6,8 @@
  */
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
-import { SingleFlight } from '../../cache/single-flight.js';
+import { raceSignal } from '../../lib/race-signal.js';
+import { SingleFlight } from '../../lib/single-flight.js';
 import { classifyRequestError, errorFromResponse, readCapped } from '../errors.js';
 import { UpstreamError } from '../upstream.js';
 import type { Challenge } from './challenge.js';
@@ -187,21 +188,4 @@ function remapTokenError(err: UpstreamError): UpstreamError {
   if (err.status === 401 || err.status === 403) return new UpstreamError('unauthorized', `token request refused (${err.status})`, opts);
   if (err.kind === 'rate-limited') return err;
   return new UpstreamError('unavailable', `token service answered ${err.status}`, opts);
-}
-
-/** Waits for `p` unless `signal` aborts first (the shared work itself goes on for other waiters). */
-export function raceSignal<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) {
-      p.catch(() => {}); // nobody else may be waiting for it
-      return onAbort();
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
-      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
-    );
-  });
 }

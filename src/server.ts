@@ -9,6 +9,7 @@ import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaToken } from './http/middleware/anti-loop.js';
+import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
@@ -138,6 +139,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let metricsServer: Server | undefined;
   if (separateMetrics) {
     const mApp = express();
+    mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);

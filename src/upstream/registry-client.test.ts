@@ -170,6 +170,33 @@ test('GET trusts the bytes: digest computed, media type sniffed when the upstrea
   assert.ok(m.body.equals(body));
 });
 
+test('only a manifest hubcache accepts is returned: another Content-Type, a contradicting one or HTML is a protocol error, never retried', async () => {
+  const genuine = Buffer.from(JSON.stringify(manifest));
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['text/html', genuine, /Content-Type "text\/html" is not a manifest media type/],
+    [MediaTypes.dockerManifest, genuine, /disagrees with the mediaType field/],
+    ['text/html; charset=utf-8', Buffer.from('<html>sign in</html>'), /not a manifest media type/],
+    ['application/octet-stream', Buffer.from('<html>sign in</html>'), /not JSON/],
+    ['application/octet-stream', Buffer.from(JSON.stringify({ ...manifest, mediaType: `${MediaTypes.ociManifest}\r\nX: 1` })), /mediaType field is not a valid media type/],
+  ];
+  for (const [contentType, body, why] of cases) {
+    const reg = new FakeRegistry();
+    reg.hook = (_req, res) => (res.writeHead(200, { 'content-type': contentType }).end(body), true);
+    const srv = await serve(reg);
+    await assert.rejects(client(srv.url).getManifest(repo, tag('3.20')), (e: unknown) => isKind('protocol')(e) && why.test((e as Error).message));
+    assert.equal(srv.count(), 1, `${contentType}: not retried`);
+  }
+});
+
+test('a HEAD whose Content-Type is not a manifest type tells nothing: the GET decides (and refuses it)', async () => {
+  const reg = new FakeRegistry();
+  const body = Buffer.from(JSON.stringify(manifest));
+  reg.hook = (_req, res) => (res.writeHead(200, { 'content-type': 'text/html', 'content-length': body.length, 'docker-content-digest': sha256Digest(body) }).end(_req.method === 'HEAD' ? undefined : body), true);
+  const srv = await serve(reg);
+  await assert.rejects(client(srv.url).headManifest(repo, tag('3.20')), isKind('protocol'));
+  assert.deepEqual(srv.requests.map((r) => r.method), ['HEAD', 'GET']);
+});
+
 test('fetching by digest: bytes that hash to something else are a protocol error', async () => {
   const reg = new FakeRegistry();
   const wanted = sha256Digest('something else');

@@ -8,7 +8,8 @@ import pLimit from 'p-limit';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Descriptor } from '../domain/descriptor.js';
 import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
-import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
+import { isManifestMediaType, manifestMediaType } from '../domain/manifest.js';
+import { bareMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
 import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
@@ -70,8 +71,6 @@ export interface RegistryUpstreamOptions {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const MAX_TAG_LIST_BYTES = 16 * 1024 * 1024;
-// Content types that say nothing about the manifest format: sniff the body instead.
-const GENERIC_TYPES = new Set(['', MediaTypes.octetStream, 'text/plain', 'application/json']);
 
 interface Call {
   readonly kind: UpstreamRequestKind;
@@ -145,10 +144,10 @@ export class RegistryUpstream implements Upstream {
       const digest = header !== undefined && isDigest(header) ? header : ref.kind === 'digest' ? ref.digest : undefined;
       const size = parseLength(headerValue(res.headers, 'content-length'));
       const mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
-      return digest && size !== undefined && !GENERIC_TYPES.has(mediaType) ? { digest, size, mediaType } : undefined;
+      return digest && size !== undefined && isManifestMediaType(mediaType) ? { digest, size, mediaType } : undefined;
     });
-    // Docker Hub always answers HEAD with digest, length and type; a registry that doesn't leaves
-    // a GET as the only way to learn them.
+    // Docker Hub always answers HEAD with digest, length and a manifest type; a registry that
+    // doesn't leaves a GET as the only way to learn them (and to check them against the bytes).
     return desc ?? (await this.getManifest(repo, ref, signal)).descriptor;
   }
 
@@ -160,8 +159,10 @@ export class RegistryUpstream implements Upstream {
       // The bytes are the truth (DESIGN §3): Docker-Content-Digest is only the upstream's claim.
       const digest = sha256Digest(body);
       if (ref.kind === 'digest' && digest !== ref.digest) throw new UpstreamError('protocol', `manifest bytes hash to ${digest}, not the requested digest`);
-      let mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
-      if (GENERIC_TYPES.has(mediaType)) mediaType = sniffManifestMediaType(body) ?? (mediaType || MediaTypes.octetStream);
+      // Only a manifest hubcache knows is kept, in the media type its bytes agree with (domain/manifest.ts).
+      const verdict = manifestMediaType(body, headerValue(res.headers, 'content-type'));
+      if (!verdict.ok) throw new UpstreamError('protocol', `not a manifest hubcache accepts: ${verdict.reason}`);
+      const mediaType = verdict.mediaType;
       const headers = pickRateLimitHeaders((n) => headerValue(res.headers, n));
       return { descriptor: { digest, size: body.length, mediaType }, body, headers };
     });

@@ -92,7 +92,12 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
       allowedRealmHosts: up.allowedRealmHosts,
       allowedRedirectHosts: up.allowedRedirectHosts,
-      timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
+      timeouts: {
+        connectMs: config.upstreamClient.connectTimeout,
+        headersMs: config.upstreamClient.headersTimeout,
+        bodyIdleMs: config.upstreamClient.bodyIdleTimeout,
+        requestMs: config.upstreamClient.requestTimeout,
+      },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,

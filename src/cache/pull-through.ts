@@ -52,16 +52,19 @@ export class PullThroughRegistry implements RegistryReader {
 
   async getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult> {
     const flightKey = `${key.upstream}/${key.repo}@${referenceString(ref)}`;
-    // A shared flight logs with the logger of the request that started it.
+    // A shared flight logs with the logger of the request that started it. It is the waiting
+    // clients': when the last one has gone, its upstream requests are aborted (single-flight.ts).
     const log = opts.log ?? this.#o.logger;
-    const { promise, joined } = this.#manifestFlights.run(flightKey, () =>
-      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag, log),
+    const { promise, joined } = this.#manifestFlights.run(
+      flightKey,
+      (signal) => (ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest, signal) : this.#manifestByTag(key, ref.tag, log, signal)),
+      opts.signal,
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
     return promise;
   }
 
-  async #manifestByDigest(key: RepoKey, digest: Digest): Promise<ManifestResult> {
+  async #manifestByDigest(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_digest';
     const stored = await this.#o.manifests.get(digest);
     // Content is shared by digest, but a manifest is served for a repository only once that
@@ -73,12 +76,12 @@ export class PullThroughRegistry implements RegistryReader {
     const upstream = this.#upstream(key);
     try {
       if (stored) {
-        await upstream.headManifest(key.repo, { kind: 'digest', digest });
+        await upstream.headManifest(key.repo, { kind: 'digest', digest }, signal);
         await this.#o.metadata.linkManifest(key, digest);
         this.#o.metrics.cache(kind, 'revalidated');
         return { ...stored, outcome: 'revalidated' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest });
+      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest }, signal);
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
@@ -86,7 +89,7 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger): Promise<ManifestResult> {
+  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
     const entry = await this.#o.metadata.getTag(key, tag);
@@ -99,19 +102,19 @@ export class PullThroughRegistry implements RegistryReader {
     try {
       if (decision === 'revalidate' && local) {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
-        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag });
+        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
           await this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() });
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
-        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }));
+        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#o.metadata.linkManifest(key, moved.descriptor.digest);
         await this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() });
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag });
+      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag }, signal);
       await this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() });
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
@@ -126,8 +129,8 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   /** GET from upstream, store byte-exact (verified by digest), link to the repository. */
-  async #fetchManifest(key: RepoKey, ref: Reference): Promise<StoredManifest> {
-    const res = await this.#upstream(key).getManifest(key.repo, ref);
+  async #fetchManifest(key: RepoKey, ref: Reference, signal: AbortSignal): Promise<StoredManifest> {
+    const res = await this.#upstream(key).getManifest(key.repo, ref, signal);
     const expected = ref.kind === 'digest' ? ref.digest : res.descriptor.digest;
     const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
     await this.#o.metadata.linkManifest(key, descriptor.digest);

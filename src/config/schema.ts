@@ -139,6 +139,13 @@ export const configSchema = z
         headersTimeout: duration('30s'),
         /** Maximum silence while reading a body before the connection is considered dead. */
         bodyIdleTimeout: duration('60s'),
+        /**
+         * The longest a manifest, tag list, token or ping exchange with an upstream may take in
+         * total, retries and redirects included: a body trickling in byte by byte can't hold it
+         * (or the clients waiting for it, or a shutdown) open any longer. Blob downloads are
+         * bounded by cache.fillTimeout instead.
+         */
+        requestTimeout: duration('60s', '100ms'),
         retries: z.number().int().min(1).max(10).default(3),
         retryBaseDelay: duration('200ms'),
         maxConcurrency: z.number().int().min(1).max(1024).default(64),
@@ -178,7 +185,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);

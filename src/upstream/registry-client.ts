@@ -51,8 +51,12 @@ export interface RegistryUpstreamOptions {
   readonly allowedRedirectHosts?: readonly string[];
   /** DNS resolution for the redirect guard; injected by tests. */
   readonly lookup?: Lookup;
-  /** Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading. */
-  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
+  /**
+   * Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading.
+   * `requestMs` (default 60 s) bounds a whole manifest, tag list, token or ping exchange, retries
+   * and redirects included; blob bodies are not bounded here.
+   */
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number; readonly requestMs?: number };
   /** Total attempts for idempotent requests failing as `unavailable`, with exponential backoff. */
   readonly retries: { readonly attempts: number; readonly baseDelayMs: number; readonly maxDelayMs?: number };
   /** Manifests above this are refused (`protocol`). Default 4 MiB, as distribution's limit. */
@@ -100,6 +104,7 @@ export class RegistryUpstream implements Upstream {
   readonly #limit: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly #clock: () => number;
   readonly #maxManifestBytes: number;
+  readonly #requestMs: number;
   readonly #redirects: RedirectGuard;
   /** The auth scheme the registry asked for last: later requests authenticate up front. */
   #scheme: Scheme | undefined;
@@ -113,6 +118,7 @@ export class RegistryUpstream implements Upstream {
     this.#clock = opts.clock ?? Date.now;
     this.#redirects = new RedirectGuard({ base: this.#base, allowedHosts: opts.allowedRedirectHosts ?? [], ...(opts.lookup ? { lookup: opts.lookup } : {}) });
     this.#maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
+    this.#requestMs = opts.timeouts.requestMs ?? 60_000;
     this.#ownsDispatcher = !opts.dispatcher;
     this.#dispatcher =
       opts.dispatcher ??
@@ -126,6 +132,7 @@ export class RegistryUpstream implements Upstream {
       allowedRealmHosts: opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base),
       headers: this.#commonHeaders(),
       clock: this.#clock,
+      timeoutMs: this.#requestMs,
       observer: {
         tokenRequest: (e) => {
           obs?.request?.({ upstream: this.name, kind: 'token', method: 'GET', status: e.status, seconds: e.seconds });
@@ -136,8 +143,8 @@ export class RegistryUpstream implements Upstream {
   }
 
   async headManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<Descriptor> {
-    const desc = await this.#retrying('manifest', signal, async () => {
-      const res = await this.#call({ kind: 'manifest', method: 'HEAD', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+    const desc = await this.#withDeadline('manifest', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'manifest', method: 'HEAD', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal: bounded });
       await res.body.dump();
       const header = headerValue(res.headers, 'docker-content-digest');
       if (ref.kind === 'digest' && header !== undefined && header !== ref.digest) throw new UpstreamError('protocol', 'upstream answered a HEAD by digest with another digest');
@@ -152,10 +159,10 @@ export class RegistryUpstream implements Upstream {
   }
 
   async getManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<UpstreamManifest> {
-    return this.#retrying('manifest', signal, async () => {
-      const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+    return this.#withDeadline('manifest', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal: bounded });
       const max = this.#maxManifestBytes;
-      const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), signal);
+      const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), bounded);
       // The bytes are the truth (DESIGN §3): Docker-Content-Digest is only the upstream's claim.
       const digest = sha256Digest(body);
       if (ref.kind === 'digest' && digest !== ref.digest) throw new UpstreamError('protocol', `manifest bytes hash to ${digest}, not the requested digest`);
@@ -169,8 +176,8 @@ export class RegistryUpstream implements Upstream {
   }
 
   async headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }> {
-    return this.#retrying('blob', signal, async () => {
-      const res = await this.#call({ kind: 'blob', method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal });
+    return this.#withDeadline('blob', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'blob', method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal: bounded });
       await res.body.dump();
       const size = parseLength(headerValue(res.headers, 'content-length'));
       if (size === undefined) throw new UpstreamError('protocol', 'blob HEAD without Content-Length');
@@ -198,9 +205,9 @@ export class RegistryUpstream implements Upstream {
     if (page.n !== undefined) q.set('n', String(page.n));
     if (page.last !== undefined) q.set('last', page.last);
     const query = q.toString();
-    return this.#retrying('tags', signal, async () => {
-      const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, repo, signal });
-      const body = await this.#read(res, MAX_TAG_LIST_BYTES, () => new UpstreamError('protocol', 'tag list too large'), signal);
+    return this.#withDeadline('tags', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, repo, signal: bounded });
+      const body = await this.#read(res, MAX_TAG_LIST_BYTES, () => new UpstreamError('protocol', 'tag list too large'), bounded);
       let doc: { name?: unknown; tags?: unknown };
       try {
         doc = JSON.parse(body.toString('utf8'));
@@ -217,7 +224,7 @@ export class RegistryUpstream implements Upstream {
 
   /** `GET /v2/` with authentication: whether the upstream is reachable and accepts us. */
   async ping(signal?: AbortSignal): Promise<void> {
-    await this.#retrying('ping', signal, async () => (await this.#call({ kind: 'ping', method: 'GET', path: '/v2/', signal })).body.dump());
+    await this.#withDeadline('ping', signal, async (bounded) => (await this.#call({ kind: 'ping', method: 'GET', path: '/v2/', signal: bounded })).body.dump());
   }
 
   rateLimit(): RateLimitSnapshot | undefined {
@@ -228,6 +235,24 @@ export class RegistryUpstream implements Upstream {
   async close(opts: { force?: boolean } = {}): Promise<void> {
     if (!this.#ownsDispatcher) return;
     await (opts.force ? this.#dispatcher.destroy() : this.#dispatcher.close());
+  }
+
+  /**
+   * `#retrying` within the total deadline (`timeouts.requestMs`), for exchanges whose whole answer
+   * is read here (everything but a blob's body, which cache.fillTimeout bounds). Past it the request
+   * is aborted, its connection closed, and the caller gets `unavailable`, so a stale copy is served
+   * when there is one; idle-timeouts alone can't end a body trickling in a byte at a time.
+   */
+  async #withDeadline<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: (bounded: AbortSignal) => Promise<T>): Promise<T> {
+    const ms = this.#requestMs;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('unavailable', `${kind} request to ${this.name}: no complete answer within ${ms} ms`)), ms);
+    const bounded = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
+    try {
+      return await this.#retrying(kind, bounded, () => fn(bounded));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #retrying<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {

@@ -100,6 +100,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
+      maxTagListBytes: config.upstreamClient.maxTagListSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: `1.1 ${viaToken(instanceId)}`,
@@ -115,6 +116,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     upstreams,
     fillTimeoutMs: config.cache.fillTimeout,
     resumeAttempts: config.cache.resumeAttempts,
+    tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
   });

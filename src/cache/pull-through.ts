@@ -1,13 +1,15 @@
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type Tag } from '../domain/reference.js';
+import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheKind, Metrics } from '../observability/metrics.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../storage/manifest-store.js';
-import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill } from './blob-fill.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
@@ -15,6 +17,10 @@ import { SingleFlight } from './single-flight.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
 const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
+
+interface CachedTagList extends UpstreamTagList {
+  readonly fetchedAt: number;
+}
 
 export interface PullThroughOptions {
   readonly blobs: BlobStore;
@@ -24,6 +30,8 @@ export interface PullThroughOptions {
   readonly upstreams: ReadonlyMap<string, { readonly upstream: Upstream; readonly tagTtlMs: number }>;
   readonly fillTimeoutMs: number;
   readonly resumeAttempts: number;
+  /** Memory for tag lists kept for their upstream's tag TTL (0: none). Default 64 MiB. */
+  readonly tagListCacheBytes?: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock?: () => number;
@@ -39,10 +47,15 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #clock: () => number;
   readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
   readonly #fills = new Map<Digest, BlobFill>();
+  readonly #tagFlights = new SingleFlight<string, CachedTagList>();
+  /** Whole tag lists by `<upstream>/<repo>`, bounded by their size; kept past their TTL for stale answers. */
+  readonly #tagLists: LRUCache<string, CachedTagList> | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? Date.now;
+    const tagListBytes = opts.tagListCacheBytes ?? 64 * 1024 * 1024;
+    this.#tagLists = tagListBytes > 0 ? new LRUCache({ maxSize: tagListBytes, sizeCalculation: (l) => l.tags.byteLength + l.name.length + 64 }) : undefined;
   }
 
   /** Blob downloads in progress (graceful shutdown waits for them). */
@@ -233,20 +246,37 @@ export class PullThroughRegistry implements RegistryReader {
     return range;
   }
 
-  async listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult> {
+  /**
+   * A page of a repository's tags. The whole list is fetched once per tag TTL and every page is
+   * served from that copy: concurrent requests share one upstream fetch (abandoned, like a
+   * manifest flight, when all of them have gone), and the list is kept within
+   * `tagListCacheBytes`. When the upstream can't be asked, the last list fetched is served, or
+   * failing that the tags this cache knows.
+   */
+  async listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult> {
+    const { upstream, tagTtlMs } = this.#upstreamEntry(key);
+    const id = `${key.upstream}/${key.repo}`;
+    const cached = this.#tagLists?.get(id);
+    if (cached && this.#clock() - cached.fetchedAt < tagTtlMs) return { name: cached.name, ...cached.tags.page(page) };
     try {
-      const res = await this.#upstream(key).listTags(key.repo, page);
-      // Registries that ignore n/last (distribution 2.8 does for tags) answer with everything:
-      // paginate here so clients get the spec's behaviour whatever the upstream.
-      const ignoredPage = (page.n !== undefined && res.tags.length > page.n) || (page.last !== undefined && res.tags.some((t) => t <= page.last!));
-      return ignoredPage ? { name: res.name, ...paginateTags(res.tags, page) } : res;
+      const { promise, joined } = this.#tagFlights.run(
+        id,
+        async (signal) => {
+          const list = { ...(await upstream.listTags(key.repo, signal)), fetchedAt: this.#clock() };
+          this.#tagLists?.set(id, list);
+          return list;
+        },
+        opts.signal,
+      );
+      if (joined) (opts.log ?? this.#o.logger).debug('tag list fetch joined', { upstream: key.upstream, repository: key.repo });
+      const fetched = await promise;
+      return { name: fetched.name, ...fetched.tags.page(page) };
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
-        // Upstream is down: answer with the tags this cache knows, paginated the same way.
-        const known = await this.#o.metadata.listTags(key);
-        if (known.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
+        const tags = cached?.tags ?? TagList.of(await this.#o.metadata.listTags(key));
+        if (tags.size === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
-        return { name: key.repo, ...paginateTags(known, page), stale: { reason: err.kind } };
+        return { name: cached?.name ?? key.repo, ...tags.page(page), stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'NAME_UNKNOWN');
     }
@@ -282,14 +312,6 @@ export class PullThroughRegistry implements RegistryReader {
         return new RegistryError('UPSTREAM_ERROR', detail, { cause: err });
     }
   }
-}
-
-/** Lexically ordered page of `tags` after `last`, at most `n` long, with the next page's cursor. */
-export function paginateTags(tags: readonly string[], page: { n?: number; last?: string }): { tags: string[]; next?: { n: number; last: string } } {
-  const after = [...new Set(tags)].sort().filter((t) => page.last === undefined || t > page.last);
-  if (page.n === undefined || after.length <= page.n) return { tags: after };
-  const out = after.slice(0, page.n);
-  return { tags: out, next: out.length > 0 ? { n: page.n, last: out[out.length - 1]! } : undefined };
 }
 
 /** The first `n` bytes of `source`; fails (never ends cleanly) if the source ends before them. */

@@ -130,6 +130,12 @@ export const configSchema = z
         fillTimeout: duration('30m'),
         /** How often a broken blob download is resumed with a Range request before giving up. */
         resumeAttempts: z.number().int().min(0).max(20).default(3),
+        /**
+         * Memory for the tag lists kept for their upstream's tagTtl (a repository's list is fetched
+         * once and every page served from it); the least recently used go first, and a list bigger
+         * than this is served but not kept. 0 keeps none.
+         */
+        tagListCacheSize: size('64MiB'),
       })
       .strict()
       .default({}),
@@ -150,6 +156,11 @@ export const configSchema = z
         retryBaseDelay: duration('200ms'),
         maxConcurrency: z.number().int().min(1).max(1024).default(64),
         maxManifestSize: size('4MiB'),
+        /**
+         * The largest tag list read from an upstream (its JSON, all pages together); a bigger one is
+         * answered 502 UPSTREAM_ERROR. About 11 bytes a tag: 32MiB holds some 3 million tags.
+         */
+        maxTagListSize: size('32MiB'),
       })
       .strict()
       .default({}),
@@ -188,7 +199,7 @@ export const configSchema = z
 export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

@@ -19,7 +19,8 @@ import { blobResult, parseLength } from './blob-response.js';
 import { parseNextLink } from './link-header.js';
 import { RedirectGuard, type Lookup } from './redirect-guard.js';
 import { retry } from './retry.js';
-import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamManifest } from './upstream.js';
+import { parseTagLists } from './tag-list-worker.js';
+import { UpstreamError, type RateLimitSnapshot, type Upstream, type UpstreamBlob, type UpstreamManifest, type UpstreamTagList } from './upstream.js';
 
 export type { Credentials } from './auth/token-provider.js';
 
@@ -34,6 +35,8 @@ export interface UpstreamObserver {
   tokenFetched?(upstream: string, ok: boolean): void;
   /** An operation failed with a retryable error and will be tried again. */
   retry?(upstream: string, kind: UpstreamRequestKind, reason: string): void;
+  /** A tag list carried entries that are not valid tags; they were left out. */
+  tagsDropped?(upstream: string, repo: string, count: number): void;
 }
 
 export interface RegistryUpstreamOptions {
@@ -61,6 +64,8 @@ export interface RegistryUpstreamOptions {
   readonly retries: { readonly attempts: number; readonly baseDelayMs: number; readonly maxDelayMs?: number };
   /** Manifests above this are refused (`protocol`). Default 4 MiB, as distribution's limit. */
   readonly maxManifestBytes?: number;
+  /** Tag lists above this (all pages together) are refused (`protocol`). Default 32 MiB. */
+  readonly maxTagListBytes?: number;
   readonly userAgent: string;
   /** `Via` value added to every upstream request (loop guard, STYLE §9). */
   readonly via?: string;
@@ -74,7 +79,7 @@ export interface RegistryUpstreamOptions {
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
-const MAX_TAG_LIST_BYTES = 16 * 1024 * 1024;
+const MAX_TAG_LIST_PAGES = 10_000;
 
 interface Call {
   readonly kind: UpstreamRequestKind;
@@ -105,6 +110,7 @@ export class RegistryUpstream implements Upstream {
   readonly #clock: () => number;
   readonly #maxManifestBytes: number;
   readonly #requestMs: number;
+  readonly #maxTagListBytes: number;
   readonly #redirects: RedirectGuard;
   /** The auth scheme the registry asked for last: later requests authenticate up front. */
   #scheme: Scheme | undefined;
@@ -119,6 +125,7 @@ export class RegistryUpstream implements Upstream {
     this.#redirects = new RedirectGuard({ base: this.#base, allowedHosts: opts.allowedRedirectHosts ?? [], ...(opts.lookup ? { lookup: opts.lookup } : {}) });
     this.#maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
     this.#requestMs = opts.timeouts.requestMs ?? 60_000;
+    this.#maxTagListBytes = opts.maxTagListBytes ?? 32 * 1024 * 1024;
     this.#ownsDispatcher = !opts.dispatcher;
     this.#dispatcher =
       opts.dispatcher ??
@@ -200,25 +207,35 @@ export class RegistryUpstream implements Upstream {
     });
   }
 
-  async listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage> {
-    const q = new URLSearchParams();
-    if (page.n !== undefined) q.set('n', String(page.n));
-    if (page.last !== undefined) q.set('last', page.last);
-    const query = q.toString();
+  async listTags(repo: RepoName, signal?: AbortSignal): Promise<UpstreamTagList> {
+    const max = this.#maxTagListBytes;
+    const tooLarge = () => new UpstreamError('protocol', `tag list larger than ${max} bytes (upstreamClient.maxTagListSize)`);
     return this.#withDeadline('tags', signal, async (bounded) => {
-      const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, repo, signal: bounded });
-      const body = await this.#read(res, MAX_TAG_LIST_BYTES, () => new UpstreamError('protocol', 'tag list too large'), bounded);
-      let doc: { name?: unknown; tags?: unknown };
-      try {
-        doc = JSON.parse(body.toString('utf8'));
-      } catch (err) {
-        throw new UpstreamError('protocol', 'tag list is not JSON', { cause: err });
+      const pages: Buffer[] = [];
+      const cursors = new Set<string>();
+      let read = 0;
+      let query = '';
+      for (;;) {
+        const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query}`, repo, signal: bounded });
+        const body = await this.#read(res, max - read, tooLarge, bounded);
+        pages.push(body);
+        read += body.length;
+        const next = parseNextLink(headerValue(res.headers, 'link'));
+        if (!next) break;
+        // A registry that paginates by itself (without our asking) is followed; one whose cursor
+        // comes round again, or that never ends, is not (the size cap and deadline bound the rest).
+        if (cursors.has(next.last)) throw new UpstreamError('protocol', 'tag list pagination does not advance');
+        if (pages.length >= MAX_TAG_LIST_PAGES) throw new UpstreamError('protocol', `tag list of more than ${MAX_TAG_LIST_PAGES} pages`);
+        cursors.add(next.last);
+        const q = new URLSearchParams();
+        if (next.n !== undefined) q.set('n', String(next.n));
+        q.set('last', next.last);
+        query = `?${q.toString()}`;
       }
-      // distribution answers `"tags": null` for a repository without tags.
-      const tags = doc?.tags ?? [];
-      if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new UpstreamError('protocol', 'tag list has no tags array');
-      const next = parseNextLink(headerValue(res.headers, 'link'));
-      return { name: typeof doc.name === 'string' ? doc.name : repo, tags, ...(next ? { next } : {}) };
+      const parsed = await parseTagLists(pages, { signal: bounded });
+      if ('error' in parsed) throw new UpstreamError('protocol', parsed.error);
+      if (parsed.dropped > 0) this.#o.observer?.tagsDropped?.(this.name, repo, parsed.dropped);
+      return { name: parsed.name ?? repo, tags: parsed.tags };
     });
   }
 

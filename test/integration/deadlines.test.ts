@@ -103,6 +103,8 @@ describe('upstream deadlines and abandoned fetches (issue #11 point 9)', () => {
       await leavingClient('forever/abandoned', 2);
       await up.registry.settled('forever/abandoned');
       assert.equal(up.registry.hits.get('forever/abandoned'), 2, 'the second client did not join the abandoned fetch');
+      // A client that left is not an error of hubcache's.
+      assert.deepEqual(hc.logs.filter((l) => l.level === 'error'), []);
     });
 
     it('a client leaving does not cancel the fetch for one still waiting', async () => {

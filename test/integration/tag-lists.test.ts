@@ -105,6 +105,7 @@ describe('tag lists: one upstream fetch, cached, bounded, off the event loop (is
       ac.abort();
       assert.equal(await gone, 'AbortError');
       await up.registry.settled('forever/app');
+      assert.deepEqual(hc.logs.filter((l) => l.level === 'error'), []);
     });
   });
 

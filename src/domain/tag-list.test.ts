@@ -31,13 +31,13 @@ describe('TagList', () => {
   });
 
   it('buildTagList reads tag-list documents, several pages, `tags: null`, and refuses what is not one', () => {
-    const built = buildTagList({ pages: [doc(['z', 'y']), doc(null), doc(['a', 'y', 'bad/tag'], 'other')] });
+    const built = buildTagList([doc(['z', 'y']), doc(null), doc(['a', 'y', 'bad/tag'], 'other')]);
     assert.ok(built.ok);
     assert.equal(built.name, 'org/app');
     assert.equal(built.dropped, 1);
     assert.deepEqual(TagList.packed(built.json, built.starts).toArray(), ['a', 'y', 'z']);
     const refused = (pages: Uint8Array[]) => {
-      const b = buildTagList({ pages });
+      const b = buildTagList(pages);
       return b.ok ? 'accepted' : b.error;
     };
     assert.equal(refused([new TextEncoder().encode('<html>')]), 'tag list is not JSON');
@@ -76,7 +76,7 @@ describe('buildTagList reads documents as JSON.parse would', () => {
   function same(text: string | Uint8Array): void {
     const page = typeof text === 'string' ? new TextEncoder().encode(text) : text;
     const want = reference(page);
-    const got = buildTagList({ pages: [page] });
+    const got = buildTagList([page]);
     const shown = typeof text === 'string' ? text : Buffer.from(text).toString('latin1');
     if ('error' in want) {
       assert.deepEqual(got, { ok: false, error: want.error }, shown);
@@ -152,6 +152,6 @@ describe('buildTagList reads documents as JSON.parse would', () => {
 
   it('refuses nesting deeper than it follows instead of overflowing the stack', () => {
     const deep = `{"x":${'['.repeat(100_000)}${']'.repeat(100_000)},"tags":[]}`;
-    assert.deepEqual(buildTagList({ pages: [new TextEncoder().encode(deep)] }), { ok: false, error: 'tag list is not JSON' });
+    assert.deepEqual(buildTagList([new TextEncoder().encode(deep)]), { ok: false, error: 'tag list is not JSON' });
   });
 });

@@ -37,7 +37,7 @@ export class TagList {
 
   /** From any strings: invalid tags are dropped, the rest sorted and deduplicated. */
   static of(tags: Iterable<string>): TagList {
-    const built = buildTagList({ tags: [...tags] });
+    const built = buildTagList([new TextEncoder().encode(JSON.stringify({ tags: [...tags] }))]);
     if (!built.ok) throw new TypeError(built.error);
     return new TagList(built.json, built.starts);
   }
@@ -113,8 +113,7 @@ function latin1(bytes: Uint8Array, start: number, end: number): string {
 }
 
 /**
- * Tag-list documents (`{"name": …, "tags": […]}`, one per page) or plain strings → the packed form
- * of `TagList`: entries that aren't valid tags are dropped (and counted), the rest sorted and
+ * Tag-list documents (`{"name": …, "tags": […]}`, one per page) → the packed form of `TagList`: entries that aren't valid tags are dropped (and counted), the rest sorted and
  * deduplicated.
  *
  * Documents are read as bytes, not with `JSON.parse`: a scanner checks that each is JSON and notes
@@ -125,9 +124,8 @@ function latin1(bytes: Uint8Array, start: number, end: number): string {
  * Self-contained on purpose: big lists are built in a worker thread from this function's source
  * text (upstream/tag-list-worker.ts), so it must not use imports or anything outside its body.
  */
-export function buildTagList(input: { readonly pages?: readonly Uint8Array[]; readonly tags?: readonly string[] }): BuiltTagList {
+export function buildTagList(pages: readonly Uint8Array[]): BuiltTagList {
   const MAX_DEPTH = 256;
-  const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
   const isTagByte = (b: number, first: boolean) =>
     (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f || (!first && (b === 0x2e || b === 0x2d));
   let name: string | undefined;
@@ -149,7 +147,6 @@ export function buildTagList(input: { readonly pages?: readonly Uint8Array[]; re
   };
 
   class NotJson extends Error {}
-  const pages = input.pages ?? [];
   for (let p = 0; p < pages.length; p++) {
     const b = pages[p]!;
     let at = b.length >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf ? 3 : 0; // a BOM
@@ -328,63 +325,32 @@ export function buildTagList(input: { readonly pages?: readonly Uint8Array[]; re
     for (; x < xe && y < ye; x++, y++) if (a[x] !== b[y]) return a[x]! - b[y]!;
     return xe - x - (ye - y);
   };
-  if (input.tags === undefined) {
-    // Sorted by their bytes, which for tags is JavaScript's string order; an index is sorted
-    // rather than strings made (a list that comes sorted, the usual case, skips even that).
-    const order = new Uint32Array(count);
-    for (let i = 0; i < count; i++) order[i] = i;
-    let sorted = true;
-    for (let i = 1; i < count && sorted; i++) sorted = compareSpans(i - 1, i) <= 0;
-    if (!sorted) order.sort(compareSpans);
-    let bytes = 0;
-    let unique = 0;
-    for (let i = 0; i < count; i++) {
-      if (i > 0 && compareSpans(order[i - 1]!, order[i]!) === 0) continue;
-      bytes += spans[3 * order[i]! + 2]! - spans[3 * order[i]! + 1]! + 3; // quotes and a comma
-      unique++;
-    }
-    const json = new Uint8Array(Math.max(0, bytes - 1)); // no comma after the last
-    const starts = new Uint32Array(unique + 1);
-    let at = 0;
-    let k = 0;
-    for (let i = 0; i < count; i++) {
-      if (i > 0 && compareSpans(order[i - 1]!, order[i]!) === 0) continue;
-      const span = 3 * order[i]!;
-      const page = pages[spans[span]!]!;
-      if (k > 0) json[at++] = 0x2c; // ,
-      starts[k++] = at;
-      json[at++] = 0x22; // "
-      for (let c = spans[span + 1]!; c < spans[span + 2]!; c++) json[at++] = page[c]!;
-      json[at++] = 0x22;
-    }
-    starts[unique] = json.length + 1;
-    return { ok: true, name, json, starts, dropped };
-  }
-
-  const tags: string[] = [];
-  for (const t of input.tags) {
-    if (TAG_RE.test(t)) tags.push(t);
-    else dropped++;
-  }
-  tags.sort();
+  // Sorted by their bytes, which for tags is JavaScript's string order; an index is sorted
+  // rather than strings made (a list that comes sorted, the usual case, skips even that).
+  const order = new Uint32Array(count);
+  for (let i = 0; i < count; i++) order[i] = i;
+  let sorted = true;
+  for (let i = 1; i < count && sorted; i++) sorted = compareSpans(i - 1, i) <= 0;
+  if (!sorted) order.sort(compareSpans);
   let bytes = 0;
   let unique = 0;
-  for (let i = 0; i < tags.length; i++) {
-    if (i > 0 && tags[i] === tags[i - 1]) continue;
-    bytes += tags[i]!.length + 3; // quotes and a comma
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && compareSpans(order[i - 1]!, order[i]!) === 0) continue;
+    bytes += spans[3 * order[i]! + 2]! - spans[3 * order[i]! + 1]! + 3; // quotes and a comma
     unique++;
   }
   const json = new Uint8Array(Math.max(0, bytes - 1)); // no comma after the last
   const starts = new Uint32Array(unique + 1);
   let at = 0;
   let k = 0;
-  for (let i = 0; i < tags.length; i++) {
-    const t = tags[i]!;
-    if (i > 0 && t === tags[i - 1]) continue;
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && compareSpans(order[i - 1]!, order[i]!) === 0) continue;
+    const span = 3 * order[i]!;
+    const page = pages[spans[span]!]!;
     if (k > 0) json[at++] = 0x2c; // ,
     starts[k++] = at;
     json[at++] = 0x22; // "
-    for (let c = 0; c < t.length; c++) json[at++] = t.charCodeAt(c);
+    for (let c = spans[span + 1]!; c < spans[span + 2]!; c++) json[at++] = page[c]!;
     json[at++] = 0x22;
   }
   starts[unique] = json.length + 1;

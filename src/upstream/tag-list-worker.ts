@@ -17,7 +17,7 @@ const WORKER_SOURCE = `
 const __name = (f) => f;
 const { parentPort, workerData } = require('node:worker_threads');
 const buildTagList = ${buildTagList.toString()};
-const built = buildTagList(workerData);
+const built = buildTagList(workerData.pages);
 parentPort.postMessage(built, built.ok ? [built.json.buffer, built.starts.buffer] : []);
 `;
 
@@ -36,7 +36,7 @@ export interface ParsedTagList {
 export async function parseTagLists(pages: readonly Uint8Array[], opts: { signal?: AbortSignal; inlineMaxBytes?: number } = {}): Promise<ParsedTagList | { error: string }> {
   opts.signal?.throwIfAborted();
   const bytes = pages.reduce((n, p) => n + p.byteLength, 0);
-  const built = bytes <= (opts.inlineMaxBytes ?? INLINE_MAX_BYTES) ? buildTagList({ pages }) : await inWorker(pages, opts.signal);
+  const built = bytes <= (opts.inlineMaxBytes ?? INLINE_MAX_BYTES) ? buildTagList(pages) : await inWorker(pages, opts.signal);
   if (!built.ok) return { error: built.error };
   return { name: built.name, tags: TagList.packed(built.json, built.starts), dropped: built.dropped };
 }

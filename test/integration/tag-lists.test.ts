@@ -82,8 +82,9 @@ describe('tag lists: one upstream fetch, cached, bounded, off the event loop (is
 
       const maxLoopMs = loop.max / 1e6;
       t.diagnostic(`event loop delay while listing: max ${maxLoopMs.toFixed(0)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(0)} ms; /v2/ answered ${v2.length} times, slowest ${Math.max(...v2).toFixed(0)} ms`);
-      // Generous: parsing and sorting on the event loop blocked it for seconds per request.
-      assert.ok(maxLoopMs < 1500, `the event loop was blocked for ${maxLoopMs.toFixed(0)} ms`);
+      // Generous (this process also runs the upstream, on two shared cores): parsing and sorting on
+      // the event loop blocked it for seconds per request (6.7 s measured with 1.3 M tags).
+      assert.ok(maxLoopMs < 2000, `the event loop was blocked for ${maxLoopMs.toFixed(0)} ms`);
       assert.ok(v2.length >= 1);
     });
 

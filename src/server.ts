@@ -9,6 +9,7 @@ import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
+import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
@@ -90,9 +91,15 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
       allowedRealmHosts: up.allowedRealmHosts,
       allowedRedirectHosts: up.allowedRedirectHosts,
-      timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
+      timeouts: {
+        connectMs: config.upstreamClient.connectTimeout,
+        headersMs: config.upstreamClient.headersTimeout,
+        bodyIdleMs: config.upstreamClient.bodyIdleTimeout,
+        requestMs: config.upstreamClient.requestTimeout,
+      },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
+      maxTagListBytes: config.upstreamClient.maxTagListSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
@@ -114,6 +121,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       minProgressToFinish: config.cache.abandonedFills.minProgressToFinish,
       maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
     },
+    tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
   });
@@ -142,6 +150,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let metricsServer: Server | undefined;
   if (separateMetrics) {
     const mApp = express();
+    mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);

@@ -3,6 +3,7 @@ import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import type { Reference, RepoKey } from '../domain/reference.js';
+import type { TagList, TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../lib/logger.js';
 import type { CacheOutcome } from './cache-metrics.js';
 
@@ -35,7 +36,8 @@ export interface BlobResult {
 
 export interface TagListResult {
   readonly name: string;
-  readonly tags: string[];
+  /** This page's tags, sorted. */
+  readonly tags: TagList;
   readonly next?: { readonly n?: number; readonly last: string };
   readonly stale?: { readonly reason: string };
 }
@@ -59,7 +61,7 @@ export interface ReadOptions {
 export interface RegistryReader {
   getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult>;
   getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
-  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult>;
+  listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult>;
 }
 
 /**

@@ -138,6 +138,21 @@ test('print writes durations and sizes as a person would, in forms the loader re
   assert.deepEqual(loadConfig({ file: file('natural.yaml', stringify(printed)), env: {} }), c);
 });
 
+test('upstream deadline and tag-list bounds: defaults, printed with units, a request timeout under 100ms refused', async () => {
+  const { stringify } = await import('yaml');
+  const c = loadConfig({ env: {} });
+  assert.equal(c.upstreamClient.requestTimeout, 60_000);
+  assert.equal(c.upstreamClient.maxTagListSize, 32 * 1024 * 1024);
+  assert.equal(c.cache.tagListCacheSize, 64 * 1024 * 1024);
+  const printed = redactConfig(loadConfig({ file: file('bounds.yaml', 'upstreamClient:\n  requestTimeout: 90s\n  maxTagListSize: 8MiB\ncache:\n  tagListCacheSize: 0\n'), env: {} })) as {
+    upstreamClient: { requestTimeout: unknown; maxTagListSize: unknown };
+    cache: { tagListCacheSize: unknown };
+  };
+  assert.deepEqual([printed.upstreamClient.requestTimeout, printed.upstreamClient.maxTagListSize, printed.cache.tagListCacheSize], ['1m30s', '8MiB', '0B']);
+  assert.deepEqual(loadConfig({ file: file('bounds2.yaml', stringify(printed)), env: {} }).upstreamClient.requestTimeout, 90_000);
+  assert.throws(() => loadConfig({ file: file('short.yaml', 'upstreamClient:\n  requestTimeout: 50ms\n'), env: {} }), /upstreamClient\.requestTimeout: must be at least 100ms/);
+});
+
 test('durations need a unit', () => {
   const f = file('d.yaml', 'cache:\n  fillTimeout: 30\n');
   assert.throws(() => loadConfig({ file: f, env: {} }), /cache\.fillTimeout: durations need a unit/);

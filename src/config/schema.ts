@@ -181,6 +181,12 @@ export const configSchema = z
           })
           .strict()
           .default({}),
+        /**
+         * Memory for the tag lists kept for their upstream's tagTtl (a repository's list is fetched
+         * once and every page served from it); the least recently used go first, and a list bigger
+         * than this is served but not kept. 0 keeps none.
+         */
+        tagListCacheSize: size('64MiB'),
       })
       .strict()
       .default({}),
@@ -190,10 +196,22 @@ export const configSchema = z
         headersTimeout: duration('30s'),
         /** Maximum silence while reading a body before the connection is considered dead. */
         bodyIdleTimeout: duration('60s'),
+        /**
+         * The longest a manifest, tag list, token or ping exchange with an upstream may take in
+         * total, retries and redirects included: a body trickling in byte by byte can't hold it
+         * (or the clients waiting for it, or a shutdown) open any longer. Blob downloads are
+         * bounded by cache.fillTimeout instead.
+         */
+        requestTimeout: duration('60s', '100ms'),
         retries: z.number().int().min(1).max(10).default(3),
         retryBaseDelay: duration('200ms'),
         maxConcurrency: z.number().int().min(1).max(1024).default(64),
         maxManifestSize: size('4MiB'),
+        /**
+         * The largest tag list read from an upstream (its JSON, all pages together); a bigger one is
+         * answered 502 UPSTREAM_ERROR. About 11 bytes a tag: 32MiB holds some 3 million tags.
+         */
+        maxTagListSize: size('32MiB'),
       })
       .strict()
       .default({}),
@@ -229,10 +247,10 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxRemainingToFinish']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

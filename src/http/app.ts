@@ -8,6 +8,7 @@ import { serveManifest } from './handlers/manifests.js';
 import { serveTags } from './handlers/tags.js';
 import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
+import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
 import { parseRegistryRequest } from './parse-request.js';
 import { resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
@@ -30,6 +31,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  app.use(noSniff());
   app.use(requestContext({ logger: opts.logger, metrics: opts.metrics, quietRoutes: new Set(['healthz', 'readyz', 'metrics']) }));
 
   app.get('/healthz', (req, res) => {

@@ -2,6 +2,7 @@
  * The access log's `bytes` and the manifest byte metric: body bytes only (no headers), counted by
  * the blob handler as it streams and from Content-Length for responses written in one piece.
  */
+import { TagList } from '../../src/domain/tag-list.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -38,7 +39,7 @@ const reader: RegistryReader = {
     return { digest, size: BLOB.length, range, body: opts.head ? undefined : body, source: 'cache' };
   },
   async listTags() {
-    return { name: 'library/a', tags: [] };
+    return { name: 'library/a', tags: TagList.empty };
   },
 };
 

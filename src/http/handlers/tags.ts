@@ -20,5 +20,9 @@ export async function serveTags(reader: RegistryReader, key: RepoKey, client: { 
     if (client.ns) params.set('ns', client.ns);
     res.setHeader('Link', `</v2/${client.name}/tags/list?${params.toString()}>; rel="next"`);
   }
-  res.status(200).json({ name: result.name, tags: result.tags });
+  // The tags come as JSON bytes already (domain/tag-list.ts): a page of a huge list is a slice,
+  // never an array of strings to stringify.
+  const body = Buffer.concat([Buffer.from(`{"name":${JSON.stringify(result.name)},"tags":`), result.tags.jsonArray(), Buffer.from('}')]);
+  res.status(200).type('application/json').setHeader('Content-Length', body.length);
+  res.end(body);
 }

@@ -54,10 +54,16 @@ export interface TokenProviderOptions {
   readonly observer?: TokenObserver;
   /** Distinct (realm, service, scopes) kept; one per repository pulled. Default 1000. */
   readonly maxCachedTokens?: number;
+  /**
+   * The longest one token request may take, to the last byte of its answer (default 60 s): it is
+   * shared by every caller of its key, so a token service trickling its answer must not hold them.
+   */
+  readonly timeoutMs?: number;
 }
 
 // Token spec: "When omitted, [expires_in] defaults to 60 seconds."
 const DEFAULT_LIFETIME_S = 60;
+const DEFAULT_TIMEOUT_MS = 60_000;
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
 /** Bearer challenge → token request; `defaultScopes` when the challenge names none (e.g. `/v2/`). */
@@ -112,6 +118,17 @@ export class TokenProvider {
   }
 
   async #fetch(req: TokenRequest, key: string): Promise<CachedToken> {
+    const ms = this.#o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('unavailable', `token request: no complete answer within ${ms} ms`)), ms);
+    try {
+      return await this.#exchange(req, key, deadline.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #exchange(req: TokenRequest, key: string, signal: AbortSignal): Promise<CachedToken> {
     const url = this.#realmUrl(req);
     const headers: Record<string, string> = { ...this.#o.headers, accept: 'application/json' };
     const creds = this.#o.credentials;
@@ -120,10 +137,10 @@ export class TokenProvider {
     const done = (status: number | 'error', ok: boolean) => this.#o.observer?.tokenRequest?.({ status, ok, seconds: (performance.now() - started) / 1000 });
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers });
+      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers, signal });
     } catch (err) {
       done('error', false);
-      throw classifyRequestError(err, 'token request');
+      throw classifyRequestError(err, 'token request', signal);
     }
     if (res.statusCode !== 200) {
       done(res.statusCode, false);
@@ -135,6 +152,7 @@ export class TokenProvider {
       doc = JSON.parse(body.toString('utf8'));
     } catch (err) {
       done(res.statusCode, false);
+      if (signal.aborted) throw signal.reason;
       // A proxy's HTML page or a broken service: treat like an outage so stale copies are served.
       throw new UpstreamError('unavailable', 'token response is not JSON', { status: 200, cause: err });
     }

@@ -25,6 +25,12 @@ export const SETTINGS = [
   { flag: 'log-format', env: 'HUBCACHE_LOG_FORMAT', path: ['log', 'format'], help: 'json or pretty' },
   { flag: 'metrics-listen', env: 'HUBCACHE_METRICS_LISTEN', path: ['metrics', 'listen'], help: 'serve /metrics on a separate HOST:PORT' },
   { flag: 'fill-timeout', env: 'HUBCACHE_FILL_TIMEOUT', path: ['cache', 'fillTimeout'], help: 'maximum duration of one blob download (default 30m)' },
+  { flag: 'headers-timeout', env: 'HUBCACHE_HEADERS_TIMEOUT', path: ['server', 'headersTimeout'], help: 'time for a request head to arrive; closes silent and slowloris connections (default 60s)' },
+  { flag: 'keep-alive-timeout', env: 'HUBCACHE_KEEP_ALIVE_TIMEOUT', path: ['server', 'keepAliveTimeout'], help: 'a kept-alive client connection idle this long is closed (default 65s)' },
+  { flag: 'send-timeout', env: 'HUBCACHE_SEND_TIMEOUT', path: ['server', 'sendTimeout'], help: 'a response the client stops reading for this long is aborted (default 60s)' },
+  { flag: 'max-connections', env: 'HUBCACHE_MAX_CONNECTIONS', path: ['server', 'maxConnections'], help: 'client connections open at once; beyond, requests get 503 (default 4096)' },
+  { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
+  { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;

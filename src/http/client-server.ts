@@ -54,7 +54,9 @@ export function createClientServer(app: RequestListener, opts: ClientServerOptio
     },
     (req, res) => {
       if (limits.turnedAway(req.socket) && !OPERATIONAL_PATHS.has(pathOf(req))) return answerTurnedAway(req, res, limits.reasonOf(req.socket));
-      if (limits.turnedAway(req.socket)) res.setHeader('Connection', 'close');
+      // A mirror accepts no request bodies: after the answer the connection is closed instead of
+      // reading the body to its end, which a client could trickle forever (slowloris through the body).
+      if (limits.turnedAway(req.socket) || hasBody(req)) res.setHeader('Connection', 'close');
       limits.responding(req.socket, res);
       return app(req, res);
     },
@@ -92,6 +94,10 @@ export function clientKey(address: string | undefined): string {
     .slice(0, 4)
     .map((g) => parseInt(g, 16).toString(16))
     .join(':')}::/64`;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 }
 
 function pathOf(req: IncomingMessage): string {

@@ -97,6 +97,16 @@ describe('client connection bounds (issue #11, point 6)', () => {
     await until('every connection is closed on the server', async () => metricValue(await metrics(hc), 'hubcache_http_connections') === 0);
   });
 
+  it('a request whose body trickles in (a mirror takes none) is answered and its connection closed, not read to the end', { timeout: TEST_TIMEOUT }, async () => {
+    const hc = await start({});
+    const s = await halfSentHead(hc.url, '/v2/library/alpine/blobs/uploads/');
+    sockets.push(s);
+    s.socket.write('Content-Length: 1000000\r\n\r\n{"partial":');
+    await s.closed;
+    assert.equal(s.status(), 405);
+    assert.match(s.received().toString('latin1'), /\r\nConnection: close\r\n/i);
+  });
+
   it('beyond server.maxConnectionsPerClient or server.maxConnections a request gets 503 (OCI body, Retry-After, Connection: close); probes are still answered; a freed slot serves again', { timeout: TEST_TIMEOUT }, async () => {
     const hc = await start({ headersTimeout: '30s', maxConnectionsPerClient: 3, maxConnections: 5 });
     sockets.push(...(await idleSockets(hc.url, 3)));

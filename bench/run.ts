@@ -95,7 +95,7 @@ let hubcacheBin: string | undefined;
 
 async function freshHubcache(): Promise<HubcacheProcess> {
   // Not `--log-level warn`: startHubcacheProcess waits for the info-level "hubcache started" line.
-  const hc = await startHubcacheProcess({ upstreamUrl: up!.url, bin: hubcacheBin });
+  const hc = await startHubcacheProcess({ upstream: up!, bin: hubcacheBin });
   const close = () => hc.close();
   cleanups.push(close);
   return {

@@ -9,7 +9,8 @@ import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
-import { viaToken } from './http/middleware/anti-loop.js';
+import { viaChain, viaToken } from './http/middleware/anti-loop.js';
+import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
@@ -97,12 +98,18 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
       allowedRealmHosts: up.allowedRealmHosts,
       allowedRedirectHosts: up.allowedRedirectHosts,
-      timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
+      timeouts: {
+        connectMs: config.upstreamClient.connectTimeout,
+        headersMs: config.upstreamClient.headersTimeout,
+        bodyIdleMs: config.upstreamClient.bodyIdleTimeout,
+        requestMs: config.upstreamClient.requestTimeout,
+      },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
+      maxTagListBytes: config.upstreamClient.maxTagListSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
-      via: `1.1 ${viaToken(instanceId)}`,
+      via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
       observer: upstreamObserver(metrics, logger, name),
     });
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
@@ -115,6 +122,13 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     upstreams,
     fillTimeoutMs: config.cache.fillTimeout,
     resumeAttempts: config.cache.resumeAttempts,
+    maxConcurrentFills: config.cache.maxConcurrentFills,
+    abandonedFills: {
+      graceMs: config.cache.abandonedFills.grace,
+      minProgressToFinish: config.cache.abandonedFills.minProgressToFinish,
+      maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
+    },
+    tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
   });
@@ -145,6 +159,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let metricsServer: Server | undefined;
   if (separateMetrics) {
     const mApp = express();
+    mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
@@ -164,6 +179,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         await new Promise((r) => setTimeout(r, config.shutdown.delay));
       }
       accepting = false;
+      // Downloads still queued serve clients that are about to be cut off: drop them (503) and start
+      // no new one; the running ones are waited for below.
+      registry.closeFillQueue();
       logger.info('shutting down', { deadlineMs, fillsInFlight: registry.inFlightFills().length });
       const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadlineMs).unref());
       const drained = Promise.all([

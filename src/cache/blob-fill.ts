@@ -6,10 +6,27 @@ import { isRegistryError } from '../domain/errors.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import type { RepoKey } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
 import { ChunkWindow } from './chunk-window.js';
+import type { Slot, SlotQueue } from './slot-queue.js';
 import { WriteBatcher } from './write-batcher.js';
 import type { Logger } from '../observability/logger.js';
 import type { FillFailure, Metrics } from '../observability/metrics.js';
+
+/** What a fill does once every client has gone (cache.abandonedFills). */
+export interface AbandonedFillPolicy extends AbandonedFillBudget {
+  /** How long a running download waits for a client to come back before the budget decides. */
+  readonly graceMs: number;
+}
+
+/** Runs `fn` once after `ms` unless the returned function is called first (tests drive it by hand). */
+export type Schedule = (ms: number, fn: () => void) => () => void;
+
+const timerSchedule: Schedule = (ms, fn) => {
+  const timer = setTimeout(fn, ms);
+  timer.unref(); // a pending grace must not keep a stopping process alive
+  return () => clearTimeout(timer);
+};
 
 export interface BlobFillOptions {
   readonly key: RepoKey;
@@ -20,6 +37,10 @@ export interface BlobFillOptions {
   readonly timeoutMs: number;
   /** Range requests made to resume a broken download before giving up. */
   readonly resumeAttempts: number;
+  /** Download slots shared by every fill (cache.maxConcurrentFills): the fill waits its turn here. */
+  readonly slots: SlotQueue;
+  readonly abandoned: AbandonedFillPolicy;
+  readonly schedule?: Schedule;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -42,6 +63,14 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
  * wrong bytes, every client connection is aborted instead of ending cleanly with wrong content
  * (DESIGN §6). It goes out as soon as the bytes are verified, while the store makes them durable
  * and visible (fsync, rename). A broken upstream connection is resumed with Range.
+ *
+ * The fill belongs to the cache, not to a client: one client leaving never stops it while another
+ * waits or reads. Clients are counted (`attach`, readers); a download waits for one of the shared
+ * slots first (first come, first served), and when every client has gone (issue #11, point 8) a
+ * queued fill is dropped at once, without asking upstream, and a running one, after a grace for
+ * clients that come back (a resumed connection), goes on only within the abandoned-fill budget:
+ * otherwise the upstream request is aborted and the temp data removed. Its `ready` and `done`
+ * reject then, and the next request starts a fresh fill.
  */
 export class BlobFill {
   readonly digest: Digest;
@@ -52,10 +81,19 @@ export class BlobFill {
 
   #size = -1;
   #writer: BlobWriter | undefined;
-  #state: 'starting' | 'running' | 'committed' | 'failed' = 'starting';
+  #state: 'queued' | 'starting' | 'running' | 'committed' | 'failed' = 'starting';
   #error: Error | undefined;
+  /** Clients waiting for `ready` or deciding how to read (`attach`). */
+  #waiters = 0;
+  /** Readers from `createReader` not yet destroyed. */
   #readers = 0;
   #released = false;
+  /** Set when every client had gone and the budget stopped the fill (before it actually ended). */
+  #abandoned: 'dropped' | 'cancelled' | undefined;
+  /** Every client had gone and the budget let the download go on. */
+  #unattended = false;
+  #stopGrace: (() => void) | undefined;
+  readonly #cancel = new AbortController();
   /** Bytes received from upstream (≥ written: the rest waits in the write batcher). */
   #received = 0;
   /** The received bytes hash to the digest: the final byte may go out. */
@@ -90,16 +128,49 @@ export class BlobFill {
     return this.#verified;
   }
 
-  /** True while new readers can follow this fill (until it failed or its bytes were released). */
+  /** True while new readers can follow this fill (until it failed, was cancelled or its bytes were released). */
   get followable(): boolean {
-    return this.#state !== 'failed' && !this.#released;
+    return this.#state !== 'failed' && !this.#released && !this.#abandoned;
+  }
+
+  /** Waiting for a download slot: upstream hasn't been asked yet. */
+  get queued(): boolean {
+    return this.#state === 'queued';
+  }
+
+  /**
+   * Counts a client of this fill until the returned function is called (idempotent): a request
+   * waiting for `ready` or about to read. Readers from `createReader` count themselves, so take the
+   * reader before letting go. When the last client is gone, the abandoned-fill policy applies.
+   */
+  attach(): () => void {
+    this.#waiters++;
+    this.#clientsChanged();
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.#waiters--;
+      this.#clientsChanged();
+    };
   }
 
   async #run(resolveReady: (n: number) => void, rejectReady: (e: Error) => void): Promise<BlobInfo> {
-    const { key, digest, upstream, store, logger, metrics } = this.#opts;
-    const signal = AbortSignal.timeout(this.#opts.timeoutMs);
+    const { key, digest, upstream, store, slots, logger, metrics } = this.#opts;
+    let slot: Slot;
+    try {
+      slot = await this.#admit();
+    } catch (err) {
+      this.#state = 'failed';
+      this.#error = err as Error;
+      rejectReady(err as Error);
+      this.#events.emit('change');
+      throw err;
+    }
+    // The fill's own deadline runs from the start of the download, not from the time it was queued.
+    const deadline = AbortSignal.timeout(this.#opts.timeoutMs);
+    const signal = AbortSignal.any([deadline, this.#cancel.signal]);
     const started = Date.now();
-    metrics.fillStarted();
     let writer: BlobWriter | undefined;
     try {
       writer = await store.create();
@@ -107,7 +178,7 @@ export class BlobFill {
       this.#size = res.size;
       this.#writer = writer;
       this.#state = 'running';
-      logger.info('fill started', { digest, upstream: key.upstream, repository: key.repo, size: res.size });
+      logger.info('fill started', { digest, upstream: key.upstream, repository: key.repo, size: res.size, slotsHeld: slots.held, queued: slots.waiting });
       resolveReady(res.size);
       let resumes = 0;
       const sink = writer;
@@ -150,23 +221,103 @@ export class BlobFill {
       this.#window.clear(writer.written);
       this.#state = 'committed';
       metrics.fillEnded('committed');
-      logger.info('fill committed', { digest, bytes: info.size, ms: Date.now() - started, resumes });
+      logger.info('fill committed', { digest, bytes: info.size, ms: Date.now() - started, resumes, ...(this.#unattended ? { unattended: true } : {}) });
       this.#events.emit('change');
       this.#maybeRelease();
       return info;
     } catch (raw) {
-      const err = signal.aborted ? new UpstreamError('unavailable', 'blob download exceeded the fill timeout', { cause: raw }) : (raw as Error);
-      const reason = failureReason(raw, signal.aborted);
+      const cancelled = this.#abandoned === 'cancelled';
+      const timedOut = !cancelled && deadline.aborted;
+      const err = cancelled ? (this.#cancel.signal.reason as Error) : timedOut ? new UpstreamError('unavailable', 'blob download exceeded the fill timeout', { cause: raw }) : (raw as Error);
       this.#state = 'failed';
       this.#error = err;
       this.#window.clear(0);
-      metrics.fillEnded(reason);
-      logger.warn('fill failed', { digest, reason, error: err.message, received: writer?.written ?? 0, expected: this.#size });
       rejectReady(err);
       this.#events.emit('change');
+      if (cancelled) {
+        await writer?.abort().catch(() => {});
+        metrics.fillEnded('cancelled');
+        // Logged once the temp data is gone.
+        logger.info('fill cancelled', { digest, reason: 'every client left', received: this.#received, expected: this.#size, ms: Date.now() - started });
+        throw err;
+      }
+      const reason = failureReason(raw, timedOut);
+      metrics.fillEnded(reason);
+      logger.warn('fill failed', { digest, reason, error: err.message, received: writer?.written ?? 0, expected: this.#size });
       await writer?.abort().catch(() => {});
       throw err;
+    } finally {
+      this.#stopGrace?.();
+      slot.release();
     }
+  }
+
+  /**
+   * A download slot: at once when one is free, else after the fills queued before this one.
+   * Rejects when every client left while queued (upstream never asked) or the queue closed (shutdown).
+   */
+  async #admit(): Promise<Slot> {
+    const { digest, slots, logger, metrics } = this.#opts;
+    const now = slots.tryAcquire();
+    if (now) {
+      metrics.fillStarted();
+      return now;
+    }
+    this.#state = 'queued';
+    const queuedAt = Date.now();
+    metrics.fillQueued();
+    logger.debug('fill queued', { digest, slots: slots.limit, queued: slots.waiting + 1 });
+    let slot: Slot;
+    try {
+      slot = await slots.acquire(this.#cancel.signal);
+      // Handed over in the same turn as the last client left: give it to the next one.
+      if (this.#abandoned) {
+        slot.release();
+        throw this.#cancel.signal.reason;
+      }
+    } catch (err) {
+      const abandoned = this.#abandoned === 'dropped';
+      metrics.fillDropped(abandoned);
+      logger.info('fill dropped from the queue', { digest, reason: abandoned ? 'every client left' : (err as Error).message, queuedMs: Date.now() - queuedAt });
+      throw err;
+    }
+    metrics.fillStarted((Date.now() - queuedAt) / 1000);
+    this.#state = 'starting';
+    return slot;
+  }
+
+  /** Applies the abandoned-fill policy when the last client is gone; stops the grace when one is back. */
+  #clientsChanged(): void {
+    if (this.#waiters + this.#readers > 0) {
+      this.#stopGrace?.();
+      this.#stopGrace = undefined;
+      return;
+    }
+    if (this.#abandoned || this.#unattended || this.#verified) return;
+    if (this.#state === 'queued') return this.#abandon('dropped');
+    if (this.#state !== 'starting' && this.#state !== 'running') return;
+    // A running download waits a little for a client to come back (a connection resumed with
+    // Range, a retry) before the budget decides: cancelling and restarting would download twice.
+    this.#stopGrace ??= (this.#opts.schedule ?? timerSchedule)(this.#opts.abandoned.graceMs, () => {
+      this.#stopGrace = undefined;
+      this.#decideUnattended();
+    });
+  }
+
+  #decideUnattended(): void {
+    if (this.#waiters + this.#readers > 0 || this.#abandoned || this.#unattended || this.#verified) return;
+    if (this.#state !== 'starting' && this.#state !== 'running') return;
+    const size = this.#size >= 0 ? this.#size : undefined;
+    if (decideAbandonedFill(this.#opts.abandoned, size, this.#received) === 'cancel') return this.#abandon('cancelled');
+    this.#unattended = true;
+    this.#opts.metrics.fillContinuedUnattended();
+    this.#opts.logger.info('fill continues without clients', { digest: this.digest, received: this.#received, expected: this.#size });
+  }
+
+  /** Stops the fill: new requests start a fresh one from now on (`followable` is false). */
+  #abandon(how: 'dropped' | 'cancelled'): void {
+    this.#abandoned = how;
+    this.#cancel.abort(new UpstreamError('unavailable', how === 'dropped' ? 'blob download dropped from the queue: every client left' : 'blob download cancelled: every client left'));
   }
 
   /**
@@ -193,6 +344,7 @@ export class BlobFill {
           counted = false;
           fill.#readers--;
           fill.#maybeRelease();
+          fill.#clientsChanged();
         }
         cb(err);
       },

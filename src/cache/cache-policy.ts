@@ -20,3 +20,24 @@ export function decideTag(entry: TagEntry | undefined, now: number, ttlMs: numbe
 export function canServeStale(err: UpstreamError): boolean {
   return err.kind === 'unavailable' || err.kind === 'rate-limited';
 }
+
+/** How much of a download nobody waits for any more the cache still finishes (cache.abandonedFills). */
+export interface AbandonedFillBudget {
+  /** Finish when at least this fraction (0–1) of the blob has arrived. */
+  readonly minProgressToFinish: number;
+  /** Finish when at most this many bytes are still to come. */
+  readonly maxRemainingToFinish: number;
+}
+
+/**
+ * Whether a blob download whose clients have all gone is finished or cancelled (issue #11, point 8).
+ * Like Squid's `quick_abort_min`/`quick_abort_pct`: finishing costs the bytes still to come, so a
+ * download goes on when little is left (a small blob, or one nearly done) or when most of it is
+ * already paid for, and is cancelled otherwise. `size` is undefined while upstream hasn't announced
+ * it: nothing is known to be cheap then, so it is cancelled unless the budget finishes everything.
+ */
+export function decideAbandonedFill(budget: AbandonedFillBudget, size: number | undefined, received: number): 'finish' | 'cancel' {
+  const progress = size === undefined ? 0 : size === 0 ? 1 : received / size;
+  const remaining = size === undefined ? Number.POSITIVE_INFINITY : size - received;
+  return progress >= budget.minProgressToFinish || remaining <= budget.maxRemainingToFinish ? 'finish' : 'cancel';
+}

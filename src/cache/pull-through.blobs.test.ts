@@ -167,3 +167,346 @@ describe('PullThroughRegistry blob fills', () => {
     assert.equal(await counter(metrics, 'hit'), 1);
   });
 });
+
+// ---- issue #11, point 8: bounded concurrent fills, a fair queue, the abandoned-fill budget -------
+
+interface ScriptedGet {
+  readonly digest: Digest;
+  readonly body: PassThrough;
+  readonly data: Buffer;
+  /** Resolves when the fill aborted this upstream request (it never does for a finished one). */
+  readonly aborted: Promise<void>;
+}
+
+/** An upstream of several blobs whose bodies the test feeds by hand; records GETs and HEADs. */
+function scriptedBlobs(blobs: readonly Buffer[]) {
+  const byDigest = new Map(blobs.map((b) => [sha256Digest(b), b] as const));
+  const gets: ScriptedGet[] = [];
+  const heads: Digest[] = [];
+  const getWaiters: Array<() => void> = [];
+  const upstream = {
+    name: 'docker.io',
+    headBlob: async (_repo: RepoName, digest: Digest) => {
+      heads.push(digest);
+      return { size: byDigest.get(digest)!.length };
+    },
+    getBlob: async (_repo: RepoName, digest: Digest, opts: { signal?: AbortSignal } = {}) => {
+      opts.signal?.throwIfAborted();
+      const data = byDigest.get(digest)!;
+      const body = new PassThrough();
+      // Like undici: aborting the request's signal destroys the body being read.
+      const aborted = new Promise<void>((resolve) =>
+        opts.signal?.addEventListener('abort', () => {
+          body.destroy(opts.signal!.reason as Error);
+          resolve();
+        }),
+      );
+      gets.push({ digest, body, data, aborted });
+      for (const w of getWaiters.splice(0)) w();
+      return { size: data.length, offset: 0, body: body as Readable };
+    },
+    close: async () => {},
+  } as unknown as Upstream;
+  return {
+    upstream,
+    gets,
+    heads,
+    getsOf: (d: Digest) => gets.filter((g) => g.digest === d),
+    /** Resolves once `n` GETs have been made in all. */
+    async getCount(n: number): Promise<ScriptedGet[]> {
+      while (gets.length < n) await new Promise<void>((r) => getWaiters.push(r));
+      return gets;
+    },
+  };
+}
+
+/** The abandoned-fill grace, fired by the test instead of a clock. */
+function manualTimers() {
+  const pending = new Set<() => void>();
+  return {
+    schedule: (_ms: number, fn: () => void) => {
+      pending.add(fn);
+      return () => void pending.delete(fn);
+    },
+    get pending() {
+      return pending.size;
+    },
+    /** The grace ends now for every download waiting on one. */
+    fire() {
+      const due = [...pending];
+      pending.clear();
+      for (const fn of due) fn();
+    },
+  };
+}
+
+function limitedRegistry(opts: { blobs?: MemoryBlobStore; upstream: Upstream; maxConcurrentFills?: number; minProgressToFinish?: number; maxRemainingToFinish?: number }) {
+  const metrics = new Metrics({ collectDefault: false });
+  const timers = manualTimers();
+  const store = opts.blobs ?? new MemoryBlobStore();
+  const reader = new PullThroughRegistry({
+    blobs: store,
+    manifests: new MemoryManifestStore(),
+    metadata: new MemoryMetadataStore(),
+    upstreams: new Map([['docker.io', { upstream: opts.upstream, tagTtlMs: 60_000 }]]),
+    fillTimeoutMs: 60_000,
+    resumeAttempts: 0,
+    maxConcurrentFills: opts.maxConcurrentFills ?? 32,
+    abandonedFills: { graceMs: 5_000, minProgressToFinish: opts.minProgressToFinish ?? 0.5, maxRemainingToFinish: opts.maxRemainingToFinish ?? 0 },
+    schedule: timers.schedule,
+    logger: silentLogger(),
+    metrics,
+  });
+  return { reader, metrics, timers, store };
+}
+
+/** A metric's value (a counter or gauge; a histogram's `_count`), optionally for one label set. */
+async function metric(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = await metrics.registry.getSingleMetric(name)!.get();
+  const want = name.endsWith('_seconds') ? `${name}_count` : name;
+  const v = m.values.find((x) => ((x as { metricName?: string }).metricName ?? name) === want && Object.entries(labels).every(([k, val]) => x.labels[k] === val));
+  return v?.value ?? 0;
+}
+
+async function fillCounters(metrics: Metrics) {
+  return {
+    queued: await metric(metrics, 'hubcache_fills_queued'),
+    inFlight: await metric(metrics, 'hubcache_fills_in_flight'),
+    dropped: await metric(metrics, 'hubcache_fills_abandoned_total', { decision: 'dropped' }),
+    cancelled: await metric(metrics, 'hubcache_fills_abandoned_total', { decision: 'cancelled' }),
+    continued: await metric(metrics, 'hubcache_fills_abandoned_total', { decision: 'continued' }),
+    failed: (await metrics.registry.getSingleMetric('hubcache_fills_failed_total')!.get()).values.reduce((n, v) => n + v.value, 0),
+    committed: await metric(metrics, 'hubcache_fills_committed_total'),
+  };
+}
+
+/** Resolves once `stream` has delivered `n` bytes (it keeps flowing into `got`). */
+async function bytesArrived(c: { got: Buffer[] }, n: number): Promise<void> {
+  while (c.got.reduce((t, x) => t + x.length, 0) < n) await turn();
+}
+
+const blob = (n: number) => randomBytes(n);
+
+describe('PullThroughRegistry blob fills: bounded concurrency and abandoned downloads (issue #11, point 8)', () => {
+  it('at most maxConcurrentFills downloads run at once; the others wait, untouched upstream, and start first come, first served', async () => {
+    const data = [blob(64 * 1024), blob(64 * 1024), blob(64 * 1024), blob(64 * 1024)];
+    const [a, b, c, d] = data.map((x) => sha256Digest(x)) as [Digest, Digest, Digest, Digest];
+    const up = scriptedBlobs(data);
+    const { reader, metrics } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 2 });
+    const ra = collect((await reader.getBlob(key, a, { signal })).body!);
+    const rb = collect((await reader.getBlob(key, b, { signal })).body!);
+    const pc = reader.getBlob(key, c, { signal });
+    const pd = reader.getBlob(key, d, { signal });
+    await turn();
+    assert.deepEqual(up.gets.map((g) => g.digest), [a, b], 'two downloads, nothing asked for c and d yet');
+    assert.equal((await fillCounters(metrics)).queued, 2);
+    up.gets[0]!.body.end(data[0]);
+    assert.ok((await ra.done).equals(data[0]!));
+    await up.getCount(3);
+    assert.equal(up.gets[2]!.digest, c, 'c was queued first, so it goes first');
+    const rc = collect((await pc).body!);
+    assert.equal(up.gets.length, 3, 'd still waits: b and c hold the slots');
+    assert.equal((await fillCounters(metrics)).queued, 1);
+    up.gets[1]!.body.end(data[1]);
+    assert.ok((await rb.done).equals(data[1]!));
+    await up.getCount(4);
+    const rd = collect((await pd).body!);
+    up.gets[2]!.body.end(data[2]);
+    assert.ok((await rc.done).equals(data[2]!));
+    up.gets[3]!.body.end(data[3]);
+    assert.ok((await rd.done).equals(data[3]!));
+    await Promise.all(reader.inFlightFills());
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.queued, m.inFlight, m.committed, m.dropped, m.cancelled], [0, 0, 4, 0, 0]);
+    assert.equal(await metric(metrics, 'hubcache_fills_queue_wait_seconds'), 4, 'every started download observed its wait');
+  });
+
+  it('requests for a digest already queued join the queued download: one upstream GET; one of its clients leaving keeps it queued', async () => {
+    const first = blob(64 * 1024);
+    const queued = blob(256 * 1024);
+    const q = sha256Digest(queued);
+    const up = scriptedBlobs([first, queued]);
+    const { reader, metrics, timers } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 1 });
+    const ra = collect((await reader.getBlob(key, sha256Digest(first), { signal })).body!);
+    const leaver = new AbortController();
+    const gone = reader.getBlob(key, q, { signal: leaver.signal });
+    const stays = reader.getBlob(key, q, { signal });
+    assert.equal(await metric(metrics, 'hubcache_coalesced_requests_total', { kind: 'blob' }), 1);
+    leaver.abort();
+    await assert.rejects(gone, (err: Error & { code?: string }) => err.code === 'UNAVAILABLE');
+    assert.equal(timers.pending, 0);
+    up.gets[0]!.body.end(first);
+    await ra.done;
+    await up.getCount(2);
+    up.gets[1]!.body.end(queued);
+    assert.ok((await collect((await stays).body!).done).equals(queued));
+    assert.equal(up.getsOf(q).length, 1);
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.queued, m.dropped, m.committed], [0, 0, 2]);
+  });
+
+  it('a queued download whose clients all leave is dropped at once without asking upstream; the next request starts afresh', async () => {
+    const first = blob(64 * 1024);
+    const queued = blob(64 * 1024);
+    const q = sha256Digest(queued);
+    const up = scriptedBlobs([first, queued]);
+    const { reader, metrics, timers } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 1 });
+    const ra = collect((await reader.getBlob(key, sha256Digest(first), { signal })).body!);
+    const client = new AbortController();
+    const waiting = reader.getBlob(key, q, { signal: client.signal });
+    assert.equal((await fillCounters(metrics)).queued, 1);
+    client.abort();
+    await assert.rejects(waiting, (err: Error & { code?: string }) => err.code === 'UNAVAILABLE');
+    assert.equal(timers.pending, 0, 'no grace for a queued download: nothing was downloaded');
+    let m = await fillCounters(metrics);
+    assert.deepEqual([m.queued, m.dropped, m.failed], [0, 1, 0]);
+    up.gets[0]!.body.end(first);
+    await ra.done;
+    await Promise.all(reader.inFlightFills());
+    assert.equal(up.getsOf(q).length, 0, 'upstream never asked for the dropped blob');
+    const again = reader.getBlob(key, q, { signal });
+    await up.getCount(2);
+    up.gets[1]!.body.end(queued);
+    assert.ok((await collect((await again).body!).done).equals(queued));
+    m = await fillCounters(metrics);
+    assert.deepEqual([m.queued, m.inFlight, m.committed], [0, 0, 2]);
+  });
+
+  it('a running download whose clients all left is cancelled when the grace ends, outside the budget: upstream request aborted, temp data removed, the next request downloads afresh', async () => {
+    const data = blob(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedBlobs([data]);
+    const store = new MemoryBlobStore();
+    const { reader, metrics, timers } = limitedRegistry({ blobs: store, upstream: up.upstream, minProgressToFinish: 0.5, maxRemainingToFinish: 0 });
+    const stream = (await reader.getBlob(key, digest, { signal })).body!;
+    const client = collect(stream);
+    const fills = reader.inFlightFills();
+    up.gets[0]!.body.write(data.subarray(0, 256 * 1024));
+    await bytesArrived(client, 256 * 1024);
+    stream.destroy(); // the client walks away
+    assert.equal(timers.pending, 1, 'the grace runs');
+    assert.equal(store.pendingWrites, 1);
+    timers.fire();
+    await up.gets[0]!.aborted;
+    await Promise.all(fills);
+    assert.equal(store.pendingWrites, 0, 'the temp data is gone');
+    assert.equal(await store.stat(digest), undefined);
+    let m = await fillCounters(metrics);
+    assert.deepEqual([m.cancelled, m.inFlight, m.failed, m.committed], [1, 0, 0, 0]);
+    const again = collect((await reader.getBlob(key, digest, { signal })).body!);
+    assert.equal(up.gets.length, 2, 'a fresh download');
+    up.gets[1]!.body.end(data);
+    assert.ok((await again.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    m = await fillCounters(metrics);
+    assert.deepEqual([m.cancelled, m.committed], [1, 1]);
+  });
+
+  it('a client that comes back within the grace (a resumed Range request) keeps the download: one upstream GET, nothing cancelled', async () => {
+    const data = blob(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedBlobs([data]);
+    const { reader, metrics, timers } = limitedRegistry({ upstream: up.upstream, minProgressToFinish: 1, maxRemainingToFinish: 0 });
+    const stream = (await reader.getBlob(key, digest, { signal })).body!;
+    const client = collect(stream);
+    up.gets[0]!.body.write(data.subarray(0, 256 * 1024));
+    await bytesArrived(client, 256 * 1024);
+    stream.destroy();
+    assert.equal(timers.pending, 1);
+    const resumed = await reader.getBlob(key, digest, { signal, range: (size) => ({ start: 256 * 1024, end: size - 1 }) });
+    assert.equal(timers.pending, 0, 'a client is back: the grace stops');
+    timers.fire();
+    const rest = collect(resumed.body!);
+    up.gets[0]!.body.end(data.subarray(256 * 1024));
+    assert.ok((await rest.done).equals(data.subarray(256 * 1024)));
+    await Promise.all(reader.inFlightFills());
+    assert.equal(up.gets.length, 1);
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.cancelled, m.continued, m.committed], [0, 0, 1]);
+  });
+
+  it('one client leaving never stops a download another client reads: no grace even starts', async () => {
+    const data = blob(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedBlobs([data]);
+    const { reader, metrics, timers } = limitedRegistry({ upstream: up.upstream, minProgressToFinish: 1, maxRemainingToFinish: 0 });
+    const leaving = (await reader.getBlob(key, digest, { signal })).body!;
+    const staying = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.gets[0]!.body.write(data.subarray(0, 1024));
+    await bytesArrived(staying, 1024);
+    leaving.destroy();
+    assert.equal(timers.pending, 0);
+    up.gets[0]!.body.end(data.subarray(1024));
+    assert.ok((await staying.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.cancelled, m.continued, m.committed], [0, 0, 1]);
+  });
+
+  for (const c of [
+    { why: 'at least minProgressToFinish has arrived', size: MiB, sent: 600 * 1024, budget: { minProgressToFinish: 0.5, maxRemainingToFinish: 0 } },
+    { why: 'at most maxRemainingToFinish is left (a small blob)', size: 512 * 1024, sent: 1024, budget: { minProgressToFinish: 1, maxRemainingToFinish: MiB } },
+  ]) {
+    it(`an abandoned download goes on and is committed when ${c.why}`, async () => {
+      const data = blob(c.size);
+      const digest = sha256Digest(data);
+      const up = scriptedBlobs([data]);
+      const store = new MemoryBlobStore();
+      const { reader, metrics, timers } = limitedRegistry({ blobs: store, upstream: up.upstream, ...c.budget });
+      const stream = (await reader.getBlob(key, digest, { signal })).body!;
+      const client = collect(stream);
+      const fills = reader.inFlightFills();
+      up.gets[0]!.body.write(data.subarray(0, c.sent));
+      await bytesArrived(client, c.sent);
+      stream.destroy();
+      timers.fire();
+      assert.equal((await fillCounters(metrics)).continued, 1);
+      up.gets[0]!.body.end(data.subarray(c.sent));
+      await Promise.all(fills);
+      assert.deepEqual(await store.stat(digest), { digest, size: c.size });
+      const m = await fillCounters(metrics);
+      assert.deepEqual([m.cancelled, m.continued, m.committed, m.inFlight], [0, 1, 1, 0]);
+    });
+  }
+
+  it('a HEAD of a blob whose download is queued asks upstream instead of waiting, and a HEAD never starts a download', async () => {
+    const first = blob(64 * 1024);
+    const other = blob(1000);
+    const o = sha256Digest(other);
+    const up = scriptedBlobs([first, other]);
+    const { reader, metrics } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 1 });
+    const ra = collect((await reader.getBlob(key, sha256Digest(first), { signal })).body!);
+    const queued = reader.getBlob(key, o, { signal });
+    const head = await reader.getBlob(key, o, { signal, head: true });
+    assert.equal(head.size, 1000);
+    assert.deepEqual(up.heads, [o]);
+    assert.equal(up.getsOf(o).length, 0);
+    up.gets[0]!.body.end(first);
+    await ra.done;
+    await up.getCount(2);
+    up.gets[1]!.body.end(other);
+    await collect((await queued).body!).done;
+    await Promise.all(reader.inFlightFills());
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.committed, m.queued], [2, 0]);
+  });
+
+  it('shutdown (closeFillQueue) drops queued downloads with UNAVAILABLE, refuses new ones, and lets the running one finish', async () => {
+    const first = blob(64 * 1024);
+    const queued = blob(64 * 1024);
+    const later = blob(64 * 1024);
+    const up = scriptedBlobs([first, queued, later]);
+    const { reader, metrics } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 1 });
+    const ra = collect((await reader.getBlob(key, sha256Digest(first), { signal })).body!);
+    const waiting = reader.getBlob(key, sha256Digest(queued), { signal });
+    reader.closeFillQueue();
+    await assert.rejects(waiting, (err: Error & { code?: string }) => err.code === 'UNAVAILABLE');
+    await assert.rejects(reader.getBlob(key, sha256Digest(later), { signal }), (err: Error & { code?: string }) => err.code === 'UNAVAILABLE');
+    up.gets[0]!.body.end(first);
+    assert.ok((await ra.done).equals(first));
+    await Promise.all(reader.inFlightFills());
+    assert.equal(up.gets.length, 1);
+    const m = await fillCounters(metrics);
+    assert.deepEqual([m.queued, m.inFlight, m.committed, m.dropped], [0, 0, 1, 0], 'shutdown drops are not abandoned downloads');
+  });
+});

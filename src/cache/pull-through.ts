@@ -1,20 +1,30 @@
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type Tag } from '../domain/reference.js';
+import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheKind, Metrics } from '../observability/metrics.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../storage/manifest-store.js';
-import { UpstreamError, type Upstream } from '../upstream/upstream.js';
-import { BlobFill } from './blob-fill.js';
+import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
+import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SingleFlight } from './single-flight.js';
+import { SlotQueue } from './slot-queue.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
 const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
+
+/** The config schema's defaults (cache.maxConcurrentFills, cache.abandonedFills), for callers that set none. */
+const DEFAULT_MAX_CONCURRENT_FILLS = 32;
+const DEFAULT_ABANDONED_FILLS: AbandonedFillPolicy = { graceMs: 5_000, minProgressToFinish: 0.5, maxRemainingToFinish: 16 * 1024 * 1024 };
+interface CachedTagList extends UpstreamTagList {
+  readonly fetchedAt: number;
+}
 
 export interface PullThroughOptions {
   readonly blobs: BlobStore;
@@ -24,6 +34,14 @@ export interface PullThroughOptions {
   readonly upstreams: ReadonlyMap<string, { readonly upstream: Upstream; readonly tagTtlMs: number }>;
   readonly fillTimeoutMs: number;
   readonly resumeAttempts: number;
+  /** Blob downloads running at once, at most (cache.maxConcurrentFills); later ones queue, first come, first served. */
+  readonly maxConcurrentFills?: number;
+  /** What a download does once every client has gone (cache.abandonedFills). */
+  readonly abandonedFills?: AbandonedFillPolicy;
+  /** Timers of the abandoned-fill grace (tests drive them by hand). */
+  readonly schedule?: Schedule;
+  /** Memory for tag lists kept for their upstream's tag TTL (0: none). Default 64 MiB. */
+  readonly tagListCacheBytes?: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock?: () => number;
@@ -39,29 +57,48 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #clock: () => number;
   readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
   readonly #fills = new Map<Digest, BlobFill>();
+  /** Download slots: one per blob download running, shared by all upstreams (they share the disk, memory and link). */
+  readonly #slots: SlotQueue;
+  readonly #tagFlights = new SingleFlight<string, CachedTagList>();
+  /** Whole tag lists by `<upstream>/<repo>`, bounded by their size; kept past their TTL for stale answers. */
+  readonly #tagLists: LRUCache<string, CachedTagList> | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? Date.now;
+    this.#slots = new SlotQueue(opts.maxConcurrentFills ?? DEFAULT_MAX_CONCURRENT_FILLS);
+    const tagListBytes = opts.tagListCacheBytes ?? 64 * 1024 * 1024;
+    this.#tagLists = tagListBytes > 0 ? new LRUCache({ maxSize: tagListBytes, sizeCalculation: (l) => l.tags.byteLength + l.name.length + 64 }) : undefined;
   }
 
-  /** Blob downloads in progress (graceful shutdown waits for them). */
+  /** Blob downloads in progress or queued (graceful shutdown waits for them). */
   inFlightFills(): Promise<unknown>[] {
     return [...this.#fills.values()].map((f) => f.done.catch(() => {}));
   }
 
+  /**
+   * Shutdown: downloads still waiting for a slot are dropped (their clients get 503 UNAVAILABLE)
+   * and no new download starts; the running ones go on (`inFlightFills`).
+   */
+  closeFillQueue(): void {
+    this.#slots.close(new RegistryError('UNAVAILABLE', undefined, { message: 'hubcache is shutting down' }));
+  }
+
   async getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult> {
     const flightKey = `${key.upstream}/${key.repo}@${referenceString(ref)}`;
-    // A shared flight logs with the logger of the request that started it.
+    // A shared flight logs with the logger of the request that started it. It is the waiting
+    // clients': when the last one has gone, its upstream requests are aborted (single-flight.ts).
     const log = opts.log ?? this.#o.logger;
-    const { promise, joined } = this.#manifestFlights.run(flightKey, () =>
-      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag, log),
+    const { promise, joined } = this.#manifestFlights.run(
+      flightKey,
+      (signal) => (ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest, signal) : this.#manifestByTag(key, ref.tag, log, signal)),
+      opts.signal,
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
     return promise;
   }
 
-  async #manifestByDigest(key: RepoKey, digest: Digest): Promise<ManifestResult> {
+  async #manifestByDigest(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_digest';
     const stored = await this.#o.manifests.get(digest);
     // Content is shared by digest, but a manifest is served for a repository only once that
@@ -73,12 +110,12 @@ export class PullThroughRegistry implements RegistryReader {
     const upstream = this.#upstream(key);
     try {
       if (stored) {
-        await upstream.headManifest(key.repo, { kind: 'digest', digest });
+        await upstream.headManifest(key.repo, { kind: 'digest', digest }, signal);
         await this.#o.metadata.linkManifest(key, digest);
         this.#o.metrics.cache(kind, 'revalidated');
         return { ...stored, outcome: 'revalidated' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest });
+      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest }, signal);
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
@@ -86,7 +123,7 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger): Promise<ManifestResult> {
+  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
     const entry = await this.#o.metadata.getTag(key, tag);
@@ -99,19 +136,19 @@ export class PullThroughRegistry implements RegistryReader {
     try {
       if (decision === 'revalidate' && local) {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
-        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag });
+        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
           await this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() });
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
-        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }));
+        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#o.metadata.linkManifest(key, moved.descriptor.digest);
         await this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() });
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag });
+      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag }, signal);
       await this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() });
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
@@ -126,8 +163,8 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   /** GET from upstream, store byte-exact (verified by digest), link to the repository. */
-  async #fetchManifest(key: RepoKey, ref: Reference): Promise<StoredManifest> {
-    const res = await this.#upstream(key).getManifest(key.repo, ref);
+  async #fetchManifest(key: RepoKey, ref: Reference, signal: AbortSignal): Promise<StoredManifest> {
+    const res = await this.#upstream(key).getManifest(key.repo, ref, signal);
     const expected = ref.kind === 'digest' ? ref.digest : res.descriptor.digest;
     const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
     await this.#o.metadata.linkManifest(key, descriptor.digest);
@@ -147,8 +184,10 @@ export class PullThroughRegistry implements RegistryReader {
       if (committed) return this.#serveStored(digest, committed.size, opts);
       inFlight = this.#fills.get(digest); // the commit failed: start over below
     }
-    if (opts.head && !inFlight) {
-      // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet).
+    const joinable = inFlight?.followable ? inFlight : undefined;
+    if (opts.head && (!joinable || joinable.queued)) {
+      // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet): it never
+      // starts a download, nor waits in the download queue behind one.
       try {
         const { size } = await this.#upstream(key).headBlob(key.repo, digest, opts.signal);
         this.#o.metrics.cache(kind, 'miss');
@@ -157,34 +196,41 @@ export class PullThroughRegistry implements RegistryReader {
         throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
       }
     }
-    let fill = inFlight;
-    if (fill?.followable) {
+    let fill = joinable;
+    if (fill) {
       this.#o.metrics.joined(kind);
     } else {
       fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
     }
     this.#o.metrics.cache(kind, 'miss');
-    let size: number;
+    // This request counts as a client of the fill until it has its reader (which counts itself) or
+    // leaves: a fill whose clients have all gone may be dropped or cancelled (BlobFill).
+    const leave = fill.attach();
     try {
-      size = await fill.ready;
-    } catch (err) {
-      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
-    }
-    const range = this.#range(opts.range, size);
-    if (opts.head) return { digest, size, range, source: 'upstream' };
-    if (!fill.followable) {
-      // Committed and released between our checks: the store has it now (or the fill failed).
-      await fill.done.catch((err) => {
+      let size: number;
+      try {
+        size = await whileClientWaits(fill.ready, opts.signal);
+      } catch (err) {
         throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
-      });
-      return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
+      }
+      const range = this.#range(opts.range, size);
+      if (opts.head) return { digest, size, range, source: 'upstream' };
+      if (!fill.followable) {
+        // Committed and released between our checks: the store has it now (or the fill failed).
+        await fill.done.catch((err) => {
+          throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+        });
+        return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
+      }
+      if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
+        // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
+        // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
+        return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
+      }
+      return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+    } finally {
+      leave();
     }
-    if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
-      // Far ahead of the download: ask upstream for just these bytes rather than wait for the fill
-      // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
-      return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
-    }
-    return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
   }
 
   async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal }): Promise<BlobResult> {
@@ -212,6 +258,9 @@ export class PullThroughRegistry implements RegistryReader {
       store: this.#o.blobs,
       timeoutMs: this.#o.fillTimeoutMs,
       resumeAttempts: this.#o.resumeAttempts,
+      slots: this.#slots,
+      abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
+      ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
       logger: log,
       metrics: this.#o.metrics,
     });
@@ -224,26 +273,40 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   #range(spec: RangeSpec | undefined, size: number) {
-    if (!spec) return undefined;
-    const range = resolveRange(spec, size);
-    if (!range) throw new RegistryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
-    return range;
+    return resolveRange(spec, size);
   }
 
-  async listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult> {
+  /**
+   * A page of a repository's tags. The whole list is fetched once per tag TTL and every page is
+   * served from that copy: concurrent requests share one upstream fetch (abandoned, like a
+   * manifest flight, when all of them have gone), and the list is kept within
+   * `tagListCacheBytes`. When the upstream can't be asked, the last list fetched is served, or
+   * failing that the tags this cache knows.
+   */
+  async listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult> {
+    const { upstream, tagTtlMs } = this.#upstreamEntry(key);
+    const id = `${key.upstream}/${key.repo}`;
+    const cached = this.#tagLists?.get(id);
+    if (cached && this.#clock() - cached.fetchedAt < tagTtlMs) return { name: cached.name, ...cached.tags.page(page) };
     try {
-      const res = await this.#upstream(key).listTags(key.repo, page);
-      // Registries that ignore n/last (distribution 2.8 does for tags) answer with everything:
-      // paginate here so clients get the spec's behaviour whatever the upstream.
-      const ignoredPage = (page.n !== undefined && res.tags.length > page.n) || (page.last !== undefined && res.tags.some((t) => t <= page.last!));
-      return ignoredPage ? { name: res.name, ...paginateTags(res.tags, page) } : res;
+      const { promise, joined } = this.#tagFlights.run(
+        id,
+        async (signal) => {
+          const list = { ...(await upstream.listTags(key.repo, signal)), fetchedAt: this.#clock() };
+          this.#tagLists?.set(id, list);
+          return list;
+        },
+        opts.signal,
+      );
+      if (joined) (opts.log ?? this.#o.logger).debug('tag list fetch joined', { upstream: key.upstream, repository: key.repo });
+      const fetched = await promise;
+      return { name: fetched.name, ...fetched.tags.page(page) };
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
-        // Upstream is down: answer with the tags this cache knows, paginated the same way.
-        const known = await this.#o.metadata.listTags(key);
-        if (known.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
+        const tags = cached?.tags ?? TagList.of(await this.#o.metadata.listTags(key));
+        if (tags.size === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
-        return { name: key.repo, ...paginateTags(known, page), stale: { reason: err.kind } };
+        return { name: cached?.name ?? key.repo, ...tags.page(page), stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'NAME_UNKNOWN');
     }
@@ -287,6 +350,23 @@ export function paginateTags(tags: readonly string[], page: { n?: number; last?:
   if (page.n === undefined || after.length <= page.n) return { tags: after };
   const out = after.slice(0, page.n);
   return { tags: out, next: out.length > 0 ? { n: page.n, last: out[out.length - 1]! } : undefined };
+}
+
+/**
+ * Waits for `p` while the client is there: when it leaves first this rejects, so that the request
+ * stops counting as a client of the fill (a queued download nobody waits for is dropped).
+ */
+function whileClientWaits<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  const gone = () => new RegistryError('UNAVAILABLE', undefined, { message: 'the client went away while its download was pending' });
+  if (signal.aborted) return Promise.reject(gone());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(gone());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
 }
 
 /** The first `n` bytes of `source`; fails (never ends cleanly) if the source ends before them. */

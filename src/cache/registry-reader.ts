@@ -1,13 +1,20 @@
 import type { Readable } from 'node:stream';
 import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
+import { RegistryError } from '../domain/errors.js';
 import type { Reference } from '../domain/reference.js';
+import type { TagList, TagPageRequest } from '../domain/tag-list.js';
 import type { RepoKey } from '../storage/manifest-store.js';
 import type { Logger } from '../observability/logger.js';
 import type { CacheOutcome } from '../observability/metrics.js';
 
-/** A client's Range header, parsed but not yet resolved against the blob's size (RFC 9110 §14.1.2). */
-export type RangeSpec = { readonly start: number; readonly end?: number } | { readonly suffix: number };
+/**
+ * A client's Range header, applied to the blob's size once the reader knows it (RFC 9110 §14.2):
+ * one byte range to serve (206), `'whole'` for the whole body (200) or `'unsatisfiable'` (416).
+ * The HTTP layer builds it from the header (parse-request.ts) and throws `RANGE_INVALID` from it for
+ * a header it refuses outright.
+ */
+export type RangeSpec = (size: number) => ByteRange | 'whole' | 'unsatisfiable';
 
 export interface ManifestResult {
   readonly descriptor: Descriptor;
@@ -30,7 +37,8 @@ export interface BlobResult {
 
 export interface TagListResult {
   readonly name: string;
-  readonly tags: string[];
+  /** This page's tags, sorted. */
+  readonly tags: TagList;
   readonly next?: { readonly n?: number; readonly last: string };
   readonly stale?: { readonly reason: string };
 }
@@ -54,18 +62,18 @@ export interface ReadOptions {
 export interface RegistryReader {
   getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult>;
   getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
-  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult>;
+  listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult>;
 }
 
-/** Resolves a RangeSpec against a size; `undefined` when unsatisfiable (→ 416). */
-export function resolveRange(spec: RangeSpec, size: number): ByteRange | undefined {
-  if ('suffix' in spec) {
-    if (spec.suffix === 0 || size === 0) return undefined;
-    return { start: Math.max(0, size - spec.suffix), end: size - 1 };
-  }
-  if (spec.start >= size) return undefined;
-  const end = spec.end === undefined ? size - 1 : Math.min(spec.end, size - 1);
-  return { start: spec.start, end };
+/**
+ * The range of a blob of `size` bytes to serve for `spec`: `undefined` for the whole body. Throws
+ * `RANGE_INVALID` (416, with a `Content-Range` naming the size) when nothing requested can be served.
+ */
+export function resolveRange(spec: RangeSpec | undefined, size: number): ByteRange | undefined {
+  const range = spec ? spec(size) : 'whole';
+  if (range === 'whole') return undefined;
+  if (range === 'unsatisfiable') throw new RegistryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
+  return range;
 }
 
 /** Blob bodies from the store may offer a faster way to be written out (see DirectBody). */

@@ -85,6 +85,37 @@ test('server bounds: no timeout below 1s (0 would mean none at all), whole conne
   assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '1.5' } }), /server\.maxConnectionsPerClient/);
 });
 
+test('cache.maxConcurrentFills: 32 by default, from the file, HUBCACHE_MAX_CONCURRENT_FILLS or the flag; 1–1024', () => {
+  assert.equal(loadConfig({ env: {} }).cache.maxConcurrentFills, 32);
+  assert.equal(loadConfig({ file: file('f.yaml', 'cache:\n  maxConcurrentFills: 8\n'), env: {} }).cache.maxConcurrentFills, 8);
+  assert.equal(loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: '4' } }).cache.maxConcurrentFills, 4);
+  assert.equal(loadConfig({ env: {}, flags: { 'max-concurrent-fills': '64' } }).cache.maxConcurrentFills, 64);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: '0' } }), /cache\.maxConcurrentFills: Number must be greater than or equal to 1/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONCURRENT_FILLS: 'many' } }), /cache\.maxConcurrentFills: Expected number/);
+});
+
+test('cache.abandonedFills: a 5s grace, finish from 50% or with at most 16MiB left by default; each key checked; printed back with units', () => {
+  const MiB = 1024 * 1024;
+  assert.deepEqual({ ...loadConfig({ env: {} }).cache.abandonedFills }, { grace: 5_000, minProgressToFinish: 0.5, maxRemainingToFinish: 16 * MiB });
+  const c = loadConfig({ file: file('a.yaml', 'cache:\n  abandonedFills:\n    grace: 0s\n    minProgressToFinish: 0.9\n    maxRemainingToFinish: 1GiB\n'), env: {} });
+  assert.deepEqual({ ...c.cache.abandonedFills }, { grace: 0, minProgressToFinish: 0.9, maxRemainingToFinish: 1024 * MiB });
+  assert.deepEqual((redactConfig(c) as { cache: { abandonedFills: unknown } }).cache.abandonedFills, { grace: '0s', minProgressToFinish: 0.9, maxRemainingToFinish: '1GiB' });
+  const bad = file('ab.yaml', 'cache:\n  abandonedFills:\n    grace: soon\n    minProgressToFinish: 50\n    maxRemainingToFinish: lots\n    budget: 1\n');
+  assert.throws(() => loadConfig({ file: bad, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /cache\.abandonedFills: unknown key "budget"/);
+    return true;
+  });
+  const badValues = file('ab2.yaml', 'cache:\n  abandonedFills:\n    grace: soon\n    minProgressToFinish: 50\n    maxRemainingToFinish: lots\n');
+  assert.throws(() => loadConfig({ file: badValues, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /cache\.abandonedFills\.grace: invalid duration "soon"/);
+    assert.match(err.message, /cache\.abandonedFills\.minProgressToFinish: Number must be less than or equal to 1/);
+    assert.match(err.message, /cache\.abandonedFills\.maxRemainingToFinish: invalid size "lots"/);
+    return true;
+  });
+});
+
 test('credentials from a password file; print redacts them', () => {
   const pw = file('pw', 's3cret\n');
   const c = loadConfig({ env: { HUBCACHE_UPSTREAM_USERNAME: 'me', HUBCACHE_UPSTREAM_PASSWORD_FILE: pw } });
@@ -124,6 +155,21 @@ test('print writes durations and sizes as a person would, in forms the loader re
   assert.equal(printed.upstreamClient.maxManifestSize, '4MiB');
   assert.equal(printed.shutdown.timeout, '45s');
   assert.deepEqual(loadConfig({ file: file('natural.yaml', stringify(printed)), env: {} }), c);
+});
+
+test('upstream deadline and tag-list bounds: defaults, printed with units, a request timeout under 100ms refused', async () => {
+  const { stringify } = await import('yaml');
+  const c = loadConfig({ env: {} });
+  assert.equal(c.upstreamClient.requestTimeout, 60_000);
+  assert.equal(c.upstreamClient.maxTagListSize, 32 * 1024 * 1024);
+  assert.equal(c.cache.tagListCacheSize, 64 * 1024 * 1024);
+  const printed = redactConfig(loadConfig({ file: file('bounds.yaml', 'upstreamClient:\n  requestTimeout: 90s\n  maxTagListSize: 8MiB\ncache:\n  tagListCacheSize: 0\n'), env: {} })) as {
+    upstreamClient: { requestTimeout: unknown; maxTagListSize: unknown };
+    cache: { tagListCacheSize: unknown };
+  };
+  assert.deepEqual([printed.upstreamClient.requestTimeout, printed.upstreamClient.maxTagListSize, printed.cache.tagListCacheSize], ['1m30s', '8MiB', '0B']);
+  assert.deepEqual(loadConfig({ file: file('bounds2.yaml', stringify(printed)), env: {} }).upstreamClient.requestTimeout, 90_000);
+  assert.throws(() => loadConfig({ file: file('short.yaml', 'upstreamClient:\n  requestTimeout: 50ms\n'), env: {} }), /upstreamClient\.requestTimeout: must be at least 100ms/);
 });
 
 test('durations need a unit', () => {
@@ -200,4 +246,44 @@ test('defaultUpstream from the environment or the --default-upstream flag: it is
   const bare = loadConfig({ env: {}, flags: { 'default-upstream': 'ghcr.io', 'upstream-url': 'https://ghcr.io' } });
   assert.equal(bare.defaultUpstream, 'ghcr.io');
   assert.deepEqual(Object.keys(bare.upstreams), ['ghcr.io']);
+});
+
+test('issue #11: credentials in an upstream URL are refused, from the file, the environment or a flag, pointing at username and passwordFile, without repeating them', () => {
+  const f = file('userinfo.yaml', 'upstreams:\n  ghcr.io:\n    url: https://robot:s3cr3t-token@ghcr.io\n');
+  const refused = (load: () => unknown, where: string) =>
+    assert.throws(load, (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, new RegExp(`${where.replaceAll('.', '\\.')}\\.url: must not contain credentials.*username.*passwordFile`));
+      assert.doesNotMatch(err.message, /s3cr3t|robot/);
+      return true;
+    });
+  refused(() => loadConfig({ file: f, env: {} }), 'upstreams.ghcr.io');
+  refused(() => loadConfig({ env: { HUBCACHE_UPSTREAM_URL: 'https://robot:s3cr3t-token@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ env: {}, flags: { 'upstream-url': 'https://robot@registry.example' } }), 'upstreams.docker.io');
+  refused(() => loadConfig({ file: file('userinfo-env.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n'), env: { HUBCACHE_UPSTREAMS_GHCR_IO_URL: 'https://:s3cr3t@ghcr.io' } }), 'upstreams.ghcr.io');
+});
+
+test('issue #11: allowedRealmHosts as a list, or comma-separated from HUBCACHE_UPSTREAMS_<NAME>_ALLOWED_REALM_HOSTS, --upstream-allowed-realm-hosts or its variable', () => {
+  const f = file('realms.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    allowedRealmHosts: [https://ghcr.io, "auth.ghcr.example:8443"]\n  quay.io:\n    url: https://quay.io\n');
+  const c = loadConfig({ file: f, env: { HUBCACHE_UPSTREAMS_QUAY_IO_ALLOWED_REALM_HOSTS: 'https://quay.io, http://127.0.0.1:5001' } });
+  assert.deepEqual(c.upstreams['ghcr.io']!.allowedRealmHosts, ['https://ghcr.io', 'auth.ghcr.example:8443']);
+  assert.deepEqual(c.upstreams['quay.io']!.allowedRealmHosts, ['https://quay.io', 'http://127.0.0.1:5001']);
+  assert.equal(c.upstreams['docker.io']!.allowedRealmHosts, undefined, 'unset: the upstream client applies its default');
+  const env = loadConfig({ env: { HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS: 'http://127.0.0.1:5001' } });
+  assert.deepEqual(env.upstreams['docker.io']!.allowedRealmHosts, ['http://127.0.0.1:5001']);
+  const flag = loadConfig({ env: { HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS: 'http://127.0.0.1:5001' }, flags: { 'upstream-allowed-realm-hosts': 'https://auth.docker.io,127.0.0.1:5002' } });
+  assert.deepEqual(flag.upstreams['docker.io']!.allowedRealmHosts, ['https://auth.docker.io', '127.0.0.1:5002']);
+});
+
+test('issue #11: allowed realm entries are validated at load, each named', () => {
+  const f = file('badrealms.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    allowedRealmHosts: ["https://ghcr.io/token", "ftp://ghcr.io", "ghcr.io/token", "https://u:pw@ghcr.io"]\n');
+  assert.throws(() => loadConfig({ file: f, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /upstreams\.ghcr\.io\.allowedRealmHosts\.0: "https:\/\/ghcr\.io\/token": only the origin, no path \(write https:\/\/ghcr\.io/);
+    assert.match(err.message, /allowedRealmHosts\.1: "ftp:\/\/ghcr\.io": a realm is http\(s\)/);
+    assert.match(err.message, /allowedRealmHosts\.2: "ghcr\.io\/token": expected an origin/);
+    assert.match(err.message, /allowedRealmHosts\.3: "https:\/\/…@ghcr\.io": no credentials/);
+    assert.doesNotMatch(err.message, /pw@/);
+    return true;
+  });
 });

@@ -19,6 +19,7 @@ export const SETTINGS = [
   { flag: 'upstream-password', env: 'HUBCACHE_UPSTREAM_PASSWORD', path: ['upstreams', '@default', 'password'], help: 'Docker Hub password or access token (prefer --upstream-password-file)' },
   { flag: 'upstream-password-file', env: 'HUBCACHE_UPSTREAM_PASSWORD_FILE', path: ['upstreams', '@default', 'passwordFile'], help: 'file holding the Docker Hub password or access token' },
   { flag: 'upstream-allowed-redirect-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REDIRECT_HOSTS', path: ['upstreams', '@default', 'allowedRedirectHosts'], help: 'comma-separated hosts (host or host:port) Docker Hub may redirect to although they resolve to private addresses (an internal CDN)' },
+  { flag: 'upstream-allowed-realm-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS', path: ['upstreams', '@default', 'allowedRealmHosts'], help: 'comma-separated token realms Docker Hub\'s challenges may send credentials to: origins (https://auth.example, http://127.0.0.1:5001) or host[:port] taking the upstream URL\'s scheme; replaces the default (the upstream URL\'s origin, plus https://auth.docker.io for Docker Hub)' },
   { flag: 'tag-ttl', env: 'HUBCACHE_TAG_TTL', path: ['upstreams', '@default', 'tagTtl'], help: 'how long a tag is served without asking upstream (default 5m)' },
   { flag: 'instance-id', env: 'HUBCACHE_INSTANCE_ID', path: ['instanceId'], help: 'stable instance id for loop detection' },
   { flag: 'log-level', env: 'HUBCACHE_LOG_LEVEL', path: ['log', 'level'], help: 'error, warn, info or debug' },
@@ -31,6 +32,7 @@ export const SETTINGS = [
   { flag: 'max-connections', env: 'HUBCACHE_MAX_CONNECTIONS', path: ['server', 'maxConnections'], help: 'client connections open at once; beyond, requests get 503 (default 4096)' },
   { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
   { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
+  { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;
@@ -120,6 +122,7 @@ const UPSTREAM_ENV_KEYS = [
   ['URL', 'url'],
   ['TAG_TTL', 'tagTtl'],
   ['ALLOWED_REDIRECT_HOSTS', 'allowedRedirectHosts'],
+  ['ALLOWED_REALM_HOSTS', 'allowedRealmHosts'],
 ] as const;
 
 /**

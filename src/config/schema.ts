@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
 import { parseDuration, parseSize } from './duration.js';
 
 /**
@@ -50,11 +51,27 @@ export function parseHostPort(s: string): { host: string; port: number } | undef
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+// The refinements run after a failed `.url()` too: an unparsable URL is that check's to report.
+const urlOrUndefined = (u: string): URL | undefined => (URL.canParse(u) ? new URL(u) : undefined);
+
 const httpUrl = z
   .string()
   .url()
-  .refine((u) => /^https?:$/.test(new URL(u).protocol), { message: 'must be an http(s) URL' })
+  .refine((u) => /^https?:$/.test(urlOrUndefined(u)?.protocol ?? 'http:'), { message: 'must be an http(s) URL' })
+  // A `user:token@` would be neither used nor redacted (issue #11); the message never repeats it.
+  .refine((u) => !urlOrUndefined(u)?.username && !urlOrUndefined(u)?.password, {
+    message: 'must not contain credentials (user:password@): set username, and password or passwordFile, on the upstream instead',
+  })
   .transform((u) => u.replace(/\/+$/, ''));
+
+/** A list from YAML, or from one comma-separated string (environment variables, flags). */
+const commaList = <T extends z.ZodTypeAny>(item: T) =>
+  z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(item));
+
+const realmEntry = z.string().superRefine((entry, ctx) => {
+  const parsed = parseRealmEntry(entry);
+  if ('error' in parsed) ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed.error });
+});
 
 // Repository glob patterns: name characters plus `*` and `?`.
 const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
@@ -72,16 +89,20 @@ const upstreamSchema = z
     passwordFile: z.string().min(1).optional(),
     /** How long a tag's digest is trusted before a HEAD revalidates it. */
     tagTtl: duration('5m'),
-    /** Token realm hosts this upstream may send us to; credentials go only there. Defaults to the URL's host. */
-    allowedRealmHosts: z.array(z.string().min(1)).optional(),
+    /**
+     * Token realms (the `realm` of a `WWW-Authenticate` challenge) this upstream may send us to;
+     * credentials go only there. Matched as origins: `https://auth.example[:port]`, or a bare
+     * `host[:port]` taking the URL's scheme (an `http:` realm for an `https:` upstream needs an
+     * `http://` entry). Replaces the default: the URL's origin, plus https://auth.docker.io for
+     * Docker Hub. A comma-separated string is accepted (environment).
+     */
+    allowedRealmHosts: commaList(realmEntry).optional(),
     /**
      * Hosts (`host` or `host:port`) that redirects may point at even when they resolve to a
      * private, loopback or link-local address (e.g. an internal CDN). Public addresses and the
      * upstream's own host are always allowed. A comma-separated string is accepted (environment).
      */
-    allowedRedirectHosts: z
-      .preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(z.string().min(1)))
-      .default([]),
+    allowedRedirectHosts: commaList(z.string().min(1)).default([]),
     /**
      * Which repositories may be pulled through this upstream, as glob patterns over the repository
      * name (after Docker Hub's `library/` normalisation): `*` matches within one path component,
@@ -134,6 +155,36 @@ export const configSchema = z
         fillTimeout: duration('30m'),
         /** How often a broken blob download is resumed with a Range request before giving up. */
         resumeAttempts: z.number().int().min(0).max(20).default(3),
+        /**
+         * Blob downloads from upstreams running at once, at most; later ones wait in a queue, first
+         * come, first served (each running download holds a temp file and a few MiB of buffers).
+         */
+        maxConcurrentFills: z
+          .preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(1024))
+          .default(32),
+        /**
+         * A blob download whose clients have all gone (queued ones are dropped at once, upstream never
+         * asked) goes on only within this budget: if, after `grace`, at least `minProgressToFinish`
+         * of it has arrived or at most `maxRemainingToFinish` bytes are still to come. Otherwise it is
+         * cancelled and its temp data removed; the next request starts afresh.
+         */
+        abandonedFills: z
+          .object({
+            /** How long a download waits for a client to come back (a resumed connection, a retry) before the budget decides. */
+            grace: duration('5s'),
+            /** Fraction of the blob (0–1) from which an abandoned download is finished anyway (0: always finish). */
+            minProgressToFinish: z.number().min(0).max(1).default(0.5),
+            /** An abandoned download with at most this much left is finished anyway (small blobs, nearly done ones). */
+            maxRemainingToFinish: size('16MiB'),
+          })
+          .strict()
+          .default({}),
+        /**
+         * Memory for the tag lists kept for their upstream's tagTtl (a repository's list is fetched
+         * once and every page served from it); the least recently used go first, and a list bigger
+         * than this is served but not kept. 0 keeps none.
+         */
+        tagListCacheSize: size('64MiB'),
       })
       .strict()
       .default({}),
@@ -143,10 +194,22 @@ export const configSchema = z
         headersTimeout: duration('30s'),
         /** Maximum silence while reading a body before the connection is considered dead. */
         bodyIdleTimeout: duration('60s'),
+        /**
+         * The longest a manifest, tag list, token or ping exchange with an upstream may take in
+         * total, retries and redirects included: a body trickling in byte by byte can't hold it
+         * (or the clients waiting for it, or a shutdown) open any longer. Blob downloads are
+         * bounded by cache.fillTimeout instead.
+         */
+        requestTimeout: duration('60s', '100ms'),
         retries: z.number().int().min(1).max(10).default(3),
         retryBaseDelay: duration('200ms'),
         maxConcurrency: z.number().int().min(1).max(1024).default(64),
         maxManifestSize: size('4MiB'),
+        /**
+         * The largest tag list read from an upstream (its JSON, all pages together); a bigger one is
+         * answered 502 UPSTREAM_ERROR. About 11 bytes a tag: 32MiB holds some 3 million tags.
+         */
+        maxTagListSize: size('32MiB'),
       })
       .strict()
       .default({}),
@@ -232,10 +295,10 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'keepAliveTimeout', 'sendTimeout']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'blobBufferPool']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

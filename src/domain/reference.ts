@@ -11,6 +11,9 @@ export type Reference = { readonly kind: 'tag'; readonly tag: Tag } | { readonly
 // can never be a component and a name can never escape the store's directories.
 const COMPONENT_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
 const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+// The OCI image-spec digest grammar's `algorithm ":"` (image-spec descriptor.md, "Digests"):
+// components `[a-z0-9]+` joined by one of `+._-`. No tag can contain a ':'.
+const DIGEST_ALGORITHM_RE = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:/;
 /** distribution limits the whole name to 255 characters. */
 export const MAX_NAME_LENGTH = 255;
 
@@ -28,8 +31,20 @@ export function isTag(s: string): s is Tag {
   return TAG_RE.test(s);
 }
 
+/**
+ * Whether `s` has the form of a digest, `algorithm:encoded`, valid or not (`sha256:zzz`,
+ * `md5:abc`): such a reference is a malformed digest, where any other non-tag is merely not a tag.
+ */
+export function claimsDigest(s: string): boolean {
+  return DIGEST_ALGORITHM_RE.test(s);
+}
+
+/**
+ * A tag or a digest. Throws DIGEST_INVALID for a reference that claims to be a digest (see
+ * `claimsDigest`) but isn't a sha256 one, TAG_INVALID for anything else that isn't a tag.
+ */
 export function parseReference(s: string): Reference {
-  if (s.includes(':')) {
+  if (claimsDigest(s)) {
     if (!isDigest(s)) throw new RegistryError('DIGEST_INVALID', { reference: s.slice(0, 200) }, { message: 'invalid digest' });
     return { kind: 'digest', digest: s };
   }

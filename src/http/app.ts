@@ -8,6 +8,7 @@ import { serveManifest } from './handlers/manifests.js';
 import { serveTags } from './handlers/tags.js';
 import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
+import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
 import { sendTimeout } from './middleware/send-timeout.js';
 import { parseRegistryRequest } from './parse-request.js';
@@ -33,6 +34,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  app.use(noSniff());
   app.use(requestContext({ logger: opts.logger, metrics: opts.metrics, quietRoutes: new Set(['healthz', 'readyz', 'metrics']) }));
   app.use(sendTimeout({ timeoutMs: opts.sendTimeoutMs, metrics: opts.metrics }));
 
@@ -55,7 +57,7 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.route = request.route;
       if (request.route === 'base') {
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', { method: req.method });
-        res.status(200).type('application/json').end(req.method === 'HEAD' ? undefined : '{}');
+        res.status(200).json({});
         return;
       }
       if (request.route === 'upload') throw new RegistryError('UNSUPPORTED', undefined, { message: 'this registry is a read-only mirror: push is not supported' });
@@ -67,11 +69,13 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.upstream = key.upstream;
       switch (request.route) {
         case 'manifest':
+          // Neither a tag nor a digest: no manifest has that name (see UnknownReference).
+          if (request.ref.kind === 'unknown') throw new RegistryError('MANIFEST_UNKNOWN', { reference: request.ref.reference });
           return await serveManifest(opts.reader, key, request.ref, req, res);
         case 'blob':
           return await serveBlob(opts.reader, opts.metrics, key, request.digest, req, res);
         case 'tags':
-          return await serveTags(opts.reader, key, request.name, { n: request.n, last: request.last }, req, res);
+          return await serveTags(opts.reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
       }
     } catch (err) {
       next(err);

@@ -32,13 +32,30 @@ test('invalid names, tags, digests, encodings and dot segments are 4xx codes', (
   assert.equal(code(() => parseRegistryRequest('/v2/../../etc/manifests/latest')), 'NAME_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/./b/manifests/latest')), 'NAME_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a//b/manifests/latest')), 'NAME_INVALID');
-  assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/-bad')), 'TAG_INVALID');
-  assert.equal(code(() => parseRegistryRequest(`/v2/a/manifests/${'x'.repeat(129)}`)), 'TAG_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/manifests/sha256:abc')), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/blobs/md5:abc')), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest(`/v2/a/blobs/sha256:${'A'.repeat(64)}`)), 'DIGEST_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/tags/list?n=abc')), 'PAGINATION_NUMBER_INVALID');
   assert.equal(code(() => parseRegistryRequest('/v2/a/whatever')), 'NOT_FOUND');
+});
+
+test('a manifest reference that is neither a tag nor a digest names no manifest (MANIFEST_UNKNOWN in app.ts), unless it claims to be a digest (issue #12)', () => {
+  const ref = (r: string) => {
+    const { request } = parseRegistryRequest(`/v2/library/x/manifests/${r}`);
+    assert.equal(request.route, 'manifest');
+    return request.route === 'manifest' ? request.ref : undefined;
+  };
+  // The OCI conformance suite's "nonexistent manifest", and other non-tags without the form of a digest.
+  for (const r of ['.INVALID_MANIFEST_NAME', '-bad', 'x'.repeat(129), 'Foo:bar', ':abc', 'a+:b', '+x:y']) {
+    assert.deepEqual(ref(r), { kind: 'unknown', reference: r }, r);
+  }
+  assert.equal((ref('x'.repeat(300)) as { reference: string }).reference.length, 201, 'clipped for the error detail');
+  // `algorithm:` in the OCI digest grammar claims to be a digest: a malformed one is refused.
+  for (const r of ['sha256:zzz', 'sha256:', `sha256:${'A'.repeat(64)}`, 'md5:abc', 'sha512:abc', 'sha256+b64u:abc', 'multihash+base58:x']) {
+    assert.equal(code(() => parseRegistryRequest(`/v2/library/x/manifests/${r}`)), 'DIGEST_INVALID', r);
+  }
+  assert.deepEqual(ref('_under.score-1'), { kind: 'tag', tag: '_under.score-1' });
+  assert.deepEqual(ref(D), { kind: 'digest', digest: D });
 });
 
 test('repository names are validated when resolved', () => {
@@ -54,13 +71,22 @@ test('repository names are validated when resolved', () => {
   assert.equal(code(() => resolveRepo(opts, `${'a'.repeat(250)}/${'b'.repeat(10)}`, null)), 'NAME_INVALID');
 });
 
-test('Range headers', () => {
+test('Range headers, applied to the blob size', () => {
+  const at = (header: string, size = 1000) => parseRangeHeader(header)!(size);
   assert.equal(parseRangeHeader(undefined), undefined);
-  assert.deepEqual(parseRangeHeader('bytes=0-99'), { start: 0, end: 99 });
-  assert.deepEqual(parseRangeHeader('bytes=100-'), { start: 100 });
-  assert.deepEqual(parseRangeHeader('bytes=-5'), { suffix: 5 });
-  assert.equal(parseRangeHeader('bytes=0-1,5-6'), undefined);
-  assert.equal(code(() => parseRangeHeader('items=0-1')), 'RANGE_INVALID');
-  assert.equal(code(() => parseRangeHeader('bytes=5-1')), 'RANGE_INVALID');
-  assert.equal(code(() => parseRangeHeader('bytes=-')), 'RANGE_INVALID');
+  assert.deepEqual(at('bytes=0-99'), { start: 0, end: 99 });
+  assert.deepEqual(at('bytes=100-'), { start: 100, end: 999 });
+  assert.deepEqual(at('bytes=-5'), { start: 995, end: 999 });
+  assert.deepEqual(at('bytes=990-2000'), { start: 990, end: 999 }, 'the end is cut to the size');
+  assert.deepEqual(at('bytes=-5000'), { start: 0, end: 999 }, 'a suffix longer than the blob is the whole blob (RFC 9110 §14.1.3)');
+  assert.equal(at('bytes=0-1,5-6'), 'whole', 'several ranges: the whole body');
+  assert.equal(at('bytes=1000-'), 'unsatisfiable');
+  assert.equal(at('bytes=5-1'), 'unsatisfiable');
+  assert.equal(at('bytes=-0'), 'unsatisfiable');
+  assert.equal(at('bytes=-5', 0), 'unsatisfiable', 'nothing to serve of an empty blob');
+  assert.equal(at('items=0-1'), 'whole', 'RFC 9110 §14.2: an unknown range unit is ignored');
+  assert.equal(at('items=zz'), 'whole');
+  assert.equal(code(() => at('bytes=zz')), 'RANGE_INVALID');
+  assert.equal(code(() => at('bytes=-')), 'RANGE_INVALID');
+  assert.equal(code(() => at('bytes=abc')), 'RANGE_INVALID');
 });

@@ -1,12 +1,27 @@
+import parseRange from 'range-parser';
 import { parseDigest, type Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import { parseReference, type Reference } from '../domain/reference.js';
+import { claimsDigest, isTag, parseReference, type Reference } from '../domain/reference.js';
 import type { RangeSpec } from '../cache/registry-reader.js';
+
+/**
+ * A manifest reference that is neither a tag nor a digest (`.INVALID_MANIFEST_NAME`, `-x`,
+ * `Foo:bar`): no manifest can have it, so it is answered MANIFEST_UNKNOWN (404), as distribution
+ * does and as the OCI conformance suite expects of a "nonexistent manifest". The answer comes after
+ * the name, upstream and method checks, and never from the cache: there is nothing to fetch
+ * upstream and nothing to store. A reference that claims to be a digest but isn't one is refused
+ * as DIGEST_INVALID (400) at parse time instead.
+ */
+export interface UnknownReference {
+  readonly kind: 'unknown';
+  /** As requested, clipped for the error detail. */
+  readonly reference: string;
+}
 
 /** A /v2 request parsed into typed values (spegel's ParseDistributionPath, STYLE rule 4). */
 export type RegistryRequest =
   | { readonly route: 'base' }
-  | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference }
+  | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference | UnknownReference }
   | { readonly route: 'blob'; readonly name: string; readonly digest: Digest }
   | { readonly route: 'tags'; readonly name: string; readonly n?: number; readonly last?: string }
   | { readonly route: 'upload'; readonly name: string }
@@ -37,7 +52,7 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   }
   const n = segments.length;
   const name = (upTo: number) => segments.slice(0, upTo).join('/');
-  if (n >= 3 && segments[n - 2] === 'manifests') return { request: { route: 'manifest', name: name(n - 2), ref: parseReference(segments[n - 1]!) }, query };
+  if (n >= 3 && segments[n - 2] === 'manifests') return { request: { route: 'manifest', name: name(n - 2), ref: manifestReference(segments[n - 1]!) }, query };
   if (n >= 3 && segments[n - 2] === 'blobs' && segments[n - 1] !== 'uploads') {
     return { request: { route: 'blob', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
   }
@@ -46,6 +61,12 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   }
   if (n >= 3 && segments[n - 2] === 'referrers') return { request: { route: 'referrers', name: name(n - 2), digest: parseDigest(segments[n - 1]!) }, query };
   throw new RegistryError('NOT_FOUND', { path: clip(path) });
+}
+
+/** A tag or digest; `unknown` for a reference that is neither and doesn't claim to be a digest. */
+function manifestReference(s: string): Reference | UnknownReference {
+  if (!isTag(s) && !claimsDigest(s)) return { kind: 'unknown', reference: clip(s) };
+  return parseReference(s);
 }
 
 function parsePagination(query: URLSearchParams): { n?: number; last?: string } {
@@ -61,24 +82,33 @@ function parsePagination(query: URLSearchParams): { n?: number; last?: string } 
 }
 
 /**
- * `Range: bytes=a-b | a- | -n`. A malformed value or another unit is refused with 416 (as Go's
- * http.ServeContent, which distribution uses, does); several ranges are answered with the whole
- * body, which RFC 9110 allows.
+ * The client's `Range` header as a RangeSpec, or `undefined` without one. range-parser (express's
+ * own) reads it against the blob's size: one range (`bytes=a-b`, `a-`, `-n`) is served; several
+ * ranges get the whole body, which RFC 9110 §14.2 allows; ranges that start past the end are
+ * dropped, and when none is left the header is unsatisfiable (416). A malformed `bytes` value is
+ * refused with 416 (as Go's http.ServeContent, which distribution uses, does); a unit other than
+ * `bytes` is ignored and the whole body served, as RFC 9110 §14.2 requires.
  */
 export function parseRangeHeader(header: string | undefined): RangeSpec | undefined {
   if (header === undefined) return undefined;
-  const m = /^bytes=(.+)$/.exec(header.trim());
-  if (!m) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  if (m[1]!.includes(',')) return undefined;
-  const spec = /^\s*(\d*)-(\d*)\s*$/.exec(m[1]!);
-  if (!spec || (spec[1] === '' && spec[2] === '')) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  if (spec[1] === '') return { suffix: Number(spec[2]) };
-  const start = Number(spec[1]);
-  if (spec[2] === '') return { start };
-  const end = Number(spec[2]);
-  if (end < start || !Number.isSafeInteger(end)) throw new RegistryError('RANGE_INVALID', { range: clip(header) });
-  return { start, end };
+  return (size) => {
+    const ranges = parseRange(size, header);
+    if (ranges !== -2 && ranges !== -1 && ranges.type !== 'bytes') return 'whole';
+    if (ranges === -2) {
+      if (!/^\s*bytes\s*=/i.test(header) && /^\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=/.test(header)) return 'whole';
+      throw new RegistryError('RANGE_INVALID', { range: clip(header) });
+    }
+    if (ranges === -1) {
+      // range-parser 1.x drops a suffix longer than the blob (`bytes=-500` of 100 bytes) as
+      // unsatisfiable; RFC 9110 §14.1.3 makes it the whole blob (jshttp/range-parser#66, fixed in
+      // range-parser 2, which needs Node 22).
+      return size > 0 && NONZERO_SUFFIX_RE.test(header) ? { start: 0, end: size - 1 } : 'unsatisfiable';
+    }
+    return ranges.length === 1 ? ranges[0]! : 'whole';
+  };
 }
+
+const NONZERO_SUFFIX_RE = /^bytes=\s*-\s*0*[1-9]\d*\s*$/;
 
 function clip(s: string): string {
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;

@@ -10,6 +10,12 @@ export type FillFailure = 'digest_mismatch' | 'upstream_error' | 'timeout' | 'st
 export type ConnectionRejection = 'client_limit' | 'total_limit';
 /** Which server timeout closed a client connection (server.headersTimeout, server.sendTimeout). */
 export type ClientTimeout = 'headers' | 'send';
+/**
+ * What became of a blob download whose clients had all gone: `continued` within the budget
+ * (cache.abandonedFills), `cancelled` mid-download (temp data removed), `dropped` while still
+ * queued for a download slot (upstream never asked).
+ */
+export type AbandonedDecision = 'continued' | 'cancelled' | 'dropped';
 
 // The closed sets again as values, to create every series at zero: a counter that appears only at
 // its first increment loses that increment in rate()/increase() (Prometheus treats the first
@@ -20,6 +26,7 @@ const BYTE_SOURCES: readonly ByteSource[] = ['cache', 'upstream'];
 const FILL_FAILURES: readonly FillFailure[] = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'];
 const CONNECTION_REJECTIONS: readonly ConnectionRejection[] = ['client_limit', 'total_limit'];
 const CLIENT_TIMEOUTS: readonly ClientTimeout[] = ['headers', 'send'];
+const ABANDONED_DECISIONS: readonly AbandonedDecision[] = ['continued', 'cancelled', 'dropped'];
 
 function statusClass(status: number | 'error'): string {
   return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
@@ -45,8 +52,11 @@ export class Metrics {
   readonly #rateLimitRemaining = new client.Gauge({ name: 'hubcache_upstream_ratelimit_remaining', help: 'The latest ratelimit-remaining an upstream reported.', labelNames: ['upstream'], registers: [this.registry] });
   readonly #upstreamRetries = new client.Counter({ name: 'hubcache_upstream_retries_total', help: 'Upstream operations tried again after a retryable failure, by upstream and kind.', labelNames: ['upstream', 'kind'], registers: [this.registry] });
   readonly #rateLimited = new client.Counter({ name: 'hubcache_upstream_rate_limited_total', help: '429 responses received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
-  readonly #fillsInFlight = new client.Gauge({ name: 'hubcache_fills_in_flight', help: 'Blob downloads in progress.', registers: [this.registry] });
-  readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that ended without a commit, by reason.', labelNames: ['reason'], registers: [this.registry] });
+  readonly #fillsInFlight = new client.Gauge({ name: 'hubcache_fills_in_flight', help: 'Blob downloads in progress (each holds one of cache.maxConcurrentFills slots).', registers: [this.registry] });
+  readonly #fillsQueued = new client.Gauge({ name: 'hubcache_fills_queued', help: 'Blob downloads waiting for a download slot (cache.maxConcurrentFills), first come, first served.', registers: [this.registry] });
+  readonly #fillQueueWait = new client.Histogram({ name: 'hubcache_fills_queue_wait_seconds', help: 'Time blob downloads waited for a download slot before starting (0 when one was free).', buckets: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600], registers: [this.registry] });
+  readonly #fillsAbandoned = new client.Counter({ name: 'hubcache_fills_abandoned_total', help: 'Blob downloads whose clients had all gone, by decision: continued (within cache.abandonedFills), cancelled (mid-download, temp data removed), dropped (still queued, upstream never asked).', labelNames: ['decision'], registers: [this.registry] });
+  readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that failed (ended without a commit), by reason; cancelled ones are in hubcache_fills_abandoned_total.', labelNames: ['reason'], registers: [this.registry] });
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (counted at start, updated on every commit and delete).', registers: [this.registry] });
@@ -68,6 +78,7 @@ export class Metrics {
     for (const reason of FILL_FAILURES) this.#fillsFailed.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
+    for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */
@@ -107,12 +118,29 @@ export class Metrics {
     if (limit !== undefined) this.#rateLimitLimit.set({ upstream }, limit);
     if (remaining !== undefined) this.#rateLimitRemaining.set({ upstream }, remaining);
   }
-  fillStarted(): void {
+  /** A download waits for a slot. */
+  fillQueued(): void {
+    this.#fillsQueued.inc();
+  }
+  /** A queued download left the queue without starting; `abandoned`: because its clients had all gone. */
+  fillDropped(abandoned: boolean): void {
+    this.#fillsQueued.dec();
+    if (abandoned) this.#fillsAbandoned.inc({ decision: 'dropped' });
+  }
+  /** A download got its slot: `queuedSeconds` after it was queued, undefined when a slot was free at once. */
+  fillStarted(queuedSeconds?: number): void {
+    if (queuedSeconds !== undefined) this.#fillsQueued.dec();
+    this.#fillQueueWait.observe(queuedSeconds ?? 0);
     this.#fillsInFlight.inc();
   }
-  fillEnded(result: 'committed' | FillFailure): void {
+  /** Every client of a running download had gone and the budget let it go on. */
+  fillContinuedUnattended(): void {
+    this.#fillsAbandoned.inc({ decision: 'continued' });
+  }
+  fillEnded(result: 'committed' | 'cancelled' | FillFailure): void {
     this.#fillsInFlight.dec();
     if (result === 'committed') this.#fillsCommitted.inc();
+    else if (result === 'cancelled') this.#fillsAbandoned.inc({ decision: 'cancelled' });
     else this.#fillsFailed.inc({ reason: result });
   }
   fillResumed(): void {

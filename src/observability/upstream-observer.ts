@@ -31,5 +31,6 @@ export function upstreamObserver(metrics: Metrics, logger: Logger, upstream: str
       metrics.upstreamRetry(u, kind);
       logger.info('upstream retry', { upstream: u, kind, error: reason });
     },
+    tagsDropped: (u, repository, count) => logger.warn('tag list entries dropped', { upstream: u, repository, count, why: 'not valid tags' }),
   };
 }

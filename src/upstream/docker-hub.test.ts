@@ -10,8 +10,9 @@ test('official images live under library/', () => {
 
 test('aliases and default realm hosts', () => {
   assert.ok(isDockerHub('index.docker.io') && isDockerHub('Docker.IO') && !isDockerHub('ghcr.io'));
-  assert.deepEqual(defaultRealmHosts('docker.io', new URL('https://registry-1.docker.io')), ['registry-1.docker.io', 'auth.docker.io']);
-  assert.deepEqual(defaultRealmHosts('ghcr.io', new URL('https://ghcr.io')), ['ghcr.io']);
+  assert.deepEqual(defaultRealmHosts('docker.io', new URL('https://registry-1.docker.io')), ['https://registry-1.docker.io', 'https://auth.docker.io']);
+  assert.deepEqual(defaultRealmHosts('ghcr.io', new URL('https://ghcr.io')), ['https://ghcr.io']);
+  assert.deepEqual(defaultRealmHosts('registry.example:5000', new URL('http://registry.example:5000/v')), ['http://registry.example:5000']);
 });
 
 test('rate-limit values with and without a window', () => {

@@ -10,8 +10,8 @@ export const DOCKER_HUB = {
   name: 'docker.io',
   /** The API endpoint; `docker.io` itself serves the website, not /v2/. */
   url: 'https://registry-1.docker.io',
-  /** Token realm host named in Docker Hub's challenges (`https://auth.docker.io/token`). */
-  authRealmHost: 'auth.docker.io',
+  /** Origin of the token realm named in Docker Hub's challenges (`https://auth.docker.io/token`). */
+  authRealmOrigin: 'https://auth.docker.io',
   /** Host names that all mean Docker Hub (containerd sends `?ns=docker.io`, older tools index.docker.io). */
   aliases: ['docker.io', 'registry-1.docker.io', 'index.docker.io'],
 } as const;
@@ -22,21 +22,23 @@ export function isDockerHub(nameOrHost: string): boolean {
 }
 
 /**
- * Official images live under `library/`: `alpine` means `library/alpine` (DESIGN §3). dockerd
- * already sends the `library/` form to mirrors; containerd, podman and pods naming the mirror may not.
+ * Official images live under `library/`: `alpine` means `library/alpine`
+ * (docs/protocol.md#official-images-library). dockerd already sends the `library/` form to
+ * mirrors; containerd, podman and pods naming the mirror may not.
  */
 export function normalizeDockerHubName(name: string): string {
   return name.includes('/') ? name : `library/${name}`;
 }
 
 /**
- * Token realm hosts an upstream may send us to by default, besides its own host: Docker Hub's
- * registry delegates to auth.docker.io, other registries usually serve tokens themselves.
+ * The token realms (origins, realm-allowlist.ts) an upstream may send us to when `allowedRealmHosts`
+ * is not configured: its own origin, and for Docker Hub also https://auth.docker.io, to which its
+ * registry delegates; other registries usually serve tokens themselves.
  */
 export function defaultRealmHosts(upstreamName: string, upstreamUrl: URL): string[] {
-  const hosts = [upstreamUrl.hostname];
-  if (isDockerHub(upstreamName) || isDockerHub(upstreamUrl.hostname)) hosts.push(DOCKER_HUB.authRealmHost);
-  return hosts;
+  const origins = [upstreamUrl.origin];
+  if (isDockerHub(upstreamName) || isDockerHub(upstreamUrl.hostname)) origins.push(DOCKER_HUB.authRealmOrigin);
+  return origins;
 }
 
 /**

@@ -18,8 +18,8 @@ export type Lookup = (hostname: string) => Promise<ReadonlyArray<{ address: stri
 
 const defaultLookup: Lookup = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
 
-// Addresses that are not on the public internet (IANA special-purpose registries, RFC 6890).
-const PRIVATE = new BlockList();
+// IPv4 addresses that are not on the public internet (IANA IPv4 special-purpose registry, RFC 6890).
+const PRIVATE_V4 = new BlockList();
 for (const [net, prefix] of [
   ['0.0.0.0', 8], // "this network"
   ['10.0.0.0', 8],
@@ -33,37 +33,77 @@ for (const [net, prefix] of [
   ['224.0.0.0', 4], // multicast
   ['240.0.0.0', 4], // reserved, broadcast
 ] as const) {
-  PRIVATE.addSubnet(net, prefix, 'ipv4');
-}
-for (const [net, prefix] of [
-  ['::', 128], // unspecified
-  ['::1', 128], // loopback
-  ['fc00::', 7], // unique local
-  ['fe80::', 10], // link-local
-  ['ff00::', 8], // multicast
-  ['64:ff9b::', 96], // NAT64 to IPv4 (could reach private IPv4 through a translator)
-  ['2001:db8::', 32], // documentation
-] as const) {
-  PRIVATE.addSubnet(net, prefix, 'ipv6');
+  PRIVATE_V4.addSubnet(net, prefix, 'ipv4');
 }
 
-/** True for loopback, link-local, private, shared, multicast and reserved addresses (IPv4, IPv6, v4-mapped). */
+/**
+ * IPv6 ranges (IANA IPv6 special-purpose registry) refused whole: not on the public internet, or
+ * able to carry a packet to an IPv4 address of the attacker's choosing through a tunnel, relay or
+ * translator (issue #11: `[::127.0.0.1]`, `64:ff9b:1::/48`, `2002::/16` were let through).
+ */
+const PRIVATE_V6 = new BlockList();
+for (const [net, prefix] of [
+  ['::', 96], // unspecified (::), loopback (::1), IPv4-compatible (::a.b.c.d, deprecated, RFC 4291 §2.5.5.1)
+  ['::ffff:0:0:0', 96], // IPv4-translated (SIIT, RFC 2765)
+  ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215): the operator's own translator, any embedding format
+  ['100::', 64], // discard-only (RFC 6666)
+  ['2001::', 32], // Teredo (RFC 4380): embeds a server and a client IPv4 address, reached through a relay
+  ['2001:2::', 48], // benchmarking
+  ['2001:10::', 28], // ORCHID (deprecated)
+  ['2001:20::', 28], // ORCHIDv2: identifiers, not locators
+  ['2001:db8::', 32], // documentation
+  ['2002::', 16], // 6to4 (RFC 3056, deprecated by RFC 7526): embeds an IPv4 address, reached through a relay
+  ['3fff::', 20], // documentation (RFC 9637)
+  ['5f00::', 16], // SRv6 SIDs (RFC 9602)
+  ['fc00::', 7], // unique local
+  ['fe80::', 10], // link-local
+  ['fec0::', 10], // site-local (deprecated, still routed by some stacks)
+  ['ff00::', 8], // multicast
+] as const) {
+  PRIVATE_V6.addSubnet(net, prefix, 'ipv6');
+}
+
+/**
+ * IPv6 ranges judged by the IPv4 address in their last 32 bits: IPv4-mapped (a dual-stack socket's
+ * view of an IPv4 peer) and the well-known NAT64 prefix (RFC 6052 §2.1), which DNS64 synthesises
+ * for every IPv4-only name in an IPv6-only cluster, Docker Hub's CDN included. RFC 6052 §3.1
+ * forbids the well-known prefix for non-global IPv4, and we check rather than trust that.
+ */
+const EMBEDS_V4_LAST_32 = new BlockList();
+EMBEDS_V4_LAST_32.addSubnet('::ffff:0:0', 96, 'ipv6');
+EMBEDS_V4_LAST_32.addSubnet('64:ff9b::', 96, 'ipv6');
+
+/**
+ * True for addresses a redirect must not reach: loopback, link-local, private, shared, multicast and
+ * reserved IPv4; the IPv6 ranges above; IPv6 forms embedding such an IPv4 address. Accepts
+ * brackets (`[::1]`) and zone ids (`fe80::1%eth0`). Not an IP address: false.
+ */
 export function isPrivateAddress(address: string): boolean {
-  const bare = address.replace(/^\[|\]$/g, '');
+  const bare = address.replace(/^\[|\]$/g, '').replace(/%.*$/, '');
   const family = isIP(bare);
-  if (family === 4) return PRIVATE.check(bare, 'ipv4');
-  if (family === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare);
-    if (mapped) return PRIVATE.check(mapped[1]!, 'ipv4');
-    const hexMapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(bare);
-    if (hexMapped) {
-      const hi = parseInt(hexMapped[1]!, 16);
-      const lo = parseInt(hexMapped[2]!, 16);
-      return PRIVATE.check(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`, 'ipv4');
-    }
-    return PRIVATE.check(bare, 'ipv6');
+  if (family === 4) return PRIVATE_V4.check(bare, 'ipv4');
+  if (family !== 6) return false;
+  if (EMBEDS_V4_LAST_32.check(bare, 'ipv6')) {
+    const g = ipv6Groups(bare);
+    return g === undefined || PRIVATE_V4.check(`${g[6]! >> 8}.${g[6]! & 255}.${g[7]! >> 8}.${g[7]! & 255}`, 'ipv4');
   }
-  return false;
+  return PRIVATE_V6.check(bare, 'ipv6');
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a trailing dotted quad folded in). */
+function ipv6Groups(address: string): number[] | undefined {
+  let text = address;
+  const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (quad) {
+    const [a, b, c, d] = quad.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, quad.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const parse = (s: string | undefined) => (s ? s.split(':').map((h) => parseInt(h, 16)) : []);
+  const left = parse(head);
+  const right = parse(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  return groups.length === 8 && groups.every((n) => Number.isInteger(n) && n >= 0 && n <= 0xffff) ? groups : undefined;
 }
 
 export interface RedirectGuardOptions {

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import type { Reference, RepoName } from '../domain/reference.js';
+import type { TagList } from '../domain/tag-list.js';
 
 /**
  * How an upstream request failed, in the terms the cache policy decides on:
@@ -47,11 +48,11 @@ export interface UpstreamBlob {
   readonly body: Readable;
 }
 
-export interface TagPage {
+/** A repository's whole tag list, sorted (domain/tag-list.ts). */
+export interface UpstreamTagList {
+  /** The name the upstream gave the repository (the requested one when it gave none). */
   readonly name: string;
-  readonly tags: string[];
-  /** The upstream's `n`/`last` for the next page, parsed from its `Link` header. */
-  readonly next?: { readonly n?: number; readonly last: string };
+  readonly tags: TagList;
 }
 
 export interface RateLimitSnapshot {
@@ -75,7 +76,12 @@ export interface Upstream {
   headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }>;
   /** GET of a blob from `offset` (Range), following redirects to CDNs without credentials. */
   getBlob(repo: RepoName, digest: Digest, opts?: { offset?: number; signal?: AbortSignal }): Promise<UpstreamBlob>;
-  listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage>;
+  /**
+   * Every tag of the repository: the upstream's pages (`Link: rel="next"`) followed and merged, so
+   * that pagination can be served from one copy whatever the upstream does with `n` and `last`
+   * (distribution 2.8 ignores them). Bounded in size; entries that aren't tags are dropped.
+   */
+  listTags(repo: RepoName, signal?: AbortSignal): Promise<UpstreamTagList>;
   /** The latest rate-limit headers seen, for metrics. */
   rateLimit(): RateLimitSnapshot | undefined;
   /**

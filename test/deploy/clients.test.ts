@@ -25,7 +25,7 @@ describe('deploy/clients', () => {
       const toml = read(`containerd/certs.d/${r}/hosts.toml`);
       const server = /^server = "(https:\/\/[^"]+)"$/m.exec(toml)?.[1];
       assert.equal(server, r === 'docker.io' ? 'https://registry-1.docker.io' : `https://${r}`, r);
-      // Without a [host] table containerd ignores the file silently (DESIGN §2).
+      // Without a [host] table containerd ignores the file silently (docs/protocol.md#containerd).
       assert.match(toml, new RegExp(`^\\[host\\."http://${MIRROR.replace(/\./g, '\\.')}"\\]\\n  capabilities = \\["pull", "resolve"\\]$`, 'm'), r);
     }
   });

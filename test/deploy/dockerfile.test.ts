@@ -13,7 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { dockerignore, keyValues, parseDockerfile, type Instruction, type Stage } from './support/dockerfile.js';
 import { ROOT } from './support/metrics-catalog.js';
 
-const dockerfile = parseDockerfile(readFileSync(`${ROOT}Dockerfile`, 'utf8'));
+const dockerfileText = readFileSync(`${ROOT}Dockerfile`, 'utf8');
+const dockerfile = parseDockerfile(dockerfileText);
 const ignored = dockerignore(readFileSync(`${ROOT}.dockerignore`, 'utf8'));
 const [buildStage, runtime] = [dockerfile.stages[0]!, dockerfile.stages.at(-1)!];
 const all = (stage: Stage, keyword: string) => stage.instructions.filter((i) => i.keyword === keyword);
@@ -24,8 +25,13 @@ const one = (stage: Stage, keyword: string): Instruction => {
 };
 const runtimeEnv = Object.assign({}, ...all(runtime, 'ENV').map((i) => keyValues(i.raw))) as Record<string, string>;
 
-// Node.js LTS lines and their end of life (https://github.com/nodejs/release#release-schedule).
+// Node.js LTS lines and their end of life (https://github.com/nodejs/release#release-schedule), as
+// data: the checks below hold the image, the Dockerfile's comment and the README to it, and none
+// compares it with today's date (issue #12: that made the suite fail on a calendar date with no
+// change to the code). Moving the image to a newer line starts with adding that line here.
 const NODE_LTS_EOL: Record<string, string> = { '20': '2026-04-30', '22': '2027-04-30', '24': '2028-04-30' };
+const NEWEST_LTS = Object.keys(NODE_LTS_EOL).sort((a, b) => Number(b) - Number(a))[0]!;
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
 
 /** Copies `src` (file or directory, context-relative) to `dest`, leaving out what .dockerignore excludes. */
 function copyFromContext(src: string, dest: string): void {
@@ -80,18 +86,34 @@ describe('Dockerfile', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'hubcache-image-'));
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('builds in a named stage and runs on a supported Node.js LTS slim image, never node:20', () => {
+  it('builds in a named stage and runs on the newest Node.js LTS line listed here (slim image), one that satisfies engines.node', () => {
     assert.equal(dockerfile.stages.length, 2);
     assert.equal(buildStage.name, 'build');
     for (const stage of dockerfile.stages) {
       const m = /^node:(\d+)(?:\.\d+)*-bookworm-slim(?:@sha256:[0-9a-f]{64})?$/.exec(stage.image);
       assert.ok(m, `base image ${stage.image}: expected node:<lts>-bookworm-slim`);
-      const eol = NODE_LTS_EOL[m[1]!];
-      assert.ok(eol, `node ${m[1]} is not an LTS line`);
-      assert.ok(new Date(eol) > new Date(), `node ${m[1]} reached its end of life on ${eol}`);
-      assert.notEqual(m[1], '20');
+      const major = m[1]!;
+      assert.ok(Number(major) % 2 === 0 && NODE_LTS_EOL[major], `node ${major} is not an LTS line (LTS majors are even; known: ${Object.keys(NODE_LTS_EOL).join(', ')})`);
+      assert.equal(major, NEWEST_LTS, `node ${major}: the image should be on the newest LTS line, node ${NEWEST_LTS} (older lines reach their end of life first)`);
+      const engines = /^>=\s*(\d+)(?:\.\d+)*$/.exec((JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { engines: { node: string } }).engines.node);
+      assert.ok(engines, 'package.json engines.node: expected ">=MAJOR[.MINOR]"');
+      assert.ok(Number(major) >= Number(engines[1]), `node ${major} does not satisfy engines.node ${engines[0]}`);
     }
     assert.equal(runtime.image, buildStage.image, 'build and runtime should share the base image');
+  });
+
+  it('says which LTS line the image is on, and until when, as the table does: the Dockerfile comment and the README', () => {
+    const major = /^node:(\d+)/.exec(runtime.image)![1]!;
+    assert.ok(NODE_LTS_EOL[major], `node ${major} is not in the LTS table`);
+    const eol = new Date(`${NODE_LTS_EOL[major]}T00:00:00Z`);
+    const stated = /Node\.js (\d+) is the active LTS \(supported until (\w+) (\d{4})\)/.exec(dockerfileText);
+    assert.ok(stated, 'the Dockerfile should say "Node.js <major> is the active LTS (supported until <Month> <year>)" above its base image');
+    assert.deepEqual(stated.slice(1), [major, MONTHS[eol.getUTCMonth()], String(eol.getUTCFullYear())], `node ${major}'s end of life is ${NODE_LTS_EOL[major]}`);
+    const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+    const images = [...readme.matchAll(/`node:(\d+)-bookworm-slim`/g)].map((x) => x[1]);
+    assert.ok(images.length > 0, 'the README should name the base image');
+    assert.deepEqual(new Set(images), new Set([major]), 'the README names the base image the Dockerfile uses');
+    assert.ok(readme.includes(`(Node.js ${major} LTS)`), `the README should say "(Node.js ${major} LTS)"`);
   });
 
   it('runs as a non-root numeric user that the image creates', () => {

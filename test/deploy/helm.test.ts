@@ -248,7 +248,7 @@ describe('helm/hubcache', () => {
     const ghcr = {
       url: 'https://ghcr.io',
       tagTtl: '10m',
-      allowedRealmHosts: ['ghcr.io'],
+      allowedRealmHosts: ['https://ghcr.io', 'auth.ghcr.example:8443'],
       allowedRedirectHosts: ['cdn.internal:8443'],
       repositories: { allow: ['myorg/**', 'library/alpine'], deny: ['myorg/secret-*'] },
     };
@@ -469,6 +469,8 @@ describe('helm/hubcache', () => {
       await rejected({ livenessProbe: { httpGet: { path: '/' } } }, /additional properties 'httpGet' not allowed/);
       await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { allow: ['My Org/*'] } } } } }, /config\/upstreams\/ghcr\.io\/repositories\/allow\/0/);
       await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { only: ['x'] } } } } }, /additional properties 'only' not allowed/);
+      // A realm entry is an origin or host[:port], as hubcache's loader checks (issue #11).
+      await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', allowedRealmHosts: ['https://ghcr.io/token'] } } } }, /config\/upstreams\/ghcr\.io\/allowedRealmHosts\/0/);
     });
 
     it('refuse more than one replica, even on a ReadWriteMany volume or emptyDirs: one hubcache process per store', async () => {

@@ -64,6 +64,7 @@ describe('deploy/prometheus/alerts.yaml', () => {
     uses('HubcacheVolumeNearlyFull', 'kubelet_volume_stats_available_bytes');
     uses('HubcacheStoreGrowingFast', 'predict_linear(hubcache_store_bytes');
     uses('HubcacheFillsFailing', 'hubcache_fills_failed_total');
+    uses('HubcacheFillsQueued', 'hubcache_fills_queued');
     assert.equal(byName.get('HubcacheServingStale')!.for, '15m');
   });
 

@@ -107,7 +107,7 @@ const small = (seed: string, format: 'docker' | 'oci' = 'docker', layers = 2) =>
 
 before(async () => {
   up = await startUpstream();
-  hc = await startHubcacheProcess({ upstreamUrl: up.url });
+  hc = await startHubcacheProcess({ upstream: up });
 });
 
 after(async () => {
@@ -149,7 +149,7 @@ function serveGated(): GatedServe {
   writeFileSync(gate, LISTEN_GATE);
   const child = spawn(
     process.execPath,
-    ['--import', pathToFileURL(gate).href, BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', tempDir('hubcache-cli-serve-'), '--upstream-url', up.url],
+    ['--import', pathToFileURL(gate).href, BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', tempDir('hubcache-cli-serve-'), '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin],
     { env: cliEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
   );
   // Writing to the gate of a process that died must not fail the test with EPIPE: the exit code tells.
@@ -248,6 +248,18 @@ describe('hubcache config check', () => {
     const r = await cli(['config', 'check', '--tag-ttl', '5']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /tagTtl: invalid duration "5"/);
+  });
+
+  it('issue #11: credentials in an upstream URL: check and print refuse it (exit 2), pointing at username/passwordFile, never echoing it', async () => {
+    const file = join(tempDir('hubcache-cli-cfg-'), 'userinfo.yaml');
+    writeFileSync(file, 'upstreams:\n  ghcr.io:\n    url: https://robot:ghp-s3cret-token@ghcr.io\n');
+    for (const cmd of ['check', 'print']) {
+      const r = await cli(['config', cmd, '--config', file]);
+      assert.equal(r.code, 2, `${cmd}: ${r.stdout}`);
+      assert.match(r.stderr, /upstreams\.ghcr\.io\.url: must not contain credentials.*username.*passwordFile/);
+      assert.equal(r.stdout, '');
+      assert.ok(!r.stderr.includes('ghp-s3cret-token'), r.stderr);
+    }
   });
 });
 
@@ -365,12 +377,12 @@ describe('hubcache prefetch', () => {
     up.front.reset();
     // A shutdown delay meant for a served instance (here an hour) must not hold prefetch's own
     // in-process server: killed after 30 s, a regression fails with code null.
-    const r = await run(process.execPath, [BIN, 'prefetch', 'library/direct:1', '--storage-path', store, '--upstream-url', up.url], { HUBCACHE_SHUTDOWN_DELAY: '1h' }, 30_000);
+    const r = await run(process.execPath, [BIN, 'prefetch', 'library/direct:1', '--storage-path', store, '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin], { HUBCACHE_SHUTDOWN_DELAY: '1h' }, 30_000);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^1\/1 images prefetched, /);
     assert.deepEqual(new Set(blobGets(up)), new Set(img.blobs.keys()));
 
-    const served = await startHubcacheProcess({ storagePath: store, upstreamUrl: up.url });
+    const served = await startHubcacheProcess({ storagePath: store, upstream: up });
     try {
       up.front.reset();
       await skopeoCopy(`docker://${served.host}/library/direct:1`, `dir:${tempDir('hubcache-cli-pull-')}`);
@@ -385,7 +397,7 @@ describe('hubcache prefetch', () => {
     // A 429 makes the in-process server log a warning ("upstream rate limited").
     const limited = up.front.inject({ type: 'rateLimit', retryAfter: 60, when: { kind: 'manifest', repo: 'library/limited' } });
     try {
-      const r = await cli(['prefetch', 'library/quiet:1', 'library/limited:1', '--storage-path', tempDir('hubcache-cli-store-'), '--upstream-url', up.url]);
+      const r = await cli(['prefetch', 'library/quiet:1', 'library/limited:1', '--storage-path', tempDir('hubcache-cli-store-'), '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin]);
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.ok(limited.hits > 0, up.front.dump());
       const lines = r.stdout.split('\n');
@@ -440,7 +452,7 @@ describe('hubcache ls', () => {
     index = await pushed(makeIndex('oci', { seed: 'cli-ls-index', layers: 1, layerSize: 32 * KiB, filesPerLayer: 1 }), 'library/lsmulti', '1');
     store = tempDir('hubcache-cli-ls-');
     started = Date.now();
-    const r = await cli(['prefetch', 'library/lsimg:1', 'library/lsmulti:1', '--platform', 'linux/amd64', '--storage-path', store, '--upstream-url', up.url]);
+    const r = await cli(['prefetch', 'library/lsimg:1', 'library/lsmulti:1', '--platform', 'linux/amd64', '--storage-path', store, '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin]);
     finished = Date.now();
     assert.equal(r.code, 0, r.stdout + r.stderr);
   });

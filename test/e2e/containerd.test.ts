@@ -45,7 +45,7 @@ describe('containerd pulls through hubcache (hosts.toml from deploy/clients)', (
     [env, cd] = await Promise.all([
       startTwoRegistries({
         instanceId: 'e2e-containerd',
-        extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRedirectHosts: ['$SECOND_CDN'] }])),
+        extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRealmHosts: ['$SECOND_REALM'], allowedRedirectHosts: ['$SECOND_CDN'] }])),
         seed: async (hub, second) => {
           await hub.push(small, 'library/small', '1.0');
           await hub.push(multi, 'library/multi', '1');

@@ -90,7 +90,7 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
     await up.push(notCached, 'library/notcached', '1.0');
     // Tags expire at once: every pull by tag revalidates with a HEAD (free against Docker Hub's
     // limit), so the outage test below exercises a stale serve, not just a fresh hit.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
     // If the engine can't run here, this rejects with dockerd's reason and every test fails.
     engine = await startDockerEngine({ mirrorTarget: hc.host });
   });

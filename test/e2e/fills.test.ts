@@ -52,7 +52,7 @@ describe('blob fills (one download, streamed to everyone, never committed wrong)
 
   before(async () => {
     up = await startUpstream();
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m'] });
   });
   afterEach(() => up.front.clearFaults());
   after(async () => {
@@ -192,7 +192,7 @@ describe('an upstream that goes silent mid-blob', () => {
     img = await seeded(up, 'library/silent', 'fills-silent');
     const config = join(dir, 'hubcache.yaml');
     writeFileSync(config, 'upstreamClient:\n  bodyIdleTimeout: 500ms\n');
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, config });
+    hc = await startHubcacheProcess({ upstream: up, config });
   });
   after(async () => {
     await hc?.close();
@@ -234,7 +234,7 @@ describe('when the upstream fails', () => {
     await up.push(cached, 'library/cached', '1.0');
     await up.push(uncached, 'library/uncached', '1.0');
     // TTL 0: every pull by tag wants to revalidate, so each one meets the failing upstream.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
     await skopeoCopy(`docker://${hc.host}/library/cached:1.0`, `dir:${dest()}`);
   });
   let isDown = false;
@@ -317,12 +317,12 @@ describe('restarts and crashes', () => {
   });
 
   it('a restart keeps the cache; hubcache starts and serves it with the upstream unreachable', async () => {
-    let hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath, args: ['--tag-ttl', '10m'] });
+    let hc = await startHubcacheProcess({ upstream: up, storagePath, args: ['--tag-ttl', '10m'] });
     await skopeoCopy(`docker://${hc.host}/library/keep:1.0`, `dir:${join(scratch, 'a')}`);
     assert.equal(await hc.stop(), 0);
 
     await up.front.down();
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath, args: ['--tag-ttl', '10m'] });
+    hc = await startHubcacheProcess({ upstream: up, storagePath, args: ['--tag-ttl', '10m'] });
     try {
       up.front.reset();
       const d = join(scratch, 'b');
@@ -341,7 +341,7 @@ describe('restarts and crashes', () => {
     const big = await makeImage('oci', { seed: 'crash', layerSize: 4 * MiB, layers: 1, filesPerLayer: 1 });
     await up.push(big, 'library/crash', 'v1');
     const layer = big.layers[0]!;
-    let hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath });
+    let hc = await startHubcacheProcess({ upstream: up, storagePath });
     const stall = up.front.inject({ type: 'stall', afterBytes: MiB, when: { kind: 'blob', digest: layer.digest } });
     const partial = rawRequest(`${hc.url}/v2/library/crash/blobs/${layer.digest}`, { timeoutMs: 30_000 });
     await stall.hit();
@@ -352,7 +352,7 @@ describe('restarts and crashes', () => {
     up.front.clearFaults();
     assert.ok(!committedBlobs(storagePath).includes(layer.digest));
 
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath });
+    hc = await startHubcacheProcess({ upstream: up, storagePath });
     try {
       const swept = await hc.waitForLog((l) => l.message === 'leftover temp files removed');
       assert.ok(Number(swept.count) >= 1);

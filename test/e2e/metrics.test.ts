@@ -59,7 +59,7 @@ describe('metrics after scripted pulls (exact counters)', () => {
   const blobUrl = (repo: string, digest: string) => `${hc.url}/v2/${repo}/blobs/${digest}`;
 
   before(async () => {
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m'] });
   });
   afterEach(() => up.front.clearFaults());
   after(async () => {
@@ -87,6 +87,9 @@ describe('metrics after scripted pulls (exact counters)', () => {
     assert.equal(m.delta('hubcache_fills_committed_total'), 1);
     assert.equal(m.delta('hubcache_fills_failed_total'), 0);
     assert.equal(m.now('hubcache_fills_in_flight'), 0);
+    assert.equal(m.now('hubcache_fills_queued'), 0);
+    assert.equal(m.delta('hubcache_fills_queue_wait_seconds_count'), 1, 'the one download observed its (zero) wait for a slot');
+    assert.equal(m.delta('hubcache_fills_abandoned_total'), 0);
     assert.equal(m.delta('hubcache_store_bytes'), layer.size);
     assert.equal(m.delta('hubcache_store_objects'), 1);
     assert.equal(m.delta('hubcache_http_requests_total', { route: 'blob', method: 'GET', status: '2xx' }), 2);
@@ -114,6 +117,7 @@ describe('metrics after scripted pulls (exact counters)', () => {
       await stall.hit();
       const during = await hc.metrics();
       assert.equal(metricValue(during, 'hubcache_fills_in_flight'), 1, 'one fill in flight while the upstream stalls');
+      assert.equal(metricValue(during, 'hubcache_fills_queued'), 0, 'joiners of a download in flight never queue');
       stall.clear();
       for (const r of await Promise.all(clients)) {
         assert.equal(r.outcome, 'complete');
@@ -123,6 +127,7 @@ describe('metrics after scripted pulls (exact counters)', () => {
     assert.equal(m.delta('hubcache_cache_requests_total', { kind: 'blob', outcome: 'miss' }), 20);
     assert.equal(m.delta('hubcache_coalesced_requests_total', { kind: 'blob' }), 19);
     assert.equal(m.delta('hubcache_fills_committed_total'), 1);
+    assert.equal(m.delta('hubcache_fills_queue_wait_seconds_count'), 1, 'one download, whatever the number of clients');
     assert.equal(m.now('hubcache_fills_in_flight'), 0);
     assert.equal(m.delta('hubcache_client_bytes_total', { source: 'upstream' }), 20 * layer.size);
     assert.equal(m.delta('hubcache_upstream_bytes_total', HUB), layer.size);
@@ -176,7 +181,7 @@ describe('tag revalidation and stale serving are counted', () => {
   let hc: HubcacheProcess;
   before(async () => {
     // A TTL of 0: every tag request revalidates with a HEAD.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
   });
   after(async () => {
     await up.front.up().catch(() => {});
@@ -215,7 +220,7 @@ describe('a real Prometheus scraping hubcache', () => {
   let metricsHost: string;
 
   before(async () => {
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
     const started = await hc.waitForLog((l) => l.message === 'hubcache started');
     metricsHost = new URL(String(started.metrics)).host;
     prom = await startPrometheus({ targets: [metricsHost] });

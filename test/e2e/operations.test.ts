@@ -229,7 +229,7 @@ describe('logs: JSON lines, one access line per request, structured events, requ
   before(async () => {
     img = await seeded('library/logged', 'ops-logs');
     // TTL 0: every pull by tag revalidates, so an upstream outage is met (and answered stale).
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
   });
   afterEach(async () => {
     up.front.clearFaults();
@@ -355,7 +355,7 @@ describe('log level and format', () => {
   it('--log-level warn: no info lines (no access lines of successful requests), warnings and failed requests still logged', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const p = spawnRaw(['--listen', `127.0.0.1:${port}`, '--storage-path', tempDir('warn'), '--upstream-url', up.url, '--log-level', 'warn', '--tag-ttl', '0s']);
+    const p = spawnRaw(['--listen', `127.0.0.1:${port}`, '--storage-path', tempDir('warn'), '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin, '--log-level', 'warn', '--tag-ttl', '0s']);
     try {
       await listening(url, p.child);
       assert.equal((await get(`${url}/v2/library/formats/manifests/v1`, { accept: ACCEPT, 'x-request-id': 'warn-ok' })).status, 200);
@@ -381,7 +381,7 @@ describe('log level and format', () => {
   });
 
   it('--log-format pretty: one readable line per event, "HH:MM:SS.mmm level message key=value…", no JSON, no empty fields', async () => {
-    const p = spawnRaw(['--listen', '127.0.0.1:0', '--storage-path', tempDir('pretty'), '--upstream-url', up.url, '--log-format', 'pretty', '--log-level', 'info']);
+    const p = spawnRaw(['--listen', '127.0.0.1:0', '--storage-path', tempDir('pretty'), '--upstream-url', up.url, '--upstream-allowed-realm-hosts', up.realmOrigin, '--log-format', 'pretty', '--log-level', 'info']);
     try {
       const started = await p.waitForLine((l) => l.includes(' hubcache started '));
       const url = /\blisten=(\S+)/.exec(started)?.[1];
@@ -415,7 +415,7 @@ describe('log level and format', () => {
 describe('/healthz and /readyz', () => {
   let hc: HubcacheProcess;
   before(async () => {
-    hc = await startHubcacheProcess({ upstreamUrl: up.url });
+    hc = await startHubcacheProcess({ upstream: up });
   });
   afterEach(async () => {
     await upstreamBack();
@@ -474,7 +474,7 @@ describe('graceful shutdown', () => {
     const img = await seeded('library/draining', 'ops-drain', 4 * MiB);
     const layer = img.layers[0]!;
     const storagePath = tempDir('drain');
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath, args: ['--shutdown-timeout', '20s'] });
+    const hc = await startHubcacheProcess({ upstream: up, storagePath, args: ['--shutdown-timeout', '20s'] });
     try {
       const exit = once(hc.child, 'exit');
       const probe = await halfSentRequest(hc.url, '/readyz');
@@ -517,7 +517,7 @@ describe('graceful shutdown', () => {
     assert.ok(committedBlobs(storagePath).includes(layer.digest));
     assert.deepEqual(tmpFiles(storagePath), []);
 
-    const again = await startHubcacheProcess({ upstreamUrl: up.url, storagePath });
+    const again = await startHubcacheProcess({ upstream: up, storagePath });
     try {
       up.front.reset();
       const r = await get(`${again.url}/v2/library/draining/blobs/${layer.digest}`);
@@ -533,7 +533,7 @@ describe('graceful shutdown', () => {
     const img = await seeded('library/stuck', 'ops-stuck', 4 * MiB);
     const layer = img.layers[0]!;
     const storagePath = tempDir('deadline');
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath, args: ['--shutdown-timeout', '1s'] });
+    const hc = await startHubcacheProcess({ upstream: up, storagePath, args: ['--shutdown-timeout', '1s'] });
     let sentAt = 0;
     try {
       const exit = once(hc.child, 'exit');
@@ -567,7 +567,7 @@ describe('graceful shutdown', () => {
     // The process normally exits before the cut-off fill has removed its temp file; if it won that race, nothing is left to sweep.
     const leftovers = tmpFiles(storagePath).length;
 
-    const again = await startHubcacheProcess({ upstreamUrl: up.url, storagePath });
+    const again = await startHubcacheProcess({ upstream: up, storagePath });
     try {
       if (leftovers > 0) assert.equal((await again.waitForLog((l) => l.message === 'leftover temp files removed')).count, leftovers);
       assert.deepEqual(tmpFiles(storagePath), []);
@@ -583,7 +583,7 @@ describe('graceful shutdown', () => {
     const img = await seeded('library/delayed', 'ops-delay', 256 * 1024);
     const layer = img.layers[0]!;
     // Long enough that the test, not a timer, decides when it ends.
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--shutdown-delay', '1h'] });
+    const hc = await startHubcacheProcess({ upstream: up, args: ['--shutdown-delay', '1h'] });
     try {
       assert.equal((await get(`${hc.url}/readyz`)).status, 200);
       const exit = once(hc.child, 'exit');
@@ -607,7 +607,7 @@ describe('graceful shutdown', () => {
   });
 
   it('SIGINT (Ctrl-C) of an idle process: the same graceful stop, exit 0', async () => {
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url });
+    const hc = await startHubcacheProcess({ upstream: up });
     try {
       const exit = once(hc.child, 'exit');
       hc.child.kill('SIGINT');

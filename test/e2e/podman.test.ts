@@ -35,7 +35,7 @@ describe('podman pulls through hubcache (registries.conf from deploy/clients)', 
     ]);
     env = await startTwoRegistries({
       instanceId: 'e2e-podman',
-      extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRedirectHosts: ['$SECOND_CDN'] }])),
+      extraUpstreams: Object.fromEntries(OTHERS.map((r) => [r, { url: '$SECOND_URL', allowedRealmHosts: ['$SECOND_REALM'], allowedRedirectHosts: ['$SECOND_CDN'] }])),
       seed: async (hub, second) => {
         await hub.push(small, 'library/small', '1.0');
         await hub.push(multi, 'library/multi', '1');

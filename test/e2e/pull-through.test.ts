@@ -44,7 +44,7 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     await up.push(docker, 'team/app', 'stable');
     for (const t of ['a', 'b', 'c', 'd', 'e']) await up.push(oci, 'library/paged', t);
     // The fake CDN is on loopback: hubcache refuses redirects to private addresses unless allowed.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '10m', '--upstream-allowed-redirect-hosts', new URL(up.cdn!.url).host] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m', '--upstream-allowed-redirect-hosts', new URL(up.cdn!.url).host] });
   });
 
   afterEach(() => up.front.clearFaults());
@@ -200,8 +200,12 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     const beyond = await rawRequest(url, { headers: { range: `bytes=${layer.size}-` } });
     assert.equal(beyond.status, 416);
     assert.equal(beyond.headers['content-range'], `bytes */${layer.size}`);
-    const junk = await rawRequest(url, { headers: { range: 'lines=1-2' } });
+    const junk = await rawRequest(url, { headers: { range: 'bytes=1-x' } });
     assert.equal(junk.status, 416);
+    // RFC 9110 §14.2: a range unit the server does not understand is ignored.
+    const lines = await rawRequest(url, { headers: { range: 'lines=1-2' } });
+    assert.equal(lines.status, 200);
+    assert.ok(lines.body.equals(bytes));
   });
 
   it('a client that leaves in the middle of a stored blob: its connection is aborted and the file handle closed', async () => {
@@ -282,8 +286,10 @@ describe('pull-through cache (skopeo and raw HTTP through a real hubcache)', () 
     const d = docker.layers[0]!.digest;
     const cases: Array<[string, string, number, string]> = [
       ['GET', '/v2/Library/Small/manifests/1.0', 400, 'NAME_INVALID'],
-      ['GET', '/v2/library/small/manifests/-bad', 400, 'TAG_INVALID'],
-      ['GET', `/v2/library/small/manifests/${'a'.repeat(129)}`, 400, 'TAG_INVALID'],
+      // Neither a tag nor a digest: no such manifest (issue #12, as distribution answers).
+      ['GET', '/v2/library/small/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+      ['GET', `/v2/library/small/manifests/${'a'.repeat(129)}`, 404, 'MANIFEST_UNKNOWN'],
+      ['GET', '/v2/library/small/manifests/sha256:abc', 400, 'DIGEST_INVALID'],
       ['GET', '/v2/library/small/blobs/sha256:abc', 400, 'DIGEST_INVALID'],
       ['GET', '/v2/library/small/blobs/md5:0123', 400, 'DIGEST_INVALID'],
       ['GET', `/v2/library/small/blobs/${d.toUpperCase()}`, 400, 'DIGEST_INVALID'],
@@ -336,7 +342,7 @@ describe('tag freshness after the TTL', () => {
     up = await startUpstream({ rateLimit: true });
     await up.push(image, 'library/ttl', 'latest');
     // A zero TTL: every pull by tag is "after the TTL", without waiting for a clock.
-    hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--tag-ttl', '0s'] });
+    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '0s'] });
   });
 
   after(async () => {
@@ -402,7 +408,7 @@ describe('upstream credentials (a private upstream, no anonymous pulls)', () => 
   it('pulls with the configured account (password from a file); only the token realm sees the credentials', async () => {
     const pw = join(dir, 'password');
     writeFileSync(pw, 'r3ad\n');
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, args: ['--upstream-username', 'reader', '--upstream-password-file', pw] });
+    const hc = await startHubcacheProcess({ upstream: up, args: ['--upstream-username', 'reader', '--upstream-password-file', pw] });
     try {
       up.tokenServer.reset();
       up.front.reset();
@@ -417,7 +423,7 @@ describe('upstream credentials (a private upstream, no anonymous pulls)', () => 
   });
 
   it('wrong credentials get a clear 403 DENIED, not a 401 loop', async () => {
-    const hc = await startHubcacheProcess({ upstreamUrl: up.url, env: { HUBCACHE_UPSTREAM_USERNAME: 'reader', HUBCACHE_UPSTREAM_PASSWORD: 'wrong' } });
+    const hc = await startHubcacheProcess({ upstream: up, env: { HUBCACHE_UPSTREAM_USERNAME: 'reader', HUBCACHE_UPSTREAM_PASSWORD: 'wrong' } });
     try {
       const r = await rawRequest(`${hc.url}/v2/acme/private/manifests/1`, { headers: { accept: ALL_MANIFESTS } });
       assert.equal(r.status, 403, r.body.toString());

@@ -53,7 +53,7 @@ describe('several registries behind one hubcache', () => {
       instanceId: 'e2e-registries',
       secondSettings: { repositories: { allow: ['org/**', 'shared/**'], deny: ['org/forbidden'] } },
       // The same registry under another name, without the CDN allowed: its redirects are refused.
-      extraUpstreams: { 'quay.io': { url: '$SECOND_URL' } },
+      extraUpstreams: { 'quay.io': { url: '$SECOND_URL', allowedRealmHosts: ['$SECOND_REALM'] } },
       seed: async (hub, second) => {
         await hub.push(hubApp, 'org/app', '1');
         await hub.push(shared, 'library/shared', '1');

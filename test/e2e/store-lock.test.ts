@@ -2,14 +2,16 @@
  * One process owns a storage root (docs/storage-layout.md): against real hubcache processes, a
  * second `serve` and a `prefetch` without --server on a served store fail at start naming the lock
  * holder, without touching the store the first one is writing; `ls` still reads next to it; a lock
- * left by a SIGKILLed process is taken over at once by the next start; a clean stop removes it.
+ * left by a SIGKILLed process is taken over at once by the next start, also while that process is
+ * a zombie its parent hasn't reaped, and so is a lock whose pid now names another process (issue
+ * #12); a clean stop removes it.
  * A lock held from another host (or PID namespace) makes `serve` wait and watch it: taken over when
  * nothing refreshes it, refused when its holder does; `prefetch` doesn't wait.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -41,8 +43,27 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<Cl
   return { code, stdout, stderr };
 }
 
-function readLock(storagePath: string): { pid: number; hostname: string; startedAt: string; token: string } {
+function readLock(storagePath: string): { pid: number; hostname: string; startedAt: string; procStartTime?: number; token: string } {
   return JSON.parse(readFileSync(join(storagePath, 'hubcache.lock'), 'utf8'));
+}
+
+/** Field 3 (state) and field 22 (starttime) of /proc/PID/stat (a node's comm has no spaces). */
+function procFields(pid: number): { state: string; startTime: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { state: fields[0]!, startTime: Number(fields[19]) };
+}
+
+/** Fresh storage roots for the calling describe block, removed after it. */
+function tempStores(prefix: string): () => string {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), prefix));
+    dirs.push(d);
+    return d;
+  };
 }
 
 function escapeRe(s: string): string {
@@ -75,6 +96,7 @@ describe('storage lock: one hubcache process per storage root', () => {
     assert.equal(lock.pid, first.child.pid);
     assert.equal(lock.hostname, hostname());
     assert.ok(Math.abs(Date.now() - Date.parse(lock.startedAt)) < 120_000, lock.startedAt);
+    if (process.platform === 'linux') assert.equal(lock.procStartTime, procFields(first.child.pid!).startTime, 'its /proc start time, to tell a reused pid');
   });
 
   it('a second `serve` on the same root exits 1 naming the holder, and the first keeps serving with its store untouched', async () => {
@@ -128,16 +150,80 @@ describe('storage lock: one hubcache process per storage root', () => {
   });
 });
 
-describe('storage lock held from another host or PID namespace: serve waits and watches it', () => {
-  const dirs: string[] = [];
-  const newStore = () => {
-    const d = mkdtempSync(join(tmpdir(), 'hubcache-e2e-lock-wait-'));
-    dirs.push(d);
-    return d;
-  };
-  after(() => {
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+describe('storage lock of a dead holder on this host that its pid alone does not show (issue #12)', { skip: process.platform !== 'linux' && 'needs /proc' }, () => {
+  const newStore = tempStores('hubcache-e2e-lock-dead-');
+
+  it('SIGKILLed under a parent that does not reap it (a zombie): the next `serve` takes the lock over at once and starts', async () => {
+    const storagePath = newStore();
+    // hubcache in the background of a shell that then execs `sleep`: the sleep is its parent and
+    // never reaps it, as a supervisor or shell that reaps late doesn't.
+    const parent = spawn('sh', ['-c', '"$@" & exec sleep 600 >/dev/null 2>&1', 'sh', process.execPath, BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--upstream-url', UPSTREAM, '--log-format', 'json'], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const closed = once(parent.stdout!, 'end'); // hubcache holds the only write end left
+      const rl = createInterface({ input: parent.stdout! });
+      for await (const text of rl) if ((JSON.parse(text) as Record<string, unknown>).message === 'hubcache started') break;
+      parent.stdout!.resume(); // readline paused it: read on to the end
+      const killed = readLock(storagePath).pid;
+      assert.notEqual(killed, parent.pid);
+      process.kill(killed, 'SIGKILL');
+      await closed; // its stdout closed: it has exited
+      // From exit to zombie is a moment no event reports: poll /proc, bounded.
+      for (let i = 0; procFields(killed).state !== 'Z'; i++) {
+        assert.ok(i < 500, `pid ${killed} never became a zombie`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+
+      const startedAt = Date.now();
+      const next = await startHubcacheProcess({ storagePath, upstreamUrl: UPSTREAM });
+      try {
+        const taken = await next.waitForLog((l) => l.message === 'stale storage lock taken over');
+        assert.equal(taken.reason, 'its process is gone (a zombie: exited, not reaped yet)');
+        assert.equal((taken.previous as { pid: number }).pid, killed);
+        assert.ok(!next.logs.some((l) => l.message === 'storage lock held, waiting'), 'no wait');
+        assert.ok(Date.now() - startedAt < 20_000, 'at once, not after the lock went stale');
+        assert.equal(readLock(storagePath).pid, next.child.pid);
+        assert.equal(procFields(killed).state, 'Z', 'the old holder was a zombie all along');
+        assert.equal((await rawRequest(`${next.url}/v2/`)).status, 200);
+      } finally {
+        assert.equal(await next.stop(), 0);
+      }
+    } finally {
+      parent.kill();
+      await once(parent, 'exit');
+    }
   });
+
+  it('a lock naming a live pid of this host with another start time (the pid was reused): the next `serve` takes it over at once and starts', async () => {
+    const storagePath = newStore();
+    const lockFile = join(storagePath, 'hubcache.lock');
+    // This test process stands in for whatever got the dead holder's pid.
+    const reused = {
+      pid: process.pid,
+      hostname: hostname(),
+      pidNamespace: readlinkSync('/proc/self/ns/pid'),
+      startedAt: '2024-01-02T03:04:05.000Z',
+      procStartTime: procFields(process.pid).startTime - 1,
+      token: 'pid-reused',
+    };
+    writeFileSync(lockFile, JSON.stringify(reused));
+    const next = await startHubcacheProcess({ storagePath, upstreamUrl: UPSTREAM });
+    try {
+      const taken = await next.waitForLog((l) => l.message === 'stale storage lock taken over');
+      assert.equal(taken.reason, 'its pid belongs to another process now (another start time)');
+      assert.deepEqual(taken.previous, reused);
+      assert.ok(!next.logs.some((l) => l.message === 'storage lock held, waiting'), 'no wait');
+      assert.equal(readLock(storagePath).pid, next.child.pid);
+    } finally {
+      assert.equal(await next.stop(), 0);
+    }
+  });
+});
+
+describe('storage lock held from another host or PID namespace: serve waits and watches it', () => {
+  const newStore = tempStores('hubcache-e2e-lock-wait-');
   const isWaitLine = (l: Record<string, unknown>) => l.message === 'storage lock held, waiting';
 
   it('nobody refreshes it: serve logs the wait, takes the lock over once its mtime stood still for storage.lockStaleAfter, and starts', async () => {

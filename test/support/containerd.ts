@@ -1,7 +1,8 @@
 /**
- * A real containerd daemon for tests (DESIGN §7): runs as root with root, state, sockets and
- * `/opt` under a temp dir, the CRI plugin off and the `native` snapshotter (no overlay mounts),
- * so nothing outside the temp dir is touched. `ctr` talks to it with `--address`.
+ * A real containerd daemon for tests (docs/protocol.md#containerd-under-a-temp-dir): runs as root
+ * with root, state, sockets and `/opt` under a temp dir, the CRI plugin off and the `native`
+ * snapshotter (no overlay mounts), so nothing outside the temp dir is touched. `ctr` talks to it
+ * with `--address`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';

@@ -4,7 +4,8 @@
  * - its own network namespace (`unshare -n`: only loopback), so its fallback to Docker Hub fails at
  *   once and nothing leaves the machine: a pull that succeeds was served by the mirror;
  * - vfs storage, no iptables, no bridge; data-root, exec-root, pidfile, trust key and API socket
- *   in a temp dir (DESIGN §7; `ip netns exec` would remount /sys and break dockerd's cgroups);
+ *   in a temp dir (docs/protocol.md#dockerd-in-its-own-network-namespace; `ip netns exec` would
+ *   remount /sys and break dockerd's cgroups);
  * - `registry-mirrors: ["http://127.0.0.1:PORT"]` inside the namespace, where socat forwards
  *   `127.0.0.1:PORT` to a unix socket in the temp dir; on the host side of that socket a small
  *   bridge (here, in the test process) connects to hubcache and records the head of every HTTP

@@ -28,6 +28,8 @@ export interface HubcacheProcess {
 
 export interface StartHubcacheOptions {
   upstreamUrl?: string;
+  /** The default upstream and the token realm it names (upstream-harness.ts): sets both flags. */
+  upstream?: { readonly url: string; readonly realmOrigin: string };
   storagePath?: string;
   /** Extra CLI flags, e.g. ['--tag-ttl', '1s']. */
   args?: string[];
@@ -43,6 +45,7 @@ export async function startHubcacheProcess(opts: StartHubcacheOptions = {}): Pro
   const storagePath = opts.storagePath ?? mkdtempSync(join(tmpdir(), 'hubcache-store-'));
   const args = [opts.bin ?? BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--log-level', 'debug', '--log-format', 'json'];
   if (opts.upstreamUrl) args.push('--upstream-url', opts.upstreamUrl);
+  if (opts.upstream) args.push('--upstream-url', opts.upstream.url, '--upstream-allowed-realm-hosts', opts.upstream.realmOrigin);
   if (opts.config) args.push('--config', opts.config);
   args.push(...(opts.args ?? []));
   const child = spawn(process.execPath, args, {

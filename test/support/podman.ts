@@ -1,8 +1,8 @@
 /**
- * podman (Debian's, 4.3) for tests (DESIGN §7): its own root and runroot in a temp dir, vfs
- * storage (no overlay mounts), file events and cgroupfs (no systemd), and a registries.conf of
- * the test's choosing through CONTAINERS_REGISTRIES_CONF, so the host's configuration is never
- * read or changed.
+ * podman (Debian's, 4.3) for tests (docs/protocol.md#podman-with-isolated-storage): its own root
+ * and runroot in a temp dir, vfs storage (no overlay mounts), file events and cgroupfs (no
+ * systemd), and a registries.conf of the test's choosing through CONTAINERS_REGISTRIES_CONF, so
+ * the host's configuration is never read or changed.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -34,6 +34,8 @@ export interface RawRequestOptions {
   stopAfterBytes?: number;
   /** Send this request target byte for byte instead of the URL's path (for `..`, `\\` and encodings URL parsers would normalise). */
   rawPath?: string;
+  /** Walk away when it aborts (destroy the request): outcome 'error', errorCode 'aborted-by-client'. */
+  signal?: AbortSignal;
 }
 
 /** One request on a fresh connection (agent: false), so earlier faults can't leak into it. */
@@ -86,6 +88,12 @@ export function rawRequest(url: string, opts: RawRequestOptions = {}): Promise<R
       req.destroy();
     }, opts.timeoutMs ?? 15_000);
     req.on('error', (e) => finish('error', e));
+    const walkAway = () => {
+      finish('error', Object.assign(new Error('aborted by the client'), { code: 'aborted-by-client' }));
+      req.destroy();
+    };
+    if (opts.signal?.aborted) walkAway();
+    else opts.signal?.addEventListener('abort', walkAway, { once: true });
     req.end(opts.body);
   });
 }

@@ -27,7 +27,11 @@ export const SECOND = 'ghcr.io';
 export interface TwoRegistriesOptions {
   /** Seeds images before hubcache starts. */
   seed?: (hub: Upstream, second: Upstream) => Promise<void>;
-  /** Extra upstream entries (name → config) merged into the file; `$SECOND_URL` and `$SECOND_CDN` in strings become the second front's URL and its CDN's host:port. */
+  /**
+   * Extra upstream entries (name → config) merged into the file; `$SECOND_URL`, `$SECOND_REALM` and
+   * `$SECOND_CDN` in strings become the second front's URL, its token server's origin and its CDN's
+   * host:port.
+   */
   extraUpstreams?: Record<string, Record<string, unknown>>;
   /** Extra settings for the second registry's entry (e.g. `repositories`). */
   secondSettings?: Record<string, unknown>;
@@ -42,15 +46,17 @@ export async function startTwoRegistries(opts: TwoRegistriesOptions = {}): Promi
     const [hub, second] = await Promise.all([startUpstream({ cdn: true, service: 'hub.test' }), startUpstream({ cdn: true, service: 'second.test' })]);
     started.push(hub, second);
     await opts.seed?.(hub, second);
-    // Both fake CDNs listen on loopback, which hubcache refuses as a redirect target unless listed.
+    // Both fake CDNs listen on loopback, which hubcache refuses as a redirect target unless listed;
+    // both token servers on another port than their registry, which hubcache refuses as a realm unless listed.
     const config = {
       instanceId,
       upstreams: {
-        'docker.io': { url: hub.url, tagTtl: '10m', allowedRedirectHosts: [new URL(hub.cdn!.url).host] },
-        [SECOND]: { url: second.url, tagTtl: '10m', allowedRedirectHosts: [new URL(second.cdn!.url).host], ...opts.secondSettings },
+        'docker.io': { url: hub.url, tagTtl: '10m', allowedRealmHosts: [hub.realmOrigin], allowedRedirectHosts: [new URL(hub.cdn!.url).host] },
+        [SECOND]: { url: second.url, tagTtl: '10m', allowedRealmHosts: [second.realmOrigin], allowedRedirectHosts: [new URL(second.cdn!.url).host], ...opts.secondSettings },
         ...(JSON.parse(
           JSON.stringify(opts.extraUpstreams ?? {})
             .replaceAll('$SECOND_URL', second.url)
+            .replaceAll('$SECOND_REALM', second.realmOrigin)
             .replaceAll('$SECOND_CDN', new URL(second.cdn!.url).host),
         ) as Record<string, unknown>),
       },

@@ -33,6 +33,12 @@ export interface Upstream {
   readonly url: string;
   /** 127.0.0.1:PORT of the front, for image references (skopeo docker://HOST/repo:tag). */
   readonly host: string;
+  /**
+   * Origin of the token server the challenges name (`http://127.0.0.1:PORT`, another port than the
+   * front's, as auth.docker.io is another host than Docker Hub's registry): hubcache sends it
+   * nothing unless told (`--upstream-allowed-realm-hosts`, `allowedRealmHosts`).
+   */
+  readonly realmOrigin: string;
   /** Distribution directly, bypassing front, faults and counters. */
   readonly registryUrl: string;
   readonly tokenServer: TokenServer;
@@ -89,6 +95,7 @@ export async function startUpstream(opts: StartUpstreamOptions = {}): Promise<Up
   return {
     url: f.url,
     host: f.host,
+    realmOrigin: new URL(tokenServer.url).origin,
     registryUrl: d.url,
     tokenServer,
     distribution: d,

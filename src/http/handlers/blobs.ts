@@ -33,7 +33,10 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
   }
   const source = blob.source;
   const body = blob.body;
-  const counted = (n: number) => metrics.bytesToClient(source, n);
+  const counted = (n: number) => {
+    req.ctx.streamedBytes = (req.ctx.streamedBytes ?? 0) + n;
+    metrics.bytesToClient(source, n);
+  };
   res.flushHeaders();
   // On any failure the client connection is aborted, never ended cleanly with missing bytes; a
   // client that leaves stops the reading.

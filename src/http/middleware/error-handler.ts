@@ -7,11 +7,15 @@ import { ERROR_CODES, isRegistryError, RegistryError } from '../../domain/errors
  */
 export function errorHandler() {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    if (req.ctx?.signal.aborted && err === req.ctx.signal.reason) {
+      // The client left and stopped waiting (single-flight.ts): nobody to answer, no error of
+      // ours; the access log records the request as aborted.
+      if (!res.destroyed) res.destroy();
+      return;
+    }
     let regErr: RegistryError;
     if (isRegistryError(err)) {
       regErr = err;
-    } else if (isBodyParserError(err)) {
-      regErr = new RegistryError('UNSUPPORTED', undefined, { message: 'malformed request' });
     } else {
       req.ctx?.log.error('unhandled error', { error: (err as Error)?.message, stack: (err as Error)?.stack });
       regErr = new RegistryError('UNKNOWN');
@@ -22,15 +26,12 @@ export function errorHandler() {
       return;
     }
     const { status } = ERROR_CODES[regErr.code];
-    if (status >= 500 && regErr.code !== 'UNKNOWN') req.ctx?.log.warn('request failed', { code: regErr.code, error: regErr.message, cause: (regErr.cause as Error)?.message });
+    // A client that went away is already in the access log (499); nobody reads this answer.
+    if (status >= 500 && regErr.code !== 'UNKNOWN' && !req.ctx?.signal.aborted) req.ctx?.log.warn('request failed', { code: regErr.code, error: regErr.message, cause: (regErr.cause as Error)?.message });
     for (const [k, v] of Object.entries(regErr.headers)) res.setHeader(k, v);
     const body = JSON.stringify({ errors: [{ code: regErr.code, message: regErr.message, detail: regErr.detail ?? null }] });
     res.status(status).type('application/json').setHeader('Content-Length', Buffer.byteLength(body));
     if (req.method === 'HEAD') res.end();
     else res.end(body);
   };
-}
-
-function isBodyParserError(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && 'type' in err && 'status' in err;
 }

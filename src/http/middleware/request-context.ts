@@ -12,6 +12,11 @@ export interface RequestContext {
   cache?: string;
   upstream?: string;
   stale?: string;
+  /**
+   * Body bytes written so far by a handler that streams (blobs: it may stop half-way). Responses
+   * written in one piece are counted from their Content-Length instead.
+   */
+  streamedBytes?: number;
   /** Aborted when the client goes away before the response finished; governs client I/O only. */
   readonly signal: AbortSignal;
 }
@@ -32,23 +37,12 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
     const controller = new AbortController();
     req.ctx = { id, log: opts.logger.child({ requestId: id }), started: performance.now(), route: 'unknown', signal: controller.signal };
     res.setHeader('X-Request-Id', id);
-    let bytes = 0;
-    const write = res.write.bind(res);
-    // Count body bytes as they are written (streams and res.end both pass through here or end()).
-    res.write = ((chunk: unknown, ...rest: unknown[]) => {
-      if (chunk && typeof (chunk as Buffer).length === 'number') bytes += (chunk as Buffer).length;
-      return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-    }) as typeof res.write;
-    const end = res.end.bind(res);
-    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
-      if (chunk && typeof chunk !== 'function' && typeof (chunk as Buffer).length === 'number') bytes += (chunk as Buffer).length;
-      return (end as (...a: unknown[]) => Response)(chunk, ...rest);
-    }) as typeof res.end;
     res.on('close', () => {
       const completed = res.writableFinished;
       if (!completed) controller.abort();
       const seconds = (performance.now() - req.ctx.started) / 1000;
       const status = completed ? res.statusCode : 499;
+      const bytes = bodyBytes(req, res, completed);
       opts.metrics.httpRequest(req.ctx.route, req.method, status, seconds);
       // Blob bytes are counted by the blob handler as they stream; manifest bodies are counted here,
       // so that client bytes minus upstream bytes is what the cache saved.
@@ -71,4 +65,18 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
     });
     next();
   };
+}
+
+/**
+ * Body bytes sent to the client: what a streaming handler counted as it wrote, else the
+ * Content-Length of a response that finished (everything else is written in one piece with its
+ * length set); 0 for HEAD and for a one-piece response the client left before it was finished.
+ * Not `req.socket.bytesWritten`: that counts headers and chunk framing too, and a keep-alive
+ * socket carries many requests.
+ */
+function bodyBytes(req: Request, res: Response, completed: boolean): number {
+  if (req.ctx.streamedBytes !== undefined) return req.ctx.streamedBytes;
+  if (!completed || req.method === 'HEAD') return 0;
+  const length = Number(res.getHeader('content-length'));
+  return Number.isSafeInteger(length) && length > 0 ? length : 0;
 }

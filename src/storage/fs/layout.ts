@@ -15,8 +15,9 @@
  *                                                filesystem so that rename(2) is atomic; swept at start
  *     tmp/lock-claim-<hash>-<n>                  a stale lock's takeover in progress (store-lock.ts)
  *     hubcache.lock                              ownership lock (store-lock.ts): JSON {pid, hostname,
- *                                                pidNamespace?, startedAt, token} of the process that owns
- *                                                the root; its mtime is the owner's heartbeat (every 10 s)
+ *                                                pidNamespace?, startedAt, procStartTime?, token} of the
+ *                                                process that owns the root; its mtime is the owner's
+ *                                                heartbeat (every 10 s)
  *
  * Examples: repositories/docker.io/library/alpine/_tags/3.20,
  *           repositories/registry.example.com:5000/org/team/app/_manifests/<hex>.

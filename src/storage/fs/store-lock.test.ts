@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { acquireStoreLock, StoreLockedError, StoreLockLostError, type LockRecord, type LockWait, type StoreLock, type StoreLockOptions } from './store-lock.js';
+import { acquireStoreLock, parseProcStat, StoreLockedError, StoreLockLostError, type LockRecord, type LockWait, type StoreLock, type StoreLockOptions } from './store-lock.js';
 
 const MODULE = pathToFileURL(fileURLToPath(new URL('./store-lock.ts', import.meta.url))).href;
 
@@ -101,6 +102,64 @@ function deadPid(): number {
   return r.pid!;
 }
 
+/** Field 3 (state) and field 22 (starttime) of /proc/PID/stat, read without the module's parser (a node's comm has no spaces). */
+function procFields(pid: number | 'self'): { state: string; startTime: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { state: fields[0]!, startTime: Number(fields[19]) };
+}
+
+/**
+ * Polls until `probe` returns a value. Only for a kernel state no event reports (a process
+ * becoming a zombie); bounded, so a wrong expectation fails instead of hanging.
+ */
+async function until<T>(what: string, probe: () => T | undefined): Promise<T> {
+  for (let i = 0; i < 500; i++) {
+    const v = probe();
+    if (v !== undefined) return v;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return assert.fail(`timed out waiting for ${what}`);
+}
+
+/**
+ * A zombie on this host, as a holder killed under a parent that reaps late leaves one (issue #12):
+ * `sh` starts a child blocked reading fd 3, then execs `sleep`, which never reaps children; closing
+ * our end of fd 3 ends the child, and it stays a zombie while the sleep runs. `parent` is the sleep;
+ * killing it lets init reap the zombie.
+ */
+async function zombie(): Promise<{ pid: number; parent: ChildProcess }> {
+  const parent = spawn('sh', ['-c', '(read x <&3) >/dev/null & echo $!; exec sleep 600 3<&- >/dev/null'], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] });
+  let out = '';
+  parent.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await once(parent.stdout!, 'end'); // sh gave up its stdout: it is exec'ing the sleep
+  const pid = Number(out.trim());
+  await until('sh to become sleep', () => (readFileSync(`/proc/${parent.pid}/comm`, 'utf8').trim() === 'sleep' || undefined));
+  (parent.stdio[3] as NodeJS.WritableStream).end();
+  await until(`pid ${pid} to be a zombie`, () => (procFields(pid).state === 'Z' || undefined));
+  return { pid, parent };
+}
+
+const linuxOnly = { skip: process.platform !== 'linux' && 'needs /proc' };
+
+describe('/proc/PID/stat', () => {
+  const cat = '16345 (cat) R 16340 16340 13125 0 -1 4194304 101 0 0 0 0 0 0 0 20 0 1 0 65751 3133440 383 18446744073709551615 93913150500864 0';
+
+  it('state is field 3 and starttime field 22', () => {
+    assert.deepEqual(parseProcStat(`${cat}\n`), { state: 'R', startTime: 65751 });
+  });
+
+  it('a command name holding spaces and parentheses is skipped up to the last ")"', () => {
+    assert.deepEqual(parseProcStat(cat.replace('(cat) R', '(evil) R 1 (x y)) Z')), { state: 'Z', startTime: 65751 });
+    assert.deepEqual(parseProcStat(cat.replace('(cat)', '()')), { state: 'R', startTime: 65751 });
+  });
+
+  it('anything else is not a stat line', () => {
+    for (const text of ['', 'garbage', '1 (x) R 1 2 3', cat.replace(' R ', ' RR '), cat.replace(' 65751 ', ' -5 '), cat.replace(' 65751 ', ' 99999999999999999999 ')]) {
+      assert.equal(parseProcStat(text), undefined, text);
+    }
+  });
+});
+
 describe('storage lock', () => {
   it('acquire writes pid, hostname and a token; release removes it; the root can then be locked again', async () => {
     const lock = await acquire();
@@ -109,6 +168,7 @@ describe('storage lock', () => {
     assert.equal(rec.pid, process.pid);
     assert.equal(rec.hostname, hostname());
     assert.ok(!Number.isNaN(Date.parse(rec.startedAt)));
+    if (process.platform === 'linux') assert.equal(rec.procStartTime, procFields('self').startTime, 'the /proc start time, in clock ticks since boot');
     assert.equal(lock.takenOver, undefined);
     await lock.release();
     await assert.rejects(stat(lockPath), { code: 'ENOENT' });
@@ -150,6 +210,36 @@ describe('storage lock', () => {
     assert.deepEqual(lock.takenOver, { holder: old, reason: 'its process is gone' });
     assert.equal((await readRecord()).token, lock.record.token);
     assert.deepEqual(await leftoversInTmp(), [], 'the stale file moved aside is removed');
+  });
+
+  it('same host, the holder a zombie (killed, its parent has not reaped it yet): taken over at once, with or without a recorded start time (issue #12)', linuxOnly, async () => {
+    const id = await ownIdentity();
+    const z = await zombie();
+    try {
+      for (const record of [{ pid: z.pid }, { pid: z.pid, procStartTime: procFields(z.pid).startTime }]) {
+        const old = await writeLock({ ...id, ...record });
+        const lock = await acquire();
+        assert.deepEqual(lock.takenOver, { holder: old, reason: 'its process is gone (a zombie: exited, not reaped yet)' });
+        assert.equal((await readRecord()).token, lock.record.token);
+        await lock.release();
+      }
+      assert.equal(procFields(z.pid).state, 'Z', 'still a zombie throughout');
+    } finally {
+      z.parent.kill();
+      await once(z.parent, 'exit');
+    }
+  });
+
+  it('same host, a live pid with another start time than the holder recorded (the pid was reused): taken over at once; with the same start time: refused', linuxOnly, async () => {
+    const id = await ownIdentity();
+    const runner = procFields(process.ppid); // the test runner: alive
+    const reused = await writeLock({ ...id, pid: process.ppid, procStartTime: runner.startTime - 1 });
+    const lock = await acquire();
+    assert.deepEqual(lock.takenOver, { holder: reused, reason: 'its pid belongs to another process now (another start time)' });
+    await lock.release();
+    const alive = await writeLock({ ...id, pid: process.ppid, procStartTime: runner.startTime });
+    await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && e.holder?.procStartTime === alive.procStartTime);
+    assert.equal((await readRecord()).token, alive.token);
   });
 
   it('same host, our own pid but not our lock (a previous process that had our pid, e.g. before a reboot): taken over', async () => {

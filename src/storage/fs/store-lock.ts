@@ -10,12 +10,15 @@
  *
  * The protocol:
  * - Acquire: create the lock file with O_EXCL (works on local filesystems and NFSv3+) holding JSON
- *   {pid, hostname, pidNamespace, startedAt, token}; the random token is what "ours" means.
+ *   {pid, hostname, pidNamespace, startedAt, procStartTime, token}; the random token is what "ours"
+ *   means.
  * - Heartbeat: the holder sets the file's mtime to its clock every `heartbeatMs` (an unref'd timer).
  * - Stale: a holder on this host (same hostname and PID namespace, the only case where a pid means
- *   anything to us) whose pid is gone (ESRCH); or any lock whose mtime is more than `staleMs` old
- *   by our wall clock, so that a crash on another host sharing the volume, or a pid reused after a
- *   reboot, doesn't block forever (this rule assumes clocks within a few seconds of each other).
+ *   anything to us) whose process is gone: its pid is free (ESRCH), or /proc/PID/stat shows a
+ *   zombie (exited, its parent hasn't reaped it yet: a supervisor or shell that reaps late, issue
+ *   #12) or a process with another start time (the pid was reused); or any lock whose mtime is
+ *   more than `staleMs` old by our wall clock, so that a crash on another host sharing the volume
+ *   doesn't block forever (this rule assumes clocks within a few seconds of each other).
  * - Wait: a holder whose liveness we can't check (another host, or this hostname in another PID
  *   namespace: a container restarted after a crash looks exactly like that) and whose lock is not
  *   stale yet is watched rather than refused, unless `failFast`: its mtime moving is a live
@@ -49,6 +52,12 @@ export interface LockRecord {
   readonly pidNamespace?: string;
   /** ISO time the lock was taken. */
   readonly startedAt: string;
+  /**
+   * The holder's start time as /proc/PID/stat shows it (field 22, `starttime`: clock ticks since
+   * boot; Linux), so that a live pid with another start time is known to be another process.
+   * Absent in locks written before it was recorded, and off Linux.
+   */
+  readonly procStartTime?: number;
   /** Random; identifies this acquisition, so that release and heartbeat touch only our own lock. */
   readonly token: string;
 }
@@ -167,7 +176,9 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
   if (!(heartbeatMs > 0 && heartbeatMs < staleMs)) throw new Error(`store lock: heartbeat (${heartbeatMs} ms) must be shorter than the stale threshold (${staleMs} ms)`);
   const now = opts.now ?? Date.now;
   const self = { hostname: hostname(), pidNamespace: await pidNamespace() };
-  const record: LockRecord = { pid: process.pid, ...self, startedAt: new Date(now()).toISOString(), token: randomUUID() };
+  const own = await readProcStat('self');
+  const procStartTime = typeof own === 'object' ? own.startTime : undefined;
+  const record: LockRecord = { pid: process.pid, ...self, startedAt: new Date(now()).toISOString(), ...(procStartTime !== undefined && { procStartTime }), token: randomUUID() };
   await mkdir(layout.root, { recursive: true });
 
   let takenOver: TakenOver | undefined;
@@ -191,7 +202,7 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
       const ageMs = now() - found.mtimeMs;
       last = { holder, ageMs };
       if (holder && ourTokens.has(holder.token)) throw locked(holder, ageMs, true);
-      let reason = watchedStale && sameLock(found, watchedStale.found) ? watchedStale.reason : staleReason(holder, self, ageMs, staleMs);
+      let reason = watchedStale && sameLock(found, watchedStale.found) ? watchedStale.reason : await staleReason(holder, self, ageMs, staleMs);
       if (!reason) {
         // Alive as far as we can tell. Only a holder on this host has a pid we can check: any other
         // one is watched, once per acquire (a lock that replaced the watched one is judged as found).
@@ -356,14 +367,68 @@ function onThisHost(holder: LockRecord | undefined, self: { hostname: string; pi
 }
 
 /** Why `holder` is stale, or undefined if it must be presumed alive. */
-function staleReason(holder: LockRecord | undefined, self: { hostname: string; pidNamespace?: string }, ageMs: number, staleMs: number): string | undefined {
+async function staleReason(holder: LockRecord | undefined, self: { hostname: string; pidNamespace?: string }, ageMs: number, staleMs: number): Promise<string | undefined> {
   if (holder && onThisHost(holder, self)) {
     // Our own pid, but not one of our tokens (checked by the caller): a previous process that had our pid.
     if (holder.pid === process.pid) return 'its pid is this process';
-    if (!isAlive(holder.pid)) return 'its process is gone';
+    const gone = await goneReason(holder);
+    if (gone) return gone;
   }
   if (ageMs > staleMs) return `not refreshed for ${seconds(ageMs)}`;
   return undefined;
+}
+
+/**
+ * Why the process of `holder` (on this host) is gone, or undefined if it must be presumed alive.
+ * A zombie still answers kill(pid, 0) (issue #12: after a SIGKILL under a parent that reaps late,
+ * the next start was refused), so /proc/PID/stat decides when it can be read: state Z or X is an
+ * exited process; another start time than the one the holder recorded is another process that got
+ * its pid. Unreadable (not Linux, or /proc mounted with hidepid): as alive as kill() says.
+ */
+async function goneReason(holder: LockRecord): Promise<string | undefined> {
+  if (!isAlive(holder.pid)) return 'its process is gone';
+  const stat = await readProcStat(String(holder.pid));
+  if (stat === 'missing') return isAlive(holder.pid) ? undefined : 'its process is gone'; // exited since, or hidden from us
+  if (!stat) return undefined;
+  if (stat.state === 'Z' || stat.state === 'X') return `its process is gone (${stat.state === 'Z' ? 'a zombie: exited, not reaped yet' : 'dead'})`;
+  if (holder.procStartTime !== undefined && stat.startTime !== holder.procStartTime) return 'its pid belongs to another process now (another start time)';
+  return undefined;
+}
+
+/** The fields of a /proc/PID/stat line that the lock uses (proc(5)). */
+export interface ProcStat {
+  /** Field 3: R, S, D, … ; Z is a zombie, X dead. */
+  readonly state: string;
+  /** Field 22, `starttime`: clock ticks after boot at which the process started. */
+  readonly startTime: number;
+}
+
+/**
+ * Parses the text of /proc/PID/stat; undefined when it doesn't have the expected shape. Field 2 is
+ * the command name in parentheses, which may itself hold spaces and parentheses (`(a) b (c))`),
+ * so the numbered fields are counted from after the LAST ')'.
+ */
+export function parseProcStat(text: string): ProcStat | undefined {
+  const close = text.lastIndexOf(')');
+  if (close === -1) return undefined;
+  const fields = text.slice(close + 1).trim().split(/\s+/); // fields[0] is field 3
+  const state = fields[0];
+  const startTime = fields[22 - 3];
+  if (!state || !/^[A-Za-z]$/.test(state) || !startTime || !/^\d+$/.test(startTime)) return undefined;
+  const ticks = Number(startTime);
+  return Number.isSafeInteger(ticks) ? { state, startTime: ticks } : undefined;
+}
+
+/** /proc/`pid`/stat parsed; `missing` when there is no such entry; undefined when it can't be read or parsed. */
+async function readProcStat(pid: string): Promise<ProcStat | 'missing' | undefined> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch (err) {
+    // ESRCH: the process went away between the open and the read.
+    return isNotFound(err) || (err as NodeJS.ErrnoException).code === 'ESRCH' ? 'missing' : undefined;
+  }
+  return parseProcStat(text);
 }
 
 function isAlive(pid: number): boolean {
@@ -477,6 +542,7 @@ function parseRecord(raw: string): LockRecord | undefined {
     // pid 0 or negative would make process.kill() signal a process group.
     if (!r || !Number.isSafeInteger(r.pid) || r.pid! <= 0 || typeof r.hostname !== 'string' || typeof r.startedAt !== 'string' || typeof r.token !== 'string') return undefined;
     if (r.pidNamespace !== undefined && typeof r.pidNamespace !== 'string') return undefined;
+    if (r.procStartTime !== undefined && !(Number.isSafeInteger(r.procStartTime) && r.procStartTime >= 0)) return undefined;
     return r as LockRecord;
   } catch {
     return undefined;

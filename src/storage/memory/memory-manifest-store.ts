@@ -2,6 +2,7 @@ import type { Descriptor } from '../../domain/descriptor.js';
 import { parseDigest, sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoName, type Tag } from '../../domain/reference.js';
+import { checkManifest } from '../manifest-entry.js';
 import type { ManifestStore, MetadataStore, RepoKey, StoredManifest, TagEntry } from '../manifest-store.js';
 import { checkTagEntry } from '../tag-entry.js';
 import { parseUpstreamName } from '../upstream-name.js';
@@ -17,11 +18,13 @@ export class MemoryManifestStore implements ManifestStore {
     return { descriptor: { digest, size: m.body.length, mediaType: m.mediaType }, body: Buffer.from(m.body) };
   }
 
-  /** See `FsManifestStore.put`: `DIGEST_INVALID`, `MANIFEST_INVALID` for an empty media type, last media type wins. */
+  /** See `FsManifestStore.put`: `DIGEST_INVALID`, `MANIFEST_INVALID`, and the first media type stays. */
   async put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor> {
-    if (mediaType.length === 0) throw new RegistryError('MANIFEST_INVALID', undefined, { message: 'manifest media type is required' });
     const digest = sha256Digest(body);
     if (expected !== undefined && expected !== digest) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
+    checkManifest(body, mediaType);
+    const existing = this.#manifests.get(digest);
+    if (existing) return { digest, size: existing.body.length, mediaType: existing.mediaType };
     this.#manifests.set(digest, { mediaType, body: Buffer.from(body) });
     return { digest, size: body.length, mediaType };
   }

@@ -24,7 +24,7 @@ after(async () => {
 });
 
 function provider(opts: Partial<TokenProviderOptions> = {}): TokenProvider {
-  return new TokenProvider({ dispatcher, allowedRealmHosts: [auth.host], ...opts });
+  return new TokenProvider({ dispatcher, allowedRealms: new Set([auth.url]), ...opts });
 }
 const isKind = (kind: string) => (e: unknown) => e instanceof UpstreamError && e.kind === kind;
 
@@ -121,13 +121,18 @@ test('a realm host outside the allow-list is never contacted, with or without cr
   const tp = provider({ credentials: { username: 'u', password: 'secret' } });
   await assert.rejects(tp.getToken({ realm: `${other.url}/token`, scopes: [] }), isKind('unauthorized'));
   assert.equal(other.count(), 0);
-  const allowed = provider({ allowedRealmHosts: ['localhost'], credentials: { username: 'u', password: 'secret' } });
+  // Matched as an origin: the same host on another port, or under another scheme, is another realm.
+  const port = Number(new URL(other.url).port);
+  const near = provider({ allowedRealms: new Set([`http://localhost:${port + 1}`, `https://localhost:${port}`, `http://${new URL(other.url).hostname}`]), credentials: { username: 'u', password: 'secret' } });
+  await assert.rejects(near.getToken({ realm: `${other.url}/token`, scopes: [] }), isKind('unauthorized'));
+  assert.equal(other.count(), 0);
+  const allowed = provider({ allowedRealms: new Set([other.url]), credentials: { username: 'u', password: 'secret' } });
   await allowed.getToken({ realm: `${other.url}/token`, scopes: [] });
   assert.equal(other.count(), 1);
 });
 
 test('a realm that is not plain http(s) is a protocol error', async () => {
-  const tp = provider({ allowedRealmHosts: ['x', auth.host] });
+  const tp = provider({ allowedRealms: new Set(['http://x', auth.url]) });
   await assert.rejects(tp.getToken({ realm: 'file:///etc/passwd', scopes: [] }), isKind('protocol'));
   await assert.rejects(tp.getToken({ realm: 'not a url', scopes: [] }), isKind('protocol'));
   await assert.rejects(tp.getToken({ realm: `http://a:b@${auth.host}/token`, scopes: [] }), isKind('protocol'));
@@ -144,11 +149,32 @@ test('token service failures: 401 unauthorized, 5xx unavailable, no token unavai
   await assert.rejects(provider({ credentials: { username: 'u', password: 'wrong' } }).getToken(req('c')), isKind('unauthorized'));
   const odd = await LoopbackServer.start((r, res) => void res.end(r.url?.includes('access') ? '{"access_token":"oauth-style"}' : '<html>portal</html>'));
   try {
-    const p = provider({ allowedRealmHosts: [odd.host] });
+    const p = provider({ allowedRealms: new Set([odd.url]) });
     assert.equal((await p.getToken({ realm: `${odd.url}/access`, scopes: [] })).token, 'oauth-style');
     await assert.rejects(p.getToken({ realm: `${odd.url}/html`, scopes: [] }), isKind('unavailable'));
   } finally {
     await odd.close();
+  }
+});
+
+test('a token answer trickling in forever ends at the deadline: unavailable, the connection closed, the key free again', async () => {
+  let closed!: Promise<void>;
+  const slow = await LoopbackServer.start((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 100_000 });
+    const timer = setInterval(() => res.write(' '), 20);
+    closed = new Promise<void>((r) => res.on('close', () => (clearInterval(timer), r())));
+  });
+  try {
+    const statuses: Array<number | string> = [];
+    const tp = new TokenProvider({ dispatcher, allowedRealms: new Set([slow.url]), timeoutMs: 300, observer: { tokenRequest: (e) => statuses.push(e.status) } });
+    const req = { realm: `${slow.url}/token`, scopes: ['repository:x:pull'] };
+    await assert.rejects(tp.getToken(req), (e: unknown) => isKind('unavailable')(e) && /no complete answer within 300 ms/.test((e as Error).message));
+    await closed;
+    assert.deepEqual(statuses, [200]);
+    await assert.rejects(tp.getToken(req), isKind('unavailable'));
+    assert.equal(slow.count(), 2, 'a failed fetch is not shared with later callers');
+  } finally {
+    await slow.close();
   }
 });
 
@@ -157,7 +183,7 @@ test('a connection failure is unavailable and is reported to the observer', asyn
   const host = dead.host;
   await dead.close();
   const seen: unknown[] = [];
-  const tp = provider({ allowedRealmHosts: [host], observer: { tokenRequest: (e) => seen.push(e.status) } });
+  const tp = provider({ allowedRealms: new Set([`http://${host}`]), observer: { tokenRequest: (e) => seen.push(e.status) } });
   await assert.rejects(tp.getToken({ realm: `http://${host}/token`, scopes: [] }), isKind('unavailable'));
   assert.deepEqual(seen, ['error']);
 });

@@ -41,10 +41,11 @@ export interface TokenProviderOptions {
   readonly dispatcher: Dispatcher;
   readonly credentials?: Credentials;
   /**
-   * Realm hosts (`auth.docker.io`, or `host:port`) we may contact at all: a registry's challenge
-   * must not be able to point us, credentials included, at an arbitrary host (SSRF guard).
+   * Realm origins (`https://auth.docker.io`, see realm-allowlist.ts) we may contact at all: a
+   * registry's challenge must not be able to point us, credentials included, at another host, port
+   * or scheme (SSRF guard, and no credentials over plain HTTP unless an origin says `http://`).
    */
-  readonly allowedRealmHosts: readonly string[];
+  readonly allowedRealms: ReadonlySet<string>;
   /** Sent with every token request (User-Agent, Via). */
   readonly headers?: Readonly<Record<string, string>>;
   /** Milliseconds since the epoch; injected by tests. */
@@ -52,10 +53,16 @@ export interface TokenProviderOptions {
   readonly observer?: TokenObserver;
   /** Distinct (realm, service, scopes) kept; one per repository pulled. Default 1000. */
   readonly maxCachedTokens?: number;
+  /**
+   * The longest one token request may take, to the last byte of its answer (default 60 s): it is
+   * shared by every caller of its key, so a token service trickling its answer must not hold them.
+   */
+  readonly timeoutMs?: number;
 }
 
 // Token spec: "When omitted, [expires_in] defaults to 60 seconds."
 const DEFAULT_LIFETIME_S = 60;
+const DEFAULT_TIMEOUT_MS = 60_000;
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
 /** Bearer challenge → token request; `defaultScopes` when the challenge names none (e.g. `/v2/`). */
@@ -90,8 +97,8 @@ export class TokenProvider {
   }
 
   /**
-   * A token for `req`, cached or fetched. Throws UpstreamError: `unauthorized` when the realm host
-   * is not allowed or the token service refuses (401/403), `protocol` for a non-http(s) realm,
+   * A token for `req`, cached or fetched. Throws UpstreamError: `unauthorized` when the realm's
+   * origin is not allowed or the token service refuses (401/403), `protocol` for a non-http(s) realm,
    * `rate-limited` on 429, `unavailable` otherwise. The fetch is shared by concurrent callers and
    * is not cancelled by one caller's `signal`; each caller stops waiting when its own aborts.
    */
@@ -110,6 +117,17 @@ export class TokenProvider {
   }
 
   async #fetch(req: TokenRequest, key: string): Promise<CachedToken> {
+    const ms = this.#o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('unavailable', `token request: no complete answer within ${ms} ms`)), ms);
+    try {
+      return await this.#exchange(req, key, deadline.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #exchange(req: TokenRequest, key: string, signal: AbortSignal): Promise<CachedToken> {
     const url = this.#realmUrl(req);
     const headers: Record<string, string> = { ...this.#o.headers, accept: 'application/json' };
     const creds = this.#o.credentials;
@@ -118,10 +136,10 @@ export class TokenProvider {
     const done = (status: number | 'error', ok: boolean) => this.#o.observer?.tokenRequest?.({ status, ok, seconds: (performance.now() - started) / 1000 });
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers });
+      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers, signal });
     } catch (err) {
       done('error', false);
-      throw classifyRequestError(err, 'token request');
+      throw classifyRequestError(err, 'token request', signal);
     }
     if (res.statusCode !== 200) {
       done(res.statusCode, false);
@@ -133,6 +151,7 @@ export class TokenProvider {
       doc = JSON.parse(body.toString('utf8'));
     } catch (err) {
       done(res.statusCode, false);
+      if (signal.aborted) throw signal.reason;
       // A proxy's HTML page or a broken service: treat like an outage so stale copies are served.
       throw new UpstreamError('unavailable', 'token response is not JSON', { status: 200, cause: err });
     }
@@ -158,11 +177,9 @@ export class TokenProvider {
     if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username || url.password) {
       throw new UpstreamError('protocol', 'token realm must be a plain http(s) URL');
     }
-    const allowed = this.#o.allowedRealmHosts.some((h) => {
-      const host = h.toLowerCase();
-      return host === url.host || host === url.hostname;
-    });
-    if (!allowed) throw new UpstreamError('unauthorized', `token realm host not allowed: ${url.host}`);
+    if (!this.#o.allowedRealms.has(url.origin)) {
+      throw new UpstreamError('unauthorized', `token realm ${url.origin} is not an allowed realm of this upstream (allowedRealmHosts)`);
+    }
     if (req.service) url.searchParams.append('service', req.service);
     for (const scope of req.scopes) url.searchParams.append('scope', scope);
     return url;

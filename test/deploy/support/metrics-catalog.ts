@@ -94,6 +94,7 @@ const LABEL_TYPES: Record<string, Record<string, string>> = {
   hubcache_upstream_requests_total: { kind: 'UpstreamKind', status: '@status' },
   hubcache_upstream_request_duration_seconds_bucket: { kind: 'UpstreamKind' },
   hubcache_fills_failed_total: { reason: 'FillFailure' },
+  hubcache_fills_abandoned_total: { decision: 'AbandonedDecision' },
   hubcache_http_requests_total: { status: '@status' },
   hubcache_upstream_token_fetches_total: { result: '@result' },
 };

@@ -7,6 +7,7 @@ import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { noSniff } from './http/middleware/no-sniff.js';
@@ -14,6 +15,8 @@ import { createLogger, type Logger } from './lib/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { StoreMetricsBlobStore } from './observability/store-metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
+import { BufferPool } from './storage/buffer-pool.js';
+import { FILE_READ_CHUNK } from './storage/fs/file-range-stream.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 import { acquireStoreLock } from './storage/fs/store-lock.js';
@@ -72,7 +75,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
   });
   if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });
-  const fsBlobs = new FsBlobStore({ root });
+  // Every response streaming a stored blob takes its buffers from here (issue #11).
+  const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
+  metrics.watchBlobBufferPool(() => readBuffers.stats());
+  const fsBlobs = new FsBlobStore({ root, readBuffers });
   const removed = await fsBlobs.init();
   if (removed > 0) logger.info('leftover temp files removed', { count: removed });
   const blobs = new StoreMetricsBlobStore(fsBlobs, metrics);
@@ -143,9 +149,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     instanceId,
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
+    sendTimeoutMs: config.server.sendTimeout,
   });
 
-  const server = await listen(createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, app), config.listen);
+  const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
   endKeepAliveWhenClosing(server, () => !accepting);
   let metricsServer: Server | undefined;
   if (separateMetrics) {

@@ -61,7 +61,7 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
  *
  * The final byte is held back from every follower until the digest is verified: if upstream sent
  * wrong bytes, every client connection is aborted instead of ending cleanly with wrong content
- * (DESIGN §6). It goes out as soon as the bytes are verified, while the store makes them durable
+ * (docs/architecture.md#the-final-byte-waits-for-verification). It goes out as soon as the bytes are verified, while the store makes them durable
  * and visible (fsync, rename). A broken upstream connection is resumed with Range.
  *
  * The fill belongs to the cache, not to a client: one client leaving never stops it while another

@@ -66,6 +66,25 @@ test('storage.lockStaleAfter: 30s by default, from the file, HUBCACHE_STORAGE_LO
   assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '30' } }), /storage\.lockStaleAfter: invalid duration "30"/);
 });
 
+test('server bounds: defaults; from the file, the environment or flags; numbers from strings; print writes units back', () => {
+  const d = loadConfig({ env: {} }).server;
+  assert.deepEqual(d, { headersTimeout: 60_000, keepAliveTimeout: 65_000, sendTimeout: 60_000, maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: 64 * 1024 * 1024 });
+  const f = file('s.yaml', 'server:\n  maxConnections: 100\n  sendTimeout: 2m\n  blobBufferPool: 16MiB\n');
+  const c = loadConfig({ file: f, env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '0', HUBCACHE_HEADERS_TIMEOUT: '10s' }, flags: { 'max-connections': '200', 'keep-alive-timeout': '5s', 'blob-buffer-pool': '8MiB' } }).server;
+  assert.deepEqual(c, { headersTimeout: 10_000, keepAliveTimeout: 5_000, sendTimeout: 120_000, maxConnections: 200, maxConnectionsPerClient: 0, blobBufferPool: 8 * 1024 * 1024 });
+  const printed = redactConfig(loadConfig({ file: f, env: {} })) as { server: Record<string, unknown> };
+  assert.deepEqual(printed.server, { headersTimeout: '1m', keepAliveTimeout: '1m5s', sendTimeout: '2m', maxConnections: 100, maxConnectionsPerClient: 256, blobBufferPool: '16MiB' });
+});
+
+test('server bounds: no timeout below 1s (0 would mean none at all), whole connection counts', () => {
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HEADERS_TIMEOUT: '0s' } }), /server\.headersTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_SEND_TIMEOUT: '500ms' } }), /server\.sendTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: {}, flags: { 'keep-alive-timeout': '0s' } }), /server\.keepAliveTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS: 'lots' } }), /server\.maxConnections: expected a whole number/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS: '0' } }), /server\.maxConnections/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '1.5' } }), /server\.maxConnectionsPerClient/);
+});
+
 test('cache.maxConcurrentFills: 32 by default, from the file, HUBCACHE_MAX_CONCURRENT_FILLS or the flag; 1–1024', () => {
   assert.equal(loadConfig({ env: {} }).cache.maxConcurrentFills, 32);
   assert.equal(loadConfig({ file: file('f.yaml', 'cache:\n  maxConcurrentFills: 8\n'), env: {} }).cache.maxConcurrentFills, 8);

@@ -39,6 +39,10 @@ const size = (def: string) =>
       return n;
     });
 
+/** A whole number, also from the environment or a flag (strings there). */
+const count = (def: number, min: number, max: number) =>
+  z.preprocess((v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v), z.number({ invalid_type_error: 'expected a whole number' }).int().min(min).max(max).default(def));
+
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'expected HOST:PORT, e.g. 0.0.0.0:5000' });
 
 export function parseHostPort(s: string): { host: string; port: number } | undefined {
@@ -231,6 +235,56 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * The client-facing HTTP server's bounds (issue #11): what one connection, one client address
+     * and all clients together may hold. Downloads are never cut for taking long (there is no
+     * request timeout), only for not moving: a head that doesn't arrive, a connection idle between
+     * requests, a response the client stopped reading.
+     */
+    server: z
+      .object({
+        /**
+         * Time for a request's head (request line and headers) to arrive, counted from the
+         * connection's start or from the first byte of a kept-alive connection's next request. It
+         * closes connections that never send a request and slowloris clients (408). At least 1s.
+         */
+        headersTimeout: duration('60s', '1s'),
+        /**
+         * A kept-alive connection idle between requests is closed after this long. Above the
+         * 60 s idle timeout of common load balancers, so that they, not hubcache, end idle pooled
+         * connections (no race on a connection the balancer is about to reuse). At least 1s.
+         */
+        keepAliveTimeout: duration('65s', '1s'),
+        /**
+         * A response with bytes waiting to be sent that makes no progress for this long is aborted
+         * and its buffers are freed: the client stopped reading (or reads slower than the socket
+         * buffers drain: about half a socket send buffer, ~1–2 MB, per sendTimeout). Waiting for an
+         * upstream doesn't count: the timeout applies only while bytes are waiting for the
+         * client. A stall is detected after between one and two times this value. At least 1s.
+         */
+        sendTimeout: duration('60s', '1s'),
+        /**
+         * Client connections open at once. Beyond it a connection's request is answered `503` with
+         * `Retry-After` and the connection is closed. Every connection holds a file descriptor
+         * (a download one more for its file), and tens of KB of memory when idle.
+         */
+        maxConnections: count(4096, 1, 1_000_000),
+        /**
+         * Client connections open at once from one address (IPv6: from one /64), answered like
+         * `maxConnections` beyond. 0: no per-client limit. Behind a proxy or an ingress every client
+         * has the proxy's address: raise it there, or set 0 and let the proxy limit clients.
+         */
+        maxConnectionsPerClient: count(256, 0, 1_000_000),
+        /**
+         * Memory for streaming stored blobs to clients, shared by all responses in 1 MiB buffers
+         * (a response uses two at full speed). When it is all in use, responses stream through one
+         * 64 KiB buffer of their own until pooled buffers are free again, so the total stays
+         * bounded by this plus 64 KiB per connection (maxConnections).
+         */
+        blobBufferPool: size('64MiB'),
+      })
+      .strict()
+      .default({}),
     shutdown: z
       .object({
         /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
@@ -247,10 +301,10 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

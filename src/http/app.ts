@@ -10,6 +10,7 @@ import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
 import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
+import { sendTimeout } from './middleware/send-timeout.js';
 import { parseRegistryRequest } from './parse-request.js';
 import { resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
 
@@ -23,6 +24,8 @@ export interface AppOptions {
   readonly readiness: () => Promise<Record<string, boolean>>;
   /** Serve /metrics on this app (false when it has its own listener). */
   readonly serveMetrics: boolean;
+  /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
+  readonly sendTimeoutMs: number;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -33,6 +36,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.set('query parser', 'simple');
   app.use(noSniff());
   app.use(requestContext({ logger: opts.logger, metrics: opts.metrics, quietRoutes: new Set(['healthz', 'readyz', 'metrics']) }));
+  app.use(sendTimeout({ timeoutMs: opts.sendTimeoutMs, metrics: opts.metrics }));
 
   app.get('/healthz', (req, res) => {
     req.ctx.route = 'healthz';

@@ -167,7 +167,7 @@ export class RegistryUpstream implements Upstream {
       const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal: bounded });
       const max = this.#maxManifestBytes;
       const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), bounded);
-      // The bytes are the truth (DESIGN §3): Docker-Content-Digest is only the upstream's claim.
+      // The bytes are the truth (docs/protocol.md#byte-exact-manifests): Docker-Content-Digest is only the upstream's claim.
       const digest = sha256Digest(body);
       if (ref.kind === 'digest' && digest !== ref.digest) throw new UpstreamError('protocol', `manifest bytes hash to ${digest}, not the requested digest`);
       // Only a manifest hubcache knows is kept, in the media type its bytes agree with (domain/manifest.ts).
@@ -284,7 +284,7 @@ export class RegistryUpstream implements Upstream {
   /**
    * One authenticated exchange, redirects followed (max 5), resolving to a 2xx response; anything
    * else becomes an UpstreamError with the body consumed. Authorization goes only to the
-   * registry's own origin: Docker Hub's blob CDN rejects it, and the token must not leak (DESIGN §3).
+   * registry's own origin: Docker Hub's blob CDN rejects it, and the token must not leak (docs/protocol.md#blob-redirects-to-a-cdn).
    */
   async #call(c: Call): Promise<Dispatcher.ResponseData> {
     let url = new URL(this.#base.pathname.replace(/\/$/, '') + c.path, this.#base);

@@ -216,6 +216,11 @@ describe('helm/hubcache', () => {
       assert.match(await configCheck(r, 'defaults'), /configuration OK/);
     });
 
+    it('bounds client connections (issue #11), with a blob buffer pool well inside the memory limit', () => {
+      assert.deepEqual(configOf(r).server, { headersTimeout: '60s', keepAliveTimeout: '65s', sendTimeout: '60s', maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: '64MiB' });
+      assert.equal(container(r.get('Deployment')).resources.limits.memory, '1Gi', 'revisit server.blobBufferPool with the memory limit');
+    });
+
     it('runs one replica, replaced with Recreate, and its PodDisruptionBudget lets a node drain evict it', () => {
       const d = r.get('Deployment');
       assert.equal(d.spec.replicas, 1);

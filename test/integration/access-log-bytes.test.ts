@@ -54,6 +54,7 @@ async function start(): Promise<{ url: string; lines: Array<Record<string, unkno
   const metrics = new Metrics({ collectDefault: false });
   const app = createApp({
     reader,
+    sendTimeoutMs: 60_000,
     resolver: { upstreams: new Set(['docker.io']), defaultUpstream: 'docker.io' },
     logger: createLogger({ level: 'info', format: 'json', stream }),
     metrics,

@@ -242,6 +242,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
   });
   app = createApp({
     reader: cache,
+    sendTimeoutMs: 60_000,
     resolver: {
       upstreams: new Set(entries.keys()),
       defaultUpstream,

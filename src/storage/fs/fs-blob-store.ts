@@ -6,6 +6,7 @@ import type { ByteRange } from '../../domain/descriptor.js';
 import { type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import type { BlobInfo, BlobStore, BlobWriter, CommitOptions } from '../blob-store.js';
+import type { BufferPool } from '../buffer-pool.js';
 import { emptyDir, isNotFound, openCreating, readdirSorted, renameDurable } from './fs-util.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { StorageLayout } from './layout.js';
@@ -13,6 +14,11 @@ import { StorageLayout } from './layout.js';
 export interface FsBlobStoreOptions {
   /** The storage root (see layout.ts); shared with the manifest and metadata stores. */
   readonly root: string;
+  /**
+   * Buffers (of FILE_READ_CHUNK bytes) shared by the blob bodies written out with `writeTo`
+   * (responses). Default: each body gets two of its own.
+   */
+  readonly readBuffers?: BufferPool;
 }
 
 const HEX2_RE = /^[a-f0-9]{2}$/;
@@ -25,9 +31,11 @@ const HEX64_RE = /^[a-f0-9]{64}$/;
  */
 export class FsBlobStore implements BlobStore {
   readonly layout: StorageLayout;
+  readonly #readBuffers: BufferPool | undefined;
 
   constructor(opts: FsBlobStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
+    this.#readBuffers = opts.readBuffers;
   }
 
   /**
@@ -71,7 +79,7 @@ export class FsBlobStore implements BlobStore {
         throw new RegistryError('RANGE_INVALID', { digest, range, size });
       }
       // The stream owns the handle from here on and closes it on end, error or destroy.
-      const stream = new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1 });
+      const stream = new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1, buffers: this.#readBuffers });
       return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
     } catch (err) {
       await fh.close();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { FILE_READ_CHUNK } from './storage/fs/file-range-stream.js';
 import { FsBlobStore } from './storage/fs/fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
 import { acquireStoreLock } from './storage/fs/store-lock.js';
+import { StoreHealth } from './storage/store-health.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -114,7 +115,18 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
   }
 
+  const storeHealth = new StoreHealth({
+    probe: () => probeStoreWrite(root),
+    onChange: (writable) => {
+      metrics.storeWritable(writable);
+      if (writable) logger.info('store writable again', { storage: root });
+    },
+    // Logged once per degraded spell, with the errno and the path. Emergency eviction hooks in here
+    // once eviction exists.
+    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: root, ...fault }),
+  });
   const registry = new PullThroughRegistry({
+    storeHealth,
     blobs,
     manifests,
     metadata,
@@ -135,7 +147,11 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
   let stopping = false;
-  const readiness = async () => ({ config: true, accepting: !stopping, storeWritable: await storeWritable(root) });
+  // A store that can't be written (disk full) still serves what it holds: degraded, not unready.
+  const readiness = async () => ({
+    checks: { config: true, accepting: !stopping, storeReadable: await storeReadable(root) },
+    degraded: { storeWritable: await storeHealth.check() },
+  });
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -236,12 +252,21 @@ function addressUrl(server: Server): string {
   return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
 }
 
-async function storeWritable(root: string): Promise<boolean> {
+/** Writes and removes a small file in tmp/: throws the write's error (ENOSPC, EROFS, …). */
+async function probeStoreWrite(root: string): Promise<void> {
   const probe = join(root, 'tmp', `.ready-${process.pid}`);
   try {
     await mkdir(join(root, 'tmp'), { recursive: true });
     await writeFile(probe, 'ok');
-    await rm(probe, { force: true });
+  } finally {
+    await rm(probe, { force: true }).catch(() => {});
+  }
+}
+
+/** Whether the committed blobs can be listed (the volume is there and readable). */
+async function storeReadable(root: string): Promise<boolean> {
+  try {
+    await readdir(join(root, 'blobs'));
     return true;
   } catch {
     return false;

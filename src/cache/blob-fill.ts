@@ -6,6 +6,7 @@ import { isRegistryError } from '../domain/errors.js';
 import type { RepoKey } from '../domain/reference.js';
 import type { Logger } from '../lib/logger.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
+import { isStorageFault } from '../storage/storage-fault.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
 import type { CacheMetrics, FillFailure } from './cache-metrics.js';
 import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
@@ -421,6 +422,7 @@ function resumable(err: unknown): boolean {
 
 function failureReason(err: unknown, timedOut: boolean): FillFailure {
   if (timedOut) return 'timeout';
+  if (isStorageFault(err)) return 'storage_error';
   if (isRegistryError(err)) return err.code === 'DIGEST_INVALID' || err.code === 'SIZE_INVALID' ? 'digest_mismatch' : 'storage_error';
   return 'upstream_error';
 }

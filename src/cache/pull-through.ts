@@ -1,13 +1,16 @@
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
-import type { Digest } from '../domain/digest.js';
+import { sha256Digest, type Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type RepoKey, type Tag } from '../domain/reference.js';
 import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../lib/logger.js';
 import { SingleFlight } from '../lib/single-flight.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { checkManifest } from '../storage/manifest-entry.js';
+import { isStorageFault, toStorageError } from '../storage/storage-fault.js';
+import type { StoreHealth } from '../storage/store-health.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
@@ -45,6 +48,11 @@ export interface PullThroughOptions {
   readonly logger: Logger;
   readonly metrics: CacheMetrics;
   readonly clock?: () => number;
+  /**
+   * Told of every storage fault (ENOSPC, EROFS, …) on a write; while it says the store is not
+   * writable, a blob not cached is answered STORAGE_UNAVAILABLE without starting a download.
+   */
+  readonly storeHealth?: StoreHealth;
 }
 
 /**
@@ -111,7 +119,7 @@ export class PullThroughRegistry implements RegistryReader {
     try {
       if (stored) {
         await upstream.headManifest(key.repo, { kind: 'digest', digest }, signal);
-        await this.#o.metadata.linkManifest(key, digest);
+        await this.#unlessStoreFull(this.#o.metadata.linkManifest(key, digest));
         this.#o.metrics.cache(kind, 'revalidated');
         return { ...stored, outcome: 'revalidated' };
       }
@@ -138,18 +146,18 @@ export class PullThroughRegistry implements RegistryReader {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
         const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
-          await this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() });
+          await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() }));
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
         const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
-        await this.#o.metadata.linkManifest(key, moved.descriptor.digest);
-        await this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() });
+        await this.#unlessStoreFull(this.#o.metadata.linkManifest(key, moved.descriptor.digest));
+        await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() }));
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
       const fetched = await this.#fetchManifest(key, { kind: 'tag', tag }, signal);
-      await this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() });
+      await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() }));
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
@@ -162,14 +170,37 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  /** GET from upstream, store byte-exact (verified by digest), link to the repository. */
+  /**
+   * GET from upstream, store byte-exact (verified by digest), link to the repository. When the
+   * store can't take it (disk full, read-only: a storage fault), the manifest is verified here and
+   * passed through, not cached.
+   */
   async #fetchManifest(key: RepoKey, ref: Reference, signal: AbortSignal): Promise<StoredManifest> {
     const res = await this.#upstream(key).getManifest(key.repo, ref, signal);
     const expected = ref.kind === 'digest' ? ref.digest : res.descriptor.digest;
-    const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
-    await this.#o.metadata.linkManifest(key, descriptor.digest);
     this.#o.metrics.bytesFromUpstream(key.upstream, res.body.length);
-    return { descriptor, body: res.body };
+    try {
+      const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
+      await this.#o.metadata.linkManifest(key, descriptor.digest);
+      return { descriptor, body: res.body };
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      this.#o.storeHealth?.fault(err);
+      const digest = sha256Digest(res.body);
+      if (digest !== expected) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
+      checkManifest(res.body, res.descriptor.mediaType);
+      return { descriptor: { digest, size: res.body.length, mediaType: res.descriptor.mediaType }, body: res.body };
+    }
+  }
+
+  /** A metadata write that may be skipped: a storage fault is reported (storeHealth), not thrown. */
+  async #unlessStoreFull(write: Promise<void>): Promise<void> {
+    try {
+      await write;
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      this.#o.storeHealth?.fault(err);
+    }
   }
 
   async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
@@ -185,6 +216,10 @@ export class PullThroughRegistry implements RegistryReader {
       inFlight = this.#fills.get(digest); // the commit failed: start over below
     }
     const joinable = inFlight?.followable ? inFlight : undefined;
+    if (!joinable && !opts.head && this.#o.storeHealth && !(await this.#o.storeHealth.writableNow())) {
+      // Nothing to write a download to: say so (503) rather than break the body halfway.
+      throw new RegistryError('STORAGE_UNAVAILABLE', undefined, { message: 'the cache store is full or cannot be written: blobs not cached yet cannot be served' });
+    }
     if (opts.head && (!joinable || joinable.queued)) {
       // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet): it never
       // starts a download, nor waits in the download queue behind one.
@@ -268,7 +303,11 @@ export class PullThroughRegistry implements RegistryReader {
     const forget = () => {
       if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
     };
-    fill.done.then(forget, forget);
+    fill.done.then(forget, (err: unknown) => {
+      forget();
+      // A write that failed for want of space (or a broken volume) degrades the store.
+      this.#o.storeHealth?.fault(err);
+    });
     return fill;
   }
 
@@ -324,6 +363,10 @@ export class PullThroughRegistry implements RegistryReader {
 
   /** Upstream failures → OCI codes (the one place that decides it; the HTTP layer maps codes to statuses). */
   #toRegistryError(err: unknown, notFound: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN'): Error {
+    if (isStorageFault(err)) {
+      this.#o.storeHealth?.fault(err);
+      return toStorageError(err) as Error;
+    }
     if (!(err instanceof UpstreamError)) return err as Error;
     const detail = { upstream: err.message, ...(err.upstreamErrors ? { errors: err.upstreamErrors } : {}) };
     switch (err.kind) {

@@ -20,8 +20,12 @@ export interface AppOptions {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly instanceId: string;
-  /** Readiness checks (store writable, config loaded); never upstream reachability. */
-  readonly readiness: () => Promise<Record<string, boolean>>;
+  /**
+   * Readiness checks (config loaded, store readable, not shutting down); never upstream
+   * reachability. `degraded` checks (store writable) don't fail readiness: they turn the status
+   * into `degraded` (the only replica stays in its Service while it can serve cached content).
+   */
+  readonly readiness: () => Promise<{ checks: Record<string, boolean>; degraded?: Record<string, boolean> }>;
   /** Serve /metrics on this app (false when it has its own listener). */
   readonly serveMetrics: boolean;
   /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
@@ -44,9 +48,10 @@ export function createApp(opts: AppOptions): express.Express {
   });
   app.get('/readyz', async (req, res) => {
     req.ctx.route = 'readyz';
-    const checks = await opts.readiness();
-    const ready = Object.values(checks).every(Boolean);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not ready', checks });
+    const { checks: required, degraded = {} } = await opts.readiness();
+    const ready = Object.values(required).every(Boolean);
+    const whole = Object.values(degraded).every(Boolean);
+    res.status(ready ? 200 : 503).json({ status: !ready ? 'not ready' : whole ? 'ready' : 'degraded', checks: { ...required, ...degraded } });
   });
   if (opts.serveMetrics) app.get('/metrics', metricsHandler(opts.metrics));
 

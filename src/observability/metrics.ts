@@ -57,6 +57,7 @@ export class Metrics implements CacheMetrics {
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (counted at start, updated on every commit and delete).', registers: [this.registry] });
+  readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store.', registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
@@ -76,6 +77,7 @@ export class Metrics implements CacheMetrics {
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
+    this.#storeWritable.set(1);
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */
@@ -146,6 +148,10 @@ export class Metrics implements CacheMetrics {
   storeSize(bytes: number, objects: number): void {
     this.#storeBytes.set(bytes);
     this.#storeObjects.set(objects);
+  }
+  /** The store became writable again, or degraded (StoreHealth). */
+  storeWritable(writable: boolean): void {
+    this.#storeWritable.set(writable ? 1 : 0);
   }
   connectionOpened(): void {
     this.#connections.inc();

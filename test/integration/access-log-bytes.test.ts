@@ -59,7 +59,7 @@ async function start(): Promise<{ url: string; lines: Array<Record<string, unkno
     logger: createLogger({ level: 'info', format: 'json', stream }),
     metrics,
     instanceId: 'test',
-    readiness: async () => ({}),
+    readiness: async () => ({ checks: {} }),
     serveMetrics: false,
   });
   const server = createServer(app).listen(0, '127.0.0.1');

@@ -127,10 +127,18 @@ describe('HTTP routes', () => {
 
 describe('readiness', () => {
   it('/readyz is 503 with the failing check named when a check fails', async () => {
-    await withApp({ readiness: async () => ({ config: true, storeWritable: false }) }, async (hc) => {
+    await withApp({ readiness: async () => ({ checks: { config: true, storeReadable: false }, degraded: { storeWritable: true } }) }, async (hc) => {
       const res = await hc.fetch('/readyz');
       assert.equal(res.status, 503);
-      assert.deepEqual(await res.json(), { status: 'not ready', checks: { config: true, storeWritable: false } });
+      assert.deepEqual(await res.json(), { status: 'not ready', checks: { config: true, storeReadable: false, storeWritable: true } });
+    });
+  });
+
+  it('/readyz stays 200 with status "degraded" when only a degrading check (the store writable) fails', async () => {
+    await withApp({ readiness: async () => ({ checks: { config: true, storeReadable: true }, degraded: { storeWritable: false } }) }, async (hc) => {
+      const res = await hc.fetch('/readyz');
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { status: 'degraded', checks: { config: true, storeReadable: true, storeWritable: false } });
     });
   });
 });

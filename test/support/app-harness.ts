@@ -13,7 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
-import { createApp } from '../../src/http/app.js';
+import { createApp, type AppOptions } from '../../src/http/app.js';
 import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
 import type { Logger } from '../../src/lib/logger.js';
@@ -56,7 +56,7 @@ export interface AppHarnessOptions {
   readonly resumeAttempts?: number;
   /** Replace a memory store (e.g. with one that fails) — the others stay in memory. */
   readonly stores?: Partial<Stores>;
-  readonly readiness?: () => Promise<Record<string, boolean>>;
+  readonly readiness?: AppOptions['readiness'];
   readonly instanceId?: string;
 }
 
@@ -251,7 +251,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     logger,
     metrics,
     instanceId,
-    readiness: opts.readiness ?? (async () => ({ config: true })),
+    readiness: opts.readiness ?? (async () => ({ checks: { config: true } })),
     serveMetrics: true,
   });
 

@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
+import type { StoreHealth } from '../../src/storage/store-health.js';
 import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
 import type { Logger } from '../../src/lib/logger.js';
@@ -57,6 +58,8 @@ export interface AppHarnessOptions {
   /** Replace a memory store (e.g. with one that fails) — the others stay in memory. */
   readonly stores?: Partial<Stores>;
   readonly readiness?: AppOptions['readiness'];
+  /** Passed to the cache: storage faults degrade it, and a degraded store answers blob misses 503. */
+  readonly storeHealth?: StoreHealth;
   readonly instanceId?: string;
 }
 
@@ -239,6 +242,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     logger,
     metrics,
     clock: clock.now,
+    ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
   });
   app = createApp({
     reader: cache,

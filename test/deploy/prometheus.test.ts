@@ -42,7 +42,7 @@ describe('deploy/prometheus/alerts.yaml', () => {
       tests: Array<{ alert_rule_test?: Array<{ alertname: string; exp_alerts: unknown[] }> }>;
     };
     const firing = new Set(tests.tests.flatMap((t) => (t.alert_rule_test ?? []).filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)));
-    for (const name of ['HubcacheRateLimitHeadroomLow', 'HubcacheBlobHitRatioLow', 'HubcacheServingStale', 'HubcacheUpstreamFailing']) {
+    for (const name of ['HubcacheRateLimitHeadroomLow', 'HubcacheBlobHitRatioLow', 'HubcacheServingStale', 'HubcacheUpstreamFailing', 'HubcacheStoreDegraded']) {
       assert.ok(firing.has(name), `no unit test expects ${name} to fire`);
     }
     const known = new Set(rules().map((r) => r.alert));
@@ -65,6 +65,7 @@ describe('deploy/prometheus/alerts.yaml', () => {
     uses('HubcacheStoreGrowingFast', 'predict_linear(hubcache_store_bytes');
     uses('HubcacheFillsFailing', 'hubcache_fills_failed_total');
     uses('HubcacheFillsQueued', 'hubcache_fills_queued');
+    uses('HubcacheStoreDegraded', 'hubcache_store_writable');
     assert.equal(byName.get('HubcacheServingStale')!.for, '15m');
   });
 

@@ -2,7 +2,7 @@
  * What an operator relies on, against a real hubcache process and the fake Docker Hub: JSON log
  * lines (one access line per request, structured cache and upstream events, request ids from
  * `X-Request-Id`), the log level and the terminal format; /healthz and /readyz (independent of the
- * upstream, 503 when the store can't be written or shutdown began); graceful shutdown on
+ * upstream, 503 when shutdown began; 200 "degraded" while the store can't be written); graceful shutdown on
  * SIGTERM/SIGINT that finishes in-flight downloads and fills, and a deadline that doesn't wait
  * for the ones that can't finish.
  */
@@ -431,29 +431,31 @@ describe('/healthz and /readyz', () => {
     assert.deepEqual(JSON.parse(health.body.toString()), { status: 'ok' });
     const ready = await get(`${hc.url}/readyz`);
     assert.equal(ready.status, 200);
-    assert.deepEqual(JSON.parse(ready.body.toString()), { status: 'ready', checks: { config: true, accepting: true, storeWritable: true } });
+    assert.deepEqual(JSON.parse(ready.body.toString()), { status: 'ready', checks: { config: true, accepting: true, storeReadable: true, storeWritable: true } });
   });
 
-  it('/readyz is 503 with the failing check named while the store cannot be written, and 200 again once it can; /healthz stays 200', async () => {
+  it('/readyz stays 200 but says "degraded" while the store cannot be written (cached content is still served), and "ready" again once it can, with no restart', async () => {
     // Root ignores permission bits, so break the store the way a bad volume does: tmp/ (where every
     // write starts) is not a directory.
     const tmp = join(hc.storagePath, 'tmp');
     rmSync(tmp, { recursive: true, force: true });
     writeFileSync(tmp, 'not a directory');
     try {
+      // The only replica must stay in its Service: a full disk is no reason to stop serving the cache.
       const ready = await get(`${hc.url}/readyz`, { 'x-request-id': 'readyz-unwritable' });
-      assert.equal(ready.status, 503);
+      assert.equal(ready.status, 200);
       assert.match(String(ready.headers['content-type']), /^application\/json/);
-      assert.deepEqual(JSON.parse(ready.body.toString()), { status: 'not ready', checks: { config: true, accepting: true, storeWritable: false } });
-      const line = await accessLine(hc, 'readyz-unwritable');
-      assert.deepEqual({ level: line.level, route: line.route, status: line.status }, { level: 'warn', route: 'readyz', status: 503 }, 'a failing probe is logged');
-      assert.equal((await get(`${hc.url}/healthz`)).status, 200, 'alive, just not ready');
+      assert.deepEqual(JSON.parse(ready.body.toString()), { status: 'degraded', checks: { config: true, accepting: true, storeReadable: true, storeWritable: false } });
+      assert.match((await get(`${hc.url}/metrics`)).body.toString(), /^hubcache_store_writable 0$/m);
+      assert.equal((await get(`${hc.url}/healthz`)).status, 200);
     } finally {
       rmSync(tmp, { force: true });
     }
     const again = await get(`${hc.url}/readyz`);
     assert.equal(again.status, 200);
+    assert.equal(JSON.parse(again.body.toString()).status, 'ready');
     assert.equal(JSON.parse(again.body.toString()).checks.storeWritable, true);
+    assert.match((await get(`${hc.url}/metrics`)).body.toString(), /^hubcache_store_writable 1$/m);
   });
 
   it('successful probes and scrapes stay out of the access log', async () => {

@@ -493,7 +493,7 @@ describe('graceful shutdown', () => {
       const ready = await probe.finish();
       assert.equal(ready.status, 503, 'readiness fails as soon as shutdown begins');
       assert.match(ready.headers, /^connection: close$/im, 'and the connection is not kept alive');
-      assert.deepEqual(JSON.parse(ready.body), { status: 'not ready', checks: { config: true, accepting: false, storeWritable: true } });
+      assert.deepEqual(JSON.parse(ready.body), { status: 'not ready', checks: { config: true, accepting: false, storeReadable: true, storeWritable: true } });
       const refused = await rawRequest(`${hc.url}/v2/`, { timeoutMs: 10_000 });
       assert.equal(refused.errorCode, 'ECONNREFUSED', 'no new connections');
 

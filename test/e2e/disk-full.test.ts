@@ -1,0 +1,155 @@
+/**
+ * A full disk, for real: hubcache runs on a small tmpfs mounted for this test (root only; skipped
+ * with a message otherwise), the test fills it with a file of its own, then pulls through it. What
+ * must hold (issue #13, "Disk full and other storage faults"):
+ * - the fill that runs into ENOSPC is counted as `storage_error`, and the store turns degraded
+ *   (hubcache_store_writable 0, one "store degraded" log line with the errno and the path);
+ * - a manifest not cached is passed through verified (200, not stored); a blob not cached is a
+ *   documented 503 STORAGE_UNAVAILABLE, never 500 UNKNOWN; cached content is still served;
+ * - /readyz stays 200 with `"status":"degraded"` (the only replica stays in its Service);
+ * - once space returns (the test deletes its file) the next pull is cached and the metric clears,
+ *   with no restart.
+ * The alert on the metric is unit-tested with promtool (deploy/prometheus/alerts.test.yaml).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, rmdirSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { metricValue, startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
+import { makeImage, MediaTypes, type TestImage } from '../support/images.js';
+import { rawRequest } from '../support/raw-http.js';
+import { startUpstream, type Upstream } from '../support/upstream-harness.js';
+
+const MiB = 1024 * 1024;
+const ACCEPT = [MediaTypes.dockerManifest, MediaTypes.dockerManifestList, MediaTypes.ociManifest, MediaTypes.ociIndex].join(', ');
+const isRoot = process.getuid?.() === 0;
+
+/** Writes `path` until the filesystem is full (ENOSPC); returns its size. */
+function fillUp(path: string): number {
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(64 * 1024, 0xab);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
+  return statSync(path).size;
+}
+
+describe('disk full (a real tmpfs)', { skip: isRoot ? false : 'needs root to mount a tmpfs: run the e2e tests as root (CI does)' }, () => {
+  let up: Upstream;
+  let hc: HubcacheProcess | undefined;
+  let mountPoint: string | undefined;
+  let mounted = false;
+  const images: TestImage[] = [];
+
+  const unmount = () => {
+    if (mounted) execFileSync('umount', [mountPoint!]);
+    mounted = false;
+    if (mountPoint) rmdirSync(mountPoint);
+    mountPoint = undefined;
+  };
+
+  before(async () => {
+    mountPoint = mkdtempSync(join(tmpdir(), 'hubcache-tmpfs-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mountPoint]);
+      mounted = true;
+      up = await startUpstream();
+      hc = await startHubcacheProcess({ upstream: up, storagePath: mountPoint });
+    } catch (err) {
+      await hc?.close();
+      await up?.close();
+      unmount();
+      throw err;
+    }
+  });
+  after(async () => {
+    try {
+      await hc?.close();
+      await up?.close();
+      for (const i of images) i.dispose();
+    } finally {
+      unmount();
+    }
+  });
+
+  const get = (path: string, headers: Record<string, string> = {}) => rawRequest(`${hc!.url}${path}`, { headers: { accept: ACCEPT, ...headers }, timeoutMs: 30_000 });
+  const metric = async (name: string, labels?: Record<string, string>) => metricValue(await hc!.metrics(), name, labels);
+  const readyz = async () => {
+    const r = await get('/readyz');
+    return { status: r.status, body: JSON.parse(r.body.toString()) as { status: string; checks: Record<string, boolean> } };
+  };
+
+  it('fills into ENOSPC: storage_error, degraded but ready, 503 STORAGE_UNAVAILABLE for blobs, manifests passed through, cached content served; recovers when space returns', async () => {
+    const image = async (seed: string, repo: string, layerSize: number) => {
+      const img = await makeImage('oci', { seed, layerSize, layers: 1, filesPerLayer: 1 });
+      images.push(img);
+      await up.push(img, repo, '1');
+      return img;
+    };
+    const cached = await image('diskfull-cached', 'library/cached', 512 * 1024);
+    const big = await image('diskfull-big', 'library/big', 2 * MiB);
+    const late = await image('diskfull-late', 'library/late', 256 * 1024);
+
+    // Cache one image whole while there is room.
+    assert.equal((await get('/v2/library/cached/manifests/1')).status, 200);
+    for (const d of [cached.config!.digest, cached.layers[0]!.digest]) assert.equal((await get(`/v2/library/cached/blobs/${d}`)).status, 200);
+    assert.equal(await metric('hubcache_store_writable'), 1);
+    assert.equal((await readyz()).body.status, 'ready');
+
+    // Fill the volume, then leave 1 MiB: less than the big layer.
+    const filler = join(mountPoint!, 'filler');
+    const size = fillUp(filler);
+    truncateSync(filler, size - MiB);
+
+    // The big manifest fits; its layer's download runs into ENOSPC halfway.
+    assert.equal((await get('/v2/library/big/manifests/1')).status, 200);
+    const broken = await get(`/v2/library/big/blobs/${big.layers[0]!.digest}`);
+    assert.ok(broken.status === 503 || broken.outcome === 'error' || broken.body.length < big.layers[0]!.size, 'a body that could not be stored is never passed off as whole');
+    const degraded = await hc!.waitForLog((l) => l.message === 'store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE');
+    assert.equal(degraded.errno, 'ENOSPC');
+    assert.equal(degraded.level, 'error');
+    assert.equal(await metric('hubcache_fills_failed_total', { reason: 'storage_error' }), 1, 'counted as storage_error');
+    assert.equal(await metric('hubcache_fills_failed_total', { reason: 'upstream_error' }), 0);
+    assert.equal(await metric('hubcache_store_writable'), 0);
+
+    // Now full to the last byte: a blob not cached is a documented 503, a manifest passes through.
+    fillUp(join(mountPoint!, 'filler-2'));
+    const blob = await get(`/v2/library/late/blobs/${late.layers[0]!.digest}`);
+    assert.equal(blob.status, 503, blob.body.toString());
+    assert.equal(JSON.parse(blob.body.toString()).errors[0].code, 'STORAGE_UNAVAILABLE');
+    const manifest = await get('/v2/library/late/manifests/1');
+    assert.equal(manifest.status, 200, manifest.body.toString());
+    assert.deepEqual(manifest.body, late.manifest, 'passed through, verified');
+    assert.equal(manifest.headers['docker-content-digest'], late.digest);
+    // Cached content is still served.
+    const layer = await get(`/v2/library/cached/blobs/${cached.layers[0]!.digest}`);
+    assert.equal(layer.status, 200);
+    assert.equal(layer.body.length, cached.layers[0]!.size);
+    assert.equal((await get('/v2/library/cached/manifests/1')).status, 200);
+    // Ready (stays in its Service), but says degraded.
+    assert.deepEqual(await readyz(), { status: 200, body: { status: 'degraded', checks: { config: true, accepting: true, storeReadable: true, storeWritable: false } } });
+    assert.equal(await metric('hubcache_store_writable'), 0);
+    assert.deepEqual(hc!.logs.filter((l) => l.message === 'unhandled error'), [], 'never 500 UNKNOWN');
+    assert.equal(hc!.logs.filter((l) => l.message === 'store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE').length, 1, 'logged once');
+
+    // Space returns: no restart; the next probe clears the metric, the next pull is cached.
+    rmSync(filler);
+    rmSync(join(mountPoint!, 'filler-2'));
+    assert.deepEqual((await readyz()).body.status, 'ready');
+    assert.equal(await metric('hubcache_store_writable'), 1);
+    const again = await get(`/v2/library/big/blobs/${big.layers[0]!.digest}`);
+    assert.equal(again.status, 200);
+    assert.equal(again.outcome, 'complete');
+    assert.equal(again.body.length, big.layers[0]!.size);
+    await hc!.waitForLog((l) => l.message === 'fill committed' && l.digest === big.layers[0]!.digest);
+    const late2 = await get(`/v2/library/late/blobs/${late.layers[0]!.digest}`);
+    assert.equal(late2.status, 200);
+    assert.ok(statSync(join(mountPoint!, 'blobs', 'sha256', big.layers[0]!.digest.slice(7, 9), big.layers[0]!.digest.slice(7))).isFile(), 'committed to the store');
+  });
+});

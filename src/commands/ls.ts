@@ -78,6 +78,9 @@ const MAX_INDEX_DEPTH = 2;
  */
 const IMAGE_CACHE_ENTRIES = 4096;
 
+/** Tag files read concurrently: hides the thread pool's latency per read; memory is this many entries. */
+const TAG_READS_IN_FLIGHT = 64;
+
 type LsImage = Pick<LsRow, 'size' | 'blobs' | 'manifests'>;
 
 /**
@@ -136,9 +139,15 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
     for await (const key of stores.metadata.listRepositories()) {
       if (opts.filter && !matchesFilter(key.upstream, key.repo, opts.filter)) continue;
       let listedHere = false;
-      for (const tag of await stores.metadata.listTags(key)) {
-        const entry = await stores.metadata.getTag(key, tag as Tag);
-        if (!entry) continue;
+      const names = await stores.metadata.listTags(key);
+      for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
+        // Each tag is a file read (four syscalls on the thread pool): a window of them at once, rows in order.
+        const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
+        const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+        for (let i = 0; i < window.length; i++) {
+          const tag = window[i]!;
+          const entry = entries[i];
+          if (!entry) continue;
         const { size, blobs, manifests } = await image(entry.digest);
         if (!listedHere) repositories++;
         listedHere = true;
@@ -155,6 +164,7 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
           blobs: { ...blobs },
           manifests: { ...manifests },
         };
+        }
       }
     }
   }

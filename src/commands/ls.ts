@@ -148,22 +148,22 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
           const tag = window[i]!;
           const entry = entries[i];
           if (!entry) continue;
-        const { size, blobs, manifests } = await image(entry.digest);
-        if (!listedHere) repositories++;
-        listedHere = true;
-        tags++;
-        yield {
-          upstream: key.upstream,
-          repository: key.repo,
-          tag,
-          digest: entry.digest,
-          mediaType: entry.mediaType,
-          validatedAt: new Date(entry.validatedAt).toISOString(),
-          size,
-          // Copies: the cached image is shared by every row of its digest.
-          blobs: { ...blobs },
-          manifests: { ...manifests },
-        };
+          const { size, blobs, manifests } = await image(entry.digest);
+          if (!listedHere) repositories++;
+          listedHere = true;
+          tags++;
+          yield {
+            upstream: key.upstream,
+            repository: key.repo,
+            tag,
+            digest: entry.digest,
+            mediaType: entry.mediaType,
+            validatedAt: new Date(entry.validatedAt).toISOString(),
+            size,
+            // Copies: the cached image is shared by every row of its digest.
+            blobs: { ...blobs },
+            manifests: { ...manifests },
+          };
         }
       }
     }

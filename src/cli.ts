@@ -166,14 +166,17 @@ withConfigOptions(
   } catch (err) {
     fail(err);
   }
-  const { listCached, formatLs } = await import('./commands/ls.js');
+  const { writeLs } = await import('./commands/ls.js');
   const root = config.storage.path;
+  // `hubcache ls | head`: the reader leaving early is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
   // No init(): it would create directories and sweep tmp/ under a running instance.
-  const result = await listCached(
+  // Streamed as the store is read (issue #13): a million tags in bounded memory.
+  await writeLs(
     { metadata: new FsMetadataStore({ root }), manifests: new FsManifestStore({ root }), blobs: new FsBlobStore({ root }) },
-    { filter },
+    process.stdout,
+    { json: opts.json === true, now: Date.now(), root: resolve(root), filter },
   ).catch(fail);
-  process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : formatLs(result, { now: Date.now(), root: resolve(root), filter }));
 });
 
 await program.parseAsync(process.argv);

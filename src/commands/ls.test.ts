@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import { MediaTypes } from '../domain/media-types.js';
 import type { RepoName, Tag } from '../domain/reference.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
-import { formatAge, formatLs, listCached, matchesFilter } from './ls.js';
+import { writeManyTags } from '../storage/fs/testing/many-tags.js';
+import { formatAge, formatLs, listCached, matchesFilter, WIDTH_SAMPLE_ROWS, writeLs } from './ls.js';
 
 const T0 = Date.UTC(2025, 0, 1);
 
@@ -97,5 +105,87 @@ describe('listCached', () => {
 
   it('formats ages coarsely', () => {
     assert.deepEqual([0, 59_999, 60_000, 3_600_000, 86_400_000 * 3, -5].map(formatAge), ['0s', '59s', '1m', '1h', '3d', '0s']);
+  });
+});
+
+/** Collects what is written, one chunk at a time: `write` returns false until the next tick drains it. */
+class SlowSink extends Writable {
+  text = '';
+  writes = 0;
+  constructor() {
+    super({ highWaterMark: 1, decodeStrings: false });
+  }
+  override _write(chunk: string, _enc: BufferEncoding, cb: () => void): void {
+    this.text += chunk;
+    this.writes++;
+    setImmediate(cb);
+  }
+}
+
+describe('writeLs (issue #13: streamed)', () => {
+  async function manyRows(n: number) {
+    const { s, blob, manifest, tag } = await stores();
+    const m = await manifest(image(await blob('c'), await blob('l')), MediaTypes.dockerManifest);
+    for (let i = 0; i < n; i++) await tag(`library/r${Math.floor(i / 500)}`, `t${String(i).padStart(5, '0')}`, m, MediaTypes.dockerManifest);
+    // A long tag after the width sample: only its own line (and later ones) widen.
+    await tag('library/zz', 'a-tag-longer-than-any-in-the-first-rows', m, MediaTypes.dockerManifest);
+    await tag('library/zz', 'b', m, MediaTypes.dockerManifest);
+    return s;
+  }
+
+  it('--json: the document listCached gives, written in chunks through backpressure', async () => {
+    const s = await manyRows(3000);
+    const out = new SlowSink();
+    const summary = await writeLs(s, out, { json: true, now: T0, root: '/data' });
+    assert.deepEqual(JSON.parse(out.text), await listCached(s));
+    assert.equal(summary.tags, 3002);
+    assert.ok(out.writes > 1, 'more than one chunk');
+  });
+
+  it('table: widths from the first rows; a longer cell later shifts its line only; the same text as formatLs', async () => {
+    const s = await manyRows(WIDTH_SAMPLE_ROWS + 10);
+    const out = new SlowSink();
+    await writeLs(s, out, { now: T0 + 60_000, root: '/data' });
+    assert.equal(out.text, formatLs(await listCached(s), { now: T0 + 60_000, root: '/data' }));
+    const lines = out.text.trimEnd().split('\n');
+    assert.equal(lines.length, 1 + WIDTH_SAMPLE_ROWS + 12 + 1);
+    const digestAt = lines[0]!.indexOf('DIGEST');
+    assert.equal(lines[1]!.indexOf('sha256:'), digestAt);
+    assert.equal(lines[WIDTH_SAMPLE_ROWS + 10]!.indexOf('sha256:'), digestAt, 'rows after the sample keep the columns');
+    assert.ok(lines.at(-3)!.indexOf('sha256:') > digestAt, 'the long tag pushes its own DIGEST right');
+    assert.deepEqual(lines.at(-2)!.split(/ {2,}/).slice(1, 3), ['library/zz', 'b']);
+    assert.equal(lines.at(-1), '4 repositories, 1012 tags, 2 B in 2 blobs (whole store: 2 B in 2 blobs)');
+  });
+});
+
+describe('hubcache ls at scale (issue #13)', () => {
+  it('more than 124k tags in the real layout: the CLI lists every one, in order, under a 64 MB heap', async () => {
+    // 124k rows crashed the column widths (Math.max(...rows)); and the whole listing was held in memory.
+    const TAGS = 125_000;
+    const root = mkdtempSync(join(tmpdir(), 'hubcache-ls-many-'));
+    try {
+      const store = await writeManyTags({ root, tags: TAGS });
+      const bin = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
+      // A heap cap well under what holding the rows takes: streaming completes, collecting runs out of memory.
+      const child = spawn(process.execPath, ['--max-old-space-size=64', bin, 'ls', '--storage-path', root], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      let n = -1;
+      let last = '';
+      for await (const line of createInterface({ input: child.stdout })) {
+        if (n >= 0 && n < TAGS) {
+          const cells = line.split(/ {2,}/);
+          if (cells[1] !== store.repository(n) || cells[2] !== store.tag(n)) assert.fail(`row ${n}: ${line}`);
+        } else if (n < 0) assert.match(line, /^UPSTREAM +REPOSITORY +TAG/);
+        last = line;
+        n++;
+      }
+      assert.equal(await exited, 0, stderr);
+      assert.equal(n, TAGS + 1, 'header, every tag, the summary line');
+      assert.match(last, new RegExp(`^${store.repositories} repositories, ${TAGS} tags, .* in ${store.blobs} blobs `));
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { LRUCache } from 'lru-cache';
 import { isDigest, type Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
@@ -13,7 +15,7 @@ import { formatBytes } from './format.js';
 export interface LsStores {
   readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag'>;
   readonly manifests: Pick<ManifestStore, 'get'>;
-  readonly blobs: Pick<BlobStore, 'stat' | 'list'>;
+  readonly blobs: Pick<BlobStore, 'list'>;
 }
 
 export interface LsOptions {
@@ -70,61 +72,115 @@ interface ManifestDoc {
 // An index of indexes is legal but rare; deeper nesting is not followed (and cycles can't loop).
 const MAX_INDEX_DEPTH = 2;
 
-/** The cached repositories and tags, each with what of its content is in the store. Reads only. */
-export async function listCached(stores: LsStores, opts: LsOptions = {}): Promise<LsResult> {
-  const blobSizes = new Map<string, number | undefined>();
-  const statBlob = async (digest: string): Promise<number | undefined> => {
-    if (!blobSizes.has(digest)) blobSizes.set(digest, isDigest(digest) ? (await stores.blobs.stat(digest))?.size : undefined);
-    return blobSizes.get(digest);
+/**
+ * Per-image results kept by manifest digest, so a manifest shared by many tags (issue #13: a million
+ * tags over a few manifests) is read and parsed once while it stays in this many recent images.
+ */
+const IMAGE_CACHE_ENTRIES = 4096;
+
+/** Tag files read concurrently: hides the thread pool's latency per read; memory is this many entries. */
+const TAG_READS_IN_FLIGHT = 64;
+
+type LsImage = Pick<LsRow, 'size' | 'blobs' | 'manifests'>;
+
+/**
+ * One pass over the cached tags, yielding a row per tag as it is read (issue #13: bounded memory,
+ * whatever the number of tags). The store's blobs are walked first, once, with one `stat` each;
+ * their sizes answer "is it cached, how big" for every image. `summary()` is complete once `rows`
+ * has been iterated to the end. What is held meanwhile: the blob sizes and the distinct blobs of
+ * the listed images (both bounded by the store's blobs, not its tags), a bounded LRU of per-image
+ * results, and one repository's tag names at a time (`listTags`).
+ */
+export interface LsScan {
+  /** Every blob in the store. */
+  readonly store: LsSummary['store'];
+  readonly rows: AsyncIterable<LsRow>;
+  summary(): LsSummary;
+}
+
+export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promise<LsScan> {
+  const blobSizes = new Map<string, number>();
+  const store = { blobs: 0, bytes: 0 };
+  for await (const info of stores.blobs.list()) {
+    blobSizes.set(info.digest, info.size);
+    store.blobs++;
+    store.bytes += info.size;
+  }
+  const images = new LRUCache<string, LsImage>({ max: IMAGE_CACHE_ENTRIES });
+  const listed = new Set<string>();
+  let bytes = 0;
+  let repositories = 0;
+  let tags = 0;
+
+  const image = async (digest: Digest): Promise<LsImage> => {
+    const hit = images.get(digest);
+    if (hit) return hit;
+    const manifests = { cached: 0, referenced: 0 };
+    const referenced = new Set<string>();
+    await collect(stores, digest, 0, manifests, referenced, new Set());
+    let size = 0;
+    let cached = 0;
+    for (const blob of referenced) {
+      const blobBytes = blobSizes.get(blob);
+      if (blobBytes === undefined) continue;
+      size += blobBytes;
+      cached++;
+      if (!listed.has(blob)) {
+        listed.add(blob);
+        bytes += blobBytes;
+      }
+    }
+    const result = { size, blobs: { cached, referenced: referenced.size }, manifests };
+    images.set(digest, result);
+    return result;
   };
 
-  const rows: LsRow[] = [];
-  const repositories = new Set<string>();
-  const listed = new Set<string>();
-  for await (const key of stores.metadata.listRepositories()) {
-    if (opts.filter && !matchesFilter(key.upstream, key.repo, opts.filter)) continue;
-    for (const tag of await stores.metadata.listTags(key)) {
-      const entry = await stores.metadata.getTag(key, tag as Tag);
-      if (!entry) continue;
-      const manifests = { cached: 0, referenced: 0 };
-      const referenced = new Set<string>();
-      await collect(stores, entry.digest, 0, manifests, referenced, new Set());
-      let size = 0;
-      let cached = 0;
-      for (const digest of referenced) {
-        const bytes = await statBlob(digest);
-        if (bytes === undefined) continue;
-        size += bytes;
-        cached++;
-        listed.add(digest);
+  async function* rows(): AsyncIterable<LsRow> {
+    for await (const key of stores.metadata.listRepositories()) {
+      if (opts.filter && !matchesFilter(key.upstream, key.repo, opts.filter)) continue;
+      let listedHere = false;
+      const names = await stores.metadata.listTags(key);
+      for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
+        // Each tag is a file read (four syscalls on the thread pool): a window of them at once, rows in order.
+        const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
+        const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+        for (let i = 0; i < window.length; i++) {
+          const tag = window[i]!;
+          const entry = entries[i];
+          if (!entry) continue;
+          const { size, blobs, manifests } = await image(entry.digest);
+          if (!listedHere) repositories++;
+          listedHere = true;
+          tags++;
+          yield {
+            upstream: key.upstream,
+            repository: key.repo,
+            tag,
+            digest: entry.digest,
+            mediaType: entry.mediaType,
+            validatedAt: new Date(entry.validatedAt).toISOString(),
+            size,
+            // Copies: the cached image is shared by every row of its digest.
+            blobs: { ...blobs },
+            manifests: { ...manifests },
+          };
+        }
       }
-      repositories.add(`${key.upstream}/${key.repo}`);
-      rows.push({
-        upstream: key.upstream,
-        repository: key.repo,
-        tag,
-        digest: entry.digest,
-        mediaType: entry.mediaType,
-        validatedAt: new Date(entry.validatedAt).toISOString(),
-        size,
-        blobs: { cached, referenced: referenced.size },
-        manifests,
-      });
     }
   }
 
-  let storeBlobs = 0;
-  let storeBytes = 0;
-  for await (const info of stores.blobs.list()) {
-    storeBlobs++;
-    storeBytes += info.size;
-  }
-  let bytes = 0;
-  for (const digest of listed) bytes += blobSizes.get(digest) ?? 0;
-  return {
-    rows,
-    summary: { repositories: repositories.size, tags: rows.length, blobs: listed.size, bytes, store: { blobs: storeBlobs, bytes: storeBytes } },
-  };
+  return { store, rows: rows(), summary: () => ({ repositories, tags, blobs: listed.size, bytes, store: { ...store } }) };
+}
+
+/**
+ * The cached repositories and tags, each with what of its content is in the store. Reads only.
+ * Holds every row: for tests and small stores; `writeLs` streams.
+ */
+export async function listCached(stores: LsStores, opts: LsOptions = {}): Promise<LsResult> {
+  const scan = await scanCached(stores, opts);
+  const rows: LsRow[] = [];
+  for await (const row of scan.rows) rows.push(row);
+  return { rows, summary: scan.summary() };
 }
 
 /**
@@ -179,24 +235,112 @@ export interface FormatOptions {
   readonly filter?: string;
 }
 
+/**
+ * Column widths come from the first this-many rows (today's look for any store up to that size);
+ * later rows only widen a column from where they appear (issue #13: no pass over all rows).
+ */
+export const WIDTH_SAMPLE_ROWS = 1000;
+
+const HEADER = ['UPSTREAM', 'REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'CACHED', 'VALIDATED'];
+
+/**
+ * The table, a row at a time: `push` returns the text that is ready (nothing while the first
+ * `WIDTH_SAMPLE_ROWS` rows are held to size the columns), `end` the rest up to the summary line.
+ * Cells are separated by at least two spaces, so `split(/ {2,}/)` reads a line back.
+ */
+export class LsTableFormatter {
+  readonly #opts: FormatOptions;
+  readonly #widths = HEADER.map((h) => h.length);
+  #held: string[][] | undefined = [];
+
+  constructor(opts: FormatOptions) {
+    this.#opts = opts;
+  }
+
+  push(r: LsRow): string {
+    const cells = [r.upstream, r.repository, r.tag, shortDigest(r.digest), formatBytes(r.size), cachedText(r), `${formatAge(this.#opts.now - Date.parse(r.validatedAt))} ago`];
+    this.#widen(cells);
+    if (this.#held === undefined) return this.#line(cells);
+    this.#held.push(cells);
+    return this.#held.length < WIDTH_SAMPLE_ROWS ? '' : this.#flush();
+  }
+
+  end(summary: LsSummary): string {
+    if (summary.tags === 0) {
+      const what = this.#opts.filter ? `nothing cached matching ${JSON.stringify(this.#opts.filter)}` : 'nothing cached';
+      return `${what} in ${this.#opts.root} (store: ${plural(summary.store.blobs, 'blob')}, ${formatBytes(summary.store.bytes)})\n`;
+    }
+    return (
+      this.#flush() +
+      `${plural(summary.repositories, 'repository', 'repositories')}, ${plural(summary.tags, 'tag')}, ${formatBytes(summary.bytes)} in ${plural(summary.blobs, 'blob')}` +
+      ` (whole store: ${formatBytes(summary.store.bytes)} in ${plural(summary.store.blobs, 'blob')})\n`
+    );
+  }
+
+  /** The header and the held rows, once; afterwards rows go straight out. */
+  #flush(): string {
+    const held = this.#held;
+    if (held === undefined) return '';
+    this.#held = undefined;
+    let text = this.#line(HEADER);
+    for (const cells of held) text += this.#line(cells);
+    return text;
+  }
+
+  #widen(cells: string[]): void {
+    for (let i = 0; i < cells.length; i++) if (cells[i]!.length > this.#widths[i]!) this.#widths[i] = cells[i]!.length;
+  }
+
+  #line(cells: string[]): string {
+    return `${cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(this.#widths[i]!))).join('  ')}\n`;
+  }
+}
+
 /** The aligned table and a summary line, or a single line saying that nothing is cached. */
 export function formatLs(result: LsResult, opts: FormatOptions): string {
-  const { rows, summary } = result;
-  if (rows.length === 0) {
-    const what = opts.filter ? `nothing cached matching ${JSON.stringify(opts.filter)}` : 'nothing cached';
-    return `${what} in ${opts.root} (store: ${plural(summary.store.blobs, 'blob')}, ${formatBytes(summary.store.bytes)})\n`;
+  const table = new LsTableFormatter(opts);
+  let text = '';
+  for (const row of result.rows) text += table.push(row);
+  return text + table.end(result.summary);
+}
+
+export interface WriteLsOptions extends FormatOptions {
+  /** `{"rows": [...], "summary": {...}}` (one row per line) instead of the table. */
+  readonly json?: boolean;
+}
+
+/** Output is handed to `out` in chunks of about this many characters. */
+const CHUNK_CHARS = 64 * 1024;
+
+/**
+ * Streams `ls` to `out` as the store is read, waiting for `drain` when `out` is full, so memory
+ * does not grow with the number of tags (issue #13). The JSON document is the one `listCached`
+ * gives, written incrementally: `rows` one per line, then `summary`. Resolves with the summary.
+ */
+export async function writeLs(stores: LsStores, out: NodeJS.WritableStream, opts: WriteLsOptions): Promise<LsSummary> {
+  const scan = await scanCached(stores, { filter: opts.filter });
+  let pending = '';
+  const emit = async (text: string, force = false) => {
+    pending += text;
+    if (pending.length < CHUNK_CHARS && !force) return;
+    const chunk = pending;
+    pending = '';
+    if (chunk.length > 0 && !out.write(chunk)) await once(out, 'drain');
+  };
+  if (opts.json) {
+    let first = true;
+    await emit('{"rows":[');
+    for await (const row of scan.rows) {
+      await emit(`${first ? '\n' : ',\n'}${JSON.stringify(row)}`);
+      first = false;
+    }
+    await emit(`${first ? '' : '\n'}],\n"summary":${JSON.stringify(scan.summary())}}\n`, true);
+  } else {
+    const table = new LsTableFormatter(opts);
+    for await (const row of scan.rows) await emit(table.push(row));
+    await emit(table.end(scan.summary()), true);
   }
-  const table = [
-    ['UPSTREAM', 'REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'CACHED', 'VALIDATED'],
-    ...rows.map((r) => [r.upstream, r.repository, r.tag, shortDigest(r.digest), formatBytes(r.size), cachedText(r), `${formatAge(opts.now - Date.parse(r.validatedAt))} ago`]),
-  ];
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  const lines = table.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '));
-  lines.push(
-    `${plural(summary.repositories, 'repository', 'repositories')}, ${plural(summary.tags, 'tag')}, ${formatBytes(summary.bytes)} in ${plural(summary.blobs, 'blob')}` +
-      ` (whole store: ${formatBytes(summary.store.bytes)} in ${plural(summary.store.blobs, 'blob')})`,
-  );
-  return `${lines.join('\n')}\n`;
+  return scan.summary();
 }
 
 function cachedText(r: LsRow): string {

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { formatBytes } from '../../src/commands/format.js';
+import { writeManyTags } from '../../src/storage/fs/testing/many-tags.js';
 import { startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
 import { makeImage, makeIndex, MediaTypes, type TestImage } from '../support/images.js';
 import { skopeoCopy, skopeoInspect } from '../support/skopeo.js';
@@ -570,5 +571,25 @@ describe('hubcache ls', () => {
       { repository, digest, size, blobs, manifests },
       { repository: 'library/inspected', digest: img.digest, size: img.config!.size, blobs: { cached: 1, referenced: 3 }, manifests: { cached: 1, referenced: 1 } },
     );
+  });
+
+  it('issue #13: 5000 tags stream out; --json is one row per line and parses to every row; a reader leaving early (| head) is exit 0', async () => {
+    const root = tempDir('hubcache-cli-ls-many-');
+    const TAGS = 5000;
+    const many = await writeManyTags({ root, tags: TAGS, tagsPerRepository: 2000 });
+    const r = await cli(['ls', '--json', '--storage-path', root]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 1 + TAGS + 2, 'opening, a line per row, closing, summary');
+    const doc = JSON.parse(r.stdout) as { rows: Array<{ repository: string; tag: string; blobs: unknown }>; summary: unknown };
+    assert.deepEqual(
+      doc.rows.map((x) => `${x.repository}:${x.tag}`),
+      Array.from({ length: TAGS }, (_, i) => `${many.repository(i)}:${many.tag(i)}`),
+    );
+    assert.deepEqual(doc.rows[0]!.blobs, { cached: 2, referenced: 2 });
+    assert.deepEqual(doc.summary, { repositories: 3, tags: TAGS, blobs: many.blobs, bytes: many.bytes, store: { blobs: many.blobs, bytes: many.bytes } });
+    const head = await run('bash', ['-c', `set -o pipefail; ${[process.execPath, BIN, 'ls', '--storage-path', root].map(shellQuote).join(' ')} | head -n 2`]);
+    assert.equal(head.code, 0, head.stderr);
+    assert.equal(head.stdout.split('\n').length, 3);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * The blob paths of PullThroughRegistry against in-memory stores and a scripted upstream, where the
- * e2e tests can't pin the timing: a follower that joins behind the in-memory window, the final byte
+ * e2e tests can't pin the timing: a follower that joins behind the in-memory window (reading the
+ * cache's own spool: MemoryBlobStore's writers offer no local file), the final byte
  * released at verification (before the store commits), and a request that arrives during that commit.
  */
 import assert from 'node:assert/strict';
@@ -16,24 +17,10 @@ import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
+import { bytesArrived, collect, registry, scriptedUpstream, turn } from './testing/fills.js';
 
 const MiB = 1024 * 1024;
 const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
-
-/** An upstream whose one blob body the test feeds by hand; counts GETs. */
-function scriptedUpstream(size: number) {
-  const body = new PassThrough();
-  let gets = 0;
-  const upstream = {
-    name: 'docker.io',
-    getBlob: async () => {
-      gets++;
-      return { size, offset: 0, body: body as Readable };
-    },
-    close: async () => {},
-  } as unknown as Upstream;
-  return { upstream, body, gets: () => gets };
-}
 
 /**
  * A store whose commits, once the bytes are verified, stay invisible until `open()` is called:
@@ -57,9 +44,7 @@ function slowCommitStore(inner: MemoryBlobStore) {
           return w.written;
         },
         write: (data) => w.write(data),
-        readAt: (...a) => w.readAt(...a),
         abort: () => w.abort(),
-        release: () => w.release(),
         async commit(expected, expectedSize, opts): Promise<BlobInfo> {
           hidden.add(expected);
           const info = await w.commit(expected, expectedSize, {
@@ -78,37 +63,15 @@ function slowCommitStore(inner: MemoryBlobStore) {
   return { store, verifiedSeen, finishCommit: () => openGate() };
 }
 
-function registry(blobs: BlobStore, upstream: Upstream, metrics = new Metrics({ collectDefault: false })) {
-  const reader = new PullThroughRegistry({
-    blobs,
-    manifests: new MemoryManifestStore(),
-    metadata: new MemoryMetadataStore(),
-    upstreams: new Map([['docker.io', { upstream, tagTtlMs: 60_000 }]]),
-    fillTimeoutMs: 60_000,
-    resumeAttempts: 0,
-    logger: silentLogger(),
-    metrics,
-  });
-  return { reader, metrics };
-}
-
-/** Collects a stream; resolves with what arrived when it ends. */
-function collect(stream: Readable): { got: Buffer[]; done: Promise<Buffer> } {
-  const got: Buffer[] = [];
-  stream.on('data', (c: Buffer) => got.push(c));
-  return { got, done: new Promise((resolve, reject) => stream.once('end', () => resolve(Buffer.concat(got))).once('error', reject)) };
-}
-
 async function counter(metrics: Metrics, outcome: string): Promise<number> {
   const m = await metrics.registry.getSingleMetric('hubcache_cache_requests_total')!.get();
   return m.values.find((v) => v.labels.kind === 'blob' && v.labels.outcome === outcome)?.value ?? 0;
 }
 
 const signal = new AbortController().signal;
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
 describe('PullThroughRegistry blob fills', () => {
-  it('a follower that joins after the in-memory window moved on reads the start from the file, then follows: the whole blob, one upstream GET', async () => {
+  it('a follower that joins after the in-memory window moved on reads the start from the spool, then follows: the whole blob, one upstream GET', async () => {
     const data = randomBytes(7 * MiB);
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
@@ -278,11 +241,6 @@ async function fillCounters(metrics: Metrics) {
     failed: (await metrics.registry.getSingleMetric('hubcache_fills_failed_total')!.get()).values.reduce((n, v) => n + v.value, 0),
     committed: await metric(metrics, 'hubcache_fills_committed_total'),
   };
-}
-
-/** Resolves once `stream` has delivered `n` bytes (it keeps flowing into `got`). */
-async function bytesArrived(c: { got: Buffer[] }, n: number): Promise<void> {
-  while (c.got.reduce((t, x) => t + x.length, 0) < n) await turn();
 }
 
 const blob = (n: number) => randomBytes(n);

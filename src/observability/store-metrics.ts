@@ -58,10 +58,10 @@ export class StoreMetricsBlobStore implements BlobStore {
       get written() {
         return writer.written;
       },
+      // Passed on: without it a fill would spool the bytes a second time.
+      localPath: writer.localPath,
       write: (data) => writer.write(data),
-      readAt: (buffer, offset, length, position) => writer.readAt(buffer, offset, length, position),
       abort: () => writer.abort(),
-      release: () => writer.release(),
       async commit(expected, expectedSize, opts) {
         // Committing a digest that is already stored succeeds without adding anything.
         const existed = (await store.#inner.stat(expected)) !== undefined;

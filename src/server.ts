@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
@@ -11,11 +9,8 @@ import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
-import { StoreMetricsBlobStore } from './observability/store-metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
-import { FsBlobStore } from './storage/fs/fs-blob-store.js';
-import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
-import { acquireStoreLock } from './storage/fs/store-lock.js';
+import { openStorage } from './storage/open-storage.js';
 import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
@@ -36,12 +31,12 @@ export interface StartOptions {
   logger?: Logger;
   version?: string;
   /**
-   * When the store's lock is held by a process whose liveness can't be checked from here (another
-   * host, or another PID namespace), fail at once instead of watching the lock for up to
-   * `storage.lockStaleAfter` (store-lock.ts). For `prefetch`, which must not block.
+   * When the store is owned by a process whose liveness can't be checked from here (another host,
+   * or another PID namespace), fail at once instead of waiting for its claim to lapse (up to
+   * `storage.lockStaleAfter` for the filesystem lock). For `prefetch`, which must not block.
    */
   lockFailFast?: boolean;
-  /** Aborts a start that is waiting for the store's lock (a signal while starting). */
+  /** Aborts a start that is waiting for ownership of the store (a signal while starting). */
   signal?: AbortSignal;
 }
 
@@ -50,38 +45,23 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
-  const root = config.storage.path;
-  // Before anything touches the store: init() sweeps tmp/, which would break another process's
-  // writes. Throws StoreLockedError when another process owns the root. A holder on another host or
-  // in another PID namespace (a container restarted after a crash) is waited for, up to
-  // storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe allows for it).
-  // Released after close(); a start that fails after this point leaves it to the exit handler.
-  const lock = await acquireStoreLock({
-    root,
-    staleMs: config.storage.lockStaleAfter,
-    failFast: opts.lockFailFast,
-    signal: opts.signal,
-    onWait: (w) =>
-      logger.warn('storage lock held, waiting', {
-        lock: w.lockPath,
-        holder: w.holder ? { pid: w.holder.pid, hostname: w.holder.hostname, pidNamespace: w.holder.pidNamespace, startedAt: w.holder.startedAt } : 'unreadable lock file',
-        lockAgeMs: Math.round(w.ageMs),
-        maxWaitMs: w.maxWaitMs,
-        why: 'its holder runs on another host or in another PID namespace, where its pid cannot be checked: waiting to see whether it refreshes the lock',
-      }),
-    onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
-  });
-  if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });
-  const fsBlobs = new FsBlobStore({ root });
-  const removed = await fsBlobs.init();
-  if (removed > 0) logger.info('leftover temp files removed', { count: removed });
-  const blobs = new StoreMetricsBlobStore(fsBlobs, metrics);
-  const stored = await blobs.init();
-  logger.info('store scanned', { blobs: stored.objects, bytes: stored.bytes });
-  const manifests = new FsManifestStore({ root });
-  const metadata = new FsMetadataStore({ root });
-  await manifests.init?.();
-  await metadata.init?.();
+  const storage = openStorage(config.storage, { logger });
+  // Before anything touches the store: init() clears what a previous owner left unfinished, which
+  // would break another process's writes. Throws StoreOwnedError when another process owns it. An
+  // owner on another host or in another PID namespace (a container restarted after a crash) is
+  // waited for, up to storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe
+  // allows for it). Released after close(); a start that fails after this point leaves it to the
+  // exit handler.
+  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal });
+  const ready = await storage.init();
+  if (ready.leftovers > 0) logger.info('leftover temp files removed', { count: ready.leftovers });
+  logger.info('storage opened', { ...storage.describe() });
+  // What the store holds is counted in the background (issue #12: a big store must not delay the
+  // start); the gauges have no sample until then.
+  const { blobs, manifests, metadata } = storage;
+  metrics.observeStoreUsage(() => blobs.usage?.());
+  const scanStarted = Date.now();
+  void ready.usage.then((usage) => usage && logger.info('store scanned', { blobs: usage.objects, bytes: usage.bytes, ms: Date.now() - scanStarted }));
 
   const upstreams = new Map<string, { upstream: Upstream; tagTtlMs: number }>();
   for (const [name, up] of Object.entries(config.upstreams)) {
@@ -115,6 +95,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       minProgressToFinish: config.cache.abandonedFills.minProgressToFinish,
       maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
     },
+    ...(storage.spoolDir ? { spoolDir: storage.spoolDir } : {}),
     logger,
     metrics,
   });
@@ -122,7 +103,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
   let stopping = false;
-  const readiness = async () => ({ config: true, accepting: !stopping, storeWritable: await storeWritable(root) });
+  const readiness = async () => ({ config: true, accepting: !stopping, storeWritable: await storage.writable() });
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -150,7 +131,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   }
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
-  logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: root, instanceId, upstreams: [...upstreams.keys()] });
+  logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
 
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
@@ -185,7 +166,11 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       logger.info('hubcache stopped', { outcome });
     })());
 
-  return { url, metricsUrl, instanceId, logger, metrics, close: (deadlineMs?: number) => close(deadlineMs).finally(() => lock.release()) };
+  const closeAll = (deadlineMs?: number) =>
+    close(deadlineMs)
+      .finally(() => storage.close())
+      .finally(() => ownership.release());
+  return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };
 }
 
 /**
@@ -220,16 +205,4 @@ function addressUrl(server: Server): string {
   const a = server.address() as AddressInfo;
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
   return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
-}
-
-async function storeWritable(root: string): Promise<boolean> {
-  const probe = join(root, 'tmp', `.ready-${process.pid}`);
-  try {
-    await mkdir(join(root, 'tmp'), { recursive: true });
-    await writeFile(probe, 'ok');
-    await rm(probe, { force: true });
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -53,8 +53,10 @@ export class Metrics {
   readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that failed (ended without a commit), by reason; cancelled ones are in hubcache_fills_abandoned_total.', labelNames: ['reason'], registers: [this.registry] });
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
-  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (counted at start, updated on every commit and delete).', registers: [this.registry] });
-  readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store.', registers: [this.registry] });
+  /** Read from the store at scrape time (`observeStoreUsage`). */
+  #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
+  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
+  readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
 
   constructor(opts: { collectDefault?: boolean } = {}) {
     if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
@@ -132,8 +134,21 @@ export class Metrics {
   fillResumed(): void {
     this.#fillsResumed.inc();
   }
-  storeSize(bytes: number, objects: number): void {
-    this.#storeBytes.set(bytes);
-    this.#storeObjects.set(objects);
+  /**
+   * The store gauges report `usage()` at every scrape (an in-memory read: `BlobStore.usage`); while
+   * it is `undefined` (not counted yet, or a store that can't tell) they have no sample, rather
+   * than a 0 that alerts and graphs would take for an emptied store.
+   */
+  observeStoreUsage(usage: () => { readonly bytes: number; readonly objects: number } | undefined): void {
+    this.#storeUsage = usage;
   }
+}
+
+/** A gauge's `collect`: the value `read` gives at scrape time, or no sample while it gives undefined. */
+function readAtScrape(read: () => number | undefined) {
+  return function (this: client.Gauge) {
+    const v = read();
+    if (v === undefined) this.remove();
+    else this.set(v);
+  };
 }

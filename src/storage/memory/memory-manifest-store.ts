@@ -2,8 +2,8 @@ import type { Descriptor } from '../../domain/descriptor.js';
 import { parseDigest, sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoName, type Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest, TagEntry } from '../manifest-store.js';
-import { checkTagEntry } from '../tag-entry.js';
+import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../manifest-store.js';
+import { checkTagEntry, type TagEntry } from '../tag-store.js';
 import { parseUpstreamName } from '../upstream-name.js';
 
 /** An in-memory `ManifestStore` for tests; passes the same conformance suite as `FsManifestStore`. */

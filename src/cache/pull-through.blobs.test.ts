@@ -17,7 +17,7 @@ import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
-import { bytesArrived, collect, registry, scriptedUpstream, turn } from './testing/fills.js';
+import { bytesArrived, collect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
 
 const MiB = 1024 * 1024;
 const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
@@ -32,34 +32,23 @@ function slowCommitStore(inner: MemoryBlobStore) {
   const gate = new Promise<void>((r) => (openGate = r));
   let verified!: () => void;
   const verifiedSeen = new Promise<void>((r) => (verified = r));
-  const store: BlobStore = {
+  const store = decorateStore(inner, {
     stat: async (d) => (hidden.has(d) ? undefined : inner.stat(d)),
-    open: (d, o) => inner.open(d, o),
-    delete: (d) => inner.delete(d),
-    list: () => inner.list(),
-    create: async (): Promise<BlobWriter> => {
-      const w = await inner.create();
-      return {
-        get written() {
-          return w.written;
-        },
-        write: (data) => w.write(data),
-        abort: () => w.abort(),
-        async commit(expected, expectedSize, opts): Promise<BlobInfo> {
-          hidden.add(expected);
-          const info = await w.commit(expected, expectedSize, {
-            onVerified: () => {
-              opts?.onVerified?.();
-              verified();
-            },
-          });
-          await gate;
-          hidden.delete(expected);
-          return info;
-        },
-      };
-    },
-  };
+    writer: (w) => ({
+      async commit(expected, expectedSize, opts): Promise<BlobInfo> {
+        hidden.add(expected);
+        const info = await w.commit(expected, expectedSize, {
+          onVerified: () => {
+            opts?.onVerified?.();
+            verified();
+          },
+        });
+        await gate;
+        hidden.delete(expected);
+        return info;
+      },
+    }),
+  });
   return { store, verifiedSeen, finishCommit: () => openGate() };
 }
 

@@ -14,10 +14,10 @@ import { after, before, describe, it } from 'node:test';
 import { sha256Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store.js';
 import { FsBlobStore } from '../storage/fs/fs-blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
-import { bytesArrived, collect, registry, scriptedUpstream, turn } from './testing/fills.js';
+import { bytesArrived, collect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
 
 const MiB = 1024 * 1024;
 const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
@@ -48,31 +48,20 @@ async function failures(metrics: Metrics): Promise<Record<string, number>> {
   return Object.fromEntries(m.values.filter((v) => v.value > 0).map((v) => [String(v.labels.reason), v.value]));
 }
 
-/** `inner` with writers that fail (like a full disk) once they have taken `failAfter` bytes, or whose commit fails. */
+/** `inner` with writers that fail (like a full disk) once they have taken `afterBytes` bytes, or whose commit fails. */
 function failingStore(inner: BlobStore, fail: { afterBytes?: number; commit?: boolean }): BlobStore {
-  return {
-    stat: (d) => inner.stat(d),
-    open: (d, o) => inner.open(d, o),
-    delete: (d) => inner.delete(d),
-    list: () => inner.list(),
-    create: async (): Promise<BlobWriter> => {
-      const w = await inner.create();
-      return {
-        get written() {
-          return w.written;
-        },
-        async write(data) {
-          if (fail.afterBytes !== undefined && w.written >= fail.afterBytes) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-          return w.write(data);
-        },
-        async commit(...args) {
-          if (fail.commit) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
-          return w.commit(...args);
-        },
-        abort: () => w.abort(),
-      };
-    },
-  };
+  return decorateStore(inner, {
+    writer: (w) => ({
+      async write(data) {
+        if (fail.afterBytes !== undefined && w.written >= fail.afterBytes) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        return w.write(data);
+      },
+      async commit(...args) {
+        if (fail.commit) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+        return w.commit(...args);
+      },
+    }),
+  });
 }
 
 describe('fill followers read a spool owned by the cache (issue #12)', () => {

@@ -65,15 +65,44 @@ export async function openSpool(writer: BlobWriter, opts: SpoolOptions): Promise
   return new OwnSpool(writer, fh, unlinked ? undefined : path);
 }
 
-class BorrowedSpool implements Spool {
-  readonly kind = 'borrowed';
-  readonly #writer: BlobWriter;
-  readonly #fh: FileHandle;
+/** Positional reads of the spool file, below `readable`, through the spool's own handle. */
+abstract class FileSpool implements Spool {
+  abstract readonly kind: 'borrowed' | 'own';
+  abstract readonly readable: number;
+  protected readonly fh: FileHandle;
   #closed = false;
 
+  constructor(fh: FileHandle) {
+    this.fh = fh;
+  }
+
+  abstract write(chunks: readonly Buffer[]): Promise<void>;
+
+  async readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const n = Math.min(length, this.readable - position);
+    if (n <= 0) return 0;
+    return (await this.fh.read(buffer, offset, n, position)).bytesRead;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.fh.close().catch(() => {});
+    await this.closed();
+  }
+
+  /** After the handle is closed (once). */
+  protected async closed(): Promise<void> {}
+}
+
+/** The store writer's own local file, read through a read-only handle; the spool writes nothing. */
+class BorrowedSpool extends FileSpool {
+  readonly kind = 'borrowed';
+  readonly #writer: BlobWriter;
+
   constructor(writer: BlobWriter, fh: FileHandle) {
+    super(fh);
     this.#writer = writer;
-    this.#fh = fh;
   }
 
   get readable(): number {
@@ -83,32 +112,19 @@ class BorrowedSpool implements Spool {
   write(chunks: readonly Buffer[]): Promise<void> {
     return this.#writer.write(chunks).catch((err: unknown) => Promise.reject(new StorageWriteError('store', err)));
   }
-
-  async readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const n = Math.min(length, this.readable - position);
-    if (n <= 0) return 0;
-    return (await this.#fh.read(buffer, offset, n, position)).bytesRead;
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#fh.close().catch(() => {});
-  }
 }
 
-class OwnSpool implements Spool {
+/** A file of the cache's own, written alongside the store writer. */
+class OwnSpool extends FileSpool {
   readonly kind = 'own';
   readonly #writer: BlobWriter;
-  readonly #fh: FileHandle;
   /** Set when the file could not be unlinked at open: removed at close. */
   readonly #path: string | undefined;
   #readable = 0;
-  #closed = false;
 
   constructor(writer: BlobWriter, fh: FileHandle, path: string | undefined) {
+    super(fh);
     this.#writer = writer;
-    this.#fh = fh;
     this.#path = path;
   }
 
@@ -120,22 +136,13 @@ class OwnSpool implements Spool {
     const at = this.#readable;
     const bytes = chunks.reduce((n, c) => n + c.length, 0);
     // Both settle before this returns: a write left running could land after a later one.
-    const [stored, spooled] = await Promise.allSettled([this.#writer.write(chunks), writevAll(this.#fh, chunks, at)]);
+    const [stored, spooled] = await Promise.allSettled([this.#writer.write(chunks), writevAll(this.fh, chunks, at)]);
     if (stored.status === 'rejected') throw new StorageWriteError('store', stored.reason);
     if (spooled.status === 'rejected') throw new StorageWriteError('spool', spooled.reason);
     this.#readable = at + bytes;
   }
 
-  async readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const n = Math.min(length, this.#readable - position);
-    if (n <= 0) return 0;
-    return (await this.#fh.read(buffer, offset, n, position)).bytesRead;
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#fh.close().catch(() => {});
+  protected override async closed(): Promise<void> {
     if (this.#path) await unlink(this.#path).catch(() => {});
   }
 }

@@ -2,7 +2,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { silentLogger } from '../../observability/logger.js';
 import { Metrics } from '../../observability/metrics.js';
-import type { BlobStore } from '../../storage/blob-store.js';
+import type { BlobStore, BlobWriter } from '../../storage/blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { PullThroughRegistry } from '../pull-through.js';
@@ -20,6 +20,32 @@ export function scriptedUpstream(size: number) {
     close: async () => {},
   } as unknown as Upstream;
   return { upstream, body, gets: () => gets };
+}
+
+/**
+ * `inner` seen through a test's changes: `stat` replaced, or each writer's `write`/`commit`/`abort`
+ * (the rest passes through, `localPath` included: without it a fill would spool a second copy).
+ */
+export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; writer?: (w: BlobWriter) => Partial<Pick<BlobWriter, 'write' | 'commit' | 'abort'>> }): BlobStore {
+  return {
+    stat: o.stat ?? ((d) => inner.stat(d)),
+    open: (d, opts) => inner.open(d, opts),
+    delete: (d) => inner.delete(d),
+    list: () => inner.list(),
+    create: async (): Promise<BlobWriter> => {
+      const w = await inner.create();
+      const over = o.writer?.(w) ?? {};
+      return {
+        get written() {
+          return w.written;
+        },
+        localPath: w.localPath,
+        write: over.write ?? ((data) => w.write(data)),
+        commit: over.commit ?? ((...args) => w.commit(...args)),
+        abort: over.abort ?? (() => w.abort()),
+      };
+    },
+  };
 }
 
 /** A cache over `blobs` (memory manifests and metadata) and one upstream, `docker.io`. */

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger } from './lib/logger.js';
 import { startHubcache, type Hubcache } from './server.js';
 import { openStorage } from './storage/open-storage.js';
 import { StoreOwnedError } from './storage/storage.js';

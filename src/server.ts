@@ -5,13 +5,16 @@ import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import { noSniff } from './http/middleware/no-sniff.js';
+import { createLogger, type Logger } from './lib/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
+import { BufferPool } from './storage/buffer-pool.js';
+import { FILE_READ_CHUNK } from './storage/fs/file-range-stream.js';
 import { openStorage } from './storage/open-storage.js';
-import { normalizeDockerHubName, DOCKER_HUB } from './upstream/docker-hub.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -45,7 +48,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
-  const storage = openStorage(config.storage, { logger });
+  // Every response streaming a stored blob takes its buffers from here (issue #11).
+  const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
+  metrics.watchBlobBufferPool(() => readBuffers.stats());
+  const storage = openStorage(config.storage, { logger, readBuffers });
   // Before anything touches the store: init() clears what a previous owner left unfinished, which
   // would break another process's writes. Throws StoreOwnedError when another process owns it. An
   // owner on another host or in another PID namespace (a container restarted after a crash) is
@@ -71,9 +77,15 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       credentials: up.username && up.password ? { username: up.username, password: up.password } : undefined,
       allowedRealmHosts: up.allowedRealmHosts,
       allowedRedirectHosts: up.allowedRedirectHosts,
-      timeouts: { connectMs: config.upstreamClient.connectTimeout, headersMs: config.upstreamClient.headersTimeout, bodyIdleMs: config.upstreamClient.bodyIdleTimeout },
+      timeouts: {
+        connectMs: config.upstreamClient.connectTimeout,
+        headersMs: config.upstreamClient.headersTimeout,
+        bodyIdleMs: config.upstreamClient.bodyIdleTimeout,
+        requestMs: config.upstreamClient.requestTimeout,
+      },
       retries: { attempts: config.upstreamClient.retries, baseDelayMs: config.upstreamClient.retryBaseDelay },
       maxManifestBytes: config.upstreamClient.maxManifestSize,
+      maxTagListBytes: config.upstreamClient.maxTagListSize,
       maxConcurrency: config.upstreamClient.maxConcurrency,
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
@@ -96,6 +108,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
     },
     ...(storage.spoolDir ? { spoolDir: storage.spoolDir } : {}),
+    tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
   });
@@ -110,7 +123,6 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     resolver: {
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
-      normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
       filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
     },
     logger,
@@ -118,13 +130,15 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     instanceId,
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
+    sendTimeoutMs: config.server.sendTimeout,
   });
 
-  const server = await listen(createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, app), config.listen);
+  const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
   endKeepAliveWhenClosing(server, () => !accepting);
   let metricsServer: Server | undefined;
   if (separateMetrics) {
     const mApp = express();
+    mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);

@@ -3,16 +3,16 @@ import { Readable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { isRegistryError } from '../domain/errors.js';
+import type { RepoKey } from '../domain/reference.js';
+import type { Logger } from '../lib/logger.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
-import type { RepoKey } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import type { CacheMetrics, FillFailure } from './cache-metrics.js';
 import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
 import { ChunkWindow } from './chunk-window.js';
 import type { Slot, SlotQueue } from './slot-queue.js';
 import { openSpool, StorageWriteError, type Spool } from './spool.js';
 import { WriteBatcher } from './write-batcher.js';
-import type { Logger } from '../observability/logger.js';
-import type { FillFailure, Metrics } from '../observability/metrics.js';
 
 /** What a fill does once every client has gone (cache.abandonedFills). */
 export interface AbandonedFillPolicy extends AbandonedFillBudget {
@@ -45,7 +45,7 @@ export interface BlobFillOptions {
   readonly spoolDir: string;
   readonly schedule?: Schedule;
   readonly logger: Logger;
-  readonly metrics: Metrics;
+  readonly metrics: CacheMetrics;
 }
 
 /** Followers read the fill's spool in pieces of this size (large pieces: fewer reads, see the bench). */
@@ -66,7 +66,7 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
  *
  * The final byte is held back from every follower until the digest is verified: if upstream sent
  * wrong bytes, every client connection is aborted instead of ending cleanly with wrong content
- * (DESIGN §6). It goes out as soon as the bytes are verified, while the store makes them durable
+ * (docs/architecture.md#the-final-byte-waits-for-verification). It goes out as soon as the bytes are verified, while the store makes them durable
  * and visible (fsync, rename). A broken upstream connection is resumed with Range.
  *
  * The fill belongs to the cache, not to a client: one client leaving never stops it while another

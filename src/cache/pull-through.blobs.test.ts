@@ -10,7 +10,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
-import { silentLogger } from '../observability/logger.js';
+import { silentLogger } from '../lib/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
@@ -64,7 +64,7 @@ describe('PullThroughRegistry blob fills', () => {
     const data = randomBytes(7 * MiB);
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
-    const { reader } = registry(new MemoryBlobStore(), up.upstream);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     // 6 MiB in: more than the 4 MiB window, so its oldest bytes were evicted once written.
     for (let p = 0; p < 6 * MiB; p += 64 * 1024) up.body.write(data.subarray(p, p + 64 * 1024));
@@ -81,7 +81,7 @@ describe('PullThroughRegistry blob fills', () => {
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
     const slow = slowCommitStore(new MemoryBlobStore());
-    const { reader } = registry(slow.store, up.upstream);
+    const { reader } = registry(slow.store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const client = collect((await reader.getBlob(key, digest, { signal })).body!);
     up.body.write(data.subarray(0, data.length - 1));
     while (client.got.reduce((n, c) => n + c.length, 0) < data.length - 1) await turn();
@@ -101,7 +101,7 @@ describe('PullThroughRegistry blob fills', () => {
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
     const slow = slowCommitStore(new MemoryBlobStore());
-    const { reader, metrics } = registry(slow.store, up.upstream);
+    const { reader, metrics } = registry(slow.store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     up.body.end(data);
     await slow.verifiedSeen;

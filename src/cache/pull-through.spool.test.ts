@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sha256Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
-import type { Metrics } from '../observability/metrics.js';
+import { Metrics } from '../observability/metrics.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { FsBlobStore } from '../storage/fs/fs-blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
@@ -70,7 +70,7 @@ describe('fill followers read a spool owned by the cache (issue #12)', () => {
     const data = randomBytes(7 * MiB);
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
-    const { reader } = registry(new MemoryBlobStore(), up.upstream, { spoolDir });
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }), spoolDir });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     for (let p = 0; p < 6 * MiB; p += 64 * 1024) up.body.write(data.subarray(p, p + 64 * 1024));
     await bytesArrived(first, 6 * MiB);
@@ -99,7 +99,7 @@ describe('fill followers read a spool owned by the cache (issue #12)', () => {
     const data = randomBytes(7 * MiB);
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
-    const { reader } = registry(store, up.upstream, { spoolDir: join(dir, 'never-created') });
+    const { reader } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }), spoolDir: join(dir, 'never-created') });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     for (let p = 0; p < 6 * MiB; p += 64 * 1024) up.body.write(data.subarray(p, p + 64 * 1024));
     await bytesArrived(first, 6 * MiB);
@@ -117,7 +117,7 @@ describe('fill followers read a spool owned by the cache (issue #12)', () => {
     const store = new MemoryBlobStore();
     const data = randomBytes(1000);
     const up = scriptedUpstream(data.length);
-    const { reader, metrics } = registry(store, up.upstream, { spoolDir: join(dir, 'missing') });
+    const { reader, metrics } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }), spoolDir: join(dir, 'missing') });
     await assert.rejects(reader.getBlob(key, sha256Digest(data), { signal }));
     await Promise.all(reader.inFlightFills());
     assert.equal(up.gets(), 0, 'upstream never asked');
@@ -130,7 +130,7 @@ describe('fill failures in the store are storage_error, never resumed from upstr
   it('a store write failing mid-download (a full disk): the client is aborted, one upstream GET despite resumeAttempts, reason storage_error', async () => {
     const data = randomBytes(3 * MiB);
     const up = scriptedUpstream(data.length);
-    const { reader, metrics } = registry(failingStore(new MemoryBlobStore(), { afterBytes: MiB }), up.upstream, { spoolDir: dir, resumeAttempts: 3 });
+    const { reader, metrics } = registry(failingStore(new MemoryBlobStore(), { afterBytes: MiB }), up.upstream, { metrics: new Metrics({ collectDefault: false }), spoolDir: dir, resumeAttempts: 3 });
     const client = collect((await reader.getBlob(key, sha256Digest(data), { signal })).body!);
     up.body.write(data.subarray(0, 2 * MiB));
     await bytesArrived(client, MiB);
@@ -146,7 +146,7 @@ describe('fill failures in the store are storage_error, never resumed from upstr
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
     const inner = new MemoryBlobStore();
-    const { reader, metrics } = registry(failingStore(inner, { commit: true }), up.upstream, { spoolDir: dir });
+    const { reader, metrics } = registry(failingStore(inner, { commit: true }), up.upstream, { metrics: new Metrics({ collectDefault: false }), spoolDir: dir });
     const client = collect((await reader.getBlob(key, digest, { signal })).body!);
     up.body.end(data);
     await assert.rejects(client.done, /store write failed: EIO/);

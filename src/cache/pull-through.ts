@@ -1,18 +1,20 @@
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import { referenceString, type Reference, type Tag } from '../domain/reference.js';
-import type { Logger } from '../observability/logger.js';
-import type { CacheKind, Metrics } from '../observability/metrics.js';
+import { referenceString, type Reference, type RepoKey, type Tag } from '../domain/reference.js';
+import { TagList, type TagPageRequest } from '../domain/tag-list.js';
+import type { Logger } from '../lib/logger.js';
+import { SingleFlight } from '../lib/single-flight.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../storage/manifest-store.js';
-import { UpstreamError, type Upstream } from '../upstream/upstream.js';
+import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
+import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
+import type { CacheKind, CacheMetrics } from './cache-metrics.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
-import { SingleFlight } from './single-flight.js';
 import { SlotQueue } from './slot-queue.js';
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
@@ -21,6 +23,9 @@ const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
 /** The config schema's defaults (cache.maxConcurrentFills, cache.abandonedFills), for callers that set none. */
 const DEFAULT_MAX_CONCURRENT_FILLS = 32;
 const DEFAULT_ABANDONED_FILLS: AbandonedFillPolicy = { graceMs: 5_000, minProgressToFinish: 0.5, maxRemainingToFinish: 16 * 1024 * 1024 };
+interface CachedTagList extends UpstreamTagList {
+  readonly fetchedAt: number;
+}
 
 export interface PullThroughOptions {
   readonly blobs: BlobStore;
@@ -41,8 +46,10 @@ export interface PullThroughOptions {
   readonly spoolDir?: string;
   /** Timers of the abandoned-fill grace (tests drive them by hand). */
   readonly schedule?: Schedule;
+  /** Memory for tag lists kept for their upstream's tag TTL (0: none). Default 64 MiB. */
+  readonly tagListCacheBytes?: number;
   readonly logger: Logger;
-  readonly metrics: Metrics;
+  readonly metrics: CacheMetrics;
   readonly clock?: () => number;
 }
 
@@ -58,11 +65,16 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #fills = new Map<Digest, BlobFill>();
   /** Download slots: one per blob download running, shared by all upstreams (they share the disk, memory and link). */
   readonly #slots: SlotQueue;
+  readonly #tagFlights = new SingleFlight<string, CachedTagList>();
+  /** Whole tag lists by `<upstream>/<repo>`, bounded by their size; kept past their TTL for stale answers. */
+  readonly #tagLists: LRUCache<string, CachedTagList> | undefined;
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? Date.now;
     this.#slots = new SlotQueue(opts.maxConcurrentFills ?? DEFAULT_MAX_CONCURRENT_FILLS);
+    const tagListBytes = opts.tagListCacheBytes ?? 64 * 1024 * 1024;
+    this.#tagLists = tagListBytes > 0 ? new LRUCache({ maxSize: tagListBytes, sizeCalculation: (l) => l.tags.byteLength + l.name.length + 64 }) : undefined;
   }
 
   /** Blob downloads in progress or queued (graceful shutdown waits for them). */
@@ -80,16 +92,19 @@ export class PullThroughRegistry implements RegistryReader {
 
   async getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult> {
     const flightKey = `${key.upstream}/${key.repo}@${referenceString(ref)}`;
-    // A shared flight logs with the logger of the request that started it.
+    // A shared flight logs with the logger of the request that started it. It is the waiting
+    // clients': when the last one has gone, its upstream requests are aborted (single-flight.ts).
     const log = opts.log ?? this.#o.logger;
-    const { promise, joined } = this.#manifestFlights.run(flightKey, () =>
-      ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest) : this.#manifestByTag(key, ref.tag, log),
+    const { promise, joined } = this.#manifestFlights.run(
+      flightKey,
+      (signal) => (ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest, signal) : this.#manifestByTag(key, ref.tag, log, signal)),
+      opts.signal,
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
     return promise;
   }
 
-  async #manifestByDigest(key: RepoKey, digest: Digest): Promise<ManifestResult> {
+  async #manifestByDigest(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_digest';
     const stored = await this.#o.manifests.get(digest);
     // Content is shared by digest, but a manifest is served for a repository only once that
@@ -101,12 +116,12 @@ export class PullThroughRegistry implements RegistryReader {
     const upstream = this.#upstream(key);
     try {
       if (stored) {
-        await upstream.headManifest(key.repo, { kind: 'digest', digest });
+        await upstream.headManifest(key.repo, { kind: 'digest', digest }, signal);
         await this.#o.metadata.linkManifest(key, digest);
         this.#o.metrics.cache(kind, 'revalidated');
         return { ...stored, outcome: 'revalidated' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest });
+      const fetched = await this.#fetchManifest(key, { kind: 'digest', digest }, signal);
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
@@ -114,7 +129,7 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger): Promise<ManifestResult> {
+  async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
     const entry = await this.#o.metadata.getTag(key, tag);
@@ -127,19 +142,19 @@ export class PullThroughRegistry implements RegistryReader {
     try {
       if (decision === 'revalidate' && local) {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
-        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag });
+        const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
           await this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() });
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
-        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }));
+        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#o.metadata.linkManifest(key, moved.descriptor.digest);
         await this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() });
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
-      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag });
+      const fetched = await this.#fetchManifest(key, { kind: 'tag', tag }, signal);
       await this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() });
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
@@ -154,8 +169,8 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   /** GET from upstream, store byte-exact (verified by digest), link to the repository. */
-  async #fetchManifest(key: RepoKey, ref: Reference): Promise<StoredManifest> {
-    const res = await this.#upstream(key).getManifest(key.repo, ref);
+  async #fetchManifest(key: RepoKey, ref: Reference, signal: AbortSignal): Promise<StoredManifest> {
+    const res = await this.#upstream(key).getManifest(key.repo, ref, signal);
     const expected = ref.kind === 'digest' ? ref.digest : res.descriptor.digest;
     const descriptor = await this.#o.manifests.put(res.body, res.descriptor.mediaType, expected);
     await this.#o.metadata.linkManifest(key, descriptor.digest);
@@ -268,20 +283,37 @@ export class PullThroughRegistry implements RegistryReader {
     return resolveRange(spec, size);
   }
 
-  async listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult> {
+  /**
+   * A page of a repository's tags. The whole list is fetched once per tag TTL and every page is
+   * served from that copy: concurrent requests share one upstream fetch (abandoned, like a
+   * manifest flight, when all of them have gone), and the list is kept within
+   * `tagListCacheBytes`. When the upstream can't be asked, the last list fetched is served, or
+   * failing that the tags this cache knows.
+   */
+  async listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult> {
+    const { upstream, tagTtlMs } = this.#upstreamEntry(key);
+    const id = `${key.upstream}/${key.repo}`;
+    const cached = this.#tagLists?.get(id);
+    if (cached && this.#clock() - cached.fetchedAt < tagTtlMs) return { name: cached.name, ...cached.tags.page(page) };
     try {
-      const res = await this.#upstream(key).listTags(key.repo, page);
-      // Registries that ignore n/last (distribution 2.8 does for tags) answer with everything:
-      // paginate here so clients get the spec's behaviour whatever the upstream.
-      const ignoredPage = (page.n !== undefined && res.tags.length > page.n) || (page.last !== undefined && res.tags.some((t) => t <= page.last!));
-      return ignoredPage ? { name: res.name, ...paginateTags(res.tags, page) } : res;
+      const { promise, joined } = this.#tagFlights.run(
+        id,
+        async (signal) => {
+          const list = { ...(await upstream.listTags(key.repo, signal)), fetchedAt: this.#clock() };
+          this.#tagLists?.set(id, list);
+          return list;
+        },
+        opts.signal,
+      );
+      if (joined) (opts.log ?? this.#o.logger).debug('tag list fetch joined', { upstream: key.upstream, repository: key.repo });
+      const fetched = await promise;
+      return { name: fetched.name, ...fetched.tags.page(page) };
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
-        // Upstream is down: answer with the tags this cache knows, paginated the same way.
-        const known = await this.#o.metadata.listTags(key);
-        if (known.length === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
+        const tags = cached?.tags ?? TagList.of(await this.#o.metadata.listTags(key));
+        if (tags.size === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
-        return { name: key.repo, ...paginateTags(known, page), stale: { reason: err.kind } };
+        return { name: cached?.name ?? key.repo, ...tags.page(page), stale: { reason: err.kind } };
       }
       throw this.#toRegistryError(err, 'NAME_UNKNOWN');
     }

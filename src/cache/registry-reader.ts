@@ -2,10 +2,10 @@ import type { Readable } from 'node:stream';
 import type { ByteRange, Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import type { Reference } from '../domain/reference.js';
-import type { RepoKey } from '../storage/manifest-store.js';
-import type { Logger } from '../observability/logger.js';
-import type { CacheOutcome } from '../observability/metrics.js';
+import type { Reference, RepoKey } from '../domain/reference.js';
+import type { TagList, TagPageRequest } from '../domain/tag-list.js';
+import type { Logger } from '../lib/logger.js';
+import type { CacheOutcome } from './cache-metrics.js';
 
 /**
  * A client's Range header, applied to the blob's size once the reader knows it (RFC 9110 §14.2):
@@ -36,7 +36,8 @@ export interface BlobResult {
 
 export interface TagListResult {
   readonly name: string;
-  readonly tags: string[];
+  /** This page's tags, sorted. */
+  readonly tags: TagList;
   readonly next?: { readonly n?: number; readonly last: string };
   readonly stale?: { readonly reason: string };
 }
@@ -60,7 +61,7 @@ export interface ReadOptions {
 export interface RegistryReader {
   getManifest(key: RepoKey, ref: Reference, opts: ReadOptions & { head?: boolean }): Promise<ManifestResult>;
   getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult>;
-  listTags(key: RepoKey, page: { n?: number; last?: string }, opts: ReadOptions): Promise<TagListResult>;
+  listTags(key: RepoKey, page: TagPageRequest, opts: ReadOptions): Promise<TagListResult>;
 }
 
 /**

@@ -1,5 +1,7 @@
 import { isDigest } from '../domain/digest.js';
 import { isTag, isValidRepoPath } from '../domain/reference.js';
+import { registryNameProblem, splitRegistry } from '../domain/registry-name.js';
+import { canonicalRegistry, DOCKER_HUB } from '../upstream/docker-hub.js';
 
 export interface ImageRef {
   /** Registry as written (`docker.io` when none was). */
@@ -11,7 +13,9 @@ export interface ImageRef {
 
 /**
  * Parses `alpine`, `alpine:3.20`, `org/app@sha256:…`, `ghcr.io/org/app:1.0` the way docker does:
- * the first component is a registry when it contains `.` or `:` or is `localhost`.
+ * the first component is a registry when it contains `.` or `:` or is `localhost`
+ * (`splitRegistry`); Docker Hub's aliases mean `docker.io`. The repository is returned as written
+ * (`alpine`, not `library/alpine`): the mirror adds Docker Hub's `library/`.
  */
 export function parseImageRef(input: string): ImageRef {
   let rest = input.trim();
@@ -29,19 +33,19 @@ export function parseImageRef(input: string): ImageRef {
       if (!isTag(reference)) throw new Error(`${input}: invalid tag`);
     }
   }
-  let registry = 'docker.io';
-  const slash = rest.indexOf('/');
-  const first = slash === -1 ? '' : rest.slice(0, slash);
-  if (first && (first.includes('.') || first.includes(':') || first === 'localhost')) {
-    registry = first;
-    rest = rest.slice(slash + 1);
+  let registry: string = DOCKER_HUB.name;
+  const prefixed = splitRegistry(rest);
+  if (prefixed) {
+    registry = canonicalRegistry(prefixed.registry);
+    rest = prefixed.rest;
+    const problem = registryNameProblem(registry);
+    if (problem) throw new Error(`${input}: invalid registry: ${problem}`);
   }
-  if (registry === 'index.docker.io' || registry === 'registry-1.docker.io') registry = 'docker.io';
   if (!isValidRepoPath(rest)) throw new Error(`${input}: invalid repository name`);
   return { registry, repo: rest, reference };
 }
 
 /** The /v2 path prefix that asks a hubcache instance for this image (default registry → plain path). */
-export function mirrorPath(ref: ImageRef, defaultRegistry = 'docker.io'): string {
+export function mirrorPath(ref: ImageRef, defaultRegistry: string = DOCKER_HUB.name): string {
   return ref.registry === defaultRegistry ? `/v2/${ref.repo}` : `/v2/${ref.registry}/${ref.repo}`;
 }

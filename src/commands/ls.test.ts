@@ -49,7 +49,7 @@ describe('listCached', () => {
 
   it('an index: blobs of the stored children only, children counted as manifests; a tag whose manifest is gone is 0/1', async () => {
     const { s, blob, manifest, tag } = await stores();
-    const child = await manifest(image(await blob('cfg'), await blob('layer')), MediaTypes.ociManifest);
+    const child = await manifest(image(await blob('cfg'), await blob('layer')), MediaTypes.dockerManifest);
     const index = await manifest({ schemaVersion: 2, manifests: [{ digest: child }, { digest: missing('arm64') }, { digest: 'not-a-digest' }] }, MediaTypes.ociIndex);
     await tag('library/multi', 'latest', index, MediaTypes.ociIndex);
     await tag('library/gone', '1', missing('manifest'), MediaTypes.dockerManifest);

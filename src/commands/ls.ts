@@ -3,6 +3,7 @@ import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
+import { familiarRepoName } from '../upstream/docker-hub.js';
 import { formatBytes } from './format.js';
 
 /**
@@ -167,9 +168,7 @@ function parseManifest(body: Buffer): ManifestDoc | undefined {
  * short name without `library/`, so `alpine`, `library/alp` and `docker.io/library/alpine` all work.
  */
 export function matchesFilter(upstream: string, repo: string, filter: string): boolean {
-  const names = [repo, `${upstream}/${repo}`];
-  if (upstream === 'docker.io' && repo.startsWith('library/')) names.push(repo.slice('library/'.length));
-  return names.some((n) => n.startsWith(filter));
+  return [repo, `${upstream}/${repo}`, familiarRepoName(upstream, repo)].some((n) => n.startsWith(filter));
 }
 
 export interface FormatOptions {

@@ -78,6 +78,25 @@ test('storage.driver (issue #12): filesystem by default and when named; an unkno
   assert.throws(() => loadConfig({ file: file('b.yaml', 'storage:\n  bucket: b\n'), env: {} }), /storage: unknown key "bucket"/);
 });
 
+test('server bounds: defaults; from the file, the environment or flags; numbers from strings; print writes units back', () => {
+  const d = loadConfig({ env: {} }).server;
+  assert.deepEqual(d, { headersTimeout: 60_000, keepAliveTimeout: 65_000, sendTimeout: 60_000, maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: 64 * 1024 * 1024 });
+  const f = file('s.yaml', 'server:\n  maxConnections: 100\n  sendTimeout: 2m\n  blobBufferPool: 16MiB\n');
+  const c = loadConfig({ file: f, env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '0', HUBCACHE_HEADERS_TIMEOUT: '10s' }, flags: { 'max-connections': '200', 'keep-alive-timeout': '5s', 'blob-buffer-pool': '8MiB' } }).server;
+  assert.deepEqual(c, { headersTimeout: 10_000, keepAliveTimeout: 5_000, sendTimeout: 120_000, maxConnections: 200, maxConnectionsPerClient: 0, blobBufferPool: 8 * 1024 * 1024 });
+  const printed = redactConfig(loadConfig({ file: f, env: {} })) as { server: Record<string, unknown> };
+  assert.deepEqual(printed.server, { headersTimeout: '1m', keepAliveTimeout: '1m5s', sendTimeout: '2m', maxConnections: 100, maxConnectionsPerClient: 256, blobBufferPool: '16MiB' });
+});
+
+test('server bounds: no timeout below 1s (0 would mean none at all), whole connection counts', () => {
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HEADERS_TIMEOUT: '0s' } }), /server\.headersTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_SEND_TIMEOUT: '500ms' } }), /server\.sendTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: {}, flags: { 'keep-alive-timeout': '0s' } }), /server\.keepAliveTimeout: must be at least 1s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS: 'lots' } }), /server\.maxConnections: expected a whole number/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS: '0' } }), /server\.maxConnections/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '1.5' } }), /server\.maxConnectionsPerClient/);
+});
+
 test('cache.maxConcurrentFills: 32 by default, from the file, HUBCACHE_MAX_CONCURRENT_FILLS or the flag; 1–1024', () => {
   assert.equal(loadConfig({ env: {} }).cache.maxConcurrentFills, 32);
   assert.equal(loadConfig({ file: file('f.yaml', 'cache:\n  maxConcurrentFills: 8\n'), env: {} }).cache.maxConcurrentFills, 8);
@@ -150,6 +169,21 @@ test('print writes durations and sizes as a person would, in forms the loader re
   assert.deepEqual(loadConfig({ file: file('natural.yaml', stringify(printed)), env: {} }), c);
 });
 
+test('upstream deadline and tag-list bounds: defaults, printed with units, a request timeout under 100ms refused', async () => {
+  const { stringify } = await import('yaml');
+  const c = loadConfig({ env: {} });
+  assert.equal(c.upstreamClient.requestTimeout, 60_000);
+  assert.equal(c.upstreamClient.maxTagListSize, 32 * 1024 * 1024);
+  assert.equal(c.cache.tagListCacheSize, 64 * 1024 * 1024);
+  const printed = redactConfig(loadConfig({ file: file('bounds.yaml', 'upstreamClient:\n  requestTimeout: 90s\n  maxTagListSize: 8MiB\ncache:\n  tagListCacheSize: 0\n'), env: {} })) as {
+    upstreamClient: { requestTimeout: unknown; maxTagListSize: unknown };
+    cache: { tagListCacheSize: unknown };
+  };
+  assert.deepEqual([printed.upstreamClient.requestTimeout, printed.upstreamClient.maxTagListSize, printed.cache.tagListCacheSize], ['1m30s', '8MiB', '0B']);
+  assert.deepEqual(loadConfig({ file: file('bounds2.yaml', stringify(printed)), env: {} }).upstreamClient.requestTimeout, 90_000);
+  assert.throws(() => loadConfig({ file: file('short.yaml', 'upstreamClient:\n  requestTimeout: 50ms\n'), env: {} }), /upstreamClient\.requestTimeout: must be at least 100ms/);
+});
+
 test('durations need a unit', () => {
   const f = file('d.yaml', 'cache:\n  fillTimeout: 30\n');
   assert.throws(() => loadConfig({ file: f, env: {} }), /cache\.fillTimeout: durations need a unit/);
@@ -207,6 +241,32 @@ test('bad repository patterns and registry names are named', () => {
     assert.match(err.message, /registry names are hostnames/);
     return true;
   });
+});
+
+test('upstream names the router and the store would refuse are refused at start, each with its reason (issue #12)', () => {
+  const long = `${'a'.repeat(64)}.example.com`;
+  const refused = (names: string[]) => {
+    const yaml = `upstreams:\n${names.map((n) => `  ${JSON.stringify(n)}: {url: "https://x.example"}`).join('\n')}\n`;
+    try {
+      loadConfig({ file: file('names.yaml', yaml), env: {} });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.message;
+    }
+    return assert.fail(`accepted ${names.join(', ')}`);
+  };
+  const message = refused(['registry.local:05000', 'host.example:99999', long, 'myregistry', 'index.docker.io', 'registry-1.docker.io']);
+  assert.match(message, /"registry\.local:05000" is not a registry name: port 05000 has a leading zero \(write 5000\)/);
+  assert.match(message, /"host\.example:99999" is not a registry name: port 99999 is out of range \(1–65535\)/);
+  assert.match(message, /the label "a{20}\.\.\." is 64 characters long, at most 63/);
+  assert.match(message, /"myregistry" is not a registry name: it has no dot and no port/);
+  assert.match(message, /"index\.docker\.io" is Docker Hub: configure it as docker\.io/);
+  assert.match(message, /"registry-1\.docker\.io" is Docker Hub: configure it as docker\.io/);
+  // defaultUpstream follows the same rule.
+  assert.throws(() => loadConfig({ env: { HUBCACHE_DEFAULT_UPSTREAM: 'Quay.io' }, flags: { 'upstream-url': 'https://quay.io' } }), /defaultUpstream: "Quay\.io" is not a registry name: registry names are lowercase/);
+  // The limits themselves are accepted.
+  const c = loadConfig({ file: file('edge.yaml', `upstreams:\n  ${'a'.repeat(63)}.io:5000: {url: "https://x.example"}\n  localhost:65535: {url: "http://localhost:65535"}\n`), env: {} });
+  assert.deepEqual(Object.keys(c.upstreams).sort(), [`${'a'.repeat(63)}.io:5000`, 'docker.io', 'localhost:65535']);
 });
 
 test('defaultUpstream from the environment or the --default-upstream flag: it is the effective default, and the --upstream-* settings address it', () => {

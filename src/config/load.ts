@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatDuration, formatSize } from './duration.js';
-import { configSchema, DOCKER_HUB_DEFAULT, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
+import { DOCKER_HUB } from '../upstream/docker-hub.js';
+import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
 
 /**
  * Settings that also exist as environment variables and command-line flags. Precedence:
@@ -14,19 +15,25 @@ export const SETTINGS = [
   { flag: 'storage-driver', env: 'HUBCACHE_STORAGE_DRIVER', path: ['storage', 'driver'], help: 'where the store lives: filesystem (the only driver for now; the default)' },
   { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
   { flag: 'storage-lock-stale-after', env: 'HUBCACHE_STORAGE_LOCK_STALE_AFTER', path: ['storage', 'lockStaleAfter'], help: 'a storage lock not refreshed for this long is taken over; a start waits up to this long for one held from another host or PID namespace (default 30s; every process on a store must agree)' },
-  { flag: 'default-upstream', env: 'HUBCACHE_DEFAULT_UPSTREAM', path: ['defaultUpstream'], help: 'upstream for requests that name no registry, and the one the --upstream-* and --tag-ttl settings address (default docker.io)' },
-  { flag: 'upstream-url', env: 'HUBCACHE_UPSTREAM_URL', path: ['upstreams', '@default', 'url'], help: 'Docker Hub registry URL (default https://registry-1.docker.io)' },
+  { flag: 'default-upstream', env: 'HUBCACHE_DEFAULT_UPSTREAM', path: ['defaultUpstream'], help: `upstream for requests that name no registry, and the one the --upstream-* and --tag-ttl settings address (default ${DOCKER_HUB.name})` },
+  { flag: 'upstream-url', env: 'HUBCACHE_UPSTREAM_URL', path: ['upstreams', '@default', 'url'], help: `Docker Hub registry URL (default ${DOCKER_HUB.url})` },
   { flag: 'upstream-username', env: 'HUBCACHE_UPSTREAM_USERNAME', path: ['upstreams', '@default', 'username'], help: 'Docker Hub username' },
   { flag: 'upstream-password', env: 'HUBCACHE_UPSTREAM_PASSWORD', path: ['upstreams', '@default', 'password'], help: 'Docker Hub password or access token (prefer --upstream-password-file)' },
   { flag: 'upstream-password-file', env: 'HUBCACHE_UPSTREAM_PASSWORD_FILE', path: ['upstreams', '@default', 'passwordFile'], help: 'file holding the Docker Hub password or access token' },
   { flag: 'upstream-allowed-redirect-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REDIRECT_HOSTS', path: ['upstreams', '@default', 'allowedRedirectHosts'], help: 'comma-separated hosts (host or host:port) Docker Hub may redirect to although they resolve to private addresses (an internal CDN)' },
-  { flag: 'upstream-allowed-realm-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS', path: ['upstreams', '@default', 'allowedRealmHosts'], help: 'comma-separated token realms Docker Hub\'s challenges may send credentials to: origins (https://auth.example, http://127.0.0.1:5001) or host[:port] taking the upstream URL\'s scheme; replaces the default (the upstream URL\'s origin, plus https://auth.docker.io for Docker Hub)' },
+  { flag: 'upstream-allowed-realm-hosts', env: 'HUBCACHE_UPSTREAM_ALLOWED_REALM_HOSTS', path: ['upstreams', '@default', 'allowedRealmHosts'], help: `comma-separated token realms Docker Hub's challenges may send credentials to: origins (https://auth.example, http://127.0.0.1:5001) or host[:port] taking the upstream URL's scheme; replaces the default (the upstream URL's origin, plus ${DOCKER_HUB.authRealmOrigin} for Docker Hub)` },
   { flag: 'tag-ttl', env: 'HUBCACHE_TAG_TTL', path: ['upstreams', '@default', 'tagTtl'], help: 'how long a tag is served without asking upstream (default 5m)' },
   { flag: 'instance-id', env: 'HUBCACHE_INSTANCE_ID', path: ['instanceId'], help: 'stable instance id for loop detection' },
   { flag: 'log-level', env: 'HUBCACHE_LOG_LEVEL', path: ['log', 'level'], help: 'error, warn, info or debug' },
   { flag: 'log-format', env: 'HUBCACHE_LOG_FORMAT', path: ['log', 'format'], help: 'json or pretty' },
   { flag: 'metrics-listen', env: 'HUBCACHE_METRICS_LISTEN', path: ['metrics', 'listen'], help: 'serve /metrics on a separate HOST:PORT' },
   { flag: 'fill-timeout', env: 'HUBCACHE_FILL_TIMEOUT', path: ['cache', 'fillTimeout'], help: 'maximum duration of one blob download (default 30m)' },
+  { flag: 'headers-timeout', env: 'HUBCACHE_HEADERS_TIMEOUT', path: ['server', 'headersTimeout'], help: 'time for a request head to arrive; closes silent and slowloris connections (default 60s)' },
+  { flag: 'keep-alive-timeout', env: 'HUBCACHE_KEEP_ALIVE_TIMEOUT', path: ['server', 'keepAliveTimeout'], help: 'a kept-alive client connection idle this long is closed (default 65s)' },
+  { flag: 'send-timeout', env: 'HUBCACHE_SEND_TIMEOUT', path: ['server', 'sendTimeout'], help: 'a response the client stops reading for this long is aborted (default 60s)' },
+  { flag: 'max-connections', env: 'HUBCACHE_MAX_CONNECTIONS', path: ['server', 'maxConnections'], help: 'client connections open at once; beyond, requests get 503 (default 4096)' },
+  { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
+  { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
   { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
@@ -70,7 +77,7 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
       doc = parsed as Record<string, unknown>;
     }
   }
-  const defaultUpstream = firstString(opts.flags?.['default-upstream'], env.HUBCACHE_DEFAULT_UPSTREAM, doc.defaultUpstream) ?? 'docker.io';
+  const defaultUpstream = firstString(opts.flags?.['default-upstream'], env.HUBCACHE_DEFAULT_UPSTREAM, doc.defaultUpstream) ?? DOCKER_HUB.name;
   applyUpstreamEnv(doc, env, defaultUpstream);
   for (const s of SETTINGS) {
     const value = opts.flags?.[s.flag] ?? env[s.env];
@@ -79,9 +86,9 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
   }
   // Docker Hub is always configured; its URL can be overridden (tests, chained mirrors).
   const upstreams = (doc.upstreams ??= {}) as Record<string, unknown>;
-  if (typeof upstreams === 'object' && upstreams !== null && defaultUpstream === 'docker.io') {
-    const hub = (upstreams['docker.io'] ??= {}) as Record<string, unknown>;
-    if (typeof hub === 'object' && hub !== null) hub.url ??= DOCKER_HUB_DEFAULT.url;
+  if (typeof upstreams === 'object' && upstreams !== null && defaultUpstream === DOCKER_HUB.name) {
+    const hub = (upstreams[DOCKER_HUB.name] ??= {}) as Record<string, unknown>;
+    if (typeof hub === 'object' && hub !== null) hub.url ??= DOCKER_HUB.url;
   }
   const result = configSchema.safeParse(doc);
   if (!result.success) throw new ConfigError(formatIssues(result.error));

@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import { registryNameProblem } from '../domain/registry-name.js';
 import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
+import { DOCKER_HUB, dockerHubAliasProblem } from '../upstream/docker-hub.js';
 import { parseDuration, parseSize } from './duration.js';
 
 /**
@@ -37,6 +39,10 @@ const size = (def: string) =>
       return n;
     });
 
+/** A whole number, also from the environment or a flag (strings there). */
+const count = (def: number, min: number, max: number) =>
+  z.preprocess((v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v), z.number({ invalid_type_error: 'expected a whole number' }).int().min(min).max(max).default(def));
+
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, { message: 'expected HOST:PORT, e.g. 0.0.0.0:5000' });
 
 export function parseHostPort(s: string): { host: string; port: number } | undefined {
@@ -72,8 +78,12 @@ const realmEntry = z.string().superRefine((entry, ctx) => {
 // Repository glob patterns: name characters plus `*` and `?`.
 const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
 
-// Registry names as clients write them: a hostname with an optional port.
-export const REGISTRY_NAME_RE = /^(?=.{1,253}(?::\d{1,5})?$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
+// Registry names (upstream keys, defaultUpstream): the rule every layer uses (domain/registry-name.ts),
+// and Docker Hub under its one name, so that every configured upstream can be asked for by name.
+const registryName = z.string().superRefine((name, ctx) => {
+  const problem = registryNameProblem(name) ?? dockerHubAliasProblem(name);
+  if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
 
 const upstreamSchema = z
   .object({
@@ -167,10 +177,10 @@ export const configSchema = z
     storage: storageSchema,
     /** Upstream registries by the name clients use (`docker.io`, `ghcr.io`, …). */
     upstreams: z
-      .record(z.string().regex(REGISTRY_NAME_RE, 'registry names are hostnames with an optional port, e.g. ghcr.io'), upstreamSchema)
+      .record(registryName, upstreamSchema)
       .default({}),
     /** The upstream used when a request names no registry (Docker Hub). */
-    defaultUpstream: z.string().default('docker.io'),
+    defaultUpstream: registryName.default(DOCKER_HUB.name),
     cache: z
       .object({
         /** A blob download that takes longer than this is abandoned (it doesn't belong to any client). */
@@ -201,6 +211,12 @@ export const configSchema = z
           })
           .strict()
           .default({}),
+        /**
+         * Memory for the tag lists kept for their upstream's tagTtl (a repository's list is fetched
+         * once and every page served from it); the least recently used go first, and a list bigger
+         * than this is served but not kept. 0 keeps none.
+         */
+        tagListCacheSize: size('64MiB'),
       })
       .strict()
       .default({}),
@@ -210,10 +226,22 @@ export const configSchema = z
         headersTimeout: duration('30s'),
         /** Maximum silence while reading a body before the connection is considered dead. */
         bodyIdleTimeout: duration('60s'),
+        /**
+         * The longest a manifest, tag list, token or ping exchange with an upstream may take in
+         * total, retries and redirects included: a body trickling in byte by byte can't hold it
+         * (or the clients waiting for it, or a shutdown) open any longer. Blob downloads are
+         * bounded by cache.fillTimeout instead.
+         */
+        requestTimeout: duration('60s', '100ms'),
         retries: z.number().int().min(1).max(10).default(3),
         retryBaseDelay: duration('200ms'),
         maxConcurrency: z.number().int().min(1).max(1024).default(64),
         maxManifestSize: size('4MiB'),
+        /**
+         * The largest tag list read from an upstream (its JSON, all pages together); a bigger one is
+         * answered 502 UPSTREAM_ERROR. About 11 bytes a tag: 32MiB holds some 3 million tags.
+         */
+        maxTagListSize: size('32MiB'),
       })
       .strict()
       .default({}),
@@ -233,6 +261,56 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * The client-facing HTTP server's bounds (issue #11): what one connection, one client address
+     * and all clients together may hold. Downloads are never cut for taking long (there is no
+     * request timeout), only for not moving: a head that doesn't arrive, a connection idle between
+     * requests, a response the client stopped reading.
+     */
+    server: z
+      .object({
+        /**
+         * Time for a request's head (request line and headers) to arrive, counted from the
+         * connection's start or from the first byte of a kept-alive connection's next request. It
+         * closes connections that never send a request and slowloris clients (408). At least 1s.
+         */
+        headersTimeout: duration('60s', '1s'),
+        /**
+         * A kept-alive connection idle between requests is closed after this long. Above the
+         * 60 s idle timeout of common load balancers, so that they, not hubcache, end idle pooled
+         * connections (no race on a connection the balancer is about to reuse). At least 1s.
+         */
+        keepAliveTimeout: duration('65s', '1s'),
+        /**
+         * A response with bytes waiting to be sent that makes no progress for this long is aborted
+         * and its buffers are freed: the client stopped reading (or reads slower than the socket
+         * buffers drain: about half a socket send buffer, ~1–2 MB, per sendTimeout). Waiting for an
+         * upstream doesn't count: the timeout applies only while bytes are waiting for the
+         * client. A stall is detected after between one and two times this value. At least 1s.
+         */
+        sendTimeout: duration('60s', '1s'),
+        /**
+         * Client connections open at once. Beyond it a connection's request is answered `503` with
+         * `Retry-After` and the connection is closed. Every connection holds a file descriptor
+         * (a download one more for its file), and tens of KB of memory when idle.
+         */
+        maxConnections: count(4096, 1, 1_000_000),
+        /**
+         * Client connections open at once from one address (IPv6: from one /64), answered like
+         * `maxConnections` beyond. 0: no per-client limit. Behind a proxy or an ingress every client
+         * has the proxy's address: raise it there, or set 0 and let the proxy limit clients.
+         */
+        maxConnectionsPerClient: count(256, 0, 1_000_000),
+        /**
+         * Memory for streaming stored blobs to clients, shared by all responses in 1 MiB buffers
+         * (a response uses two at full speed). When it is all in use, responses stream through one
+         * 64 KiB buffer of their own until pooled buffers are free again, so the total stays
+         * bounded by this plus 64 KiB per connection (maxConnections).
+         */
+        blobBufferPool: size('64MiB'),
+      })
+      .strict()
+      .default({}),
     shutdown: z
       .object({
         /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
@@ -249,14 +327,12 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxRemainingToFinish']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
-
-export const DOCKER_HUB_DEFAULT = { url: 'https://registry-1.docker.io' } as const;

@@ -32,23 +32,3 @@ export function isIndexMediaType(mt: string): boolean {
 export function bareMediaType(contentType: string | undefined | null): string {
   return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
 }
-
-/**
- * Sniff a manifest's media type from its body when the upstream sent none (or a generic one):
- * the `mediaType` field first, then the shape (OCI manifests may omit the field).
- */
-export function sniffManifestMediaType(body: Buffer): string | undefined {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(body.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (typeof doc !== 'object' || doc === null) return undefined;
-  const m = doc as Record<string, unknown>;
-  if (typeof m.mediaType === 'string' && m.mediaType.length > 0) return m.mediaType;
-  if (m.schemaVersion === 1) return MediaTypes.dockerSchema1Signed;
-  if (Array.isArray(m.manifests)) return MediaTypes.ociIndex;
-  if (typeof m.config === 'object' && Array.isArray(m.layers)) return MediaTypes.ociManifest;
-  return undefined;
-}

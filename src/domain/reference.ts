@@ -6,6 +6,15 @@ export type RepoName = string & { readonly __brand: 'RepoName' };
 export type Tag = string & { readonly __brand: 'Tag' };
 export type Reference = { readonly kind: 'tag'; readonly tag: Tag } | { readonly kind: 'digest'; readonly digest: Digest };
 
+/**
+ * A repository on a given upstream: what a request is routed to (http/resolve-repo.ts) and what keys
+ * all per-repository metadata. `upstream` is a configured registry name (domain/registry-name.ts).
+ */
+export interface RepoKey {
+  readonly upstream: string;
+  readonly repo: RepoName;
+}
+
 // distribution/reference grammar: path components of lowercase alphanumerics separated by
 // `.`, `_`, `__` or one or more `-`. A component can't start with a separator, so `.` and `..`
 // can never be a component and a name can never escape the store's directories.

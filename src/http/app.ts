@@ -1,14 +1,16 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { RegistryReader } from '../cache/registry-reader.js';
 import { RegistryError } from '../domain/errors.js';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
 import { serveTags } from './handlers/tags.js';
 import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
+import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
+import { sendTimeout } from './middleware/send-timeout.js';
 import { parseRegistryRequest } from './parse-request.js';
 import { resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
 
@@ -22,6 +24,8 @@ export interface AppOptions {
   readonly readiness: () => Promise<Record<string, boolean>>;
   /** Serve /metrics on this app (false when it has its own listener). */
   readonly serveMetrics: boolean;
+  /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
+  readonly sendTimeoutMs: number;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -30,7 +34,9 @@ export function createApp(opts: AppOptions): express.Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  app.use(noSniff());
   app.use(requestContext({ logger: opts.logger, metrics: opts.metrics, quietRoutes: new Set(['healthz', 'readyz', 'metrics']) }));
+  app.use(sendTimeout({ timeoutMs: opts.sendTimeoutMs, metrics: opts.metrics }));
 
   app.get('/healthz', (req, res) => {
     req.ctx.route = 'healthz';

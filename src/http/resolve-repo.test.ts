@@ -6,7 +6,6 @@ import { compileRepoFilter, globToRegExp, resolveRepo, type RepoResolverOptions 
 const filtered: RepoResolverOptions = {
   upstreams: new Set(['docker.io', 'ghcr.io', 'registry.example.test:5000']),
   defaultUpstream: 'docker.io',
-  normalize: (u, n) => (u === 'docker.io' && !n.includes('/') ? `library/${n}` : n),
   filters: new Map([
     ['ghcr.io', compileRepoFilter({ allow: ['myorg/**', 'other/app'], deny: ['myorg/secret-*'] })],
     ['docker.io', compileRepoFilter({ deny: ['evilcorp/*'] })],
@@ -31,6 +30,15 @@ test('ns wins over a dotted first path component; then the path prefix; then the
   assert.deepEqual(resolveRepo(opts, 'alpine', ''), { upstream: 'docker.io', repo: 'library/alpine' });
   // library/ normalisation applies to Docker Hub only.
   assert.deepEqual(resolveRepo(opts, 'registry.example.test:5000/solo', null), { upstream: 'registry.example.test:5000', repo: 'solo' });
+});
+
+test("Docker Hub's aliases name docker.io both as ?ns= and as the path prefix (issue #12)", () => {
+  const opts: RepoResolverOptions = { ...filtered, filters: new Map() };
+  for (const alias of ['docker.io', 'index.docker.io', 'registry-1.docker.io']) {
+    assert.deepEqual(resolveRepo(opts, 'alpine', alias), { upstream: 'docker.io', repo: 'library/alpine' }, `ns=${alias}`);
+    assert.deepEqual(resolveRepo(opts, `${alias}/alpine`, null), { upstream: 'docker.io', repo: 'library/alpine' }, `${alias}/alpine`);
+    assert.deepEqual(resolveRepo(opts, `${alias}/bitnami/redis`, null), { upstream: 'docker.io', repo: 'bitnami/redis' });
+  }
 });
 
 test('unconfigured registries are refused whichever way they are named', () => {

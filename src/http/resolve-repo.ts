@@ -1,6 +1,7 @@
 import { RegistryError } from '../domain/errors.js';
-import { parseRepoName } from '../domain/reference.js';
-import type { RepoKey } from '../storage/manifest-store.js';
+import { parseRepoName, type RepoKey } from '../domain/reference.js';
+import { splitRegistry } from '../domain/registry-name.js';
+import { canonicalRegistry, normalizeRepoName } from '../upstream/docker-hub.js';
 
 /** Decides whether a repository (already normalised) may be pulled through an upstream. */
 export type RepoFilter = (repo: string) => boolean;
@@ -9,8 +10,6 @@ export interface RepoResolverOptions {
   /** Registry names that are configured (`docker.io`, `ghcr.io`, …). */
   readonly upstreams: ReadonlySet<string>;
   readonly defaultUpstream: string;
-  /** Per-upstream name normalisation (Docker Hub's `library/` prefix lives in upstream/docker-hub.ts). */
-  readonly normalize: (upstream: string, name: string) => string;
   /** Per-upstream repository allow/deny filters; upstreams without one allow every repository. */
   readonly filters?: ReadonlyMap<string, RepoFilter>;
 }
@@ -19,9 +18,10 @@ export interface RepoResolverOptions {
  * Which upstream and repository a request means, in this order:
  * 1. containerd's `?ns=<registry>` parameter (containerd adds it to every request it sends to a
  *    mirror; the whole path is then the repository, even when its first component has a dot);
- * 2. a registry host as first path component (`/v2/ghcr.io/org/app/...`), recognised the way
- *    docker's reference parser does: it contains a `.` or a `:`, or is `localhost`;
+ * 2. a registry as first path component (`/v2/ghcr.io/org/app/...`), recognised the way docker's
+ *    reference parser does (`splitRegistry`, domain/registry-name.ts);
  * 3. otherwise the default upstream (Docker Hub).
+ * Docker Hub's aliases name `docker.io`, and its names get their `library/` (upstream/docker-hub.ts).
  * A registry that is not configured is refused here, before anything goes out (no open proxy):
  * the name is only ever looked up in the configured set, never used to build a URL. A repository
  * the upstream's filter refuses is DENIED, also before anything goes out.
@@ -29,18 +29,17 @@ export interface RepoResolverOptions {
 export function resolveRepo(opts: RepoResolverOptions, rawName: string, ns: string | null): RepoKey {
   let upstream = opts.defaultUpstream;
   let name = rawName;
-  const slash = rawName.indexOf('/');
-  const first = slash === -1 ? '' : rawName.slice(0, slash);
+  const prefixed = splitRegistry(rawName);
   if (ns !== null && ns !== '') {
-    upstream = ns === 'registry-1.docker.io' || ns === 'index.docker.io' ? 'docker.io' : ns.toLowerCase();
-  } else if (first && (first.includes('.') || first.includes(':') || first === 'localhost')) {
-    upstream = first;
-    name = rawName.slice(slash + 1);
+    upstream = canonicalRegistry(ns.toLowerCase());
+  } else if (prefixed) {
+    upstream = canonicalRegistry(prefixed.registry);
+    name = prefixed.rest;
   }
   if (!opts.upstreams.has(upstream)) {
     throw new RegistryError('UPSTREAM_UNKNOWN', { registry: upstream.slice(0, 255), configured: [...opts.upstreams] });
   }
-  const repo = parseRepoName(opts.normalize(upstream, name));
+  const repo = parseRepoName(normalizeRepoName(upstream, name));
   const filter = opts.filters?.get(upstream);
   if (filter && !filter(repo)) {
     throw new RegistryError('DENIED', { registry: upstream, repository: repo }, { message: 'this repository may not be pulled through this mirror' });

@@ -1,26 +1,29 @@
 import client from 'prom-client';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import type { UpstreamKind } from '../upstream/upstream.js';
 
-/** Cache kinds: closed set, never a repository, tag or digest (Docker Hub's namespace is unbounded). */
-export type CacheKind = 'manifest_tag' | 'manifest_digest' | 'blob';
-export type CacheOutcome = 'hit' | 'miss' | 'revalidated' | 'stale';
-export type ByteSource = 'cache' | 'upstream';
-export type UpstreamKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
-export type FillFailure = 'digest_mismatch' | 'upstream_error' | 'timeout' | 'storage_error';
+/** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
+export const BYTE_SOURCES = ['cache', 'upstream'] as const;
+export type ByteSource = (typeof BYTE_SOURCES)[number];
+/** Why a client connection was turned away (server.maxConnectionsPerClient, server.maxConnections). */
+export const CONNECTION_REJECTIONS = ['client_limit', 'total_limit'] as const;
+export type ConnectionRejection = (typeof CONNECTION_REJECTIONS)[number];
+/** Which server timeout closed a client connection (server.headersTimeout, server.sendTimeout). */
+export const CLIENT_TIMEOUTS = ['headers', 'send'] as const;
+export type ClientTimeout = (typeof CLIENT_TIMEOUTS)[number];
 /**
  * What became of a blob download whose clients had all gone: `continued` within the budget
  * (cache.abandonedFills), `cancelled` mid-download (temp data removed), `dropped` while still
  * queued for a download slot (upstream never asked).
  */
-export type AbandonedDecision = 'continued' | 'cancelled' | 'dropped';
+export const ABANDONED_DECISIONS = ['continued', 'cancelled', 'dropped'] as const;
+export type AbandonedDecision = (typeof ABANDONED_DECISIONS)[number];
 
-// The closed sets again as values, to create every series at zero: a counter that appears only at
-// its first increment loses that increment in rate()/increase() (Prometheus treats the first
-// sample as the starting point), which would undercount a hit ratio right after a restart.
-const CACHE_KINDS: readonly CacheKind[] = ['manifest_tag', 'manifest_digest', 'blob'];
-const CACHE_OUTCOMES: readonly CacheOutcome[] = ['hit', 'miss', 'revalidated', 'stale'];
-const BYTE_SOURCES: readonly ByteSource[] = ['cache', 'upstream'];
-const FILL_FAILURES: readonly FillFailure[] = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'];
-const ABANDONED_DECISIONS: readonly AbandonedDecision[] = ['continued', 'cancelled', 'dropped'];
+// Every series of a closed label set is created at zero (constructor): a counter that appears only
+// at its first increment loses that increment in rate()/increase() (Prometheus treats the first
+// sample as the starting point), which would undercount a hit ratio right after a restart. The sets
+// are the cache's (cache/cache-metrics.ts), the upstream client's (upstream/upstream.ts) and the
+// facade's own (above).
 
 function statusClass(status: number | 'error'): string {
   return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
@@ -30,7 +33,7 @@ function statusClass(status: number | 'error'): string {
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics {
+export class Metrics implements CacheMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -57,6 +60,12 @@ export class Metrics {
   #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
+  readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
+  readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
+  readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
+  #blobBufferPool: (() => { inUseBytes: number; idleBytes: number }) | undefined;
+  readonly #blobBufferBytes = new client.Gauge({ name: 'hubcache_blob_buffer_pool_bytes', help: 'Memory of the buffer pool that streams stored blobs to clients, by state: in_use or idle (allocated, free for reuse).', labelNames: ['state'], registers: [this.registry], collect: () => this.#collectBufferPool() });
+  readonly #blobBufferFallbacks = new client.Counter({ name: 'hubcache_blob_buffer_pool_fallbacks_total', help: 'Stored-blob responses that found the buffer pool all in use and streamed through a small buffer of their own.', registers: [this.registry] });
 
   constructor(opts: { collectDefault?: boolean } = {}) {
     if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
@@ -66,6 +75,8 @@ export class Metrics {
     }
     for (const source of BYTE_SOURCES) this.#bytesToClients.inc({ source }, 0);
     for (const reason of FILL_FAILURES) this.#fillsFailed.inc({ reason }, 0);
+    for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
+    for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
   }
 
@@ -141,6 +152,31 @@ export class Metrics {
    */
   observeStoreUsage(usage: () => { readonly bytes: number; readonly objects: number } | undefined): void {
     this.#storeUsage = usage;
+  }
+  connectionOpened(): void {
+    this.#connections.inc();
+  }
+  connectionClosed(): void {
+    this.#connections.dec();
+  }
+  connectionRejected(reason: ConnectionRejection): void {
+    this.#connectionsRejected.inc({ reason });
+  }
+  clientTimedOut(kind: ClientTimeout): void {
+    this.#clientTimeouts.inc({ kind });
+  }
+  /** Reports the blob buffer pool's memory at every scrape. */
+  watchBlobBufferPool(stats: () => { inUseBytes: number; idleBytes: number }): void {
+    this.#blobBufferPool = stats;
+  }
+  blobBufferFallback(): void {
+    this.#blobBufferFallbacks.inc();
+  }
+
+  #collectBufferPool(): void {
+    const stats = this.#blobBufferPool?.() ?? { inUseBytes: 0, idleBytes: 0 };
+    this.#blobBufferBytes.set({ state: 'in_use' }, stats.inUseBytes);
+    this.#blobBufferBytes.set({ state: 'idle' }, stats.idleBytes);
   }
 }
 

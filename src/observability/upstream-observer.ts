@@ -1,5 +1,5 @@
-import type { UpstreamObserver } from '../upstream/registry-client.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
+import type { UpstreamObserver } from '../upstream/upstream.js';
 import type { Metrics } from './metrics.js';
 
 /**
@@ -31,5 +31,6 @@ export function upstreamObserver(metrics: Metrics, logger: Logger, upstream: str
       metrics.upstreamRetry(u, kind);
       logger.info('upstream retry', { upstream: u, kind, error: reason });
     },
+    tagsDropped: (u, repository, count) => logger.warn('tag list entries dropped', { upstream: u, repository, count, why: 'not valid tags' }),
   };
 }

@@ -1,6 +1,6 @@
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
-import type { RepoName } from '../domain/reference.js';
+import type { RepoKey } from '../domain/reference.js';
 import type { TagStore } from './tag-store.js';
 
 export interface StoredManifest {
@@ -9,22 +9,26 @@ export interface StoredManifest {
   readonly body: Buffer;
 }
 
-/** Content-addressed manifests with their media type. Manifests are small: they are held in memory. */
+/**
+ * Content-addressed manifests with their media type. Manifests are small: they are held in memory.
+ * Only manifests hubcache accepts are kept (domain/manifest.ts), and a stored manifest's media
+ * type never changes: whoever puts the same bytes again gets the stored descriptor back.
+ */
 export interface ManifestStore {
-  /** `undefined` when not stored. */
+  /**
+   * `undefined` when not stored, and when what is stored is not a manifest hubcache accepts in its
+   * stored media type (written by an older version): fetching it again replaces it.
+   */
   get(digest: Digest): Promise<StoredManifest | undefined>;
   /**
    * Stores `body` byte-exact under its sha256. When `expected` is given the body must hash to it,
-   * otherwise `RegistryError('DIGEST_INVALID')` and nothing is stored. Atomic and idempotent.
+   * otherwise `RegistryError('DIGEST_INVALID')` and nothing is stored. `MANIFEST_INVALID` when
+   * `body` is not a manifest of `mediaType` (domain/manifest.ts, with `mediaType` as its
+   * Content-Type). Atomic and idempotent; when the manifest is stored already, nothing is written
+   * and the stored descriptor is returned, whatever `mediaType` says (the first media type wins).
    */
   put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor>;
   delete(digest: Digest): Promise<void>;
-}
-
-/** A repository on a given upstream (`docker.io`, `ghcr.io`, …). Keys all per-repository metadata. */
-export interface RepoKey {
-  readonly upstream: string;
-  readonly repo: RepoName;
 }
 
 /**

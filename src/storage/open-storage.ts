@@ -1,11 +1,14 @@
 import { ConfigError } from '../config/load.js';
 import { unknownStorageDriver, type StorageConfig } from '../config/schema.js';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from '../lib/logger.js';
+import type { BufferPool } from './buffer-pool.js';
 import { FsStorage } from './fs/fs-storage.js';
 import type { Storage } from './storage.js';
 
 export interface OpenStorageOptions {
   readonly logger: Logger;
+  /** Buffers shared by the stored-blob bodies written to responses (issue #11); default: each body its own. */
+  readonly readBuffers?: BufferPool;
 }
 
 /**
@@ -18,7 +21,7 @@ export interface OpenStorageOptions {
 export function openStorage(config: StorageConfig, opts: OpenStorageOptions): Storage {
   switch (config.driver) {
     case 'filesystem':
-      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, logger: opts.logger });
+      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);
     }

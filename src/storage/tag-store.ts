@@ -1,6 +1,5 @@
 import { isDigest, type Digest } from '../domain/digest.js';
-import type { Tag } from '../domain/reference.js';
-import type { RepoKey } from './manifest-store.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
 
 /** One tag's cached resolution. `validatedAt` is when upstream last confirmed it (ms since epoch). */
 export interface TagEntry {

@@ -1,11 +1,25 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defaultRealmHosts, isDockerHub, normalizeDockerHubName, parseRateLimitSnapshot, parseRateLimitValue, pickRateLimitHeaders } from './docker-hub.js';
+import { canonicalRegistry, defaultRealmHosts, dockerHubAliasProblem, familiarRepoName, isDockerHub, normalizeDockerHubName, normalizeRepoName, parseRateLimitSnapshot, parseRateLimitValue, pickRateLimitHeaders } from './docker-hub.js';
 
 test('official images live under library/', () => {
   assert.equal(normalizeDockerHubName('alpine'), 'library/alpine');
   assert.equal(normalizeDockerHubName('library/alpine'), 'library/alpine');
   assert.equal(normalizeDockerHubName('bitnami/redis'), 'bitnami/redis');
+  assert.equal(normalizeRepoName('docker.io', 'alpine'), 'library/alpine');
+  assert.equal(normalizeRepoName('ghcr.io', 'alpine'), 'alpine', "other registries' names are theirs");
+  for (const [registry, name] of [['docker.io', 'alpine'], ['docker.io', 'bitnami/redis'], ['ghcr.io', 'library/x'], ['docker.io', 'library/a/b']] as const) {
+    assert.equal(familiarRepoName(registry, normalizeRepoName(registry, name)), name, 'familiarRepoName undoes normalizeRepoName');
+  }
+});
+
+test('Docker Hub has one name: its aliases are docker.io, and only docker.io can be configured (issue #12)', () => {
+  assert.equal(canonicalRegistry('index.docker.io'), 'docker.io');
+  assert.equal(canonicalRegistry('registry-1.docker.io'), 'docker.io');
+  assert.equal(canonicalRegistry('ghcr.io'), 'ghcr.io');
+  assert.equal(dockerHubAliasProblem('docker.io'), undefined);
+  assert.equal(dockerHubAliasProblem('ghcr.io'), undefined);
+  assert.match(dockerHubAliasProblem('index.docker.io') ?? '', /is Docker Hub: configure it as docker\.io/);
 });
 
 test('aliases and default realm hosts', () => {

@@ -22,12 +22,44 @@ export function isDockerHub(nameOrHost: string): boolean {
 }
 
 /**
+ * A registry name as hubcache knows it: Docker Hub's aliases become `docker.io` (containerd sends
+ * `?ns=docker.io`, older tools `index.docker.io`; `docker.io/…` and `index.docker.io/…` name the
+ * same image), every other name is returned as it is.
+ */
+export function canonicalRegistry(name: string): string {
+  return isDockerHub(name) ? DOCKER_HUB.name : name;
+}
+
+/**
+ * Why a registry name can't be configured as an upstream: Docker Hub is configured as `docker.io`,
+ * since requests naming any of its aliases are routed there (`canonicalRegistry`). `undefined` for
+ * every other name.
+ */
+export function dockerHubAliasProblem(name: string): string | undefined {
+  if (name === DOCKER_HUB.name || !isDockerHub(name)) return undefined;
+  return `${JSON.stringify(name)} is Docker Hub: configure it as ${DOCKER_HUB.name} (requests naming ${DOCKER_HUB.aliases.join(', ')} all go there)`;
+}
+
+const OFFICIAL_PREFIX = 'library/';
+
+/**
  * Official images live under `library/`: `alpine` means `library/alpine`
  * (docs/protocol.md#official-images-library). dockerd already sends the `library/` form to
  * mirrors; containerd, podman and pods naming the mirror may not.
  */
 export function normalizeDockerHubName(name: string): string {
-  return name.includes('/') ? name : `library/${name}`;
+  return name.includes('/') ? name : OFFICIAL_PREFIX + name;
+}
+
+/** A repository name as its registry knows it: Docker Hub's `library/` added, other registries' names unchanged. */
+export function normalizeRepoName(registry: string, name: string): string {
+  return registry === DOCKER_HUB.name ? normalizeDockerHubName(name) : name;
+}
+
+/** The short name people write, the inverse of `normalizeRepoName`: `library/alpine` on Docker Hub → `alpine`. */
+export function familiarRepoName(registry: string, repo: string): string {
+  const short = repo.slice(OFFICIAL_PREFIX.length);
+  return registry === DOCKER_HUB.name && repo.startsWith(OFFICIAL_PREFIX) && !short.includes('/') ? short : repo;
 }
 
 /**

@@ -2,9 +2,9 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MediaTypes } from '../domain/media-types.js';
 import type { Reference, RepoName, Tag } from '../domain/reference.js';
-import { RegistryUpstream, type RegistryUpstreamOptions, type UpstreamObserver } from './registry-client.js';
+import { RegistryUpstream, type RegistryUpstreamOptions } from './registry-client.js';
 import { FakeRegistry, LoopbackServer } from './testing/fake-registry.js';
-import { UpstreamError } from './upstream.js';
+import { UpstreamError, type UpstreamObserver } from './upstream.js';
 
 const repo = 'library/alpine' as RepoName;
 const ref: Reference = { kind: 'tag', tag: '3.20' as Tag };
@@ -155,4 +155,38 @@ test('an abort while waiting for a concurrency slot gives up without sending', a
   first.abort();
   await assert.rejects(p1, (e: Error) => e.name === 'AbortError');
   assert.equal(srv.count(), 1, 'the queued request was never sent');
+});
+
+/** A body that never completes: one byte every `ms`, so the idle timeout never fires. */
+function trickling(ms: number) {
+  const closed: Promise<void>[] = [];
+  const handler = (_req: unknown, res: import('node:http').ServerResponse) => {
+    res.writeHead(200, { 'content-type': MediaTypes.ociManifest, 'content-length': 1_000_000 });
+    const timer = setInterval(() => res.write(' '), ms);
+    closed.push(new Promise<void>((r) => res.on('close', () => (clearInterval(timer), r()))));
+  };
+  return { handler, closed };
+}
+
+test('a body trickling in forever ends at the total deadline: unavailable, not retried, the connection closed', async () => {
+  const t = trickling(20);
+  const srv = await start(t.handler);
+  const c = client(srv.url, { timeouts: { connectMs: 1000, headersMs: 1000, bodyIdleMs: 1000, requestMs: 300 } });
+  await assert.rejects(c.getManifest(repo, ref), (e: unknown) => isKind('unavailable')(e) && /no complete answer within 300 ms/.test((e as Error).message));
+  assert.equal(srv.count(), 1, 'the deadline covers the retries too');
+  await Promise.all(t.closed);
+  await assert.rejects(c.headManifest(repo, ref), isKind('unavailable'));
+});
+
+test('the deadline bounds a tag list and a ping too; a caller abort still wins with its own reason', async () => {
+  const t = trickling(20);
+  const srv = await start(t.handler);
+  const c = client(srv.url, { timeouts: { connectMs: 1000, headersMs: 1000, bodyIdleMs: 1000, requestMs: 300 } });
+  await assert.rejects(c.listTags(repo), isKind('unavailable'));
+  const ac = new AbortController();
+  const p = c.getManifest(repo, ref, ac.signal);
+  await srv.waitForRequests(2);
+  ac.abort(new Error('client left'));
+  await assert.rejects(p, /client left/);
+  await Promise.all(t.closed);
 });

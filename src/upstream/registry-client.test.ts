@@ -198,6 +198,33 @@ test('GET trusts the bytes: digest computed, media type sniffed when the upstrea
   assert.ok(m.body.equals(body));
 });
 
+test('only a manifest hubcache accepts is returned: another Content-Type, a contradicting one or HTML is a protocol error, never retried', async () => {
+  const genuine = Buffer.from(JSON.stringify(manifest));
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['text/html', genuine, /Content-Type "text\/html" is not a manifest media type/],
+    [MediaTypes.dockerManifest, genuine, /disagrees with the mediaType field/],
+    ['text/html; charset=utf-8', Buffer.from('<html>sign in</html>'), /not a manifest media type/],
+    ['application/octet-stream', Buffer.from('<html>sign in</html>'), /not JSON/],
+    ['application/octet-stream', Buffer.from(JSON.stringify({ ...manifest, mediaType: `${MediaTypes.ociManifest}\r\nX: 1` })), /mediaType field is not a valid media type/],
+  ];
+  for (const [contentType, body, why] of cases) {
+    const reg = new FakeRegistry();
+    reg.hook = (_req, res) => (res.writeHead(200, { 'content-type': contentType }).end(body), true);
+    const srv = await serve(reg);
+    await assert.rejects(client(srv.url).getManifest(repo, tag('3.20')), (e: unknown) => isKind('protocol')(e) && why.test((e as Error).message));
+    assert.equal(srv.count(), 1, `${contentType}: not retried`);
+  }
+});
+
+test('a HEAD whose Content-Type is not a manifest type tells nothing: the GET decides (and refuses it)', async () => {
+  const reg = new FakeRegistry();
+  const body = Buffer.from(JSON.stringify(manifest));
+  reg.hook = (_req, res) => (res.writeHead(200, { 'content-type': 'text/html', 'content-length': body.length, 'docker-content-digest': sha256Digest(body) }).end(_req.method === 'HEAD' ? undefined : body), true);
+  const srv = await serve(reg);
+  await assert.rejects(client(srv.url).headManifest(repo, tag('3.20')), isKind('protocol'));
+  assert.deepEqual(srv.requests.map((r) => r.method), ['HEAD', 'GET']);
+});
+
 test('fetching by digest: bytes that hash to something else are a protocol error', async () => {
   const reg = new FakeRegistry();
   const wanted = sha256Digest('something else');
@@ -248,16 +275,45 @@ test('rate-limit headers of manifest responses become the snapshot, the observer
   assert.deepEqual(m.headers, { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '76;w=21600', 'docker-ratelimit-source': '192.0.2.7' });
 });
 
-test('tag pages follow the Link header', async () => {
+test("the whole tag list: the upstream's own pages followed (Link) and merged, sorted, entries that are not tags dropped", async () => {
   const reg = new FakeRegistry();
-  reg.tags.set(repo, ['3.18', '3.19', '3.20', 'edge', 'latest']);
+  const all = ['latest', 'edge', '3.20', '3.19', '3.18', 'bad/tag'];
+  // A registry that pages by itself, two at a time, in its own order.
+  reg.hook = (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (!url.pathname.endsWith('/tags/list')) return false;
+    const from = url.searchParams.has('last') ? all.indexOf(url.searchParams.get('last')!) + 1 : 0;
+    const page = all.slice(from, from + 2);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (from + 2 < all.length) headers.link = `</v2/${repo}/tags/list?n=2&last=${encodeURIComponent(page[1]!)}>; rel="next"`;
+    res.writeHead(200, headers).end(JSON.stringify({ name: repo, tags: page }));
+    return true;
+  };
   const srv = await serve(reg);
-  const c = client(srv.url);
-  const first = await c.listTags(repo, { n: 2 });
-  assert.deepEqual(first, { name: repo, tags: ['3.18', '3.19'], next: { n: 2, last: '3.19' } });
-  const last = await c.listTags(repo, { n: 3, last: '3.19' });
-  assert.deepEqual(last, { name: repo, tags: ['3.20', 'edge', 'latest'] });
-  assert.equal(new URL(srv.requests[1]!.url, srv.url).searchParams.get('last'), '3.19');
+  const dropped: number[] = [];
+  const list = await client(srv.url, { observer: { tagsDropped: (_u, _r, n) => dropped.push(n) } }).listTags(repo);
+  assert.equal(list.name, repo);
+  assert.deepEqual(list.tags.toArray(), ['3.18', '3.19', '3.20', 'edge', 'latest']);
+  assert.deepEqual(dropped, [1]);
+  assert.deepEqual(srv.requests.map((r) => r.url), [`/v2/${repo}/tags/list`, `/v2/${repo}/tags/list?n=2&last=edge`, `/v2/${repo}/tags/list?n=2&last=3.19`]);
+});
+
+test('a tag list over maxTagListBytes, whose pages never advance, or that is not a tag list is a protocol error', async () => {
+  const reg = new FakeRegistry();
+  reg.tags.set('big/app', Array.from({ length: 200 }, (_, i) => `t${i}`));
+  reg.hook = (req, res) => {
+    if (req.url?.startsWith('/v2/loop/app/tags/list')) {
+      res.writeHead(200, { 'content-type': 'application/json', link: '</v2/loop/app/tags/list?last=a>; rel="next"' }).end('{"tags":["a"]}');
+      return true;
+    }
+    if (req.url?.startsWith('/v2/html/app/tags/list')) return (res.writeHead(200, { 'content-type': 'text/html' }).end('<html>'), true);
+    return false;
+  };
+  const srv = await serve(reg);
+  const c = client(srv.url, { maxTagListBytes: 1000 });
+  await assert.rejects(c.listTags('big/app' as RepoName), (e: unknown) => isKind('protocol')(e) && /larger than 1000 bytes \(upstreamClient.maxTagListSize\)/.test((e as Error).message));
+  await assert.rejects(c.listTags('loop/app' as RepoName), (e: unknown) => isKind('protocol')(e) && /does not advance/.test((e as Error).message));
+  await assert.rejects(c.listTags('html/app' as RepoName), (e: unknown) => isKind('protocol')(e) && /not JSON/.test((e as Error).message));
 });
 
 test('ping authenticates against /v2/ with a scope-less token', async () => {

@@ -8,33 +8,23 @@ import pLimit from 'p-limit';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Descriptor } from '../domain/descriptor.js';
 import { isDigest, sha256Digest, type Digest } from '../domain/digest.js';
-import { bareMediaType, MediaTypes, sniffManifestMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
+import { isManifestMediaType, manifestMediaType } from '../domain/manifest.js';
+import { bareMediaType, UPSTREAM_MANIFEST_ACCEPT } from '../domain/media-types.js';
 import { referenceString, type Reference, type RepoName } from '../domain/reference.js';
+import { raceSignal } from '../lib/race-signal.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
 import { realmOrigins } from './auth/realm-allowlist.js';
-import { raceSignal, TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
+import { TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
 import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
 import { blobResult, parseLength } from './blob-response.js';
 import { parseNextLink } from './link-header.js';
 import { RedirectGuard, type Lookup } from './redirect-guard.js';
 import { retry } from './retry.js';
-import { UpstreamError, type RateLimitSnapshot, type TagPage, type Upstream, type UpstreamBlob, type UpstreamManifest } from './upstream.js';
+import { parseTagLists } from './tag-list-worker.js';
+import { UpstreamError, type RateLimitSnapshot, type Upstream, type UpstreamBlob, type UpstreamKind, type UpstreamManifest, type UpstreamObserver, type UpstreamTagList } from './upstream.js';
 
 export type { Credentials } from './auth/token-provider.js';
-
-export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
-
-/** Hooks for metrics and logs; every method is optional and must not throw. */
-export interface UpstreamObserver {
-  /** One HTTP exchange finished (to response headers); `status: 'error'` when none arrived. */
-  request?(e: { upstream: string; kind: UpstreamRequestKind; method: string; status: number | 'error'; seconds: number }): void;
-  /** A response carried rate-limit headers (manifest responses and 429s). */
-  rateLimit?(upstream: string, snap: RateLimitSnapshot): void;
-  tokenFetched?(upstream: string, ok: boolean): void;
-  /** An operation failed with a retryable error and will be tried again. */
-  retry?(upstream: string, kind: UpstreamRequestKind, reason: string): void;
-}
 
 export interface RegistryUpstreamOptions {
   /** Registry name as clients know it (`docker.io`), used in metrics and errors. */
@@ -55,12 +45,18 @@ export interface RegistryUpstreamOptions {
   readonly allowedRedirectHosts?: readonly string[];
   /** DNS resolution for the redirect guard; injected by tests. */
   readonly lookup?: Lookup;
-  /** Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading. */
-  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
+  /**
+   * Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading.
+   * `requestMs` (default 60 s) bounds a whole manifest, tag list, token or ping exchange, retries
+   * and redirects included; blob bodies are not bounded here.
+   */
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number; readonly requestMs?: number };
   /** Total attempts for idempotent requests failing as `unavailable`, with exponential backoff. */
   readonly retries: { readonly attempts: number; readonly baseDelayMs: number; readonly maxDelayMs?: number };
   /** Manifests above this are refused (`protocol`). Default 4 MiB, as distribution's limit. */
   readonly maxManifestBytes?: number;
+  /** Tag lists above this (all pages together) are refused (`protocol`). Default 32 MiB. */
+  readonly maxTagListBytes?: number;
   readonly userAgent: string;
   /**
    * `Via` value added to every upstream request (loop guard, STYLE §9); a function is asked at each
@@ -77,12 +73,10 @@ export interface RegistryUpstreamOptions {
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
-const MAX_TAG_LIST_BYTES = 16 * 1024 * 1024;
-// Content types that say nothing about the manifest format: sniff the body instead.
-const GENERIC_TYPES = new Set(['', MediaTypes.octetStream, 'text/plain', 'application/json']);
+const MAX_TAG_LIST_PAGES = 10_000;
 
 interface Call {
-  readonly kind: UpstreamRequestKind;
+  readonly kind: UpstreamKind;
   readonly method: 'GET' | 'HEAD';
   readonly path: string;
   /** The repository whose `pull` scope a token must carry. */
@@ -109,6 +103,8 @@ export class RegistryUpstream implements Upstream {
   readonly #limit: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly #clock: () => number;
   readonly #maxManifestBytes: number;
+  readonly #requestMs: number;
+  readonly #maxTagListBytes: number;
   readonly #redirects: RedirectGuard;
   /**
    * The auth scheme the registry asked for last, once it worked (a token came from its realm):
@@ -125,6 +121,8 @@ export class RegistryUpstream implements Upstream {
     this.#clock = opts.clock ?? Date.now;
     this.#redirects = new RedirectGuard({ base: this.#base, allowedHosts: opts.allowedRedirectHosts ?? [], ...(opts.lookup ? { lookup: opts.lookup } : {}) });
     this.#maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
+    this.#requestMs = opts.timeouts.requestMs ?? 60_000;
+    this.#maxTagListBytes = opts.maxTagListBytes ?? 32 * 1024 * 1024;
     this.#ownsDispatcher = !opts.dispatcher;
     this.#dispatcher =
       opts.dispatcher ??
@@ -138,6 +136,7 @@ export class RegistryUpstream implements Upstream {
       allowedRealms: realmOrigins(opts.allowedRealmHosts ?? defaultRealmHosts(opts.name, this.#base), this.#base),
       headers: this.#commonHeaders(),
       clock: this.#clock,
+      timeoutMs: this.#requestMs,
       observer: {
         tokenRequest: (e) => {
           obs?.request?.({ upstream: this.name, kind: 'token', method: 'GET', status: e.status, seconds: e.seconds });
@@ -148,39 +147,41 @@ export class RegistryUpstream implements Upstream {
   }
 
   async headManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<Descriptor> {
-    const desc = await this.#retrying('manifest', signal, async () => {
-      const res = await this.#call({ kind: 'manifest', method: 'HEAD', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+    const desc = await this.#withDeadline('manifest', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'manifest', method: 'HEAD', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal: bounded });
       await res.body.dump();
       const header = headerValue(res.headers, 'docker-content-digest');
       if (ref.kind === 'digest' && header !== undefined && header !== ref.digest) throw new UpstreamError('protocol', 'upstream answered a HEAD by digest with another digest');
       const digest = header !== undefined && isDigest(header) ? header : ref.kind === 'digest' ? ref.digest : undefined;
       const size = parseLength(headerValue(res.headers, 'content-length'));
       const mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
-      return digest && size !== undefined && !GENERIC_TYPES.has(mediaType) ? { digest, size, mediaType } : undefined;
+      return digest && size !== undefined && isManifestMediaType(mediaType) ? { digest, size, mediaType } : undefined;
     });
-    // Docker Hub always answers HEAD with digest, length and type; a registry that doesn't leaves
-    // a GET as the only way to learn them.
+    // Docker Hub always answers HEAD with digest, length and a manifest type; a registry that
+    // doesn't leaves a GET as the only way to learn them (and to check them against the bytes).
     return desc ?? (await this.getManifest(repo, ref, signal)).descriptor;
   }
 
   async getManifest(repo: RepoName, ref: Reference, signal?: AbortSignal): Promise<UpstreamManifest> {
-    return this.#retrying('manifest', signal, async () => {
-      const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal });
+    return this.#withDeadline('manifest', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'manifest', method: 'GET', path: `/v2/${repo}/manifests/${referenceString(ref)}`, repo, headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, signal: bounded });
       const max = this.#maxManifestBytes;
-      const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), signal);
-      // The bytes are the truth (DESIGN §3): Docker-Content-Digest is only the upstream's claim.
+      const body = await this.#read(res, max, () => new UpstreamError('protocol', `manifest larger than ${max} bytes`), bounded);
+      // The bytes are the truth (docs/protocol.md#byte-exact-manifests): Docker-Content-Digest is only the upstream's claim.
       const digest = sha256Digest(body);
       if (ref.kind === 'digest' && digest !== ref.digest) throw new UpstreamError('protocol', `manifest bytes hash to ${digest}, not the requested digest`);
-      let mediaType = bareMediaType(headerValue(res.headers, 'content-type'));
-      if (GENERIC_TYPES.has(mediaType)) mediaType = sniffManifestMediaType(body) ?? (mediaType || MediaTypes.octetStream);
+      // Only a manifest hubcache knows is kept, in the media type its bytes agree with (domain/manifest.ts).
+      const verdict = manifestMediaType(body, headerValue(res.headers, 'content-type'));
+      if (!verdict.ok) throw new UpstreamError('protocol', `not a manifest hubcache accepts: ${verdict.reason}`);
+      const mediaType = verdict.mediaType;
       const headers = pickRateLimitHeaders((n) => headerValue(res.headers, n));
       return { descriptor: { digest, size: body.length, mediaType }, body, headers };
     });
   }
 
   async headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }> {
-    return this.#retrying('blob', signal, async () => {
-      const res = await this.#call({ kind: 'blob', method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal });
+    return this.#withDeadline('blob', signal, async (bounded) => {
+      const res = await this.#call({ kind: 'blob', method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, repo, signal: bounded });
       await res.body.dump();
       const size = parseLength(headerValue(res.headers, 'content-length'));
       if (size === undefined) throw new UpstreamError('protocol', 'blob HEAD without Content-Length');
@@ -203,31 +204,41 @@ export class RegistryUpstream implements Upstream {
     });
   }
 
-  async listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage> {
-    const q = new URLSearchParams();
-    if (page.n !== undefined) q.set('n', String(page.n));
-    if (page.last !== undefined) q.set('last', page.last);
-    const query = q.toString();
-    return this.#retrying('tags', signal, async () => {
-      const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, repo, signal });
-      const body = await this.#read(res, MAX_TAG_LIST_BYTES, () => new UpstreamError('protocol', 'tag list too large'), signal);
-      let doc: { name?: unknown; tags?: unknown };
-      try {
-        doc = JSON.parse(body.toString('utf8'));
-      } catch (err) {
-        throw new UpstreamError('protocol', 'tag list is not JSON', { cause: err });
+  async listTags(repo: RepoName, signal?: AbortSignal): Promise<UpstreamTagList> {
+    const max = this.#maxTagListBytes;
+    const tooLarge = () => new UpstreamError('protocol', `tag list larger than ${max} bytes (upstreamClient.maxTagListSize)`);
+    return this.#withDeadline('tags', signal, async (bounded) => {
+      const pages: Buffer[] = [];
+      const cursors = new Set<string>();
+      let read = 0;
+      let query = '';
+      for (;;) {
+        const res = await this.#call({ kind: 'tags', method: 'GET', path: `/v2/${repo}/tags/list${query}`, repo, signal: bounded });
+        const body = await this.#read(res, max - read, tooLarge, bounded);
+        pages.push(body);
+        read += body.length;
+        const next = parseNextLink(headerValue(res.headers, 'link'));
+        if (!next) break;
+        // A registry that paginates by itself (without our asking) is followed; one whose cursor
+        // comes round again, or that never ends, is not (the size cap and deadline bound the rest).
+        if (cursors.has(next.last)) throw new UpstreamError('protocol', 'tag list pagination does not advance');
+        if (pages.length >= MAX_TAG_LIST_PAGES) throw new UpstreamError('protocol', `tag list of more than ${MAX_TAG_LIST_PAGES} pages`);
+        cursors.add(next.last);
+        const q = new URLSearchParams();
+        if (next.n !== undefined) q.set('n', String(next.n));
+        q.set('last', next.last);
+        query = `?${q.toString()}`;
       }
-      // distribution answers `"tags": null` for a repository without tags.
-      const tags = doc?.tags ?? [];
-      if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new UpstreamError('protocol', 'tag list has no tags array');
-      const next = parseNextLink(headerValue(res.headers, 'link'));
-      return { name: typeof doc.name === 'string' ? doc.name : repo, tags, ...(next ? { next } : {}) };
+      const parsed = await parseTagLists(pages, { signal: bounded });
+      if ('error' in parsed) throw new UpstreamError('protocol', parsed.error);
+      if (parsed.dropped > 0) this.#o.observer?.tagsDropped?.(this.name, repo, parsed.dropped);
+      return { name: parsed.name ?? repo, tags: parsed.tags };
     });
   }
 
   /** `GET /v2/` with authentication: whether the upstream is reachable and accepts us. */
   async ping(signal?: AbortSignal): Promise<void> {
-    await this.#retrying('ping', signal, async () => (await this.#call({ kind: 'ping', method: 'GET', path: '/v2/', signal })).body.dump());
+    await this.#withDeadline('ping', signal, async (bounded) => (await this.#call({ kind: 'ping', method: 'GET', path: '/v2/', signal: bounded })).body.dump());
   }
 
   rateLimit(): RateLimitSnapshot | undefined {
@@ -240,7 +251,25 @@ export class RegistryUpstream implements Upstream {
     await (opts.force ? this.#dispatcher.destroy() : this.#dispatcher.close());
   }
 
-  #retrying<T>(kind: UpstreamRequestKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+  /**
+   * `#retrying` within the total deadline (`timeouts.requestMs`), for exchanges whose whole answer
+   * is read here (everything but a blob's body, which cache.fillTimeout bounds). Past it the request
+   * is aborted, its connection closed, and the caller gets `unavailable`, so a stale copy is served
+   * when there is one; idle-timeouts alone can't end a body trickling in a byte at a time.
+   */
+  async #withDeadline<T>(kind: UpstreamKind, signal: AbortSignal | undefined, fn: (bounded: AbortSignal) => Promise<T>): Promise<T> {
+    const ms = this.#requestMs;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('unavailable', `${kind} request to ${this.name}: no complete answer within ${ms} ms`)), ms);
+    const bounded = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
+    try {
+      return await this.#retrying(kind, bounded, () => fn(bounded));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #retrying<T>(kind: UpstreamKind, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
     const { attempts, baseDelayMs, maxDelayMs } = this.#o.retries;
     return retry(fn, {
       attempts,
@@ -255,7 +284,7 @@ export class RegistryUpstream implements Upstream {
   /**
    * One authenticated exchange, redirects followed (max 5), resolving to a 2xx response; anything
    * else becomes an UpstreamError with the body consumed. Authorization goes only to the
-   * registry's own origin: Docker Hub's blob CDN rejects it, and the token must not leak (DESIGN §3).
+   * registry's own origin: Docker Hub's blob CDN rejects it, and the token must not leak (docs/protocol.md#blob-redirects-to-a-cdn).
    */
   async #call(c: Call): Promise<Dispatcher.ResponseData> {
     let url = new URL(this.#base.pathname.replace(/\/$/, '') + c.path, this.#base);

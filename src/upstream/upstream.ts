@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import type { Reference, RepoName } from '../domain/reference.js';
+import type { TagList } from '../domain/tag-list.js';
 
 /**
  * How an upstream request failed, in the terms the cache policy decides on:
@@ -47,11 +48,11 @@ export interface UpstreamBlob {
   readonly body: Readable;
 }
 
-export interface TagPage {
+/** A repository's whole tag list, sorted (domain/tag-list.ts). */
+export interface UpstreamTagList {
+  /** The name the upstream gave the repository (the requested one when it gave none). */
   readonly name: string;
-  readonly tags: string[];
-  /** The upstream's `n`/`last` for the next page, parsed from its `Link` header. */
-  readonly next?: { readonly n?: number; readonly last: string };
+  readonly tags: TagList;
 }
 
 export interface RateLimitSnapshot {
@@ -61,6 +62,26 @@ export interface RateLimitSnapshot {
   readonly windowSeconds?: number;
   readonly source?: string;
   readonly observedAt: number;
+}
+
+/** What an upstream request was for: a closed set, the `kind` label of the upstream metrics. */
+export const UPSTREAM_KINDS = ['manifest', 'blob', 'tags', 'token', 'ping'] as const;
+export type UpstreamKind = (typeof UPSTREAM_KINDS)[number];
+
+/**
+ * What an upstream client reports, for metrics and logs (observability/upstream-observer.ts turns
+ * it into both). Every method is optional and must not throw.
+ */
+export interface UpstreamObserver {
+  /** One HTTP exchange finished (to response headers); `status: 'error'` when none arrived. */
+  request?(e: { upstream: string; kind: UpstreamKind; method: string; status: number | 'error'; seconds: number }): void;
+  /** A response carried rate-limit headers (manifest responses and 429s). */
+  rateLimit?(upstream: string, snap: RateLimitSnapshot): void;
+  tokenFetched?(upstream: string, ok: boolean): void;
+  /** An operation failed with a retryable error and will be tried again. */
+  retry?(upstream: string, kind: UpstreamKind, reason: string): void;
+  /** A tag list carried entries that are not valid tags; they were left out. */
+  tagsDropped?(upstream: string, repo: string, count: number): void;
 }
 
 /** A remote registry (Docker Hub or another), speaking the distribution API with token auth. */
@@ -75,7 +96,12 @@ export interface Upstream {
   headBlob(repo: RepoName, digest: Digest, signal?: AbortSignal): Promise<{ size: number }>;
   /** GET of a blob from `offset` (Range), following redirects to CDNs without credentials. */
   getBlob(repo: RepoName, digest: Digest, opts?: { offset?: number; signal?: AbortSignal }): Promise<UpstreamBlob>;
-  listTags(repo: RepoName, page: { n?: number; last?: string }, signal?: AbortSignal): Promise<TagPage>;
+  /**
+   * Every tag of the repository: the upstream's pages (`Link: rel="next"`) followed and merged, so
+   * that pagination can be served from one copy whatever the upstream does with `n` and `last`
+   * (distribution 2.8 ignores them). Bounded in size; entries that aren't tags are dropped.
+   */
+  listTags(repo: RepoName, signal?: AbortSignal): Promise<UpstreamTagList>;
   /** The latest rate-limit headers seen, for metrics. */
   rateLimit(): RateLimitSnapshot | undefined;
   /**

@@ -82,7 +82,6 @@ describe('deploy/clients', () => {
     const opts = {
       upstreams: new Set(Object.keys(c.upstreams)),
       defaultUpstream: c.defaultUpstream,
-      normalize: (u: string, n: string) => (u === 'docker.io' && !n.includes('/') ? `library/${n}` : n),
       filters: new Map(Object.entries(c.upstreams).flatMap(([n, u]) => (u.repositories ? [[n, compileRepoFilter(u.repositories)] as const] : []))),
     };
     for (const r of REGISTRIES) assert.equal(resolveRepo(opts, r === 'ghcr.io' ? 'myorg/app' : 'team/app', r).upstream, r);

@@ -216,6 +216,11 @@ describe('helm/hubcache', () => {
       assert.match(await configCheck(r, 'defaults'), /configuration OK/);
     });
 
+    it('bounds client connections (issue #11), with a blob buffer pool well inside the memory limit', () => {
+      assert.deepEqual(configOf(r).server, { headersTimeout: '60s', keepAliveTimeout: '65s', sendTimeout: '60s', maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: '64MiB' });
+      assert.equal(container(r.get('Deployment')).resources.limits.memory, '1Gi', 'revisit server.blobBufferPool with the memory limit');
+    });
+
     it('runs one replica, replaced with Recreate, and its PodDisruptionBudget lets a node drain evict it', () => {
       const d = r.get('Deployment');
       assert.equal(d.spec.replicas, 1);
@@ -466,6 +471,18 @@ describe('helm/hubcache', () => {
       await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', repositories: { only: ['x'] } } } } }, /additional properties 'only' not allowed/);
       // A realm entry is an origin or host[:port], as hubcache's loader checks (issue #11).
       await rejected({ config: { upstreams: { 'ghcr.io': { url: 'https://ghcr.io', allowedRealmHosts: ['https://ghcr.io/token'] } } } }, /config\/upstreams\/ghcr\.io\/allowedRealmHosts\/0/);
+    });
+
+    it("refuse the registry names hubcache's loader refuses, as helm (Go RE2) reads the generated rule (issue #12)", async () => {
+      const long = `${'a'.repeat(64)}.example.com`;
+      for (const name of ['registry.local:05000', 'host.example:99999', long, 'myregistry', 'index.docker.io']) {
+        const quoted = name.replace(/[.]/g, '\\.');
+        await rejected({ config: { upstreams: { [name]: { url: 'https://x.example' } } } }, new RegExp(`invalid propertyName '${quoted}'`));
+        await rejected({ nodeConfiguration: { enabled: true, registries: [name] } }, name === 'index.docker.io' ? /index\.docker\.io is not configured/ : /nodeConfiguration\/registries\/0/);
+      }
+      await rejected({ config: { defaultUpstream: 'registry.local:05000' } }, /config\/defaultUpstream/);
+      const edge = { [`${'a'.repeat(63)}.example.com:65535`]: { url: 'https://x.example' }, 'localhost:5000': { url: 'http://localhost:5000' } };
+      assert.deepEqual(Object.keys(configOf(await helm.template({ config: { upstreams: edge } })).upstreams).sort(), ['docker.io', ...Object.keys(edge)].sort());
     });
 
     it('refuse more than one replica, even on a ReadWriteMany volume or emptyDirs: one hubcache process per store', async () => {

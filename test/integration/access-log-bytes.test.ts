@@ -2,6 +2,7 @@
  * The access log's `bytes` and the manifest byte metric: body bytes only (no headers), counted by
  * the blob handler as it streams and from Content-Length for responses written in one piece.
  */
+import { TagList } from '../../src/domain/tag-list.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -11,7 +12,7 @@ import { Readable, Writable } from 'node:stream';
 import { resolveRange, type RegistryReader } from '../../src/cache/registry-reader.js';
 import { sha256Digest } from '../../src/domain/digest.js';
 import { RegistryError } from '../../src/domain/errors.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger } from '../../src/lib/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { rawRequest } from '../support/raw-http.js';
 import { createApp } from '../../src/http/app.js';
@@ -38,7 +39,7 @@ const reader: RegistryReader = {
     return { digest, size: BLOB.length, range, body: opts.head ? undefined : body, source: 'cache' };
   },
   async listTags() {
-    return { name: 'library/a', tags: [] };
+    return { name: 'library/a', tags: TagList.empty };
   },
 };
 
@@ -53,7 +54,8 @@ async function start(): Promise<{ url: string; lines: Array<Record<string, unkno
   const metrics = new Metrics({ collectDefault: false });
   const app = createApp({
     reader,
-    resolver: { upstreams: new Set(['docker.io']), defaultUpstream: 'docker.io', normalize: (_u, n) => (n.includes('/') ? n : `library/${n}`) },
+    sendTimeoutMs: 60_000,
+    resolver: { upstreams: new Set(['docker.io']), defaultUpstream: 'docker.io' },
     logger: createLogger({ level: 'info', format: 'json', stream }),
     metrics,
     instanceId: 'test',

@@ -61,7 +61,7 @@ describe('loop guard', () => {
       [`1.1 ${'x'.repeat(2000)}`, '1.1 hubcache-guard1'],
     ];
     for (const [i, [incoming, expected]] of cases.entries()) {
-      registry.putManifest('library/chained', `t${i}`, Buffer.from(`{"schemaVersion":2,"n":${i}}`), 'application/vnd.oci.image.manifest.v1+json');
+      registry.putManifest('library/chained', `t${i}`, Buffer.from(`{"schemaVersion":2,"config":{},"layers":[],"n":${i}}`), 'application/vnd.oci.image.manifest.v1+json');
       const before = hc.upstreamServer.requests.length;
       assert.equal((await hc.pull(`/v2/library/chained/manifests/t${i}`, { headers: { via: incoming } })).status, 200);
       const sent = hc.upstreamServer.requests.slice(before).filter((r) => r.url.includes('/manifests/'));

@@ -16,14 +16,15 @@ import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp } from '../../src/http/app.js';
 import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
-import type { Logger } from '../../src/observability/logger.js';
-import { Metrics, type CacheKind } from '../../src/observability/metrics.js';
+import type { Logger } from '../../src/lib/logger.js';
+import type { CacheKind } from '../../src/cache/cache-metrics.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import { upstreamObserver } from '../../src/observability/upstream-observer.js';
 import type { BlobStore } from '../../src/storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../../src/storage/manifest-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
-import { DOCKER_HUB, normalizeDockerHubName } from '../../src/upstream/docker-hub.js';
+import { DOCKER_HUB } from '../../src/upstream/docker-hub.js';
 import { RegistryUpstream, type Credentials } from '../../src/upstream/registry-client.js';
 import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
 import { ALL_MANIFESTS, holdUpstream } from './oci-fixtures.js';
@@ -241,10 +242,10 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
   });
   app = createApp({
     reader: cache,
+    sendTimeoutMs: 60_000,
     resolver: {
       upstreams: new Set(entries.keys()),
       defaultUpstream,
-      normalize: (upstream, name) => (upstream === DOCKER_HUB.name ? normalizeDockerHubName(name) : name),
       filters,
     },
     logger,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { stringify as toYaml } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger } from '../../src/lib/logger.js';
 import { startHubcache, type Hubcache } from '../../src/server.js';
 
 export interface InProcessOptions {

@@ -1,10 +1,10 @@
 /** Test helpers for blob fills: a scripted upstream, a cache over it, stream collectors, event-loop turns. */
 import { PassThrough, type Readable } from 'node:stream';
-import { silentLogger } from '../../observability/logger.js';
-import { Metrics } from '../../observability/metrics.js';
+import { silentLogger } from '../../lib/logger.js';
 import type { BlobStore, BlobWriter } from '../../storage/blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../../upstream/upstream.js';
+import type { CacheMetrics } from '../cache-metrics.js';
 import { PullThroughRegistry } from '../pull-through.js';
 
 /** An upstream whose one blob body the test feeds by hand; counts GETs. */
@@ -48,9 +48,12 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
   };
 }
 
-/** A cache over `blobs` (memory manifests and metadata) and one upstream, `docker.io`. */
-export function registry(blobs: BlobStore, upstream: Upstream, opts: { metrics?: Metrics; spoolDir?: string; resumeAttempts?: number } = {}) {
-  const metrics = opts.metrics ?? new Metrics({ collectDefault: false });
+/**
+ * A cache over `blobs` (memory manifests and metadata) and one upstream, `docker.io`, reporting to
+ * `metrics` (the tests pass the facade: this module may not import observability/, which sits above).
+ */
+export function registry<M extends CacheMetrics>(blobs: BlobStore, upstream: Upstream, opts: { metrics: M; spoolDir?: string; resumeAttempts?: number }) {
+  const { metrics } = opts;
   const reader = new PullThroughRegistry({
     blobs,
     manifests: new MemoryManifestStore(),

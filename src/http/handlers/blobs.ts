@@ -2,8 +2,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { isDirectBody, type RegistryReader } from '../../cache/registry-reader.js';
 import type { Digest } from '../../domain/digest.js';
+import type { RepoKey } from '../../domain/reference.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { RepoKey } from '../../storage/manifest-store.js';
 import { parseRangeHeader } from '../parse-request.js';
 
 /** GET/HEAD /v2/<name>/blobs/<digest>, with single-range support (206/416). */
@@ -40,9 +40,11 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
   res.flushHeaders();
   // On any failure the client connection is aborted, never ended cleanly with missing bytes; a
   // client that leaves stops the reading.
+  // Logged once the body has let go of everything it held (file, buffers).
   const aborted = (err: Error) => {
     if (!res.destroyed) res.destroy(err);
     if (!req.ctx.signal.aborted) req.ctx.log.warn('blob stream aborted', { digest, error: err.message });
+    else req.ctx.log.debug('blob stream ended early: the client connection closed', { digest });
   };
   if (isDirectBody(body)) {
     // Stored blobs write themselves with reused buffers (the warm path's throughput).

@@ -2,8 +2,7 @@ import type { Request, Response } from 'express';
 import type { ManifestResult, RegistryReader } from '../../cache/registry-reader.js';
 import { parseDigest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { Reference } from '../../domain/reference.js';
-import type { RepoKey } from '../../storage/manifest-store.js';
+import type { Reference, RepoKey } from '../../domain/reference.js';
 import { acceptedManifestTypes, defaultPlatformChild, isAcceptable } from '../negotiate.js';
 
 /** GET/HEAD /v2/<name>/manifests/<ref>: byte-exact body with its stored media type and digest. */

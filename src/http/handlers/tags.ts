@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import type { RegistryReader } from '../../cache/registry-reader.js';
-import type { RepoKey } from '../../storage/manifest-store.js';
+import type { RepoKey } from '../../domain/reference.js';
 
 /**
  * GET /v2/<name>/tags/list?n=&last=, with a `Link: <…>; rel="next"` header for the next page. The
@@ -20,5 +20,9 @@ export async function serveTags(reader: RegistryReader, key: RepoKey, client: { 
     if (client.ns) params.set('ns', client.ns);
     res.setHeader('Link', `</v2/${client.name}/tags/list?${params.toString()}>; rel="next"`);
   }
-  res.status(200).json({ name: result.name, tags: result.tags });
+  // The tags come as JSON bytes already (domain/tag-list.ts): a page of a huge list is a slice,
+  // never an array of strings to stringify.
+  const body = Buffer.concat([Buffer.from(`{"name":${JSON.stringify(result.name)},"tags":`), result.tags.jsonArray(), Buffer.from('}')]);
+  res.status(200).type('application/json').setHeader('Content-Length', body.length);
+  res.end(body);
 }

@@ -7,6 +7,12 @@ import { ERROR_CODES, isRegistryError, RegistryError } from '../../domain/errors
  */
 export function errorHandler() {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    if (req.ctx?.signal.aborted && err === req.ctx.signal.reason) {
+      // The client left and stopped waiting (single-flight.ts): nobody to answer, no error of
+      // ours; the access log records the request as aborted.
+      if (!res.destroyed) res.destroy();
+      return;
+    }
     let regErr: RegistryError;
     if (isRegistryError(err)) {
       regErr = err;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
-import type { Logger } from '../../observability/logger.js';
+import type { Logger } from '../../lib/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 
 /** What handlers record about a request for the access log and metrics. */

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { FILE_READ_CHUNK, FileRangeStream } from './file-range-stream.js';
+import { BufferPool } from '../buffer-pool.js';
+import { FALLBACK_READ_CHUNK, FILE_READ_CHUNK, FileRangeStream } from './file-range-stream.js';
 
 describe('FileRangeStream', () => {
   let dir: string;
@@ -19,16 +20,17 @@ describe('FileRangeStream', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const stream = async (start: number, end: number) => new FileRangeStream({ handle: await open(path, 'r'), start, end });
+  const stream = async (start: number, end: number, buffers?: BufferPool) => new FileRangeStream({ handle: await open(path, 'r'), start, end, buffers });
 
   /** A destination that keeps what it gets and acknowledges each write after `delayTicks` turns. */
-  function sink(opts: { delayTicks?: number; failAfter?: number } = {}) {
+  function sink(opts: { delayTicks?: number; failAfter?: number; onWrite?: (chunk: Buffer) => void } = {}) {
     const got: Buffer[] = [];
     let calls = 0;
     const dest = new Writable({
       highWaterMark: 16 * 1024,
       write(chunk: Buffer, _enc, cb) {
         calls++;
+        opts.onWrite?.(chunk);
         if (opts.failAfter !== undefined && calls > opts.failAfter) return cb(new Error('client went away'));
         got.push(Buffer.from(chunk)); // copy: the source reuses its buffers once we acknowledge
         let ticks = opts.delayTicks ?? 0;
@@ -82,5 +84,59 @@ describe('FileRangeStream', () => {
     await new Promise((r) => s.once('readable', r));
     await assert.rejects(s.writeTo(sink().dest), /already being read/);
     s.destroy();
+  });
+
+  describe('writeTo with a shared buffer pool (issue #11)', () => {
+    const pooled = (buffers: number) => new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: buffers * FILE_READ_CHUNK });
+
+    it('reads ahead with two pooled buffers and returns them, whether it ends, fails or its destination closes', async () => {
+      const pool = pooled(8);
+      let most = 0;
+      const { dest, body } = sink({ delayTicks: 2, onWrite: () => (most = Math.max(most, pool.stats().inUseBytes)) });
+      await (await stream(0, data.length - 1, pool)).writeTo(dest);
+      assert.deepEqual(body(), data);
+      assert.equal(most, 2 * FILE_READ_CHUNK);
+      assert.equal(pool.stats().inUseBytes, 0);
+
+      await assert.rejects((await stream(0, data.length - 1, pool)).writeTo(sink({ failAfter: 1 }).dest));
+      assert.equal(pool.stats().inUseBytes, 0);
+
+      const stalled = sink({ delayTicks: 1_000_000 }).dest;
+      const writing = (await stream(0, data.length - 1, pool)).writeTo(stalled);
+      setImmediate(() => stalled.destroy());
+      await assert.rejects(writing, /closed|destroyed/);
+      assert.equal(pool.stats().inUseBytes, 0, 'a destination that closed mid-write gives the buffers back');
+      assert.equal(pool.stats().fallbacks, 0);
+    });
+
+    it('with the pool all in use: the exact bytes through one small buffer of its own, and pooled ones again once they are returned', async () => {
+      const pool = pooled(1);
+      const held = pool.tryAcquire()!;
+      const sizes: number[] = [];
+      let writes = 0;
+      const { dest, body } = sink({
+        onWrite: (chunk) => {
+          sizes.push(chunk.length);
+          if (++writes === 3) pool.release(held);
+        },
+      });
+      await (await stream(0, data.length - 1, pool)).writeTo(dest);
+      assert.deepEqual(body(), data);
+      assert.deepEqual(sizes.slice(0, 3), [FALLBACK_READ_CHUNK, FALLBACK_READ_CHUNK, FALLBACK_READ_CHUNK]);
+      assert.equal(sizes[3], FILE_READ_CHUNK, 'the pooled buffer is taken as soon as it is free');
+      assert.equal(pool.stats().fallbacks, 1);
+      assert.equal(pool.stats().inUseBytes, 0);
+    });
+
+    it('many responses at once never hold more than the pool, and each gets its exact bytes', async () => {
+      const pool = pooled(4);
+      let most = 0;
+      const sinks = Array.from({ length: 6 }, () => sink({ delayTicks: 3, onWrite: () => (most = Math.max(most, pool.stats().inUseBytes)) }));
+      await Promise.all(sinks.map(async (s, i) => (await stream(i, data.length - 1, pool)).writeTo(s.dest)));
+      sinks.forEach((s, i) => assert.deepEqual(s.body(), data.subarray(i)));
+      assert.equal(most, 4 * FILE_READ_CHUNK, 'the whole pool was used, never more');
+      assert.ok(pool.stats().fallbacks >= 2);
+      assert.equal(pool.stats().inUseBytes, 0);
+    });
   });
 });

@@ -5,6 +5,7 @@ import type { ByteRange } from '../../domain/descriptor.js';
 import { digestHex, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import type { BlobInfo, BlobStore, BlobWriter, StoreUsage } from '../blob-store.js';
+import type { BufferPool } from '../buffer-pool.js';
 import { writevAll } from '../chunks.js';
 import { NO_CHANGE, UsageTally, type UsageDelta } from '../usage-tally.js';
 import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
@@ -15,6 +16,11 @@ import { StorageLayout } from './layout.js';
 export interface FsBlobStoreOptions {
   /** The storage root (see layout.ts); shared with the manifest and metadata stores. */
   readonly root: string;
+  /**
+   * Buffers (of FILE_READ_CHUNK bytes) shared by the blob bodies written out with `writeTo`
+   * (responses). Default: each body gets two of its own.
+   */
+  readonly readBuffers?: BufferPool;
 }
 
 const HEX2_RE = /^[a-f0-9]{2}$/;
@@ -30,9 +36,11 @@ const PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toSt
 export class FsBlobStore implements BlobStore {
   readonly layout: StorageLayout;
   readonly #tally = new UsageTally(PREFIXES);
+  readonly #readBuffers: BufferPool | undefined;
 
   constructor(opts: FsBlobStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
+    this.#readBuffers = opts.readBuffers;
   }
 
   /**
@@ -90,7 +98,7 @@ export class FsBlobStore implements BlobStore {
         throw new RegistryError('RANGE_INVALID', { digest, range, size });
       }
       // The stream owns the handle from here on and closes it on end, error or destroy.
-      const stream = new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1 });
+      const stream = new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1, buffers: this.#readBuffers });
       return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
     } catch (err) {
       await fh.close();

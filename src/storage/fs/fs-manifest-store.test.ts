@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sha256Digest } from '../../domain/digest.js';
 import { MediaTypes } from '../../domain/media-types.js';
@@ -43,7 +43,7 @@ describe('FsManifestStore / FsMetadataStore on disk', () => {
     withRoot(async (root) => {
       const store = new FsManifestStore({ root });
       await store.init();
-      const body = Buffer.from('{"schemaVersion":2}');
+      const body = Buffer.from('{"schemaVersion":2,"config":{},"layers":[]}');
       const { digest } = await store.put(body, MediaTypes.ociManifest);
       const hex = digest.slice('sha256:'.length);
       const dir = join(root, 'manifests', 'sha256', hex.slice(0, 2));
@@ -55,13 +55,34 @@ describe('FsManifestStore / FsMetadataStore on disk', () => {
   it('a sidecar without its body (crash between the two renames) is not a stored manifest', () =>
     withRoot(async (root) => {
       const store = new FsManifestStore({ root });
-      const body = Buffer.from('{"schemaVersion":2}');
+      const body = Buffer.from('{"schemaVersion":2,"config":{},"layers":[]}');
       const { digest } = await store.put(body, MediaTypes.ociManifest);
       await rm(store.layout.manifestPath(digest));
       assert.equal(await new FsManifestStore({ root }).get(digest), undefined);
       // Putting it again repairs it.
       await store.put(body, MediaTypes.ociManifest);
       assert.ok((await store.get(digest))?.body.equals(body));
+    }));
+
+  it('a sidecar from before media types were checked (text/html, or one the body contradicts) is not a stored manifest; a put replaces it', () =>
+    withRoot(async (root) => {
+      const store = new FsManifestStore({ root });
+      await store.init();
+      const body = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}');
+      const { digest } = await store.put(body, MediaTypes.ociManifest);
+      for (const poisoned of ['text/html', MediaTypes.dockerManifest, 'application/octet-stream']) {
+        await writeFile(store.layout.manifestMediaTypePath(digest), JSON.stringify({ mediaType: poisoned }));
+        assert.equal(await store.get(digest), undefined, poisoned);
+        assert.equal((await store.put(body, MediaTypes.ociManifest)).mediaType, MediaTypes.ociManifest);
+        assert.equal((await new FsManifestStore({ root }).get(digest))?.descriptor.mediaType, MediaTypes.ociManifest);
+      }
+      // A body that is no manifest at all (HTML stored by an older version) is not served either.
+      const html = Buffer.from('<html></html>');
+      const htmlDigest = sha256Digest(html);
+      await mkdir(dirname(store.layout.manifestPath(htmlDigest)), { recursive: true });
+      await writeFile(store.layout.manifestMediaTypePath(htmlDigest), JSON.stringify({ mediaType: 'text/html' }));
+      await writeFile(store.layout.manifestPath(htmlDigest), html);
+      assert.equal(await store.get(htmlDigest), undefined);
     }));
 
   it('keeps tags and links under repositories/<upstream>/<repo>/{_tags,_manifests}', () =>

@@ -3,10 +3,11 @@ import { join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import { isTag, isValidRepoPath, type RepoName, type Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../manifest-store.js';
+import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
+import { isRegistryName } from '../../domain/registry-name.js';
+import { checkManifest, manifestProblem } from '../manifest-entry.js';
+import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
-import { isUpstreamName } from '../upstream-name.js';
 import { isFile, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
 import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 
@@ -33,27 +34,31 @@ export class FsManifestStore implements ManifestStore {
     await mkdir(this.layout.tmpDir, { recursive: true });
   }
 
-  /** The manifest, or `undefined` when it is not stored (or its sidecar is unreadable: re-fetching repairs it). */
+  /**
+   * The manifest, or `undefined` when it is not stored, or its sidecar is unreadable or names a
+   * media type the body is not a manifest of (a store written before hubcache checked them):
+   * re-fetching repairs it.
+   */
   async get(digest: Digest): Promise<StoredManifest | undefined> {
     const body = await readIfExists(this.layout.manifestPath(digest));
     if (body === undefined) return undefined;
     const mediaType = parseSidecar(await readIfExists(this.layout.manifestMediaTypePath(digest)));
-    if (mediaType === undefined) return undefined;
+    if (mediaType === undefined || manifestProblem(body, mediaType) !== undefined) return undefined;
     return { descriptor: { digest, size: body.length, mediaType }, body };
   }
 
   /**
    * Stores `body` under its sha256 (see `ManifestStore.put`). Throws `DIGEST_INVALID` when it does not
-   * hash to `expected` and `MANIFEST_INVALID` for an empty media type; nothing is written then.
-   * Putting a stored manifest again is a no-op; with a different media type, the last put wins.
+   * hash to `expected` and `MANIFEST_INVALID` when it is not a manifest of `mediaType`; nothing is
+   * written then. Putting a stored manifest again writes nothing and returns the stored descriptor.
    */
   async put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor> {
-    if (mediaType.length === 0) throw new RegistryError('MANIFEST_INVALID', undefined, { message: 'manifest media type is required' });
     const digest = sha256Digest(body);
     if (expected !== undefined && expected !== digest) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
-    const descriptor: Descriptor = { digest, size: body.length, mediaType };
+    checkManifest(body, mediaType);
     const existing = await this.get(digest);
-    if (existing?.descriptor.mediaType === mediaType) return descriptor;
+    if (existing) return existing.descriptor;
+    const descriptor: Descriptor = { digest, size: body.length, mediaType };
     // Sidecar first: the body's rename is what makes the manifest visible.
     await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestMediaTypePath(digest), JSON.stringify({ mediaType }));
     await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestPath(digest), body);
@@ -119,7 +124,7 @@ export class FsMetadataStore implements MetadataStore {
   /** Every repository directory holding `_tags` or `_manifests`, by upstream then name. */
   async *listRepositories(): AsyncIterable<RepoKey> {
     for (const upstream of await readdirSorted(this.layout.repositoriesDir)) {
-      if (!isUpstreamName(upstream)) continue;
+      if (!isRegistryName(upstream)) continue;
       yield* walkRepositories(upstream, this.layout.upstreamDir(upstream), []);
     }
   }

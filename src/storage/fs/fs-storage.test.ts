@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../config/load.js';
 import type { StorageConfig } from '../../config/schema.js';
-import { silentLogger } from '../../observability/logger.js';
+import { silentLogger } from '../../lib/logger.js';
 import { openStorage } from '../open-storage.js';
 import { describeStorage } from '../testing/storage.conformance.js';
 import { FsStorage } from './fs-storage.js';

@@ -1,6 +1,7 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '../../observability/logger.js';
+import type { Logger } from '../../lib/logger.js';
+import type { BufferPool } from '../buffer-pool.js';
 import type { StoreUsage } from '../blob-store.js';
 import type { Ownership, OwnershipOptions, Storage, StorageDescription, StorageReady } from '../storage.js';
 import { FsBlobStore } from './fs-blob-store.js';
@@ -16,6 +17,8 @@ export interface FsStorageOptions {
   readonly lockStaleMs: number;
   /** Ownership events (a wait for the lock, a takeover, a lost lock) and a failed usage count are logged here. */
   readonly logger: Logger;
+  /** See `FsBlobStoreOptions.readBuffers`. */
+  readonly readBuffers?: BufferPool;
 }
 
 /**
@@ -33,7 +36,7 @@ export class FsStorage implements Storage {
 
   constructor(opts: FsStorageOptions) {
     this.#opts = opts;
-    this.blobs = new FsBlobStore({ root: opts.root });
+    this.blobs = new FsBlobStore({ root: opts.root, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
     this.manifests = new FsManifestStore({ root: opts.root });
     this.metadata = new FsMetadataStore({ root: opts.root });
     this.layout = this.blobs.layout;

@@ -3,7 +3,7 @@ import { join, resolve, sep } from 'node:path';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import type { RepoName, Tag } from '../../domain/reference.js';
-import { isUpstreamName } from '../upstream-name.js';
+import { isRegistryName } from '../../domain/registry-name.js';
 import { resolveInside, StorageLayout } from './layout.js';
 
 const root = resolve('/srv/hubcache');
@@ -29,13 +29,15 @@ describe('StorageLayout', () => {
 
   it('accepts hostname[:port] upstream names and refuses everything else', () => {
     for (const ok of ['docker.io', 'ghcr.io', 'localhost', 'registry.example.com:5000', '10.0.0.1:5000', 'a-b.c', 'x:65535']) {
-      assert.ok(isUpstreamName(ok), ok);
+      assert.ok(isRegistryName(ok), ok);
       assert.ok(layout.upstreamDir(ok).startsWith(root + sep));
     }
     const bad = ['', '.', '..', '../etc', 'docker.io/..', 'docker.io/x', 'Docker.io', '-a.io', 'a-.io', 'a..b', '.io', 'io.',
-      'host:', 'host:0', 'host:065', 'host:65536', 'host:5000:1', '[::1]:5000', 'host name', 'a\\b', 'a\0b', 'x'.repeat(64) + '.io', `${'a.'.repeat(127)}ab`];
+      'host:', 'host:0', 'host:065', 'host:65536', 'host:5000:1', '[::1]:5000', 'host name', 'a\\b', 'a\0b', 'x'.repeat(64) + '.io', `${'a.'.repeat(127)}ab`,
+      // domain/registry-name.ts (issue #12): a name clients read as a Docker Hub namespace; 254 characters with the port.
+      'registry', `${'a.'.repeat(122)}abcd:65535`];
     for (const name of bad) {
-      assert.equal(isUpstreamName(name), false, JSON.stringify(name));
+      assert.equal(isRegistryName(name), false, JSON.stringify(name));
       assert.throws(() => layout.repositoryDir(key(name, 'library/alpine')), { code: 'NAME_INVALID' }, JSON.stringify(name));
     }
   });

@@ -28,7 +28,8 @@
  *   (run by the owner's `Storage.init()`) removes. Content is only ever replaced by identical content (content addressing).
  * - Paths are built only from validated values: a sha256 `Digest` (64 lowercase hex), a repository
  *   name whose components match `[a-z0-9]+([._-][a-z0-9]+)*`, a tag matching
- *   `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` and an upstream hostname[:port]. None of them can be `.` or
+ *   `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` and a registry name (domain/registry-name.ts: a lowercase
+ *   hostname[:port], at most 253 characters). None of them can be `.` or
  *   `..` or contain a separator; the mapper re-validates anyway and asserts that every path it
  *   returns lies inside the root (defence in depth).
  * - A repository component never starts with `_`, so `_tags` and `_manifests` can't collide with a
@@ -48,9 +49,8 @@ import { randomUUID } from 'node:crypto';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { digestHex, parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import { isTag, parseRepoName, type Tag } from '../../domain/reference.js';
-import type { RepoKey } from '../manifest-store.js';
-import { parseUpstreamName } from '../upstream-name.js';
+import { isTag, parseRepoName, type RepoKey, type Tag } from '../../domain/reference.js';
+import { parseRegistryName } from '../../domain/registry-name.js';
 
 export const TAGS_DIR = '_tags';
 export const MANIFEST_LINKS_DIR = '_manifests';
@@ -111,13 +111,13 @@ export class StorageLayout {
 
   /** `repositories/<upstream>`: the root of one upstream's repositories. */
   upstreamDir(upstream: string): string {
-    return this.#inside('repositories', parseUpstreamName(upstream));
+    return this.#inside('repositories', parseRegistryName(upstream));
   }
 
   /** `repositories/<upstream>/<repo path>`. */
   repositoryDir(key: RepoKey): string {
     const repo = parseRepoName(key.repo);
-    return this.#inside('repositories', parseUpstreamName(key.upstream), ...repo.split('/'));
+    return this.#inside('repositories', parseRegistryName(key.upstream), ...repo.split('/'));
   }
 
   tagsDir(key: RepoKey): string {

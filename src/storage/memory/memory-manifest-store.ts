@@ -1,10 +1,11 @@
 import type { Descriptor } from '../../domain/descriptor.js';
 import { parseDigest, sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import { isTag, parseRepoName, type RepoName, type Tag } from '../../domain/reference.js';
-import type { ManifestStore, MetadataStore, RepoKey, StoredManifest } from '../manifest-store.js';
+import { isTag, parseRepoName, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
+import { parseRegistryName } from '../../domain/registry-name.js';
+import { checkManifest } from '../manifest-entry.js';
+import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
 import { checkTagEntry, type TagEntry } from '../tag-store.js';
-import { parseUpstreamName } from '../upstream-name.js';
 
 /** An in-memory `ManifestStore` for tests; passes the same conformance suite as `FsManifestStore`. */
 export class MemoryManifestStore implements ManifestStore {
@@ -17,11 +18,13 @@ export class MemoryManifestStore implements ManifestStore {
     return { descriptor: { digest, size: m.body.length, mediaType: m.mediaType }, body: Buffer.from(m.body) };
   }
 
-  /** See `FsManifestStore.put`: `DIGEST_INVALID`, `MANIFEST_INVALID` for an empty media type, last media type wins. */
+  /** See `FsManifestStore.put`: `DIGEST_INVALID`, `MANIFEST_INVALID`, and the first media type stays. */
   async put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor> {
-    if (mediaType.length === 0) throw new RegistryError('MANIFEST_INVALID', undefined, { message: 'manifest media type is required' });
     const digest = sha256Digest(body);
     if (expected !== undefined && expected !== digest) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
+    checkManifest(body, mediaType);
+    const existing = this.#manifests.get(digest);
+    if (existing) return { digest, size: existing.body.length, mediaType: existing.mediaType };
     this.#manifests.set(digest, { mediaType, body: Buffer.from(body) });
     return { digest, size: body.length, mediaType };
   }
@@ -75,7 +78,7 @@ export class MemoryMetadataStore implements MetadataStore {
   }
 
   #repo(key: RepoKey, create: boolean): RepoMetadata | undefined {
-    const upstream = parseUpstreamName(key.upstream);
+    const upstream = parseRegistryName(key.upstream);
     const repo: RepoName = parseRepoName(key.repo);
     const id = `${upstream}\0${repo}`;
     let r = this.#repos.get(id);

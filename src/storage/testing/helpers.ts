@@ -4,8 +4,7 @@ import { it } from 'node:test';
 import { sha256Digest } from '../../domain/digest.js';
 import { isRegistryError, type ErrorCode } from '../../domain/errors.js';
 import { MediaTypes } from '../../domain/media-types.js';
-import type { RepoName, Tag } from '../../domain/reference.js';
-import type { RepoKey } from '../manifest-store.js';
+import type { RepoKey, RepoName, Tag } from '../../domain/reference.js';
 import type { TagEntry } from '../tag-store.js';
 
 /** Consumes a stream into one Buffer. */

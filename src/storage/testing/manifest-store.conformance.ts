@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { MediaTypes } from '../../domain/media-types.js';
-import type { ManifestStore, MetadataStore, RepoKey } from '../manifest-store.js';
+import type { RepoKey } from '../../domain/reference.js';
+import type { ManifestStore, MetadataStore } from '../manifest-store.js';
 import { fixtureTest, key, rejectsWithCode, tag, tagEntry as entry, type StoreFixture } from './helpers.js';
 
 // Whitespace, CRLF and non-ASCII: any re-serialisation would change these bytes and the digest.
@@ -27,9 +28,9 @@ export function describeManifestStore(name: string, makeStore: () => Promise<Sto
     });
 
     test('put without an expected digest stores under the sha256 of the body', async (store) => {
-      const { digest } = await store.put(BODY, MediaTypes.dockerManifest);
+      const { digest } = await store.put(BODY, MediaTypes.ociIndex);
       assert.equal(digest, sha256Digest(BODY));
-      assert.equal((await store.get(digest))?.descriptor.mediaType, MediaTypes.dockerManifest);
+      assert.equal((await store.get(digest))?.descriptor.mediaType, MediaTypes.ociIndex);
     });
 
     test('a digest mismatch is refused with DIGEST_INVALID and nothing is stored', async (store) => {
@@ -44,12 +45,30 @@ export function describeManifestStore(name: string, makeStore: () => Promise<Sto
       assert.equal(await store.get(sha256Digest(BODY)), undefined);
     });
 
-    test('put is idempotent; a later media type replaces the earlier one', async (store) => {
+    test('what is not a manifest of its media type is refused with MANIFEST_INVALID and nothing is stored', async (store) => {
+      const html = Buffer.from('<html><body>sign in</body></html>');
+      for (const [body, mediaType] of [
+        [BODY, 'text/html'], // a genuine manifest under a type that isn't a manifest's (issue #11 point 4)
+        [BODY, MediaTypes.dockerManifestList], // its mediaType field says otherwise
+        [BODY, MediaTypes.ociManifest], // an index is not shaped like an image manifest
+        [html, MediaTypes.ociManifest], // not JSON (point 5)
+        [html, 'text/html'],
+        [Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json\\r\\nX: 1","manifests":[]}'), MediaTypes.ociIndex],
+      ] as const) {
+        await rejectsWithCode(store.put(body, mediaType), 'MANIFEST_INVALID');
+        assert.equal(await store.get(sha256Digest(body)), undefined);
+      }
+    });
+
+    test('put is idempotent, and a stored media type never changes: the first put wins (issue #11 point 4)', async (store) => {
       const a = await store.put(BODY, MediaTypes.ociIndex);
       assert.deepEqual(await store.put(BODY, MediaTypes.ociIndex), a);
       assert.deepEqual((await store.get(a.digest))?.descriptor, a);
-      await store.put(BODY, MediaTypes.dockerManifestList);
-      assert.equal((await store.get(a.digest))?.descriptor.mediaType, MediaTypes.dockerManifestList);
+      // A document without a mediaType field is an index in both dialects.
+      const unnamed = Buffer.from('{"schemaVersion":2,"manifests":[]}');
+      const first = await store.put(unnamed, MediaTypes.ociIndex);
+      assert.deepEqual(await store.put(unnamed, MediaTypes.dockerManifestList), first, 'the stored descriptor is returned');
+      assert.equal((await store.get(first.digest))?.descriptor.mediaType, MediaTypes.ociIndex);
     });
 
     test('stored bytes do not change when callers mutate their buffers', async (store) => {

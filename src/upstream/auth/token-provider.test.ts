@@ -157,6 +157,27 @@ test('token service failures: 401 unauthorized, 5xx unavailable, no token unavai
   }
 });
 
+test('a token answer trickling in forever ends at the deadline: unavailable, the connection closed, the key free again', async () => {
+  let closed!: Promise<void>;
+  const slow = await LoopbackServer.start((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 100_000 });
+    const timer = setInterval(() => res.write(' '), 20);
+    closed = new Promise<void>((r) => res.on('close', () => (clearInterval(timer), r())));
+  });
+  try {
+    const statuses: Array<number | string> = [];
+    const tp = new TokenProvider({ dispatcher, allowedRealms: new Set([slow.url]), timeoutMs: 300, observer: { tokenRequest: (e) => statuses.push(e.status) } });
+    const req = { realm: `${slow.url}/token`, scopes: ['repository:x:pull'] };
+    await assert.rejects(tp.getToken(req), (e: unknown) => isKind('unavailable')(e) && /no complete answer within 300 ms/.test((e as Error).message));
+    await closed;
+    assert.deepEqual(statuses, [200]);
+    await assert.rejects(tp.getToken(req), isKind('unavailable'));
+    assert.equal(slow.count(), 2, 'a failed fetch is not shared with later callers');
+  } finally {
+    await slow.close();
+  }
+});
+
 test('a connection failure is unavailable and is reported to the observer', async () => {
   const dead = await LoopbackServer.start(() => {});
   const host = dead.host;

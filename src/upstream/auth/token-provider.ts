@@ -6,7 +6,8 @@
  */
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
-import { SingleFlight } from '../../cache/single-flight.js';
+import { raceSignal } from '../../lib/race-signal.js';
+import { SingleFlight } from '../../lib/single-flight.js';
 import { classifyRequestError, errorFromResponse, readCapped } from '../errors.js';
 import { UpstreamError } from '../upstream.js';
 import type { Challenge } from './challenge.js';
@@ -53,10 +54,16 @@ export interface TokenProviderOptions {
   readonly observer?: TokenObserver;
   /** Distinct (realm, service, scopes) kept; one per repository pulled. Default 1000. */
   readonly maxCachedTokens?: number;
+  /**
+   * The longest one token request may take, to the last byte of its answer (default 60 s): it is
+   * shared by every caller of its key, so a token service trickling its answer must not hold them.
+   */
+  readonly timeoutMs?: number;
 }
 
 // Token spec: "When omitted, [expires_in] defaults to 60 seconds."
 const DEFAULT_LIFETIME_S = 60;
+const DEFAULT_TIMEOUT_MS = 60_000;
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
 /** Bearer challenge → token request; `defaultScopes` when the challenge names none (e.g. `/v2/`). */
@@ -111,6 +118,17 @@ export class TokenProvider {
   }
 
   async #fetch(req: TokenRequest, key: string): Promise<CachedToken> {
+    const ms = this.#o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('unavailable', `token request: no complete answer within ${ms} ms`)), ms);
+    try {
+      return await this.#exchange(req, key, deadline.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #exchange(req: TokenRequest, key: string, signal: AbortSignal): Promise<CachedToken> {
     const url = this.#realmUrl(req);
     const headers: Record<string, string> = { ...this.#o.headers, accept: 'application/json' };
     const creds = this.#o.credentials;
@@ -119,10 +137,10 @@ export class TokenProvider {
     const done = (status: number | 'error', ok: boolean) => this.#o.observer?.tokenRequest?.({ status, ok, seconds: (performance.now() - started) / 1000 });
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers });
+      res = await request(url, { dispatcher: this.#o.dispatcher, method: 'GET', headers, signal });
     } catch (err) {
       done('error', false);
-      throw classifyRequestError(err, 'token request');
+      throw classifyRequestError(err, 'token request', signal);
     }
     if (res.statusCode !== 200) {
       done(res.statusCode, false);
@@ -134,6 +152,7 @@ export class TokenProvider {
       doc = JSON.parse(body.toString('utf8'));
     } catch (err) {
       done(res.statusCode, false);
+      if (signal.aborted) throw signal.reason;
       // A proxy's HTML page or a broken service: treat like an outage so stale copies are served.
       throw new UpstreamError('unavailable', 'token response is not JSON', { status: 200, cause: err });
     }
@@ -187,21 +206,4 @@ function remapTokenError(err: UpstreamError): UpstreamError {
   if (err.status === 401 || err.status === 403) return new UpstreamError('unauthorized', `token request refused (${err.status})`, opts);
   if (err.kind === 'rate-limited') return err;
   return new UpstreamError('unavailable', `token service answered ${err.status}`, opts);
-}
-
-/** Waits for `p` unless `signal` aborts first (the shared work itself goes on for other waiters). */
-export function raceSignal<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) {
-      p.catch(() => {}); // nobody else may be waiting for it
-      return onAbort();
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
-      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
-    );
-  });
 }

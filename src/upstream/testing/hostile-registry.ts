@@ -8,6 +8,7 @@
  * Behaviours are keyed by a repository name or by a prefix ending in `/` (`evil/` matches
  * `evil/app`). Add a built-in below when more than one test needs it.
  */
+import { EventEmitter, once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { sha256Digest } from '../../domain/digest.js';
 import { FakeRegistry, LoopbackServer, TokenBook } from './fake-registry.js';
@@ -31,6 +32,9 @@ export class HostileRegistry extends FakeRegistry {
   readonly #behaviours = new Map<string, Behaviour>();
   /** Requests per repository (as requested), to show what reached the upstream. */
   readonly hits = new Map<string, number>();
+  /** Responses per repository still open: the client (hubcache) neither read them to the end nor left. */
+  readonly open = new Map<string, number>();
+  readonly #events = new EventEmitter();
 
   constructor(tokens = new TokenBook()) {
     super(tokens);
@@ -41,6 +45,12 @@ export class HostileRegistry extends FakeRegistry {
       if (m) {
         const [, repo, what, ref] = m as unknown as [string, string, HostileRequest['what'], string];
         this.hits.set(repo, (this.hits.get(repo) ?? 0) + 1);
+        this.open.set(repo, (this.open.get(repo) ?? 0) + 1);
+        this.#events.emit('hit', repo);
+        res.once('close', () => {
+          this.open.set(repo, this.open.get(repo)! - 1);
+          this.#events.emit('closed', repo);
+        });
         const behaviour = this.behaviourFor(repo);
         if (behaviour && (await behaviour({ req, res, repo, what, ref, url, registry: this })) !== false) return;
       }
@@ -52,6 +62,16 @@ export class HostileRegistry extends FakeRegistry {
   behave(key: string, behaviour: Behaviour): this {
     this.#behaviours.set(key, behaviour);
     return this;
+  }
+
+  /** Resolves once no response for `repo` is open: every connection that asked for it closed or was answered. */
+  async settled(repo: string): Promise<void> {
+    while ((this.open.get(repo) ?? 0) > 0) await once(this.#events, 'closed');
+  }
+
+  /** Resolves once `n` requests for `repo` have arrived in total. */
+  async hitCount(repo: string, n: number): Promise<void> {
+    while ((this.hits.get(repo) ?? 0) < n) await once(this.#events, 'hit');
   }
 
   behaviourFor(repo: string): Behaviour | undefined {
@@ -108,19 +128,26 @@ export function manifestAs(contentType: string, body: Buffer | string): Behaviou
 
 /**
  * The response head at once, then one byte of `body` every `intervalMs`, forever if `body` runs out
- * before the announced length (the connection stays open until the client leaves).
+ * before the announced length (the connection stays open until the client leaves). When `body`
+ * fills the announced length (the default when `announcedLength` is not given but `body` is), the
+ * response ends with its last byte: a slow but complete answer.
  */
 export function trickle(opts: { what?: HostileRequest['what']; intervalMs: number; contentType?: string; announcedLength?: number; body?: Buffer }): Behaviour {
   return (r) => {
     if (opts.what && r.what !== opts.what) return false;
     const body = opts.body ?? Buffer.from('{"schemaVersion":2,');
-    r.res.writeHead(200, { 'content-type': opts.contentType ?? 'application/vnd.oci.image.manifest.v1+json', 'content-length': opts.announcedLength ?? 1024 * 1024 });
+    const length = opts.announcedLength ?? (opts.body ? body.length : 1024 * 1024);
+    r.res.writeHead(200, { 'content-type': opts.contentType ?? 'application/vnd.oci.image.manifest.v1+json', 'content-length': length });
     if (r.req.method === 'HEAD') return void r.res.end();
     let i = 0;
     const timer = setInterval(() => {
       if (i < body.length) r.res.write(body.subarray(i, i + 1));
       else r.res.write(' ');
       i++;
+      if (i >= length) {
+        clearInterval(timer);
+        r.res.end();
+      }
     }, opts.intervalMs);
     r.res.on('close', () => clearInterval(timer));
   };

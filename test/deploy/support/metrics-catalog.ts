@@ -1,30 +1,44 @@
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES } from '../../../src/cache/cache-metrics.js';
+import { ABANDONED_DECISIONS, BYTE_SOURCES, CLIENT_TIMEOUTS, CONNECTION_REJECTIONS, Metrics } from '../../../src/observability/metrics.js';
+import { UPSTREAM_KINDS } from '../../../src/upstream/upstream.js';
 
 /** Root of the repository (tests run from anywhere). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/** What prom-client keeps of each metric it was given (its constructor options). */
+interface RegisteredMetric {
+  readonly name: string;
+  readonly type: 'counter' | 'gauge' | 'histogram' | 'summary';
+  readonly labelNames?: readonly string[];
+}
+
 /**
- * Every series hubcache exports with its label names, read from the `name: '...'` / `labelNames`
- * declarations in src/observability/metrics.ts. Histograms export `<name>_bucket` (with `le`),
- * `_sum` and `_count`, not `<name>`. (prom-client's default process metrics, prefixed
- * `hubcache_process_`, are not listed: the dashboard and alerts don't use them.)
+ * Every series hubcache exports with its label names, read from the metrics registry itself (a
+ * fresh `Metrics`, prom-client's default process metrics included): names, types and the label
+ * names each metric was declared with, whether or not a series exists yet. Histograms export
+ * `<name>_bucket` (with `le`), `_sum` and `_count`, not `<name>`; summaries `<name>` (with
+ * `quantile`), `_sum` and `_count`.
  */
-export function exportedSeries(): Map<string, Set<string>> {
-  const source = readFileSync(`${ROOT}src/observability/metrics.ts`, 'utf8');
+export function exportedSeries(): ReadonlyMap<string, ReadonlySet<string>> {
+  return (catalog ??= readRegistry());
+}
+
+let catalog: Map<string, Set<string>> | undefined;
+
+function readRegistry(): Map<string, Set<string>> {
   const series = new Map<string, Set<string>>();
-  const decl = /new client\.(Counter|Gauge|Histogram|Summary)\(\{\s*name:\s*'([a-z_:][a-z0-9_:]*)'(.*?)registers:/g;
-  for (const [, type, name, rest] of source.matchAll(decl)) {
-    const labels = /labelNames:\s*\[([^\]]*)\]/.exec(rest!)?.[1] ?? '';
-    const labelNames = [...labels.matchAll(/'([a-zA-Z_][a-zA-Z0-9_]*)'/g)].map((m) => m[1]!);
-    if (type === 'Histogram') {
+  for (const metric of new Metrics().registry.getMetricsAsArray() as unknown as RegisteredMetric[]) {
+    const { name, type } = metric;
+    const labelNames = [...(metric.labelNames ?? [])];
+    if (type === 'histogram') {
       series.set(`${name}_bucket`, new Set([...labelNames, 'le']));
       series.set(`${name}_sum`, new Set(labelNames));
       series.set(`${name}_count`, new Set(labelNames));
-    } else if (type === 'Summary') {
+    } else if (type === 'summary') {
       for (const suffix of ['_sum', '_count']) series.set(name + suffix, new Set(labelNames));
-      series.set(name!, new Set([...labelNames, 'quantile']));
-    } else series.set(name!, new Set(labelNames));
+      series.set(name, new Set([...labelNames, 'quantile']));
+    } else series.set(name, new Set(labelNames));
   }
   return series;
 }
@@ -50,19 +64,6 @@ export function promqlSelectors(expr: string): Array<{ metric: string; matchers:
   return out;
 }
 
-/**
- * The closed label value sets declared as string-literal unions in metrics.ts
- * (`export type CacheOutcome = 'hit' | 'miss' | …`), by type name.
- */
-export function labelValueTypes(): Map<string, Set<string>> {
-  const source = readFileSync(`${ROOT}src/observability/metrics.ts`, 'utf8');
-  const types = new Map<string, Set<string>>();
-  for (const [, name, body] of source.matchAll(/export type (\w+) = ((?:\s*\|?\s*'[^']*')+);/g)) {
-    types.set(name!, new Set([...body!.matchAll(/'([^']*)'/g)].map((v) => v[1]!)));
-  }
-  return types;
-}
-
 const KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan', 'atan2']);
 
 /**
@@ -85,18 +86,23 @@ export function promqlMetricNames(expr: string): Set<string> {
   return names;
 }
 
-// Which closed value set each label of each metric takes (status is `statusClass()` in metrics.ts).
-const STATUS_CLASSES = new Set(['1xx', '2xx', '3xx', '4xx', '5xx', 'error']);
-const LABEL_TYPES: Record<string, Record<string, string>> = {
-  hubcache_cache_requests_total: { kind: 'CacheKind', outcome: 'CacheOutcome' },
-  hubcache_coalesced_requests_total: { kind: 'CacheKind' },
-  hubcache_client_bytes_total: { source: 'ByteSource' },
-  hubcache_upstream_requests_total: { kind: 'UpstreamKind', status: '@status' },
-  hubcache_upstream_request_duration_seconds_bucket: { kind: 'UpstreamKind' },
-  hubcache_fills_failed_total: { reason: 'FillFailure' },
-  hubcache_fills_abandoned_total: { decision: 'AbandonedDecision' },
-  hubcache_http_requests_total: { status: '@status' },
-  hubcache_upstream_token_fetches_total: { result: '@result' },
+// The closed value set each label of each metric takes, from the modules that own them (the cache's
+// vocabulary, the upstream client's request kinds, the metrics facade's own sets); status is
+// `statusClass()` in metrics.ts.
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'error'];
+const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
+  hubcache_cache_requests_total: { kind: CACHE_KINDS, outcome: CACHE_OUTCOMES },
+  hubcache_coalesced_requests_total: { kind: CACHE_KINDS },
+  hubcache_client_bytes_total: { source: BYTE_SOURCES },
+  hubcache_upstream_requests_total: { kind: UPSTREAM_KINDS, status: STATUS_CLASSES },
+  hubcache_upstream_request_duration_seconds_bucket: { kind: UPSTREAM_KINDS },
+  hubcache_upstream_retries_total: { kind: UPSTREAM_KINDS },
+  hubcache_fills_failed_total: { reason: FILL_FAILURES },
+  hubcache_fills_abandoned_total: { decision: ABANDONED_DECISIONS },
+  hubcache_http_requests_total: { status: STATUS_CLASSES },
+  hubcache_http_connections_rejected_total: { reason: CONNECTION_REJECTIONS },
+  hubcache_http_timeouts_total: { kind: CLIENT_TIMEOUTS },
+  hubcache_upstream_token_fetches_total: { result: ['ok', 'error'] },
 };
 
 /**
@@ -105,9 +111,6 @@ const LABEL_TYPES: Record<string, Record<string, string>> = {
  */
 export function expressionProblems(expr: string, foreign: ReadonlySet<string> = new Set()): string[] {
   const series = exportedSeries();
-  const types = labelValueTypes();
-  types.set('@status', STATUS_CLASSES);
-  types.set('@result', new Set(['ok', 'error']));
   const problems: string[] = [];
   for (const name of promqlMetricNames(expr)) {
     if (!series.has(name) && !foreign.has(name)) problems.push(`unknown metric ${name}`);
@@ -120,11 +123,10 @@ export function expressionProblems(expr: string, foreign: ReadonlySet<string> = 
         problems.push(`${metric} has no label ${m.label}`);
         continue;
       }
-      const type = LABEL_TYPES[metric]?.[m.label];
-      if (!type) continue;
-      const allowed = types.get(type)!;
+      const allowed = LABEL_VALUES[metric]?.[m.label];
+      if (!allowed) continue;
       const values = m.op.endsWith('~') ? (/^[\w|]+$/.test(m.value) ? m.value.split('|') : []) : [m.value];
-      for (const v of values) if (!allowed.has(v)) problems.push(`${metric}{${m.label}}: ${JSON.stringify(v)} is not one of ${[...allowed].join(', ')}`);
+      for (const v of values) if (!allowed.includes(v)) problems.push(`${metric}{${m.label}}: ${JSON.stringify(v)} is not one of ${allowed.join(', ')}`);
     }
   }
   return problems;

@@ -1,0 +1,115 @@
+// The layering of docs/architecture.md, pinned (issue #12, "types live with their owner"):
+// http → cache → {upstream, storage} → domain, with lib/ (neutral building blocks) at the bottom and
+// observability/ (the metrics facade and the adapters that feed it) and the composition root on top.
+// Reads every non-test module's imports with the TypeScript scanner and fails on an import that
+// crosses a rule, naming the file and the import.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import ts from 'typescript';
+
+const SRC = dirname(fileURLToPath(import.meta.url));
+
+interface Import {
+  readonly from: string;
+  /** As written: `../domain/digest.js`, `node:fs`, `undici`. */
+  readonly specifier: string;
+  /** The imported module relative to src/ (`domain/digest.js`) for a relative import. */
+  readonly target?: string;
+}
+
+function modules(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) return modules(p);
+    return e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && !e.name.endsWith('.d.ts') ? [p] : [];
+  });
+}
+
+const IMPORTS: Import[] = modules(SRC).flatMap((file) => {
+  const from = relative(SRC, file).split(sep).join('/');
+  return ts.preProcessFile(readFileSync(file, 'utf8'), true, true).importedFiles.map(({ fileName: specifier }) =>
+    specifier.startsWith('.') ? { from, specifier, target: relative(SRC, resolve(dirname(file), specifier)).split(sep).join('/') } : { from, specifier },
+  );
+});
+
+/** The top-level directory of a module under src/; `(root)` for the composition root (server.ts, cli.ts). */
+const layer = (path: string) => (path.includes('/') ? path.slice(0, path.indexOf('/')) : '(root)');
+const isBuiltin = (specifier: string) => specifier.startsWith('node:') || builtinModules.includes(specifier);
+const show = (i: Import) => `${i.from} imports ${i.specifier}`;
+
+function crossing(fromLayer: string, toLayer: string): string[] {
+  return IMPORTS.filter((i) => i.target !== undefined && layer(i.from) === fromLayer && layer(i.target) === toLayer).map(show);
+}
+
+/** Every cycle of the directory graph (one per strongly connected component), with the imports that make it. */
+function directoryCycles(): string[] {
+  const edges = new Map<string, Map<string, Import>>();
+  for (const i of IMPORTS) {
+    if (i.target === undefined || layer(i.from) === layer(i.target)) continue;
+    const out = edges.get(layer(i.from)) ?? new Map<string, Import>();
+    if (!out.has(layer(i.target))) out.set(layer(i.target), i);
+    edges.set(layer(i.from), out);
+  }
+  // Tarjan's strongly connected components.
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const cycles: string[] = [];
+  const visit = (v: string) => {
+    index.set(v, index.size);
+    low.set(v, index.get(v)!);
+    stack.push(v);
+    for (const w of edges.get(v)?.keys() ?? []) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (stack.includes(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const component: string[] = [];
+    let w: string;
+    do {
+      w = stack.pop()!;
+      component.push(w);
+    } while (w !== v);
+    if (component.length > 1) {
+      const members = new Set(component);
+      const via = [...members].flatMap((a) => [...(edges.get(a) ?? [])].filter(([b]) => members.has(b)).map(([, i]) => show(i)));
+      cycles.push(`${[...members].sort().join(' ⇄ ')}: ${via.join('; ')}`);
+    }
+  };
+  for (const v of edges.keys()) if (!index.has(v)) visit(v);
+  return cycles;
+}
+
+describe('architecture: imports follow the layers (docs/architecture.md)', () => {
+  it('reads the imports (the rules below are not vacuous)', () => {
+    assert.ok(IMPORTS.length > 200, `only ${IMPORTS.length} imports found`);
+    assert.ok(crossing('cache', 'domain').length > 0 && crossing('http', 'cache').length > 0);
+  });
+
+  it('http/ does not import storage/: it routes (domain values) and calls the cache', () => {
+    assert.deepEqual(crossing('http', 'storage'), []);
+  });
+
+  it('upstream/ does not import cache/: the cache uses upstreams, not the other way round', () => {
+    assert.deepEqual(crossing('upstream', 'cache'), []);
+  });
+
+  it('domain/ imports nothing but domain/ and Node built-ins', () => {
+    const outside = IMPORTS.filter((i) => layer(i.from) === 'domain' && (i.target !== undefined ? layer(i.target) !== 'domain' : !isBuiltin(i.specifier)));
+    assert.deepEqual(outside.map(show), []);
+  });
+
+  it('lib/ (neutral building blocks) imports nothing of hubcache outside lib/', () => {
+    assert.deepEqual(IMPORTS.filter((i) => layer(i.from) === 'lib' && i.target !== undefined && layer(i.target) !== 'lib').map(show), []);
+  });
+
+  it('no import cycle between directories', () => {
+    assert.deepEqual(directoryCycles(), []);
+  });
+});

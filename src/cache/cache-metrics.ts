@@ -1,0 +1,42 @@
+/**
+ * The cache's vocabulary — what it looks up, what became of a lookup, why a fill failed — and what
+ * it reports, as an interface of its own: the cache depends on this, not on the metrics facade
+ * (observability/metrics.ts implements it and labels its series with these closed sets).
+ */
+
+/** What a lookup was for. A closed set: never a repository, tag or digest (Docker Hub's namespace is unbounded). */
+export const CACHE_KINDS = ['manifest_tag', 'manifest_digest', 'blob'] as const;
+export type CacheKind = (typeof CACHE_KINDS)[number];
+
+/**
+ * What became of a lookup: served from the store (`hit`), fetched (`miss`), confirmed upstream
+ * before serving (`revalidated`), or served from the store because upstream failed (`stale`).
+ */
+export const CACHE_OUTCOMES = ['hit', 'miss', 'revalidated', 'stale'] as const;
+export type CacheOutcome = (typeof CACHE_OUTCOMES)[number];
+
+/** Why a blob fill ended without a commit (a cancelled one is not a failure). */
+export const FILL_FAILURES = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'] as const;
+export type FillFailure = (typeof FILL_FAILURES)[number];
+
+/** The events the cache reports. Every method is cheap and must not throw. */
+export interface CacheMetrics {
+  /** A lookup and its outcome. */
+  cache(kind: CacheKind, outcome: CacheOutcome): void;
+  /** A request joined a fetch already in flight instead of making its own. */
+  joined(kind: CacheKind): void;
+  /** Body bytes received from an upstream (blobs and manifests). */
+  bytesFromUpstream(upstream: string, n: number): void;
+  /** A blob fill waits for a download slot (cache.maxConcurrentFills). */
+  fillQueued(): void;
+  /** A queued fill left the queue without starting; `abandoned`: because its clients had all gone. */
+  fillDropped(abandoned: boolean): void;
+  /** A fill got its slot: `queuedSeconds` after it was queued, undefined when a slot was free at once. */
+  fillStarted(queuedSeconds?: number): void;
+  /** Every client of a running fill had gone and the budget (cache.abandonedFills) let it go on. */
+  fillContinuedUnattended(): void;
+  /** A running fill ended. */
+  fillEnded(result: 'committed' | 'cancelled' | FillFailure): void;
+  /** A broken download was resumed with a Range request. */
+  fillResumed(): void;
+}

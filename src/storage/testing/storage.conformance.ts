@@ -55,10 +55,10 @@ export function describeStorage(name: string, makeFixture: () => Promise<Storage
         const data = randomBytes(10_000);
         await put(storage.blobs, data);
         assert.ok(data.equals(await readAll(await storage.blobs.open(sha256Digest(data)))));
-        const body = Buffer.from('{"schemaVersion":2}');
-        const { digest } = await storage.manifests.put(body, MediaTypes.ociManifest);
+        const body = Buffer.from(`{"schemaVersion":2,"mediaType":"${MediaTypes.ociIndex}","manifests":[]}`);
+        const { digest } = await storage.manifests.put(body, MediaTypes.ociIndex);
         const key = { upstream: 'docker.io', repo: 'library/x' as RepoName };
-        await storage.metadata.setTag(key, 'v1' as Tag, { digest, mediaType: MediaTypes.ociManifest, size: body.length, validatedAt: 1 });
+        await storage.metadata.setTag(key, 'v1' as Tag, { digest, mediaType: MediaTypes.ociIndex, size: body.length, validatedAt: 1 });
         assert.equal((await storage.metadata.getTag(key, 'v1' as Tag))?.digest, digest);
         assert.equal(typeof storage.describe().driver, 'string');
         assert.ok(storage.describe().location.length > 0);

@@ -1,14 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createLogger } from './lib/logger.js';
 import { startHubcache, type Hubcache } from './server.js';
-import { FsBlobStore } from './storage/fs/fs-blob-store.js';
-import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
-import { StoreLockedError } from './storage/fs/store-lock.js';
+import { openStorage } from './storage/open-storage.js';
+import { StoreOwnedError } from './storage/storage.js';
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -34,8 +32,8 @@ function fail(err: unknown, hint?: string): never {
     process.stderr.write(`hubcache: ${err.message}\n`);
     process.exit(2);
   }
-  // An expected refusal, not a bug: the message names the root and the process that owns it.
-  if (err instanceof StoreLockedError) {
+  // An expected refusal, not a bug: the message names the store and the process that owns it.
+  if (err instanceof StoreOwnedError) {
     process.stderr.write(`hubcache: ${err.message}\n${hint ? `hubcache: ${hint}\n` : ''}`);
     process.exit(1);
   }
@@ -55,11 +53,11 @@ withConfigOptions(program.command('serve').description('start the registry mirro
   // Created here, not by startHubcache, so that a signal during the start can be logged.
   const logger = createLogger({ level: config.log.level, format: config.log.format });
   // The handlers go in before the start: until then SIGTERM's default action would end the process
-  // mid-start (the store scan takes a while on a big store) without a word. A signal during the start
+  // mid-start (a wait for the store's lock can take a while) without a word. A signal during the start
   // stops the server as soon as it is up, with the usual drain; a second signal exits at once.
   let hub: Hubcache | undefined;
   let signals = 0;
-  // Ends a start that waits for the store's lock (up to storage.lockStaleAfter) at once.
+  // Ends a start that waits for ownership of the store (up to storage.lockStaleAfter) at once.
   const starting = new AbortController();
   const stop = (h: Hubcache) =>
     h.close().then(
@@ -167,16 +165,12 @@ withConfigOptions(
     fail(err);
   }
   const { writeLs } = await import('./commands/ls.js');
-  const root = config.storage.path;
+  // A reader: no ownership, no init() (it would clear a running instance's writes in progress).
+  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }) });
   // `hubcache ls | head`: the reader leaving early is not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
-  // No init(): it would create directories and sweep tmp/ under a running instance.
   // Streamed as the store is read (issue #13): a million tags in bounded memory.
-  await writeLs(
-    { metadata: new FsMetadataStore({ root }), manifests: new FsManifestStore({ root }), blobs: new FsBlobStore({ root }) },
-    process.stdout,
-    { json: opts.json === true, now: Date.now(), root: resolve(root), filter },
-  ).catch(fail);
+  await writeLs(storage, process.stdout, { json: opts.json === true, now: Date.now(), root: storage.describe().location, filter }).catch(fail);
 });
 
 await program.parseAsync(process.argv);

@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
@@ -13,14 +11,11 @@ import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { Metrics } from './observability/metrics.js';
-import { StoreMetricsBlobStore } from './observability/store-metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
 import { BufferPool } from './storage/buffer-pool.js';
 import { FILE_READ_CHUNK } from './storage/fs/file-range-stream.js';
-import { FsBlobStore } from './storage/fs/fs-blob-store.js';
-import { FsManifestStore, FsMetadataStore } from './storage/fs/fs-manifest-store.js';
-import { acquireStoreLock } from './storage/fs/store-lock.js';
 import { StoreHealth } from './storage/store-health.js';
+import { openStorage } from './storage/open-storage.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -40,12 +35,12 @@ export interface StartOptions {
   logger?: Logger;
   version?: string;
   /**
-   * When the store's lock is held by a process whose liveness can't be checked from here (another
-   * host, or another PID namespace), fail at once instead of watching the lock for up to
-   * `storage.lockStaleAfter` (store-lock.ts). For `prefetch`, which must not block.
+   * When the store is owned by a process whose liveness can't be checked from here (another host,
+   * or another PID namespace), fail at once instead of waiting for its claim to lapse (up to
+   * `storage.lockStaleAfter` for the filesystem lock). For `prefetch`, which must not block.
    */
   lockFailFast?: boolean;
-  /** Aborts a start that is waiting for the store's lock (a signal while starting). */
+  /** Aborts a start that is waiting for ownership of the store (a signal while starting). */
   signal?: AbortSignal;
 }
 
@@ -54,41 +49,26 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
-  const root = config.storage.path;
-  // Before anything touches the store: init() sweeps tmp/, which would break another process's
-  // writes. Throws StoreLockedError when another process owns the root. A holder on another host or
-  // in another PID namespace (a container restarted after a crash) is waited for, up to
-  // storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe allows for it).
-  // Released after close(); a start that fails after this point leaves it to the exit handler.
-  const lock = await acquireStoreLock({
-    root,
-    staleMs: config.storage.lockStaleAfter,
-    failFast: opts.lockFailFast,
-    signal: opts.signal,
-    onWait: (w) =>
-      logger.warn('storage lock held, waiting', {
-        lock: w.lockPath,
-        holder: w.holder ? { pid: w.holder.pid, hostname: w.holder.hostname, pidNamespace: w.holder.pidNamespace, startedAt: w.holder.startedAt } : 'unreadable lock file',
-        lockAgeMs: Math.round(w.ageMs),
-        maxWaitMs: w.maxWaitMs,
-        why: 'its holder runs on another host or in another PID namespace, where its pid cannot be checked: waiting to see whether it refreshes the lock',
-      }),
-    onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
-  });
-  if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });
   // Every response streaming a stored blob takes its buffers from here (issue #11).
   const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
   metrics.watchBlobBufferPool(() => readBuffers.stats());
-  const fsBlobs = new FsBlobStore({ root, readBuffers });
-  const removed = await fsBlobs.init();
-  if (removed > 0) logger.info('leftover temp files removed', { count: removed });
-  const blobs = new StoreMetricsBlobStore(fsBlobs, metrics);
-  const stored = await blobs.init();
-  logger.info('store scanned', { blobs: stored.objects, bytes: stored.bytes });
-  const manifests = new FsManifestStore({ root });
-  const metadata = new FsMetadataStore({ root });
-  await manifests.init?.();
-  await metadata.init?.();
+  const storage = openStorage(config.storage, { logger, readBuffers });
+  // Before anything touches the store: init() clears what a previous owner left unfinished, which
+  // would break another process's writes. Throws StoreOwnedError when another process owns it. An
+  // owner on another host or in another PID namespace (a container restarted after a crash) is
+  // waited for, up to storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe
+  // allows for it). Released after close(); a start that fails after this point leaves it to the
+  // exit handler.
+  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal });
+  const ready = await storage.init();
+  if (ready.leftovers > 0) logger.info('leftover temp files removed', { count: ready.leftovers });
+  logger.info('storage opened', { ...storage.describe() });
+  // What the store holds is counted in the background (issue #12: a big store must not delay the
+  // start); the gauges have no sample until then.
+  const { blobs, manifests, metadata } = storage;
+  metrics.observeStoreUsage(() => blobs.usage?.());
+  const scanStarted = Date.now();
+  void ready.usage.then((usage) => usage && logger.info('store scanned', { blobs: usage.objects, bytes: usage.bytes, ms: Date.now() - scanStarted }));
 
   const upstreams = new Map<string, { upstream: Upstream; tagTtlMs: number }>();
   for (const [name, up] of Object.entries(config.upstreams)) {
@@ -116,14 +96,14 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   }
 
   const storeHealth = new StoreHealth({
-    probe: () => probeStoreWrite(root),
+    probe: () => storage.probeWrite(),
     onChange: (writable) => {
       metrics.storeWritable(writable);
-      if (writable) logger.info('store writable again', { storage: root });
+      if (writable) logger.info('store writable again', { storage: storage.describe().location });
     },
     // Logged once per degraded spell, with the errno and the path. Emergency eviction hooks in here
     // once eviction exists.
-    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: root, ...fault }),
+    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault }),
   });
   const registry = new PullThroughRegistry({
     storeHealth,
@@ -139,6 +119,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       minProgressToFinish: config.cache.abandonedFills.minProgressToFinish,
       maxRemainingToFinish: config.cache.abandonedFills.maxRemainingToFinish,
     },
+    ...(storage.spoolDir ? { spoolDir: storage.spoolDir } : {}),
     tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
@@ -149,7 +130,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   let stopping = false;
   // A store that can't be written (disk full) still serves what it holds: degraded, not unready.
   const readiness = async () => ({
-    checks: { config: true, accepting: !stopping, storeReadable: await storeReadable(root) },
+    checks: { config: true, accepting: !stopping, storeReadable: await storage.readable() },
     degraded: { storeWritable: await storeHealth.check() },
   });
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
@@ -180,7 +161,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   }
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
-  logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: root, instanceId, upstreams: [...upstreams.keys()] });
+  logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
 
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
@@ -215,7 +196,11 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       logger.info('hubcache stopped', { outcome });
     })());
 
-  return { url, metricsUrl, instanceId, logger, metrics, close: (deadlineMs?: number) => close(deadlineMs).finally(() => lock.release()) };
+  const closeAll = (deadlineMs?: number) =>
+    close(deadlineMs)
+      .finally(() => storage.close())
+      .finally(() => ownership.release());
+  return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };
 }
 
 /**
@@ -250,25 +235,4 @@ function addressUrl(server: Server): string {
   const a = server.address() as AddressInfo;
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
   return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
-}
-
-/** Writes and removes a small file in tmp/: throws the write's error (ENOSPC, EROFS, …). */
-async function probeStoreWrite(root: string): Promise<void> {
-  const probe = join(root, 'tmp', `.ready-${process.pid}`);
-  try {
-    await mkdir(join(root, 'tmp'), { recursive: true });
-    await writeFile(probe, 'ok');
-  } finally {
-    await rm(probe, { force: true }).catch(() => {});
-  }
-}
-
-/** Whether the committed blobs can be listed (the volume is there and readable). */
-async function storeReadable(root: string): Promise<boolean> {
-  try {
-    await readdir(join(root, 'blobs'));
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -12,6 +12,7 @@ import type { CacheMetrics, FillFailure } from './cache-metrics.js';
 import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
 import { ChunkWindow } from './chunk-window.js';
 import type { Slot, SlotQueue } from './slot-queue.js';
+import { openSpool, StorageWriteError, type Spool } from './spool.js';
 import { WriteBatcher } from './write-batcher.js';
 
 /** What a fill does once every client has gone (cache.abandonedFills). */
@@ -41,12 +42,14 @@ export interface BlobFillOptions {
   /** Download slots shared by every fill (cache.maxConcurrentFills): the fill waits its turn here. */
   readonly slots: SlotQueue;
   readonly abandoned: AbandonedFillPolicy;
+  /** A local directory for the fill's spool file when the store writer offers no local file (cache/spool.ts). */
+  readonly spoolDir: string;
   readonly schedule?: Schedule;
   readonly logger: Logger;
   readonly metrics: CacheMetrics;
 }
 
-/** Followers read the fill's file in pieces of this size (large pieces: fewer reads, see the bench). */
+/** Followers read the fill's spool in pieces of this size (large pieces: fewer reads, see the bench). */
 const READ_CHUNK = 1024 * 1024;
 /** Upstream bytes queued while a file write is in flight, at most (per fill). */
 const MAX_PENDING_WRITE = 2 * 1024 * 1024;
@@ -55,10 +58,12 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
 
 /**
  * One upstream download of one blob, shared by every client that asks for it while it runs.
- * Bytes are hashed and written to a store writer. Clients get them as they arrive: from a bounded
- * in-memory window of the latest chunks (shared by all followers), or, when a client has fallen
- * behind the window, by positional reads of the written file (`BlobWriter.readAt`). Nobody waits for
- * the whole blob, and memory stays flat whatever the blob size or the number of clients.
+ * Bytes are written to a store writer (which hashes them). Clients get them as they arrive: from a
+ * bounded in-memory window of the latest chunks (shared by all followers), or, when a client has
+ * fallen behind the window, by positional reads of the fill's spool (cache/spool.ts: the store's
+ * own temp file when the writer offers one, else a local copy the fill writes alongside). Nobody
+ * waits for the whole blob, and memory stays flat whatever the blob size or the number of clients.
+ * The store only takes bytes; reading them back is the cache's business.
  *
  * The final byte is held back from every follower until the digest is verified: if upstream sent
  * wrong bytes, every client connection is aborted instead of ending cleanly with wrong content
@@ -81,7 +86,8 @@ export class BlobFill {
   readonly done: Promise<BlobInfo>;
 
   #size = -1;
-  #writer: BlobWriter | undefined;
+  /** Where followers behind the window read; open from the upstream's answer until the readers are done. */
+  #spool: Spool | undefined;
   #state: 'queued' | 'starting' | 'running' | 'committed' | 'failed' = 'starting';
   #error: Error | undefined;
   /** Clients waiting for `ready` or deciding how to read (`attach`). */
@@ -173,20 +179,22 @@ export class BlobFill {
     const signal = AbortSignal.any([deadline, this.#cancel.signal]);
     const started = Date.now();
     let writer: BlobWriter | undefined;
+    let spool: Spool | undefined;
     try {
-      writer = await store.create();
+      writer = await store.create().catch(storageFailure('store'));
+      const sink = await openSpool(writer, { dir: this.#opts.spoolDir }).catch(storageFailure('spool'));
+      spool = sink;
       let res = await upstream.getBlob(key.repo, digest, { signal });
       this.#size = res.size;
-      this.#writer = writer;
+      this.#spool = sink;
       this.#state = 'running';
       logger.info('fill started', { digest, upstream: key.upstream, repository: key.repo, size: res.size, slotsHeld: slots.held, queued: slots.waiting });
       resolveReady(res.size);
       let resumes = 0;
-      const sink = writer;
       const batcher = new WriteBatcher(async (chunks, bytes) => {
         await sink.write(chunks);
         metrics.bytesFromUpstream(key.upstream, bytes);
-        this.#window.evict(sink.written);
+        this.#window.evict(sink.readable);
       }, MAX_PENDING_WRITE);
       for (;;) {
         try {
@@ -213,13 +221,16 @@ export class BlobFill {
           if (res.size !== this.#size || res.offset !== writer.written) throw new UpstreamError('protocol', 'upstream changed the blob while resuming');
         }
       }
-      const info = await writer.commit(digest, this.#size, {
-        onVerified: () => {
-          this.#verified = true;
-          this.#events.emit('change');
-        },
-      });
-      this.#window.clear(writer.written);
+      const info = await writer
+        .commit(digest, this.#size, {
+          onVerified: () => {
+            this.#verified = true;
+            this.#events.emit('change');
+          },
+        })
+        // A mismatch is a RegistryError; anything else (fsync, rename, an upload's completion) is the store's.
+        .catch((err: unknown) => (isRegistryError(err) ? Promise.reject(err) : storageFailure('store')(err)));
+      this.#window.clear(sink.readable);
       this.#state = 'committed';
       metrics.fillEnded('committed');
       logger.info('fill committed', { digest, bytes: info.size, ms: Date.now() - started, resumes, ...(this.#unattended ? { unattended: true } : {}) });
@@ -237,6 +248,7 @@ export class BlobFill {
       this.#events.emit('change');
       if (cancelled) {
         await writer?.abort().catch(() => {});
+        await spool?.close();
         metrics.fillEnded('cancelled');
         // Logged once the temp data is gone.
         logger.info('fill cancelled', { digest, reason: 'every client left', received: this.#received, expected: this.#size, ms: Date.now() - started });
@@ -246,6 +258,8 @@ export class BlobFill {
       metrics.fillEnded(reason);
       logger.warn('fill failed', { digest, reason, error: err.message, received: writer?.written ?? 0, expected: this.#size });
       await writer?.abort().catch(() => {});
+      // Readers were destroyed above (state 'failed'); a read in flight finishes before the close.
+      await spool?.close();
       throw err;
     } finally {
       this.#stopGrace?.();
@@ -327,8 +341,8 @@ export class BlobFill {
    * Call only after `ready` resolved and while `followable`.
    */
   createReader(range?: ByteRange): Readable {
-    const writer = this.#writer;
-    if (!writer || !this.followable) throw new Error('fill is not followable');
+    const spool = this.#spool;
+    if (!spool || !this.followable) throw new Error('fill is not followable');
     const end = range ? range.end : this.#size - 1;
     let pos = range ? range.start : 0;
     let pumping = false;
@@ -368,11 +382,11 @@ export class BlobFill {
           if (pos < limit) {
             let chunk = this.#window.slice(pos, limit);
             if (!chunk) {
-              // Behind the window: those bytes are in the file.
-              const len = Math.min(READ_CHUNK, limit - pos, writer.written - pos);
-              if (len <= 0) throw new Error('fill bytes neither in memory nor written');
+              // Behind the window: those bytes are in the spool.
+              const len = Math.min(READ_CHUNK, limit - pos, spool.readable - pos);
+              if (len <= 0) throw new Error('fill bytes neither in memory nor spooled');
               const buf = Buffer.allocUnsafe(len);
-              const n = await writer.readAt(buf, 0, len, pos);
+              const n = await spool.readAt(buf, 0, len, pos);
               if (n <= 0) throw new Error('short read from fill');
               chunk = n === len ? buf : buf.subarray(0, n);
             }
@@ -406,16 +420,24 @@ export class BlobFill {
     });
   }
 
+  /** Once committed and every reader is done, the spool goes (new requests read the store). */
   #maybeRelease(): void {
     if (this.#state === 'committed' && this.#readers === 0 && !this.#released) {
       this.#released = true;
-      void this.#writer?.release().catch(() => {});
+      void this.#spool?.close();
     }
   }
 }
 
+/** Rethrows a failure of the store or the spool as a `StorageWriteError` (never resumed, counted as storage_error). */
+function storageFailure(what: 'store' | 'spool') {
+  return (err: unknown): never => {
+    throw new StorageWriteError(what, err);
+  };
+}
+
 function resumable(err: unknown): boolean {
-  if (isRegistryError(err)) return false;
+  if (isRegistryError(err) || err instanceof StorageWriteError) return false;
   if (err instanceof UpstreamError) return err.kind === 'unavailable';
   return true; // socket errors surfacing from the body stream
 }
@@ -424,5 +446,6 @@ function failureReason(err: unknown, timedOut: boolean): FillFailure {
   if (timedOut) return 'timeout';
   if (isStorageFault(err)) return 'storage_error';
   if (isRegistryError(err)) return err.code === 'DIGEST_INVALID' || err.code === 'SIZE_INVALID' ? 'digest_mismatch' : 'storage_error';
+  if (err instanceof StorageWriteError) return 'storage_error';
   return 'upstream_error';
 }

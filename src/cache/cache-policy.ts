@@ -1,4 +1,4 @@
-import type { TagEntry } from '../storage/manifest-store.js';
+import type { TagEntry } from '../storage/tag-store.js';
 import type { UpstreamError } from '../upstream/upstream.js';
 
 /**

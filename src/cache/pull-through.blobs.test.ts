@@ -1,6 +1,7 @@
 /**
  * The blob paths of PullThroughRegistry against in-memory stores and a scripted upstream, where the
- * e2e tests can't pin the timing: a follower that joins behind the in-memory window, the final byte
+ * e2e tests can't pin the timing: a follower that joins behind the in-memory window (reading the
+ * cache's own spool: MemoryBlobStore's writers offer no local file), the final byte
  * released at verification (before the store commits), and a request that arrives during that commit.
  */
 import assert from 'node:assert/strict';
@@ -16,24 +17,10 @@ import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
+import { bytesArrived, collect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
 
 const MiB = 1024 * 1024;
 const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
-
-/** An upstream whose one blob body the test feeds by hand; counts GETs. */
-function scriptedUpstream(size: number) {
-  const body = new PassThrough();
-  let gets = 0;
-  const upstream = {
-    name: 'docker.io',
-    getBlob: async () => {
-      gets++;
-      return { size, offset: 0, body: body as Readable };
-    },
-    close: async () => {},
-  } as unknown as Upstream;
-  return { upstream, body, gets: () => gets };
-}
 
 /**
  * A store whose commits, once the bytes are verified, stay invisible until `open()` is called:
@@ -45,58 +32,24 @@ function slowCommitStore(inner: MemoryBlobStore) {
   const gate = new Promise<void>((r) => (openGate = r));
   let verified!: () => void;
   const verifiedSeen = new Promise<void>((r) => (verified = r));
-  const store: BlobStore = {
+  const store = decorateStore(inner, {
     stat: async (d) => (hidden.has(d) ? undefined : inner.stat(d)),
-    open: (d, o) => inner.open(d, o),
-    delete: (d) => inner.delete(d),
-    list: () => inner.list(),
-    create: async (): Promise<BlobWriter> => {
-      const w = await inner.create();
-      return {
-        get written() {
-          return w.written;
-        },
-        write: (data) => w.write(data),
-        readAt: (...a) => w.readAt(...a),
-        abort: () => w.abort(),
-        release: () => w.release(),
-        async commit(expected, expectedSize, opts): Promise<BlobInfo> {
-          hidden.add(expected);
-          const info = await w.commit(expected, expectedSize, {
-            onVerified: () => {
-              opts?.onVerified?.();
-              verified();
-            },
-          });
-          await gate;
-          hidden.delete(expected);
-          return info;
-        },
-      };
-    },
-  };
-  return { store, verifiedSeen, finishCommit: () => openGate() };
-}
-
-function registry(blobs: BlobStore, upstream: Upstream, metrics = new Metrics({ collectDefault: false })) {
-  const reader = new PullThroughRegistry({
-    blobs,
-    manifests: new MemoryManifestStore(),
-    metadata: new MemoryMetadataStore(),
-    upstreams: new Map([['docker.io', { upstream, tagTtlMs: 60_000 }]]),
-    fillTimeoutMs: 60_000,
-    resumeAttempts: 0,
-    logger: silentLogger(),
-    metrics,
+    writer: (w) => ({
+      async commit(expected, expectedSize, opts): Promise<BlobInfo> {
+        hidden.add(expected);
+        const info = await w.commit(expected, expectedSize, {
+          onVerified: () => {
+            opts?.onVerified?.();
+            verified();
+          },
+        });
+        await gate;
+        hidden.delete(expected);
+        return info;
+      },
+    }),
   });
-  return { reader, metrics };
-}
-
-/** Collects a stream; resolves with what arrived when it ends. */
-function collect(stream: Readable): { got: Buffer[]; done: Promise<Buffer> } {
-  const got: Buffer[] = [];
-  stream.on('data', (c: Buffer) => got.push(c));
-  return { got, done: new Promise((resolve, reject) => stream.once('end', () => resolve(Buffer.concat(got))).once('error', reject)) };
+  return { store, verifiedSeen, finishCommit: () => openGate() };
 }
 
 async function counter(metrics: Metrics, outcome: string): Promise<number> {
@@ -105,14 +58,13 @@ async function counter(metrics: Metrics, outcome: string): Promise<number> {
 }
 
 const signal = new AbortController().signal;
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
 describe('PullThroughRegistry blob fills', () => {
-  it('a follower that joins after the in-memory window moved on reads the start from the file, then follows: the whole blob, one upstream GET', async () => {
+  it('a follower that joins after the in-memory window moved on reads the start from the spool, then follows: the whole blob, one upstream GET', async () => {
     const data = randomBytes(7 * MiB);
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
-    const { reader } = registry(new MemoryBlobStore(), up.upstream);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     // 6 MiB in: more than the 4 MiB window, so its oldest bytes were evicted once written.
     for (let p = 0; p < 6 * MiB; p += 64 * 1024) up.body.write(data.subarray(p, p + 64 * 1024));
@@ -129,7 +81,7 @@ describe('PullThroughRegistry blob fills', () => {
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
     const slow = slowCommitStore(new MemoryBlobStore());
-    const { reader } = registry(slow.store, up.upstream);
+    const { reader } = registry(slow.store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const client = collect((await reader.getBlob(key, digest, { signal })).body!);
     up.body.write(data.subarray(0, data.length - 1));
     while (client.got.reduce((n, c) => n + c.length, 0) < data.length - 1) await turn();
@@ -149,7 +101,7 @@ describe('PullThroughRegistry blob fills', () => {
     const digest = sha256Digest(data);
     const up = scriptedUpstream(data.length);
     const slow = slowCommitStore(new MemoryBlobStore());
-    const { reader, metrics } = registry(slow.store, up.upstream);
+    const { reader, metrics } = registry(slow.store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
     const first = collect((await reader.getBlob(key, digest, { signal })).body!);
     up.body.end(data);
     await slow.verifiedSeen;
@@ -278,11 +230,6 @@ async function fillCounters(metrics: Metrics) {
     failed: (await metrics.registry.getSingleMetric('hubcache_fills_failed_total')!.get()).values.reduce((n, v) => n + v.value, 0),
     committed: await metric(metrics, 'hubcache_fills_committed_total'),
   };
-}
-
-/** Resolves once `stream` has delivered `n` bytes (it keeps flowing into `got`). */
-async function bytesArrived(c: { got: Buffer[] }, n: number): Promise<void> {
-  while (c.got.reduce((t, x) => t + x.length, 0) < n) await turn();
 }
 
 const blob = (n: number) => randomBytes(n);

@@ -1,3 +1,4 @@
+import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
@@ -41,6 +42,11 @@ export interface PullThroughOptions {
   readonly maxConcurrentFills?: number;
   /** What a download does once every client has gone (cache.abandonedFills). */
   readonly abandonedFills?: AbandonedFillPolicy;
+  /**
+   * A local directory for the spool files of fills whose store writer offers no local file
+   * (cache/spool.ts; an object store): the storage's own scratch directory, else the OS's temp dir.
+   */
+  readonly spoolDir?: string;
   /** Timers of the abandoned-fill grace (tests drive them by hand). */
   readonly schedule?: Schedule;
   /** Memory for tag lists kept for their upstream's tag TTL (0: none). Default 64 MiB. */
@@ -295,6 +301,7 @@ export class PullThroughRegistry implements RegistryReader {
       resumeAttempts: this.#o.resumeAttempts,
       slots: this.#slots,
       abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
+      spoolDir: this.#o.spoolDir ?? tmpdir(),
       ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
       logger: log,
       metrics: this.#o.metrics,

@@ -66,6 +66,18 @@ test('storage.lockStaleAfter: 30s by default, from the file, HUBCACHE_STORAGE_LO
   assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '30' } }), /storage\.lockStaleAfter: invalid duration "30"/);
 });
 
+test('storage.driver (issue #12): filesystem by default and when named; an unknown driver, or another driver\'s key, is a config error', () => {
+  assert.equal(loadConfig({ env: {} }).storage.driver, 'filesystem');
+  assert.equal(loadConfig({ file: file('d.yaml', 'storage:\n  driver: filesystem\n  path: /srv\n'), env: {} }).storage.path, '/srv');
+  assert.equal(loadConfig({ env: { HUBCACHE_STORAGE_DRIVER: 'filesystem' }, flags: { 'storage-path': '/x' } }).storage.path, '/x');
+  assert.throws(
+    () => loadConfig({ file: file('s3.yaml', 'storage:\n  driver: s3\n  bucket: b\n'), env: {} }),
+    (err: unknown) => err instanceof ConfigError && err.problems.length === 1 && err.problems[0] === 'storage.driver: unknown storage driver "s3" (drivers: filesystem)',
+  );
+  assert.throws(() => loadConfig({ env: {}, flags: { 'storage-driver': 'nfs' } }), /storage\.driver: unknown storage driver "nfs"/);
+  assert.throws(() => loadConfig({ file: file('b.yaml', 'storage:\n  bucket: b\n'), env: {} }), /storage: unknown key "bucket"/);
+});
+
 test('server bounds: defaults; from the file, the environment or flags; numbers from strings; print writes units back', () => {
   const d = loadConfig({ env: {} }).server;
   assert.deepEqual(d, { headersTimeout: 60_000, keepAliveTimeout: 65_000, sendTimeout: 60_000, maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: 64 * 1024 * 1024 });

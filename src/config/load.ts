@@ -12,6 +12,7 @@ import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js
  */
 export const SETTINGS = [
   { flag: 'listen', env: 'HUBCACHE_LISTEN', path: ['listen'], help: 'HOST:PORT for the registry API (default 0.0.0.0:5000)' },
+  { flag: 'storage-driver', env: 'HUBCACHE_STORAGE_DRIVER', path: ['storage', 'driver'], help: 'where the store lives: filesystem (the only driver for now; the default)' },
   { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
   { flag: 'storage-lock-stale-after', env: 'HUBCACHE_STORAGE_LOCK_STALE_AFTER', path: ['storage', 'lockStaleAfter'], help: 'a storage lock not refreshed for this long is taken over; a start waits up to this long for one held from another host or PID namespace (default 30s; every process on a store must agree)' },
   { flag: 'default-upstream', env: 'HUBCACHE_DEFAULT_UPSTREAM', path: ['defaultUpstream'], help: `upstream for requests that name no registry, and the one the --upstream-* and --tag-ttl settings address (default ${DOCKER_HUB.name})` },

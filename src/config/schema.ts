@@ -127,28 +127,54 @@ const upstreamSchema = z
   .refine((u) => !(u.password && u.passwordFile), { message: 'set password or passwordFile, not both' })
   .refine((u) => !((u.password || u.passwordFile) && !u.username), { message: 'a password needs a username' });
 
+/**
+ * Where and how blobs, manifests and metadata are stored: one object per driver, chosen by
+ * `driver` (only `filesystem` for now; src/storage/open-storage.ts builds it). Without `driver`,
+ * `filesystem`, so existing files keep working.
+ */
+const filesystemStorageSchema = z
+  .object({
+    driver: z.literal('filesystem'),
+    /** Root of the filesystem content-addressable store. */
+    path: z.string().min(1).default('./data'),
+    /**
+     * The store lock (`<path>/hubcache.lock`, docs/storage-layout.md) is stale, and taken over,
+     * once its mtime is this old, or once a starting process has watched it not move for this
+     * long; a holder on another host or in another PID namespace (a restarted container) is
+     * waited for up to this long at start. The holder refreshes it every third of this. Every
+     * process sharing a store must use the same value; the default suits production, shorter
+     * values are for tests. At least 1s.
+     */
+    lockStaleAfter: duration('30s', '1s'),
+  })
+  .strict();
+
+/** The storage drivers there are, for the error naming an unknown one. */
+export const STORAGE_DRIVERS = ['filesystem'] as const;
+
+export function unknownStorageDriver(driver: unknown): string {
+  return `unknown storage driver ${JSON.stringify(driver)} (drivers: ${STORAGE_DRIVERS.join(', ')})`;
+}
+
+const storageSchema = z
+  .preprocess(
+    (v) => (typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { driver?: unknown }).driver === undefined ? { ...v, driver: 'filesystem' } : v),
+    z.discriminatedUnion('driver', [filesystemStorageSchema], {
+      errorMap: (issue, ctx) =>
+        issue.code === z.ZodIssueCode.invalid_union_discriminator
+          ? { message: unknownStorageDriver((ctx.data as { driver?: unknown } | undefined)?.driver) }
+          : { message: ctx.defaultError },
+    }),
+  )
+  .default({});
+
 export const configSchema = z
   .object({
     /** Address the registry API listens on. */
     listen: hostPort.default('0.0.0.0:5000'),
     /** A stable id for this instance (loop detection with the Via header); random per start when unset. */
     instanceId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
-    storage: z
-      .object({
-        /** Root of the filesystem content-addressable store. */
-        path: z.string().min(1).default('./data'),
-        /**
-         * The store lock (`<path>/hubcache.lock`, docs/storage-layout.md) is stale, and taken over,
-         * once its mtime is this old, or once a starting process has watched it not move for this
-         * long; a holder on another host or in another PID namespace (a restarted container) is
-         * waited for up to this long at start. The holder refreshes it every third of this. Every
-         * process sharing a store must use the same value; the default suits production, shorter
-         * values are for tests. At least 1s.
-         */
-        lockStaleAfter: duration('30s', '1s'),
-      })
-      .strict()
-      .default({}),
+    storage: storageSchema,
     /** Upstream registries by the name clients use (`docker.io`, `ghcr.io`, …). */
     upstreams: z
       .record(registryName, upstreamSchema)
@@ -309,3 +335,4 @@ export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTa
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
+export type StorageConfig = z.output<typeof storageSchema>;

@@ -56,9 +56,11 @@ export class Metrics implements CacheMetrics {
   readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that failed (ended without a commit), by reason; cancelled ones are in hubcache_fills_abandoned_total.', labelNames: ['reason'], registers: [this.registry] });
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
-  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (counted at start, updated on every commit and delete).', registers: [this.registry] });
+  /** Read from the store at scrape time (`observeStoreUsage`). */
+  #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
+  readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
+  readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
   readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
-  readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store.', registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
@@ -145,9 +147,13 @@ export class Metrics implements CacheMetrics {
   fillResumed(): void {
     this.#fillsResumed.inc();
   }
-  storeSize(bytes: number, objects: number): void {
-    this.#storeBytes.set(bytes);
-    this.#storeObjects.set(objects);
+  /**
+   * The store gauges report `usage()` at every scrape (an in-memory read: `BlobStore.usage`); while
+   * it is `undefined` (not counted yet, or a store that can't tell) they have no sample, rather
+   * than a 0 that alerts and graphs would take for an emptied store.
+   */
+  observeStoreUsage(usage: () => { readonly bytes: number; readonly objects: number } | undefined): void {
+    this.#storeUsage = usage;
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {
@@ -178,4 +184,13 @@ export class Metrics implements CacheMetrics {
     this.#blobBufferBytes.set({ state: 'in_use' }, stats.inUseBytes);
     this.#blobBufferBytes.set({ state: 'idle' }, stats.idleBytes);
   }
+}
+
+/** A gauge's `collect`: the value `read` gives at scrape time, or no sample while it gives undefined. */
+function readAtScrape(read: () => number | undefined) {
+  return function (this: client.Gauge) {
+    const v = read();
+    if (v === undefined) this.remove();
+    else this.set(v);
+  };
 }

@@ -36,49 +36,77 @@ export interface CommitOptions {
   /**
    * Called once the bytes are known to hash to the expected digest, before they are made durable
    * and visible: a cache fill releases the final byte to its clients here, so they don't wait for
-   * fsync and rename. Not called when verification fails.
+   * fsync and rename (or an upload's completion). Not called when verification fails.
    */
   readonly onVerified?: () => void;
 }
 
 /**
- * A blob being written. Bytes are hashed (sha256) and counted as they are written.
- * Nothing is visible to readers of the store until `commit` succeeds. Every writer ends in exactly
- * one successful `commit` or in `abort` (the caller's duty: `try { … commit } catch { abort }`).
+ * A blob being written: create → write… → `commit` or `abort`. Bytes are hashed (sha256) and counted
+ * as they are written. Nothing is visible to readers of the store until `commit` succeeds. Every
+ * writer ends in exactly one successful `commit` or in `abort` (the caller's duty:
+ * `try { … commit } catch { abort }`; `abort` after a commit does nothing, so `finally` works too).
+ *
+ * A writer can't read back what it wrote: an S3 multipart upload can't return bytes it hasn't
+ * completed. Following a download in flight is the cache's business (cache/spool.ts).
+ * Backends don't implement this interface by hand: they implement the smaller `RawBlobWriter`
+ * (write, publish, discard) and wrap it in `VerifyingBlobWriter` (verifying-writer.ts), which
+ * does the hashing and the checks once for every backend.
  */
 export interface BlobWriter {
   /** Bytes written so far. */
   readonly written: number;
   /**
+   * Optional capability: a file on the local filesystem holding the bytes written so far, byte `p`
+   * of the blob at offset `p` (a filesystem backend's temp file). A reader may open it read-only
+   * right after `create()` and read bytes below `written` while the writer is open; `commit` renames
+   * it and `abort` removes it, and a handle opened before keeps reading the same bytes (POSIX
+   * semantics). A cache fill uses it instead of spooling the bytes a second time. Backends that
+   * write elsewhere (object stores) leave it undefined.
+   */
+  readonly localPath?: string;
+  /**
    * Appends bytes — one chunk, or several in order (written with one vectored write where the
    * backend can: no copy into one buffer first). Resolves when they are handed to the backing
-   * storage (backpressure).
+   * storage (backpressure). Writes are sequential: await each one before the next. A failed write
+   * leaves the writer unable to commit; the caller aborts it.
    */
   write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /**
-   * Reads back bytes already written (positional, like pread): up to `length` bytes from `position`
-   * into `buffer` at `offset`, returning how many were read. Lets joiners of a cache fill stream a
-   * blob while it is still being downloaded.
-   */
-  readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
-  /**
-   * Verifies that the written bytes hash to `expected` (and have `expectedSize` when given), makes them
-   * durable (fsync) and atomically visible under `expected`. Throws `RegistryError('DIGEST_INVALID')`
-   * or `RegistryError('SIZE_INVALID')` on a mismatch and leaves nothing visible. Committing a digest
-   * that already exists succeeds (content addressing makes writes idempotent).
-   * `readAt` keeps working after commit until `abort`/`release` is called.
+   * Verifies that the written bytes have `expectedSize` (when given; `SIZE_INVALID` otherwise) and
+   * hash to `expected` (`DIGEST_INVALID`), in that order, calls `onVerified`, then makes them durable
+   * and atomically visible under `expected`. On a mismatch nothing becomes visible. Committing a
+   * digest that already exists succeeds (content addressing makes writes idempotent). A writer
+   * whose commit failed can't commit again: abort it.
    */
   commit(expected: Digest, expectedSize?: number, opts?: CommitOptions): Promise<BlobInfo>;
-  /** Discards the written bytes. Idempotent; safe after a failed commit. */
+  /** Discards the written bytes and frees the writer's resources. Idempotent; a no-op after a successful commit. */
   abort(): Promise<void>;
-  /** Frees resources held for `readAt` after a successful commit. Idempotent. */
-  release(): Promise<void>;
+}
+
+/** How much the store holds: committed blobs and their bytes. */
+export interface StoreUsage {
+  readonly bytes: number;
+  readonly objects: number;
 }
 
 export interface BlobStore extends BlobReader {
+  /** A writer for a new blob; the caller must end it with `commit` or `abort`. */
   create(): Promise<BlobWriter>;
   /** Removes a committed blob. Missing blobs are not an error. */
   delete(digest: Digest): Promise<void>;
-  /** Every committed blob (for `hubcache ls`, metrics and garbage collection). */
+  /**
+   * Every committed blob, in ascending digest order (for `hubcache ls` and garbage collection).
+   * A full walk of the store: nothing on the serving path, and nothing at start, may need it.
+   */
   list(): AsyncIterable<BlobInfo>;
+  /**
+   * Optional: what the store holds, cheaply (an in-memory read: it is called at every metrics
+   * scrape). `undefined` while not known yet, e.g. while a backend counts in the background after
+   * start. Counts what went through this store's `create`/`delete`; changes made behind its back
+   * (files removed by hand, another process) show up at the next count. A backend that can't tell
+   * cheaply doesn't offer it (the store gauges are then absent). Proper accounting of a bounded store
+   * (eviction) will replace the counting.
+   */
+  usage?(): StoreUsage | undefined;
 }

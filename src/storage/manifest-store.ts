@@ -1,6 +1,7 @@
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
-import type { RepoKey, Tag } from '../domain/reference.js';
+import type { RepoKey } from '../domain/reference.js';
+import type { TagStore } from './tag-store.js';
 
 export interface StoredManifest {
   readonly descriptor: Descriptor;
@@ -30,23 +31,11 @@ export interface ManifestStore {
   delete(digest: Digest): Promise<void>;
 }
 
-/** One tag's cached resolution. `validatedAt` is when upstream last confirmed it (ms since epoch). */
-export interface TagEntry {
-  readonly digest: Digest;
-  readonly mediaType: string;
-  readonly size: number;
-  readonly validatedAt: number;
-}
-
 /**
- * Per-repository metadata: tags and which manifests belong to the repository. Cache entries for
- * tags and manifests are keyed by upstream + repository; content itself is shared by digest.
+ * Per-repository metadata: tags (the `TagStore` contract, tag-store.ts) and which manifests belong
+ * to the repository. Entries are keyed by upstream + repository; content itself is shared by digest.
  */
-export interface MetadataStore {
-  getTag(key: RepoKey, tag: Tag): Promise<TagEntry | undefined>;
-  setTag(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void>;
-  /** Tags cached for the repository, sorted. */
-  listTags(key: RepoKey): Promise<string[]>;
+export interface MetadataStore extends TagStore {
   /** Records that `digest` was fetched for (or pushed to) this repository. Idempotent. */
   linkManifest(key: RepoKey, digest: Digest): Promise<void>;
   hasManifest(key: RepoKey, digest: Digest): Promise<boolean>;

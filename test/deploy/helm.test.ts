@@ -166,7 +166,7 @@ describe('helm/hubcache', () => {
 
     it('gives a start time to wait for the storage lock of a crashed container: startupProbe budget (period × failureThreshold) ≥ 60 s', () => {
       // After a crash the restarted container (same pod hostname, new PID namespace) waits up to 30 s
-      // (storage.lockStaleAfter) for the old lock before it scans the store and listens; a probe that
+      // (storage.lockStaleAfter) for the old lock before it sweeps tmp/ and listens; a probe that
       // gave up first would restart it into the same wait, and the pod would crash-loop.
       const p = container(r.get('Deployment')).startupProbe;
       assert.equal(typeof p.periodSeconds, 'number');

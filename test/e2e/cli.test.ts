@@ -120,7 +120,7 @@ after(async () => {
 
 /**
  * Preloaded into a `serve` process: every server's listen() waits until a line arrives on stdin, so
- * the test holds the process "still starting" (store scanned, not yet listening) as long as it likes.
+ * the test holds the process "still starting" (storage opened, not yet listening) as long as it likes.
  */
 const LISTEN_GATE = `
 import net from 'node:net';
@@ -194,9 +194,9 @@ function serveGated(): GatedServe {
 }
 
 describe('hubcache serve: a signal during the start', () => {
-  it('SIGTERM once the store is scanned (not yet listening): the start completes, then a clean stop, exit 0', async () => {
+  it('SIGTERM once the storage is opened (not yet listening): the start completes, then a clean stop, exit 0', async () => {
     const p = serveGated();
-    assert.ok(await p.waitFor('store scanned'), p.stderr());
+    assert.ok(await p.waitFor('storage opened'), p.stderr());
     p.child.kill('SIGTERM');
     const received = await p.waitFor('signal received');
     assert.deepEqual(received, { ...received, signal: 'SIGTERM', starting: true }, p.status());
@@ -204,7 +204,7 @@ describe('hubcache serve: a signal during the start', () => {
     assert.deepEqual(await p.exited, { code: 0, signal: null }, p.stderr());
     const messages = p.logs.map((l) => l.message);
     const at = (m: string) => messages.indexOf(m);
-    assert.ok(at('store scanned') < at('signal received') && at('signal received') < at('hubcache started'), messages.join(', '));
+    assert.ok(at('storage opened') < at('signal received') && at('signal received') < at('hubcache started'), messages.join(', '));
     assert.ok(at('hubcache started') < at('shutting down') && at('shutting down') < at('hubcache stopped'), messages.join(', '));
     assert.equal(p.logs.find((l) => l.message === 'hubcache stopped')!.outcome, 'drained');
   });
@@ -212,7 +212,7 @@ describe('hubcache serve: a signal during the start', () => {
   it('a second signal during the start exits 1 at once, without waiting for the start', async () => {
     const p = serveGated();
     try {
-      assert.ok(await p.waitFor('store scanned'), p.stderr());
+      assert.ok(await p.waitFor('storage opened'), p.stderr());
       p.child.kill('SIGINT');
       assert.ok(await p.waitFor('signal received'), p.status());
       p.child.kill('SIGTERM');

@@ -60,6 +60,8 @@ describe('metrics after scripted pulls (exact counters)', () => {
 
   before(async () => {
     hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m'] });
+    // The store gauges appear once the store is counted, in the background after start (issue #12).
+    await hc.waitForLog((l) => l.message === 'store scanned');
   });
   afterEach(() => up.front.clearFaults());
   after(async () => {
@@ -174,6 +176,31 @@ describe('metrics after scripted pulls (exact counters)', () => {
     assert.equal(m.delta('hubcache_upstream_requests_total', { ...HUB, kind: 'manifest', status: '4xx' }), up.front.count({ kind: 'manifest', status: [401, 429] }));
     assert.equal(m.now('hubcache_upstream_ratelimit_remaining', HUB), 0, 'the 429 carried ratelimit-remaining: 0');
     assert.equal(m.delta('hubcache_http_requests_total', { route: 'manifest', method: 'GET', status: '4xx' }), 1);
+  });
+});
+
+describe('store gauges after a restart (issue #12: no listing before serving)', () => {
+  it('a restarted hubcache counts its store in the background: "store scanned" names it, then the gauges report it', async () => {
+    const first = await startHubcacheProcess({ upstream: up });
+    const storagePath = first.storagePath;
+    let second: HubcacheProcess | undefined;
+    try {
+      const img = await seeded('library/restarted', 'metrics-restart', 300 * KiB);
+      const layer = img.layers[0]!;
+      assert.equal((await get(`${first.url}/v2/library/restarted/blobs/${layer.digest}`)).status, 200);
+      await first.stop();
+      second = await startHubcacheProcess({ upstream: up, storagePath });
+      const scanned = await second.waitForLog((l) => l.message === 'store scanned');
+      assert.deepEqual({ blobs: scanned.blobs, bytes: scanned.bytes }, { blobs: 1, bytes: layer.size });
+      const text = await second.metrics();
+      assert.equal(metricValue(text, 'hubcache_store_bytes'), layer.size);
+      assert.equal(metricValue(text, 'hubcache_store_objects'), 1);
+      const messages = second.logs.map((l) => l.message);
+      assert.ok(messages.indexOf('storage opened') < messages.indexOf('hubcache started'), messages.join(', '));
+    } finally {
+      await second?.stop();
+      await first.close();
+    }
   });
 });
 

@@ -342,7 +342,7 @@ describe('logs: JSON lines, one access line per request, structured events, requ
       assert.match(String(l.message), /^[a-z][a-z ,]*$/, `message with a value in it: ${JSON.stringify(l)}`);
     }
     const messages = new Set(hc.logs.map((l) => l.message));
-    for (const m of ['hubcache started', 'store scanned', 'request', 'fill started', 'fill committed', 'fill failed', 'token fetched', 'rate limit seen', 'stale served']) assert.ok(messages.has(m), m);
+    for (const m of ['hubcache started', 'storage opened', 'store scanned', 'request', 'fill started', 'fill committed', 'fill failed', 'token fetched', 'rate limit seen', 'stale served']) assert.ok(messages.has(m), m);
   });
 });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sha256Digest } from '../../domain/digest.js';
 import { describeBlobStore } from '../testing/blob-store.conformance.js';
-import { dropBytes, FsBlobStore } from './fs-blob-store.js';
+import { FsBlobStore } from './fs-blob-store.js';
 
 async function tempRoot(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'hubcache-blobs-'));
@@ -24,6 +24,7 @@ describeBlobStore('FsBlobStore', async () => {
     store,
     cleanup: () => rm(root, { recursive: true, force: true }),
     leftovers: async () => (await readdir(join(root, 'tmp'))).length,
+    countUsage: () => store.countUsage(),
   };
 });
 
@@ -53,7 +54,6 @@ describe('FsBlobStore on disk', () => {
       const w1 = await before.create();
       await w1.write(committed);
       await w1.commit(sha256Digest(committed));
-      await w1.release();
       const lost = randomBytes(200_000);
       const crashed = await before.create();
       await crashed.write(lost.subarray(0, 100_000));
@@ -66,7 +66,7 @@ describe('FsBlobStore on disk', () => {
       for await (const info of after.list()) listed.push(info);
       assert.deepEqual(listed, [{ digest: sha256Digest(committed), size: committed.length }]);
       assert.deepEqual(await listTree(join(root, 'blobs')), [after.layout.blobPath(sha256Digest(committed))]);
-      await crashed.release();
+      await crashed.abort();
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -88,7 +88,6 @@ describe('FsBlobStore on disk', () => {
       const hex = digest.slice('sha256:'.length);
       assert.deepEqual(await listTree(join(root, 'blobs')), [join(root, 'blobs', 'sha256', hex.slice(0, 2), hex)]);
       assert.deepEqual(await readdir(join(root, 'tmp')), []);
-      await writer.release();
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -101,7 +100,6 @@ describe('FsBlobStore on disk', () => {
       const writer = await store.create();
       await writer.write(Buffer.from('hello'));
       await writer.commit(sha256Digest('hello'));
-      await writer.release();
       assert.deepEqual(await store.stat(sha256Digest('hello')), { digest: sha256Digest('hello'), size: 5 });
     } finally {
       await rm(root, { recursive: true, force: true });
@@ -109,15 +107,72 @@ describe('FsBlobStore on disk', () => {
   });
 });
 
-describe('dropBytes (what a short pwritev left to write)', () => {
-  const b = (t: string) => Buffer.from(t);
-  const text = (chunks: Uint8Array[]) => chunks.map((c) => Buffer.from(c).toString());
-  it('drops whole chunks and the start of the next, as views', () => {
-    const abc = b('abc');
-    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 0)), ['abc', 'de', 'fgh']);
-    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 3)), ['de', 'fgh']);
-    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 4)), ['e', 'fgh']);
-    assert.deepEqual(text(dropBytes([abc, b('de'), b('fgh')], 8)), []);
-    assert.equal(dropBytes([abc], 1)[0]!.buffer, abc.buffer, 'a view, not a copy');
+describe('FsBlobStore usage (issue #12: no full listing at start)', () => {
+  it('init() neither lists nor counts the blobs; countUsage() walks them once, without list()', async () => {
+    const root = await tempRoot();
+    try {
+      const before = new FsBlobStore({ root });
+      const sizes = [0, 1, 1000, 70_000];
+      for (const n of sizes) await commitBlob(before, randomBytes(n));
+      const store = new FsBlobStore({ root });
+      store.list = () => {
+        throw new Error('list() called');
+      };
+      await store.init();
+      assert.equal(store.usage(), undefined, 'unknown until counted');
+      assert.deepEqual(await store.countUsage(), { bytes: 71_001, objects: 4 });
+      assert.deepEqual(store.usage(), { bytes: 71_001, objects: 4 });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('commits and deletes running during the count end up counted exactly once', async () => {
+    const root = await tempRoot();
+    try {
+      const store = new FsBlobStore({ root });
+      await store.init();
+      const old = [];
+      for (let i = 0; i < 300; i++) old.push(await commitBlob(store, randomBytes(100 + i)));
+      // 300 new blobs committed and 150 old ones deleted while the walk runs.
+      const counting = store.countUsage();
+      await Promise.all([
+        ...Array.from({ length: 300 }, (_, i) => commitBlob(store, randomBytes(5000 + i))),
+        ...old.slice(0, 150).map((d) => store.delete(d)),
+      ]);
+      await counting;
+      let bytes = 0;
+      let objects = 0;
+      for await (const info of new FsBlobStore({ root }).list()) {
+        bytes += info.size;
+        objects++;
+      }
+      assert.equal(objects, 450);
+      assert.deepEqual(store.usage(), { bytes, objects });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a blob replaced because it was damaged (another size) counts once, with its right size', async () => {
+    const root = await tempRoot();
+    try {
+      const data = randomBytes(5000);
+      const digest = await commitBlob(new FsBlobStore({ root }), data);
+      await writeFile(new FsBlobStore({ root }).layout.blobPath(digest), data.subarray(0, 10));
+      const store = new FsBlobStore({ root });
+      await store.init();
+      assert.deepEqual(await store.countUsage(), { bytes: 10, objects: 1 });
+      await commitBlob(store, data);
+      assert.deepEqual(store.usage(), { bytes: 5000, objects: 1 });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
+
+async function commitBlob(store: FsBlobStore, data: Buffer) {
+  const writer = await store.create();
+  await writer.write(data);
+  return (await writer.commit(sha256Digest(data), data.length)).digest;
+}

@@ -1,12 +1,14 @@
-import { createHash, type Hash } from 'node:crypto';
-import { mkdir, open, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
-import { type Digest } from '../../domain/digest.js';
+import { digestHex, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter, CommitOptions } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, StoreUsage } from '../blob-store.js';
 import type { BufferPool } from '../buffer-pool.js';
+import { writevAll } from '../chunks.js';
+import { NO_CHANGE, UsageTally, type UsageDelta } from '../usage-tally.js';
+import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
 import { emptyDir, isNotFound, openCreating, readdirSorted, renameDurable } from './fs-util.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { StorageLayout } from './layout.js';
@@ -23,14 +25,17 @@ export interface FsBlobStoreOptions {
 
 const HEX2_RE = /^[a-f0-9]{2}$/;
 const HEX64_RE = /^[a-f0-9]{64}$/;
+/** The `blobs/sha256/<ab>/` directories, in the order `list()` and the usage count walk them. */
+const PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /**
  * Content-addressed blobs on a local filesystem: `<root>/blobs/sha256/<ab>/<hex>`. Writes go to a
- * temp file in `<root>/tmp/` and become visible only through `FsBlobWriter.commit` (verify → fsync →
- * rename), so a reader never sees a partial or unverified blob.
+ * temp file in `<root>/tmp/` and become visible only through commit (verified by
+ * `VerifyingBlobWriter`, then fsync → rename), so a reader never sees a partial or unverified blob.
  */
 export class FsBlobStore implements BlobStore {
   readonly layout: StorageLayout;
+  readonly #tally = new UsageTally(PREFIXES);
   readonly #readBuffers: BufferPool | undefined;
 
   constructor(opts: FsBlobStoreOptions) {
@@ -41,11 +46,25 @@ export class FsBlobStore implements BlobStore {
   /**
    * Creates the directories and removes everything left in tmp/ by a previous run (uploads that
    * never committed: a crash or a kill). Returns how many leftovers were removed. Call once at start,
-   * before any writer is created: it would delete the temp files of writers in progress.
+   * by the store's owner, before any writer is created: it would delete the temp files of writers
+   * in progress. Doesn't walk the blobs (`countUsage` does, in the background).
    */
   async init(): Promise<number> {
     await mkdir(this.layout.blobsDir, { recursive: true });
     return emptyDir(this.layout.tmpDir);
+  }
+
+  /**
+   * Walks `blobs/` once, in the background, to learn the store's usage; `usage()` answers from
+   * then on, kept current by every commit and delete (`UsageTally`: exact even while commits and
+   * deletes run during the walk). Idempotent. `signal` stops the walk (shutdown).
+   */
+  countUsage(signal?: AbortSignal): Promise<StoreUsage> {
+    return this.#tally.count((prefix) => this.#countPrefix(prefix), signal);
+  }
+
+  usage(): StoreUsage | undefined {
+    return this.#tally.usage();
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
@@ -87,15 +106,27 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /** A writer on a fresh temp file; the caller must end it with `commit` or `abort` (and `release`). */
-  async create(): Promise<FsBlobWriter> {
+  /**
+   * A writer on a fresh temp file in tmp/ (its path is the writer's `localPath`); the caller must
+   * end it with `commit` or `abort`.
+   */
+  async create(): Promise<BlobWriter> {
     const path = this.layout.tempPath('blob');
-    const fh = await openCreating(path, 'wx+');
-    return new FsBlobWriter({ layout: this.layout, tempPath: path, handle: fh });
+    const fh = await openCreating(path, 'wx');
+    return new VerifyingBlobWriter(new FsRawWriter({ tempPath: path, handle: fh, moveIntoPlace: (digest, size) => this.#moveIntoPlace(path, digest, size) }));
   }
 
   async delete(digest: Digest): Promise<void> {
-    await rm(this.layout.blobPath(digest), { force: true });
+    const path = this.layout.blobPath(digest);
+    await this.#tally.track(
+      prefixOf(digest),
+      async () => {
+        const had = await this.stat(digest);
+        await rm(path, { force: true });
+        return had;
+      },
+      (had) => (had ? { bytes: -had.size, objects: -1 } : NO_CHANGE),
+    );
   }
 
   /** Committed blobs, in digest order. Blobs deleted during the walk may or may not appear. */
@@ -109,140 +140,101 @@ export class FsBlobStore implements BlobStore {
       }
     }
   }
-}
-
-export interface FsBlobWriterOptions {
-  readonly layout: StorageLayout;
-  /** The temp file in tmp/, already created and opened read-write as `handle`. */
-  readonly tempPath: string;
-  /** Owned by the writer from now on: closed by `abort` or `release`. */
-  readonly handle: FileHandle;
-}
-
-type WriterState = 'open' | 'rejected' | 'committed' | 'closed';
-
-/**
- * One blob being written to a temp file. Bytes are hashed and counted as they are written, so
- * `commit` needs no second pass over the file. The file handle stays open after commit so that
- * followers of a cache fill can keep reading with `readAt` until `release`.
- */
-export class FsBlobWriter implements BlobWriter {
-  readonly #layout: StorageLayout;
-  readonly #tempPath: string;
-  readonly #fh: FileHandle;
-  readonly #hash: Hash = createHash('sha256');
-  #digest: Digest | undefined;
-  #written = 0;
-  #writing = false;
-  #state: WriterState = 'open';
-
-  constructor(opts: FsBlobWriterOptions) {
-    this.#layout = opts.layout;
-    this.#tempPath = opts.tempPath;
-    this.#fh = opts.handle;
-  }
-
-  get written(): number {
-    return this.#written;
-  }
 
   /**
-   * Appends `chunk`. Writes are sequential: await each one before the next (a concurrent call
-   * throws, since the hash must see bytes in file order). A failed write leaves the writer unable to
-   * commit; the caller aborts it.
+   * The commit's last step, for a temp file already fsynced: rename it to its content address.
+   * Content addressing: an existing complete blob under this name already has these bytes, so the
+   * temp file is dropped; a file of another size there is damage, which the rename replaces.
    */
-  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.#state !== 'open') throw new Error(`blob writer is ${this.#state}`);
-    if (this.#writing) throw new Error('blob writer: concurrent write; await each write');
-    this.#writing = true;
+  #moveIntoPlace(tempPath: string, digest: Digest, size: number): Promise<void> {
+    const final = this.layout.blobPath(digest);
+    return this.#tally.track(
+      prefixOf(digest),
+      async (): Promise<UsageDelta> => {
+        const existing = await stat(final).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+        if (existing?.isFile() && existing.size === size) {
+          await unlink(tempPath).catch(() => {});
+          return NO_CHANGE;
+        }
+        await renameDurable(tempPath, final);
+        return existing?.isFile() ? { bytes: size - existing.size, objects: 0 } : { bytes: size, objects: 1 };
+      },
+      (delta) => delta,
+    ).then(() => {});
+  }
+
+  /** Bytes and files in one `blobs/sha256/<ab>/` directory (only names a blob can have). */
+  async #countPrefix(prefix: string): Promise<StoreUsage> {
+    const dir = join(this.layout.blobsDir, prefix);
+    let entries;
     try {
-      const chunks = data instanceof Uint8Array ? [data] : data;
-      const total = chunks.reduce((n, c) => n + c.length, 0);
-      // One pwritev for the whole batch; after a short write (rare: signals, a full disk) the rest.
-      let rest: readonly Uint8Array[] = chunks;
-      for (let done = 0; done < total; ) {
-        const { bytesWritten } = await this.#fh.writev(rest as Uint8Array[], this.#written + done);
-        if (bytesWritten === 0) throw new Error('blob writer: the file took no bytes');
-        done += bytesWritten;
-        rest = dropBytes(rest, bytesWritten);
-      }
-      for (const chunk of chunks) this.#hash.update(chunk);
-      this.#written += total;
+      entries = await readdir(dir);
     } catch (err) {
-      this.#state = 'rejected';
+      if (isNotFound(err)) return NO_CHANGE;
       throw err;
-    } finally {
-      this.#writing = false;
     }
+    let bytes = 0;
+    let objects = 0;
+    for (const name of entries) {
+      if (!HEX64_RE.test(name) || !name.startsWith(prefix)) continue;
+      const st = await stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+      if (!st?.isFile()) continue;
+      bytes += st.size;
+      objects++;
+    }
+    return { bytes, objects };
+  }
+}
+
+function prefixOf(digest: Digest): string {
+  return digestHex(digest).slice(0, 2);
+}
+
+interface FsRawWriterOptions {
+  /** The temp file in tmp/, already created and opened for writing as `handle`. */
+  readonly tempPath: string;
+  /** Owned by the writer from now on: closed by `publish` or `discard`. */
+  readonly handle: FileHandle;
+  /** Renames the (fsynced, closed) temp file to the blob's address. */
+  readonly moveIntoPlace: (digest: Digest, size: number) => Promise<void>;
+}
+
+/**
+ * One blob being written to a temp file: positional vectored writes; publishing is fsync, close,
+ * rename (verification happened before, in `VerifyingBlobWriter`). The temp file is the writer's
+ * `localPath`: a cache fill's followers read it through their own handle, which keeps working
+ * after the rename (same inode) — the store holds nothing open for them.
+ */
+class FsRawWriter implements RawBlobWriter {
+  readonly localPath: string;
+  readonly #fh: FileHandle;
+  readonly #moveIntoPlace: (digest: Digest, size: number) => Promise<void>;
+  #closed = false;
+
+  constructor(opts: FsRawWriterOptions) {
+    this.localPath = opts.tempPath;
+    this.#fh = opts.handle;
+    this.#moveIntoPlace = opts.moveIntoPlace;
   }
 
-  /** Positional read of bytes already written (never past `written`); works after commit until `release`/`abort`. */
-  async readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    if (this.#state === 'closed') throw new Error('blob writer is closed');
-    const n = Math.min(length, this.#written - position);
-    if (n <= 0) return 0;
-    const { bytesRead } = await this.#fh.read(buffer, offset, n, position);
-    return bytesRead;
+  write(chunks: readonly Uint8Array[], position: number): Promise<void> {
+    return writevAll(this.#fh, chunks, position);
   }
 
-  async commit(expected: Digest, expectedSize?: number, opts: CommitOptions = {}): Promise<BlobInfo> {
-    if (this.#state !== 'open') throw new Error(`blob writer is ${this.#state}`);
-    if (this.#writing) throw new Error('blob writer: commit during a write');
-    const size = this.#written;
-    if (expectedSize !== undefined && expectedSize !== size) {
-      this.#state = 'rejected';
-      throw new RegistryError('SIZE_INVALID', { expected: expectedSize, actual: size });
-    }
-    // Hash.digest() may run once; keep the result for a commit retried after an I/O error.
-    this.#digest ??= `sha256:${this.#hash.digest('hex')}` as Digest;
-    if (this.#digest !== expected) {
-      this.#state = 'rejected';
-      throw new RegistryError('DIGEST_INVALID', { expected, actual: this.#digest });
-    }
-    opts.onVerified?.();
-    const final = this.#layout.blobPath(expected);
+  async publish(digest: Digest, size: number): Promise<void> {
     await this.#fh.sync();
-    // Content addressing: an existing complete blob under this name already has these bytes.
-    // A file of another size there is damage; the rename below replaces it.
-    const existing = await stat(final).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
-    if (existing?.isFile() && existing.size === size) {
-      await unlink(this.#tempPath).catch(() => {});
-    } else {
-      await renameDurable(this.#tempPath, final);
-    }
-    this.#state = 'committed';
-    return { digest: expected, size };
-  }
-
-  /** Closes the file and removes the temp file. Idempotent; after a successful commit it only closes. */
-  async abort(): Promise<void> {
-    const wasCommitted = this.#state === 'committed';
     await this.#close();
-    if (!wasCommitted) await rm(this.#tempPath, { force: true });
+    await this.#moveIntoPlace(digest, size);
   }
 
-  /** Closes the file handle. Idempotent. On a writer that never committed it is an `abort`. */
-  async release(): Promise<void> {
-    if (this.#state === 'committed' || this.#state === 'closed') return this.#close();
-    return this.abort();
+  async discard(): Promise<void> {
+    await this.#close().catch(() => {});
+    await rm(this.localPath, { force: true });
   }
 
   async #close(): Promise<void> {
-    if (this.#state === 'closed') return;
-    this.#state = 'closed';
-    await this.#fh.close().catch(() => {});
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#fh.close();
   }
-}
-
-/** `chunks` without their first `n` bytes (views, no copies). */
-export function dropBytes(chunks: readonly Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const chunk of chunks) {
-    if (n >= chunk.length) n -= chunk.length;
-    else {
-      out.push(n > 0 ? chunk.subarray(n) : chunk);
-      n = 0;
-    }
-  }
-  return out;
 }

@@ -7,6 +7,7 @@ import { sha256Digest } from '../../domain/digest.js';
 import { MediaTypes } from '../../domain/media-types.js';
 import type { RepoName, Tag } from '../../domain/reference.js';
 import { describeManifestStore, describeMetadataStore } from '../testing/manifest-store.conformance.js';
+import { describeTagStore } from '../testing/tag-store.conformance.js';
 import { FsManifestStore, FsMetadataStore } from './fs-manifest-store.js';
 
 async function withRoot<T>(fn: (root: string) => Promise<T>): Promise<T> {
@@ -35,6 +36,7 @@ async function fixture<S extends { init(): Promise<void> }>(make: (root: string)
 
 describeManifestStore('FsManifestStore', () => fixture((root) => new FsManifestStore({ root })));
 describeMetadataStore('FsMetadataStore', () => fixture((root) => new FsMetadataStore({ root })));
+describeTagStore('FsMetadataStore', () => fixture((root) => new FsMetadataStore({ root })));
 
 describe('FsManifestStore / FsMetadataStore on disk', () => {
   it('stores manifest bytes and a media-type sidecar at manifests/sha256/<ab>/<hex>', () =>

@@ -6,8 +6,8 @@ import { RegistryError } from '../../domain/errors.js';
 import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
 import { isRegistryName } from '../../domain/registry-name.js';
 import { checkManifest, manifestProblem } from '../manifest-entry.js';
-import type { ManifestStore, MetadataStore, StoredManifest, TagEntry } from '../manifest-store.js';
-import { checkTagEntry, toTagEntry } from '../tag-entry.js';
+import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
+import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
 import { isFile, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
 import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 

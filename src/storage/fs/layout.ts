@@ -25,7 +25,7 @@
  * Invariants:
  * - Every file outside tmp/ is complete: it is written in tmp/, fsynced, then renamed into place,
  *   and the directory is fsynced. A crash leaves at most garbage in tmp/, which `FsBlobStore.init()`
- *   removes. Content is only ever replaced by identical content (content addressing).
+ *   (run by the owner's `Storage.init()`) removes. Content is only ever replaced by identical content (content addressing).
  * - Paths are built only from validated values: a sha256 `Digest` (64 lowercase hex), a repository
  *   name whose components match `[a-z0-9]+([._-][a-z0-9]+)*`, a tag matching
  *   `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` and a registry name (domain/registry-name.ts: a lowercase

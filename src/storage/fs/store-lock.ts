@@ -41,6 +41,7 @@ import { readFileSync, unlinkSync } from 'node:fs';
 import { constants, copyFile, mkdir, open, readFile, readlink, rename, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { StoreOwnedError } from '../storage.js';
 import { isNotFound } from './fs-util.js';
 import { StorageLayout } from './layout.js';
 
@@ -115,8 +116,8 @@ export interface TakenOver {
 }
 
 /** The root is owned by a live process (or one that refreshed the lock less than `staleMs` ago). */
-export class StoreLockedError extends Error {
-  readonly code = 'STORE_LOCKED';
+export class StoreLockedError extends StoreOwnedError {
+  override readonly code = 'STORE_LOCKED';
   readonly root: string;
   readonly lockPath: string;
   /** Undefined when the lock file can't be parsed (being written, or not ours to read). */

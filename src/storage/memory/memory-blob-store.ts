@@ -1,20 +1,22 @@
-import { createHash, type Hash } from 'node:crypto';
 import { addAbortSignal, Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter, CommitOptions } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, StoreUsage } from '../blob-store.js';
+import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
 
 // Streams are cut into chunks like a file stream's, so that abort and backpressure behave alike.
 const STREAM_CHUNK = 64 * 1024;
 
 /**
  * An in-memory `BlobStore` for tests. It passes the same conformance suite as `FsBlobStore`
- * (including the error codes), so code tested against it behaves the same on disk.
+ * (including the error codes), so code tested against it behaves the same on disk. Its writers
+ * offer no `localPath`: like an object store, it makes a cache fill spool its bytes itself.
  */
 export class MemoryBlobStore implements BlobStore {
   readonly #blobs = new Map<Digest, Buffer>();
-  readonly #pending = new Set<MemoryBlobWriter>();
+  readonly #pending = new Set<MemoryRawWriter>();
+  #bytes = 0;
 
   /** Writers neither committed nor aborted: the in-memory counterpart of files left in tmp/. */
   get pendingWrites(): number {
@@ -39,21 +41,30 @@ export class MemoryBlobStore implements BlobStore {
     return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
   }
 
-  async create(): Promise<MemoryBlobWriter> {
-    const writer: MemoryBlobWriter = new MemoryBlobWriter({
-      commit: (digest, bytes) => {
+  async create(): Promise<BlobWriter> {
+    const raw: MemoryRawWriter = new MemoryRawWriter({
+      publish: (digest, bytes) => {
         // Content addressing: an existing blob already holds these bytes.
-        if (!this.#blobs.has(digest)) this.#blobs.set(digest, bytes);
-        this.#pending.delete(writer);
+        if (!this.#blobs.has(digest)) {
+          this.#blobs.set(digest, bytes);
+          this.#bytes += bytes.length;
+        }
+        this.#pending.delete(raw);
       },
-      abort: () => void this.#pending.delete(writer),
+      discard: () => void this.#pending.delete(raw),
     });
-    this.#pending.add(writer);
-    return writer;
+    this.#pending.add(raw);
+    return new VerifyingBlobWriter(raw);
   }
 
   async delete(digest: Digest): Promise<void> {
-    this.#blobs.delete(parseDigest(digest));
+    const d = parseDigest(digest);
+    this.#bytes -= this.#blobs.get(d)?.length ?? 0;
+    this.#blobs.delete(d);
+  }
+
+  usage(): StoreUsage {
+    return { bytes: this.#bytes, objects: this.#blobs.size };
   }
 
   async *list(): AsyncIterable<BlobInfo> {
@@ -69,81 +80,49 @@ function* chunks(bytes: Buffer, start: number, end: number): Generator<Buffer> {
   for (let p = start; p < end; p += STREAM_CHUNK) yield Buffer.from(bytes.subarray(p, Math.min(p + STREAM_CHUNK, end)));
 }
 
-export interface MemoryBlobWriterOptions {
+interface MemoryRawWriterOptions {
   /** Called once with the verified bytes. */
-  readonly commit: (digest: Digest, bytes: Buffer) => void;
+  readonly publish: (digest: Digest, bytes: Buffer) => void;
   /** Called once when the writer is discarded without a commit. */
-  readonly abort: () => void;
+  readonly discard: () => void;
 }
 
-/** A blob being written into a growing buffer; same state rules as `FsBlobWriter`. */
-export class MemoryBlobWriter implements BlobWriter {
-  readonly #opts: MemoryBlobWriterOptions;
-  readonly #hash: Hash = createHash('sha256');
+/** A blob being written into a growing buffer. */
+class MemoryRawWriter implements RawBlobWriter {
+  readonly #opts: MemoryRawWriterOptions;
   #buf: Buffer | undefined = Buffer.alloc(64 * 1024);
-  #written = 0;
-  #state: 'open' | 'rejected' | 'committed' | 'closed' = 'open';
+  #length = 0;
 
-  constructor(opts: MemoryBlobWriterOptions) {
+  constructor(opts: MemoryRawWriterOptions) {
     this.#opts = opts;
   }
 
-  get written(): number {
-    return this.#written;
-  }
-
-  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    for (const chunk of data instanceof Uint8Array ? [data] : data) this.#append(chunk);
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
+    for (const chunk of chunks) this.#append(chunk);
   }
 
   #append(chunk: Uint8Array): void {
-    if (this.#state !== 'open' || !this.#buf) throw new Error(`blob writer is ${this.#state}`);
-    const needed = this.#written + chunk.length;
+    if (!this.#buf) throw new Error('blob writer is closed');
+    const needed = this.#length + chunk.length;
     if (needed > this.#buf.length) {
       const grown = Buffer.alloc(Math.max(needed, this.#buf.length * 2));
-      this.#buf.copy(grown, 0, 0, this.#written);
+      this.#buf.copy(grown, 0, 0, this.#length);
       this.#buf = grown;
     }
-    this.#buf.set(chunk, this.#written);
-    this.#hash.update(chunk);
-    this.#written = needed;
+    this.#buf.set(chunk, this.#length);
+    this.#length = needed;
   }
 
-  async readAt(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    if (this.#state === 'closed' || !this.#buf) throw new Error('blob writer is closed');
-    const n = Math.min(length, this.#written - position);
-    if (n <= 0) return 0;
-    buffer.set(this.#buf.subarray(position, position + n), offset);
-    return n;
-  }
-
-  async commit(expected: Digest, expectedSize?: number, opts: CommitOptions = {}): Promise<BlobInfo> {
-    if (this.#state !== 'open' || !this.#buf) throw new Error(`blob writer is ${this.#state}`);
-    const size = this.#written;
-    if (expectedSize !== undefined && expectedSize !== size) {
-      this.#state = 'rejected';
-      throw new RegistryError('SIZE_INVALID', { expected: expectedSize, actual: size });
-    }
-    const actual = `sha256:${this.#hash.digest('hex')}`;
-    if (actual !== expected) {
-      this.#state = 'rejected';
-      throw new RegistryError('DIGEST_INVALID', { expected, actual });
-    }
-    opts.onVerified?.();
-    // A copy: the store keeps exactly `size` bytes, and readAt keeps reading the writer's buffer.
-    this.#opts.commit(expected, Buffer.from(this.#buf.subarray(0, size)));
-    this.#state = 'committed';
-    return { digest: expected, size };
-  }
-
-  async abort(): Promise<void> {
-    if (this.#state === 'closed') return;
-    if (this.#state !== 'committed') this.#opts.abort();
-    this.#state = 'closed';
+  async publish(digest: Digest, size: number): Promise<void> {
+    if (!this.#buf || size !== this.#length) throw new Error('blob writer: publish of bytes it does not hold');
+    // A copy of exactly `size` bytes: the growing buffer has spare room.
+    this.#opts.publish(digest, Buffer.from(this.#buf.subarray(0, size)));
     this.#buf = undefined;
   }
 
-  async release(): Promise<void> {
-    return this.abort();
+  async discard(): Promise<void> {
+    if (!this.#buf) return;
+    this.#buf = undefined;
+    this.#opts.discard();
   }
 }

@@ -4,8 +4,8 @@ import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
 import { parseRegistryName } from '../../domain/registry-name.js';
 import { checkManifest } from '../manifest-entry.js';
-import type { ManifestStore, MetadataStore, StoredManifest, TagEntry } from '../manifest-store.js';
-import { checkTagEntry } from '../tag-entry.js';
+import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
+import { checkTagEntry, type TagEntry } from '../tag-store.js';
 
 /** An in-memory `ManifestStore` for tests; passes the same conformance suite as `FsManifestStore`. */
 export class MemoryManifestStore implements ManifestStore {

@@ -1,7 +1,10 @@
 import { describeBlobStore } from '../testing/blob-store.conformance.js';
 import { describeManifestStore, describeMetadataStore } from '../testing/manifest-store.conformance.js';
+import { describeStorage } from '../testing/storage.conformance.js';
+import { describeTagStore } from '../testing/tag-store.conformance.js';
 import { MemoryBlobStore } from './memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from './memory-manifest-store.js';
+import { MemoryStorage } from './memory-storage.js';
 
 const noCleanup = async () => {};
 
@@ -11,3 +14,8 @@ describeBlobStore('MemoryBlobStore', async () => {
 });
 describeManifestStore('MemoryManifestStore', async () => ({ store: new MemoryManifestStore(), cleanup: noCleanup }));
 describeMetadataStore('MemoryMetadataStore', async () => ({ store: new MemoryMetadataStore(), cleanup: noCleanup }));
+describeTagStore('MemoryMetadataStore', async () => ({ store: new MemoryMetadataStore(), cleanup: noCleanup }));
+describeStorage('MemoryStorage', async () => {
+  const stores = { blobs: new MemoryBlobStore(), manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore() };
+  return { open: () => new MemoryStorage(stores), cleanup: noCleanup };
+});

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import type { BlobStore, BlobWriter } from '../blob-store.js';
@@ -15,6 +16,11 @@ export interface BlobStoreFixture {
    * uploads). Checked after every test, where each writer has ended in commit or abort: it must be 0.
    */
   leftovers?(): Promise<number>;
+  /**
+   * For a store that offers `usage()` only after counting (the filesystem counts in the background
+   * after start): starts the count and resolves when it is done.
+   */
+  countUsage?(): Promise<unknown>;
 }
 
 /**
@@ -48,7 +54,6 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await writeChunks(writer, data, 64 * 1024 + 7);
       assert.equal(writer.written, data.length);
       assert.deepEqual(await writer.commit(digest, data.length), { digest, size: data.length });
-      await writer.release();
       assert.deepEqual(await store.stat(digest), { digest, size: data.length });
       assert.ok(data.equals(await readAll(await store.open(digest))));
     });
@@ -71,22 +76,6 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await rejectsWithCode(store.open(digest, { range: { start: 10, end: 9 } }), 'RANGE_INVALID');
     });
 
-    test('readAt returns written bytes while writing and after commit, until release', async (store) => {
-      const data = randomBytes(100_000);
-      const writer = await store.create();
-      await writer.write(data.subarray(0, 60_000));
-      assert.deepEqual(await readAt(writer, 1000, 500), data.subarray(1000, 1500));
-      // Never past what was written:
-      assert.equal((await readAt(writer, 59_990, 100)).length, 10);
-      assert.equal((await readAt(writer, 60_000, 100)).length, 0);
-      await writer.write(data.subarray(60_000));
-      await writer.commit(sha256Digest(data), data.length);
-      assert.deepEqual(await readAt(writer, 99_000, 1000), data.subarray(99_000));
-      await writer.release();
-      await writer.release(); // idempotent
-      await assert.rejects(readAt(writer, 0, 10));
-    });
-
     test('commit calls onVerified once, after verification and before it resolves; never on a mismatch', async (store) => {
       const data = randomBytes(50_000);
       const events: string[] = [];
@@ -95,7 +84,6 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       const committing = writer.commit(sha256Digest(data), data.length, { onVerified: () => events.push('verified') }).then(() => events.push('committed'));
       await committing;
       assert.deepEqual(events, ['verified', 'committed']);
-      await writer.release();
       const bad = await store.create();
       await bad.write(data);
       await rejectsWithCode(bad.commit(sha256Digest('other'), data.length, { onVerified: () => events.push('wrongly verified') }), 'DIGEST_INVALID');
@@ -111,7 +99,6 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await writer.write(chunks);
       assert.equal(writer.written, data.length);
       await writer.commit(sha256Digest(data), data.length);
-      await writer.release();
       assert.deepEqual(await readAll(await store.open(sha256Digest(data))), data);
     });
 
@@ -146,6 +133,82 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await assert.rejects(writer.commit(sha256Digest(data)));
     });
 
+    test('abort after a successful commit changes nothing; a writer whose commit failed cannot commit again', async (store) => {
+      const data = randomBytes(20_000);
+      const digest = sha256Digest(data);
+      const writer = await store.create();
+      await writer.write(data);
+      await writer.commit(digest, data.length);
+      await writer.abort();
+      assert.deepEqual(await store.stat(digest), { digest, size: data.length });
+      assert.ok(data.equals(await readAll(await store.open(digest))));
+      await assert.rejects(writer.write(data));
+      const failed = await store.create();
+      await failed.write(data);
+      await rejectsWithCode(failed.commit(digest, data.length + 1), 'SIZE_INVALID');
+      await assert.rejects(failed.commit(digest, data.length), 'no second try: abort it');
+      await failed.abort();
+    });
+
+    test('the size is checked before the digest (a short blob is SIZE_INVALID, not DIGEST_INVALID)', async (store) => {
+      const data = randomBytes(5_000);
+      const writer = await store.create();
+      await writer.write(data.subarray(0, 4_000));
+      await rejectsWithCode(writer.commit(sha256Digest(data), data.length), 'SIZE_INVALID');
+      await writer.abort();
+    });
+
+    test('localPath, when a writer offers it, holds the bytes written so far, and a handle opened at create reads them through commit', async (store) => {
+      const data = randomBytes(200_000);
+      const writer = await store.create();
+      if (writer.localPath === undefined) {
+        await writer.abort();
+        return; // an optional capability (object stores don't have it)
+      }
+      const fh = await open(writer.localPath, 'r');
+      try {
+        const readAt = async (position: number, length: number) => {
+          const buf = Buffer.alloc(length);
+          const { bytesRead } = await fh.read(buf, 0, length, position);
+          return buf.subarray(0, bytesRead);
+        };
+        await writer.write(data.subarray(0, 120_000));
+        assert.deepEqual(await readAt(1000, 500), data.subarray(1000, 1500));
+        await writer.write([data.subarray(120_000, 150_000), data.subarray(150_000)]);
+        await writer.commit(sha256Digest(data), data.length);
+        assert.deepEqual(await readAt(199_000, 1000), data.subarray(199_000), 'still readable after the commit moved the file');
+      } finally {
+        await fh.close();
+      }
+    });
+
+    test('usage, when offered, counts each committed digest once, and deletes; aborts and repeated commits change nothing', async (store, fx) => {
+      if (!store.usage) return; // optional capability
+      const a = randomBytes(1000);
+      const b = randomBytes(2000);
+      await put(store, a);
+      await fx.countUsage?.();
+      assert.deepEqual(store.usage(), { bytes: 1000, objects: 1 });
+      await put(store, b);
+      await put(store, b);
+      assert.deepEqual(store.usage(), { bytes: 3000, objects: 2 });
+      const aborted = await store.create();
+      await aborted.write(randomBytes(500));
+      await aborted.abort();
+      const rejected = await store.create();
+      await rejected.write(randomBytes(500));
+      await rejectsWithCode(rejected.commit(sha256Digest('x')), 'DIGEST_INVALID');
+      await rejected.abort();
+      assert.deepEqual(store.usage(), { bytes: 3000, objects: 2 });
+      await store.delete(sha256Digest(a));
+      await store.delete(sha256Digest(a));
+      await store.delete(sha256Digest('never stored'));
+      assert.deepEqual(store.usage(), { bytes: 2000, objects: 1 });
+      let listed = 0;
+      for await (const info of store.list()) listed += info.size;
+      assert.equal(listed, store.usage()!.bytes, 'agrees with a full listing');
+    });
+
     test('two concurrent writers of the same content both commit and the blob is intact', async (store) => {
       const data = randomBytes(1024 * 1024);
       const digest = sha256Digest(data);
@@ -156,7 +219,6 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       }
       const infos = await Promise.all([a.commit(digest, data.length), b.commit(digest, data.length)]);
       assert.deepEqual(infos, [{ digest, size: data.length }, { digest, size: data.length }]);
-      await Promise.all([a.release(), b.release()]);
       assert.ok(data.equals(await readAll(await store.open(digest))));
     });
 
@@ -176,7 +238,7 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await store.delete(digest);
     });
 
-    test('list yields committed blobs only', async (store) => {
+    test('list yields committed blobs only, in digest order', async (store) => {
       const one = await put(store, Buffer.from('one'));
       const two = await put(store, Buffer.from('two'));
       const inProgress = await store.create();
@@ -186,7 +248,7 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await aborted.abort();
       const listed = [];
       for await (const info of store.list()) listed.push(info);
-      listed.sort((x, y) => x.digest.localeCompare(y.digest));
+      // In ascending digest order:
       const expected = [{ digest: one, size: 3 }, { digest: two, size: 3 }].sort((x, y) => x.digest.localeCompare(y.digest));
       assert.deepEqual(listed, expected);
       await inProgress.abort();
@@ -215,7 +277,6 @@ async function put(store: BlobStore, data: Buffer): Promise<Digest> {
   try {
     await writeChunks(writer, data, 16 * 1024);
     const { digest } = await writer.commit(sha256Digest(data), data.length);
-    await writer.release();
     return digest;
   } catch (err) {
     await writer.abort();
@@ -225,10 +286,4 @@ async function put(store: BlobStore, data: Buffer): Promise<Digest> {
 
 async function writeChunks(writer: BlobWriter, data: Buffer, size: number): Promise<void> {
   for (let p = 0; p < data.length; p += size) await writer.write(data.subarray(p, p + size));
-}
-
-async function readAt(writer: BlobWriter, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  const n = await writer.readAt(buf, 0, length, position);
-  return buf.subarray(0, n);
 }

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import type { Readable } from 'node:stream';
+import { it } from 'node:test';
+import { sha256Digest } from '../../domain/digest.js';
 import { isRegistryError, type ErrorCode } from '../../domain/errors.js';
+import { MediaTypes } from '../../domain/media-types.js';
+import type { RepoKey, RepoName, Tag } from '../../domain/reference.js';
+import type { TagEntry } from '../tag-store.js';
 
 /** Consumes a stream into one Buffer. */
 export async function readAll(stream: Readable): Promise<Buffer> {
@@ -17,3 +22,32 @@ export async function rejectsWithCode(p: Promise<unknown>, code: ErrorCode): Pro
     return true;
   });
 }
+
+/** What a backend's test hands the suite: a fresh, empty store per test. */
+export interface StoreFixture<S> {
+  readonly store: S;
+  cleanup(): Promise<void>;
+}
+
+/** `it` over a fresh store from `makeStore`, cleaned up afterwards. */
+export function fixtureTest<S>(makeStore: () => Promise<StoreFixture<S>>) {
+  return (title: string, fn: (store: S) => Promise<void>) =>
+    it(title, async () => {
+      const fx = await makeStore();
+      try {
+        await fn(fx.store);
+      } finally {
+        await fx.cleanup();
+      }
+    });
+}
+
+/** Unvalidated on purpose: the suites hand stores bad names too. */
+export const key = (upstream: string, repo: string): RepoKey => ({ upstream, repo: repo as RepoName });
+export const tag = (t: string) => t as Tag;
+export const tagEntry = (s: string, validatedAt = 1_700_000_000_000): TagEntry => ({
+  digest: sha256Digest(s),
+  mediaType: MediaTypes.ociIndex,
+  size: s.length,
+  validatedAt,
+});

@@ -45,8 +45,9 @@ export async function writeManyTags(opts: ManyTagsOptions): Promise<ManyTags> {
     try {
       await w.write(Buffer.from(text));
       return await w.commit(sha256Digest(text));
-    } finally {
-      await w.release();
+    } catch (err) {
+      await w.abort();
+      throw err;
     }
   };
   const manifests: Digest[] = [];

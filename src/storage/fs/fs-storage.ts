@@ -1,0 +1,120 @@
+import { readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../../lib/logger.js';
+import type { BufferPool } from '../buffer-pool.js';
+import type { StoreUsage } from '../blob-store.js';
+import type { Ownership, OwnershipOptions, Storage, StorageDescription, StorageReady } from '../storage.js';
+import { FsBlobStore } from './fs-blob-store.js';
+import { FsManifestStore, FsMetadataStore } from './fs-manifest-store.js';
+import { ensureDir } from './fs-util.js';
+import type { StorageLayout } from './layout.js';
+import { acquireStoreLock } from './store-lock.js';
+
+export interface FsStorageOptions {
+  /** The storage root (layout.ts). */
+  readonly root: string;
+  /** `storage.lockStaleAfter`: when the ownership lock of a silent holder is taken over (store-lock.ts). */
+  readonly lockStaleMs: number;
+  /** Ownership events (a wait for the lock, a takeover, a lost lock) and a failed usage count are logged here. */
+  readonly logger: Logger;
+  /** See `FsBlobStoreOptions.readBuffers`. */
+  readonly readBuffers?: BufferPool;
+}
+
+/**
+ * The `filesystem` storage driver: blobs, manifests and metadata under one root directory
+ * (docs/storage-layout.md), owned through `hubcache.lock` (store-lock.ts).
+ */
+export class FsStorage implements Storage {
+  readonly blobs: FsBlobStore;
+  readonly manifests: FsManifestStore;
+  readonly metadata: FsMetadataStore;
+  readonly layout: StorageLayout;
+  readonly #opts: FsStorageOptions;
+  readonly #stop = new AbortController();
+  #usage: Promise<StoreUsage | undefined> | undefined;
+
+  constructor(opts: FsStorageOptions) {
+    this.#opts = opts;
+    this.blobs = new FsBlobStore({ root: opts.root, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+    this.manifests = new FsManifestStore({ root: opts.root });
+    this.metadata = new FsMetadataStore({ root: opts.root });
+    this.layout = this.blobs.layout;
+  }
+
+  /** tmp/: the store's disk, swept at start. (Its writers have a local file, so the cache spools nothing.) */
+  get spoolDir(): string {
+    return this.layout.tmpDir;
+  }
+
+  describe(): StorageDescription {
+    return { driver: 'filesystem', location: this.layout.root };
+  }
+
+  /**
+   * Takes `hubcache.lock` (see store-lock.ts for the protocol): throws `StoreLockedError` (a
+   * `StoreOwnedError`) when a live process holds it; a holder on another host or in another PID
+   * namespace is watched for up to `lockStaleMs` (logged once) unless `failFast`.
+   */
+  async acquireOwnership(opts: OwnershipOptions = {}): Promise<Ownership> {
+    const { logger } = this.#opts;
+    const lock = await acquireStoreLock({
+      root: this.layout.root,
+      staleMs: this.#opts.lockStaleMs,
+      failFast: opts.failFast,
+      signal: opts.signal,
+      onWait: (w) =>
+        logger.warn('storage lock held, waiting', {
+          lock: w.lockPath,
+          holder: w.holder ? { pid: w.holder.pid, hostname: w.holder.hostname, pidNamespace: w.holder.pidNamespace, startedAt: w.holder.startedAt } : 'unreadable lock file',
+          lockAgeMs: Math.round(w.ageMs),
+          maxWaitMs: w.maxWaitMs,
+          why: 'its holder runs on another host or in another PID namespace, where its pid cannot be checked: waiting to see whether it refreshes the lock',
+        }),
+      onCompromised: (err) => logger.error('storage lock lost', { lock: err.lockPath, error: err.message, holder: err.holder }),
+    });
+    if (lock.takenOver) logger.warn('stale storage lock taken over', { lock: lock.path, reason: lock.takenOver.reason, previous: lock.takenOver.holder });
+    return lock;
+  }
+
+  /** Creates the directories, sweeps tmp/ and starts counting the blobs in the background. */
+  async init(): Promise<StorageReady> {
+    const leftovers = await this.blobs.init();
+    await this.manifests.init();
+    await this.metadata.init();
+    this.#usage ??= this.blobs.countUsage(this.#stop.signal).then(
+      (usage) => usage,
+      (err: unknown) => {
+        if (!this.#stop.signal.aborted) this.#opts.logger.warn('store usage count failed', { error: (err as Error).message });
+        return undefined;
+      },
+    );
+    return { leftovers, usage: this.#usage };
+  }
+
+  /** Writes and removes a probe file in tmp/; rejects with the write's error. */
+  async probeWrite(): Promise<void> {
+    const probe = join(this.layout.tmpDir, `.ready-${process.pid}`);
+    try {
+      await ensureDir(this.layout.tmpDir);
+      await writeFile(probe, 'ok');
+    } finally {
+      await rm(probe, { force: true }).catch(() => {});
+    }
+  }
+
+  /** The committed blobs' directory can be listed. */
+  async readable(): Promise<boolean> {
+    try {
+      await readdir(this.layout.blobsDir);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#stop.abort(new Error('storage closed'));
+    await this.#usage;
+  }
+}

@@ -8,10 +8,22 @@ import { RegistryError } from '../domain/errors.js';
 export const STORAGE_FAULT_ERRNOS = ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EACCES'] as const;
 export type StorageFaultErrno = (typeof STORAGE_FAULT_ERRNOS)[number];
 
-/** The errno of a storage fault (`ENOSPC`, …), or undefined for any other error. */
+/**
+ * The errno of a storage fault (`ENOSPC`, …), or undefined for any other error. Looks through
+ * `cause` chains: the cache wraps store and spool failures (`StorageWriteError`) with the errno as cause.
+ */
 export function storageFaultErrno(err: unknown): StorageFaultErrno | undefined {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return (STORAGE_FAULT_ERRNOS as readonly string[]).includes(code ?? '') ? (code as StorageFaultErrno) : undefined;
+  return storageFaultCause(err)?.code as StorageFaultErrno | undefined;
+}
+
+/** The errno error itself (with its `path`), found in `err` or its `cause` chain. */
+export function storageFaultCause(err: unknown): NodeJS.ErrnoException | undefined {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof RegistryError) return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if ((STORAGE_FAULT_ERRNOS as readonly string[]).includes(code ?? '')) return e as NodeJS.ErrnoException;
+  }
+  return undefined;
 }
 
 /** True for a `STORAGE_UNAVAILABLE` RegistryError or a raw storage-fault errno. */

@@ -1,5 +1,5 @@
 import type { StorageFaultErrno } from './storage-fault.js';
-import { storageFaultErrno } from './storage-fault.js';
+import { storageFaultCause } from './storage-fault.js';
 
 export interface StoreHealthOptions {
   /** Tries a small write in the store: resolves when it worked, rejects with the error when not. */
@@ -39,11 +39,11 @@ export class StoreHealth {
 
   /** A write failed: when it is a storage fault, the store is degraded until a probe writes again. Returns whether it was one. */
   fault(err: unknown): boolean {
-    const errno = storageFaultErrno(err) ?? storageFaultErrno((err as Error | undefined)?.cause);
-    if (errno === undefined) return false;
+    const raw = storageFaultCause(err) ?? storageFaultCause((err as Error | undefined)?.cause);
+    const errno = raw?.code as StorageFaultErrno | undefined;
+    if (raw === undefined || errno === undefined) return false;
     this.#checkedAt = this.#clock();
     if (this.#writable) {
-      const raw = (storageFaultErrno(err) ? err : (err as Error).cause) as NodeJS.ErrnoException;
       this.#set(false);
       this.#o.onStorageFull?.({ errno, ...(raw.path ? { path: raw.path } : {}) });
     }

@@ -146,7 +146,15 @@ describe('dockerd with registry-mirrors pulls through hubcache', () => {
     assert.ok(requests, 'the pull test ran first');
     const lines = requests.map((r) => `${r.method} ${r.url}`);
     assert.deepEqual(lines.slice(0, 3), ['GET /v2/', 'HEAD /v2/library/small/manifests/1.0', `GET /v2/library/small/manifests/${small.digest}`]);
-    assert.deepEqual(lines.slice(3).sort(), [...small.blobs.keys()].map((d) => `GET /v2/library/small/blobs/${d}`).sort());
+    // Every blob once. The engine sometimes asks again for the rest of a blob it already got whole
+    // (a Range request, seen about once in five runs, with hubcache's access log showing the first
+    // answer complete): that is the engine's resume logic, allowed only in that form.
+    assert.deepEqual([...new Set(lines.slice(3))].sort(), [...small.blobs.keys()].map((d) => `GET /v2/library/small/blobs/${d}`).sort());
+    const seen = new Set<string>();
+    for (const r of requests.slice(3)) {
+      if (seen.has(r.url)) assert.match(String(r.headers.range ?? ''), /^bytes=\d+-/, `a blob asked twice without Range: ${r.url}`);
+      seen.add(r.url);
+    }
     // The engine asks for every manifest type hubcache can store, so nothing is converted.
     const accept = requests[1]!.headers.accept!.split(/,\s*/);
     for (const t of [MediaTypes.dockerManifest, MediaTypes.dockerManifestList, MediaTypes.ociManifest, MediaTypes.ociIndex]) assert.ok(accept.includes(t), t);

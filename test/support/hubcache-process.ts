@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { LogLines } from './log-lines.js';
 
 const BIN = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
 
@@ -52,34 +53,13 @@ export async function startHubcacheProcess(opts: StartHubcacheOptions = {}): Pro
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const logs: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  const log = new LogLines();
+  const logs = log.lines;
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>;
-    try {
-      line = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      line = { message: text };
-    }
-    logs.push(line);
-    for (const w of [...waiters]) {
-      if (w.pred(line)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
-    }
-  });
+  createInterface({ input: child.stdout! }).on('line', (text) => log.add(text));
   const exited = once(child, 'exit');
-  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => {
-    const found = logs.find(pred);
-    if (found) return Promise.resolve(found);
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
-      waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-    });
-  };
+  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => log.waitFor(pred, timeoutMs, () => `; stderr: ${stderr}`);
   const started = await Promise.race([
     waitForLog((l) => l.message === 'hubcache started'),
     exited.then(([code]) => {

@@ -12,6 +12,7 @@ import { stringify as toYaml } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { startHubcache, type Hubcache } from '../../src/server.js';
+import { LogLines } from './log-lines.js';
 
 export interface InProcessOptions {
   /** A config document (what a YAML file would hold); `listen` and `storage.path` are set here. */
@@ -45,44 +46,23 @@ export async function startInProcess(opts: InProcessOptions = {}): Promise<InPro
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const logs: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  const log = new LogLines();
+  const logs = log.lines;
   let pending = '';
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       pending += chunk.toString('utf8');
       let nl: number;
       while ((nl = pending.indexOf('\n')) >= 0) {
-        const text = pending.slice(0, nl);
+        log.add(pending.slice(0, nl));
         pending = pending.slice(nl + 1);
-        if (!text.trim()) continue;
-        let line: Record<string, unknown>;
-        try {
-          line = JSON.parse(text) as Record<string, unknown>;
-        } catch {
-          line = { message: text };
-        }
-        logs.push(line);
-        for (const w of [...waiters]) {
-          if (w.pred(line)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(line);
-          }
-        }
       }
       cb();
     },
   });
   const logger = createLogger({ level: 'debug', format: 'json', stream: sink });
   const hub = await startHubcache(config, { logger, version: 'test' });
-  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => {
-    const found = logs.find(pred);
-    if (found) return Promise.resolve(found);
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms`)), timeoutMs);
-      waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-    });
-  };
+  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => log.waitFor(pred, timeoutMs);
   let closed: Promise<void> | undefined;
   return {
     url: hub.url,

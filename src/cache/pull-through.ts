@@ -63,7 +63,7 @@ export interface PullThroughOptions {
 
 /**
  * The pull-through cache: the same read interface as local storage, backed by the local stores and
- * the upstreams (STYLE rule 1). Digests are served from the store with no upstream request; tags
+ * the upstreams (docs/architecture.md#layers). Digests are served from the store with no upstream request; tags
  * follow the TTL policy; upstream outages are answered from the cache when a copy exists.
  */
 export class PullThroughRegistry implements RegistryReader {

@@ -44,7 +44,7 @@ export interface TagListResult {
 
 /** What every read gets from the request it serves. */
 export interface ReadOptions {
-  /** The client's signal: governs writing to that client only (STYLE rule 7). */
+  /** The client's signal: governs writing to that client only (docs/architecture.md#timeouts-and-aborts). */
   readonly signal: AbortSignal;
   /**
    * The request's logger (a child carrying its `requestId`). Events logged while serving it (a fill
@@ -55,7 +55,7 @@ export interface ReadOptions {
 
 /**
  * The read side of a registry. Implemented by the pull-through cache; handlers depend only on
- * this, so they never know whether a request was a hit (STYLE rule 1).
+ * this, so they never know whether a request was a hit (docs/architecture.md#layers).
  * Errors are `RegistryError`s with OCI codes.
  */
 export interface RegistryReader {

@@ -1,7 +1,7 @@
 /**
  * A counting semaphore with a fair line: at most `limit` slots are held at once, and the rest wait
  * first come, first served. A waiter that gives up (its signal aborts) leaves the line without ever
- * holding a slot. Small and generic on purpose (STYLE §9: resilience primitives know no domain):
+ * holding a slot. Small and generic on purpose (docs/architecture.md#the-life-of-a-fill: resilience primitives know no domain):
  * the cache uses one to bound concurrent blob downloads (issue #11, point 8).
  */
 export interface Slot {

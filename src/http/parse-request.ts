@@ -18,7 +18,7 @@ export interface UnknownReference {
   readonly reference: string;
 }
 
-/** A /v2 request parsed into typed values (spegel's ParseDistributionPath, STYLE rule 4). */
+/** A /v2 request parsed into typed values (spegel's ParseDistributionPath, docs/architecture.md#the-life-of-a-request). */
 export type RegistryRequest =
   | { readonly route: 'base' }
   | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference | UnknownReference }

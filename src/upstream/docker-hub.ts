@@ -1,5 +1,5 @@
 /**
- * The ONLY place Docker Hub quirks live (STYLE §9 "Docker Hub quirks in one module"). Everything
+ * The ONLY place Docker Hub quirks live (docs/architecture.md#where-docker-hub-quirks-live "Docker Hub quirks in one module"). Everything
  * else talks to Docker Hub as to any distribution-API registry: the token dance is driven by the
  * `WWW-Authenticate` challenge, never by these constants.
  */

@@ -109,7 +109,7 @@ export async function errorFromResponse(res: Dispatcher.ResponseData, what: stri
   return new UpstreamError('protocol', message, opts);
 }
 
-/** Retry only what a retry can fix: connection failures and 5xx, never 429 (STYLE §9). */
+/** Retry only what a retry can fix: connection failures and 5xx, never 429 (docs/architecture.md#the-upstream-client). */
 export function isRetryable(err: unknown): boolean {
   return err instanceof UpstreamError && err.kind === 'unavailable';
 }

@@ -46,7 +46,7 @@ export interface RegistryUpstreamOptions {
   /** DNS resolution for the redirect guard; injected by tests. */
   readonly lookup?: Lookup;
   /**
-   * Set once on the undici Agent (STYLE rule 7); `bodyIdleMs` is the longest silence while reading.
+   * Set once on the undici Agent (docs/architecture.md#timeouts-and-aborts); `bodyIdleMs` is the longest silence while reading.
    * `requestMs` (default 60 s) bounds a whole manifest, tag list, token or ping exchange, retries
    * and redirects included; blob bodies are not bounded here.
    */
@@ -59,7 +59,7 @@ export interface RegistryUpstreamOptions {
   readonly maxTagListBytes?: number;
   readonly userAgent: string;
   /**
-   * `Via` value added to every upstream request (loop guard, STYLE §9); a function is asked at each
+   * `Via` value added to every upstream request (loop guard, docs/architecture.md#the-upstream-client); a function is asked at each
    * request (the composition root passes one that carries on the client request's Via chain).
    */
   readonly via?: string | (() => string);

@@ -33,7 +33,7 @@ export function backoffDelay(retry: number, baseDelayMs: number, maxDelayMs: num
 /**
  * Runs `fn` until it succeeds, `shouldRetry` refuses the error, or `attempts` are used up; the last
  * error is thrown. Generic and free of HTTP knowledge (like spegel's internal/resilient): callers
- * decide what is retryable (only idempotent requests, never a 429 — STYLE §9).
+ * decide what is retryable (only idempotent requests, never a 429 — docs/architecture.md#the-upstream-client).
  */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, opts: RetryOptions): Promise<T> {
   const sleep = opts.sleep ?? defaultSleep;

@@ -150,7 +150,7 @@ describe('storage lock: one hubcache process per storage root', () => {
   });
 });
 
-describe('storage lock of a dead holder on this host that its pid alone does not show (issue #12)', { skip: process.platform !== 'linux' && 'needs /proc' }, () => {
+describe('storage lock of a dead holder on this host that its pid alone does not show (issue #12)', () => {
   const newStore = tempStores('hubcache-e2e-lock-dead-');
 
   it('SIGKILLed under a parent that does not reap it (a zombie): the next `serve` takes the lock over at once and starts', async () => {

@@ -2,7 +2,7 @@
  * Bearer tokens from a registry's token service (distribution docs/spec/auth/token.md): `GET
  * realm?service=…&scope=…`, Basic credentials when configured, JSON `{token | access_token,
  * expires_in, issued_at}`. Tokens are cached per (realm, service, scopes) until shortly before
- * they expire, and concurrent callers for one key share one request (STYLE rule 6).
+ * they expire, and concurrent callers for one key share one request (docs/architecture.md#single-flight-and-followers).
  */
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';

@@ -1,5 +1,5 @@
 /**
- * Loopback fakes for upstream tests (STYLE rule 8: real sockets, no sleeps): a registry speaking
+ * Loopback fakes for upstream tests (docs/protocol.md#test-infrastructure: real sockets, no sleeps): a registry speaking
  * the distribution API with Bearer or Basic auth, a token service issuing opaque tokens, and a
  * "CDN" that, like Docker Hub's, rejects requests carrying Authorization. Every server records the
  * requests it saw so tests can count and inspect them. Knobs are plain mutable fields.

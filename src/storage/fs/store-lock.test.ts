@@ -139,8 +139,6 @@ async function zombie(): Promise<{ pid: number; parent: ChildProcess }> {
   return { pid, parent };
 }
 
-const linuxOnly = { skip: process.platform !== 'linux' && 'needs /proc' };
-
 describe('/proc/PID/stat', () => {
   const cat = '16345 (cat) R 16340 16340 13125 0 -1 4194304 101 0 0 0 0 0 0 0 20 0 1 0 65751 3133440 383 18446744073709551615 93913150500864 0';
 
@@ -212,7 +210,7 @@ describe('storage lock', () => {
     assert.deepEqual(await leftoversInTmp(), [], 'the stale file moved aside is removed');
   });
 
-  it('same host, the holder a zombie (killed, its parent has not reaped it yet): taken over at once, with or without a recorded start time (issue #12)', linuxOnly, async () => {
+  it('same host, the holder a zombie (killed, its parent has not reaped it yet): taken over at once, with or without a recorded start time (issue #12)', async () => {
     const id = await ownIdentity();
     const z = await zombie();
     try {
@@ -230,7 +228,7 @@ describe('storage lock', () => {
     }
   });
 
-  it('same host, a live pid with another start time than the holder recorded (the pid was reused): taken over at once; with the same start time: refused', linuxOnly, async () => {
+  it('same host, a live pid with another start time than the holder recorded (the pid was reused): taken over at once; with the same start time: refused', async () => {
     const id = await ownIdentity();
     const runner = procFields(process.ppid); // the test runner: alive
     const reused = await writeLock({ ...id, pid: process.ppid, procStartTime: runner.startTime - 1 });

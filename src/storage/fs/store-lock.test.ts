@@ -468,7 +468,7 @@ describe('storage lock', () => {
     // The claim's name is derived from the stale lock's bytes and mtime (store-lock.ts, takeOver).
     const { mtimeMs } = await stat(lockPath);
     const id = createHash('sha256').update(`${mtimeMs}\n${await readFile(lockPath, 'utf8')}`).digest('hex').slice(0, 16);
-    await mkdir(join(root, 'tmp'));
+    await mkdir(join(root, 'tmp'), { recursive: true });
     const claim = join(root, 'tmp', `lock-claim-${id}-1`);
     await writeFile(claim, JSON.stringify({ pid: process.ppid, hostname: 'claimer-host', startedAt: '2024-05-06T07:08:09.000Z', token: 'claimer' }));
     await assert.rejects(acquire(), (e: unknown) => e instanceof StoreLockedError && /pid \d+ on host claimer-host/.test(e.message));
@@ -477,6 +477,29 @@ describe('storage lock', () => {
     const lock = await acquire();
     assert.equal(lock.takenOver?.reason, 'its process is gone');
     assert.deepEqual(await leftoversInTmp(), [], 'the dead claim is removed too');
+  });
+
+  it('a lock is never seen empty: a reader polling from another process sees no lock or a whole record (a racing starter took an empty one for unreadable and waited)', async () => {
+    const script = `
+      const { readFileSync } = require('node:fs');
+      let reads = 0, partial = 0, stop = false;
+      process.stdin.on('end', () => (stop = true)).resume();
+      const spin = () => {
+        for (let i = 0; i < 2000; i++) {
+          try { const t = readFileSync(${JSON.stringify(lockPath)}, 'utf8'); reads++; try { JSON.parse(t); } catch { partial++; } } catch {}
+        }
+        if (stop) console.log(JSON.stringify({ reads, partial })); else setImmediate(spin);
+      };
+      console.log('ready');
+      spin();`;
+    const reader = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: reader.stdout! })[Symbol.asyncIterator]();
+    assert.equal((await lines.next()).value, 'ready');
+    for (let i = 0; i < 300; i++) await (await acquireStoreLock({ root, schedule: () => () => {} })).release();
+    reader.stdin!.end();
+    const { reads, partial } = JSON.parse(String((await lines.next()).value)) as { reads: number; partial: number };
+    assert.ok(reads > 0, 'the reader saw the lock at all');
+    assert.equal(partial, 0, `${partial} of ${reads} reads found the lock empty or half-written`);
   });
 
   it('processes racing for a stale lock: exactly one wins, and its exit removes the lock', async () => {

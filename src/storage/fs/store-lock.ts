@@ -9,9 +9,10 @@
  * starters both believe they hold the lock (moxystudio/node-proper-lockfile#121, open).
  *
  * The protocol:
- * - Acquire: create the lock file with O_EXCL (works on local filesystems and NFSv3+) holding JSON
+ * - Acquire: create the lock file exclusively (written under a temporary name, then link(2)ed into
+ *   place, which fails if it exists: local filesystems and NFS) holding JSON
  *   {pid, hostname, pidNamespace, startedAt, procStartTime, token}; the random token is what "ours"
- *   means.
+ *   means. A lock is never seen empty.
  * - Heartbeat: the holder sets the file's mtime to its clock every `heartbeatMs` (an unref'd timer).
  * - Stale: a holder on this host (same hostname and PID namespace, the only case where a pid means
  *   anything to us) whose process is gone: its pid is free (ESRCH), or /proc/PID/stat shows a
@@ -38,7 +39,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, unlinkSync } from 'node:fs';
-import { constants, copyFile, mkdir, open, readFile, readlink, rename, unlink, utimes } from 'node:fs/promises';
+import { constants, copyFile, link, mkdir, open, readFile, readlink, rename, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StoreOwnedError } from '../storage.js';
@@ -180,7 +181,7 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
   const own = await readProcStat('self');
   const procStartTime = typeof own === 'object' ? own.startTime : undefined;
   const record: LockRecord = { pid: process.pid, ...self, startedAt: new Date(now()).toISOString(), ...(procStartTime !== undefined && { procStartTime }), token: randomUUID() };
-  await mkdir(layout.root, { recursive: true });
+  await mkdir(layout.tmpDir, { recursive: true });
 
   let takenOver: TakenOver | undefined;
   let last: { holder: LockRecord | undefined; ageMs: number } | undefined;
@@ -194,7 +195,7 @@ export async function acquireStoreLock(opts: StoreLockOptions): Promise<StoreLoc
   ourTokens.add(record.token);
   try {
     for (let round = 0; round < 5; round++) {
-      if (await createExclusive(layout.lockPath, record, now())) {
+      if (await createExclusive(layout.lockPath, record, now(), layout.tmpDir)) {
         return new StoreLock({ path: layout.lockPath, record, takenOver, now, heartbeatMs, schedule: opts.schedule ?? everyUnref, onCompromised: opts.onCompromised });
       }
       let found = await readLock(layout.lockPath);
@@ -442,15 +443,41 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Creates the lock with O_EXCL; false if it exists. The mtime is set to our clock like a heartbeat. */
-async function createExclusive(path: string, record: LockRecord, nowMs: number): Promise<boolean> {
-  let fh;
+/**
+ * Creates `path` holding `record`, only if it doesn't exist; false if it does. The file is written,
+ * synced and given our clock as its mtime (like a heartbeat) under a temporary name in `tmpDir`,
+ * then hard-linked into place: link(2) fails with EEXIST like O_EXCL does (on NFS too), and nobody
+ * ever reads a lock that is there but still empty. (Created with O_EXCL and then written, a racing
+ * starter could read it empty, take it for an unreadable lock and wait for it to go stale.) A
+ * filesystem without hard links falls back to O_EXCL: a reader may then see it empty for a moment.
+ */
+async function createExclusive(path: string, record: LockRecord, nowMs: number, tmpDir: string): Promise<boolean> {
+  const temp = join(tmpDir, `lock-new-${randomUUID()}`);
+  await writeSynced(temp, 'w', record, nowMs);
   try {
-    fh = await open(path, 'wx', 0o644);
+    await link(temp, path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    // The temp file swept meanwhile by an owner that just started: its lock is there, look at it.
+    if (code === 'ENOENT') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+  } finally {
+    await unlink(temp).catch(() => {});
+  }
+  try {
+    await writeSynced(path, 'wx', record, nowMs);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
   }
+}
+
+/** Writes `record` to `path` opened with `flags`, sets its mtime to `nowMs`, syncs; removes it on failure. */
+async function writeSynced(path: string, flags: 'w' | 'wx', record: LockRecord, nowMs: number): Promise<void> {
+  const fh = await open(path, flags, 0o644);
   try {
     await fh.writeFile(`${JSON.stringify(record)}\n`);
     await fh.utimes(nowMs / 1000, nowMs / 1000);
@@ -461,7 +488,6 @@ async function createExclusive(path: string, record: LockRecord, nowMs: number):
     await unlink(path).catch(() => {});
     throw err;
   }
-  return true;
 }
 
 /** The lock's content and mtime, read through one handle (one inode); undefined when there is none. */
@@ -496,7 +522,7 @@ async function takeOver(o: { layout: StorageLayout; judged: Found; record: LockR
   for (let n = 1; !claim; n++) {
     // Inside the root: `id` is hex and `n` a number.
     const path = join(layout.tmpDir, `lock-claim-${id}-${n}`);
-    if (await createExclusive(path, o.record, o.now())) claim = path;
+    if (await createExclusive(path, o.record, o.now(), layout.tmpDir)) claim = path;
     else {
       const other = await readLock(path);
       if (!other) return {}; // that takeover just finished

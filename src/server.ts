@@ -107,6 +107,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   });
   const registry = new PullThroughRegistry({
     storeHealth,
+    access: storage.access,
     blobs,
     manifests,
     metadata,

@@ -8,6 +8,7 @@ import { referenceString, type Reference, type RepoKey, type Tag } from '../doma
 import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../lib/logger.js';
 import { SingleFlight } from '../lib/single-flight.js';
+import type { AccessRecord } from '../storage/access-record.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { checkManifest } from '../storage/manifest-entry.js';
 import { isStorageFault, toStorageError } from '../storage/storage-fault.js';
@@ -59,6 +60,11 @@ export interface PullThroughOptions {
    * writable, a blob not cached is answered STORAGE_UNAVAILABLE without starting a download.
    */
   readonly storeHealth?: StoreHealth;
+  /**
+   * Told of every blob, manifest and tag served (hits, misses, stale answers): LRU eviction and tag
+   * retention read it (evictor.ts). `touch` is synchronous and in memory: nothing is awaited.
+   */
+  readonly access?: AccessRecord;
 }
 
 /**
@@ -109,7 +115,14 @@ export class PullThroughRegistry implements RegistryReader {
       opts.signal,
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
-    return promise;
+    const result = await promise;
+    const access = this.#o.access;
+    if (access) {
+      const now = this.#clock();
+      access.touch({ kind: 'manifest', digest: result.descriptor.digest }, now);
+      if (ref.kind === 'tag') access.touch({ kind: 'tag', key, tag: ref.tag }, now);
+    }
+    return result;
   }
 
   async #manifestByDigest(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<ManifestResult> {
@@ -210,6 +223,12 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
+    const result = await this.#getBlob(key, digest, opts);
+    this.#o.access?.touch({ kind: 'blob', digest }, this.#clock());
+    return result;
+  }
+
+  async #getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
     const local = await this.#o.blobs.stat(digest);
     if (local) return this.#serveStored(digest, local.size, opts);

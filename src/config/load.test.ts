@@ -325,3 +325,47 @@ test('issue #11: allowed realm entries are validated at load, each named', () =>
     return true;
   });
 });
+
+test('storage.maxSize and minFreeSpace (issue #13): unset by default; sizes, or a percentage of the filesystem; from the file, env or flags', () => {
+  const d = loadConfig({ env: {} });
+  assert.equal(d.storage.maxSize, undefined);
+  assert.equal(d.storage.minFreeSpace, undefined);
+  assert.deepEqual(d.storage.eviction, { highWatermark: 95, lowWatermark: 85, interval: 60_000, concurrency: 4 });
+  assert.equal(d.storage.accessFlushInterval, 10_000);
+  const f = loadConfig({ file: file('cap.yaml', 'storage:\n  maxSize: 200GiB\n  minFreeSpace: 10%\n  eviction:\n    highWatermark: 90\n    lowWatermark: 70\n'), env: {} });
+  assert.equal(f.storage.maxSize, 200 * 1024 ** 3);
+  assert.deepEqual(f.storage.minFreeSpace, { percent: 10 });
+  assert.equal(f.storage.eviction.highWatermark, 90);
+  assert.equal(f.storage.eviction.lowWatermark, 70);
+  const e = loadConfig({ env: { HUBCACHE_STORAGE_MAX_SIZE: '1GB', HUBCACHE_STORAGE_MIN_FREE_SPACE: '20GiB', HUBCACHE_EVICTION_HIGH_WATERMARK: '80%', HUBCACHE_EVICTION_LOW_WATERMARK: '60' } });
+  assert.equal(e.storage.maxSize, 1e9);
+  assert.deepEqual(e.storage.minFreeSpace, { bytes: 20 * 1024 ** 3 });
+  assert.equal(e.storage.eviction.highWatermark, 80);
+  assert.equal(e.storage.eviction.lowWatermark, 60);
+  const fl = loadConfig({ env: {}, flags: { 'storage-max-size': '5MiB', 'storage-min-free-space': '2.5%', 'eviction-high-watermark': '99', 'eviction-low-watermark': '98' } });
+  assert.equal(fl.storage.maxSize, 5 * 1024 ** 2);
+  assert.deepEqual(fl.storage.minFreeSpace, { percent: 2.5 });
+  // Printed back in forms that load to the same values.
+  const printed = redactConfig(f) as { storage: Record<string, unknown> };
+  assert.equal(printed.storage.maxSize, '200GiB');
+  assert.equal(printed.storage.minFreeSpace, '10%');
+  assert.equal((redactConfig(e) as { storage: Record<string, unknown> }).storage.minFreeSpace, '20GiB');
+});
+
+test('storage eviction settings are validated with clear messages', () => {
+  assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_MAX_SIZE: 'lots' } }), /storage\.maxSize: invalid size "lots"/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_MIN_FREE_SPACE: '100%' } }), /storage\.minFreeSpace: a percentage of the filesystem must be between 0% and 100%/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_MIN_FREE_SPACE: 'half' } }), /storage\.minFreeSpace: invalid size or percentage "half"/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_EVICTION_HIGH_WATERMARK: '80', HUBCACHE_EVICTION_LOW_WATERMARK: '80' } }), /storage\.eviction: highWatermark must be above lowWatermark/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_EVICTION_HIGH_WATERMARK: '120' } }), /storage\.eviction\.highWatermark: must be at most 100/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_EVICTION_LOW_WATERMARK: '0' } }), /storage\.eviction\.lowWatermark: must be above 0/);
+});
+
+test('cache.tagRetention: 90d by default, from the file, HUBCACHE_TAG_RETENTION or --tag-retention; at least 1m', () => {
+  assert.equal(loadConfig({ env: {} }).cache.tagRetention, 90 * 86_400_000);
+  assert.equal(loadConfig({ file: file('ret.yaml', 'cache:\n  tagRetention: 30d\n'), env: {} }).cache.tagRetention, 30 * 86_400_000);
+  assert.equal(loadConfig({ env: { HUBCACHE_TAG_RETENTION: '7d' } }).cache.tagRetention, 7 * 86_400_000);
+  assert.equal(loadConfig({ env: {}, flags: { 'tag-retention': '12h' } }).cache.tagRetention, 12 * 3_600_000);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_TAG_RETENTION: '10s' } }), /cache\.tagRetention: must be at least 1m/);
+  assert.equal((redactConfig(loadConfig({ env: {} })) as { cache: Record<string, unknown> }).cache.tagRetention, '90d');
+});

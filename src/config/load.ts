@@ -15,6 +15,11 @@ export const SETTINGS = [
   { flag: 'storage-driver', env: 'HUBCACHE_STORAGE_DRIVER', path: ['storage', 'driver'], help: 'where the store lives: filesystem (the only driver for now; the default)' },
   { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
   { flag: 'storage-lock-stale-after', env: 'HUBCACHE_STORAGE_LOCK_STALE_AFTER', path: ['storage', 'lockStaleAfter'], help: 'a storage lock not refreshed for this long is taken over; a start waits up to this long for one held from another host or PID namespace (default 30s; every process on a store must agree)' },
+  { flag: 'storage-max-size', env: 'HUBCACHE_STORAGE_MAX_SIZE', path: ['storage', 'maxSize'], help: 'cap of the store (e.g. 200GiB); above the high watermark the least recently used content is evicted (default: no cap)' },
+  { flag: 'storage-min-free-space', env: 'HUBCACHE_STORAGE_MIN_FREE_SPACE', path: ['storage', 'minFreeSpace'], help: 'free space to keep on the store\'s filesystem, bytes or percent (e.g. 20GiB, 10%); below it content is evicted (default: not watched)' },
+  { flag: 'eviction-high-watermark', env: 'HUBCACHE_EVICTION_HIGH_WATERMARK', path: ['storage', 'eviction', 'highWatermark'], help: 'percent of --storage-max-size at which eviction starts (default 95)' },
+  { flag: 'eviction-low-watermark', env: 'HUBCACHE_EVICTION_LOW_WATERMARK', path: ['storage', 'eviction', 'lowWatermark'], help: 'percent of --storage-max-size eviction brings the store down to (default 85)' },
+  { flag: 'tag-retention', env: 'HUBCACHE_TAG_RETENTION', path: ['cache', 'tagRetention'], help: 'a cached tag not pulled for this long expires with its manifest unless still referenced (default 90d)' },
   { flag: 'default-upstream', env: 'HUBCACHE_DEFAULT_UPSTREAM', path: ['defaultUpstream'], help: `upstream for requests that name no registry, and the one the --upstream-* and --tag-ttl settings address (default ${DOCKER_HUB.name})` },
   { flag: 'upstream-url', env: 'HUBCACHE_UPSTREAM_URL', path: ['upstreams', '@default', 'url'], help: `Docker Hub registry URL (default ${DOCKER_HUB.url})` },
   { flag: 'upstream-username', env: 'HUBCACHE_UPSTREAM_USERNAME', path: ['upstreams', '@default', 'username'], help: 'Docker Hub username' },
@@ -189,6 +194,7 @@ export function redactConfig(config: Readonly<Config>): unknown {
       if (key === 'password' && typeof value === 'string') return '<redacted>';
       if (DURATION_KEYS.has(key) && typeof value === 'number') return formatDuration(value);
       if (SIZE_KEYS.has(key) && typeof value === 'number') return formatSize(value);
+      if (key === 'minFreeSpace' && typeof value === 'object' && value !== null) return 'percent' in value ? `${value.percent}%` : formatSize(value.bytes);
       return value;
     }),
   );

@@ -39,6 +39,51 @@ const size = (def: string) =>
       return n;
     });
 
+/** An optional size (no default: the feature is off without it). */
+const optionalSize = () =>
+  z
+    .union([z.string(), z.number().int().positive()])
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const n = typeof v === 'number' ? v : parseSize(v);
+      if (n === undefined || n <= 0) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid size ${JSON.stringify(v)} (use e.g. 200GiB, 500GB)` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+/** Free space to keep on the store's filesystem: bytes (`20GiB`) or a percentage of its size (`10%`). */
+export type FreeSpaceFloor = { readonly bytes: number } | { readonly percent: number };
+
+const freeSpaceFloor = z
+  .union([z.string(), z.number().int().positive()])
+  .optional()
+  .transform((v, ctx): FreeSpaceFloor | undefined => {
+    if (v === undefined) return undefined;
+    const pct = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v) : null;
+    if (pct) {
+      const percent = Number(pct[1]);
+      if (percent > 0 && percent < 100) return { percent };
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `a percentage of the filesystem must be between 0% and 100% (exclusive), got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    const n = typeof v === 'number' ? v : parseSize(v);
+    if (n === undefined || n <= 0) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid size or percentage ${JSON.stringify(v)} (use e.g. 20GiB or 10%)` });
+      return z.NEVER;
+    }
+    return { bytes: n };
+  });
+
+/** A percentage (0–100, exclusive of 0), as a number or a string with or without `%` (environment, flags). */
+const percent = (def: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*%?\s*$/.test(v) ? Number(v.replace('%', '').trim()) : v),
+    z.number({ invalid_type_error: 'expected a percentage, e.g. 90' }).gt(0, 'must be above 0').max(100, 'must be at most 100').default(def),
+  );
+
 /** A whole number, also from the environment or a flag (strings there). */
 const count = (def: number, min: number, max: number) =>
   z.preprocess((v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v), z.number({ invalid_type_error: 'expected a whole number' }).int().min(min).max(max).default(def));
@@ -146,6 +191,39 @@ const filesystemStorageSchema = z
      * values are for tests. At least 1s.
      */
     lockStaleAfter: duration('30s', '1s'),
+    /**
+     * The most committed blob bytes the store may hold (e.g. `200GiB`). Above `eviction.highWatermark`
+     * percent of it, the least recently used blobs and manifests are evicted in the background
+     * until the store is below `eviction.lowWatermark` percent. Unset: no cap (content is only
+     * evicted for `minFreeSpace`, tag retention or a full disk).
+     */
+    maxSize: optionalSize(),
+    /**
+     * Free space to keep on the store's filesystem: bytes (`20GiB`) or a percentage of the
+     * filesystem's size (`10%`). Below it, eviction runs as for the cap, until this much plus the
+     * watermarks' gap (high − low, as a fraction of it) is free. Unset: not watched.
+     */
+    minFreeSpace: freeSpaceFloor,
+    /**
+     * How often the last-access record's changes are written to the store (one append and one fsync
+     * per batch; never per request). A crash loses at most this window, which only makes content
+     * look older than it is. At least 100ms.
+     */
+    accessFlushInterval: duration('10s', '100ms'),
+    eviction: z
+      .object({
+        /** Percent of `maxSize` above which eviction starts. */
+        highWatermark: percent(95),
+        /** Percent of `maxSize` eviction brings the store down to; below highWatermark. */
+        lowWatermark: percent(85),
+        /** How often the store's size and free space are checked besides after every commit. At least 1s. */
+        interval: duration('1m', '1s'),
+        /** Deletions running at once during an eviction pass. */
+        concurrency: count(4, 1, 64),
+      })
+      .strict()
+      .default({})
+      .refine((e) => e.highWatermark > e.lowWatermark, { message: 'highWatermark must be above lowWatermark' }),
   })
   .strict();
 
@@ -217,6 +295,12 @@ export const configSchema = z
          * than this is served but not kept. 0 keeps none.
          */
         tagListCacheSize: size('64MiB'),
+        /**
+         * A cached tag not pulled for this long expires, with its manifest unless another tag or a
+         * stored index references it (the eviction pass removes it; pulling the tag again fetches it
+         * again). At least 1m.
+         */
+        tagRetention: duration('90d', '1m'),
       })
       .strict()
       .default({}),
@@ -327,10 +411,10 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

@@ -21,7 +21,7 @@ export interface OpenStorageOptions {
 export function openStorage(config: StorageConfig, opts: OpenStorageOptions): Storage {
   switch (config.driver) {
     case 'filesystem':
-      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);
     }

@@ -1,3 +1,4 @@
+import type { AccessRecord } from './access-record.js';
 import type { BlobStore, StoreUsage } from './blob-store.js';
 import type { ManifestStore, MetadataStore } from './manifest-store.js';
 
@@ -16,6 +17,12 @@ export interface Storage {
   readonly blobs: BlobStore;
   readonly manifests: ManifestStore;
   readonly metadata: MetadataStore;
+  /**
+   * When each blob, manifest and tag was last served (access-record.ts): LRU eviction and tag
+   * retention read it. The owner's `init` starts persisting it in batches, `close` flushes the last
+   * batch; a reader may read it without either.
+   */
+  readonly access: AccessRecord;
   /**
    * A local directory for the spool files of fills (cache/spool.ts) whose store writer offers no
    * local file, or `undefined` for the OS's temp dir. (The filesystem backend's writers have a
@@ -46,9 +53,17 @@ export interface Storage {
    * degraded state (store-health.ts) and its recovery without a restart.
    */
   probeWrite(): Promise<void>;
+  /**
+   * Optional: the free and total bytes of the filesystem (or quota) the store lives on, for
+   * `storage.minFreeSpace` and `hubcache_store_free_bytes`; `undefined` when it can't be told.
+   */
+  freeSpace?(): Promise<{ readonly freeBytes: number; readonly totalBytes: number } | undefined>;
   /** Whether the stored content can be read (the volume is there): readiness. Never throws. */
   readable(): Promise<boolean>;
-  /** Stops background work (the usage count); the stores must not be used afterwards. Idempotent. */
+  /**
+   * Stops background work (the usage count, the access record's periodic flush) and flushes the
+   * access record; the stores must not be used afterwards. Idempotent.
+   */
   close(): Promise<void>;
 }
 

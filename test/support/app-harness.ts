@@ -21,7 +21,9 @@ import type { Logger } from '../../src/lib/logger.js';
 import type { CacheKind } from '../../src/cache/cache-metrics.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { upstreamObserver } from '../../src/observability/upstream-observer.js';
+import type { AccessRecord } from '../../src/storage/access-record.js';
 import type { BlobStore } from '../../src/storage/blob-store.js';
+import { MemoryAccessRecord } from '../../src/storage/memory/memory-access-record.js';
 import type { ManifestStore, MetadataStore } from '../../src/storage/manifest-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
@@ -67,6 +69,8 @@ export interface Stores {
   readonly blobs: BlobStore;
   readonly manifests: ManifestStore;
   readonly metadata: MetadataStore;
+  /** The last-access record the cache touches (a MemoryAccessRecord by default). */
+  readonly access: AccessRecord;
 }
 
 export interface HarnessUpstream {
@@ -233,9 +237,13 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     blobs: opts.stores?.blobs ?? new MemoryBlobStore(),
     manifests: opts.stores?.manifests ?? new MemoryManifestStore(),
     metadata: opts.stores?.metadata ?? new MemoryMetadataStore(),
+    access: opts.stores?.access ?? new MemoryAccessRecord(),
   };
   const cache = new PullThroughRegistry({
-    ...stores,
+    blobs: stores.blobs,
+    manifests: stores.manifests,
+    metadata: stores.metadata,
+    access: stores.access,
     upstreams: entries,
     fillTimeoutMs: 30_000,
     resumeAttempts: opts.resumeAttempts ?? 1,

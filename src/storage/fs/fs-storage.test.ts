@@ -11,7 +11,7 @@ import { describeStorage } from '../testing/storage.conformance.js';
 import { FsStorage } from './fs-storage.js';
 import { StoreLockedError } from './store-lock.js';
 
-const fsConfig = (path: string): StorageConfig => ({ driver: 'filesystem', path, lockStaleAfter: 30_000 });
+const fsConfig = (path: string): StorageConfig => ({ driver: 'filesystem', path, lockStaleAfter: 30_000, accessFlushInterval: 10_000, eviction: { highWatermark: 95, lowWatermark: 85, interval: 60_000, concurrency: 4 } });
 
 describeStorage('FsStorage (driver: filesystem)', async () => {
   const root = await mkdtemp(join(tmpdir(), 'hubcache-storage-'));

@@ -1,9 +1,10 @@
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../lib/logger.js';
 import type { BufferPool } from '../buffer-pool.js';
 import type { StoreUsage } from '../blob-store.js';
 import type { Ownership, OwnershipOptions, Storage, StorageDescription, StorageReady } from '../storage.js';
+import { FsAccessRecord } from './fs-access-record.js';
 import { FsBlobStore } from './fs-blob-store.js';
 import { FsManifestStore, FsMetadataStore } from './fs-manifest-store.js';
 import { ensureDir } from './fs-util.js';
@@ -19,6 +20,8 @@ export interface FsStorageOptions {
   readonly logger: Logger;
   /** See `FsBlobStoreOptions.readBuffers`. */
   readonly readBuffers?: BufferPool;
+  /** How often the owner appends the access record's changes to access.log (storage.accessFlushInterval); default 10 s. */
+  readonly accessFlushMs?: number;
 }
 
 /**
@@ -29,10 +32,13 @@ export class FsStorage implements Storage {
   readonly blobs: FsBlobStore;
   readonly manifests: FsManifestStore;
   readonly metadata: FsMetadataStore;
+  readonly access: FsAccessRecord;
   readonly layout: StorageLayout;
   readonly #opts: FsStorageOptions;
   readonly #stop = new AbortController();
   #usage: Promise<StoreUsage | undefined> | undefined;
+  #flushTimer: NodeJS.Timeout | undefined;
+  #closed: Promise<void> | undefined;
 
   constructor(opts: FsStorageOptions) {
     this.#opts = opts;
@@ -40,6 +46,7 @@ export class FsStorage implements Storage {
     this.manifests = new FsManifestStore({ root: opts.root });
     this.metadata = new FsMetadataStore({ root: opts.root });
     this.layout = this.blobs.layout;
+    this.access = new FsAccessRecord({ path: this.layout.accessLogPath, tempPath: () => this.layout.tempPath('access') });
   }
 
   /** tmp/: the store's disk, swept at start. (Its writers have a local file, so the cache spools nothing.) */
@@ -77,11 +84,18 @@ export class FsStorage implements Storage {
     return lock;
   }
 
-  /** Creates the directories, sweeps tmp/ and starts counting the blobs in the background. */
+  /**
+   * Creates the directories, sweeps tmp/, starts counting the blobs and reading access.log in the
+   * background, and starts flushing the access record every `accessFlushMs`.
+   */
   async init(): Promise<StorageReady> {
     const leftovers = await this.blobs.init();
     await this.manifests.init();
     await this.metadata.init();
+    void this.access.load().then(() => {
+      if (this.access.loadError) this.#opts.logger.warn('access record unreadable, starting a new one', { path: this.layout.accessLogPath, error: this.access.loadError.message });
+    });
+    this.#flushTimer ??= setInterval(() => void this.#flushAccess(), this.#opts.accessFlushMs ?? 10_000).unref();
     this.#usage ??= this.blobs.countUsage(this.#stop.signal).then(
       (usage) => usage,
       (err: unknown) => {
@@ -113,8 +127,27 @@ export class FsStorage implements Storage {
     }
   }
 
-  async close(): Promise<void> {
-    this.#stop.abort(new Error('storage closed'));
-    await this.#usage;
+  /** The filesystem's free bytes (for an unprivileged process: `bavail`) and size, from statfs(2). */
+  async freeSpace(): Promise<{ freeBytes: number; totalBytes: number } | undefined> {
+    try {
+      const st = await statfs(this.layout.root);
+      return { freeBytes: st.bavail * st.bsize, totalBytes: st.blocks * st.bsize };
+    } catch {
+      return undefined;
+    }
+  }
+
+  close(): Promise<void> {
+    return (this.#closed ??= (async () => {
+      this.#stop.abort(new Error('storage closed'));
+      clearInterval(this.#flushTimer);
+      await this.#usage;
+      if (this.#flushTimer) await this.#flushAccess();
+    })());
+  }
+
+  /** A failed flush keeps its batch for the next one (a full disk: written once space returns). */
+  async #flushAccess(): Promise<void> {
+    await this.access.flush().catch((err: unknown) => this.#opts.logger.warn('access record flush failed', { path: this.layout.accessLogPath, error: (err as Error).message }));
   }
 }

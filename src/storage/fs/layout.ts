@@ -14,6 +14,11 @@
  *     tmp/<kind>-<uuid>                          files being written (uploads in progress); on the same
  *                                                filesystem so that rename(2) is atomic; swept at start
  *     tmp/lock-claim-<hash>-<n>                  a stale lock's takeover in progress (store-lock.ts)
+ *     access.log                                 last-access record (fs-access-record.ts): lines
+ *                                                `<ms> b <digest>`, `<ms> m <digest>`,
+ *                                                `<ms> t <upstream> <repo> <tag>`, or `- <subject>` for
+ *                                                a forgotten one; the latest line of a subject wins;
+ *                                                appended in batches, compacted by rename from tmp/
  *     hubcache.lock                              ownership lock (store-lock.ts): JSON {pid, hostname,
  *                                                pidNamespace?, startedAt, procStartTime?, token} of the
  *                                                process that owns the root; its mtime is the owner's
@@ -58,7 +63,7 @@ export const MANIFEST_LINKS_DIR = '_manifests';
 export const MEDIA_TYPE_SUFFIX = '.json';
 
 /** What a temp file is for; only shows up in its name, to make a look into tmp/ readable. */
-export type TempKind = 'blob' | 'manifest' | 'meta' | 'lock';
+export type TempKind = 'blob' | 'manifest' | 'meta' | 'lock' | 'access';
 
 export interface StorageLayoutOptions {
   /** The storage root; resolved to an absolute path once. */
@@ -78,6 +83,8 @@ export class StorageLayout {
   readonly repositoriesDir: string;
   /** The ownership lock: outside tmp/, so the start-up sweep can't remove it. */
   readonly lockPath: string;
+  /** The last-access record (fs-access-record.ts). */
+  readonly accessLogPath: string;
 
   constructor(opts: StorageLayoutOptions) {
     this.root = resolve(opts.root);
@@ -86,6 +93,7 @@ export class StorageLayout {
     this.manifestsDir = this.#inside('manifests', 'sha256');
     this.repositoriesDir = this.#inside('repositories');
     this.lockPath = this.#inside('hubcache.lock');
+    this.accessLogPath = this.#inside('access.log');
   }
 
   /** A fresh, unique path in tmp/ (the file does not exist yet). */

@@ -1,5 +1,6 @@
 import type { Ownership, Storage, StorageDescription, StorageReady } from '../storage.js';
 import { StoreOwnedError } from '../storage.js';
+import { MemoryAccessRecord } from './memory-access-record.js';
 import { MemoryBlobStore } from './memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from './memory-manifest-store.js';
 
@@ -8,6 +9,7 @@ export interface MemoryStorageOptions {
   readonly blobs?: MemoryBlobStore;
   readonly manifests?: MemoryManifestStore;
   readonly metadata?: MemoryMetadataStore;
+  readonly access?: MemoryAccessRecord;
 }
 
 /** Who owns which in-memory store (one owner at a time, like a store's lock). */
@@ -18,12 +20,14 @@ export class MemoryStorage implements Storage {
   readonly blobs: MemoryBlobStore;
   readonly manifests: MemoryManifestStore;
   readonly metadata: MemoryMetadataStore;
+  readonly access: MemoryAccessRecord;
   readonly spoolDir = undefined;
 
   constructor(opts: MemoryStorageOptions = {}) {
     this.blobs = opts.blobs ?? new MemoryBlobStore();
     this.manifests = opts.manifests ?? new MemoryManifestStore();
     this.metadata = opts.metadata ?? new MemoryMetadataStore();
+    this.access = opts.access ?? new MemoryAccessRecord();
   }
 
   describe(): StorageDescription {

@@ -1,3 +1,5 @@
+import { describeAccessRecord } from '../testing/access-record.conformance.js';
+import { MemoryAccessRecord } from './memory-access-record.js';
 import { describeBlobStore } from '../testing/blob-store.conformance.js';
 import { describeManifestStore, describeMetadataStore } from '../testing/manifest-store.conformance.js';
 import { describeStorage } from '../testing/storage.conformance.js';
@@ -18,4 +20,8 @@ describeTagStore('MemoryMetadataStore', async () => ({ store: new MemoryMetadata
 describeStorage('MemoryStorage', async () => {
   const stores = { blobs: new MemoryBlobStore(), manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore() };
   return { open: () => new MemoryStorage(stores), cleanup: noCleanup };
+});
+describeAccessRecord('MemoryAccessRecord', async () => {
+  const record = new MemoryAccessRecord();
+  return { open: () => record, persistent: false, cleanup: noCleanup };
 });

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
+import type { Digest } from './domain/digest.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { createClientServer } from './http/client-server.js';
@@ -26,6 +28,8 @@ export interface Hubcache {
   readonly instanceId: string;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Runs one retention and eviction pass now (`hubcache gc`, the admin endpoint). */
+  gc(opts?: PassOptions): Promise<PassReport>;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -42,6 +46,8 @@ export interface StartOptions {
   lockFailFast?: boolean;
   /** Aborts a start that is waiting for ownership of the store (a signal while starting). */
   signal?: AbortSignal;
+  /** Content eviction must never remove (pinned images, pushed content), by digest: see `EvictorOptions.isProtected`. */
+  isProtected?: (digest: Digest) => boolean;
 }
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
@@ -101,9 +107,20 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       metrics.storeWritable(writable);
       if (writable) logger.info('store writable again', { storage: storage.describe().location });
     },
-    // Logged once per degraded spell, with the errno and the path. Emergency eviction hooks in here
-    // once eviction exists.
-    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault }),
+    // Logged once per degraded spell, with the errno and the path; an emergency eviction pass
+    // frees space (down to the low watermark, or a fixed fraction of the store without a cap) and
+    // a probe then clears the degraded state: a full disk heals itself.
+    onStorageFull: (fault) => {
+      logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault });
+      if (fault.errno !== 'ENOSPC' && fault.errno !== 'EDQUOT') return;
+      void evictor
+        .run({ mode: 'emergency' })
+        .then((report) => {
+          logger.warn('emergency eviction', { removed: report.removed.length, freedBytes: report.freedBytes, storeBytes: report.storeBytesAfter });
+          return storeHealth.check();
+        })
+        .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
+    },
   });
   const registry = new PullThroughRegistry({
     storeHealth,
@@ -124,7 +141,25 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
+    // The cap is checked after every commit (an in-memory read of the usage tally).
+    onCommitted: () => evictor.check(),
   });
+  const evictor: Evictor = new Evictor({
+    storage,
+    ...(config.storage.maxSize !== undefined ? { maxBytes: config.storage.maxSize } : {}),
+    highWatermark: config.storage.eviction.highWatermark,
+    lowWatermark: config.storage.eviction.lowWatermark,
+    ...(config.storage.minFreeSpace ? { minFreeSpace: config.storage.minFreeSpace } : {}),
+    tagRetentionMs: config.cache.tagRetention,
+    concurrency: config.storage.eviction.concurrency,
+    claimBlob: (digest) => registry.claimForEviction(digest),
+    ...(opts.isProtected ? { isProtected: opts.isProtected } : {}),
+    logger,
+    metrics,
+  });
+  if (config.storage.maxSize !== undefined) metrics.storeMaxBytes(config.storage.maxSize);
+  // Once the blobs are counted the cap can be judged; then every storage.eviction.interval.
+  void ready.usage.then(() => evictor.start(config.storage.eviction.interval));
 
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
@@ -199,9 +234,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   const closeAll = (deadlineMs?: number) =>
     close(deadlineMs)
+      .finally(() => evictor.stop())
       .finally(() => storage.close())
       .finally(() => ownership.release());
-  return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };
+  return { url, metricsUrl, instanceId, logger, metrics, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
 }
 
 /**

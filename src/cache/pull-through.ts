@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../domain/digest.js';
-import { RegistryError } from '../domain/errors.js';
+import { isRegistryError, RegistryError } from '../domain/errors.js';
 import { referenceString, type Reference, type RepoKey, type Tag } from '../domain/reference.js';
 import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../lib/logger.js';
@@ -16,6 +16,7 @@ import type { StoreHealth } from '../storage/store-health.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
+import { BlobLeases } from './blob-leases.js';
 import type { CacheKind, CacheMetrics } from './cache-metrics.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
@@ -65,6 +66,8 @@ export interface PullThroughOptions {
    * retention read it (evictor.ts). `touch` is synchronous and in memory: nothing is awaited.
    */
   readonly access?: AccessRecord;
+  /** A blob download was committed to the store (the evictor checks the cap: evictor.ts). */
+  readonly onCommitted?: (digest: Digest, size: number) => void;
 }
 
 /**
@@ -82,6 +85,8 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #tagFlights = new SingleFlight<string, CachedTagList>();
   /** Whole tag lists by `<upstream>/<repo>`, bounded by their size; kept past their TTL for stale answers. */
   readonly #tagLists: LRUCache<string, CachedTagList> | undefined;
+  /** Stored blobs being served: eviction leaves them alone (blob-leases.ts). */
+  readonly #leases = new BlobLeases();
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
@@ -89,6 +94,15 @@ export class PullThroughRegistry implements RegistryReader {
     this.#slots = new SlotQueue(opts.maxConcurrentFills ?? DEFAULT_MAX_CONCURRENT_FILLS);
     const tagListBytes = opts.tagListCacheBytes ?? 64 * 1024 * 1024;
     this.#tagLists = tagListBytes > 0 ? new LRUCache({ maxSize: tagListBytes, sizeCalculation: (l) => l.tags.byteLength + l.name.length + 64 }) : undefined;
+  }
+
+  /**
+   * For eviction (evictor.ts): `undefined` while the blob is being downloaded or served, else a
+   * release to call once it is deleted; requests for it wait for that, then fetch it again.
+   */
+  claimForEviction(digest: Digest): (() => void) | undefined {
+    if (this.#fills.has(digest)) return undefined;
+    return this.#leases.tryClaim(digest);
   }
 
   /** Blob downloads in progress or queued (graceful shutdown waits for them). */
@@ -223,15 +237,35 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
-    const result = await this.#getBlob(key, digest, opts);
-    this.#o.access?.touch({ kind: 'blob', digest }, this.#clock());
-    return result;
+    // Held from the lookup until the body closes: eviction never deletes a blob being served.
+    const lease = this.#leases.acquire(digest);
+    const release = typeof lease === 'function' ? lease : await lease;
+    try {
+      const result = await this.#getBlob(key, digest, opts);
+      this.#o.access?.touch({ kind: 'blob', digest }, this.#clock());
+      if (result.body && !result.body.destroyed) {
+        result.body.once('close', release);
+        return result;
+      }
+      release();
+      return result;
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   async #getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
     const local = await this.#o.blobs.stat(digest);
-    if (local) return this.#serveStored(digest, local.size, opts);
+    if (local) {
+      try {
+        return await this.#serveStored(digest, local.size, opts);
+      } catch (err) {
+        // Gone between stat and open (evicted, or removed by hand): a miss like any other.
+        if (!(isRegistryError(err) && err.code === 'BLOB_UNKNOWN')) throw err;
+      }
+    }
     let inFlight = this.#fills.get(digest);
     if (inFlight?.verified) {
       // Every byte is here and verified; the store is making it durable and visible (fsync,
@@ -294,9 +328,9 @@ export class PullThroughRegistry implements RegistryReader {
   }
 
   async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal }): Promise<BlobResult> {
-    this.#o.metrics.cache('blob', 'hit');
     const range = this.#range(opts.range, size);
     const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
+    this.#o.metrics.cache('blob', 'hit');
     return { digest, size, range, body, source: 'cache' };
   }
 
@@ -329,7 +363,10 @@ export class PullThroughRegistry implements RegistryReader {
     const forget = () => {
       if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
     };
-    fill.done.then(forget, (err: unknown) => {
+    fill.done.then((info) => {
+      forget();
+      this.#o.onCommitted?.(digest, info.size);
+    }, (err: unknown) => {
       forget();
       // A write that failed for want of space (or a broken volume) degrades the store.
       this.#o.storeHealth?.fault(err);

@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import { EVICTION_KINDS, EVICTION_REASONS, type EvictionKind, type EvictionMetrics, type EvictionReason } from '../cache/evictor.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
@@ -33,7 +34,7 @@ function statusClass(status: number | 'error'): string {
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics implements CacheMetrics {
+export class Metrics implements CacheMetrics, EvictionMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -61,6 +62,17 @@ export class Metrics implements CacheMetrics {
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
   readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
+  // The bounded store (issue #13): names fixed with the dashboards and alerts (deploy/).
+  readonly #storeMaxBytes = new client.Gauge({ name: 'hubcache_store_max_bytes', help: 'The store\'s cap (storage.maxSize), in bytes of committed blobs; absent without a cap.', registers: [this.registry] });
+  #freeBytes: number | undefined;
+  readonly #storeFreeBytes = new client.Gauge({ name: 'hubcache_store_free_bytes', help: 'Free bytes of the filesystem the store lives on (statfs, read every storage.eviction.interval); absent until read.', registers: [this.registry], collect: readAtScrape(() => this.#freeBytes) });
+  readonly #evictions = new client.Counter({ name: 'hubcache_evictions_total', help: 'Objects removed from the store by kind (blob, manifest, tag) and reason: lru (cap or free-space floor), retention (cache.tagRetention), emergency (a write failed for want of space).', labelNames: ['kind', 'reason'], registers: [this.registry] });
+  readonly #evictedBytes = new client.Counter({ name: 'hubcache_evicted_bytes_total', help: 'Bytes of blobs and manifests removed from the store, by reason.', labelNames: ['reason'], registers: [this.registry] });
+  readonly #evictionErrors = new client.Counter({ name: 'hubcache_eviction_errors_total', help: 'Deletions of an eviction pass that failed (logged as "eviction failed"; the next pass tries again).', registers: [this.registry] });
+  #oldestAccessAt: number | undefined;
+  #clock: () => number = Date.now;
+  readonly #oldestAccess = new client.Gauge({ name: 'hubcache_store_oldest_access_seconds', help: 'Age of the least recently used blob or manifest still stored (since it was last served), at scrape time. Under an hour while evictions happen: the cap is too small (thrashing).', registers: [this.registry], collect: readAtScrape(() => (this.#oldestAccessAt === undefined ? undefined : Math.max(0, (this.#clock() - this.#oldestAccessAt) / 1000))) });
+  readonly #evictionLastSuccess = new client.Gauge({ name: 'hubcache_eviction_last_success_timestamp_seconds', help: 'When the last eviction pass ended without errors (unix seconds); absent before the first one.', registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
@@ -80,6 +92,34 @@ export class Metrics implements CacheMetrics {
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
     this.#storeWritable.set(1);
+    for (const reason of EVICTION_REASONS) {
+      for (const kind of EVICTION_KINDS) this.#evictions.inc({ kind, reason }, 0);
+      this.#evictedBytes.inc({ reason }, 0);
+    }
+    this.#evictionErrors.inc(0);
+  }
+
+  /** The cap (storage.maxSize), set once at start; never called without one. */
+  storeMaxBytes(bytes: number): void {
+    this.#storeMaxBytes.set(bytes);
+  }
+  evicted(kind: EvictionKind, reason: EvictionReason, bytes: number): void {
+    this.#evictions.inc({ kind, reason });
+    if (bytes > 0) this.#evictedBytes.inc({ reason }, bytes);
+  }
+  evictionFailed(): void {
+    this.#evictionErrors.inc();
+  }
+  evictionSucceeded(atMs: number): void {
+    this.#evictionLastSuccess.set(atMs / 1000);
+  }
+  /** `atMs`: the last access of the least recently used object; the gauge is its age at scrape time (`clock`). */
+  oldestAccess(atMs: number | undefined, clock?: () => number): void {
+    this.#oldestAccessAt = atMs;
+    if (clock) this.#clock = clock;
+  }
+  freeSpace(bytes: number | undefined): void {
+    this.#freeBytes = bytes;
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */

@@ -6,6 +6,11 @@ import type { Digest } from '../domain/digest.js';
 export interface BlobInfo {
   readonly digest: Digest;
   readonly size: number;
+  /**
+   * When the blob was stored (ms since epoch), where the backend knows it cheaply (`list()` of the
+   * filesystem: the file's mtime). Eviction's fallback for content with no last-access record.
+   */
+  readonly modifiedAt?: number;
 }
 
 /**
@@ -96,7 +101,8 @@ export interface BlobStore extends BlobReader {
   /** Removes a committed blob. Missing blobs are not an error. */
   delete(digest: Digest): Promise<void>;
   /**
-   * Every committed blob, in ascending digest order (for `hubcache ls` and garbage collection).
+   * Every committed blob, in ascending digest order (for `hubcache ls` and eviction), with
+   * `modifiedAt` where the backend knows it.
    * A full walk of the store: nothing on the serving path, and nothing at start, may need it.
    */
   list(): AsyncIterable<BlobInfo>;

@@ -1,4 +1,5 @@
 import type { Descriptor } from '../domain/descriptor.js';
+import type { Tag } from '../domain/reference.js';
 import type { Digest } from '../domain/digest.js';
 import type { RepoKey } from '../domain/reference.js';
 import type { TagStore } from './tag-store.js';
@@ -28,7 +29,24 @@ export interface ManifestStore {
    * and the stored descriptor is returned, whatever `mediaType` says (the first media type wins).
    */
   put(body: Buffer, mediaType: string, expected?: Digest): Promise<Descriptor>;
+  /**
+   * Removes the manifest; missing is not an error. It is invisible from the first step on (a
+   * backend storing a media type apart removes the body first). Who refers to it (tags, links) is
+   * the caller's business: eviction removes those first (cache/evictor.ts).
+   */
   delete(digest: Digest): Promise<void>;
+  /**
+   * Every stored manifest (a full walk, for eviction and `du`; nothing on the serving path), with
+   * `modifiedAt` (when it was stored, ms) where the backend knows it cheaply. Manifests deleted
+   * during the walk may or may not appear.
+   */
+  list(): AsyncIterable<StoredManifestInfo>;
+}
+
+export interface StoredManifestInfo {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly modifiedAt?: number;
 }
 
 /**
@@ -39,6 +57,12 @@ export interface MetadataStore extends TagStore {
   /** Records that `digest` was fetched for (or pushed to) this repository. Idempotent. */
   linkManifest(key: RepoKey, digest: Digest): Promise<void>;
   hasManifest(key: RepoKey, digest: Digest): Promise<boolean>;
+  /** The manifests linked to this repository (`linkManifest`), sorted; `[]` for an unknown repository. */
+  listManifestLinks(key: RepoKey): Promise<Digest[]>;
+  /** Removes the link; missing is not an error. */
+  unlinkManifest(key: RepoKey, digest: Digest): Promise<void>;
+  /** Removes the tag atomically (it is there or gone); missing is not an error. */
+  deleteTag(key: RepoKey, tag: Tag): Promise<void>;
   /** Every repository with any metadata. */
   listRepositories(): AsyncIterable<RepoKey>;
 }

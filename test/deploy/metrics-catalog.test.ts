@@ -18,6 +18,11 @@ describe('metrics catalog', () => {
     metrics.fillStarted(1);
     // The store gauges have no sample until the store is counted (issue #12): give them a store.
     metrics.observeStoreUsage(() => ({ bytes: 1, objects: 1 }));
+    // The bounded store's gauges (issue #13) are absent without a cap, a free-space reading or a pass.
+    metrics.storeMaxBytes(1);
+    metrics.freeSpace(1);
+    metrics.oldestAccess(Date.now());
+    metrics.evictionSucceeded(Date.now());
     const catalog = exportedSeries();
     const seen = new Set<string>();
     for (const family of await metrics.registry.getMetricsAsJSON()) {

@@ -12,6 +12,7 @@ import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import winston from 'winston';
+import { Evictor, type EvictorOptions } from '../../src/cache/evictor.js';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
 import type { StoreHealth } from '../../src/storage/store-health.js';
@@ -63,6 +64,14 @@ export interface AppHarnessOptions {
   /** Passed to the cache: storage faults degrade it, and a degraded store answers blob misses 503. */
   readonly storeHealth?: StoreHealth;
   readonly instanceId?: string;
+  /** Blob downloads at once (cache.maxConcurrentFills); default the cache's. */
+  readonly maxConcurrentFills?: number;
+  /**
+   * An `Evictor` over the stores (`hc.evictor`), wired like the server's: the cache claims blobs
+   * being downloaded or served, and every commit checks the cap. Defaults: watermarks 95/85, tag
+   * retention 90 days, 4 deletions at once, the harness clock.
+   */
+  readonly eviction?: Partial<Omit<EvictorOptions, 'storage' | 'logger' | 'claimBlob'>>;
 }
 
 export interface Stores {
@@ -98,6 +107,8 @@ export interface AppHarness {
   readonly stores: Stores;
   readonly metrics: ObservedMetrics;
   readonly cache: PullThroughRegistry;
+  /** Present with `eviction`. */
+  readonly evictor: Evictor | undefined;
   readonly clock: ManualClock;
   readonly instanceId: string;
   /** Every log line so far (winston info objects, with the request's `requestId` where there is one). */
@@ -251,7 +262,23 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     metrics,
     clock: clock.now,
     ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
+    ...(opts.maxConcurrentFills ? { maxConcurrentFills: opts.maxConcurrentFills } : {}),
+    onCommitted: () => evictor?.check(),
   });
+  const evictor: Evictor | undefined = opts.eviction
+    ? new Evictor({
+        storage: stores,
+        highWatermark: 95,
+        lowWatermark: 85,
+        tagRetentionMs: 90 * 24 * 3_600_000,
+        concurrency: 4,
+        clock: clock.now,
+        logger,
+        metrics,
+        ...opts.eviction,
+        claimBlob: (d) => cache.claimForEviction(d),
+      })
+    : undefined;
   app = createApp({
     reader: cache,
     sendTimeoutMs: 60_000,
@@ -285,6 +312,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     stores,
     metrics,
     cache,
+    evictor,
     clock,
     instanceId,
     logs,
@@ -314,6 +342,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
         await new Promise<void>((r) => server.close(() => r()));
         await Promise.all([...upstreams.values()].map((u) => u.client.close({ force: true })));
         await settle();
+        await evictor?.stop();
         await Promise.all([...upstreams.values()].map((u) => u.server?.close()));
       })()),
   };

@@ -135,8 +135,8 @@ export class FsBlobStore implements BlobStore {
       if (!HEX2_RE.test(prefix)) continue;
       for (const name of await readdirSorted(join(this.layout.blobsDir, prefix))) {
         if (!HEX64_RE.test(name) || !name.startsWith(prefix)) continue;
-        const info = await this.stat(`sha256:${name}` as Digest);
-        if (info) yield info;
+        const st = await stat(join(this.layout.blobsDir, prefix, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+        if (st?.isFile()) yield { digest: `sha256:${name}` as Digest, size: st.size, modifiedAt: Math.floor(st.mtimeMs) };
       }
     }
   }

@@ -1,14 +1,14 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
 import { isRegistryName } from '../../domain/registry-name.js';
 import { checkManifest, manifestProblem } from '../manifest-entry.js';
-import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
+import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
-import { isFile, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
+import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
 import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 
 export interface FsManifestStoreOptions {
@@ -70,6 +70,18 @@ export class FsManifestStore implements ManifestStore {
     await rm(this.layout.manifestPath(digest), { force: true });
     await rm(this.layout.manifestMediaTypePath(digest), { force: true });
   }
+
+  /** Every manifest body under manifests/sha256/, in digest order, with its mtime. */
+  async *list(): AsyncIterable<StoredManifestInfo> {
+    for (const prefix of await readdirSorted(this.layout.manifestsDir)) {
+      if (!/^[a-f0-9]{2}$/.test(prefix)) continue;
+      for (const name of await readdirSorted(join(this.layout.manifestsDir, prefix))) {
+        if (!/^[a-f0-9]{64}$/.test(name) || !name.startsWith(prefix)) continue;
+        const st = await stat(join(this.layout.manifestsDir, prefix, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
+        if (st?.isFile()) yield { digest: `sha256:${name}` as Digest, size: st.size, modifiedAt: Math.floor(st.mtimeMs) };
+      }
+    }
+  }
 }
 
 export interface FsMetadataStoreOptions {
@@ -121,6 +133,20 @@ export class FsMetadataStore implements MetadataStore {
     return isFile(this.layout.manifestLinkPath(key, digest));
   }
 
+  async listManifestLinks(key: RepoKey): Promise<Digest[]> {
+    return (await readdirSorted(this.layout.manifestLinksDir(key))).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}` as Digest);
+  }
+
+  /** Removes the link file and makes the removal durable (the directory is fsynced). */
+  async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {
+    await removeDurable(this.layout.manifestLinkPath(key, digest));
+  }
+
+  /** Removes the tag file and makes the removal durable. */
+  async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
+    await removeDurable(this.layout.tagPath(key, tag));
+  }
+
   /** Every repository directory holding `_tags` or `_manifests`, by upstream then name. */
   async *listRepositories(): AsyncIterable<RepoKey> {
     for (const upstream of await readdirSorted(this.layout.repositoriesDir)) {
@@ -140,6 +166,17 @@ async function* walkRepositories(upstream: string, dir: string, components: stri
   for (const name of names) {
     if (isValidRepoPath(name)) yield* walkRepositories(upstream, join(dir, name), [...components, name]);
   }
+}
+
+/** unlink(2), then fsync of the directory: the removal survives a crash; missing is not an error. */
+async function removeDurable(path: string): Promise<void> {
+  try {
+    await rm(path);
+  } catch (err) {
+    if (isNotFound(err)) return;
+    throw err;
+  }
+  await fsyncDir(dirname(path));
 }
 
 function parseSidecar(buf: Buffer | undefined): string | undefined {

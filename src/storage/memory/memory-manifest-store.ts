@@ -4,7 +4,7 @@ import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
 import { parseRegistryName } from '../../domain/registry-name.js';
 import { checkManifest } from '../manifest-entry.js';
-import type { ManifestStore, MetadataStore, StoredManifest } from '../manifest-store.js';
+import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, type TagEntry } from '../tag-store.js';
 
 /** An in-memory `ManifestStore` for tests; passes the same conformance suite as `FsManifestStore`. */
@@ -31,6 +31,14 @@ export class MemoryManifestStore implements ManifestStore {
 
   async delete(digest: Digest): Promise<void> {
     this.#manifests.delete(parseDigest(digest));
+  }
+
+  /** Every manifest, in digest order (no `modifiedAt`: memory keeps no times). */
+  async *list(): AsyncIterable<StoredManifestInfo> {
+    for (const digest of [...this.#manifests.keys()].sort()) {
+      const m = this.#manifests.get(digest);
+      if (m) yield { digest, size: m.body.length };
+    }
   }
 }
 
@@ -67,6 +75,19 @@ export class MemoryMetadataStore implements MetadataStore {
 
   async hasManifest(key: RepoKey, digest: Digest): Promise<boolean> {
     return this.#repo(key, false)?.manifests.has(parseDigest(digest)) ?? false;
+  }
+
+  async listManifestLinks(key: RepoKey): Promise<Digest[]> {
+    return [...(this.#repo(key, false)?.manifests ?? [])].sort();
+  }
+
+  async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {
+    this.#repo(key, false)?.manifests.delete(parseDigest(digest));
+  }
+
+  async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
+    const t = checkTag(tag);
+    this.#repo(key, false)?.tags.delete(t);
   }
 
   async *listRepositories(): AsyncIterable<RepoKey> {

@@ -247,7 +247,10 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       await aborted.write(Buffer.from('four'));
       await aborted.abort();
       const listed = [];
-      for await (const info of store.list()) listed.push(info);
+      for await (const info of store.list()) {
+        if (info.modifiedAt !== undefined) assert.ok(info.modifiedAt <= Date.now() + 1_000 && info.modifiedAt > 0, 'modifiedAt, where given, is a past time');
+        listed.push({ digest: info.digest, size: info.size });
+      }
       // In ascending digest order:
       const expected = [{ digest: one, size: 3 }, { digest: two, size: 3 }].sort((x, y) => x.digest.localeCompare(y.digest));
       assert.deepEqual(listed, expected);

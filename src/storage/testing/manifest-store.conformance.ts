@@ -79,6 +79,22 @@ export function describeManifestStore(name: string, makeStore: () => Promise<Sto
       assert.ok((await store.get(digest))?.body.equals(BODY));
     });
 
+    test('list walks every stored manifest with its size, in digest order; deleted ones are gone (issue #13)', async (store) => {
+      const other = Buffer.from(`{"schemaVersion":2,"mediaType":"${MediaTypes.ociIndex}","manifests":[]}`);
+      await store.put(BODY, MediaTypes.ociIndex);
+      await store.put(other, MediaTypes.ociIndex);
+      const listed = [];
+      for await (const m of store.list()) {
+        if (m.modifiedAt !== undefined) assert.ok(m.modifiedAt > 0 && m.modifiedAt <= Date.now() + 1_000);
+        listed.push({ digest: m.digest, size: m.size });
+      }
+      assert.deepEqual(listed, [{ digest: sha256Digest(BODY), size: BODY.length }, { digest: sha256Digest(other), size: other.length }].sort((a, b) => a.digest.localeCompare(b.digest)));
+      await store.delete(sha256Digest(BODY));
+      const after = [];
+      for await (const m of store.list()) after.push(m.digest);
+      assert.deepEqual(after, [sha256Digest(other)]);
+    });
+
     test('delete removes the manifest', async (store) => {
       const { digest } = await store.put(BODY, MediaTypes.ociIndex);
       await store.delete(digest);
@@ -105,6 +121,28 @@ export function describeMetadataStore(name: string, makeStore: () => Promise<Sto
       assert.equal(await store.hasManifest(key('docker.io', 'library/busybox'), d), false);
       assert.equal(await store.hasManifest(key('ghcr.io', 'library/alpine'), d), false);
       assert.equal(await store.hasManifest(alpine, sha256Digest('other')), false);
+    });
+
+    test('listManifestLinks lists a repository\'s links; unlinkManifest and deleteTag remove one, missing ones are not an error (issue #13)', async (store) => {
+      const k = key('docker.io', 'library/alpine');
+      const [a, b] = [sha256Digest('a'), sha256Digest('b')];
+      assert.deepEqual(await store.listManifestLinks(k), []);
+      await store.linkManifest(k, a);
+      await store.linkManifest(k, b);
+      assert.deepEqual(await store.listManifestLinks(k), [a, b].sort());
+      await store.unlinkManifest(k, a);
+      await store.unlinkManifest(k, a);
+      await store.unlinkManifest(key('docker.io', 'library/none'), a);
+      assert.deepEqual(await store.listManifestLinks(k), [b]);
+      assert.equal(await store.hasManifest(k, a), false);
+      await store.setTag(k, tag('1'), entry('x'));
+      await store.setTag(k, tag('2'), entry('y'));
+      await store.deleteTag(k, tag('1'));
+      await store.deleteTag(k, tag('1'));
+      await store.deleteTag(key('docker.io', 'library/none'), tag('1'));
+      assert.deepEqual(await store.listTags(k), ['2']);
+      assert.equal(await store.getTag(k, tag('1')), undefined);
+      await rejectsWithCode(store.deleteTag(k, tag('../x')), 'TAG_INVALID');
     });
 
     test('listRepositories finds nested names on several upstreams', async (store) => {

@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES } from '../../../src/cache/cache-metrics.js';
+import { EVICTION_KINDS, EVICTION_REASONS } from '../../../src/cache/evictor.js';
 import { ABANDONED_DECISIONS, BYTE_SOURCES, CLIENT_TIMEOUTS, CONNECTION_REJECTIONS, Metrics } from '../../../src/observability/metrics.js';
 import { UPSTREAM_KINDS } from '../../../src/upstream/upstream.js';
 
@@ -103,6 +104,8 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   hubcache_http_connections_rejected_total: { reason: CONNECTION_REJECTIONS },
   hubcache_http_timeouts_total: { kind: CLIENT_TIMEOUTS },
   hubcache_upstream_token_fetches_total: { result: ['ok', 'error'] },
+  hubcache_evictions_total: { kind: EVICTION_KINDS, reason: EVICTION_REASONS },
+  hubcache_evicted_bytes_total: { reason: EVICTION_REASONS },
 };
 
 /**

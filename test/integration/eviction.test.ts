@@ -131,4 +131,28 @@ describe('eviction', () => {
       assert.ok(inner.usage().bytes <= (cap * 95) / 100, 'below the high watermark once the load is over');
     });
   });
+
+  it('tag retention: a tag not pulled for cache.tagRetention expires with its manifest (by the injected clock); pulling it again fetches it again', async () => {
+    await withApp({ eviction: { tagRetentionMs: 30 * 86_400_000 } }, async (hc) => {
+      const old = putImage(hc.registry, 'library/app', 'old', { seed: 'retention-old' });
+      const fresh = putImage(hc.registry, 'library/app', 'fresh', { seed: 'retention-fresh' });
+      assert.equal((await hc.pull('/v2/library/app/manifests/old')).status, 200);
+      hc.clock.advance(20 * 86_400_000);
+      assert.equal((await hc.pull('/v2/library/app/manifests/fresh')).status, 200);
+      hc.clock.advance(11 * 86_400_000); // old: 31 days without a pull; fresh: 11
+      const report = await hc.evictor!.run({ mode: 'gc' });
+      assert.deepEqual(
+        report.removed.map((r) => `${r.kind} ${r.reason} ${r.tag ?? r.digest}`),
+        ['tag retention old', `manifest retention ${old.digest}`],
+      );
+      assert.ok(await hc.stores.manifests.get(fresh.digest as Digest));
+      const manifestGets = () => hc.upstreamServer.count((r) => r.method === 'GET' && r.url.includes('/manifests/'));
+      const before = manifestGets();
+      const again = await hc.pull('/v2/library/app/manifests/old');
+      assert.equal(again.status, 200);
+      assert.equal(again.digest, old.digest);
+      assert.equal(again.cache, 'miss');
+      assert.equal(manifestGets() - before, 1);
+    });
+  });
 });

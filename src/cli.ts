@@ -173,4 +173,37 @@ withConfigOptions(
   await writeLs(storage, process.stdout, { json: opts.json === true, now: Date.now(), root: storage.describe().location, filter }).catch(fail);
 });
 
+withConfigOptions(
+  program
+    .command('gc')
+    .description('run one tag-retention and eviction pass now (storage.maxSize, storage.minFreeSpace, cache.tagRetention) and print what it removed')
+    .option('--dry-run', 'print what would be removed; remove nothing')
+    .option('--server <url>', "a running hubcache's metrics listener (metrics.listen), e.g. http://127.0.0.1:9090")
+    .option('--json', 'machine-readable output: the report as one JSON document'),
+).action(async (opts) => {
+  const dryRun = opts.dryRun === true;
+  const json = opts.json === true;
+  const { gcServer, gcStore, formatItem, formatSummary, writeReport } = await import('./commands/gc.js');
+  if (opts.server) {
+    const report = await gcServer(opts.server, dryRun).catch(fail);
+    writeReport(process.stdout, report, { json });
+    process.exit(0);
+  }
+  let config: Readonly<Config>;
+  try {
+    config = configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
+  // Items are printed as they go (a long pass shows its progress); on a terminal a line on stderr
+  // says what is being walked first.
+  if (process.stderr.isTTY) process.stderr.write(`gc: scanning ${config.storage.path}…\n`);
+  const report = await gcStore(config, { dryRun, logger, ...(json ? {} : { onRemoved: (item) => process.stdout.write(`${formatItem(item, dryRun)}\n`) }) }).catch((err) =>
+    fail(err, 'a running hubcache owns this store: run gc through it instead, on its metrics listener: hubcache gc --server http://HOST:METRICS_PORT (needs metrics.listen)'),
+  );
+  process.stdout.write(json ? `${JSON.stringify(report)}\n` : `${formatSummary(report)}\n`);
+  process.exit(0);
+});
+
 await program.parseAsync(process.argv);

@@ -6,6 +6,7 @@ import { Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import type { Digest } from './domain/digest.js';
 import { parseHostPort, type Config } from './config/schema.js';
+import { adminRouter } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
@@ -192,6 +193,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     const mApp = express();
     mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
+    // Operator endpoints (hubcache gc --server): only on this listener, never on the registry port.
+    mApp.use(adminRouter({ gc: (o) => evictor.run({ ...o, mode: 'gc' }), logger }));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }

@@ -62,6 +62,8 @@ export interface EvictorOptions {
   readonly clock?: () => number;
   readonly logger: Logger;
   readonly metrics?: EvictionMetrics;
+  /** Each item as a pass removes it (or, in a dry run, selects it): `hubcache gc`'s progress. */
+  readonly onRemoved?: (item: EvictedItem) => void;
 }
 
 /** One thing a pass removed (or, in a dry run, would remove). */
@@ -235,6 +237,7 @@ export class Evictor {
     const getIndex = async () => (index ??= await this.#metadataIndex());
     const record = (item: EvictedItem) => {
       removed.push(item);
+      this.#o.onRemoved?.(item);
       freed += item.bytes;
       if (!dryRun) this.#o.metrics?.evicted(item.kind, item.reason, item.bytes);
     };

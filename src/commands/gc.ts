@@ -1,0 +1,82 @@
+import type { Writable } from 'node:stream';
+import { Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../lib/logger.js';
+import { openStorage } from '../storage/open-storage.js';
+import { formatBytes } from './format.js';
+
+export interface GcOptions {
+  readonly dryRun: boolean;
+  readonly logger: Logger;
+  /** Each item as it is removed (progress for a long pass). */
+  readonly onRemoved?: (item: EvictedItem) => void;
+}
+
+/**
+ * `hubcache gc` against a stopped store: takes ownership of it like `serve` (refused with
+ * `StoreOwnedError` while a server owns it: use `--server` then), prepares it, waits for its size
+ * to be counted, runs one retention and eviction pass with the configured cap, floor and
+ * retention, then closes it (flushing the access record) and gives ownership back.
+ */
+export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promise<PassReport> {
+  const storage = openStorage(config.storage, { logger: opts.logger });
+  const ownership = await storage.acquireOwnership({ failFast: true });
+  try {
+    const ready = await storage.init();
+    await ready.usage;
+    const evictor = new Evictor({
+      storage,
+      ...(config.storage.maxSize !== undefined ? { maxBytes: config.storage.maxSize } : {}),
+      highWatermark: config.storage.eviction.highWatermark,
+      lowWatermark: config.storage.eviction.lowWatermark,
+      ...(config.storage.minFreeSpace ? { minFreeSpace: config.storage.minFreeSpace } : {}),
+      tagRetentionMs: config.cache.tagRetention,
+      concurrency: config.storage.eviction.concurrency,
+      logger: opts.logger,
+      ...(opts.onRemoved ? { onRemoved: opts.onRemoved } : {}),
+    });
+    return await evictor.run({ mode: 'gc', dryRun: opts.dryRun });
+  } finally {
+    await storage.close();
+    await ownership.release();
+  }
+}
+
+/** `hubcache gc --server URL`: POST /admin/gc on a running server's metrics listener. */
+export async function gcServer(server: string, dryRun: boolean): Promise<PassReport> {
+  const url = `${server.replace(/\/+$/, '')}/admin/gc${dryRun ? '?dryRun=1' : ''}`;
+  const res = await fetch(url, { method: 'POST' });
+  const text = await res.text();
+  if (!res.ok) {
+    const hint = res.status === 404 ? ' (is this the metrics listener, metrics.listen? the admin endpoint is not on the registry port)' : '';
+    throw new Error(`${url}: ${res.status} ${text.slice(0, 200)}${hint}`);
+  }
+  return JSON.parse(text) as PassReport;
+}
+
+/** One line per item: `removed blob sha256:… 12.3 MB lru, last access 2026-…`. */
+export function formatItem(item: EvictedItem, dryRun: boolean): string {
+  const what = item.kind === 'tag' ? `tag ${item.upstream}/${item.repository}:${item.tag}` : `${item.kind} ${item.digest}`;
+  const size = item.kind === 'tag' ? '' : ` ${formatBytes(item.bytes)}`;
+  const last = item.lastAccess !== undefined ? `, last access ${new Date(item.lastAccess).toISOString()}` : '';
+  return `${dryRun ? 'would remove' : 'removed'} ${what}${size} (${item.reason}${last})`;
+}
+
+/** The closing summary: counts by kind and the bytes freed. */
+export function formatSummary(report: PassReport): string {
+  const count = (k: EvictedItem['kind']) => report.removed.filter((r) => r.kind === k).length;
+  const verb = report.dryRun ? 'would remove' : 'removed';
+  const store = report.storeBytesAfter !== undefined ? `; store ${formatBytes(report.storeBytesAfter)}` : '';
+  const errors = report.errors > 0 ? `; ${report.errors} deletions failed (see the log)` : '';
+  return `gc: ${verb} ${count('blob')} blobs, ${count('manifest')} manifests, ${count('tag')} tags, ${formatBytes(report.freedBytes)}${store}${errors}`;
+}
+
+/** Writes a whole report (the `--server` case: the items arrive at once). */
+export function writeReport(out: Writable, report: PassReport, opts: { json: boolean }): void {
+  if (opts.json) {
+    out.write(`${JSON.stringify(report)}\n`);
+    return;
+  }
+  for (const item of report.removed) out.write(`${formatItem(item, report.dryRun)}\n`);
+  out.write(`${formatSummary(report)}\n`);
+}

@@ -1,0 +1,83 @@
+/**
+ * `hubcache gc` (issue #13) in-process: the admin endpoint on the metrics listener (never on the
+ * registry port) runs a pass and answers its report; against a stopped store, gc takes ownership
+ * like serve, and is refused while a server owns the store.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { formatSummary, gcServer, gcStore } from '../../src/commands/gc.js';
+import type { PassReport } from '../../src/cache/evictor.js';
+import { loadConfig } from '../../src/config/load.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { StoreOwnedError } from '../../src/storage/storage.js';
+import { startHostileUpstream } from '../../src/upstream/testing/hostile-registry.js';
+import { startInProcess } from '../support/in-process.js';
+import { seededBytes } from '../support/oci-fixtures.js';
+
+const KiB = 1024;
+
+describe('hubcache gc', () => {
+  it('POST /admin/gc on the metrics listener runs a pass (dry run first); the registry port has no admin endpoint', async () => {
+    const up = await startHostileUpstream();
+    const digests = Array.from({ length: 10 }, (_, i) => up.registry.putBlob(seededBytes(`gc-${i}`, 100 * KiB)));
+    // A cap of 1 MiB high enough that the pulls alone stay under the high watermark (95%).
+    const hc = await startInProcess({ config: { storage: { maxSize: '1MiB', eviction: { highWatermark: 99, lowWatermark: 50 } } }, flags: { 'upstream-url': up.url, 'metrics-listen': '127.0.0.1:0' } });
+    try {
+      for (const d of digests) {
+        assert.equal((await fetch(`${hc.url}/v2/library/app/blobs/${d}`).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+        // The last byte goes out once verified, before the commit: wait for it, so the order of use is the order of pulls.
+        await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === d);
+      }
+      assert.notEqual(hc.hub.metricsUrl, hc.url);
+      const onRegistryPort = await fetch(`${hc.url}/admin/gc`, { method: 'POST' });
+      assert.equal(onRegistryPort.status, 404);
+      await onRegistryPort.arrayBuffer();
+
+      const dry = await gcServer(hc.hub.metricsUrl, true);
+      assert.equal(dry.dryRun, true);
+      assert.equal(dry.removed.filter((r) => r.kind === 'blob').length, 5, '1000 KiB down to 512 KiB: the 5 least recently used');
+      const wet = await gcServer(hc.hub.metricsUrl, false);
+      const sorted = (r: PassReport) => r.removed.map((i) => i.digest).sort();
+      assert.deepEqual(sorted(wet), sorted(dry), 'the dry run said what the pass did');
+      assert.deepEqual(sorted(wet), digests.slice(0, 5).sort(), 'the first five pulled');
+      const metrics = await fetch(`${hc.hub.metricsUrl}/metrics`).then((r) => r.text());
+      assert.match(metrics, /hubcache_evictions_total\{kind="blob",reason="lru"\} 5/);
+      assert.match(metrics, /hubcache_store_max_bytes 1048576/);
+      assert.match(formatSummary(wet), /^gc: removed 5 blobs, 0 manifests, 0 tags, 512.0 KB; store 512.0 KB$/);
+    } finally {
+      await hc.close();
+      await up.close();
+    }
+  });
+
+  it('against a stopped store gc takes ownership like serve; while a server owns the store it is refused (StoreOwnedError)', async () => {
+    const up = await startHostileUpstream();
+    const d = up.registry.putBlob(seededBytes('stopped', 50 * KiB));
+    const storagePath = mkdtempSync(join(tmpdir(), 'hubcache-gc-'));
+    try {
+      const hc = await startInProcess({ storagePath, flags: { 'upstream-url': up.url } });
+      assert.equal((await fetch(`${hc.url}/v2/library/app/blobs/${d}`).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+      await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === d);
+      const config = loadConfig({ env: {}, flags: { 'storage-path': storagePath, 'storage-max-size': '10KiB' } });
+      await assert.rejects(gcStore(config, { dryRun: false, logger: silentLogger() }), (err: unknown) => err instanceof StoreOwnedError);
+      await hc.close();
+      const seen: string[] = [];
+      const report: PassReport = await gcStore(config, { dryRun: false, logger: silentLogger(), onRemoved: (i) => seen.push(i.digest!) });
+      assert.deepEqual(seen, [d]);
+      assert.deepEqual(report.removed.map((r) => r.digest), [d]);
+      assert.equal(report.storeBytesAfter, 0);
+      // The lock was given back: a server starts on the store again, and the blob is fetched again.
+      const again = await startInProcess({ storagePath, flags: { 'upstream-url': up.url } });
+      const res = await fetch(`${again.url}/v2/library/app/blobs/${d}`);
+      assert.equal(res.headers.get('x-hubcache-cache'), 'miss');
+      await res.arrayBuffer();
+      await again.close();
+    } finally {
+      rmSync(storagePath, { recursive: true, force: true });
+      await up.close();
+    }
+  });
+});

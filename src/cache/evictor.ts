@@ -21,8 +21,8 @@ export interface EvictionMetrics {
   evictionSucceeded(atMs: number): void;
   /** The last access of the least recently used blob or manifest still stored (ms), when known. */
   oldestAccess(atMs: number | undefined): void;
-  /** The filesystem's free bytes, when known. */
-  freeSpace(bytes: number | undefined): void;
+  /** The filesystem's free bytes, when known, and the floor (storage.minFreeSpace) in bytes when one is set. */
+  freeSpace(bytes: number | undefined, floorBytes?: number): void;
 }
 
 /** Free space to keep: bytes, or a percentage of the filesystem (config `storage.minFreeSpace`). */
@@ -188,7 +188,8 @@ export class Evictor {
   async tick(): Promise<PassReport | undefined> {
     if (this.#stopped) return undefined;
     const free = await this.#freeSpace();
-    this.#o.metrics?.freeSpace(free?.freeBytes);
+    const floor = this.#o.minFreeSpace;
+    this.#o.metrics?.freeSpace(free?.freeBytes, floor && free ? ('bytes' in floor ? floor.bytes : Math.round((free.totalBytes * floor.percent) / 100)) : undefined);
     await this.#refreshOldest();
     const retentionDue = this.#clock() - this.#lastRetention >= RETENTION_EVERY_MS;
     if (this.#running) return undefined;

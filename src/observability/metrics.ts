@@ -66,6 +66,8 @@ export class Metrics implements CacheMetrics, EvictionMetrics {
   readonly #storeMaxBytes = new client.Gauge({ name: 'hubcache_store_max_bytes', help: 'The store\'s cap (storage.maxSize), in bytes of committed blobs; absent without a cap.', registers: [this.registry] });
   #freeBytes: number | undefined;
   readonly #storeFreeBytes = new client.Gauge({ name: 'hubcache_store_free_bytes', help: 'Free bytes of the filesystem the store lives on (statfs, read every storage.eviction.interval); absent until read.', registers: [this.registry], collect: readAtScrape(() => this.#freeBytes) });
+  #minFreeBytes: number | undefined;
+  readonly #storeMinFreeBytes = new client.Gauge({ name: 'hubcache_store_min_free_bytes', help: 'The free-space floor (storage.minFreeSpace) in bytes, a percentage resolved against the filesystem\'s size; absent when not set.', registers: [this.registry], collect: readAtScrape(() => this.#minFreeBytes) });
   readonly #evictions = new client.Counter({ name: 'hubcache_evictions_total', help: 'Objects removed from the store by kind (blob, manifest, tag) and reason: lru (cap or free-space floor), retention (cache.tagRetention), emergency (a write failed for want of space).', labelNames: ['kind', 'reason'], registers: [this.registry] });
   readonly #evictedBytes = new client.Counter({ name: 'hubcache_evicted_bytes_total', help: 'Bytes of blobs and manifests removed from the store, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly #evictionErrors = new client.Counter({ name: 'hubcache_eviction_errors_total', help: 'Deletions of an eviction pass that failed (logged as "eviction failed"; the next pass tries again).', registers: [this.registry] });
@@ -118,8 +120,9 @@ export class Metrics implements CacheMetrics, EvictionMetrics {
     this.#oldestAccessAt = atMs;
     if (clock) this.#clock = clock;
   }
-  freeSpace(bytes: number | undefined): void {
+  freeSpace(bytes: number | undefined, floorBytes?: number): void {
     this.#freeBytes = bytes;
+    this.#minFreeBytes = floorBytes;
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */

@@ -20,7 +20,7 @@ describe('metrics catalog', () => {
     metrics.observeStoreUsage(() => ({ bytes: 1, objects: 1 }));
     // The bounded store's gauges (issue #13) are absent without a cap, a free-space reading or a pass.
     metrics.storeMaxBytes(1);
-    metrics.freeSpace(1);
+    metrics.freeSpace(1, 1);
     metrics.oldestAccess(Date.now());
     metrics.evictionSucceeded(Date.now());
     const catalog = exportedSeries();

@@ -243,6 +243,15 @@ describe('helm/hubcache', () => {
     assert.equal(rolling.get('Deployment').spec.strategy.type, 'RollingUpdate');
   });
 
+  it('the bounded store (issue #13): no cap by default; the cap, floor, watermarks and retention reach config.yaml, which config check accepts', async () => {
+    const defaults = configOf(await helm.template({}));
+    assert.deepEqual(defaults.storage, { path: '/var/lib/hubcache', accessFlushInterval: '10s', eviction: { highWatermark: 95, lowWatermark: 85, interval: '1m', concurrency: 4 } });
+    assert.equal(defaults.cache.tagRetention, '90d');
+    const capped = await helm.template({ config: { storage: { maxSize: '80GiB', minFreeSpace: '10%', eviction: { highWatermark: 90, lowWatermark: 70 } }, cache: { tagRetention: '30d' } } });
+    assert.deepEqual(configOf(capped).storage, { path: '/var/lib/hubcache', maxSize: '80GiB', minFreeSpace: '10%', accessFlushInterval: '10s', eviction: { highWatermark: 90, lowWatermark: 70, interval: '1m', concurrency: 4 } });
+    assert.match(await configCheck(capped, 'capped'), /configuration OK/);
+  });
+
   describe('repository filters on upstreams', () => {
     // Every upstream key the values schema accepts; config.yaml must carry them unchanged.
     const ghcr = {
@@ -461,7 +470,12 @@ describe('helm/hubcache', () => {
       await rejected({ replicas: 2 }, /additional properties 'replicas' not allowed/);
       await rejected({ config: { cache: { fillTimeout: 30 } } }, /config\/cache\/fillTimeout/);
       await rejected({ config: { log: { level: 'verbose' } } }, /config\/log\/level/);
-      await rejected({ config: { storage: { path: '/data' } } }, /additional properties 'storage' not allowed/);
+      // The chart sets storage.path (persistence.mountPath); the bounded store's keys are the user's.
+      await rejected({ config: { storage: { path: '/data' } } }, /config\/storage': additional properties 'path' not allowed/);
+      await rejected({ config: { storage: { maxSize: 'lots' } } }, /config\/storage\/maxSize/);
+      await rejected({ config: { storage: { minFreeSpace: '10 percent' } } }, /config\/storage\/minFreeSpace/);
+      await rejected({ config: { storage: { eviction: { highWatermark: 120 } } } }, /config\/storage\/eviction\/highWatermark/);
+      await rejected({ config: { cache: { tagRetention: 90 } } }, /config\/cache\/tagRetention/);
       await rejected({ config: { upstreams: { 'docker.io': { password: 'plain' } } } }, /password/);
       await rejected({ upstreamCredentials: { 'docker.io': { password: 'x' } } }, /username/);
       await rejected({ service: { type: 'External' } }, /service\/type/);

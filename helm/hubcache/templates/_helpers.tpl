@@ -88,7 +88,11 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- $config := deepCopy .Values.config }}
 {{- if not $config.instanceId }}{{ $_ := unset $config "instanceId" }}{{ end }}
 {{- if not $config.metrics.listen }}{{ $_ := unset $config.metrics "listen" }}{{ end }}
-{{- $_ := set $config "storage" (dict "path" .Values.persistence.mountPath) }}
+{{- $storage := $config.storage | default dict }}
+{{- if not $storage.maxSize }}{{ $_ := unset $storage "maxSize" }}{{ end }}
+{{- if not $storage.minFreeSpace }}{{ $_ := unset $storage "minFreeSpace" }}{{ end }}
+{{- $_ := set $storage "path" .Values.persistence.mountPath }}
+{{- $_ := set $config "storage" $storage }}
 {{- $upstreams := $config.upstreams | default dict }}
 {{- range $registry, $up := $upstreams }}
 {{- if kindIs "invalid" $up }}{{ $_ := unset $upstreams $registry }}

@@ -8,7 +8,7 @@ export interface StoreHealthOptions {
   readonly onChange?: (writable: boolean) => void;
   /**
    * A write failed with a storage fault (first one of a degraded spell, with its errno and path).
-   * The hook for emergency eviction (not implemented yet: see docs/errors.md STORAGE_UNAVAILABLE).
+   * The hook for emergency eviction (server.ts runs an `emergency` pass of cache/evictor.ts on ENOSPC/EDQUOT).
    */
   readonly onStorageFull?: (fault: { errno: StorageFaultErrno; path?: string }) => void;
   /** How long a failed probe's answer is reused, so a flood of misses doesn't probe per request (ms). */

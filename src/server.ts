@@ -118,7 +118,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         .run({ mode: 'emergency' })
         .then((report) => {
           logger.warn('emergency eviction', { removed: report.removed.length, freedBytes: report.freedBytes, storeBytes: report.storeBytesAfter });
-          return storeHealth.check();
+          // Space was freed: probe now rather than at the next /readyz or miss.
+          return report.freedBytes > 0 ? storeHealth.check() : undefined;
         })
         .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
     },

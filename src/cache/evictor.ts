@@ -230,6 +230,7 @@ export class Evictor {
   async #pass(mode: 'auto' | 'gc' | 'emergency', dryRun: boolean): Promise<PassReport> {
     const started = this.#clock();
     const t0 = performance.now();
+    this.#o.logger.debug('eviction pass started', { mode, dryRun, storeBytes: this.#o.storage.blobs.usage?.()?.bytes });
     const removed: EvictedItem[] = [];
     const errors = { n: 0 };
     const before = this.#o.storage.blobs.usage?.()?.bytes;

@@ -62,7 +62,10 @@ describe('disk full (a real tmpfs)', () => {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mountPoint]);
       mounted = true;
       up = await startUpstream();
-      hc = await startHubcacheProcess({ upstream: up, storagePath: mountPoint });
+      // A cap far above what the test stores: the emergency eviction a full disk triggers frees down
+      // to the cap's low watermark, which is nothing here, so the space the test's own file takes
+      // stays taken and the degraded state can be observed (the healing is test/e2e/eviction.test.ts's).
+      hc = await startHubcacheProcess({ upstream: up, storagePath: mountPoint, args: ['--storage-max-size', '1GiB'] });
     } catch (err) {
       await hc?.close();
       await up?.close();

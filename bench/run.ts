@@ -6,6 +6,8 @@
  *   3. upstream bytes per cold pull ÷ image size (front's records, cross-checked with /metrics)
  *   4. 20 concurrent cold GETs of one blob: upstream GETs, slowest client ÷ one client alone
  *   5. hubcache peak RSS during 1 and 4
+ *   6. the store's cap under a concurrent pull load (bench/eviction.ts): max store ÷ cap, the excess
+ *      over the cap ÷ the blobs in flight, pulls/s with the cap ÷ without (issue #13)
  *
  * 2–4 run twice: with the upstream's blob bodies paced to BENCH_LINK_MIBPS per connection (default
  * 50 MiB/s ≈ 420 Mbit/s, a good single-stream download from Docker Hub's CDN; the targets apply
@@ -32,6 +34,7 @@ import { skopeoCopy } from '../test/support/skopeo.js';
 import { startUpstream, type Upstream } from '../test/support/upstream-harness.js';
 import type { UpstreamRequest } from '../test/support/upstream-front.js';
 import { curlGet, curlMany } from './curl-client.js';
+import { benchEviction } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
@@ -46,7 +49,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 20);
  * limiting them but the machine (loopback, all processes on the same cores).
  */
 const LINK = Number(process.env.BENCH_LINK_MIBPS ?? 50) * MiB;
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction').split(','));
 const DEADLINE_MS = 14 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
@@ -389,6 +392,7 @@ async function main(): Promise<void> {
     await benchConcurrent(undefined);
   }
   rssRows();
+  if (ONLY.has('eviction')) rows.push(...(await benchEviction(log)));
 
   const out = table();
   const date = new Date().toISOString();

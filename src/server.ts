@@ -143,8 +143,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     tagListCacheBytes: config.cache.tagListCacheSize,
     logger,
     metrics,
-    // The cap is checked after every commit (an in-memory read of the usage tally).
+    // The cap is checked after every commit (an in-memory read of the usage tally); over the cap,
+    // a new download waits for eviction to make room.
     onCommitted: () => evictor.check(),
+    admitFill: () => evictor.waitForRoom(),
   });
   const evictor: Evictor = new Evictor({
     storage,

@@ -41,6 +41,8 @@ export interface BlobFillOptions {
   readonly resumeAttempts: number;
   /** Download slots shared by every fill (cache.maxConcurrentFills): the fill waits its turn here. */
   readonly slots: SlotQueue;
+  /** Awaited once the slot is held, before the download starts (the store's cap: evictor.ts waitForRoom). Must not reject. */
+  readonly beforeDownload?: () => Promise<void>;
   readonly abandoned: AbandonedFillPolicy;
   /** A local directory for the fill's spool file when the store writer offers no local file (cache/spool.ts). */
   readonly spoolDir: string;
@@ -174,6 +176,7 @@ export class BlobFill {
       this.#events.emit('change');
       throw err;
     }
+    await this.#opts.beforeDownload?.();
     // The fill's own deadline runs from the start of the download, not from the time it was queued.
     const deadline = AbortSignal.timeout(this.#opts.timeoutMs);
     const signal = AbortSignal.any([deadline, this.#cancel.signal]);

@@ -175,6 +175,25 @@ export class Evictor {
   }
 
   /**
+   * Resolves at once while the store is under its cap (or has none); over it, once an eviction
+   * pass has brought it back under (the running one, or one started here). A download about to
+   * start waits here (PullThroughRegistry's `admitFill`), so the store exceeds the cap by at most
+   * the downloads already running. Never waits forever: when a pass frees nothing (everything
+   * left is in use or protected), it lets the download through.
+   */
+  async waitForRoom(): Promise<void> {
+    while (!this.#stopped && this.#overCap()) {
+      const report = await this.run({ mode: 'auto' }).catch(() => undefined);
+      if (!report || (report.freedBytes === 0 && this.#overCap())) return;
+    }
+  }
+
+  #overCap(): boolean {
+    const bytes = this.#o.storage.blobs.usage?.()?.bytes;
+    return this.#o.maxBytes !== undefined && bytes !== undefined && bytes >= this.#o.maxBytes;
+  }
+
+  /**
    * Every `intervalMs`: reads the free space (gauge, floor), the oldest access (gauge) and runs an
    * automatic pass when one is due (cap, floor, retention).
    */

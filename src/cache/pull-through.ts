@@ -66,6 +66,12 @@ export interface PullThroughOptions {
    * retention read it (evictor.ts). `touch` is synchronous and in memory: nothing is awaited.
    */
   readonly access?: AccessRecord;
+  /**
+   * Awaited by a blob download once it holds its download slot, before it asks upstream: resolves
+   * at once unless the store is over its cap, then once eviction has made room
+   * (Evictor.waitForRoom), so the store exceeds the cap by at most the downloads running.
+   */
+  readonly admitFill?: () => Promise<void>;
   /** A blob download was committed to the store (the evictor checks the cap: evictor.ts). */
   readonly onCommitted?: (digest: Digest, size: number) => void;
 }
@@ -355,6 +361,7 @@ export class PullThroughRegistry implements RegistryReader {
       slots: this.#slots,
       abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
       spoolDir: this.#o.spoolDir ?? tmpdir(),
+      ...(this.#o.admitFill ? { beforeDownload: this.#o.admitFill } : {}),
       ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
       logger: log,
       metrics: this.#o.metrics,

@@ -264,6 +264,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
     ...(opts.maxConcurrentFills ? { maxConcurrentFills: opts.maxConcurrentFills } : {}),
     onCommitted: () => evictor?.check(),
+    admitFill: async () => evictor?.waitForRoom(),
   });
   const evictor: Evictor | undefined = opts.eviction
     ? new Evictor({

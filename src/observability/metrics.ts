@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type StoreReadKind } from '../cache/cache-metrics.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
@@ -61,6 +61,9 @@ export class Metrics implements CacheMetrics {
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
   readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
+  readonly #passThrough = new client.Counter({ name: 'hubcache_passthrough_requests_total', help: 'Requests served from upstream without caching because the store could not take or give the content (degraded store, a fill whose writes failed, an unreadable stored copy), by kind: blob (verified while streaming, the last byte held until the digest matched), blob_range (a Range: not verifiable), manifest (verified before serving).', labelNames: ['kind'], registers: [this.registry] });
+  readonly #passThroughBytes = new client.Counter({ name: 'hubcache_passthrough_bytes_total', help: 'Body bytes sent to clients by pass-through (see hubcache_passthrough_requests_total), by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly #storeReadFaults = new client.Counter({ name: 'hubcache_store_read_errors_total', help: 'Reads of the store that failed with a storage fault (EIO, EACCES, …), by what was read: blob, manifest, metadata. Before a response started the request falls back to upstream; after, its connection is aborted.', labelNames: ['kind'], registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
@@ -79,6 +82,11 @@ export class Metrics implements CacheMetrics {
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
+    for (const kind of PASS_THROUGH_KINDS) {
+      this.#passThrough.inc({ kind }, 0);
+      this.#passThroughBytes.inc({ kind }, 0);
+    }
+    for (const kind of STORE_READ_KINDS) this.#storeReadFaults.inc({ kind }, 0);
     this.#storeWritable.set(1);
   }
 
@@ -146,6 +154,15 @@ export class Metrics implements CacheMetrics {
   }
   fillResumed(): void {
     this.#fillsResumed.inc();
+  }
+  passThrough(kind: PassThroughKind): void {
+    this.#passThrough.inc({ kind });
+  }
+  passThroughBytes(kind: PassThroughKind, n: number): void {
+    if (n > 0) this.#passThroughBytes.inc({ kind }, n);
+  }
+  storeReadFault(kind: StoreReadKind): void {
+    this.#storeReadFaults.inc({ kind });
   }
   /**
    * The store gauges report `usage()` at every scrape (an in-memory read: `BlobStore.usage`); while

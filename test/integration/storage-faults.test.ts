@@ -1,36 +1,44 @@
 /**
  * Storage faults (disk full, quota, read-only, I/O errors, permissions) through the HTTP layer,
  * driven by the fault-injection decorator (src/storage/testing/storage-faults.ts) over the memory
- * stores: a fill that can't be written counts as `storage_error`, the store turns degraded
- * (hubcache_store_writable 0, logged once with errno and path), blobs not cached get 503
- * STORAGE_UNAVAILABLE, manifests pass through verified and uncached, cached content is still
- * served, and everything comes back without a restart once the store takes writes again.
- * The same with a real full tmpfs and a real process: test/e2e/disk-full.test.ts.
+ * stores (and the filesystem store where its temp file matters): a fill that can't be written
+ * counts as `storage_error`, the store turns degraded (hubcache_store_writable 0, logged once with
+ * errno and path); blobs and manifests not cached are passed through from upstream, verified and
+ * not cached (a blob's last byte waits for its digest: wrong bytes abort the connection); a fill
+ * whose store fails mid-way goes on for its clients; a stored copy that can't be read is served
+ * from upstream; cached content is still served, and everything comes back without a restart once
+ * the store takes writes again. The same with a real full tmpfs and a real process:
+ * test/e2e/disk-full.test.ts.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ERROR_CODES } from '../../src/domain/errors.js';
+import type { Digest } from '../../src/domain/digest.js';
+import type { BlobStore } from '../../src/storage/blob-store.js';
+import { FsBlobStore } from '../../src/storage/fs/fs-blob-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
 import type { StorageFaultErrno } from '../../src/storage/storage-fault.js';
 import { StoreHealth } from '../../src/storage/store-health.js';
 import { StorageFaults, storageErrnoError } from '../../src/storage/testing/storage-faults.js';
 import { startApp, type AppHarness } from '../support/app-harness.js';
-import { parseOciError, putImage } from '../support/oci-fixtures.js';
+import { putImage, seededBytes } from '../support/oci-fixtures.js';
 
 interface Rig {
   readonly hc: AppHarness;
   readonly faults: StorageFaults;
   readonly health: StoreHealth;
-  readonly stores: { blobs: MemoryBlobStore; manifests: MemoryManifestStore; metadata: MemoryMetadataStore };
+  readonly stores: { blobs: BlobStore; manifests: MemoryManifestStore; metadata: MemoryMetadataStore };
   readonly faultsSeen: Array<{ errno: string; path?: string }>;
   /** The store's probe fails with this errno while set (the disk is full), works when undefined. */
   full: StorageFaultErrno | undefined;
 }
 
-async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
+async function withRig(fn: (rig: Rig) => Promise<void>, blobs: BlobStore = new MemoryBlobStore()): Promise<void> {
   const faults = new StorageFaults();
-  const stores = { blobs: new MemoryBlobStore(), manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore() };
+  const stores = { blobs, manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore() };
   const faultsSeen: Rig['faultsSeen'] = [];
   let hc: AppHarness | undefined;
   const rig = { faults, stores, faultsSeen, full: undefined } as unknown as Rig & { full: StorageFaultErrno | undefined };
@@ -56,9 +64,58 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
 }
 
 const writable = (hc: AppHarness) => hc.metrics.value('hubcache_store_writable');
+const passThrough = (hc: AppHarness, kind: 'blob' | 'blob_range' | 'manifest') => hc.metrics.value('hubcache_passthrough_requests_total', { kind });
+const blobGets = (hc: AppHarness, digest: string) => hc.upstreamServer.count((r) => r.method === 'GET' && r.url.includes(`/blobs/${digest}`));
+const unhandled = (hc: AppHarness) => hc.logs.filter((l) => l.message === 'unhandled error');
+
+/** A blob only upstream has (no image needed: blobs are fetched by digest). */
+function upstreamBlob(hc: AppHarness, seed: string, size: number): { digest: Digest; bytes: Buffer } {
+  const bytes = seededBytes(seed, size);
+  return { digest: hc.registry.putBlob(bytes), bytes };
+}
+
+/**
+ * The upstream answers the next GET of `digest` with its first `at` bytes, then holds the rest
+ * until `open()`: a download in flight, at a known point, while the test changes the store.
+ */
+function gateBlob(hc: AppHarness, digest: Digest, at: number) {
+  const bytes = hc.registry.blobs.get(digest)!;
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  let armed = true;
+  const previous = hc.registry.hook;
+  hc.registry.hook = (req, res) => {
+    if (previous?.(req, res)) return true;
+    if (!armed || req.method !== 'GET' || !req.url?.includes(`/blobs/${digest}`) || req.headers.range) return false;
+    armed = false;
+    res.writeHead(200, { 'content-length': bytes.length, 'content-type': 'application/octet-stream' });
+    res.write(bytes.subarray(0, at));
+    void opened.then(() => res.end(bytes.subarray(at)));
+    return true;
+  };
+  return { open };
+}
+
+/** A client reading a blob as it comes: `until(n)` resolves once it has `n` bytes; `rest()` reads to the end (rejects on a broken transfer). */
+async function streamingClient(hc: AppHarness, path: string) {
+  const res = await fetch(`${hc.url}${path}`);
+  const reader = res.body!.getReader();
+  const chunks: Buffer[] = [];
+  let got = 0;
+  const until = async (n: number) => {
+    while (got < n) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(Buffer.from(value));
+      got += value.length;
+    }
+    return got;
+  };
+  return { status: res.status, until, rest: async () => (await until(Infinity), Buffer.concat(chunks)) };
+}
 
 describe('storage faults', () => {
-  it('a fill whose writes fail (ENOSPC) is a storage_error; the store turns degraded; blobs not cached are 503 STORAGE_UNAVAILABLE, cached ones still served; recovery without restart', async () => {
+  it('a fill whose writes fail (ENOSPC) is a storage_error and its client still gets the blob; the store turns degraded; blobs not cached are passed through verified, not cached; cached ones still served; recovery without restart', async () => {
     await withRig(async (rig) => {
       const { hc, faults } = rig;
       const image = putImage(hc.registry, 'library/app', '1', { seed: 'full', layerSizes: [4096, 4096] });
@@ -70,21 +127,28 @@ describe('storage faults', () => {
       faults.fail('writer.write', 'ENOSPC');
       rig.full = 'ENOSPC';
       const failedBefore = await hc.metrics.value('hubcache_fills_failed_total', { reason: 'storage_error' });
-      // The first client of the fill that hits the full disk: its body breaks (headers were out).
-      await hc.pull(`/v2/library/app/blobs/${newLayer!.digest}`).catch(() => undefined);
+      // The fill that hits the full disk: its client gets the bytes (pass-through, see below).
+      const first = await hc.pull(`/v2/library/app/blobs/${newLayer!.digest}`);
+      assert.equal(first.status, 200);
+      assert.deepEqual(first.body, newLayer!.bytes);
       await hc.settle();
       assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'storage_error' }), failedBefore + 1, 'counted as storage_error, not upstream_error');
       assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'upstream_error' }), 0);
       assert.equal(await writable(hc), 0);
       assert.deepEqual(rig.faultsSeen, [{ errno: 'ENOSPC', path: '/injected/store' }], 'reported once, with errno and path');
 
-      // Degraded: a blob not cached is a documented 503, without asking the upstream.
-      const before = hc.upstreamServer.requests.length;
+      // Degraded: a blob not cached is passed through from upstream, verified, and not cached.
+      const before = blobGets(hc, newLayer!.digest);
+      const passedBefore = await passThrough(hc, 'blob');
       const res = await hc.pull(`/v2/library/app/blobs/${newLayer!.digest}`);
-      assert.equal(res.status, 503);
-      assert.equal(parseOciError(res.body.toString()).code, 'STORAGE_UNAVAILABLE');
-      assert.equal(ERROR_CODES.STORAGE_UNAVAILABLE.status, 503);
-      assert.equal(hc.upstreamServer.requests.length, before);
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.body, newLayer!.bytes);
+      assert.equal(res.cache, 'miss');
+      assert.equal(blobGets(hc, newLayer!.digest), before + 1, 'its own upstream request');
+      assert.equal(await passThrough(hc, 'blob'), passedBefore + 1);
+      assert.equal(await hc.metrics.value('hubcache_passthrough_bytes_total', { kind: 'blob' }) >= newLayer!.bytes.length, true);
+      assert.equal(await rig.stores.blobs.stat(newLayer!.digest), undefined, 'not cached');
+      assert.ok(hc.logs.some((l) => l.message === 'blob passed through, not cached' && l.digest === newLayer!.digest && l.reason === 'degraded'));
       // Cached content is still served, and /readyz stays 200, degraded.
       const cached = await hc.pull(`/v2/library/app/blobs/${cachedLayer!.digest}`);
       assert.equal(cached.status, 200);
@@ -92,7 +156,7 @@ describe('storage faults', () => {
       const ready = await hc.fetch('/readyz');
       assert.equal(ready.status, 200);
       assert.deepEqual(await ready.json(), { status: 'degraded', checks: { config: true, storeWritable: false } });
-      assert.equal(hc.logs.filter((l) => l.message === 'unhandled error').length, 0, 'never a 500 UNKNOWN');
+      assert.equal(unhandled(hc).length, 0, 'never a 500 UNKNOWN');
 
       // Space comes back: the next miss probes, works, and the store is writable again.
       faults.heal();
@@ -108,14 +172,16 @@ describe('storage faults', () => {
   });
 
   for (const errno of ['EROFS', 'EIO', 'EACCES', 'EDQUOT'] as const) {
-    it(`a fill that can't create its temp file (${errno}) is 503 STORAGE_UNAVAILABLE with the errno in the detail, counted as storage_error`, async () => {
+    it(`a fill that can't create its temp file (${errno}) is counted as storage_error; its client gets the blob passed through, verified`, async () => {
       await withRig(async (rig) => {
         const { hc, faults } = rig;
         const image = putImage(hc.registry, 'library/app', '1', { seed: errno, layerSizes: [1000] });
         faults.fail('blobs.create', errno, 1);
         const res = await hc.pull(`/v2/library/app/blobs/${image.layers[0]!.digest}`);
-        assert.equal(res.status, 503, res.body.toString());
-        assert.deepEqual(parseOciError(res.body.toString()), { code: 'STORAGE_UNAVAILABLE', message: ERROR_CODES.STORAGE_UNAVAILABLE.message, detail: { errno } });
+        assert.equal(res.status, 200, res.body.toString());
+        assert.deepEqual(res.body, image.layers[0]!.bytes);
+        assert.equal(await passThrough(hc, 'blob'), 1);
+        assert.deepEqual(rig.faultsSeen.map((f) => f.errno), [errno]);
         await hc.settle();
         assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
         assert.equal(await writable(hc), 0);

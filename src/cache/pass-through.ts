@@ -31,42 +31,79 @@ export function verifiedBody(source: Readable, o: VerifiedBodyOptions): Readable
  * (a fill that lost its store hands its running hash over).
  */
 export function verifyingStream(source: Readable, hash: Hash, offset: number, o: VerifiedBodyOptions): Readable {
-  let ended = false;
-  const end = (err: Error | undefined) => {
-    if (ended) return;
-    ended = true;
-    o.onEnd?.(err);
-  };
-  const body = Readable.from(verify(source, hash, offset, o), { objectMode: false, highWaterMark: 1024 * 1024 });
-  body.once('end', () => end(undefined));
-  body.once('close', () => end(body.errored ?? new Error('pass-through body closed before its end')));
-  return body;
+  return new VerifyingStream(source, hash, offset, o);
 }
 
-async function* verify(source: Readable, hash: Hash, offset: number, o: VerifiedBodyOptions): AsyncGenerator<Buffer> {
-  let received = offset;
-  let held: Buffer | undefined;
-  try {
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      if (received + chunk.length > o.size) throw new UpstreamError('protocol', 'upstream sent more bytes than announced');
-      hash.update(chunk);
-      received += chunk.length;
-      // Everything but the last byte of the blob goes out as it arrives.
-      const out = received === o.size ? chunk.subarray(0, chunk.length - 1) : chunk;
-      if (received === o.size) held = chunk.subarray(chunk.length - 1);
-      if (out.length > 0) {
-        o.onBytes?.(out.length);
-        yield out;
-      }
+/**
+ * A Readable over `source`, not an async generator: a generator waiting on a source that sends
+ * nothing more can't be stopped (its `finally` waits for the source), so a client that leaves
+ * would hold the upstream request open.
+ */
+class VerifyingStream extends Readable {
+  readonly #source: Readable;
+  readonly #hash: Hash;
+  readonly #o: VerifiedBodyOptions;
+  #received: number;
+  #held: Buffer | undefined;
+  #ended = false;
+
+  constructor(source: Readable, hash: Hash, offset: number, o: VerifiedBodyOptions) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.#source = source;
+    this.#hash = hash;
+    this.#received = offset;
+    this.#o = o;
+    source.pause();
+    source.on('data', (chunk: Buffer) => this.#data(chunk));
+    source.once('end', () => this.#end());
+    source.once('error', (err) => this.destroy(err));
+    source.once('close', () => {
+      if (!this.#ended) this.destroy(new UpstreamError('unavailable', `upstream body closed after ${this.#received} of ${o.size} bytes`));
+    });
+  }
+
+  override _read(): void {
+    this.#source.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.#source.destroy();
+    this.#finish(err ?? (this.#ended ? undefined : new Error('pass-through body closed before its end')));
+    cb(err);
+  }
+
+  #data(chunk: Buffer): void {
+    if (this.destroyed) return;
+    if (this.#received + chunk.length > this.#o.size) return void this.destroy(new UpstreamError('protocol', 'upstream sent more bytes than announced'));
+    this.#hash.update(chunk);
+    this.#received += chunk.length;
+    // Everything but the last byte of the blob goes out as it arrives.
+    const last = this.#received === this.#o.size;
+    const out = last ? chunk.subarray(0, chunk.length - 1) : chunk;
+    if (last) this.#held = chunk.subarray(chunk.length - 1);
+    if (out.length === 0) return;
+    this.#o.onBytes?.(out.length);
+    if (!this.push(out)) this.#source.pause();
+  }
+
+  #end(): void {
+    if (this.destroyed) return;
+    if (this.#received !== this.#o.size) return void this.destroy(new UpstreamError('unavailable', `upstream body ended after ${this.#received} of ${this.#o.size} bytes`));
+    const actual = `sha256:${this.#hash.digest('hex')}`;
+    if (actual !== this.#o.digest) return void this.destroy(new RegistryError('DIGEST_INVALID', { expected: this.#o.digest, actual }));
+    this.#ended = true;
+    if (this.#held) {
+      this.#o.onBytes?.(this.#held.length);
+      this.push(this.#held);
     }
-    if (received !== o.size) throw new UpstreamError('unavailable', `upstream body ended after ${received} of ${o.size} bytes`);
-    const actual = `sha256:${hash.digest('hex')}` as Digest;
-    if (actual !== o.digest) throw new RegistryError('DIGEST_INVALID', { expected: o.digest, actual });
-    if (held) {
-      o.onBytes?.(held.length);
-      yield held;
-    }
-  } finally {
-    source.destroy();
+    this.push(null);
+    this.once('end', () => this.#finish(undefined));
+  }
+
+  #onEndCalled = false;
+  #finish(err: Error | undefined): void {
+    if (this.#onEndCalled) return;
+    this.#onEndCalled = true;
+    this.#o.onEnd?.(err);
   }
 }

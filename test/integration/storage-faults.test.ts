@@ -96,7 +96,10 @@ function gateBlob(hc: AppHarness, digest: Digest, at: number) {
   return { open };
 }
 
-/** A client reading a blob as it comes: `until(n)` resolves once it has `n` bytes; `rest()` reads to the end (rejects on a broken transfer). */
+/**
+ * A client reading a blob as it comes: `until(n)` resolves once it has `n` bytes; `rest()` reads to
+ * the end (rejects on a broken transfer); `received()` counts the bytes it got.
+ */
 async function streamingClient(hc: AppHarness, path: string) {
   const res = await fetch(`${hc.url}${path}`);
   const reader = res.body!.getReader();
@@ -111,7 +114,7 @@ async function streamingClient(hc: AppHarness, path: string) {
     }
     return got;
   };
-  return { status: res.status, until, rest: async () => (await until(Infinity), Buffer.concat(chunks)) };
+  return { status: res.status, until, rest: async () => (await until(Infinity), Buffer.concat(chunks)), received: () => got };
 }
 
 describe('storage faults', () => {
@@ -219,6 +222,188 @@ describe('storage faults', () => {
         assert.deepEqual(rig.faultsSeen.map((f) => f.errno), [errno]);
         if (point === 'manifests.put') assert.equal(await rig.stores.manifests.get(image.digest), undefined, 'not cached');
         assert.equal(hc.logs.filter((l) => l.message === 'unhandled error').length, 0);
+      });
+    });
+  }
+});
+
+describe('storage faults: blob pass-through', () => {
+  const MiB = 1024 * 1024;
+  const degrade = async (rig: Rig) => {
+    rig.full = 'ENOSPC';
+    assert.equal(await rig.health.check(), false);
+  };
+
+  it('while degraded, wrong bytes from upstream: the client gets all but the last byte, then a broken transfer; nothing stored', async () => {
+    await withRig(async (rig) => {
+      const { hc } = rig;
+      const blob = upstreamBlob(hc, 'mismatch', 300 * 1024);
+      const wrong = Buffer.from(blob.bytes);
+      wrong[1000] ^= 0xff;
+      hc.registry.blobs.set(blob.digest, wrong);
+      await degrade(rig);
+      const client = await streamingClient(hc, `/v2/library/app/blobs/${blob.digest}`);
+      assert.equal(client.status, 200);
+      await assert.rejects(client.rest());
+      assert.equal(client.received(), blob.bytes.length - 1, 'the last byte waits for the digest and never comes');
+      const aborted = await hc.waitForLog((l) => l.message === 'blob pass-through aborted');
+      assert.match(String(aborted.error), /digest did not match/);
+      assert.equal(await rig.stores.blobs.stat(blob.digest), undefined);
+      assert.equal(unhandled(hc).length, 0);
+    });
+  });
+
+  it('while degraded, a Range is served by an upstream Range (206, not verifiable), counted as blob_range', async () => {
+    await withRig(async (rig) => {
+      const { hc } = rig;
+      const blob = upstreamBlob(hc, 'range', 64 * 1024);
+      await degrade(rig);
+      const res = await hc.pull(`/v2/library/app/blobs/${blob.digest}`, { headers: { range: 'bytes=1000-1999' } });
+      assert.equal(res.status, 206);
+      assert.equal(res.headers.get('content-range'), `bytes 1000-1999/${blob.bytes.length}`);
+      assert.deepEqual(res.body, blob.bytes.subarray(1000, 2000));
+      assert.ok(hc.upstreamServer.requests.some((r) => r.method === 'GET' && r.url.includes(blob.digest) && r.headers.range === 'bytes=1000-'), 'asked upstream for a Range');
+      assert.equal(await passThrough(hc, 'blob_range'), 1);
+      assert.equal(await hc.metrics.value('hubcache_passthrough_bytes_total', { kind: 'blob_range' }), 1000);
+      assert.equal(await passThrough(hc, 'blob'), 0);
+    });
+  });
+
+  it('a fill whose store write fails mid-way (ENOSPC, filesystem store): its leader and its follower keep receiving, verified; storage_error once; no temp file; a later client passes through on its own', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'hubcache-faults-'));
+    try {
+      await withRig(async (rig) => {
+        const { hc, faults } = rig;
+        const blob = upstreamBlob(hc, 'midway', 12 * MiB);
+        const at = Math.floor(blob.bytes.length * 0.6);
+        const gate = gateBlob(hc, blob.digest, at);
+        const path = `/v2/library/app/blobs/${blob.digest}`;
+        const leader = await streamingClient(hc, path);
+        await leader.until(at);
+        const follower = await streamingClient(hc, path);
+        await follower.until(MiB);
+        assert.equal(await hc.metrics.value('hubcache_coalesced_requests_total', { kind: 'blob' }), 1, 'the follower joined the fill');
+        // The disk fills up at 60 %: the next write of the fill fails.
+        faults.fail('writer.write', 'ENOSPC');
+        rig.full = 'ENOSPC';
+        gate.open();
+        const lost = await hc.waitForLog((l) => l.message === 'fill lost its store: its clients go on from upstream, not cached');
+        assert.equal(lost.errno, 'ENOSPC');
+        assert.equal(lost.readers, 2);
+        assert.equal(await writable(hc), 0, 'degraded at once');
+        // Nobody joins a fill that lost its store: a new client gets a pass-through of its own.
+        const late = await hc.pull(path);
+        assert.equal(late.status, 200);
+        assert.deepEqual(late.body, blob.bytes);
+        assert.equal(blobGets(hc, blob.digest), 2);
+        const [a, b] = await Promise.all([leader.rest(), follower.rest()]);
+        assert.ok(a.equals(blob.bytes), 'the leader got every byte, verified');
+        assert.ok(b.equals(blob.bytes), 'the follower too');
+        await hc.settle();
+        assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
+        assert.equal(await hc.metrics.value('hubcache_fills_in_flight'), 0);
+        assert.equal(await passThrough(hc, 'blob'), 3, 'the two readers of the fill, and the late client');
+        assert.ok(hc.logs.some((l) => l.message === 'fill passed through, not cached' && l.digest === blob.digest));
+        assert.equal(await rig.stores.blobs.stat(blob.digest), undefined, 'not cached');
+        assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no temp file left');
+        assert.equal(unhandled(hc).length, 0);
+
+        // Space returns: the next pull fills and commits.
+        faults.heal();
+        rig.full = undefined;
+        assert.deepEqual((await hc.pull(path)).body, blob.bytes);
+        await hc.settle();
+        assert.ok(await rig.stores.blobs.stat(blob.digest));
+      }, new FsBlobStore({ root }));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a fill that lost its store mid-way and then gets wrong bytes: its readers are aborted before the last byte; nothing stored', async () => {
+    await withRig(async (rig) => {
+      const { hc, faults } = rig;
+      const blob = upstreamBlob(hc, 'midway-wrong', 2 * MiB);
+      const wrong = Buffer.from(blob.bytes);
+      wrong[wrong.length - 10] ^= 0xff;
+      hc.registry.blobs.set(blob.digest, wrong);
+      const at = Math.floor(blob.bytes.length * 0.6);
+      const gate = gateBlob(hc, blob.digest, at);
+      const leader = await streamingClient(hc, `/v2/library/app/blobs/${blob.digest}`);
+      await leader.until(at);
+      faults.fail('writer.write', 'ENOSPC');
+      gate.open();
+      await assert.rejects(leader.rest());
+      assert.ok(leader.received() < blob.bytes.length);
+      await hc.settle();
+      assert.ok(hc.logs.some((l) => l.message === 'fill lost its store: its clients go on from upstream, not cached'));
+      assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
+      assert.equal(await hc.metrics.value('hubcache_fills_failed_total', { reason: 'digest_mismatch' }), 0, 'counted once, as what it was first');
+      assert.equal(await rig.stores.blobs.stat(blob.digest), undefined);
+    });
+  });
+});
+
+describe('storage faults: reads', () => {
+  for (const point of ['blobs.stat', 'blobs.open'] as const) {
+    it(`a stored blob that can't be read (${point} EIO) before the response: served from upstream, verified; logged with errno and path, counted`, async () => {
+      await withRig(async (rig) => {
+        const { hc, faults } = rig;
+        const blob = upstreamBlob(hc, point, 100 * 1024);
+        const path = `/v2/library/app/blobs/${blob.digest}`;
+        await hc.pull(path);
+        await hc.settle();
+        faults.fail(point, 'EIO', 1);
+        const res = await hc.pull(path);
+        assert.equal(res.status, 200);
+        assert.deepEqual(res.body, blob.bytes);
+        assert.equal(res.cache, 'miss');
+        assert.equal(blobGets(hc, blob.digest), 2);
+        assert.equal(await hc.metrics.value('hubcache_store_read_errors_total', { kind: 'blob' }), 1);
+        assert.equal(await passThrough(hc, 'blob'), 1);
+        const line = hc.logs.find((l) => l.message === 'store read failed')!;
+        assert.deepEqual([line.level, line.errno, line.path, line.digest, line.then], ['error', 'EIO', '/injected/store', blob.digest, 'served from upstream']);
+        assert.equal(await writable(hc), 1, 'a read fault does not stop writes');
+        assert.equal((await hc.pull(path)).cache, 'hit', 'the next read works again');
+      });
+    });
+  }
+
+  it('a stored blob whose read fails (EIO) after the body started: the connection is aborted, logged once with errno and path, counted', async () => {
+    await withRig(async (rig) => {
+      const { hc, faults } = rig;
+      const blob = upstreamBlob(hc, 'body-eio', 200 * 1024);
+      const path = `/v2/library/app/blobs/${blob.digest}`;
+      await hc.pull(path);
+      await hc.settle();
+      faults.failBody('EIO', 50 * 1024, 1);
+      const client = await streamingClient(hc, path);
+      assert.equal(client.status, 200);
+      await assert.rejects(client.rest());
+      assert.ok(client.received() < blob.bytes.length);
+      const line = await hc.waitForLog((l) => l.message === 'store read failed');
+      assert.deepEqual([line.errno, line.path, line.digest, line.then], ['EIO', '/injected/store', blob.digest, 'connection aborted']);
+      assert.equal(hc.logs.filter((l) => l.message === 'store read failed').length, 1);
+      assert.equal(await hc.metrics.value('hubcache_store_read_errors_total', { kind: 'blob' }), 1);
+      assert.equal(unhandled(hc).length, 0, 'never a 500 UNKNOWN');
+    });
+  });
+
+  for (const [point, kind] of [['manifests.get', 'manifest'], ['metadata.getTag', 'metadata'], ['metadata.hasManifest', 'metadata']] as const) {
+    it(`a stored manifest that can't be read (${point} EIO): served from upstream, verified; counted as ${kind}`, async () => {
+      await withRig(async (rig) => {
+        const { hc, faults } = rig;
+        const image = putImage(hc.registry, 'library/app', '1', { seed: point });
+        const path = point === 'metadata.getTag' ? '/v2/library/app/manifests/1' : `/v2/library/app/manifests/${image.digest}`;
+        assert.equal((await hc.pull(path)).status, 200);
+        faults.fail(point, 'EIO', 1);
+        const res = await hc.pull(path);
+        assert.equal(res.status, 200, res.body.toString());
+        assert.deepEqual(res.body, image.manifest);
+        assert.equal(res.digest, image.digest);
+        assert.equal(await hc.metrics.value('hubcache_store_read_errors_total', { kind }), 1);
+        assert.ok(hc.logs.some((l) => l.message === 'store read failed' && l.errno === 'EIO' && l.then === 'served from upstream'));
+        assert.equal(unhandled(hc).length, 0);
       });
     });
   }

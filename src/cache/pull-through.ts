@@ -246,7 +246,13 @@ export class PullThroughRegistry implements RegistryReader {
       // The stored copy can't be read (a failing disk, permissions): the client gets the blob from
       // upstream, verified. Not refilled: the store would keep its unreadable copy (content addressing).
       this.#readFault('blob', err, { digest }, log, 'served from upstream');
-      return this.#passThroughBlob(key, digest, opts, 'unreadable');
+      try {
+        return await this.#passThroughBlob(key, digest, opts, 'unreadable');
+      } catch (upstreamErr) {
+        if (opts.signal.aborted) throw upstreamErr;
+        // Neither copy can be had: the cause is the store (the documented 503), the upstream's answer in the detail.
+        throw new RegistryError('STORAGE_UNAVAILABLE', { errno: storageFaultCause(err)?.code, upstream: (upstreamErr as Error).message }, { cause: err, message: 'the stored copy of this blob cannot be read, and the upstream could not serve it' });
+      }
     }
     let inFlight = this.#fills.get(digest);
     if (inFlight?.verified) {
@@ -287,7 +293,7 @@ export class PullThroughRegistry implements RegistryReader {
       try {
         size = await whileClientWaits(fill.ready, opts.signal);
       } catch (err) {
-        if (!opts.head && isStorageFault(err)) {
+        if (isStorageFault(err)) {
           // The fill couldn't create its temp file (a full or read-only store): pass-through instead.
           this.#o.storeHealth?.fault(err);
           return await this.#passThroughBlob(key, digest, opts, 'store failed');
@@ -491,7 +497,7 @@ export class PullThroughRegistry implements RegistryReader {
       return { name: fetched.name, ...fetched.tags.page(page) };
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
-        const tags = cached?.tags ?? TagList.of(await this.#o.metadata.listTags(key));
+        const tags = cached?.tags ?? TagList.of((await this.#readOrMiss('metadata', { repository: key.repo, what: 'tags' }, opts.log ?? this.#o.logger, () => this.#o.metadata.listTags(key))) ?? []);
         if (tags.size === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
         return { name: cached?.name ?? key.repo, ...tags.page(page), stale: { reason: err.kind } };

@@ -24,7 +24,8 @@ import type { StorageFaultErrno } from '../../src/storage/storage-fault.js';
 import { StoreHealth } from '../../src/storage/store-health.js';
 import { StorageFaults, storageErrnoError } from '../../src/storage/testing/storage-faults.js';
 import { startApp, type AppHarness } from '../support/app-harness.js';
-import { putImage, seededBytes } from '../support/oci-fixtures.js';
+import { ERROR_CODES } from '../../src/domain/errors.js';
+import { parseOciError, putImage, seededBytes } from '../support/oci-fixtures.js';
 
 interface Rig {
   readonly hc: AppHarness;
@@ -368,6 +369,27 @@ describe('storage faults: reads', () => {
       });
     });
   }
+
+  it('a stored blob that can\'t be read (EIO) while the upstream can\'t serve it either: 503 STORAGE_UNAVAILABLE, errno and the upstream\'s answer in the detail', async () => {
+    await withRig(async (rig) => {
+      const { hc, faults } = rig;
+      const blob = upstreamBlob(hc, 'both-gone', 10 * 1024);
+      const path = `/v2/library/app/blobs/${blob.digest}`;
+      await hc.pull(path);
+      await hc.settle();
+      hc.registry.blobs.delete(blob.digest);
+      faults.fail('blobs.open', 'EIO', 1);
+      const res = await hc.pull(path);
+      assert.equal(res.status, 503);
+      const err = parseOciError(res.body.toString());
+      assert.equal(err.code, 'STORAGE_UNAVAILABLE');
+      assert.equal(ERROR_CODES.STORAGE_UNAVAILABLE.status, 503);
+      assert.equal((err.detail as { errno: string }).errno, 'EIO');
+      assert.match((err.detail as { upstream: string }).upstream, /404|unknown|not found/i);
+      assert.equal(await hc.metrics.value('hubcache_store_read_errors_total', { kind: 'blob' }), 1);
+      assert.equal(unhandled(hc).length, 0);
+    });
+  });
 
   it('a stored blob whose read fails (EIO) after the body started: the connection is aborted, logged once with errno and path, counted', async () => {
     await withRig(async (rig) => {

@@ -238,7 +238,13 @@ export class BlobFill {
               this.#hash.update(chunk);
               metrics.bytesFromUpstream(key.upstream, chunk.length);
               await this.#roomInWindow(sink, signal);
-            } else await written(batcher.push(chunk));
+            } else {
+              try {
+                await batcher.push(chunk);
+              } catch (err) {
+                if (!(await this.#loseStore(err, w, sink))) throw err;
+              }
+            }
           }
           if (!this.#hash) await written(batcher.flush());
           if (this.#received === this.#size) break;

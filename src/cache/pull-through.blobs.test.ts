@@ -78,6 +78,31 @@ describe('PullThroughRegistry blob fills', () => {
     assert.equal(up.gets(), 1);
   });
 
+  it('a store that fails at the commit after the bytes were verified (fsync EIO): the reader still gets every byte; storage_error; nothing stored', async () => {
+    const data = randomBytes(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const inner = new MemoryBlobStore();
+    const store = decorateStore(inner, {
+      writer: (w) => ({
+        commit: async (_d, _s, o) => {
+          o?.onVerified?.();
+          await w.abort();
+          throw storageErrnoError('EIO', 'fsync');
+        },
+      }),
+    });
+    const metrics = new Metrics({ collectDefault: false });
+    const { reader } = registry(store, up.upstream, { metrics });
+    const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.body.end(data);
+    assert.ok((await client.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    assert.equal(await metric(metrics, 'hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
+    assert.equal(await metric(metrics, 'hubcache_fills_in_flight'), 0);
+    assert.equal(await inner.stat(digest), undefined);
+  });
+
   it('the final byte goes out once the bytes are verified, before the store has committed them', async () => {
     const data = randomBytes(MiB);
     const digest = sha256Digest(data);

@@ -137,7 +137,8 @@ export class PinSet {
         const ttl = this.#o.tagTtls.get(upstream) ?? 5 * 60_000;
         const loop = () => {
           if (this.#stop.signal.aborted) return;
-          void this.#round(upstream).finally(() => {
+          // A round reports its failures itself; nothing it throws may end the process.
+          void this.#round(upstream).catch((err: unknown) => this.#o.logger.error('pin round failed', { upstream, error: (err as Error).message })).finally(() => {
             if (this.#stop.signal.aborted) return;
             // From the end of a round: every pinned tag is past its TTL at the next one (a HEAD).
             const cancel = (this.#o.schedule ?? timerSchedule)(ttl, () => {

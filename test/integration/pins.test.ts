@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Digest } from '../../src/domain/digest.js';
 import { PinSet, type PinSetOptions } from '../../src/cache/pins.js';
+import { StoreHealth } from '../../src/storage/store-health.js';
+import { storageErrnoError } from '../../src/storage/testing/storage-faults.js';
 import { withApp, type AppHarness } from '../support/app-harness.js';
 import { blobRequests, holdUpstream, manifestRequests, putImage, putIndex, type FakeImage } from '../support/oci-fixtures.js';
 
@@ -144,6 +146,30 @@ describe('pins', () => {
       assert.ok(await hc.stores.blobs.stat(image.layers[0]!.digest), 'what could be fetched was');
       await hc.waitForLog((l) => l.message === 'pin refresh failed' && l.pin === 'busybox:1' && /blob unknown/i.test(String(l.error)));
       assert.equal(await hc.metrics.value('hubcache_pins', { state: 'failed' }), 1);
+    });
+  });
+
+  it('a degraded store (disk full): the refresh downloads nothing and fails; once the store takes writes again the next refresh warms the pin', async () => {
+    let full = true;
+    const health = new StoreHealth({
+      probe: async () => {
+        if (full) throw storageErrnoError('ENOSPC', 'write', '/store/tmp/.ready');
+      },
+      onChange: () => {},
+      onStorageFull: () => {},
+      recheckMs: 0,
+    });
+    health.fault(storageErrnoError('ENOSPC', 'write', '/store/tmp/x'));
+    await withApp({ tagTtlMs: TTL, storeHealth: health }, async (hc) => {
+      const image = putImage(hc.registry, 'library/debian', '12', { seed: 'pin-full', layerSizes: [1000] });
+      const pins = pinSet(hc, ['debian:12']);
+      assert.deepEqual((await pins.refresh()).results, { fresh: 0, updated: 0, stale: 0, failed: 1 });
+      assert.equal(hc.upstreamServer.count(blobRequests()), 0, 'no download the store could not take');
+      await hc.waitForLog((l) => l.message === 'pin refresh failed' && /cannot be written/.test(String(l.error)));
+      for (const d of digestsOf(image)) assert.ok(pins.protects(d), 'what it needs is still protected');
+      full = false;
+      assert.deepEqual((await pins.refresh()).states, { warm: 1, cold: 0, failed: 0 });
+      for (const b of [image.config, ...image.layers]) assert.ok(await hc.stores.blobs.stat(b.digest));
     });
   });
 

@@ -29,7 +29,7 @@ export interface Hubcache {
   readonly metrics: Metrics;
   /**
    * The pins (cache.pin): `pins.protects` is what the evictor must never remove (its
-   * `isProtected`); `pins.start()` resolves once the stored pins are protected.
+   * `isProtected`); `pins.loaded()` resolves once the stored pins are protected.
    */
   readonly pins: PinSet;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
@@ -133,7 +133,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   // Pinned images (issue #13): protected from the store's content at once, refreshed on their
   // upstream's tag TTL through the cache. The evictor takes `pins.protects` as its `isProtected`
-  // and waits for `pins.start()` (the stored pins read) before its first pass.
+  // and waits for `pins.loaded()` (the stored pins read, no upstream request) before its first pass.
   const pins = new PinSet({
     pins: config.cache.pin,
     source: registry,
@@ -185,7 +185,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
   logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
   // In the background, after listen: fetching pinned images must not delay serving. With no pins
-  // this only settles `pins.start()`, which the evictor awaits before its first pass.
+  // this only settles `pins.loaded()`.
   if (pins.size > 0) logger.info('pins', { pins: config.cache.pin, concurrency: config.cache.pinConcurrency, platforms: config.cache.pinPlatforms });
   void pins.start().catch((err: unknown) => logger.error('pins not started', { error: (err as Error).message }));
 

@@ -97,6 +97,7 @@ export class PinSet {
   /** The round running per upstream (a second caller joins it). */
   readonly #rounds = new Map<string, Promise<PinRoundReport>>();
   #started: Promise<void> | undefined;
+  #loaded: Promise<void> | undefined;
 
   constructor(opts: PinSetOptions) {
     this.#o = opts;
@@ -132,7 +133,7 @@ export class PinSet {
    */
   start(): Promise<void> {
     return (this.#started ??= (async () => {
-      await this.resolveFromStore();
+      await this.loaded();
       for (const upstream of new Set(this.#pins.map((p) => p.key.upstream))) {
         const ttl = this.#o.tagTtls.get(upstream) ?? 5 * 60_000;
         const loop = () => {
@@ -180,9 +181,14 @@ export class PinSet {
   /**
    * Protects what the store holds for each pin: a tag's cached digest (a pattern's cached tags that
    * match), its manifests and the blobs they name — whether the blobs are stored or not (a missing
-   * one is about to be fetched). No upstream request.
+   * one is about to be fetched). No upstream request. Runs once (`start` runs it first); the
+   * evictor awaits it before its first pass, so that it never removes a stored pinned image.
    */
-  async resolveFromStore(): Promise<void> {
+  loaded(): Promise<void> {
+    return (this.#loaded ??= this.#loadFromStore());
+  }
+
+  async #loadFromStore(): Promise<void> {
     for (const pin of this.#pins) {
       try {
         if (pin.matches) for (const tag of await this.#o.metadata.listTags(pin.key)) if (pin.matches(tag)) this.#target(pin, { kind: 'tag', tag: tag as Tag });

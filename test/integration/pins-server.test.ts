@@ -54,7 +54,7 @@ describe('pins in the server', () => {
     // A restart while the upstream is still down.
     const again = await startInProcess({ storagePath, flags: { 'upstream-url': upstream.url }, config: { ...config, upstreamClient: { retries: 1 } } });
     try {
-      await again.hub.pins.start();
+      await again.hub.pins.loaded();
       assert.ok(again.hub.pins.protects(index.digest), 'protected from the store before the upstream answered');
       const refreshed = await again.waitForLog((l) => l.message === 'pins refreshed');
       assert.equal(refreshed.warm, 1, 'still warm: everything is stored');

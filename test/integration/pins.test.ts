@@ -128,7 +128,7 @@ describe('pins', () => {
       assert.equal(await hc.metrics.value('hubcache_pin_refresh_total', { result: 'stale' }), 1);
 
       const restarted = pinSet(hc, ['alpine:3.20']);
-      await restarted.resolveFromStore();
+      await restarted.loaded();
       for (const d of digestsOf(image)) assert.ok(restarted.protects(d), 'protected before the upstream answered anything');
       assert.deepEqual((await restarted.refresh()).states, { warm: 1, cold: 0, failed: 0 });
     });

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
+import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import type { Digest } from './domain/digest.js';
 import { parseHostPort, type Config } from './config/schema.js';
@@ -31,6 +32,11 @@ export interface Hubcache {
   readonly metrics: Metrics;
   /** Runs one retention and eviction pass now (`hubcache gc`, the admin endpoint). */
   gc(opts?: PassOptions): Promise<PassReport>;
+  /**
+   * The pins (cache.pin): `pins.protects` is what the evictor must never remove (its
+   * `isProtected`); `pins.loaded()` resolves once the stored pins are protected.
+   */
+  readonly pins: PinSet;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -112,7 +118,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     // frees space (down to the low watermark, or a fixed fraction of the store without a cap) and
     // a probe then clears the degraded state: a full disk heals itself.
     onStorageFull: (fault) => {
-      logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault });
+      logger.error('store degraded: writes fail, content not cached is passed through from upstream, not stored', { storage: storage.describe().location, ...fault });
       if (fault.errno !== 'ENOSPC' && fault.errno !== 'EDQUOT') return;
       void evictor
         .run({ mode: 'emergency' })
@@ -124,6 +130,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
     },
   });
+  let resolvePinsLoaded!: (loaded: Promise<void>) => void;
+  const pinsLoaded = new Promise<void>((r) => (resolvePinsLoaded = (p) => void p.then(r, r)));
   const registry = new PullThroughRegistry({
     storeHealth,
     access: storage.access,
@@ -157,13 +165,34 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     tagRetentionMs: config.cache.tagRetention,
     concurrency: config.storage.eviction.concurrency,
     claimBlob: (digest) => registry.claimForEviction(digest),
-    ...(opts.isProtected ? { isProtected: opts.isProtected } : {}),
+    // Pinned content (cache.pin) and whatever the caller protects (pushed content, later).
+    isProtected: (digest) => pins.protects(digest) || opts.isProtected?.(digest) === true,
+    // No pass before the stored pins are known: it could evict what a pin protects.
+    ready: pinsLoaded,
     logger,
     metrics,
   });
   if (config.storage.maxSize !== undefined) metrics.storeMaxBytes(config.storage.maxSize);
-  // Once the blobs are counted the cap can be judged; then every storage.eviction.interval.
-  void ready.usage.then(() => evictor.start(config.storage.eviction.interval));
+
+  // Pinned images (issue #13): protected from the store's content at once, refreshed on their
+  // upstream's tag TTL through the cache. The evictor takes `pins.protects` as its `isProtected`
+  // and waits for `pins.loaded()` (the stored pins read, no upstream request) before its first pass.
+  const pins: PinSet = new PinSet({
+    pins: config.cache.pin,
+    source: registry,
+    manifests,
+    metadata,
+    tagTtls: new Map([...upstreams].map(([name, u]) => [name, u.tagTtlMs])),
+    concurrency: config.cache.pinConcurrency,
+    platforms: config.cache.pinPlatforms,
+    maxTags: config.cache.pinMaxTags,
+    logger,
+    metrics,
+  });
+
+  resolvePinsLoaded(pins.loaded());
+  // Once the blobs are counted and the pins known the cap can be judged; then every storage.eviction.interval.
+  void Promise.all([ready.usage, pinsLoaded]).then(() => evictor.start(config.storage.eviction.interval));
 
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
@@ -204,6 +233,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
   logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
+  // In the background, after listen: fetching pinned images must not delay serving. With no pins
+  // this only settles `pins.loaded()`.
+  if (pins.size > 0) logger.info('pins', { pins: config.cache.pin, concurrency: config.cache.pinConcurrency, platforms: config.cache.pinPlatforms });
+  void pins.start().catch((err: unknown) => logger.error('pins not started', { error: (err as Error).message }));
 
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
@@ -216,6 +249,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         await new Promise((r) => setTimeout(r, config.shutdown.delay));
       }
       accepting = false;
+      // No pin refresh starts now; the ones running stop waiting (their downloads are the fills'
+      // business below).
+      await pins.stop();
       // Downloads still queued serve clients that are about to be cut off: drop them (503) and start
       // no new one; the running ones are waited for below.
       registry.closeFillQueue();
@@ -243,7 +279,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       .finally(() => evictor.stop())
       .finally(() => storage.close())
       .finally(() => ownership.release());
-  return { url, metricsUrl, instanceId, logger, metrics, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+  return { url, metricsUrl, instanceId, logger, metrics, pins, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
 }
 
 /**

@@ -62,6 +62,8 @@ export interface EvictorOptions {
   readonly clock?: () => number;
   readonly logger: Logger;
   readonly metrics?: EvictionMetrics;
+  /** Passes wait for it first (the pins known: what they protect can't be judged before). */
+  readonly ready?: Promise<void>;
   /** Each item as a pass removes it (or, in a dry run, selects it): `hubcache gc`'s progress. */
   readonly onRemoved?: (item: EvictedItem) => void;
 }
@@ -247,6 +249,7 @@ export class Evictor {
   }
 
   async #pass(mode: 'auto' | 'gc' | 'emergency', dryRun: boolean): Promise<PassReport> {
+    await this.#o.ready;
     const started = this.#clock();
     const t0 = performance.now();
     this.#o.logger.debug('eviction pass started', { mode, dryRun, storeBytes: this.#o.storage.blobs.usage?.()?.bytes });

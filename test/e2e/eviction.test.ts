@@ -11,7 +11,9 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,7 @@ import { metricValue, startHubcacheProcess } from '../support/hubcache-process.j
 import { ALL_MANIFESTS, putImage, seededBytes, type FakeImage } from '../support/oci-fixtures.js';
 
 const KiB = 1024;
+const BIN = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Every file under `dir`, recursively (absolute paths). */
@@ -142,6 +145,50 @@ describe('eviction in a real process', () => {
       await up.close();
       execFileSync('umount', [mountPoint]);
       rmdirSync(mountPoint);
+    }
+  });
+
+  it('hubcache gc (the CLI): --dry-run then a real pass on a stopped store; refused while a server owns it, with the --server hint; --server runs it on the metrics listener', async () => {
+    const gc = async (args: string[]) => {
+      const child = spawn(process.execPath, [BIN, 'gc', ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [code] = (await once(child, 'close')) as [number | null];
+      return { code, stdout, stderr };
+    };
+    const up = await startHostileUpstream();
+    const digests = Array.from({ length: 4 }, (_, i) => up.registry.putBlob(seededBytes(`gc-cli-${i}`, 20 * KiB)));
+    const storagePath = mkdtempSync(join(tmpdir(), 'hubcache-gc-cli-'));
+    try {
+      const hc = await startHubcacheProcess({ upstreamUrl: up.url, storagePath, args: ['--metrics-listen', '127.0.0.1:0'] });
+      for (const d of digests) {
+        assert.equal((await pull(hc.url, `/v2/library/app/blobs/${d}`)).status, 200);
+        await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === d);
+      }
+      const refused = await gc(['--storage-path', storagePath, '--storage-max-size', '30KiB']);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /in use by another hubcache process/);
+      assert.match(refused.stderr, /hubcache gc --server http:\/\/HOST:METRICS_PORT/);
+      const metricsUrl = String(hc.logs.find((l) => l.message === 'hubcache started')!.metrics).replace(/\/metrics$/, '');
+      const remote = await gc(['--server', metricsUrl, '--dry-run', '--json']);
+      assert.equal(remote.code, 0, remote.stderr);
+      assert.deepEqual(JSON.parse(remote.stdout).removed, [], 'no cap on the server: nothing to evict');
+      await hc.stop();
+
+      const dry = await gc(['--dry-run', '--storage-path', storagePath, '--storage-max-size', '30KiB']);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.equal(dry.stdout.split('\n').filter((l) => l.startsWith('would remove blob sha256:')).length, 3, dry.stdout);
+      assert.match(dry.stdout, /^gc: would remove 3 blobs, 0 manifests, 0 tags, 61\.4 KB; store 20\.5 KB$/m);
+      assert.equal(files(join(storagePath, 'blobs')).length, 4, 'a dry run removes nothing');
+      const real = await gc(['--storage-path', storagePath, '--storage-max-size', '30KiB']);
+      assert.equal(real.code, 0, real.stderr);
+      assert.match(real.stdout, /^gc: removed 3 blobs, 0 manifests, 0 tags, 61\.4 KB; store 20\.5 KB$/m);
+      assert.deepEqual(files(join(storagePath, 'blobs')).map((f) => `sha256:${f.split('/').pop()}`), [digests[3]], 'the least recently used went');
+    } finally {
+      rmSync(storagePath, { recursive: true, force: true });
+      await up.close();
     }
   });
 });

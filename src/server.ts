@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { setupAuth } from './http/auth/setup.js';
 import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
@@ -133,6 +135,12 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     checks: { config: true, accepting: !stopping, storeReadable: await storage.readable() },
     degraded: { storeWritable: await storeHealth.check() },
   });
+  // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
+  // lives in the store (docs/storage-layout.md). Hosted names will come from `hosted.repositories`;
+  // until that key exists every name is mirrored.
+  const auth = config.auth.htpasswd
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: () => false })
+    : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -147,6 +155,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
     sendTimeoutMs: config.server.sendTimeout,
+    ...(auth ? { auth: auth.guard } : {}),
   });
 
   const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
@@ -198,6 +207,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   const closeAll = (deadlineMs?: number) =>
     close(deadlineMs)
+      .finally(() => auth?.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };

@@ -107,7 +107,7 @@ export class HtpasswdFile {
   /** Starts watching; `close()` stops. */
   watch(): void {
     try {
-      this.#watcher = watch(dirname(this.#opts.path), { persistent: false }, (_event, name) => {
+      this.#watcher = watch(dirname(this.#opts.path), (_event, name) => {
         if (name === null || name === basename(this.#opts.path) || name.startsWith('..')) this.check();
       });
       this.#watcher.on('error', () => undefined);

@@ -35,6 +35,13 @@ export const SETTINGS = [
   { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
   { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
   { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
+  { flag: 'auth-htpasswd', env: 'HUBCACHE_AUTH_HTPASSWD', path: ['auth', 'htpasswd'], help: 'htpasswd file of users (bcrypt, htpasswd -B); turns authentication on (rules and groups: config file)' },
+  { flag: 'auth-challenge', env: 'HUBCACHE_AUTH_CHALLENGE', path: ['auth', 'challenge'], help: 'bearer (tokens from /auth/token; the default) or basic (registry:2 htpasswd mode)' },
+  { flag: 'auth-realm', env: 'HUBCACHE_AUTH_REALM', path: ['auth', 'realm'], help: "the token endpoint's external URL in challenges (default: from the request's Host)" },
+  { flag: 'auth-service', env: 'HUBCACHE_AUTH_SERVICE', path: ['auth', 'service'], help: 'service name of challenges and tokens (default hubcache)' },
+  { flag: 'auth-anonymous-pull', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL', path: ['auth', 'anonymousPull'], help: 'true or false: anonymous pull of mirrored repositories (default true)' },
+  { flag: 'auth-anonymous-pull-cidrs', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL_CIDRS', path: ['auth', 'anonymousPullCidrs'], help: 'comma-separated client ranges anonymous pull is limited to (10.0.0.0/8,fd00::/8)' },
+  { flag: 'auth-token-expiry', env: 'HUBCACHE_AUTH_TOKEN_EXPIRY', path: ['auth', 'tokenExpiry'], help: 'lifetime of bearer tokens (default 5m)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { Authenticator, type Verdict } from './authenticator.js';
 import { entryDigest } from './htpasswd.js';
 import { ANONYMOUS, type AccessPolicy, type Action, type Principal } from './policy.js';
@@ -48,6 +49,8 @@ export interface IssuedToken {
 
 export class Gatekeeper {
   readonly #o: GatekeeperOptions;
+  /** Tokens whose signature was verified (a client sends the same one on every request): no ECDSA verification per request. Expiry is still checked each time. */
+  readonly #verifiedTokens = new LRUCache<string, TokenClaims>({ max: 10_000 });
 
   constructor(opts: GatekeeperOptions) {
     this.#o = opts;
@@ -68,9 +71,18 @@ export class Gatekeeper {
     const bearer = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(authorization ?? '')?.[1];
     if (!bearer && /^Bearer\b/i.test(authorization ?? '')) return { failure: 'invalid-token', scheme: 'bearer', problem: 'malformed' };
     if (bearer) {
-      const r = this.#o.signer.verifyAccess(bearer);
-      if ('problem' in r) return { failure: 'invalid-token', scheme: 'bearer', problem: r.problem };
-      return { scheme: 'bearer', principal: r.claims.sub ? { kind: 'user', name: r.claims.sub } : ANONYMOUS, token: r.claims };
+      let claims = this.#verifiedTokens.get(bearer);
+      if (claims !== undefined && claims.exp <= this.#o.signer.nowSeconds()) {
+        this.#verifiedTokens.delete(bearer);
+        claims = undefined;
+      }
+      if (claims === undefined) {
+        const r = this.#o.signer.verifyAccess(bearer);
+        if ('problem' in r) return { failure: 'invalid-token', scheme: 'bearer', problem: r.problem };
+        claims = r.claims;
+        this.#verifiedTokens.set(bearer, claims);
+      }
+      return { scheme: 'bearer', principal: claims.sub ? { kind: 'user', name: claims.sub } : ANONYMOUS, token: claims };
     }
     return { scheme: 'anonymous', principal: ANONYMOUS };
   }

@@ -60,6 +60,10 @@ describe('client authentication and authorization (bearer mode, the default)', (
     assert.equal(res.status, status, `${init.method ?? 'GET'} ${path}: ${res.body.toString()}`);
     if (init.method !== 'HEAD') assert.equal(parseOciError(res.body.toString()).code, code);
     assert.equal(upstreamRequests(), before, 'no upstream request for a refused request');
+    // Nothing the client sent as a credential comes back in the body or the headers.
+    const sent = init.headers?.authorization?.replace(/^\w+ /, '');
+    const echoed = `${res.body.toString()} ${JSON.stringify([...res.headers])}`;
+    for (const secret of [...Object.values(PASSWORDS), ...(sent ? [sent] : [])]) assert.ok(!echoed.includes(secret), 'a credential was echoed');
     return res;
   }
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -48,6 +50,14 @@ export interface StartOptions {
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
   const logger = opts.logger ?? createLogger({ level: config.log.level, format: config.log.format });
+  // A missing users file is a configuration error, reported before the store is touched.
+  if (config.auth.htpasswd) {
+    try {
+      accessSync(config.auth.htpasswd, fsConstants.R_OK);
+    } catch (err) {
+      throw new ConfigError([`auth.htpasswd: cannot read ${config.auth.htpasswd}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+    }
+  }
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 

@@ -8,9 +8,11 @@
  * the check meets the read-only mirror's 405.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { startContainerd, type Containerd } from '../support/containerd.js';
@@ -21,6 +23,11 @@ import { skopeoCopy, skopeoInspect } from '../support/skopeo.js';
 import { startUpstream, type Upstream } from '../support/upstream-harness.js';
 
 const KiB = 1024;
+const BIN = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
+const htpasswdLine = (cred: string) => {
+  const [u, p] = cred.split(':') as [string, string];
+  return `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`;
+};
 const ALICE = 'alice:Al1ce-pass';
 const BOB = 'bob:B0b-pass';
 
@@ -35,13 +42,8 @@ describe('real clients authenticate to hubcache (Basic and Bearer)', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'hubcache-e2e-auth-'));
     const htpasswd = join(dir, 'htpasswd');
-    writeFileSync(
-      htpasswd,
-      [ALICE, BOB].map((c) => {
-        const [u, p] = c.split(':') as [string, string];
-        return `${u}:${bcrypt.hashSync(p, 5).replace(/^\$2b\$/, '$2y$')}`;
-      }).join('\n') + '\n',
-    );
+    // mallory's MD5 entry (htpasswd -m) is refused with an error log; the others load.
+    writeFileSync(htpasswd, `${htpasswdLine(ALICE)}\n${htpasswdLine(BOB)}\nmallory:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/\n`);
     const config = join(dir, 'config.yaml');
     writeFileSync(config, 'auth:\n  anonymousPull: false\n  rules:\n    - repositories: ["team/**"]\n      users: [alice]\n      actions: [pull, push]\n');
     image = await makeImage('oci', { seed: 'e2e-auth', layerSize: 128 * KiB });
@@ -115,13 +117,28 @@ describe('real clients authenticate to hubcache (Basic and Bearer)', () => {
     assert.equal(inspected.Digest, image.digest);
   });
 
+  it('logs the refused non-bcrypt entry; a user added to the file logs in without a restart', async () => {
+    const refused = await hc.waitForLog((l) => l.message === 'htpasswd entry refused');
+    assert.match(String(refused.problem), /line 3: user "mallory" ignored: only bcrypt .* found an MD5 hash/);
+    assert.ok(!String(refused.problem).includes('HqJZ'), 'the hash is not logged');
+    appendFileSync(join(dir, 'htpasswd'), `${htpasswdLine('carol:C4rol-pass')}\n`);
+    await hc.waitForLog((l) => l.message === 'htpasswd loaded' && l.users === 3);
+    assert.equal((await skopeoInspect(`docker://${hc.host}/team/app:1`, { creds: 'carol:C4rol-pass' })).Digest, image.digest);
+  });
+
+  it('serve with an unreadable htpasswd file refuses to start: exit 2, a configuration error', () => {
+    const r = spawnSync(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', join(dir, 'unused-store'), '--auth-htpasswd', join(dir, 'missing')], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /invalid configuration:\n {2}- auth\.htpasswd: cannot read .*missing: ENOENT/);
+  });
+
   it('counts by scheme and result, and no password or token is in the log', async () => {
     const text = await hc.metrics();
     assert.ok(metricValue(text, 'hubcache_auth_requests_total', { scheme: 'bearer', result: 'allowed' }) > 0);
     assert.ok(metricValue(text, 'hubcache_auth_requests_total', { scheme: 'basic', result: 'unauthorized' }) > 0);
     assert.ok(!text.includes('alice') && !text.includes('bob'));
     const logs = JSON.stringify(hc.logs);
-    for (const secret of ['Al1ce-pass', 'B0b-pass', 'eyJ']) assert.ok(!logs.includes(secret), `leaked: ${secret}`);
+    for (const secret of ['Al1ce-pass', 'B0b-pass', 'C4rol-pass', 'eyJ']) assert.ok(!logs.includes(secret), `leaked: ${secret}`);
   });
 });
 

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatDuration, formatSize } from './duration.js';
-import { DOCKER_HUB } from '../upstream/docker-hub.js';
+import { parsePin } from '../domain/pin.js';
+import { DOCKER_HUB, imageName } from '../upstream/docker-hub.js';
 import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
 
 /**
@@ -42,6 +43,9 @@ export const SETTINGS = [
   { flag: 'auth-anonymous-pull', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL', path: ['auth', 'anonymousPull'], help: 'true or false: anonymous pull of mirrored repositories (default true)' },
   { flag: 'auth-anonymous-pull-cidrs', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL_CIDRS', path: ['auth', 'anonymousPullCidrs'], help: 'comma-separated client ranges anonymous pull is limited to (10.0.0.0/8,fd00::/8)' },
   { flag: 'auth-token-expiry', env: 'HUBCACHE_AUTH_TOKEN_EXPIRY', path: ['auth', 'tokenExpiry'], help: 'lifetime of bearer tokens (default 5m)' },
+  { flag: 'pin', env: 'HUBCACHE_PIN', path: ['cache', 'pin'], help: 'comma-separated images kept warm and never evicted: nginx:1.27, ghcr.io/org/app:v1, alpine@sha256:…, redis:7.* (a glob over the tags)' },
+  { flag: 'pin-concurrency', env: 'HUBCACHE_PIN_CONCURRENCY', path: ['cache', 'pinConcurrency'], help: 'downloads the pin refresher runs at once (default 2)' },
+  { flag: 'pin-platforms', env: 'HUBCACHE_PIN_PLATFORMS', path: ['cache', 'pinPlatforms'], help: 'comma-separated platforms of pinned multi-platform images kept warm (linux/amd64,linux/arm64; default all)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;
@@ -111,6 +115,12 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
       }
     }
   }
+  config.cache.pin.forEach((entry, i) => {
+    const pin = parsePin(entry);
+    if ('error' in pin) return;
+    const { upstream } = imageName(pin.registry, pin.path);
+    if (!config.upstreams[upstream]) problems.push(`cache.pin.${i}: ${JSON.stringify(pin.source)}: registry ${upstream} is not configured under upstreams`);
+  });
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
 }

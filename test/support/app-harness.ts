@@ -105,6 +105,8 @@ export interface AppHarness {
   readonly instanceId: string;
   /** The auth layer, when `auth` was given. */
   readonly auth?: AuthSetup;
+  /** The logger the cache logs with (for parts a test wires itself, e.g. a PinSet). */
+  readonly logger: Logger;
   /** Every log line so far (winston info objects, with the request's `requestId` where there is one). */
   readonly logs: readonly LogLine[];
   /** Requests hubcache's own listener received (the loop guard's hop count). */
@@ -293,6 +295,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     clock,
     instanceId,
     ...(auth ? { auth } : {}),
+    logger,
     logs,
     served: () => served,
     fetch: (path, init) => fetch(`${url}${path}`, init),

@@ -15,6 +15,8 @@ import winston from 'winston';
 import { Evictor, type EvictorOptions } from '../../src/cache/evictor.js';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
+import { setupAuth, type AuthSetup } from '../../src/http/auth/setup.js';
+import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import type { StoreHealth } from '../../src/storage/store-health.js';
 import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
@@ -72,6 +74,11 @@ export interface AppHarnessOptions {
    * retention 90 days, 4 deletions at once, the harness clock.
    */
   readonly eviction?: Partial<Omit<EvictorOptions, 'storage' | 'logger' | 'claimBlob'>>;
+  /**
+   * Auth on (the `auth` settings, `htpasswd` included), with the harness's clock, the signing key in
+   * `keyDir`, and `isHosted` standing for `hosted.repositories`.
+   */
+  readonly auth?: { readonly config: NonNullable<ConfigInput['auth']>; readonly keyDir: string; readonly isHosted?: (name: string) => boolean };
 }
 
 export interface Stores {
@@ -111,6 +118,8 @@ export interface AppHarness {
   readonly evictor: Evictor | undefined;
   readonly clock: ManualClock;
   readonly instanceId: string;
+  /** The auth layer, when `auth` was given. */
+  readonly auth?: AuthSetup;
   /** The logger the cache logs with (for parts a test wires itself, e.g. a PinSet). */
   readonly logger: Logger;
   /** Every log line so far (winston info objects, with the request's `requestId` where there is one). */
@@ -282,7 +291,11 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
         claimBlob: (d) => cache.claimForEviction(d),
       })
     : undefined;
+  const auth = opts.auth
+    ? setupAuth(configSchema.parse({ auth: opts.auth.config }).auth, { keyDir: opts.auth.keyDir, logger, metrics, isHosted: opts.auth.isHosted ?? (() => false), now: clock.now })
+    : undefined;
   app = createApp({
+    ...(auth ? { auth: auth.guard } : {}),
     reader: cache,
     sendTimeoutMs: 60_000,
     resolver: {
@@ -318,6 +331,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     evictor,
     clock,
     instanceId,
+    ...(auth ? { auth } : {}),
     logger,
     logs,
     served: () => served,
@@ -348,6 +362,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
         await settle();
         await evictor?.stop();
         await Promise.all([...upstreams.values()].map((u) => u.server?.close()));
+        await auth?.close();
       })()),
   };
 }

@@ -19,6 +19,9 @@
  *                                                `<ms> t <upstream> <repo> <tag>`, or `- <subject>` for
  *                                                a forgotten one; the latest line of a subject wins;
  *                                                appended in batches, compacted by rename from tmp/
+ *     auth/token-signing-key.pem                 the key signing hubcache's bearer tokens (auth.htpasswd set):
+ *                                                ECDSA P-256 PKCS#8 PEM, mode 0600, created at first start
+ *                                                (written aside and link(2)ed into place; auth/token.ts)
  *     hubcache.lock                              ownership lock (store-lock.ts): JSON {pid, hostname,
  *                                                pidNamespace?, startedAt, procStartTime?, token} of the
  *                                                process that owns the root; its mtime is the owner's

@@ -6,7 +6,9 @@ import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { createClientServer } from './http/client-server.js';
-import { compileRepoFilter } from './http/resolve-repo.js';
+import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
+import { HostedRegistry } from './hosted/hosted-registry.js';
+import { UploadSessions } from './storage/upload-sessions.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -125,6 +127,25 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     metrics,
   });
 
+  // The private registry (issue #14): names matching hosted.repositories are pushed here and served
+  // from the store only. Its content is protected from eviction by `hosted.content.isProtected`.
+  const uploads = new UploadSessions({
+    blobs,
+    timeoutMs: config.hosted.uploadTimeout,
+    maxSessions: config.hosted.maxUploadSessions,
+    onExpired: (r) => logger.info('upload session expired', { uuid: r.id, repository: r.key.repo, bytes: r.offset }),
+  });
+  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger });
+  metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
+  const hostedLoad = new AbortController();
+  void hosted.content.load({ blobs, manifests, metadata }, hostedLoad.signal).then(
+    (usage) => config.hosted.repositories.length > 0 && logger.info('hosted content counted', { ...usage }),
+    (err: unknown) => !hostedLoad.signal.aborted && logger.warn('hosted content count failed: everything stays protected from eviction', { error: (err as Error).message }),
+  );
+  if (config.hosted.repositories.length > 0) {
+    logger.warn('hosted repositories accept pushes from anyone who can reach this port (no authentication yet)', { patterns: config.hosted.repositories.map((r) => r.pattern) });
+  }
+
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
   let stopping = false;
@@ -140,7 +161,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
       filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
+      hosted: compileHostedRules(config.hosted.repositories),
     },
+    hosted,
+    maxManifestBytes: config.upstreamClient.maxManifestSize,
     logger,
     metrics,
     instanceId,
@@ -193,6 +217,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       // abort them: a stalled download must not keep the process alive past --shutdown-timeout.
       const closeUpstreams = (force: boolean) => Promise.all([...upstreams.values()].map((u) => u.upstream.close({ force }).catch(() => {})));
       if ((await Promise.race([closeUpstreams(false).then(() => 'closed' as const), deadline])) === 'timeout') await closeUpstreams(true);
+      hostedLoad.abort();
+      // Unfinished uploads don't survive a restart (the next start sweeps tmp/): remove them now.
+      await uploads.close();
       logger.info('hubcache stopped', { outcome });
     })());
 

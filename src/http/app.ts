@@ -5,14 +5,18 @@ import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
+import { deleteContent, putManifest, serveReferrers, serveUpload, type PushContext } from './handlers/push.js';
 import { serveTags } from './handlers/tags.js';
+import { routeAction, type Authorize, type RepoAccess } from './access.js';
+import { fallThroughReader } from '../hosted/fall-through.js';
+import type { HostedRegistry } from '../hosted/hosted-registry.js';
 import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
 import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
 import { sendTimeout } from './middleware/send-timeout.js';
 import { parseRegistryRequest } from './parse-request.js';
-import { resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
+import { routeRepo, type RepoResolverOptions, type RepoRoute } from './resolve-repo.js';
 
 export interface AppOptions {
   readonly reader: RegistryReader;
@@ -30,6 +34,15 @@ export interface AppOptions {
   readonly serveMetrics: boolean;
   /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
   readonly sendTimeoutMs: number;
+  /**
+   * The hosted repositories (`resolver.hosted` routes names to it). Without it every name is
+   * pulled through and pushes are refused.
+   */
+  readonly hosted?: HostedRegistry;
+  /** The largest manifest a client may push (upstreamClient.maxManifestSize). Default 4 MiB. */
+  readonly maxManifestBytes?: number;
+  /** Authorization of each request's repository actions (http/access.ts); none: everything is let through. */
+  readonly authorize?: Authorize;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -65,22 +78,42 @@ export function createApp(opts: AppOptions): express.Express {
         res.status(200).json({});
         return;
       }
-      if (request.route === 'upload') throw new RegistryError('UNSUPPORTED', undefined, { message: 'this registry is a read-only mirror: push is not supported' });
-      if (request.route === 'referrers') throw new RegistryError('NOT_FOUND', undefined, { message: 'the referrers API is not supported by this mirror' });
-      if (req.method !== 'GET' && (req.method !== 'HEAD' || request.route === 'tags')) {
-        throw new RegistryError('UNSUPPORTED', { method: req.method }, { message: `${req.method} is not supported on ${request.route}` });
-      }
-      const key = resolveRepo(opts.resolver, request.name, query.get('ns'));
-      req.ctx.upstream = key.upstream;
+      const action = routeAction(request.route, req.method);
+      const route = routeRepo(opts.resolver, request.name, query.get('ns'));
+      req.ctx.upstream = route.key.upstream;
+      const access: RepoAccess[] = [{ name: request.name, route, action }];
+      const mountFrom = request.route === 'upload' && req.method === 'POST' ? query.get('from') : null;
+      const fromRoute = mountFrom !== null && query.get('mount') !== null ? tryRoute(opts.resolver, mountFrom, query.get('ns')) : undefined;
+      // A `from` that names nothing routable mounts nothing: the client gets a normal upload (spec).
+      if (fromRoute) access.push({ name: mountFrom!, route: fromRoute, action: 'pull' });
+      // The one place where a request's repositories and actions are all known, before anything happens.
+      await opts.authorize?.(req, access);
+      if (action !== 'pull' && route.kind !== 'hosted') throw notHosted(request.name, action);
+      if (route.kind === 'hosted' && !opts.hosted) throw new Error('a hosted route without a hosted registry');
+      const push: PushContext | undefined =
+        route.kind === 'hosted' ? { hosted: opts.hosted!, key: route.key, name: request.name, maxManifestBytes: opts.maxManifestBytes ?? 4 * 1024 * 1024 } : undefined;
+      const reader = readerFor(opts, route);
+      const key = route.key;
       switch (request.route) {
         case 'manifest':
+          if (push && req.method === 'PUT') {
+            if (request.ref.kind === 'unknown') throw new RegistryError('TAG_INVALID', { tag: request.ref.reference }, { message: 'invalid tag' });
+            return await putManifest(push, request.ref, req, res);
+          }
           // Neither a tag nor a digest: no manifest has that name (see UnknownReference).
           if (request.ref.kind === 'unknown') throw new RegistryError('MANIFEST_UNKNOWN', { reference: request.ref.reference });
-          return await serveManifest(opts.reader, key, request.ref, req, res);
+          if (push && req.method === 'DELETE') return await deleteContent(push, { manifest: request.ref }, res);
+          return await serveManifest(reader, key, request.ref, req, res);
         case 'blob':
-          return await serveBlob(opts.reader, opts.metrics, key, request.digest, req, res);
+          if (push && req.method === 'DELETE') return await deleteContent(push, { blob: request.digest }, res);
+          return await serveBlob(reader, opts.metrics, key, request.digest, req, res);
         case 'tags':
-          return await serveTags(opts.reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
+          return await serveTags(reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
+        case 'upload':
+          return await serveUpload(push!, request.session, query, req, res);
+        case 'referrers':
+          if (!push) throw new RegistryError('NOT_FOUND', undefined, { message: 'the referrers API is not supported for mirrored repositories (only for hosted ones, hosted.repositories)' });
+          return await serveReferrers(push, request.digest, query, res);
       }
     } catch (err) {
       next(err);
@@ -90,6 +123,28 @@ export function createApp(opts: AppOptions): express.Express {
   app.use((req: Request, _res: Response, next: NextFunction) => next(new RegistryError('NOT_FOUND', { path: req.path.slice(0, 200) })));
   app.use(errorHandler());
   return app;
+}
+
+/** Reads of a route: the hosted registry (falling through to the pull-through cache when the pattern says so) or the cache. */
+function readerFor(opts: AppOptions, route: RepoRoute): RegistryReader {
+  if (route.kind === 'proxy') return opts.reader;
+  return route.fallThrough ? fallThroughReader(opts.hosted!, opts.reader, route.fallThrough) : opts.hosted!;
+}
+
+function tryRoute(resolver: RepoResolverOptions, name: string, ns: string | null): RepoRoute | undefined {
+  try {
+    return routeRepo(resolver, name, ns);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A push or delete to a name no `hosted.repositories` pattern covers: refused, naming the setting. */
+function notHosted(name: string, action: string): RegistryError {
+  if (action === 'delete') return new RegistryError('UNSUPPORTED', { repository: name.slice(0, 255), action }, { message: 'content pulled through from an upstream cannot be deleted' });
+  return new RegistryError('DENIED', { repository: name.slice(0, 255), action }, {
+    message: `${name.slice(0, 255)} is not a hosted repository: only names matching hosted.repositories can be pushed to; everything else is pulled through from the upstreams`,
+  });
 }
 
 export function metricsHandler(metrics: Metrics) {

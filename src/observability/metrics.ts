@@ -60,6 +60,11 @@ export class Metrics implements CacheMetrics {
   #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
+  /** Read from the hosted registry at scrape time (`observeHosted`). */
+  #hosted: { usage: () => { readonly bytes: number; readonly objects: number } | undefined; uploads: () => number } | undefined;
+  readonly #hostedBytes = new client.Gauge({ name: 'hubcache_hosted_bytes', help: 'Bytes of hosted content (blobs and manifests pushed to hosted repositories, each counted once however many repositories link it): never evicted; part of hubcache_store_bytes for the blobs. Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.bytes) });
+  readonly #hostedObjects = new client.Gauge({ name: 'hubcache_hosted_objects', help: 'Hosted blobs and manifests (distinct digests linked to hosted repositories). Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.objects) });
+  readonly #uploadSessions = new client.Gauge({ name: 'hubcache_upload_sessions', help: 'Blob upload sessions open (pushes in progress; each holds a temp file until its final PUT, cancel or expiry).', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.uploads()) });
   readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
@@ -154,6 +159,10 @@ export class Metrics implements CacheMetrics {
    */
   observeStoreUsage(usage: () => { readonly bytes: number; readonly objects: number } | undefined): void {
     this.#storeUsage = usage;
+  }
+  /** The hosted registry's share of the store and its open upload sessions, read at scrape time. */
+  observeHosted(hosted: { usage: () => { readonly bytes: number; readonly objects: number } | undefined; uploads: () => number }): void {
+    this.#hosted = hosted;
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

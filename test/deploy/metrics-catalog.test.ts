@@ -18,6 +18,8 @@ describe('metrics catalog', () => {
     metrics.fillStarted(1);
     // The store gauges have no sample until the store is counted (issue #12): give them a store.
     metrics.observeStoreUsage(() => ({ bytes: 1, objects: 1 }));
+    // …and the hosted gauges (issue #14) a hosted registry.
+    metrics.observeHosted({ usage: () => ({ bytes: 1, objects: 1 }), uploads: () => 0 });
     const catalog = exportedSeries();
     const seen = new Set<string>();
     for (const family of await metrics.registry.getMetricsAsJSON()) {

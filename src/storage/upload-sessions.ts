@@ -170,11 +170,18 @@ export class UploadSessions {
   }
 
   async #write(s: Session, body: AsyncIterable<Uint8Array>): Promise<UploadSessionRecord> {
-    // A body that breaks off (the client left) throws out of the loop and keeps what was written.
-    for await (const chunk of body) {
-      if (chunk.length === 0) continue;
+    // Chunks are gathered up to WRITE_BATCH bytes and written with one vectored write: a socket
+    // delivers 16–64 KiB at a time, and a write (and a promise) per chunk costs more than the copy.
+    // A body that breaks off (the client left) throws out of the loop; what was written stays.
+    let batch: Uint8Array[] = [];
+    let batched = 0;
+    const flush = async () => {
+      if (batched === 0) return;
+      const chunks = batch;
+      batch = [];
+      batched = 0;
       try {
-        await s.writer.write(chunk);
+        await s.writer.write(chunks);
       } catch (err) {
         // The store failed (disk full, …): the writer can't commit any more, the session is over.
         this.#sessions.delete(s.record.id);
@@ -182,10 +189,24 @@ export class UploadSessions {
         throw err;
       }
       s.record = { ...s.record, offset: s.writer.written, touchedAt: this.#clock() };
+    };
+    try {
+      for await (const chunk of body) {
+        if (chunk.length === 0) continue;
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched >= WRITE_BATCH) await flush();
+      }
+    } finally {
+      // What arrived before a break is kept too: the status tells the client where to go on.
+      await flush();
     }
     return s.record;
   }
 }
+
+/** Bytes gathered from a request body before they are written (per session: bounded memory). */
+const WRITE_BATCH = 1024 * 1024;
 
 /**
  * The `Range` header of an upload's status: the bytes received, `0-<last>` inclusive. distribution

@@ -32,11 +32,16 @@ export class HostedContent {
     return this.#loaded;
   }
 
-  /** One more link (or hold) on `digest` of `size` bytes. */
+  /** One more link (or hold) on `digest` of `size` bytes (a hold before a commit doesn't know the size yet: 0). */
   add(digest: Digest, size: number): void {
     const e = this.#refs.get(digest);
-    if (e) e.refs++;
-    else {
+    if (e) {
+      e.refs++;
+      if (e.size === 0 && size > 0) {
+        e.size = size;
+        this.#bytes += size;
+      }
+    } else {
       this.#refs.set(digest, { refs: 1, size });
       this.#bytes += size;
     }

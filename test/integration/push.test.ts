@@ -349,6 +349,29 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
     assert.equal((await req('/v2/ci/a/b/blobs/uploads/', { method: 'POST' })).status, 403);
   });
 
+  it('fallThrough: pushed tags win, the rest comes from the upstream; tags are the union', async () => {
+    const registry = new FakeRegistry();
+    const theirs = image('upstream-side');
+    registry.putManifest('team/tool', 'upstream-only', theirs.manifest, MediaTypes.ociManifest);
+    registry.putManifest('team/tool', 'v1', theirs.manifest, MediaTypes.ociManifest);
+    registry.tags.set('team/tool', ['upstream-only', 'v1']);
+    const server = await LoopbackServer.start(registry.handle);
+    const ft = await startInProcess({ config: { upstreams: { 'docker.io': { url: server.url } }, hosted: { repositories: [{ pattern: 'team/*', fallThrough: 'docker.io' }] } } });
+    try {
+      const mine = image('pushed-side');
+      assert.equal((await pushImage('team/tool', mine, 'v1', ft)).status, 201);
+      const pushed = await call(`${ft.url}/v2/team/tool/manifests/v1`, { headers: { accept: MediaTypes.ociManifest } });
+      assert.equal(pushed.headers.get('docker-content-digest'), mine.digest, 'the pushed tag wins');
+      const fallen = await call(`${ft.url}/v2/team/tool/manifests/upstream-only`, { headers: { accept: MediaTypes.ociManifest } });
+      assert.equal(fallen.status, 200);
+      assert.equal(fallen.headers.get('docker-content-digest'), theirs.digest, 'the rest from the upstream');
+      assert.deepEqual(await (await call(`${ft.url}/v2/team/tool/tags/list`)).json(), { name: 'team/tool', tags: ['upstream-only', 'v1'] });
+    } finally {
+      await ft.close();
+      await server.close();
+    }
+  });
+
   it('a hosted name is never looked up upstream: the fake upstream sees no request at all', async () => {
     const before = upstream.requests.length;
     for (const path of ['/v2/myorg/unknown/manifests/latest', `/v2/myorg/unknown/manifests/${sha256Digest('m')}`, `/v2/myorg/unknown/blobs/${sha256Digest('b')}`, '/v2/myorg/unknown/tags/list', '/v2/ci/tool/manifests/v1']) {

@@ -105,7 +105,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     },
     // Logged once per degraded spell, with the errno and the path. Emergency eviction hooks in here
     // once eviction exists.
-    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault }),
+    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is passed through from upstream, not stored', { storage: storage.describe().location, ...fault }),
   });
   const registry = new PullThroughRegistry({
     storeHealth,

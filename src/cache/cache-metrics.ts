@@ -19,6 +19,19 @@ export type CacheOutcome = (typeof CACHE_OUTCOMES)[number];
 export const FILL_FAILURES = ['digest_mismatch', 'upstream_error', 'timeout', 'storage_error'] as const;
 export type FillFailure = (typeof FILL_FAILURES)[number];
 
+/**
+ * What was served from upstream without being cached, because the store could not take it (a
+ * degraded store, a fill whose writes failed, a stored copy that can't be read): a whole blob,
+ * verified while it streamed (`blob`), a Range of one, which nothing can verify (`blob_range`), or
+ * a manifest, verified before it is served (`manifest`).
+ */
+export const PASS_THROUGH_KINDS = ['blob', 'blob_range', 'manifest'] as const;
+export type PassThroughKind = (typeof PASS_THROUGH_KINDS)[number];
+
+/** What a read of the store that failed with a storage fault (EIO, EACCES, …) was reading. */
+export const STORE_READ_KINDS = ['blob', 'manifest', 'metadata'] as const;
+export type StoreReadKind = (typeof STORE_READ_KINDS)[number];
+
 /** The events the cache reports. Every method is cheap and must not throw. */
 export interface CacheMetrics {
   /** A lookup and its outcome. */
@@ -39,4 +52,10 @@ export interface CacheMetrics {
   fillEnded(result: 'committed' | 'cancelled' | FillFailure): void;
   /** A broken download was resumed with a Range request. */
   fillResumed(): void;
+  /** A request (or a fill's client) is served from upstream without caching (PASS_THROUGH_KINDS). */
+  passThrough(kind: PassThroughKind): void;
+  /** Bytes sent to clients by pass-through. */
+  passThroughBytes(kind: PassThroughKind, n: number): void;
+  /** A read of the store failed with a storage fault (the request fell back to upstream, or its body broke). */
+  storeReadFault(kind: StoreReadKind): void;
 }

@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type StoreReadKind } from '../cache/cache-metrics.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
@@ -65,7 +65,10 @@ export class Metrics implements CacheMetrics {
   readonly #hostedBytes = new client.Gauge({ name: 'hubcache_hosted_bytes', help: 'Bytes of hosted content (blobs and manifests pushed to hosted repositories, each counted once however many repositories link it): never evicted; part of hubcache_store_bytes for the blobs. Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.bytes) });
   readonly #hostedObjects = new client.Gauge({ name: 'hubcache_hosted_objects', help: 'Hosted blobs and manifests (distinct digests linked to hosted repositories). Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.objects) });
   readonly #uploadSessions = new client.Gauge({ name: 'hubcache_upload_sessions', help: 'Blob upload sessions open (pushes in progress; each holds a temp file until its final PUT, cancel or expiry).', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.uploads()) });
-  readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
+  readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is passed through from upstream, verified and not stored (hubcache_passthrough_requests_total).', registers: [this.registry] });
+  readonly #passThrough = new client.Counter({ name: 'hubcache_passthrough_requests_total', help: 'Requests served from upstream without caching because the store could not take or give the content (degraded store, a fill whose writes failed, an unreadable stored copy), by kind: blob (verified while streaming, the last byte held until the digest matched), blob_range (a Range: not verifiable), manifest (verified before serving).', labelNames: ['kind'], registers: [this.registry] });
+  readonly #passThroughBytes = new client.Counter({ name: 'hubcache_passthrough_bytes_total', help: 'Body bytes sent to clients by pass-through (see hubcache_passthrough_requests_total), by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly #storeReadFaults = new client.Counter({ name: 'hubcache_store_read_errors_total', help: 'Reads of the store that failed with a storage fault (EIO, EACCES, …), by what was read: blob, manifest, metadata. Before a response started the request falls back to upstream; after, its connection is aborted.', labelNames: ['kind'], registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
@@ -84,6 +87,11 @@ export class Metrics implements CacheMetrics {
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
+    for (const kind of PASS_THROUGH_KINDS) {
+      this.#passThrough.inc({ kind }, 0);
+      this.#passThroughBytes.inc({ kind }, 0);
+    }
+    for (const kind of STORE_READ_KINDS) this.#storeReadFaults.inc({ kind }, 0);
     this.#storeWritable.set(1);
   }
 
@@ -151,6 +159,15 @@ export class Metrics implements CacheMetrics {
   }
   fillResumed(): void {
     this.#fillsResumed.inc();
+  }
+  passThrough(kind: PassThroughKind): void {
+    this.#passThrough.inc({ kind });
+  }
+  passThroughBytes(kind: PassThroughKind, n: number): void {
+    if (n > 0) this.#passThroughBytes.inc({ kind }, n);
+  }
+  storeReadFault(kind: StoreReadKind): void {
+    this.#storeReadFaults.inc({ kind });
   }
   /**
    * The store gauges report `usage()` at every scrape (an in-memory read: `BlobStore.usage`); while

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import type { Digest } from './domain/digest.js';
+import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
@@ -28,6 +30,18 @@ export interface Hubcache {
   readonly instanceId: string;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /**
+   * The pins (cache.pin): `pins.protects` is what the evictor must never remove (its
+   * `isProtected`); `pins.loaded()` resolves once the stored pins are protected.
+   */
+  readonly pins: PinSet;
+  /**
+   * Hosted content (issue #14): true for every blob and manifest linked to a hosted repository,
+   * and for everything until the start-up walk of the hosted repositories has finished. The
+   * evictor must never remove what it protects either: `isProtected = (d) => pins.protects(d) ||
+   * isHostedContent(d)`.
+   */
+  readonly isHostedContent: (digest: Digest) => boolean;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -146,6 +160,22 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     logger.warn('hosted repositories accept pushes from anyone who can reach this port (no authentication yet)', { patterns: config.hosted.repositories.map((r) => r.pattern) });
   }
 
+  // Pinned images (issue #13): protected from the store's content at once, refreshed on their
+  // upstream's tag TTL through the cache. The evictor takes `pins.protects` as its `isProtected`
+  // and waits for `pins.loaded()` (the stored pins read, no upstream request) before its first pass.
+  const pins = new PinSet({
+    pins: config.cache.pin,
+    source: registry,
+    manifests,
+    metadata,
+    tagTtls: new Map([...upstreams].map(([name, u]) => [name, u.tagTtlMs])),
+    concurrency: config.cache.pinConcurrency,
+    platforms: config.cache.pinPlatforms,
+    maxTags: config.cache.pinMaxTags,
+    logger,
+    metrics,
+  });
+
   let accepting = true;
   /** Shutdown began: /readyz fails; during `shutdown.delay` requests are still served. */
   let stopping = false;
@@ -186,6 +216,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
   logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
+  // In the background, after listen: fetching pinned images must not delay serving. With no pins
+  // this only settles `pins.loaded()`.
+  if (pins.size > 0) logger.info('pins', { pins: config.cache.pin, concurrency: config.cache.pinConcurrency, platforms: config.cache.pinPlatforms });
+  void pins.start().catch((err: unknown) => logger.error('pins not started', { error: (err as Error).message }));
 
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
@@ -198,6 +232,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         await new Promise((r) => setTimeout(r, config.shutdown.delay));
       }
       accepting = false;
+      // No pin refresh starts now; the ones running stop waiting (their downloads are the fills'
+      // business below).
+      await pins.stop();
       // Downloads still queued serve clients that are about to be cut off: drop them (503) and start
       // no new one; the running ones are waited for below.
       registry.closeFillQueue();
@@ -227,7 +264,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => storage.close())
       .finally(() => ownership.release());
-  return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };
+  return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, close: closeAll };
 }
 
 /**

@@ -59,3 +59,25 @@ export interface CacheMetrics {
   /** A read of the store failed with a storage fault (the request fell back to upstream, or its body broke). */
   storeReadFault(kind: StoreReadKind): void;
 }
+
+/** How a pin (cache.pin) stands: everything it needs is stored (`warm`), not yet (`cold`), or its last refresh failed with something missing (`failed`). */
+export const PIN_STATES = ['warm', 'cold', 'failed'] as const;
+export type PinState = (typeof PIN_STATES)[number];
+
+/**
+ * How a pinned image's refresh went: confirmed unchanged (`fresh`), new content fetched — a moved
+ * tag, a first fill (`updated`), served from the store because the upstream failed (`stale`), or
+ * something it needs could not be had (`failed`).
+ */
+export const PIN_REFRESH_RESULTS = ['fresh', 'updated', 'stale', 'failed'] as const;
+export type PinRefreshResult = (typeof PIN_REFRESH_RESULTS)[number];
+
+/** What the pin set (pins.ts) reports. Cheap, never throws. */
+export interface PinMetrics {
+  /** Pins by state, the whole set at once (after each refresh). */
+  pinStates(counts: Readonly<Record<PinState, number>>): void;
+  /** One pinned image (a tag, a digest, one tag of a pattern) was refreshed. */
+  pinRefreshed(result: PinRefreshResult): void;
+  /** Blobs and manifests protected from eviction. */
+  pinnedDigests(n: number): void;
+}

@@ -324,6 +324,34 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
+  /**
+   * Fetches a blob ahead of demand (pins, cache/pins.ts): nothing when the store has it, else the
+   * blob's fill is joined or started — the same single-flight, download slot, verification and
+   * commit as a client's miss — and awaited until the blob is committed. Not a lookup: counted in
+   * the fill metrics only. A degraded store refuses (`STORAGE_UNAVAILABLE`) before downloading.
+   * `opts.signal` stops waiting; the fill then counts one client fewer (cache.abandonedFills).
+   */
+  async warmBlob(key: RepoKey, digest: Digest, opts: ReadOptions): Promise<'stored' | 'fetched'> {
+    if (await this.#o.blobs.stat(digest)) return 'stored';
+    const inFlight = this.#fills.get(digest);
+    let fill = inFlight && (inFlight.followable || inFlight.verified) ? inFlight : undefined;
+    if (!fill) {
+      if (this.#o.storeHealth && !(await this.#o.storeHealth.writableNow())) {
+        throw new RegistryError('STORAGE_UNAVAILABLE', undefined, { message: 'the cache store is full or cannot be written: blobs not cached yet cannot be fetched' });
+      }
+      fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
+    }
+    const leave = fill.attach();
+    try {
+      await whileClientWaits(fill.done, opts.signal);
+      return 'fetched';
+    } catch (err) {
+      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+    } finally {
+      leave();
+    }
+  }
+
   async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal; log?: Logger }): Promise<BlobResult> {
     const range = this.#range(opts.range, size);
     const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });

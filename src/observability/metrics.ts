@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type StoreReadKind } from '../cache/cache-metrics.js';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REFRESH_RESULTS, PIN_STATES, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type PinMetrics, type PinRefreshResult, type PinState, type StoreReadKind } from '../cache/cache-metrics.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
@@ -33,7 +33,7 @@ function statusClass(status: number | 'error'): string {
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics implements CacheMetrics {
+export class Metrics implements CacheMetrics, PinMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -76,6 +76,10 @@ export class Metrics implements CacheMetrics {
   readonly #blobBufferBytes = new client.Gauge({ name: 'hubcache_blob_buffer_pool_bytes', help: 'Memory of the buffer pool that streams stored blobs to clients, by state: in_use or idle (allocated, free for reuse).', labelNames: ['state'], registers: [this.registry], collect: () => this.#collectBufferPool() });
   readonly #blobBufferFallbacks = new client.Counter({ name: 'hubcache_blob_buffer_pool_fallbacks_total', help: 'Stored-blob responses that found the buffer pool all in use and streamed through a small buffer of their own.', registers: [this.registry] });
 
+  readonly #pins = new client.Gauge({ name: 'hubcache_pins', help: 'Pinned images (cache.pin; each tag of a pattern counts) by state: warm (all content stored), cold (not all stored yet), failed (the last refresh failed with content missing).', labelNames: ['state'], registers: [this.registry] });
+  readonly #pinRefreshes = new client.Counter({ name: 'hubcache_pin_refresh_total', help: 'Refreshes of pinned images, by result: fresh (unchanged upstream), updated (new content fetched), stale (upstream failed, served from the store), failed (content missing and not fetched).', labelNames: ['result'], registers: [this.registry] });
+  readonly #pinnedDigests = new client.Gauge({ name: 'hubcache_pinned_digests', help: 'Manifests and blobs that pins protect from eviction.', registers: [this.registry] });
+
   constructor(opts: { collectDefault?: boolean } = {}) {
     if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
     for (const kind of CACHE_KINDS) {
@@ -93,6 +97,9 @@ export class Metrics implements CacheMetrics {
     }
     for (const kind of STORE_READ_KINDS) this.#storeReadFaults.inc({ kind }, 0);
     this.#storeWritable.set(1);
+    for (const state of PIN_STATES) this.#pins.set({ state }, 0);
+    for (const result of PIN_REFRESH_RESULTS) this.#pinRefreshes.inc({ result }, 0);
+    this.#pinnedDigests.set(0);
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */
@@ -196,6 +203,15 @@ export class Metrics implements CacheMetrics {
   }
   clientTimedOut(kind: ClientTimeout): void {
     this.#clientTimeouts.inc({ kind });
+  }
+  pinStates(counts: Readonly<Record<PinState, number>>): void {
+    for (const state of PIN_STATES) this.#pins.set({ state }, counts[state]);
+  }
+  pinRefreshed(result: PinRefreshResult): void {
+    this.#pinRefreshes.inc({ result });
+  }
+  pinnedDigests(n: number): void {
+    this.#pinnedDigests.set(n);
   }
   /** Reports the blob buffer pool's memory at every scrape. */
   watchBlobBufferPool(stats: () => { inUseBytes: number; idleBytes: number }): void {

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -7,6 +10,7 @@ import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { setupAuth } from './http/auth/setup.js';
 import { createClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
 import { HostedRegistry } from './hosted/hosted-registry.js';
@@ -62,6 +66,14 @@ export interface StartOptions {
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
   const logger = opts.logger ?? createLogger({ level: config.log.level, format: config.log.format });
+  // A missing users file is a configuration error, reported before the store is touched.
+  if (config.auth.htpasswd) {
+    try {
+      accessSync(config.auth.htpasswd, fsConstants.R_OK);
+    } catch (err) {
+      throw new ConfigError([`auth.htpasswd: cannot read ${config.auth.htpasswd}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+    }
+  }
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
@@ -143,6 +155,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   // The private registry (issue #14): names matching hosted.repositories are pushed here and served
   // from the store only. Its content is protected from eviction by `hosted.content.isProtected`.
+  const hostedRules = compileHostedRules(config.hosted.repositories);
   const uploads = new UploadSessions({
     blobs,
     timeoutMs: config.hosted.uploadTimeout,
@@ -184,6 +197,12 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     checks: { config: true, accepting: !stopping, storeReadable: await storage.readable() },
     degraded: { storeWritable: await storeHealth.check() },
   });
+  // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
+  // lives in the store (docs/storage-layout.md). Hosted names will come from `hosted.repositories`;
+  // until that key exists every name is mirrored.
+  const auth = config.auth.htpasswd
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
+    : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -191,7 +210,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
       filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
-      hosted: compileHostedRules(config.hosted.repositories),
+      hosted: hostedRules,
     },
     hosted,
     maxManifestBytes: config.upstreamClient.maxManifestSize,
@@ -201,6 +220,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
     sendTimeoutMs: config.server.sendTimeout,
+    ...(auth ? { auth: auth.guard } : {}),
   });
 
   const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
@@ -262,6 +282,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   const closeAll = (deadlineMs?: number) =>
     close(deadlineMs)
+      .finally(() => auth?.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, close: closeAll };

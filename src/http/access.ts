@@ -1,7 +1,5 @@
-import type { Request } from 'express';
 import { RegistryError } from '../domain/errors.js';
 import type { RouteName } from './parse-request.js';
-import type { RepoRoute } from './resolve-repo.js';
 
 /**
  * What a request does to a repository, in the vocabulary of the Docker token scopes
@@ -11,8 +9,8 @@ export type RepoAction = 'pull' | 'push' | 'delete';
 
 /**
  * The route table: which methods each registry route answers, and the action each one is. A method
- * missing here is `UNSUPPORTED` (405) before anything else happens. The one place that says what a
- * request does: authorization (the `authorize` hook, `AppOptions`) reads it, handlers don't decide.
+ * missing here is `UNSUPPORTED` (405). The one place that says what a request does: authorization
+ * (`AppOptions.auth`, http/auth/guard.ts) is given the action from here, handlers don't decide.
  */
 export const ROUTE_ACTIONS: Readonly<Record<Exclude<RouteName, 'base' | 'unknown'>, Readonly<Partial<Record<string, RepoAction>>>>> = {
   manifest: { GET: 'pull', HEAD: 'pull', PUT: 'push', DELETE: 'delete' },
@@ -22,24 +20,6 @@ export const ROUTE_ACTIONS: Readonly<Record<Exclude<RouteName, 'base' | 'unknown
   tags: { GET: 'pull' },
   referrers: { GET: 'pull', HEAD: 'pull' },
 };
-
-/** One repository a request acts on, and how. */
-export interface RepoAccess {
-  /** The repository as the client named it (the scope's name). */
-  readonly name: string;
-  /** Where it routes (hosted or pulled through, and the key). */
-  readonly route: RepoRoute;
-  readonly action: RepoAction;
-}
-
-/**
- * Decides whether the request may do what `access` lists (its repository, and a mount's `from`
- * with `pull`): resolves to let it through, throws a `RegistryError` (`UNAUTHORIZED` with a
- * challenge, `DENIED`) to refuse it. Runs after routing and before any handler touches anything:
- * a refused request changes nothing. Without one, every request is let through (no authentication
- * yet: pushes to hosted names are open to anyone who can reach the port).
- */
-export type Authorize = (req: Request, access: readonly RepoAccess[]) => Promise<void>;
 
 /** The action of `method` on `route`; `UNSUPPORTED` (405) when the route doesn't answer the method. */
 export function routeAction(route: keyof typeof ROUTE_ACTIONS, method: string): RepoAction {

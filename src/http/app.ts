@@ -3,11 +3,13 @@ import type { RegistryReader } from '../cache/registry-reader.js';
 import { RegistryError } from '../domain/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { actionFor, type AuthGuard } from './auth/guard.js';
+import { tokenEndpoint } from './auth/token-endpoint.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
 import { deleteContent, putManifest, serveReferrers, serveUpload, type PushContext } from './handlers/push.js';
 import { serveTags } from './handlers/tags.js';
-import { routeAction, type Authorize, type RepoAccess } from './access.js';
+import { ROUTE_ACTIONS, routeAction } from './access.js';
 import { fallThroughReader } from '../hosted/fall-through.js';
 import type { HostedRegistry } from '../hosted/hosted-registry.js';
 import { antiLoop } from './middleware/anti-loop.js';
@@ -41,8 +43,11 @@ export interface AppOptions {
   readonly hosted?: HostedRegistry;
   /** The largest manifest a client may push (upstreamClient.maxManifestSize). Default 4 MiB. */
   readonly maxManifestBytes?: number;
-  /** Authorization of each request's repository actions (http/access.ts); none: everything is let through. */
-  readonly authorize?: Authorize;
+  /**
+   * Authentication and authorization (config `auth`): every registry request is checked for its
+   * repository and action before anything else, and `/auth/token` is served. Absent: no auth.
+   */
+  readonly auth?: AuthGuard;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -67,6 +72,7 @@ export function createApp(opts: AppOptions): express.Express {
     res.status(ready ? 200 : 503).json({ status: !ready ? 'not ready' : whole ? 'ready' : 'degraded', checks: { ...required, ...degraded } });
   });
   if (opts.serveMetrics) app.get('/metrics', metricsHandler(opts.metrics));
+  if (opts.auth) app.use(tokenEndpoint(opts.auth));
 
   app.use('/v2', antiLoop(opts.instanceId), async (req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-Api-Version', 'registry/2.0');
@@ -75,19 +81,25 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.route = request.route;
       if (request.route === 'base') {
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', { method: req.method });
+        await opts.auth?.authorizeBase(req);
         res.status(200).json({});
         return;
       }
-      const action = routeAction(request.route, req.method);
+      // Authorization before anything else about the repository (routing to an upstream, the store):
+      // a refused request changes nothing and tells nothing. The name is checked as the client sent
+      // it; the action comes from the route table (http/access.ts: an upload's status GET is push).
+      const action = ROUTE_ACTIONS[request.route][req.method] ?? actionFor(req.method);
+      await opts.auth?.authorize(req, request.name, action);
+      routeAction(request.route, req.method);
       const route = routeRepo(opts.resolver, request.name, query.get('ns'));
       req.ctx.upstream = route.key.upstream;
-      const access: RepoAccess[] = [{ name: request.name, route, action }];
-      const mountFrom = request.route === 'upload' && req.method === 'POST' ? query.get('from') : null;
-      const fromRoute = mountFrom !== null && query.get('mount') !== null ? tryRoute(opts.resolver, mountFrom, query.get('ns')) : undefined;
-      // A `from` that names nothing routable mounts nothing: the client gets a normal upload (spec).
-      if (fromRoute) access.push({ name: mountFrom!, route: fromRoute, action: 'pull' });
-      // The one place where a request's repositories and actions are all known, before anything happens.
-      await opts.authorize?.(req, access);
+      const mountFrom = request.route === 'upload' && req.method === 'POST' && query.get('mount') !== null ? query.get('from') : null;
+      if (mountFrom !== null) {
+        // A mount reads its `from`: one the client may not pull (or that names nothing routable)
+        // mounts nothing, and the client gets a normal upload, as the spec says.
+        const allowed = tryRoute(opts.resolver, mountFrom, query.get('ns')) !== undefined && (await opts.auth?.authorize(req, mountFrom, 'pull').then(() => true, () => false) ?? true);
+        if (!allowed) query.delete('mount');
+      }
       if (action !== 'pull' && route.kind !== 'hosted') throw notHosted(request.name, action);
       if (route.kind === 'hosted' && !opts.hosted) throw new Error('a hosted route without a hosted registry');
       const push: PushContext | undefined =

@@ -15,7 +15,7 @@ export type RepoAction = 'pull' | 'push' | 'delete';
 export const ROUTE_ACTIONS: Readonly<Record<Exclude<RouteName, 'base' | 'unknown'>, Readonly<Partial<Record<string, RepoAction>>>>> = {
   manifest: { GET: 'pull', HEAD: 'pull', PUT: 'push', DELETE: 'delete' },
   blob: { GET: 'pull', HEAD: 'pull', DELETE: 'delete' },
-  // Every step of an upload is part of a push; a mount also reads its `from` repository (see `RepoAccess`).
+  // Every step of an upload is part of a push; a mount also reads its `from` repository (checked for pull in app.ts).
   upload: { POST: 'push', PATCH: 'push', PUT: 'push', GET: 'push', DELETE: 'push' },
   tags: { GET: 'pull' },
   referrers: { GET: 'pull', HEAD: 'pull' },

@@ -14,7 +14,9 @@ import { adminRouter } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { setupAuth } from './http/auth/setup.js';
 import { createClientServer } from './http/client-server.js';
-import { compileRepoFilter } from './http/resolve-repo.js';
+import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
+import { HostedRegistry } from './hosted/hosted-registry.js';
+import { UploadSessions } from './storage/upload-sessions.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './lib/logger.js';
@@ -41,6 +43,13 @@ export interface Hubcache {
    * `isProtected`); `pins.loaded()` resolves once the stored pins are protected.
    */
   readonly pins: PinSet;
+  /**
+   * Hosted content (issue #14): true for every blob and manifest linked to a hosted repository,
+   * and for everything until the start-up walk of the hosted repositories has finished. The
+   * evictor must never remove what it protects either: `isProtected = (d) => pins.protects(d) ||
+   * isHostedContent(d)`.
+   */
+  readonly isHostedContent: (digest: Digest) => boolean;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -177,14 +186,35 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     tagRetentionMs: config.cache.tagRetention,
     concurrency: config.storage.eviction.concurrency,
     claimBlob: (digest) => registry.claimForEviction(digest),
-    // Pinned content (cache.pin) and whatever the caller protects (pushed content, later).
-    isProtected: (digest) => pins.protects(digest) || opts.isProtected?.(digest) === true,
+    // Pinned content (cache.pin), pushed content (hosted.repositories) and whatever the caller
+    // protects. (`pins` and `hosted` are created below, before anything can run a pass.)
+    isProtected: (digest) => pins.protects(digest) || hosted.content.isProtected(digest) || opts.isProtected?.(digest) === true,
     // No pass before the stored pins are known: it could evict what a pin protects.
     ready: pinsLoaded,
     logger,
     metrics,
   });
   if (config.storage.maxSize !== undefined) metrics.storeMaxBytes(config.storage.maxSize);
+
+  // The private registry (issue #14): names matching hosted.repositories are pushed here and served
+  // from the store only. Its content is protected from eviction by `hosted.content.isProtected`.
+  const hostedRules = compileHostedRules(config.hosted.repositories);
+  const uploads = new UploadSessions({
+    blobs,
+    timeoutMs: config.hosted.uploadTimeout,
+    maxSessions: config.hosted.maxUploadSessions,
+    onExpired: (r) => logger.info('upload session expired', { uuid: r.id, repository: r.key.repo, bytes: r.offset }),
+  });
+  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger });
+  metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
+  const hostedLoad = new AbortController();
+  void hosted.content.load({ blobs, manifests, metadata }, hostedLoad.signal).then(
+    (usage) => config.hosted.repositories.length > 0 && logger.info('hosted content counted', { ...usage }),
+    (err: unknown) => !hostedLoad.signal.aborted && logger.warn('hosted content count failed: everything stays protected from eviction', { error: (err as Error).message }),
+  );
+  if (config.hosted.repositories.length > 0 && !config.auth.htpasswd) {
+    logger.warn('hosted repositories accept pushes from anyone who can reach this port: set auth.htpasswd', { patterns: config.hosted.repositories.map((r) => r.pattern) });
+  }
 
   // Pinned images (issue #13): protected from the store's content at once, refreshed on their
   // upstream's tag TTL through the cache. The evictor takes `pins.protects` as its `isProtected`
@@ -215,10 +245,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     degraded: { storeWritable: await storeHealth.check() },
   });
   // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
-  // lives in the store (docs/storage-layout.md). Hosted names will come from `hosted.repositories`;
-  // until that key exists every name is mirrored.
+  // lives in the store (docs/storage-layout.md). Hosted names (hosted.repositories) need a login
+  // unless a rule says otherwise.
   const auth = config.auth.htpasswd
-    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: () => false })
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
     : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
@@ -227,7 +257,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       upstreams: new Set(upstreams.keys()),
       defaultUpstream: config.defaultUpstream,
       filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
+      hosted: hostedRules,
     },
+    hosted,
+    maxManifestBytes: config.upstreamClient.maxManifestSize,
     logger,
     metrics,
     instanceId,
@@ -290,6 +323,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       // abort them: a stalled download must not keep the process alive past --shutdown-timeout.
       const closeUpstreams = (force: boolean) => Promise.all([...upstreams.values()].map((u) => u.upstream.close({ force }).catch(() => {})));
       if ((await Promise.race([closeUpstreams(false).then(() => 'closed' as const), deadline])) === 'timeout') await closeUpstreams(true);
+      hostedLoad.abort();
+      // Unfinished uploads don't survive a restart (the next start sweeps tmp/): remove them now.
+      await uploads.close();
       logger.info('hubcache stopped', { outcome });
     })());
 
@@ -299,7 +335,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       .finally(() => auth?.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
-  return { url, metricsUrl, instanceId, logger, metrics, pins, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+  return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
 }
 
 /**

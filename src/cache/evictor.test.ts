@@ -198,7 +198,7 @@ describe('Evictor: tag retention', () => {
     );
     assert.ok(report.removed.every((r) => r.reason === 'retention'));
     assert.equal(await t.storage.manifests.get(old), undefined);
-    assert.deepEqual(await t.storage.metadata.listManifestLinks(k('library/a')), [recent]);
+    assert.deepEqual(await t.storage.metadata.listManifests(k('library/a')), [recent]);
     assert.deepEqual(await t.storage.metadata.listTags(k('library/a')), ['recent']);
     // Time passes (the injected clock): the other one expires too.
     t.clock.advance(2 * DAY);

@@ -476,7 +476,7 @@ export class Evictor {
         if (!list) tagsOf.set(entry.digest, (list = []));
         list.push({ key, tag, at });
       }
-      for (const digest of await metadata.listManifestLinks(key)) {
+      for (const digest of await metadata.listManifests(key)) {
         let list = linksOf.get(digest);
         if (!list) linksOf.set(digest, (list = []));
         list.push(key);

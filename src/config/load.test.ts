@@ -370,6 +370,31 @@ test('cache.tagRetention: 90d by default, from the file, HUBCACHE_TAG_RETENTION 
   assert.equal((redactConfig(loadConfig({ env: {} })) as { cache: Record<string, unknown> }).cache.tagRetention, '90d');
 });
 
+test('hosted: nothing hosted by default; patterns from the file (strings or {pattern, fallThrough}), HUBCACHE_HOSTED_REPOSITORIES or the flag', () => {
+  const def = loadConfig({ env: {} }).hosted;
+  assert.deepEqual(def.repositories, []);
+  assert.equal(def.uploadTimeout, 3_600_000);
+  assert.equal(def.allowDelete, false);
+  assert.equal(def.maxUploadSessions, 1000);
+  const fromFile = loadConfig({ file: file('h.yaml', 'hosted:\n  repositories:\n    - myorg/**\n    - pattern: ci/*\n      fallThrough: docker.io\n  uploadTimeout: 10m\n  allowDelete: true\n'), env: {} }).hosted;
+  assert.deepEqual(fromFile.repositories, [{ pattern: 'myorg/**' }, { pattern: 'ci/*', fallThrough: 'docker.io' }]);
+  assert.equal(fromFile.uploadTimeout, 600_000);
+  assert.equal(fromFile.allowDelete, true);
+  const fromEnv = loadConfig({ env: { HUBCACHE_HOSTED_REPOSITORIES: 'myorg/**, ci/*', HUBCACHE_HOSTED_ALLOW_DELETE: 'true', HUBCACHE_HOSTED_UPLOAD_TIMEOUT: '5m' } }).hosted;
+  assert.deepEqual(fromEnv.repositories.map((r) => r.pattern), ['myorg/**', 'ci/*']);
+  assert.equal(fromEnv.allowDelete, true);
+  assert.equal(fromEnv.uploadTimeout, 300_000);
+  assert.deepEqual(loadConfig({ env: {}, flags: { 'hosted-repositories': 'team/*' } }).hosted.repositories.map((r) => r.pattern), ['team/*']);
+});
+
+test('hosted: invalid patterns, an unconfigured fallThrough upstream and bad values are refused with the key named', () => {
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HOSTED_REPOSITORIES: 'MyOrg/**' } }), /hosted\.repositories\.0\.pattern: repository patterns use lowercase name characters/);
+  assert.throws(() => loadConfig({ file: file('h1.yaml', 'hosted:\n  repositories:\n    - pattern: ci/*\n      fallThrough: ghcr.io\n'), env: {} }), /hosted\.repositories\.0\.fallThrough: ghcr\.io is not configured under upstreams/);
+  assert.throws(() => loadConfig({ file: file('h2.yaml', 'hosted:\n  repositories:\n    - pattern: ci/*\n      upstream: docker.io\n'), env: {} }), /hosted\.repositories\.0/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HOSTED_ALLOW_DELETE: 'yes' } }), /hosted\.allowDelete: expected true or false/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HOSTED_UPLOAD_TIMEOUT: '10' } }), /hosted\.uploadTimeout: invalid duration/);
+});
+
 test('auth: off by default; htpasswd, challenge, CIDRs and expiry from the file, the environment or flags', () => {
   const off = loadConfig({ env: {} }).auth;
   assert.equal(off.htpasswd, undefined);

@@ -41,6 +41,9 @@ export const SETTINGS = [
   { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
   { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
   { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
+  { flag: 'hosted-repositories', env: 'HUBCACHE_HOSTED_REPOSITORIES', path: ['hosted', 'repositories'], help: 'comma-separated repository patterns hubcache hosts itself (myorg/**,ci/*): pushed to hubcache, never looked up upstream; empty (the default): nothing is hosted. No authentication yet: anyone who can reach the port can push to them' },
+  { flag: 'hosted-upload-timeout', env: 'HUBCACHE_HOSTED_UPLOAD_TIMEOUT', path: ['hosted', 'uploadTimeout'], help: 'a blob upload idle this long is cancelled and its temp data removed (default 1h)' },
+  { flag: 'hosted-allow-delete', env: 'HUBCACHE_HOSTED_ALLOW_DELETE', path: ['hosted', 'allowDelete'], help: 'true: allow DELETE of hosted manifests, tags and blobs (default false: 405)' },
   { flag: 'auth-htpasswd', env: 'HUBCACHE_AUTH_HTPASSWD', path: ['auth', 'htpasswd'], help: 'htpasswd file of users (bcrypt, htpasswd -B); turns authentication on (rules and groups: config file)' },
   { flag: 'auth-challenge', env: 'HUBCACHE_AUTH_CHALLENGE', path: ['auth', 'challenge'], help: 'bearer (tokens from /auth/token; the default) or basic (registry:2 htpasswd mode)' },
   { flag: 'auth-realm', env: 'HUBCACHE_AUTH_REALM', path: ['auth', 'realm'], help: "the token endpoint's external URL in challenges (default: from the request's Host)" },
@@ -111,6 +114,11 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
   const config = result.data;
   const problems: string[] = [];
   if (!config.upstreams[config.defaultUpstream]) problems.push(`defaultUpstream: ${config.defaultUpstream} is not configured under upstreams`);
+  for (const [i, entry] of config.hosted.repositories.entries()) {
+    if (entry.fallThrough !== undefined && !config.upstreams[entry.fallThrough]) {
+      problems.push(`hosted.repositories.${i}.fallThrough: ${entry.fallThrough} is not configured under upstreams (configured: ${Object.keys(config.upstreams).join(', ')})`);
+    }
+  }
   for (const [name, up] of Object.entries(config.upstreams)) {
     if (up.passwordFile) {
       try {

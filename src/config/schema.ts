@@ -141,6 +141,28 @@ const registryName = z.string().superRefine((name, ctx) => {
   if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
 });
 
+/**
+ * One `hosted.repositories` entry: a pattern (`myorg/**`, `ci/*`), or `{pattern, fallThrough}`.
+ * Patterns are matched against the repository name exactly as the client sends it.
+ */
+const hostedEntry = z.preprocess(
+  (v) => (typeof v === 'string' ? { pattern: v } : v),
+  z
+    .object({
+      pattern: repoPattern,
+      /**
+       * What isn't pushed is pulled through from this configured upstream under the same name
+       * ("pushed tags win, the rest from that upstream"). The risk: a name not pushed here is
+       * looked up there, where whoever controls it can publish it (dependency confusion).
+       */
+      fallThrough: registryName.optional(),
+    })
+    .strict(),
+);
+
+const flag = (def: boolean) =>
+  z.preprocess((v) => (typeof v === 'string' && /^(true|false)$/i.test(v.trim()) ? v.trim().toLowerCase() === 'true' : v), z.boolean({ invalid_type_error: 'expected true or false' }).default(def));
+
 const upstreamSchema = z
   .object({
     /** Base URL of the registry API. */
@@ -336,6 +358,29 @@ export const configSchema = z
       .default({}),
     /** The upstream used when a request names no registry (Docker Hub). */
     defaultUpstream: registryName.default(DOCKER_HUB.name),
+    /**
+     * The private registry (issue #14): repositories hubcache hosts itself. Pushes are accepted for
+     * names matching `repositories` only, served from the store only and never looked up upstream.
+     * Until authentication exists, anyone who can reach the port can push to these names.
+     */
+    hosted: z
+      .object({
+        /**
+         * Hosted repository patterns, matched against the name as the client sends it, before
+         * anything else (`*` within one path component, `**` across components, `?` one
+         * character): a string, or `{pattern, fallThrough}`. A comma-separated string is accepted
+         * (environment, flags). Empty (the default): nothing is hosted, pushes are refused.
+         */
+        repositories: commaList(hostedEntry).default([]),
+        /** An upload session that receives nothing for this long is cancelled and its temp data removed. At least 1s. */
+        uploadTimeout: duration('1h', '1s'),
+        /** Upload sessions open at once (each holds a temp file and a file descriptor); beyond, 429. */
+        maxUploadSessions: count(1000, 1, 1_000_000),
+        /** Allow DELETE of hosted manifests, tags and blobs (405 UNSUPPORTED otherwise). */
+        allowDelete: flag(false),
+      })
+      .strict()
+      .default({}),
     cache: z
       .object({
         /** A blob download that takes longer than this is abandoned (it doesn't belong to any client). */
@@ -507,7 +552,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize']);

@@ -15,6 +15,19 @@ export interface RepoKey {
   readonly repo: RepoName;
 }
 
+/**
+ * The `upstream` of a hosted repository's key (config `hosted.repositories`: content pushed to
+ * hubcache itself, never looked up upstream). It starts with `_`, which no registry name can
+ * (domain/registry-name.ts: lowercase hostname labels), so hosted metadata lives in a key space
+ * of its own (`repositories/_hosted/<repo>/` on the filesystem) that no configured upstream can
+ * ever share, whatever it is called.
+ */
+export const HOSTED_UPSTREAM = '_hosted';
+
+export function isHostedKey(key: RepoKey): boolean {
+  return key.upstream === HOSTED_UPSTREAM;
+}
+
 // distribution/reference grammar: path components of lowercase alphanumerics separated by
 // `.`, `_`, `__` or one or more `-`. A component can't start with a separator, so `.` and `..`
 // can never be a component and a name can never escape the store's directories.

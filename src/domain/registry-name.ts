@@ -17,6 +17,7 @@
  * a directory, and two spellings of one registry must not become two caches.
  */
 import { RegistryError } from './errors.js';
+import { HOSTED_UPSTREAM } from './reference.js';
 
 const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
 // 1–65535 without leading zeros, spelled out so that a regular expression alone (the chart's schema)
@@ -67,6 +68,19 @@ export function parseRegistryName(s: string): string {
     throw new RegistryError('NAME_INVALID', { registry: s.slice(0, 300) }, { message: 'invalid registry name' });
   }
   return s;
+}
+
+/**
+ * The `upstream` part of a stored repository key: a registry name, or `_hosted` for pushed content
+ * (`HOSTED_UPSTREAM`, domain/reference.ts: no registry name can start with `_`, so the two never
+ * collide). Throws `NAME_INVALID` otherwise.
+ */
+export function parseKeySpace(s: string): string {
+  return s === HOSTED_UPSTREAM ? s : parseRegistryName(s);
+}
+
+export function isKeySpace(s: string): boolean {
+  return s === HOSTED_UPSTREAM || isRegistryName(s);
 }
 
 /**

@@ -7,14 +7,18 @@ import { actionFor, type AuthGuard } from './auth/guard.js';
 import { tokenEndpoint } from './auth/token-endpoint.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
+import { deleteContent, putManifest, serveReferrers, serveUpload, type PushContext } from './handlers/push.js';
 import { serveTags } from './handlers/tags.js';
+import { ROUTE_ACTIONS, routeAction } from './access.js';
+import { fallThroughReader } from '../hosted/fall-through.js';
+import type { HostedRegistry } from '../hosted/hosted-registry.js';
 import { antiLoop } from './middleware/anti-loop.js';
 import { errorHandler } from './middleware/error-handler.js';
 import { noSniff } from './middleware/no-sniff.js';
 import { requestContext } from './middleware/request-context.js';
 import { sendTimeout } from './middleware/send-timeout.js';
 import { parseRegistryRequest } from './parse-request.js';
-import { resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
+import { routeRepo, type RepoResolverOptions, type RepoRoute } from './resolve-repo.js';
 
 export interface AppOptions {
   readonly reader: RegistryReader;
@@ -32,6 +36,13 @@ export interface AppOptions {
   readonly serveMetrics: boolean;
   /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
   readonly sendTimeoutMs: number;
+  /**
+   * The hosted repositories (`resolver.hosted` routes names to it). Without it every name is
+   * pulled through and pushes are refused.
+   */
+  readonly hosted?: HostedRegistry;
+  /** The largest manifest a client may push (upstreamClient.maxManifestSize). Default 4 MiB. */
+  readonly maxManifestBytes?: number;
   /**
    * Authentication and authorization (config `auth`): every registry request is checked for its
    * repository and action before anything else, and `/auth/token` is served. Absent: no auth.
@@ -74,25 +85,47 @@ export function createApp(opts: AppOptions): express.Express {
         res.status(200).json({});
         return;
       }
-      // Before anything else about the repository (routing to an upstream, the store): a refused
-      // request changes nothing and tells nothing. The name is checked as the client sent it.
-      await opts.auth?.authorize(req, request.name, actionFor(req.method));
-      if (request.route === 'upload') throw new RegistryError('UNSUPPORTED', undefined, { message: 'this registry is a read-only mirror: push is not supported' });
-      if (request.route === 'referrers') throw new RegistryError('NOT_FOUND', undefined, { message: 'the referrers API is not supported by this mirror' });
-      if (req.method !== 'GET' && (req.method !== 'HEAD' || request.route === 'tags')) {
-        throw new RegistryError('UNSUPPORTED', { method: req.method }, { message: `${req.method} is not supported on ${request.route}` });
+      // Authorization before anything else about the repository (routing to an upstream, the store):
+      // a refused request changes nothing and tells nothing. The name is checked as the client sent
+      // it; the action comes from the route table (http/access.ts: an upload's status GET is push).
+      const action = ROUTE_ACTIONS[request.route][req.method] ?? actionFor(req.method);
+      await opts.auth?.authorize(req, request.name, action);
+      routeAction(request.route, req.method);
+      const route = routeRepo(opts.resolver, request.name, query.get('ns'));
+      req.ctx.upstream = route.key.upstream;
+      const mountFrom = request.route === 'upload' && req.method === 'POST' && query.get('mount') !== null ? query.get('from') : null;
+      if (mountFrom !== null) {
+        // A mount reads its `from`: one the client may not pull (or that names nothing routable)
+        // mounts nothing, and the client gets a normal upload, as the spec says.
+        const allowed = tryRoute(opts.resolver, mountFrom, query.get('ns')) !== undefined && (await opts.auth?.authorize(req, mountFrom, 'pull').then(() => true, () => false) ?? true);
+        if (!allowed) query.delete('mount');
       }
-      const key = resolveRepo(opts.resolver, request.name, query.get('ns'));
-      req.ctx.upstream = key.upstream;
+      if (action !== 'pull' && route.kind !== 'hosted') throw notHosted(request.name, action);
+      if (route.kind === 'hosted' && !opts.hosted) throw new Error('a hosted route without a hosted registry');
+      const push: PushContext | undefined =
+        route.kind === 'hosted' ? { hosted: opts.hosted!, key: route.key, name: request.name, maxManifestBytes: opts.maxManifestBytes ?? 4 * 1024 * 1024 } : undefined;
+      const reader = readerFor(opts, route);
+      const key = route.key;
       switch (request.route) {
         case 'manifest':
+          if (push && req.method === 'PUT') {
+            if (request.ref.kind === 'unknown') throw new RegistryError('TAG_INVALID', { tag: request.ref.reference }, { message: 'invalid tag' });
+            return await putManifest(push, request.ref, req, res);
+          }
           // Neither a tag nor a digest: no manifest has that name (see UnknownReference).
           if (request.ref.kind === 'unknown') throw new RegistryError('MANIFEST_UNKNOWN', { reference: request.ref.reference });
-          return await serveManifest(opts.reader, key, request.ref, req, res);
+          if (push && req.method === 'DELETE') return await deleteContent(push, { manifest: request.ref }, res);
+          return await serveManifest(reader, key, request.ref, req, res);
         case 'blob':
-          return await serveBlob(opts.reader, opts.metrics, key, request.digest, req, res);
+          if (push && req.method === 'DELETE') return await deleteContent(push, { blob: request.digest }, res);
+          return await serveBlob(reader, opts.metrics, key, request.digest, req, res);
         case 'tags':
-          return await serveTags(opts.reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
+          return await serveTags(reader, key, { name: request.name, ns: query.get('ns') }, { n: request.n, last: request.last }, req, res);
+        case 'upload':
+          return await serveUpload(push!, request.session, query, req, res);
+        case 'referrers':
+          if (!push) throw new RegistryError('NOT_FOUND', undefined, { message: 'the referrers API is not supported for mirrored repositories (only for hosted ones, hosted.repositories)' });
+          return await serveReferrers(push, request.digest, query, res);
       }
     } catch (err) {
       next(err);
@@ -102,6 +135,28 @@ export function createApp(opts: AppOptions): express.Express {
   app.use((req: Request, _res: Response, next: NextFunction) => next(new RegistryError('NOT_FOUND', { path: req.path.slice(0, 200) })));
   app.use(errorHandler());
   return app;
+}
+
+/** Reads of a route: the hosted registry (falling through to the pull-through cache when the pattern says so) or the cache. */
+function readerFor(opts: AppOptions, route: RepoRoute): RegistryReader {
+  if (route.kind === 'proxy') return opts.reader;
+  return route.fallThrough ? fallThroughReader(opts.hosted!, opts.reader, route.fallThrough) : opts.hosted!;
+}
+
+function tryRoute(resolver: RepoResolverOptions, name: string, ns: string | null): RepoRoute | undefined {
+  try {
+    return routeRepo(resolver, name, ns);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A push or delete to a name no `hosted.repositories` pattern covers: refused, naming the setting. */
+function notHosted(name: string, action: string): RegistryError {
+  if (action === 'delete') return new RegistryError('UNSUPPORTED', { repository: name.slice(0, 255), action }, { message: 'content pulled through from an upstream cannot be deleted' });
+  return new RegistryError('DENIED', { repository: name.slice(0, 255), action }, {
+    message: `${name.slice(0, 255)} is not a hosted repository: only names matching hosted.repositories can be pushed to; everything else is pulled through from the upstreams`,
+  });
 }
 
 export function metricsHandler(metrics: Metrics) {

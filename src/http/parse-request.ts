@@ -24,10 +24,13 @@ export type RegistryRequest =
   | { readonly route: 'manifest'; readonly name: string; readonly ref: Reference | UnknownReference }
   | { readonly route: 'blob'; readonly name: string; readonly digest: Digest }
   | { readonly route: 'tags'; readonly name: string; readonly n?: number; readonly last?: string }
-  | { readonly route: 'upload'; readonly name: string }
+  /** `/v2/<name>/blobs/uploads/` (start an upload) or `/v2/<name>/blobs/uploads/<session>`. */
+  | { readonly route: 'upload'; readonly name: string; readonly session?: string }
   | { readonly route: 'referrers'; readonly name: string; readonly digest: Digest };
 
 export type RouteName = RegistryRequest['route'] | 'unknown';
+
+const SESSION_RE = /^[A-Za-z0-9-]{1,64}$/;
 
 /** Largest `n` accepted for tag pagination (distribution caps it too). */
 export const MAX_TAGS_PAGE = 10_000;
@@ -44,8 +47,13 @@ export function parseRegistryRequest(rawUrl: string): { request: RegistryRequest
   if (path === '/v2/' || path === '/v2') return { request: { route: 'base' }, query };
   if (!path.startsWith('/v2/')) throw new RegistryError('NAME_INVALID', { path: clip(path) });
   if (path.includes('%')) throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'encoded characters are not allowed in registry paths' });
-  const upload = /^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/.exec(path);
-  if (upload) return { request: { route: 'upload', name: upload[1]! }, query };
+  const upload = /^\/v2\/(.+)\/blobs\/uploads(?:\/(.*))?$/.exec(path);
+  if (upload) {
+    const session = upload[2] ?? '';
+    // Session ids are ours (UUIDs): anything else names no session.
+    if (session !== '' && !SESSION_RE.test(session)) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: clip(session) });
+    return { request: { route: 'upload', name: upload[1]!, ...(session !== '' ? { session } : {}) }, query };
+  }
   const segments = path.slice('/v2/'.length).split('/');
   if (segments.some((s) => s === '' || s === '.' || s === '..')) {
     throw new RegistryError('NAME_INVALID', { path: clip(path) }, { message: 'empty or dot segments are not allowed in registry paths' });

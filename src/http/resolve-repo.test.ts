@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RegistryError } from '../domain/errors.js';
-import { compileRepoFilter, globToRegExp, resolveRepo, type RepoResolverOptions } from './resolve-repo.js';
+import { compileHostedRules, compileRepoFilter, globToRegExp, resolveRepo, routeRepo, type RepoResolverOptions } from './resolve-repo.js';
 
 const filtered: RepoResolverOptions = {
   upstreams: new Set(['docker.io', 'ghcr.io', 'registry.example.test:5000']),
@@ -77,4 +77,21 @@ test('glob patterns: * stays within a component, ** crosses them, ? is one chara
   assert.ok(m('**/app', 'app') && m('**/app', 'a/b/app'));
   assert.ok(m('v?/x', 'v1/x') && !m('v?/x', 'v10/x'));
   assert.ok(!m('a.b', 'axb'), 'dots are literal');
+});
+
+test('routeRepo: hosted patterns first, against the name as sent (before ns, the registry prefix and library/); the rest is pulled through', () => {
+  const opts: RepoResolverOptions = {
+    ...filtered,
+    hosted: compileHostedRules([{ pattern: 'myorg/**' }, { pattern: 'ci/*', fallThrough: 'docker.io' }, { pattern: 'alpine' }, { pattern: 'evilcorp/*', fallThrough: 'docker.io' }]),
+  };
+  assert.deepEqual(routeRepo(opts, 'myorg/app', null), { kind: 'hosted', key: { upstream: '_hosted', repo: 'myorg/app' }, pattern: 'myorg/**' });
+  assert.deepEqual(routeRepo(opts, 'myorg/team/app', 'docker.io').key, { upstream: '_hosted', repo: 'myorg/team/app' }, 'ns does not take a hosted name upstream');
+  assert.deepEqual(routeRepo(opts, 'alpine', null).key, { upstream: '_hosted', repo: 'alpine' }, 'no library/ for a hosted name');
+  assert.deepEqual(routeRepo(opts, 'library/alpine', null), { kind: 'proxy', key: { upstream: 'docker.io', repo: 'library/alpine' } });
+  assert.deepEqual(routeRepo(opts, 'ci/tool', null), { kind: 'hosted', key: { upstream: '_hosted', repo: 'ci/tool' }, pattern: 'ci/*', fallThrough: { upstream: 'docker.io', repo: 'ci/tool' } });
+  assert.deepEqual(routeRepo(opts, 'ci/a/b', null), { kind: 'proxy', key: { upstream: 'docker.io', repo: 'ci/a/b' } }, '* stays within a component');
+  assert.equal(routeRepo(opts, 'evilcorp/x', null).kind, 'hosted');
+  assert.equal((routeRepo(opts, 'evilcorp/x', null) as { fallThrough?: unknown }).fallThrough, undefined, "the upstream's filter refuses it: no fall-through");
+  assert.equal(code(() => routeRepo(opts, 'MyOrg/app', null)), 'NAME_INVALID');
+  assert.deepEqual(routeRepo({ ...opts, hosted: [] }, 'myorg/app', null), { kind: 'proxy', key: { upstream: 'docker.io', repo: 'myorg/app' } }, 'no patterns: nothing hosted');
 });

@@ -1,5 +1,5 @@
 import { RegistryError } from '../domain/errors.js';
-import { parseRepoName, type RepoKey } from '../domain/reference.js';
+import { HOSTED_UPSTREAM, parseRepoName, type RepoKey } from '../domain/reference.js';
 import { splitRegistry } from '../domain/registry-name.js';
 import { globToRegExp } from '../domain/repo-pattern.js';
 import { canonicalRegistry, normalizeRepoName } from '../upstream/docker-hub.js';
@@ -15,6 +15,58 @@ export interface RepoResolverOptions {
   readonly defaultUpstream: string;
   /** Per-upstream repository allow/deny filters; upstreams without one allow every repository. */
   readonly filters?: ReadonlyMap<string, RepoFilter>;
+  /** Hosted repository patterns (config `hosted.repositories`), in order; see `compileHostedRules`. */
+  readonly hosted?: readonly HostedRule[];
+}
+
+/** One `hosted.repositories` entry, compiled. */
+export interface HostedRule {
+  /** As configured, for logs and errors. */
+  readonly pattern: string;
+  readonly matches: (name: string) => boolean;
+  /** `fallThrough: <upstream>`: what isn't pushed is pulled through from this configured upstream. */
+  readonly fallThrough?: string;
+}
+
+/**
+ * Where a request goes: a hosted repository (pushed content, served from the store only) or a
+ * repository pulled through an upstream. The one routing decision: every handler gets one of these.
+ */
+export type RepoRoute =
+  | { readonly kind: 'proxy'; readonly key: RepoKey }
+  | {
+      readonly kind: 'hosted';
+      readonly key: RepoKey;
+      readonly pattern: string;
+      /** The pull-through key of the same name when the pattern falls through to an upstream. */
+      readonly fallThrough?: RepoKey;
+    };
+
+/**
+ * Routes a request's repository. Hosted patterns come first and are matched against the name
+ * exactly as the client sent it (before the registry prefix, `?ns=` and Docker Hub's `library/`
+ * rule): a hosted name is never looked up upstream, so a private name that isn't pushed yet can't
+ * be answered by a public registry where someone else could publish it (dependency confusion).
+ * Everything else goes through `resolveRepo`.
+ */
+export function routeRepo(opts: RepoResolverOptions, rawName: string, ns: string | null): RepoRoute {
+  const rule = opts.hosted?.find((r) => r.matches(rawName));
+  if (!rule) return { kind: 'proxy', key: resolveRepo(opts, rawName, ns) };
+  const key: RepoKey = { upstream: HOSTED_UPSTREAM, repo: parseRepoName(rawName) };
+  if (rule.fallThrough === undefined || !opts.upstreams.has(rule.fallThrough)) return { kind: 'hosted', key, pattern: rule.pattern };
+  const repo = parseRepoName(normalizeRepoName(rule.fallThrough, rawName));
+  const filter = opts.filters?.get(rule.fallThrough);
+  // The upstream's own filter still applies: a name it refuses doesn't fall through.
+  if (filter && !filter(repo)) return { kind: 'hosted', key, pattern: rule.pattern };
+  return { kind: 'hosted', key, pattern: rule.pattern, fallThrough: { upstream: rule.fallThrough, repo } };
+}
+
+/** `hosted.repositories` → rules, in order (`*`, `**`, `?` as in `compileRepoFilter`). */
+export function compileHostedRules(entries: readonly { readonly pattern: string; readonly fallThrough?: string | undefined }[]): HostedRule[] {
+  return entries.map((e) => {
+    const re = globToRegExp(e.pattern);
+    return { pattern: e.pattern, matches: (name: string) => re.test(name), ...(e.fallThrough !== undefined ? { fallThrough: e.fallThrough } : {}) };
+  });
 }
 
 /**

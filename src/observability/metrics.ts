@@ -66,6 +66,11 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
+  /** Read from the hosted registry at scrape time (`observeHosted`). */
+  #hosted: { usage: () => { readonly bytes: number; readonly objects: number } | undefined; uploads: () => number } | undefined;
+  readonly #hostedBytes = new client.Gauge({ name: 'hubcache_hosted_bytes', help: 'Bytes of hosted content (blobs and manifests pushed to hosted repositories, each counted once however many repositories link it): never evicted; part of hubcache_store_bytes for the blobs. Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.bytes) });
+  readonly #hostedObjects = new client.Gauge({ name: 'hubcache_hosted_objects', help: 'Hosted blobs and manifests (distinct digests linked to hosted repositories). Absent until counted after start.', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.usage()?.objects) });
+  readonly #uploadSessions = new client.Gauge({ name: 'hubcache_upload_sessions', help: 'Blob upload sessions open (pushes in progress; each holds a temp file until its final PUT, cancel or expiry).', registers: [this.registry], collect: readAtScrape(() => this.#hosted?.uploads()) });
   readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is passed through from upstream, verified and not stored (hubcache_passthrough_requests_total).', registers: [this.registry] });
   readonly #passThrough = new client.Counter({ name: 'hubcache_passthrough_requests_total', help: 'Requests served from upstream without caching because the store could not take or give the content (degraded store, a fill whose writes failed, an unreadable stored copy), by kind: blob (verified while streaming, the last byte held until the digest matched), blob_range (a Range: not verifiable), manifest (verified before serving).', labelNames: ['kind'], registers: [this.registry] });
   readonly #passThroughBytes = new client.Counter({ name: 'hubcache_passthrough_bytes_total', help: 'Body bytes sent to clients by pass-through (see hubcache_passthrough_requests_total), by kind.', labelNames: ['kind'], registers: [this.registry] });
@@ -234,6 +239,10 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
    */
   observeStoreUsage(usage: () => { readonly bytes: number; readonly objects: number } | undefined): void {
     this.#storeUsage = usage;
+  }
+  /** The hosted registry's share of the store and its open upload sessions, read at scrape time. */
+  observeHosted(hosted: { usage: () => { readonly bytes: number; readonly objects: number } | undefined; uploads: () => number }): void {
+    this.#hosted = hosted;
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

@@ -1,7 +1,6 @@
 import type { Descriptor } from '../domain/descriptor.js';
-import type { Tag } from '../domain/reference.js';
 import type { Digest } from '../domain/digest.js';
-import type { RepoKey } from '../domain/reference.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
 import type { TagStore } from './tag-store.js';
 
 export interface StoredManifest {
@@ -57,12 +56,22 @@ export interface MetadataStore extends TagStore {
   /** Records that `digest` was fetched for (or pushed to) this repository. Idempotent. */
   linkManifest(key: RepoKey, digest: Digest): Promise<void>;
   hasManifest(key: RepoKey, digest: Digest): Promise<boolean>;
-  /** The manifests linked to this repository (`linkManifest`), sorted; `[]` for an unknown repository. */
-  listManifestLinks(key: RepoKey): Promise<Digest[]>;
-  /** Removes the link; missing is not an error. */
-  unlinkManifest(key: RepoKey, digest: Digest): Promise<void>;
-  /** Removes the tag atomically (it is there or gone); missing is not an error. */
-  deleteTag(key: RepoKey, tag: Tag): Promise<void>;
   /** Every repository with any metadata. */
   listRepositories(): AsyncIterable<RepoKey>;
+  /** Removes the tag atomically and durably (it is there or gone); missing is not an error. */
+  deleteTag(key: RepoKey, tag: Tag): Promise<void>;
+  /** Removes the link of `digest` to this repository (the manifest bytes stay: shared by digest). Missing is not an error. */
+  unlinkManifest(key: RepoKey, digest: Digest): Promise<void>;
+  /** The manifests linked to this repository, in digest order; `[]` for an unknown repository. */
+  listManifests(key: RepoKey): Promise<Digest[]>;
+  /**
+   * Records that the blob `digest` belongs to this repository: pushed (uploaded or mounted) into
+   * a hosted repository (layout.ts `_layers`). Cached repositories don't link blobs. Idempotent.
+   */
+  linkBlob(key: RepoKey, digest: Digest): Promise<void>;
+  hasBlob(key: RepoKey, digest: Digest): Promise<boolean>;
+  /** Missing is not an error. */
+  unlinkBlob(key: RepoKey, digest: Digest): Promise<void>;
+  /** The blobs linked to this repository, in digest order. */
+  listBlobs(key: RepoKey): Promise<Digest[]>;
 }

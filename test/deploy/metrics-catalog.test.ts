@@ -24,6 +24,8 @@ describe('metrics catalog', () => {
     metrics.freeSpace(1, 1);
     metrics.oldestAccess(Date.now());
     metrics.evictionSucceeded(Date.now());
+    // …and the hosted gauges (issue #14) a hosted registry.
+    metrics.observeHosted({ usage: () => ({ bytes: 1, objects: 1 }), uploads: () => 0 });
     const catalog = exportedSeries();
     const seen = new Set<string>();
     for (const family of await metrics.registry.getMetricsAsJSON()) {

@@ -27,10 +27,10 @@ interface Case {
 
 /** Codes a pull-only mirror never sends, and why. */
 const NEVER_SENT: Partial<Record<ErrorCode, string>> = {
-  BLOB_UPLOAD_INVALID: 'uploads are refused as UNSUPPORTED before any upload logic',
-  BLOB_UPLOAD_UNKNOWN: 'uploads are refused as UNSUPPORTED before any upload logic',
-  MANIFEST_BLOB_UNKNOWN: 'only a manifest push checks its references',
-  MANIFEST_INVALID: 'only a manifest push is validated against the client',
+  BLOB_UPLOAD_INVALID: 'uploads to mirrored names are refused as DENIED before any upload logic (hosted names: push.test.ts, upload-sessions.test.ts)',
+  BLOB_UPLOAD_UNKNOWN: 'uploads to mirrored names are refused as DENIED before any upload logic (hosted names: push.test.ts)',
+  MANIFEST_BLOB_UNKNOWN: 'only a manifest push to a hosted name checks its references (push.test.ts)',
+  MANIFEST_INVALID: 'only a manifest push to a hosted name is validated against the client (push.test.ts)',
   SIZE_INVALID: 'a blob of the wrong size upstream is found while streaming: the connection is aborted (blobs.test.ts)',
   UNAUTHORIZED: 'hubcache does not authenticate clients; an upstream refusal is DENIED, not a 401 loop',
   TAG_INVALID: 'a manifest reference that is not a tag is MANIFEST_UNKNOWN, as the OCI conformance suite expects (manifest-reference-issue-12.test.ts)',
@@ -109,10 +109,12 @@ describe('error answers', () => {
       { code: 'DENIED', path: '/v2/blocked/app/manifests/1' },
       { code: 'DENIED', path: `/v2/blocked/deep/app/blobs/${zeros}` },
       { code: 'DENIED', path: '/v2/forbidden/app/manifests/1', upstream: true },
+      { code: 'DENIED', path: '/v2/library/app/blobs/uploads/', method: 'POST' },
+      { code: 'DENIED', path: '/v2/library/app/manifests/1', method: 'PUT' },
     ]],
-    ['UNSUPPORTED: writes and methods a mirror does not serve', () => [
+    ['UNSUPPORTED: deletes and methods a mirror does not serve', () => [
       { code: 'UNSUPPORTED', path: '/v2/library/app/manifests/1', method: 'DELETE' },
-      { code: 'UNSUPPORTED', path: '/v2/library/app/blobs/uploads/', method: 'POST' },
+      { code: 'UNSUPPORTED', path: `/v2/library/app/blobs/${zeros}`, method: 'PUT' },
       { code: 'UNSUPPORTED', path: '/v2/library/app/tags/list', method: 'HEAD' },
     ]],
     ['TOOMANYREQUESTS: the upstream rate-limits and nothing is cached', () => [{ code: 'TOOMANYREQUESTS', path: '/v2/limited/app/manifests/1', upstream: true }]],

@@ -67,25 +67,26 @@ describe('HTTP routes', () => {
     assert.equal(head.body.length, 0);
   });
 
-  it('a read-only mirror refuses writes on every route with 405 UNSUPPORTED, before any upstream request', async () => {
+  it('a mirrored name refuses pushes with 403 DENIED naming hosted.repositories, deletes and other methods with 405 UNSUPPORTED, before any upstream request', async () => {
     const before = hc.upstreamServer.requests.length;
-    const writes: Array<[string, string]> = [
-      ['POST', '/v2/library/app/blobs/uploads/'],
-      ['PATCH', '/v2/library/app/blobs/uploads/some-session'],
-      ['PUT', '/v2/library/app/blobs/uploads/some-session?digest=sha256:' + '0'.repeat(64)],
-      ['PUT', '/v2/library/app/manifests/1.0'],
-      ['DELETE', '/v2/library/app/manifests/1.0'],
-      ['DELETE', `/v2/library/app/blobs/${image.layers[0]!.digest}`],
-      ['POST', '/v2/'],
-      ['POST', '/v2/library/app/tags/list'],
+    const writes: Array<[string, string, number, string]> = [
+      ['POST', '/v2/library/app/blobs/uploads/', 403, 'DENIED'],
+      ['PATCH', '/v2/library/app/blobs/uploads/some-session', 403, 'DENIED'],
+      ['PUT', '/v2/library/app/blobs/uploads/some-session?digest=sha256:' + '0'.repeat(64), 403, 'DENIED'],
+      ['PUT', '/v2/library/app/manifests/1.0', 403, 'DENIED'],
+      ['DELETE', '/v2/library/app/manifests/1.0', 405, 'UNSUPPORTED'],
+      ['DELETE', `/v2/library/app/blobs/${image.layers[0]!.digest}`, 405, 'UNSUPPORTED'],
+      ['PUT', `/v2/library/app/blobs/${image.layers[0]!.digest}`, 405, 'UNSUPPORTED'],
+      ['POST', '/v2/', 405, 'UNSUPPORTED'],
+      ['POST', '/v2/library/app/tags/list', 405, 'UNSUPPORTED'],
     ];
-    for (const [method, path] of writes) {
+    for (const [method, path, status, code] of writes) {
       const res = await hc.fetch(path, { method, body: method === 'DELETE' ? undefined : 'x' });
-      assert.equal(res.status, 405, `${method} ${path}`);
-      assert.equal((await ociError(res)).code, 'UNSUPPORTED', `${method} ${path}`);
+      assert.equal(res.status, status, `${method} ${path}`);
+      assert.equal((await ociError(res)).code, code, `${method} ${path}`);
     }
     const upload = await hc.fetch('/v2/library/app/blobs/uploads/', { method: 'POST' });
-    assert.match((await ociError(upload)).message, /read-only mirror/);
+    assert.match((await ociError(upload)).message, /hosted\.repositories/);
     assert.equal(hc.upstreamServer.requests.length, before, 'nothing went upstream');
   });
 

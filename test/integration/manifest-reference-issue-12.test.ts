@@ -72,13 +72,13 @@ describe('manifest references that name no manifest (issue #12)', () => {
     assert.equal(up.requests.length, seen);
   });
 
-  it('the repository name is still checked first, and the method: NAME_INVALID, UNSUPPORTED', async () => {
+  it('the repository name is still checked first, and the method: NAME_INVALID, then DENIED for a push to a mirrored name', async () => {
     const name = await fetch(`${hc.url}/v2/Upper/manifests/.INVALID_MANIFEST_NAME`);
     assert.equal(name.status, 400);
     assert.equal(((await name.json()) as OciErrors).errors[0]!.code, 'NAME_INVALID');
     const put = await fetch(`${base()}/.INVALID_MANIFEST_NAME`, { method: 'PUT', body: '{}' });
-    assert.equal(put.status, 405);
-    assert.equal(((await put.json()) as OciErrors).errors[0]!.code, 'UNSUPPORTED');
+    assert.equal(put.status, 403);
+    assert.equal(((await put.json()) as OciErrors).errors[0]!.code, 'DENIED');
   });
 
   it('a valid tag in the same repository is fetched from the upstream as usual (the request count above means something)', async () => {

@@ -1,15 +1,15 @@
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
-import { isRegistryName } from '../../domain/registry-name.js';
+import { isKeySpace } from '../../domain/registry-name.js';
 import { checkManifest, manifestProblem } from '../manifest-entry.js';
 import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
 import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
-import { MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
+import { BLOB_LINKS_DIR, MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 
 export interface FsManifestStoreOptions {
   /** The storage root (see layout.ts); shared with the blob and metadata stores. */
@@ -133,24 +133,40 @@ export class FsMetadataStore implements MetadataStore {
     return isFile(this.layout.manifestLinkPath(key, digest));
   }
 
-  async listManifestLinks(key: RepoKey): Promise<Digest[]> {
-    return (await readdirSorted(this.layout.manifestLinksDir(key))).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}` as Digest);
-  }
-
-  /** Removes the link file and makes the removal durable (the directory is fsynced). */
-  async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {
-    await removeDurable(this.layout.manifestLinkPath(key, digest));
-  }
-
-  /** Removes the tag file and makes the removal durable. */
   async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
-    await removeDurable(this.layout.tagPath(key, tag));
+    await rmDurable(this.layout.tagPath(key, tag));
   }
 
-  /** Every repository directory holding `_tags` or `_manifests`, by upstream then name. */
+  async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {
+    await rmDurable(this.layout.manifestLinkPath(key, digest));
+  }
+
+  async listManifests(key: RepoKey): Promise<Digest[]> {
+    return linksIn(await readdirSorted(this.layout.manifestLinksDir(key)));
+  }
+
+  async linkBlob(key: RepoKey, digest: Digest): Promise<void> {
+    const path = this.layout.blobLinkPath(key, digest);
+    if (await isFile(path)) return;
+    await writeFileAtomic(this.layout.tempPath('meta'), path, digest);
+  }
+
+  async hasBlob(key: RepoKey, digest: Digest): Promise<boolean> {
+    return isFile(this.layout.blobLinkPath(key, digest));
+  }
+
+  async unlinkBlob(key: RepoKey, digest: Digest): Promise<void> {
+    await rmDurable(this.layout.blobLinkPath(key, digest));
+  }
+
+  async listBlobs(key: RepoKey): Promise<Digest[]> {
+    return linksIn(await readdirSorted(this.layout.blobLinksDir(key)));
+  }
+
+  /** Every repository directory holding `_tags`, `_manifests` or `_layers`, by key space (upstream, `_hosted`) then name. */
   async *listRepositories(): AsyncIterable<RepoKey> {
     for (const upstream of await readdirSorted(this.layout.repositoriesDir)) {
-      if (!isRegistryName(upstream)) continue;
+      if (!isKeySpace(upstream)) continue;
       yield* walkRepositories(upstream, this.layout.upstreamDir(upstream), []);
     }
   }
@@ -159,7 +175,7 @@ export class FsMetadataStore implements MetadataStore {
 async function* walkRepositories(upstream: string, dir: string, components: string[]): AsyncIterable<RepoKey> {
   const names = await readdirSorted(dir);
   const repo = components.join('/');
-  if (components.length > 0 && isValidRepoPath(repo) && (names.includes(TAGS_DIR) || names.includes(MANIFEST_LINKS_DIR))) {
+  if (components.length > 0 && isValidRepoPath(repo) && (names.includes(TAGS_DIR) || names.includes(MANIFEST_LINKS_DIR) || names.includes(BLOB_LINKS_DIR))) {
     yield { upstream, repo: repo as RepoName };
   }
   // `_tags`/`_manifests` (and anything else that can't be a name component) are not descended into.
@@ -168,10 +184,17 @@ async function* walkRepositories(upstream: string, dir: string, components: stri
   }
 }
 
-/** unlink(2), then fsync of the directory: the removal survives a crash; missing is not an error. */
-async function removeDurable(path: string): Promise<void> {
+const HEX64_RE = /^[a-f0-9]{64}$/;
+
+/** Link file names (`<hex>`) → digests; anything else in the directory is ignored. */
+function linksIn(names: readonly string[]): Digest[] {
+  return names.filter((n) => HEX64_RE.test(n)).map((n) => `sha256:${n}` as Digest);
+}
+
+/** Removes a metadata file and makes the removal durable (fsync of its directory). */
+async function rmDurable(path: string): Promise<void> {
   try {
-    await rm(path);
+    await unlink(path);
   } catch (err) {
     if (isNotFound(err)) return;
     throw err;

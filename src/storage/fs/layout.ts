@@ -10,7 +10,16 @@
  *     repositories/<upstream>/<repo path>/       one directory per component of the repository name
  *       _tags/<tag>                              TagEntry JSON {digest, mediaType, size, validatedAt}
  *       _manifests/<hex>                         link file containing "sha256:<hex>": this manifest was
- *                                                fetched for (belongs to) this repository
+ *                                                fetched for (or pushed to) this repository
+ *     repositories/_hosted/<repo path>/          hosted (pushed) repositories (config hosted.repositories):
+ *                                                `_hosted` is no registry name (those never start with
+ *                                                `_`), so hosted keys can't collide with an upstream's
+ *       _tags/<tag>, _manifests/<hex>            as above (a pushed tag's validatedAt is its push time)
+ *       _layers/<hex>                            link file "sha256:<hex>": blob pushed (uploaded or
+ *                                                mounted) into this repository; a hosted blob GET needs it
+ *     tmp/blob-<uuid>                            a blob being written: a cache fill, or a push's upload
+ *                                                session until its final PUT renames it into blobs/
+ *                                                (removed on cancel, on expiry, and at start)
  *     tmp/<kind>-<uuid>                          files being written (uploads in progress); on the same
  *                                                filesystem so that rename(2) is atomic; swept at start
  *     tmp/lock-claim-<hash>-<n>                  a stale lock's takeover in progress (store-lock.ts)
@@ -58,10 +67,12 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { digestHex, parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoKey, type Tag } from '../../domain/reference.js';
-import { parseRegistryName } from '../../domain/registry-name.js';
+import { parseKeySpace } from '../../domain/registry-name.js';
 
 export const TAGS_DIR = '_tags';
 export const MANIFEST_LINKS_DIR = '_manifests';
+/** Blobs pushed to a hosted repository (`repositories/_hosted/<repo>/_layers/<hex>`). */
+export const BLOB_LINKS_DIR = '_layers';
 /** The suffix of a manifest's media-type sidecar. */
 export const MEDIA_TYPE_SUFFIX = '.json';
 
@@ -122,13 +133,13 @@ export class StorageLayout {
 
   /** `repositories/<upstream>`: the root of one upstream's repositories. */
   upstreamDir(upstream: string): string {
-    return this.#inside('repositories', parseRegistryName(upstream));
+    return this.#inside('repositories', parseKeySpace(upstream));
   }
 
   /** `repositories/<upstream>/<repo path>`. */
   repositoryDir(key: RepoKey): string {
     const repo = parseRepoName(key.repo);
-    return this.#inside('repositories', parseRegistryName(key.upstream), ...repo.split('/'));
+    return this.#inside('repositories', parseKeySpace(key.upstream), ...repo.split('/'));
   }
 
   tagsDir(key: RepoKey): string {
@@ -146,6 +157,14 @@ export class StorageLayout {
 
   manifestLinkPath(key: RepoKey, digest: Digest): string {
     return this.#inside(relative(this.root, this.manifestLinksDir(key)), hexOf(digest));
+  }
+
+  blobLinksDir(key: RepoKey): string {
+    return join(this.repositoryDir(key), BLOB_LINKS_DIR);
+  }
+
+  blobLinkPath(key: RepoKey, digest: Digest): string {
+    return this.#inside(relative(this.root, this.blobLinksDir(key)), hexOf(digest));
   }
 
   #inside(...segments: string[]): string {

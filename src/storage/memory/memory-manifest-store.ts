@@ -2,7 +2,7 @@ import type { Descriptor } from '../../domain/descriptor.js';
 import { parseDigest, sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
 import { isTag, parseRepoName, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
-import { parseRegistryName } from '../../domain/registry-name.js';
+import { parseKeySpace } from '../../domain/registry-name.js';
 import { checkManifest } from '../manifest-entry.js';
 import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, type TagEntry } from '../tag-store.js';
@@ -46,6 +46,7 @@ interface RepoMetadata {
   readonly key: RepoKey;
   readonly tags: Map<string, TagEntry>;
   readonly manifests: Set<Digest>;
+  readonly blobs: Set<Digest>;
 }
 
 /**
@@ -77,17 +78,32 @@ export class MemoryMetadataStore implements MetadataStore {
     return this.#repo(key, false)?.manifests.has(parseDigest(digest)) ?? false;
   }
 
-  async listManifestLinks(key: RepoKey): Promise<Digest[]> {
-    return [...(this.#repo(key, false)?.manifests ?? [])].sort();
+  async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
+    this.#repo(key, false)?.tags.delete(checkTag(tag));
   }
 
   async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {
     this.#repo(key, false)?.manifests.delete(parseDigest(digest));
   }
 
-  async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
-    const t = checkTag(tag);
-    this.#repo(key, false)?.tags.delete(t);
+  async listManifests(key: RepoKey): Promise<Digest[]> {
+    return [...(this.#repo(key, false)?.manifests ?? [])].sort();
+  }
+
+  async linkBlob(key: RepoKey, digest: Digest): Promise<void> {
+    this.#repo(key, true)!.blobs.add(parseDigest(digest));
+  }
+
+  async hasBlob(key: RepoKey, digest: Digest): Promise<boolean> {
+    return this.#repo(key, false)?.blobs.has(parseDigest(digest)) ?? false;
+  }
+
+  async unlinkBlob(key: RepoKey, digest: Digest): Promise<void> {
+    this.#repo(key, false)?.blobs.delete(parseDigest(digest));
+  }
+
+  async listBlobs(key: RepoKey): Promise<Digest[]> {
+    return [...(this.#repo(key, false)?.blobs ?? [])].sort();
   }
 
   async *listRepositories(): AsyncIterable<RepoKey> {
@@ -99,12 +115,12 @@ export class MemoryMetadataStore implements MetadataStore {
   }
 
   #repo(key: RepoKey, create: boolean): RepoMetadata | undefined {
-    const upstream = parseRegistryName(key.upstream);
+    const upstream = parseKeySpace(key.upstream);
     const repo: RepoName = parseRepoName(key.repo);
     const id = `${upstream}\0${repo}`;
     let r = this.#repos.get(id);
     if (!r && create) {
-      r = { key: Object.freeze({ upstream, repo }), tags: new Map(), manifests: new Set() };
+      r = { key: Object.freeze({ upstream, repo }), tags: new Map(), manifests: new Set(), blobs: new Set() };
       this.#repos.set(id, r);
     }
     return r;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { MediaTypes } from '../../domain/media-types.js';
-import type { RepoKey } from '../../domain/reference.js';
+import { HOSTED_UPSTREAM, type RepoKey } from '../../domain/reference.js';
 import type { ManifestStore, MetadataStore } from '../manifest-store.js';
 import { fixtureTest, key, rejectsWithCode, tag, tagEntry as entry, type StoreFixture } from './helpers.js';
 
@@ -123,17 +123,17 @@ export function describeMetadataStore(name: string, makeStore: () => Promise<Sto
       assert.equal(await store.hasManifest(alpine, sha256Digest('other')), false);
     });
 
-    test('listManifestLinks lists a repository\'s links; unlinkManifest and deleteTag remove one, missing ones are not an error (issue #13)', async (store) => {
+    test('listManifests lists a repository\'s links; unlinkManifest and deleteTag remove one, missing ones are not an error (issue #13)', async (store) => {
       const k = key('docker.io', 'library/alpine');
       const [a, b] = [sha256Digest('a'), sha256Digest('b')];
-      assert.deepEqual(await store.listManifestLinks(k), []);
+      assert.deepEqual(await store.listManifests(k), []);
       await store.linkManifest(k, a);
       await store.linkManifest(k, b);
-      assert.deepEqual(await store.listManifestLinks(k), [a, b].sort());
+      assert.deepEqual(await store.listManifests(k), [a, b].sort());
       await store.unlinkManifest(k, a);
       await store.unlinkManifest(k, a);
       await store.unlinkManifest(key('docker.io', 'library/none'), a);
-      assert.deepEqual(await store.listManifestLinks(k), [b]);
+      assert.deepEqual(await store.listManifests(k), [b]);
       assert.equal(await store.hasManifest(k, a), false);
       await store.setTag(k, tag('1'), entry('x'));
       await store.setTag(k, tag('2'), entry('y'));
@@ -166,8 +166,38 @@ export function describeMetadataStore(name: string, makeStore: () => Promise<Sto
       assert.deepEqual(found.sort(order), [...expected].sort(order));
     });
 
+    test('hosted keys (`_hosted`) are a key space of their own: tags, manifest and blob links, removal', async (store) => {
+      const hosted = key(HOSTED_UPSTREAM, 'library/alpine');
+      const [m1, m2, b1] = [sha256Digest('m1'), sha256Digest('m2'), sha256Digest('b1')];
+      await store.linkManifest(hosted, m2);
+      await store.linkManifest(hosted, m1);
+      await store.setTag(hosted, tag('v1'), entry('m1'));
+      await store.linkBlob(hosted, b1);
+      await store.linkBlob(hosted, b1);
+      assert.equal(await store.hasManifest(alpine, m1), false, 'the hosted key space is not docker.io');
+      assert.equal(await store.hasBlob(alpine, b1), false);
+      assert.deepEqual(await store.listManifests(hosted), [m1, m2].sort());
+      assert.deepEqual(await store.listBlobs(hosted), [b1]);
+      assert.deepEqual(await store.listTags(hosted), ['v1']);
+      const found: RepoKey[] = [];
+      for await (const k of store.listRepositories()) found.push({ upstream: k.upstream, repo: k.repo });
+      assert.deepEqual(found, [hosted]);
+
+      await store.deleteTag(hosted, tag('v1'));
+      await store.deleteTag(hosted, tag('v1'));
+      await store.unlinkManifest(hosted, m1);
+      await store.unlinkManifest(hosted, m1);
+      await store.unlinkBlob(hosted, b1);
+      assert.deepEqual(await store.listTags(hosted), []);
+      assert.deepEqual(await store.listManifests(hosted), [m2]);
+      assert.equal(await store.hasBlob(hosted, b1), false);
+      assert.deepEqual(await store.listBlobs(hosted), []);
+      assert.deepEqual(await store.listManifests(key('docker.io', 'never/seen')), []);
+      assert.deepEqual(await store.listBlobs(key('docker.io', 'never/seen')), []);
+    });
+
     test('invalid upstream and repository names are refused; nothing is created', async (store) => {
-      for (const upstream of ['../etc', 'Docker.io', 'docker.io/x', '', '.', 'host:0', 'host:65536', '[::1]:5000']) {
+      for (const upstream of ['_other', '__hosted', '../etc', 'Docker.io', 'docker.io/x', '', '.', 'host:0', 'host:65536', '[::1]:5000']) {
         await rejectsWithCode(store.linkManifest(key(upstream, 'library/alpine'), sha256Digest('a')), 'NAME_INVALID');
       }
       for (const repo of ['../x', 'library/../../x', 'Library/alpine', '/abs', 'a//b', '_tags']) {

@@ -1,0 +1,114 @@
+/**
+ * Push throughput (issue #14): one big blob pushed with curl into hubcache under a hosted name,
+ * and the same push into distribution (Debian's docker-registry 2.8, filesystem storage, no auth),
+ * alternating, several rounds. Monolithic (POST, then one PUT ?digest= with the whole body) and
+ * chunked (POST, PATCHes of CHUNK bytes, an empty PUT ?digest=). Prints medians and the ratio
+ * hubcache ÷ distribution of the throughput (≥ 1.0: hubcache is as fast), and hubcache's RSS
+ * before and at its peak during the pushes (it must stay flat: bytes are streamed to disk).
+ *
+ *   tsx bench/push.ts [sizeMiB] [rounds]      default: 1024 MiB, 5 rounds
+ *   BIN=/path/to/bin/hubcache.js tsx bench/push.ts   another checkout's CLI, or a compiled build
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startDistribution } from '../test/support/distribution.js';
+import { startHubcacheProcess } from '../test/support/hubcache-process.js';
+import { RssSampler } from './rss-sampler.js';
+import { fmt, mbps, median, MiB, ratios } from './stats.js';
+
+const sizeMiB = Number(process.argv[2] ?? 1024);
+const rounds = Number(process.argv[3] ?? 5);
+const CHUNK = 64 * MiB;
+const size = sizeMiB * MiB;
+
+const dir = mkdtempSync(join(tmpdir(), 'hubcache-bench-push-'));
+const file = join(dir, 'blob');
+// Pseudo-random bytes (not compressible, not all zeros), and the digest, computed once.
+const hash = createHash('sha256');
+const fd = openSync(file, 'w');
+const block = Buffer.alloc(MiB);
+for (let i = 0; i < sizeMiB; i++) {
+  for (let j = 0; j < block.length; j += 32) createHash('sha256').update(`${i}:${j}`).digest().copy(block, j);
+  writeSync(fd, block);
+  hash.update(block);
+}
+closeSync(fd);
+const digest = `sha256:${hash.digest('hex')}`;
+
+function curl(args: string[]): Promise<{ code: number; headers: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('curl', ['-sS', '-H', 'Expect:', '-D', '-', '-o', '/dev/null', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => (code === 0 ? resolve({ code: Number(/^HTTP\/\S+ (\d+)/m.exec(out)?.[1]), headers: out }) : reject(new Error(`curl ${args.join(' ')}: ${err}`))));
+  });
+}
+
+const location = (base: string, headers: string) => new URL(/^location:\s*(\S+)/im.exec(headers)![1]!, base).toString();
+
+/** One push of the blob to `repo` on `base`; resolves with the ms it took (POST to the final 201). */
+async function push(base: string, repo: string, mode: 'monolithic' | 'chunked'): Promise<number> {
+  const t0 = performance.now();
+  const start = await curl(['-X', 'POST', `${base}/v2/${repo}/blobs/uploads/`]);
+  if (start.code !== 202) throw new Error(`POST → ${start.code}`);
+  let loc = location(base, start.headers);
+  if (mode === 'chunked') {
+    for (let off = 0; off < size; off += CHUNK) {
+      const end = Math.min(size, off + CHUNK) - 1;
+      const r = await curl(['-X', 'PATCH', '-H', 'Content-Type: application/octet-stream', '-H', `Content-Range: ${off}-${end}`, '--upload-file', `${file}.${off}`, loc]);
+      if (r.code !== 202) throw new Error(`PATCH → ${r.code}`);
+      loc = location(base, r.headers);
+    }
+    const sep = loc.includes('?') ? '&' : '?';
+    const done = await curl(['-X', 'PUT', '-H', 'Content-Length: 0', `${loc}${sep}digest=${digest}`]);
+    if (done.code !== 201) throw new Error(`PUT → ${done.code}`);
+  } else {
+    const sep = loc.includes('?') ? '&' : '?';
+    const done = await curl(['-X', 'PUT', '-H', 'Content-Type: application/octet-stream', '--upload-file', file, `${loc}${sep}digest=${digest}`]);
+    if (done.code !== 201) throw new Error(`PUT → ${done.code}`);
+  }
+  return performance.now() - t0;
+}
+
+// The chunks as files of their own (curl uploads a whole file; splitting once keeps the pushes cheap).
+await new Promise<void>((resolve, reject) => {
+  const child = spawn('split', ['-b', String(CHUNK), '-d', '-a', '4', file, `${file}.part`], { stdio: 'inherit' });
+  child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`split exited ${code}`))));
+});
+for (let off = 0, i = 0; off < size; off += CHUNK, i++) {
+  await new Promise<void>((resolve, reject) => spawn('mv', [`${file}.part${String(i).padStart(4, '0')}`, `${file}.${off}`]).on('close', (c) => (c === 0 ? resolve() : reject(new Error('mv')))));
+}
+
+const dist = await startDistribution();
+const hc = await startHubcacheProcess({ ...(process.env.BIN ? { bin: process.env.BIN } : {}), args: ['--hosted-repositories', 'bench/**', '--upstream-url', 'http://127.0.0.1:9'] });
+const sampler = new RssSampler(hc.child.pid!);
+try {
+  const results: Record<string, { hc: number[]; dist: number[] }> = { monolithic: { hc: [], dist: [] }, chunked: { hc: [], dist: [] } };
+  for (let r = 0; r < rounds; r++) {
+    for (const mode of ['monolithic', 'chunked'] as const) {
+      // A fresh repository each time; the blob itself is the same, and both registries keep it: the
+      // commit of content already stored is the same work for both (hash, then drop the temp file).
+      const order = r % 2 === 0 ? ['hc', 'dist'] : ['dist', 'hc'];
+      for (const who of order) {
+        const ms = who === 'hc' ? await push(hc.url, `bench/r${r}-${mode}`, mode) : await push(dist.url, `bench/r${r}-${mode}`, mode);
+        results[mode]![who as 'hc' | 'dist'].push(mbps(size, ms));
+      }
+    }
+  }
+  const rss = sampler.stop();
+  process.stdout.write(`push of a ${sizeMiB} MiB blob, ${rounds} rounds (MiB/s, medians)\n`);
+  for (const [mode, r] of Object.entries(results)) {
+    process.stdout.write(`  ${mode.padEnd(10)} hubcache ${fmt(median(r.hc), 0)}  distribution ${fmt(median(r.dist), 0)}  ratio ${fmt(median(ratios(r.hc, r.dist)))}  (hubcache runs: ${r.hc.map((x) => fmt(x, 0)).join(' ')}; distribution: ${r.dist.map((x) => fmt(x, 0)).join(' ')})\n`);
+  }
+  process.stdout.write(`  hubcache RSS: ${fmt(rss.startRssBytes / MiB, 0)} MiB before, ${fmt(rss.peakRssBytes / MiB, 0)} MiB peak during the pushes\n`);
+} finally {
+  sampler.stop();
+  await hc.close();
+  await dist.close();
+  rmSync(dir, { recursive: true, force: true });
+}

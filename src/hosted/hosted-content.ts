@@ -1,0 +1,78 @@
+import type { Digest } from '../domain/digest.js';
+import { HOSTED_UPSTREAM } from '../domain/reference.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
+
+/** Hosted content's share of the store: distinct blobs and manifests, and their bytes. */
+export interface HostedUsage {
+  readonly bytes: number;
+  readonly objects: number;
+}
+
+/**
+ * Which content belongs to hosted repositories, in memory: every blob and manifest linked to a
+ * hosted repository (a blob uploaded or mounted, a manifest pushed), counted by links, so that
+ * content shared by several hosted repositories stays until its last link goes. A manifest's
+ * blobs and child manifests are always linked to its repository (a manifest PUT refuses anything
+ * else), so they are covered too; and a blob being committed is held from just before its commit.
+ *
+ * `isProtected` is what the cache's evictor asks before it removes a blob (issue #13's
+ * `isProtected?: (digest) => boolean`): a Map lookup. Until the walk of the hosted repositories at
+ * start has finished, everything is protected (an evictor waits rather than guessing).
+ */
+export class HostedContent {
+  readonly #refs = new Map<Digest, { refs: number; size: number }>();
+  #loaded = false;
+  #bytes = 0;
+
+  /** The predicate for the evictor: true for hosted content (and for everything until `load` finished). */
+  readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest);
+
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
+  /** One more link (or hold) on `digest` of `size` bytes (a hold before a commit doesn't know the size yet: 0). */
+  add(digest: Digest, size: number): void {
+    const e = this.#refs.get(digest);
+    if (e) {
+      e.refs++;
+      if (e.size === 0 && size > 0) {
+        e.size = size;
+        this.#bytes += size;
+      }
+    } else {
+      this.#refs.set(digest, { refs: 1, size });
+      this.#bytes += size;
+    }
+  }
+
+  /** One link (or hold) fewer; the content stops being hosted with its last one. */
+  remove(digest: Digest): void {
+    const e = this.#refs.get(digest);
+    if (!e) return;
+    if (--e.refs > 0) return;
+    this.#refs.delete(digest);
+    this.#bytes -= e.size;
+  }
+
+  usage(): HostedUsage | undefined {
+    return this.#loaded ? { bytes: this.#bytes, objects: this.#refs.size } : undefined;
+  }
+
+  /**
+   * Walks the hosted repositories once (at start, in the background): one link per blob and
+   * manifest, with the size from the store. Links to content missing from the store count with
+   * size 0 (they protect nothing that exists). Counts added meanwhile by pushes are kept.
+   */
+  async load(stores: { metadata: MetadataStore; blobs: BlobStore; manifests: ManifestStore }, signal?: AbortSignal): Promise<HostedUsage> {
+    for await (const key of stores.metadata.listRepositories()) {
+      signal?.throwIfAborted();
+      if (key.upstream !== HOSTED_UPSTREAM) continue;
+      for (const d of await stores.metadata.listBlobs(key)) this.add(d, (await stores.blobs.stat(d))?.size ?? 0);
+      for (const d of await stores.metadata.listManifests(key)) this.add(d, (await stores.manifests.get(d))?.descriptor.size ?? 0);
+    }
+    this.#loaded = true;
+    return this.usage()!;
+  }
+}

@@ -1,0 +1,192 @@
+import type { Request, Response } from 'express';
+import { parseDigest } from '../../domain/digest.js';
+import { RegistryError } from '../../domain/errors.js';
+import { MediaTypes } from '../../domain/media-types.js';
+import type { Reference, RepoKey } from '../../domain/reference.js';
+import type { HostedRegistry, UploadStatus } from '../../hosted/hosted-registry.js';
+
+/**
+ * The push side of the distribution spec for hosted repositories: blob uploads, manifest PUTs,
+ * deletes and the referrers API. Statuses and headers as the spec says (docs/protocol.md, "Push");
+ * whether the request may do it was decided before (the route table's action, http/access.ts).
+ * `name` is the repository as the client wrote it: the `Location`s repeat it.
+ */
+export interface PushContext {
+  readonly hosted: HostedRegistry;
+  readonly key: RepoKey;
+  readonly name: string;
+  readonly maxManifestBytes: number;
+}
+
+/** `POST|PATCH|PUT|GET|DELETE /v2/<name>/blobs/uploads/[<session>]`. */
+export async function serveUpload(ctx: PushContext, session: string | undefined, query: URLSearchParams, req: Request, res: Response): Promise<void> {
+  const { hosted, key } = ctx;
+  if (session === undefined) {
+    if (req.method !== 'POST') throw new RegistryError('UNSUPPORTED', { method: req.method }, { message: `${req.method} needs an upload session` });
+    const mount = query.get('mount');
+    if (mount !== null) {
+      const digest = parseDigest(mount);
+      req.resume();
+      if (await hosted.mount(key, digest)) return blobCreated(ctx, digest, res);
+      // Not here: a normal upload session, as the spec says.
+      return uploadAccepted(ctx, await hosted.startUpload(key), res);
+    }
+    const whole = query.get('digest');
+    if (whole !== null) {
+      const digest = parseDigest(whole);
+      await withBody(req, () => hosted.uploadWhole(key, digest, req, contentLength(req)));
+      return blobCreated(ctx, digest, res);
+    }
+    req.resume();
+    return uploadAccepted(ctx, await hosted.startUpload(key), res);
+  }
+  switch (req.method) {
+    case 'GET': {
+      const status = hosted.uploadStatus(key, session);
+      res.status(204);
+      uploadHeaders(ctx, status, res);
+      res.end();
+      return;
+    }
+    case 'PATCH': {
+      const current = hosted.uploadStatus(key, session);
+      const start = chunkStart(req, current);
+      if (start !== undefined && start !== current.offset) throw outOfOrder(ctx, current);
+      const status = await withBody(req, () => hosted.appendUpload(key, session, req, start));
+      return uploadAccepted(ctx, status, res);
+    }
+    case 'PUT': {
+      const status = hosted.uploadStatus(key, session);
+      const raw = query.get('digest');
+      if (raw === null) throw new RegistryError('DIGEST_INVALID', undefined, { message: 'the final PUT of an upload needs ?digest=' });
+      const digest = parseDigest(raw);
+      const start = chunkStart(req, status);
+      if (start !== undefined && start !== status.offset) throw outOfOrder(ctx, status);
+      await withBody(req, () => hosted.finishUpload(key, session, digest, req));
+      return blobCreated(ctx, digest, res);
+    }
+    case 'DELETE':
+      await hosted.cancelUpload(key, session);
+      res.status(204).setHeader('Content-Length', 0);
+      res.end();
+      return;
+    default:
+      throw new RegistryError('UNSUPPORTED', { method: req.method }, { message: `${req.method} is not supported on an upload session` });
+  }
+}
+
+/** `PUT /v2/<name>/manifests/<reference>`: 201 with `Location`, `Docker-Content-Digest` and `OCI-Subject` when it has a subject. */
+export async function putManifest(ctx: PushContext, ref: Reference, req: Request, res: Response): Promise<void> {
+  const body = await readLimited(req, ctx.maxManifestBytes);
+  const { descriptor, subject } = await ctx.hosted.putManifest(ctx.key, ref, body, req.get('content-type'));
+  res.status(201);
+  res.setHeader('Location', `/v2/${ctx.name}/manifests/${descriptor.digest}`);
+  res.setHeader('Docker-Content-Digest', descriptor.digest);
+  if (subject) res.setHeader('OCI-Subject', subject);
+  res.setHeader('Content-Length', 0);
+  res.end();
+}
+
+/** `DELETE /v2/<name>/manifests/<reference>` and `/blobs/<digest>`: 202 (hosted.allowDelete). */
+export async function deleteContent(ctx: PushContext, what: { manifest: Reference } | { blob: ReturnType<typeof parseDigest> }, res: Response): Promise<void> {
+  if ('manifest' in what) await ctx.hosted.deleteManifest(ctx.key, what.manifest);
+  else await ctx.hosted.deleteBlob(ctx.key, what.blob);
+  res.status(202).setHeader('Content-Length', 0);
+  res.end();
+}
+
+/** `GET /v2/<name>/referrers/<digest>[?artifactType=]`: an OCI image index, `OCI-Filters-Applied` when filtered. */
+export async function serveReferrers(ctx: PushContext, digest: ReturnType<typeof parseDigest>, query: URLSearchParams, res: Response): Promise<void> {
+  const artifactType = query.get('artifactType') ?? undefined;
+  const body = await ctx.hosted.referrers(ctx.key, digest, artifactType);
+  res.status(200);
+  res.setHeader('Content-Type', MediaTypes.ociIndex);
+  if (artifactType !== undefined) res.setHeader('OCI-Filters-Applied', 'artifactType');
+  res.setHeader('Content-Length', body.length);
+  res.end(body);
+}
+
+function uploadHeaders(ctx: PushContext, status: UploadStatus, res: Response): void {
+  res.setHeader('Location', `/v2/${ctx.name}/blobs/uploads/${status.id}`);
+  res.setHeader('Docker-Upload-UUID', status.id);
+  res.setHeader('Range', rangeOf(status.offset));
+}
+
+function uploadAccepted(ctx: PushContext, status: UploadStatus, res: Response): void {
+  res.status(202);
+  uploadHeaders(ctx, status, res);
+  res.setHeader('Content-Length', 0);
+  res.end();
+}
+
+function blobCreated(ctx: PushContext, digest: string, res: Response): void {
+  res.status(201);
+  res.setHeader('Location', `/v2/${ctx.name}/blobs/${digest}`);
+  res.setHeader('Docker-Content-Digest', digest);
+  res.setHeader('Content-Length', 0);
+  res.end();
+}
+
+/** See storage/upload-sessions.ts `uploadRange`: `0-<last byte>`, `0-0` when empty. */
+function rangeOf(offset: number): string {
+  return `0-${Math.max(0, offset - 1)}`;
+}
+
+function outOfOrder(ctx: PushContext, status: UploadStatus): RegistryError {
+  return new RegistryError('RANGE_INVALID', { offset: status.offset }, {
+    message: 'chunk out of order: it must start at the upload’s current offset',
+    headers: { Range: rangeOf(status.offset), Location: `/v2/${ctx.name}/blobs/uploads/${status.id}`, 'Docker-Upload-UUID': status.id },
+  });
+}
+
+/**
+ * Where a chunk says it starts (`Content-Range: <start>-<end>`, inclusive; `bytes ` prefix
+ * tolerated), or `undefined` without the header. A malformed header, or one whose length disagrees
+ * with `Content-Length`, is `RANGE_INVALID` (416) with the current `Range`.
+ */
+function chunkStart(req: Request, status: UploadStatus): number | undefined {
+  const header = req.get('content-range');
+  if (header === undefined) return undefined;
+  const m = /^\s*(?:bytes\s+)?(\d{1,15})-(\d{1,15})(?:\/(?:\d+|\*))?\s*$/.exec(header);
+  const length = contentLength(req);
+  if (!m || Number(m[2]) < Number(m[1]) || (length !== undefined && length !== Number(m[2]) - Number(m[1]) + 1)) {
+    throw new RegistryError('RANGE_INVALID', { contentRange: header.slice(0, 100) }, { message: 'invalid Content-Range for an upload chunk', headers: { Range: rangeOf(status.offset), 'Docker-Upload-UUID': status.id } });
+  }
+  return Number(m[1]);
+}
+
+function contentLength(req: Request): number | undefined {
+  const v = req.get('content-length');
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+}
+
+/**
+ * Runs `fn`, which reads the request body. When the client goes away mid-body the error is the
+ * request's signal (nobody to answer, see the error handler), not a failure of ours.
+ */
+async function withBody<T>(req: Request, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (req.ctx.signal.aborted) throw req.ctx.signal.reason;
+    throw err;
+  }
+}
+
+/** The whole body, refused as `MANIFEST_INVALID` beyond `max` bytes (without reading further). */
+async function readLimited(req: Request, max: number): Promise<Buffer> {
+  const declared = contentLength(req);
+  if (declared !== undefined && declared > max) throw tooBig(max);
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > max) throw tooBig(max);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function tooBig(max: number): RegistryError {
+  return new RegistryError('MANIFEST_INVALID', { maxBytes: max }, { message: `the manifest is larger than ${max} bytes (upstreamClient.maxManifestSize)` });
+}

@@ -173,4 +173,36 @@ withConfigOptions(
   await writeLs(storage, process.stdout, { json: opts.json === true, now: Date.now(), root: storage.describe().location, filter }).catch(fail);
 });
 
+withConfigOptions(
+  program
+    .command('du')
+    .description('disk usage by upstream and repository: tags, manifests, blobs, bytes unique and shared, unreferenced blobs (reads the configured store, or a running server)')
+    .argument('[repository]', 'only repositories starting with this, e.g. alpine, library/alp, ghcr.io/org')
+    .option('--json', 'machine-readable output')
+    .option('--server <url>', "a running hubcache's metrics listener (metrics.listen), e.g. http://127.0.0.1:9090"),
+).action(async (filter: string | undefined, opts) => {
+  let config: Readonly<Config>;
+  try {
+    config = configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const { diskUsage, fetchDu, formatDu, progressLine } = await import('./commands/du.js');
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
+  let location: string;
+  let result;
+  if (opts.server) {
+    location = opts.server;
+    result = await fetchDu(opts.server, filter).catch((err) => fail(err instanceof TypeError ? new Error(`${opts.server}: ${(err.cause as Error)?.message ?? err.message}`) : err));
+  } else {
+    // A reader, like ls: no ownership, no init(); safe next to a serving process.
+    const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }) });
+    location = storage.describe().location;
+    const progress = progressLine(process.stderr);
+    result = await diskUsage(storage, { filter, onProgress: (p) => progress.update(p) }).catch(fail);
+    progress.done();
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : formatDu(result, { now: Date.now(), location, filter }));
+});
+
 await program.parseAsync(process.argv);

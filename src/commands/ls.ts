@@ -61,7 +61,7 @@ export interface LsResult {
   readonly summary: LsSummary;
 }
 
-interface ManifestDoc {
+export interface ManifestDoc {
   config?: { digest?: unknown };
   layers?: Array<{ digest?: unknown }>;
   manifests?: Array<{ digest?: unknown }>;
@@ -210,7 +210,7 @@ async function collect(stores: LsStores, digest: Digest, depth: number, manifest
   for (const ref of refs) if (typeof ref === 'string') blobs.add(ref);
 }
 
-function parseManifest(body: Buffer): ManifestDoc | undefined {
+export function parseManifest(body: Buffer): ManifestDoc | undefined {
   try {
     const doc: unknown = JSON.parse(body.toString('utf8'));
     return typeof doc === 'object' && doc !== null ? (doc as ManifestDoc) : undefined;

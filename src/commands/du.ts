@@ -183,11 +183,14 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
     for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
       const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
       const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+      // The window's images read concurrently too (each once), like the tags.
+      const digests = [...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))];
+      const resolved = new Map(await Promise.all(digests.map(async (d) => [d, await image(d)] as const)));
       for (const entry of entries) {
         if (!entry) continue;
         tags++;
         if (entry.validatedAt > lastValidated) lastValidated = entry.validatedAt;
-        const img = await image(entry.digest);
+        const img = resolved.get(entry.digest)!;
         for (const m of img.manifests) manifests.add(m);
         for (const m of img.storedManifests) storedManifests.add(m);
         for (const r of img.blobRefs) blobRefs.add(r);

@@ -166,7 +166,7 @@ withConfigOptions(
   }
   const { writeLs } = await import('./commands/ls.js');
   // A reader: no ownership, no init() (it would clear a running instance's writes in progress).
-  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }) });
+  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
   // `hubcache ls | head`: the reader leaving early is not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
   // Streamed as the store is read (issue #13): a million tags in bounded memory.
@@ -196,7 +196,7 @@ withConfigOptions(
     result = await fetchDu(opts.server, filter).catch((err) => fail(err instanceof TypeError ? new Error(`${opts.server}: ${(err.cause as Error)?.message ?? err.message}`) : err));
   } else {
     // A reader, like ls: no ownership, no init(); safe next to a serving process.
-    const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }) });
+    const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
     location = storage.describe().location;
     const progress = progressLine(process.stderr);
     result = await diskUsage(storage, { filter, onProgress: (p) => progress.update(p) }).catch(fail);

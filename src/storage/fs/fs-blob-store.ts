@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
@@ -16,6 +17,8 @@ import { StorageLayout } from './layout.js';
 export interface FsBlobStoreOptions {
   /** The storage root (see layout.ts); shared with the manifest and metadata stores. */
   readonly root: string;
+  /** `list()` stats with the blocking syscall: only for a one-shot reader process (`FsStorageOptions.blockingReads`). */
+  readonly blockingReads?: boolean;
   /**
    * Buffers (of FILE_READ_CHUNK bytes) shared by the blob bodies written out with `writeTo`
    * (responses). Default: each body gets two of its own.
@@ -38,9 +41,12 @@ export class FsBlobStore implements BlobStore {
   readonly #tally = new UsageTally(PREFIXES);
   readonly #readBuffers: BufferPool | undefined;
 
+  readonly #blockingReads: boolean;
+
   constructor(opts: FsBlobStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
     this.#readBuffers = opts.readBuffers;
+    this.#blockingReads = opts.blockingReads === true;
   }
 
   /**
@@ -139,7 +145,9 @@ export class FsBlobStore implements BlobStore {
       // time (fewer wake-ups of the event loop), and the thread pool's latency hidden (issue #13).
       for (let start = 0; start < names.length; start += LIST_STATS_IN_FLIGHT) {
         const window = names.slice(start, start + LIST_STATS_IN_FLIGHT);
-        const stats = await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
+        const stats = this.#blockingReads
+          ? window.map((name) => statSync(join(dir, name), { throwIfNoEntry: false }))
+          : await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
         for (let i = 0; i < window.length; i++) if (stats[i]?.isFile()) yield { digest: `sha256:${window[i]!}` as Digest, size: stats[i]!.size };
       }
     }

@@ -19,6 +19,8 @@ export interface FsStorageOptions {
   readonly logger: Logger;
   /** See `FsBlobStoreOptions.readBuffers`. */
   readonly readBuffers?: BufferPool;
+  /** See `OpenStorageOptions.blockingReads`. */
+  readonly blockingReads?: boolean;
 }
 
 /**
@@ -36,9 +38,10 @@ export class FsStorage implements Storage {
 
   constructor(opts: FsStorageOptions) {
     this.#opts = opts;
-    this.blobs = new FsBlobStore({ root: opts.root, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
-    this.manifests = new FsManifestStore({ root: opts.root });
-    this.metadata = new FsMetadataStore({ root: opts.root });
+    const blockingReads = opts.blockingReads === true;
+    this.blobs = new FsBlobStore({ root: opts.root, blockingReads, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+    this.manifests = new FsManifestStore({ root: opts.root, blockingReads });
+    this.metadata = new FsMetadataStore({ root: opts.root, blockingReads });
     this.layout = this.blobs.layout;
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { diskUsage, type DuResult } from './commands/du.js';
 import { matchesFilter } from './commands/ls.js';
@@ -31,6 +32,11 @@ export interface Hubcache {
   readonly instanceId: string;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /**
+   * The pins (cache.pin): `pins.protects` is what the evictor must never remove (its
+   * `isProtected`); `pins.loaded()` resolves once the stored pins are protected.
+   */
+  readonly pins: PinSet;
   /** Stop accepting, let in-flight responses and fills finish within `deadlineMs`, then close. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -108,7 +114,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     },
     // Logged once per degraded spell, with the errno and the path. Emergency eviction hooks in here
     // once eviction exists.
-    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE', { storage: storage.describe().location, ...fault }),
+    onStorageFull: (fault) => logger.error('store degraded: writes fail, content not cached is passed through from upstream, not stored', { storage: storage.describe().location, ...fault }),
   });
   const registry = new PullThroughRegistry({
     storeHealth,
@@ -126,6 +132,22 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     },
     ...(storage.spoolDir ? { spoolDir: storage.spoolDir } : {}),
     tagListCacheBytes: config.cache.tagListCacheSize,
+    logger,
+    metrics,
+  });
+
+  // Pinned images (issue #13): protected from the store's content at once, refreshed on their
+  // upstream's tag TTL through the cache. The evictor takes `pins.protects` as its `isProtected`
+  // and waits for `pins.loaded()` (the stored pins read, no upstream request) before its first pass.
+  const pins = new PinSet({
+    pins: config.cache.pin,
+    source: registry,
+    manifests,
+    metadata,
+    tagTtls: new Map([...upstreams].map(([name, u]) => [name, u.tagTtlMs])),
+    concurrency: config.cache.pinConcurrency,
+    platforms: config.cache.pinPlatforms,
+    maxTags: config.cache.pinMaxTags,
     logger,
     metrics,
   });
@@ -169,6 +191,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
   logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
+  // In the background, after listen: fetching pinned images must not delay serving. With no pins
+  // this only settles `pins.loaded()`.
+  if (pins.size > 0) logger.info('pins', { pins: config.cache.pin, concurrency: config.cache.pinConcurrency, platforms: config.cache.pinPlatforms });
+  void pins.start().catch((err: unknown) => logger.error('pins not started', { error: (err as Error).message }));
 
   let closing: Promise<void> | undefined;
   const close = (deadlineMs = config.shutdown.timeout): Promise<void> =>
@@ -181,6 +207,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         await new Promise((r) => setTimeout(r, config.shutdown.delay));
       }
       accepting = false;
+      // No pin refresh starts now; the ones running stop waiting (their downloads are the fills'
+      // business below).
+      await pins.stop();
       // Downloads still queued serve clients that are about to be cut off: drop them (503) and start
       // no new one; the running ones are waited for below.
       registry.closeFillQueue();
@@ -207,7 +236,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => storage.close())
       .finally(() => ownership.release());
-  return { url, metricsUrl, instanceId, logger, metrics, close: closeAll };
+  return { url, metricsUrl, instanceId, logger, metrics, pins, close: closeAll };
 }
 
 /**

@@ -1,12 +1,13 @@
+import type { Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
-import { isRegistryError } from '../domain/errors.js';
+import { isRegistryError, RegistryError } from '../domain/errors.js';
 import type { RepoKey } from '../domain/reference.js';
 import type { Logger } from '../lib/logger.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
-import { isStorageFault } from '../storage/storage-fault.js';
+import { isStorageFault, storageFaultCause } from '../storage/storage-fault.js';
 import { UpstreamError, type Upstream } from '../upstream/upstream.js';
 import type { CacheMetrics, FillFailure } from './cache-metrics.js';
 import { decideAbandonedFill, type AbandonedFillBudget } from './cache-policy.js';
@@ -47,6 +48,11 @@ export interface BlobFillOptions {
   readonly schedule?: Schedule;
   readonly logger: Logger;
   readonly metrics: CacheMetrics;
+  /**
+   * The store failed a write with a storage fault while the fill had clients: told at once (the
+   * store turns degraded), while the download goes on for them without the store (pass-through).
+   */
+  readonly onStorageFault?: (err: Error) => void;
 }
 
 /** Followers read the fill's spool in pieces of this size (large pieces: fewer reads, see the bench). */
@@ -88,7 +94,8 @@ export class BlobFill {
   #size = -1;
   /** Where followers behind the window read; open from the upstream's answer until the readers are done. */
   #spool: Spool | undefined;
-  #state: 'queued' | 'starting' | 'running' | 'committed' | 'failed' = 'starting';
+  /** `passed`: every byte arrived and was verified, but the store has none of them (pass-through). */
+  #state: 'queued' | 'starting' | 'running' | 'committed' | 'passed' | 'failed' = 'starting';
   #error: Error | undefined;
   /** Clients waiting for `ready` or deciding how to read (`attach`). */
   #waiters = 0;
@@ -106,6 +113,15 @@ export class BlobFill {
   /** The received bytes hash to the digest: the final byte may go out. */
   #verified = false;
   readonly #window = new ChunkWindow(WINDOW_BYTES);
+  /**
+   * Set when the store failed a write mid-way (pass-through): the fill hashes what it receives
+   * itself from then on, starting from the writer's hash over the bytes it took.
+   */
+  #hash: Hash | undefined;
+  /** The store's failure that turned the fill into a pass-through. */
+  #storeError: Error | undefined;
+  /** Where each reader is (the next byte it sends): a pass-through keeps the window for the slowest. */
+  readonly #positions = new Set<{ pos: number }>();
   readonly #events = new EventEmitter().setMaxListeners(0);
   readonly #opts: BlobFillOptions;
 
@@ -135,9 +151,14 @@ export class BlobFill {
     return this.#verified;
   }
 
-  /** True while new readers can follow this fill (until it failed, was cancelled or its bytes were released). */
+  /** True while new readers can follow this fill (until it failed, was cancelled, lost its store or its bytes were released). */
   get followable(): boolean {
-    return this.#state !== 'failed' && !this.#released && !this.#abandoned;
+    return this.#state !== 'failed' && !this.#released && !this.#abandoned && !this.#storeError;
+  }
+
+  /** The store failed mid-way: the readers it had go on from upstream; nobody new joins. */
+  get passing(): boolean {
+    return this.#storeError !== undefined;
   }
 
   /** Waiting for a download slot: upstream hasn't been asked yet. */
@@ -196,6 +217,16 @@ export class BlobFill {
         metrics.bytesFromUpstream(key.upstream, bytes);
         this.#window.evict(sink.readable);
       }, MAX_PENDING_WRITE);
+      const w = writer;
+      // A failed write of the store either turns the fill into a pass-through (it has clients and
+      // the writer hands over its hash) or ends it.
+      const written = async (write: Promise<void>) => {
+        try {
+          await write;
+        } catch (err) {
+          if (!(await this.#loseStore(err, w, sink))) throw err;
+        }
+      };
       for (;;) {
         try {
           for await (const chunk of res.body as AsyncIterable<Buffer>) {
@@ -203,23 +234,40 @@ export class BlobFill {
             this.#window.append(chunk);
             this.#received += chunk.length;
             this.#announce();
-            await batcher.push(chunk);
+            if (this.#hash) {
+              this.#hash.update(chunk);
+              metrics.bytesFromUpstream(key.upstream, chunk.length);
+              await this.#roomInWindow(sink, signal);
+            } else {
+              try {
+                await batcher.push(chunk);
+              } catch (err) {
+                if (!(await this.#loseStore(err, w, sink))) throw err;
+              }
+            }
           }
-          await batcher.flush();
-          if (writer.written === this.#size) break;
-          throw new UpstreamError('unavailable', `upstream body ended after ${writer.written} of ${this.#size} bytes`);
+          if (!this.#hash) await written(batcher.flush());
+          if (this.#received === this.#size) break;
+          throw new UpstreamError('unavailable', `upstream body ended after ${this.#received} of ${this.#size} bytes`);
         } catch (err) {
           res.body.destroy();
           // Bytes received before the break are good: write them, so the resume starts after them.
-          // A failed write (storage error) ends the fill here.
-          await batcher.flush();
+          // A failed write (storage error) ends the fill here, unless it turns into a pass-through.
+          if (!this.#hash) await written(batcher.flush());
           if (signal.aborted || !resumable(err) || resumes >= this.#opts.resumeAttempts) throw err;
           resumes++;
           metrics.fillResumed();
-          logger.warn('fill resumed', { digest, offset: writer.written, attempt: resumes, error: (err as Error).message });
-          res = await upstream.getBlob(key.repo, digest, { offset: writer.written, signal });
-          if (res.size !== this.#size || res.offset !== writer.written) throw new UpstreamError('protocol', 'upstream changed the blob while resuming');
+          logger.warn('fill resumed', { digest, offset: this.#received, attempt: resumes, error: (err as Error).message });
+          res = await upstream.getBlob(key.repo, digest, { offset: this.#received, signal });
+          if (res.size !== this.#size || res.offset !== this.#received) throw new UpstreamError('protocol', 'upstream changed the blob while resuming');
         }
+      }
+      if (this.#hash) {
+        const actual = `sha256:${this.#hash.digest('hex')}`;
+        if (actual !== digest) throw new RegistryError('DIGEST_INVALID', { expected: digest, actual });
+        this.#passed();
+        logger.info('fill passed through, not cached', { digest, bytes: this.#size, ms: Date.now() - started, readers: this.#readers });
+        throw this.#storeError;
       }
       const info = await writer
         .commit(digest, this.#size, {
@@ -229,7 +277,17 @@ export class BlobFill {
           },
         })
         // A mismatch is a RegistryError; anything else (fsync, rename, an upload's completion) is the store's.
-        .catch((err: unknown) => (isRegistryError(err) ? Promise.reject(err) : storageFailure('store')(err)));
+        .catch((err: unknown) => (isRegistryError(err) ? Promise.reject(err) : storageFailure('store')(err)))
+        .catch((err: unknown) => {
+          // Verified, but the store couldn't make it durable: the readers have every byte to go on with.
+          if (this.#verified && isStorageFault(err) && this.#readers > 0) {
+            this.#storeError = err as Error;
+            this.#opts.onStorageFault?.(err as Error);
+            logger.warn('fill lost its store', { digest, errno: storageFaultCause(err)?.code, path: storageFaultCause(err)?.path, at: 'commit', readers: this.#readers });
+            this.#passed();
+          }
+          throw err;
+        });
       this.#window.clear(sink.readable);
       this.#state = 'committed';
       metrics.fillEnded('committed');
@@ -238,7 +296,13 @@ export class BlobFill {
       this.#maybeRelease();
       return info;
     } catch (raw) {
-      const cancelled = this.#abandoned === 'cancelled';
+      if (this.#state === 'passed') {
+        // Every byte went (or goes) out verified from memory and the spool; the store has none.
+        metrics.fillEnded('storage_error');
+        await writer?.abort().catch(() => {});
+        throw raw;
+      }
+      const cancelled = this.#abandoned === 'cancelled' && !this.#storeError;
       const timedOut = !cancelled && deadline.aborted;
       const err = cancelled ? (this.#cancel.signal.reason as Error) : timedOut ? new UpstreamError('unavailable', 'blob download exceeded the fill timeout', { cause: raw }) : (raw as Error);
       this.#state = 'failed';
@@ -254,9 +318,9 @@ export class BlobFill {
         logger.info('fill cancelled', { digest, reason: 'every client left', received: this.#received, expected: this.#size, ms: Date.now() - started });
         throw err;
       }
-      const reason = failureReason(raw, timedOut);
+      const reason = this.#storeError ? 'storage_error' : failureReason(raw, timedOut);
       metrics.fillEnded(reason);
-      logger.warn('fill failed', { digest, reason, error: err.message, received: writer?.written ?? 0, expected: this.#size });
+      logger.warn('fill failed', { digest, reason, error: err.message, received: this.#received, expected: this.#size, ...(this.#storeError ? { passThrough: 'aborted', storeError: this.#storeError.message } : {}) });
       await writer?.abort().catch(() => {});
       // Readers were destroyed above (state 'failed'); a read in flight finishes before the close.
       await spool?.close();
@@ -265,6 +329,68 @@ export class BlobFill {
       this.#stopGrace?.();
       slot.release();
     }
+  }
+
+  /**
+   * A write of the store failed mid-way. With a storage fault, clients reading, and a writer that
+   * hands over its hash, the fill becomes a pass-through (docs/architecture.md#pass-through-when-the-store-cant-write):
+   * the temp data is removed, the store is reported (degraded), and the download goes on for the
+   * current readers — from the bytes still in the spool (its open handle keeps reading what was
+   * written) and the in-memory window — hashed here; nobody new joins. Returns false otherwise
+   * (the fill fails as before).
+   */
+  async #loseStore(err: unknown, writer: BlobWriter, spool: Spool): Promise<boolean> {
+    if (!isStorageFault(err) || this.#readers === 0 || this.#abandoned) return false;
+    const hash = writer.runningHash?.();
+    if (!hash) return false;
+    // The writer hashed [0, written); the rest of what was received is still in the window
+    // (only spooled bytes are evicted, and the spool never holds more than the writer took).
+    for (let pos = writer.written; pos < this.#received; ) {
+      const chunk = this.#window.slice(pos, this.#received);
+      if (!chunk) return false;
+      hash.update(chunk);
+      pos += chunk.length;
+    }
+    this.#hash = hash;
+    this.#storeError = err as Error;
+    const cause = storageFaultCause(err);
+    this.#opts.logger.warn('fill lost its store: its clients go on from upstream, not cached', { digest: this.digest, errno: cause?.code, path: cause?.path, received: this.#received, expected: this.#size, readers: this.#readers, spooled: spool.readable });
+    for (let i = 0; i < this.#positions.size; i++) this.#opts.metrics.passThrough('blob');
+    this.#opts.onStorageFault?.(err as Error);
+    await writer.abort().catch(() => {});
+    this.#events.emit('change');
+    return true;
+  }
+
+  /**
+   * Pass-through: the window can't lean on the spool any more, so it keeps what the slowest reader
+   * still needs, and upstream is read no further while that is more than the window's size.
+   */
+  async #roomInWindow(spool: Spool, signal: AbortSignal): Promise<void> {
+    for (;;) {
+      let needed = this.#received;
+      for (const r of this.#positions) needed = Math.min(needed, r.pos);
+      this.#window.evict(Math.max(needed, spool.readable));
+      if (this.#positions.size === 0 || this.#window.end - this.#window.start <= WINDOW_BYTES + MAX_PENDING_WRITE) return;
+      if (signal.aborted) throw signal.reason;
+      await new Promise<void>((resolve) => {
+        const go = () => {
+          this.#events.off('progress', go);
+          signal.removeEventListener('abort', go);
+          resolve();
+        };
+        this.#events.on('progress', go);
+        signal.addEventListener('abort', go, { once: true });
+      });
+    }
+  }
+
+  /** Pass-through verified: the readers may send the final byte; the fill holds no slot or store. */
+  #passed(): void {
+    this.#verified = true;
+    this.#state = 'passed';
+    this.#events.emit('change');
+    this.#maybeRelease();
   }
 
   /**
@@ -308,6 +434,8 @@ export class BlobFill {
       this.#stopGrace = undefined;
       return;
     }
+    // A pass-through is for its readers only: nothing is cached, nobody can join.
+    if (this.#storeError && this.#state === 'running' && !this.#abandoned) return this.#abandon('cancelled');
     if (this.#abandoned || this.#unattended || this.#verified) return;
     if (this.#state === 'queued') return this.#abandon('dropped');
     if (this.#state !== 'starting' && this.#state !== 'running') return;
@@ -348,6 +476,8 @@ export class BlobFill {
     let pumping = false;
     let counted = true;
     this.#readers++;
+    const me = { pos };
+    this.#positions.add(me);
     const fill = this;
     const stream = new Readable({
       highWaterMark: READ_CHUNK,
@@ -357,6 +487,8 @@ export class BlobFill {
       destroy(err, cb) {
         if (counted) {
           counted = false;
+          fill.#positions.delete(me);
+          fill.#events.emit('progress');
           fill.#readers--;
           fill.#maybeRelease();
           fill.#clientsChanged();
@@ -391,6 +523,11 @@ export class BlobFill {
               chunk = n === len ? buf : buf.subarray(0, n);
             }
             pos += chunk.length;
+            me.pos = pos;
+            if (this.#hash) {
+              this.#opts.metrics.passThroughBytes('blob', chunk.length);
+              this.#events.emit('progress');
+            }
             if (!stream.push(chunk)) return;
           } else {
             await new Promise<void>((resolve) => this.#events.once('change', resolve));
@@ -420,10 +557,11 @@ export class BlobFill {
     });
   }
 
-  /** Once committed and every reader is done, the spool goes (new requests read the store). */
+  /** Once committed (or passed through) and every reader is done, the spool goes (new requests read the store). */
   #maybeRelease(): void {
-    if (this.#state === 'committed' && this.#readers === 0 && !this.#released) {
+    if ((this.#state === 'committed' || this.#state === 'passed') && this.#readers === 0 && !this.#released) {
       this.#released = true;
+      if (this.#state === 'passed') this.#window.clear(0);
       void this.#spool?.close();
     }
   }

@@ -15,6 +15,8 @@ import { Metrics } from '../observability/metrics.js';
 import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
+import { StoreHealth } from '../storage/store-health.js';
+import { storageErrnoError } from '../storage/testing/storage-faults.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
 import { bytesArrived, collect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
@@ -74,6 +76,31 @@ describe('PullThroughRegistry blob fills', () => {
     assert.ok((await first.done).equals(data));
     assert.ok((await late.done).equals(data));
     assert.equal(up.gets(), 1);
+  });
+
+  it('a store that fails at the commit after the bytes were verified (fsync EIO): the reader still gets every byte; storage_error; nothing stored', async () => {
+    const data = randomBytes(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const inner = new MemoryBlobStore();
+    const store = decorateStore(inner, {
+      writer: (w) => ({
+        commit: async (_d, _s, o) => {
+          o?.onVerified?.();
+          await w.abort();
+          throw storageErrnoError('EIO', 'fsync');
+        },
+      }),
+    });
+    const metrics = new Metrics({ collectDefault: false });
+    const { reader } = registry(store, up.upstream, { metrics });
+    const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.body.end(data);
+    assert.ok((await client.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    assert.equal(await metric(metrics, 'hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
+    assert.equal(await metric(metrics, 'hubcache_fills_in_flight'), 0);
+    assert.equal(await inner.stat(digest), undefined);
   });
 
   it('the final byte goes out once the bytes are verified, before the store has committed them', async () => {
@@ -192,7 +219,7 @@ function manualTimers() {
   };
 }
 
-function limitedRegistry(opts: { blobs?: MemoryBlobStore; upstream: Upstream; maxConcurrentFills?: number; minProgressToFinish?: number; maxRemainingToFinish?: number }) {
+function limitedRegistry(opts: { blobs?: MemoryBlobStore; upstream: Upstream; maxConcurrentFills?: number; minProgressToFinish?: number; maxRemainingToFinish?: number; storeHealth?: StoreHealth }) {
   const metrics = new Metrics({ collectDefault: false });
   const timers = manualTimers();
   const store = opts.blobs ?? new MemoryBlobStore();
@@ -208,6 +235,7 @@ function limitedRegistry(opts: { blobs?: MemoryBlobStore; upstream: Upstream; ma
     schedule: timers.schedule,
     logger: silentLogger(),
     metrics,
+    ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
   });
   return { reader, metrics, timers, store };
 }
@@ -266,6 +294,34 @@ describe('PullThroughRegistry blob fills: bounded concurrency and abandoned down
     const m = await fillCounters(metrics);
     assert.deepEqual([m.queued, m.inFlight, m.committed, m.dropped, m.cancelled], [0, 0, 4, 0, 0]);
     assert.equal(await metric(metrics, 'hubcache_fills_queue_wait_seconds'), 4, 'every started download observed its wait');
+  });
+
+  it('while the store is degraded, each client of a blob gets its own verified pass-through, holding a download slot until its body ends', async () => {
+    const data = [blob(64 * 1024), blob(64 * 1024)];
+    const [a, b] = data.map((x) => sha256Digest(x)) as [Digest, Digest];
+    const up = scriptedBlobs(data);
+    const health = new StoreHealth({ probe: () => Promise.reject(storageErrnoError('ENOSPC', 'write')), recheckMs: 60_000 });
+    health.fault(storageErrnoError('ENOSPC', 'write'));
+    const { reader, metrics, store } = limitedRegistry({ upstream: up.upstream, maxConcurrentFills: 1, storeHealth: health });
+    const first = collect((await reader.getBlob(key, a, { signal })).body!);
+    const second = reader.getBlob(key, a, { signal });
+    const other = reader.getBlob(key, b, { signal });
+    await turn();
+    assert.equal(up.gets.length, 1, 'one slot: the others wait for it, upstream not asked yet');
+    up.gets[0]!.body.end(data[0]);
+    assert.ok((await first.done).equals(data[0]!));
+    await up.getCount(2);
+    assert.equal(up.gets[1]!.digest, a, 'the same blob again: a pass-through is not shared');
+    up.gets[1]!.body.end(data[0]);
+    assert.ok((await collect((await second).body!).done).equals(data[0]!));
+    await up.getCount(3);
+    up.gets[2]!.body.end(data[1]);
+    assert.ok((await collect((await other).body!).done).equals(data[1]!));
+    assert.equal(await metric(metrics, 'hubcache_passthrough_requests_total', { kind: 'blob' }), 3);
+    assert.equal(await metric(metrics, 'hubcache_passthrough_bytes_total', { kind: 'blob' }), 3 * 64 * 1024);
+    assert.equal(await metric(metrics, 'hubcache_fills_in_flight'), 0, 'pass-throughs are not fills');
+    assert.equal(await store.stat(a), undefined);
+    assert.equal(await store.stat(b), undefined);
   });
 
   it('requests for a digest already queued join the queued download: one upstream GET; one of its clients leaving keeps it queued', async () => {

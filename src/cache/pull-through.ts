@@ -8,14 +8,15 @@ import { referenceString, type Reference, type RepoKey, type Tag } from '../doma
 import { TagList, type TagPageRequest } from '../domain/tag-list.js';
 import type { Logger } from '../lib/logger.js';
 import { SingleFlight } from '../lib/single-flight.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { isDirectBody, type BlobStore, type DirectBody } from '../storage/blob-store.js';
 import { checkManifest } from '../storage/manifest-entry.js';
-import { isStorageFault, toStorageError } from '../storage/storage-fault.js';
+import { isStorageFault, storageFaultCause, toStorageError } from '../storage/storage-fault.js';
 import type { StoreHealth } from '../storage/store-health.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
-import type { CacheKind, CacheMetrics } from './cache-metrics.js';
+import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
+import { verifiedBody } from './pass-through.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SlotQueue } from './slot-queue.js';
@@ -56,7 +57,8 @@ export interface PullThroughOptions {
   readonly clock?: () => number;
   /**
    * Told of every storage fault (ENOSPC, EROFS, …) on a write; while it says the store is not
-   * writable, a blob not cached is answered STORAGE_UNAVAILABLE without starting a download.
+   * writable, a blob not cached is passed through from upstream (verified, not cached) instead of
+   * starting a fill.
    */
   readonly storeHealth?: StoreHealth;
 }
@@ -105,19 +107,19 @@ export class PullThroughRegistry implements RegistryReader {
     const log = opts.log ?? this.#o.logger;
     const { promise, joined } = this.#manifestFlights.run(
       flightKey,
-      (signal) => (ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest, signal) : this.#manifestByTag(key, ref.tag, log, signal)),
+      (signal) => (ref.kind === 'digest' ? this.#manifestByDigest(key, ref.digest, log, signal) : this.#manifestByTag(key, ref.tag, log, signal)),
       opts.signal,
     );
     if (joined) this.#o.metrics.joined(ref.kind === 'digest' ? 'manifest_digest' : 'manifest_tag');
     return promise;
   }
 
-  async #manifestByDigest(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<ManifestResult> {
+  async #manifestByDigest(key: RepoKey, digest: Digest, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_digest';
-    const stored = await this.#o.manifests.get(digest);
+    const stored = await this.#readOrMiss('manifest', { digest }, log, () => this.#o.manifests.get(digest));
     // Content is shared by digest, but a manifest is served for a repository only once that
     // repository's upstream confirmed it has it (credentials may differ per repository).
-    if (stored && (await this.#o.metadata.hasManifest(key, digest))) {
+    if (stored && (await this.#readOrMiss('metadata', { digest, repository: key.repo }, log, () => this.#o.metadata.hasManifest(key, digest)))) {
       this.#o.metrics.cache(kind, 'hit');
       return { ...stored, outcome: 'hit' };
     }
@@ -140,8 +142,8 @@ export class PullThroughRegistry implements RegistryReader {
   async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
-    const entry = await this.#o.metadata.getTag(key, tag);
-    const local = entry ? await this.#o.manifests.get(entry.digest) : undefined;
+    const entry = await this.#readOrMiss('metadata', { repository: key.repo, tag }, log, () => this.#o.metadata.getTag(key, tag));
+    const local = entry ? await this.#readOrMiss('manifest', { digest: entry.digest }, log, () => this.#o.manifests.get(entry.digest)) : undefined;
     const decision = local ? decideTag(entry, this.#clock(), tagTtlMs) : 'fetch';
     if (decision === 'serve-local' && local) {
       this.#o.metrics.cache(kind, 'hit');
@@ -156,7 +158,7 @@ export class PullThroughRegistry implements RegistryReader {
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
-        const moved = (await this.#o.manifests.get(head.digest)) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
+        const moved = (await this.#readOrMiss('manifest', { digest: head.digest }, log, () => this.#o.manifests.get(head.digest))) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#unlessStoreFull(this.#o.metadata.linkManifest(key, moved.descriptor.digest));
         await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() }));
         this.#o.metrics.cache(kind, 'miss');
@@ -195,8 +197,32 @@ export class PullThroughRegistry implements RegistryReader {
       const digest = sha256Digest(res.body);
       if (digest !== expected) throw new RegistryError('DIGEST_INVALID', { expected, actual: digest });
       checkManifest(res.body, res.descriptor.mediaType);
+      this.#o.metrics.passThrough('manifest');
+      this.#o.metrics.passThroughBytes('manifest', res.body.length);
       return { descriptor: { digest, size: res.body.length, mediaType: res.descriptor.mediaType }, body: res.body };
     }
+  }
+
+  /**
+   * A read of the store that may fail with a storage fault (EIO, EACCES, …): logged with the errno
+   * and path, counted, and answered `undefined` — a miss, so the request is served from upstream
+   * (docs/errors.md#STORAGE_UNAVAILABLE). Any other error is thrown.
+   */
+  async #readOrMiss<T>(kind: StoreReadKind, what: Record<string, string>, log: Logger, read: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await read();
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      this.#readFault(kind, err, what, log, 'served from upstream');
+      return undefined;
+    }
+  }
+
+  /** A read of the store failed with a storage fault: one log line (errno, path) and the counter. */
+  #readFault(kind: StoreReadKind, err: unknown, what: Record<string, string>, log: Logger, then: 'served from upstream' | 'connection aborted'): void {
+    const cause = storageFaultCause(err);
+    this.#o.metrics.storeReadFault(kind);
+    log.error('store read failed', { kind, ...what, errno: cause?.code, ...(cause?.path ? { path: cause.path } : {}), then, error: (err as Error).message });
   }
 
   /** A metadata write that may be skipped: a storage fault is reported (storeHealth), not thrown. */
@@ -211,8 +237,23 @@ export class PullThroughRegistry implements RegistryReader {
 
   async getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
-    const local = await this.#o.blobs.stat(digest);
-    if (local) return this.#serveStored(digest, local.size, opts);
+    const log = opts.log ?? this.#o.logger;
+    try {
+      const local = await this.#o.blobs.stat(digest);
+      if (local) return await this.#serveStored(digest, local.size, opts);
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      // The stored copy can't be read (a failing disk, permissions): the client gets the blob from
+      // upstream, verified. Not refilled: the store would keep its unreadable copy (content addressing).
+      this.#readFault('blob', err, { digest }, log, 'served from upstream');
+      try {
+        return await this.#passThroughBlob(key, digest, opts, 'unreadable');
+      } catch (upstreamErr) {
+        if (opts.signal.aborted) throw upstreamErr;
+        // Neither copy can be had: the cause is the store (the documented 503), the upstream's answer in the detail.
+        throw new RegistryError('STORAGE_UNAVAILABLE', { errno: storageFaultCause(err)?.code, upstream: (upstreamErr as Error).message }, { cause: err, message: 'the stored copy of this blob cannot be read, and the upstream could not serve it' });
+      }
+    }
     let inFlight = this.#fills.get(digest);
     if (inFlight?.verified) {
       // Every byte is here and verified; the store is making it durable and visible (fsync,
@@ -223,8 +264,8 @@ export class PullThroughRegistry implements RegistryReader {
     }
     const joinable = inFlight?.followable ? inFlight : undefined;
     if (!joinable && !opts.head && this.#o.storeHealth && !(await this.#o.storeHealth.writableNow())) {
-      // Nothing to write a download to: say so (503) rather than break the body halfway.
-      throw new RegistryError('STORAGE_UNAVAILABLE', undefined, { message: 'the cache store is full or cannot be written: blobs not cached yet cannot be served' });
+      // Nothing to write a download to: the client gets the blob from upstream, verified, not cached.
+      return this.#passThroughBlob(key, digest, opts, 'degraded');
     }
     if (opts.head && (!joinable || joinable.queued)) {
       // A HEAD of a missing blob asks upstream without downloading (nothing to cache yet): it never
@@ -252,15 +293,24 @@ export class PullThroughRegistry implements RegistryReader {
       try {
         size = await whileClientWaits(fill.ready, opts.signal);
       } catch (err) {
+        if (isStorageFault(err)) {
+          // The fill couldn't create its temp file (a full or read-only store): pass-through instead.
+          this.#o.storeHealth?.fault(err);
+          return await this.#passThroughBlob(key, digest, opts, 'store failed');
+        }
         throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
       }
       const range = this.#range(opts.range, size);
       if (opts.head) return { digest, size, range, source: 'upstream' };
+      // The fill lost its store while we waited: its readers go on, new ones pass through on their own.
+      if (fill.passing) return await this.#passThroughBlob(key, digest, opts, 'store failed');
       if (!fill.followable) {
         // Committed and released between our checks: the store has it now (or the fill failed).
-        await fill.done.catch((err) => {
-          throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
-        });
+        const failed = await fill.done.then(() => undefined, (err: unknown) => err);
+        if (failed !== undefined) {
+          if (isStorageFault(failed)) return await this.#passThroughBlob(key, digest, opts, 'store failed');
+          throw this.#toRegistryError(failed, 'BLOB_UNKNOWN');
+        }
         return { digest, size, range, body: await this.#o.blobs.open(digest, { range, signal: opts.signal }), source: 'cache' };
       }
       if (range && range.start > fill.received + DIRECT_RANGE_LEAD) {
@@ -274,17 +324,142 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
-  async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal }): Promise<BlobResult> {
-    this.#o.metrics.cache('blob', 'hit');
-    const range = this.#range(opts.range, size);
-    const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
-    return { digest, size, range, body, source: 'cache' };
+  /**
+   * Fetches a blob ahead of demand (pins, cache/pins.ts): nothing when the store has it, else the
+   * blob's fill is joined or started — the same single-flight, download slot, verification and
+   * commit as a client's miss — and awaited until the blob is committed. Not a lookup: counted in
+   * the fill metrics only. A degraded store refuses (`STORAGE_UNAVAILABLE`) before downloading.
+   * `opts.signal` stops waiting; the fill then counts one client fewer (cache.abandonedFills).
+   */
+  async warmBlob(key: RepoKey, digest: Digest, opts: ReadOptions): Promise<'stored' | 'fetched'> {
+    if (await this.#o.blobs.stat(digest)) return 'stored';
+    const inFlight = this.#fills.get(digest);
+    let fill = inFlight && (inFlight.followable || inFlight.verified) ? inFlight : undefined;
+    if (!fill) {
+      if (this.#o.storeHealth && !(await this.#o.storeHealth.writableNow())) {
+        throw new RegistryError('STORAGE_UNAVAILABLE', undefined, { message: 'the cache store is full or cannot be written: blobs not cached yet cannot be fetched' });
+      }
+      fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
+    }
+    const leave = fill.attach();
+    try {
+      await whileClientWaits(fill.done, opts.signal);
+      return 'fetched';
+    } catch (err) {
+      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+    } finally {
+      leave();
+    }
   }
 
-  async #upstreamRange(key: RepoKey, digest: Digest, range: ByteRange, signal: AbortSignal): Promise<Readable> {
+  async #serveStored(digest: Digest, size: number, opts: { range?: RangeSpec; head?: boolean; signal: AbortSignal; log?: Logger }): Promise<BlobResult> {
+    const range = this.#range(opts.range, size);
+    const body = opts.head ? undefined : await this.#o.blobs.open(digest, { range, signal: opts.signal });
+    this.#o.metrics.cache('blob', 'hit');
+    return { digest, size, range, body: body && this.#watchReads(body, digest, opts.log ?? this.#o.logger), source: 'cache' };
+  }
+
+  /**
+   * A stored blob's body whose read fails with a storage fault once the response started: the
+   * HTTP layer aborts the connection (the client retries); here it is logged once, with the errno
+   * and the path when the error has one, and counted.
+   */
+  #watchReads(body: Readable, digest: Digest, log: Logger): Readable {
+    let reported = false;
+    const report = (err: unknown) => {
+      if (reported || !isStorageFault(err)) return;
+      reported = true;
+      this.#readFault('blob', err, { digest }, log, 'connection aborted');
+    };
+    body.once('error', report);
+    if (isDirectBody(body)) {
+      const writeTo = body.writeTo.bind(body);
+      (body as Readable & DirectBody).writeTo = (dest, onBytes) =>
+        writeTo(dest, onBytes).catch((err: unknown) => {
+          report(err);
+          throw err;
+        });
+    }
+    return body;
+  }
+
+  /**
+   * A blob served from upstream without the store (docs/architecture.md#pass-through-when-the-store-cant-write):
+   * the store is degraded, the fill couldn't write, or the stored copy can't be read. A whole blob
+   * is verified as it streams (the last byte waits for the digest); a Range is fetched as a Range,
+   * like a range far ahead of a fill, and can't be verified. Each client gets its own upstream
+   * request — there is nowhere to spool a shared one — holding one of the download slots
+   * (cache.maxConcurrentFills) until its body ends: that bounds them.
+   */
+  async #passThroughBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }, why: 'degraded' | 'store failed' | 'unreadable'): Promise<BlobResult> {
+    const upstream = this.#upstream(key);
+    const log = opts.log ?? this.#o.logger;
+    if (opts.head) {
+      try {
+        const { size } = await upstream.headBlob(key.repo, digest, opts.signal);
+        return { digest, size, range: this.#range(opts.range, size), source: 'upstream' };
+      } catch (err) {
+        throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+      }
+    }
+    const slot = this.#slots.tryAcquire() ?? (await this.#slots.acquire(opts.signal));
+    let owned = true;
+    try {
+      const signal = AbortSignal.any([opts.signal, AbortSignal.timeout(this.#o.fillTimeoutMs)]);
+      if (opts.range) {
+        let size: number;
+        try {
+          size = (await upstream.headBlob(key.repo, digest, signal)).size;
+        } catch (err) {
+          throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+        }
+        const range = this.#range(opts.range, size);
+        if (range) {
+          const body = await this.#upstreamRange(key, digest, range, signal, (n) => {
+            this.#o.metrics.bytesFromUpstream(key.upstream, n);
+            this.#o.metrics.passThroughBytes('blob_range', n);
+          });
+          body.once('close', () => slot.release());
+          owned = false;
+          this.#o.metrics.passThrough('blob_range');
+          return { digest, size, range, body, source: 'upstream' };
+        }
+      }
+      let res;
+      try {
+        res = await upstream.getBlob(key.repo, digest, { signal });
+      } catch (err) {
+        throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+      }
+      const started = Date.now();
+      let sent = 0;
+      const body = verifiedBody(res.body, {
+        digest,
+        size: res.size,
+        onBytes: (n) => {
+          sent += n;
+          this.#o.metrics.bytesFromUpstream(key.upstream, n);
+          this.#o.metrics.passThroughBytes('blob', n);
+        },
+        onEnd: (err) => {
+          slot.release();
+          if (!err) log.info('blob passed through, not cached', { digest, reason: why, bytes: sent, ms: Date.now() - started });
+          else if (opts.signal.aborted) log.debug('blob pass-through ended early: the client left', { digest, sent });
+          else log.warn('blob pass-through aborted', { digest, reason: why, sent, expected: res.size, error: err.message });
+        },
+      });
+      owned = false;
+      this.#o.metrics.passThrough('blob');
+      return { digest, size: res.size, body, source: 'upstream' };
+    } finally {
+      if (owned) slot.release();
+    }
+  }
+
+  async #upstreamRange(key: RepoKey, digest: Digest, range: ByteRange, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Readable> {
     try {
       const res = await this.#upstream(key).getBlob(key.repo, digest, { offset: range.start, signal });
-      return Readable.from(takeBytes(res.body, range.end - range.start + 1), { objectMode: false });
+      return Readable.from(takeBytes(res.body, range.end - range.start + 1, onBytes), { objectMode: false });
     } catch (err) {
       throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
     }
@@ -305,6 +480,7 @@ export class PullThroughRegistry implements RegistryReader {
       ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
       logger: log,
       metrics: this.#o.metrics,
+      onStorageFault: (err) => this.#o.storeHealth?.fault(err),
     });
     this.#fills.set(digest, fill);
     const forget = () => {
@@ -349,7 +525,7 @@ export class PullThroughRegistry implements RegistryReader {
       return { name: fetched.name, ...fetched.tags.page(page) };
     } catch (err) {
       if (err instanceof UpstreamError && canServeStale(err)) {
-        const tags = cached?.tags ?? TagList.of(await this.#o.metadata.listTags(key));
+        const tags = cached?.tags ?? TagList.of((await this.#readOrMiss('metadata', { repository: key.repo, what: 'tags' }, opts.log ?? this.#o.logger, () => this.#o.metadata.listTags(key))) ?? []);
         if (tags.size === 0) throw this.#toRegistryError(err, 'NAME_UNKNOWN');
         (opts.log ?? this.#o.logger).warn('stale served', { upstream: key.upstream, repository: key.repo, what: 'tags', reason: err.kind });
         return { name: cached?.name ?? key.repo, ...tags.page(page), stale: { reason: err.kind } };
@@ -420,15 +596,17 @@ function whileClientWaits<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /** The first `n` bytes of `source`; fails (never ends cleanly) if the source ends before them. */
-async function* takeBytes(source: Readable, n: number): AsyncGenerator<Buffer> {
+async function* takeBytes(source: Readable, n: number, onBytes?: (n: number) => void): AsyncGenerator<Buffer> {
   let left = n;
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
       if (chunk.length >= left) {
+        onBytes?.(left);
         yield chunk.subarray(0, left);
         return;
       }
       left -= chunk.length;
+      onBytes?.(chunk.length);
       yield chunk;
     }
     throw new UpstreamError('unavailable', `upstream range ended ${left} bytes short`);

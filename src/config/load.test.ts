@@ -325,3 +325,46 @@ test('issue #11: allowed realm entries are validated at load, each named', () =>
     return true;
   });
 });
+
+test('cache.pin (issue #13): a list from the file, or comma-separated from HUBCACHE_PIN or --pin; each entry validated with its reason', () => {
+  assert.deepEqual(loadConfig({ env: {} }).cache.pin, []);
+  const f = file('pin.yaml', 'cache:\n  pin:\n    - nginx:1.27\n    - redis:7.*\n    - alpine@sha256:' + 'a'.repeat(64) + '\n');
+  assert.deepEqual(loadConfig({ file: f, env: {} }).cache.pin, ['nginx:1.27', 'redis:7.*', `alpine@sha256:${'a'.repeat(64)}`]);
+  assert.deepEqual(loadConfig({ env: { HUBCACHE_PIN: 'nginx:1.27, myorg/base:*' } }).cache.pin, ['nginx:1.27', 'myorg/base:*']);
+  assert.deepEqual(loadConfig({ env: {}, flags: { pin: 'alpine' } }).cache.pin, ['alpine']);
+  assert.throws(
+    () => loadConfig({ env: { HUBCACHE_PIN: 'Nginx:1, alpine@sha256:zz, redis:7.[0-9], ghcr.io/org/app:1' } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'cache.pin.0: "Nginx:1": invalid repository name (lowercase letters, digits, separators . _ __ -, components joined by /)',
+        'cache.pin.1: "alpine@sha256:zz": invalid digest (expected sha256:<64 hex digits>)',
+        'cache.pin.2: "redis:7.[0-9]": invalid tag (A-Z a-z 0-9 _ . -, at most 128, not starting with . or -; a tag pattern may add * and ?, nothing else)',
+      ]);
+      return true;
+    },
+  );
+  // The registry must be configured: checked once the syntax is right.
+  assert.throws(() => loadConfig({ env: { HUBCACHE_PIN: 'nginx, ghcr.io/org/app:1' } }), /cache\.pin\.1: "ghcr\.io\/org\/app:1": registry ghcr\.io is not configured under upstreams/);
+  const withGhcr = file('pin-ghcr.yaml', 'upstreams:\n  ghcr.io:\n    url: https://ghcr.io\ncache:\n  pin: [ghcr.io/org/app:v1, index.docker.io/library/nginx]\n');
+  assert.deepEqual(loadConfig({ file: withGhcr, env: {} }).cache.pin, ['ghcr.io/org/app:v1', 'index.docker.io/library/nginx']);
+});
+
+test('cache.pinConcurrency, pinPlatforms, pinMaxTags: defaults 2, all platforms, 64; from the file, the environment and flags', () => {
+  const c = loadConfig({ env: {} });
+  assert.equal(c.cache.pinConcurrency, 2);
+  assert.deepEqual(c.cache.pinPlatforms, []);
+  assert.equal(c.cache.pinMaxTags, 64);
+  assert.equal(loadConfig({ env: { HUBCACHE_PIN_CONCURRENCY: '4' } }).cache.pinConcurrency, 4);
+  assert.equal(loadConfig({ env: {}, flags: { 'pin-concurrency': '1' } }).cache.pinConcurrency, 1);
+  assert.deepEqual(loadConfig({ env: { HUBCACHE_PIN_PLATFORMS: 'linux/amd64,linux/arm/v7' } }).cache.pinPlatforms, ['linux/amd64', 'linux/arm/v7']);
+  assert.equal(loadConfig({ file: file('pm.yaml', 'cache:\n  pinMaxTags: 5\n'), env: {} }).cache.pinMaxTags, 5);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_PIN_CONCURRENCY: '0' } }), /cache\.pinConcurrency: Number must be greater than or equal to 1/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_PIN_PLATFORMS: 'amd64' } }), /cache\.pinPlatforms\.0: platforms are os\/architecture\[\/variant\]/);
+});
+
+test('config print round-trips the pins as written', () => {
+  const c = loadConfig({ env: { HUBCACHE_PIN: 'nginx:1.27,redis:7.*' } });
+  const printed = redactConfig(c) as { cache: { pin: string[] } };
+  assert.deepEqual(printed.cache.pin, ['nginx:1.27', 'redis:7.*']);
+});

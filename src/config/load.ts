@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatDuration, formatSize } from './duration.js';
-import { DOCKER_HUB } from '../upstream/docker-hub.js';
+import { parsePin } from '../domain/pin.js';
+import { DOCKER_HUB, imageName } from '../upstream/docker-hub.js';
 import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
 
 /**
@@ -35,6 +36,9 @@ export const SETTINGS = [
   { flag: 'max-connections-per-client', env: 'HUBCACHE_MAX_CONNECTIONS_PER_CLIENT', path: ['server', 'maxConnectionsPerClient'], help: 'client connections open at once from one address (IPv6: /64); 0 = no limit; raise it behind a proxy (default 256)' },
   { flag: 'blob-buffer-pool', env: 'HUBCACHE_BLOB_BUFFER_POOL', path: ['server', 'blobBufferPool'], help: 'memory shared by all responses streaming stored blobs (default 64MiB)' },
   { flag: 'max-concurrent-fills', env: 'HUBCACHE_MAX_CONCURRENT_FILLS', path: ['cache', 'maxConcurrentFills'], help: 'blob downloads from upstreams running at once; more wait in a queue, first come, first served (default 32)' },
+  { flag: 'pin', env: 'HUBCACHE_PIN', path: ['cache', 'pin'], help: 'comma-separated images kept warm and never evicted: nginx:1.27, ghcr.io/org/app:v1, alpine@sha256:…, redis:7.* (a glob over the tags)' },
+  { flag: 'pin-concurrency', env: 'HUBCACHE_PIN_CONCURRENCY', path: ['cache', 'pinConcurrency'], help: 'downloads the pin refresher runs at once (default 2)' },
+  { flag: 'pin-platforms', env: 'HUBCACHE_PIN_PLATFORMS', path: ['cache', 'pinPlatforms'], help: 'comma-separated platforms of pinned multi-platform images kept warm (linux/amd64,linux/arm64; default all)' },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;
@@ -104,6 +108,12 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
       }
     }
   }
+  config.cache.pin.forEach((entry, i) => {
+    const pin = parsePin(entry);
+    if ('error' in pin) return;
+    const { upstream } = imageName(pin.registry, pin.path);
+    if (!config.upstreams[upstream]) problems.push(`cache.pin.${i}: ${JSON.stringify(pin.source)}: registry ${upstream} is not configured under upstreams`);
+  });
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isPlatformName, parsePin } from '../domain/pin.js';
 import { registryNameProblem } from '../domain/registry-name.js';
 import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
 import { DOCKER_HUB, dockerHubAliasProblem } from '../upstream/docker-hub.js';
@@ -77,6 +78,15 @@ const realmEntry = z.string().superRefine((entry, ctx) => {
 
 // Repository glob patterns: name characters plus `*` and `?`.
 const repoPattern = z.string().regex(/^[a-z0-9._\-/*?]{1,255}$/, 'repository patterns use lowercase name characters, `/`, `*`, `**` and `?`');
+
+// An image to keep warm and never evict (domain/pin.ts has the syntax); kept as written, so that
+// `config print` gives back a valid file. Whether its registry is configured is checked in load.ts.
+const pinEntry = z.string().superRefine((entry, ctx) => {
+  const pin = parsePin(entry);
+  if ('error' in pin) ctx.addIssue({ code: z.ZodIssueCode.custom, message: pin.error });
+});
+
+const platformEntry = z.string().refine(isPlatformName, { message: 'platforms are os/architecture[/variant], e.g. linux/amd64 or linux/arm/v7' });
 
 // Registry names (upstream keys, defaultUpstream): the rule every layer uses (domain/registry-name.ts),
 // and Docker Hub under its one name, so that every configured upstream can be asked for by name.
@@ -217,6 +227,24 @@ export const configSchema = z
          * than this is served but not kept. 0 keeps none.
          */
         tagListCacheSize: size('64MiB'),
+        /**
+         * Images kept warm and never evicted (issue #13): `nginx:1.27`, `ghcr.io/org/app:v1`, a digest
+         * (`alpine@sha256:…`) or every tag of a repository matching a glob (`redis:7.*`, `myorg/base:*`;
+         * `*` any run of tag characters, `?` one). A name without a registry is on Docker Hub
+         * (`library/` added for official images); a tag pin follows its tag, revalidated every tag TTL of
+         * its upstream, and everything it needs (index, child manifests, config, layers) is fetched ahead
+         * of demand. A comma-separated string is accepted (environment).
+         */
+        pin: commaList(pinEntry).default([]),
+        /** Downloads (manifests, blobs) the pin refresher runs at once, at most; fills also wait for maxConcurrentFills. */
+        pinConcurrency: count(2, 1, 64),
+        /**
+         * The platforms of a pinned multi-platform image kept warm (`linux/amd64`; `linux/arm64` takes
+         * its variants too). Empty: every platform the index lists. Comma-separated from the environment.
+         */
+        pinPlatforms: commaList(platformEntry).default([]),
+        /** A tag pattern pin matching more tags than this fails (logged, counted) instead of pinning them all. */
+        pinMaxTags: count(64, 1, 10_000),
       })
       .strict()
       .default({}),

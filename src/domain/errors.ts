@@ -26,7 +26,7 @@ export const ERROR_CODES = {
   LOOP_DETECTED: { status: 508, message: 'request loop detected: this hubcache instance is its own upstream' },
   UPSTREAM_UNKNOWN: { status: 404, message: 'registry not configured on this mirror' },
   UNAVAILABLE: { status: 503, message: 'upstream registry unavailable and no cached copy' },
-  STORAGE_UNAVAILABLE: { status: 503, message: 'the cache store cannot be written (full, read-only or failing): content not cached yet cannot be served' },
+  STORAGE_UNAVAILABLE: { status: 503, message: 'the cache store failed (full, read-only or failing) and the content could not be served from upstream instead' },
   UPSTREAM_ERROR: { status: 502, message: 'upstream registry returned an invalid response' },
   NOT_FOUND: { status: 404, message: 'no such registry API endpoint' },
   UNKNOWN: { status: 500, message: 'unknown error' },

@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure } from '../cache/cache-metrics.js';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REFRESH_RESULTS, PIN_STATES, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type PinMetrics, type PinRefreshResult, type PinState, type StoreReadKind } from '../cache/cache-metrics.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
@@ -33,7 +33,7 @@ function statusClass(status: number | 'error'): string {
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics implements CacheMetrics {
+export class Metrics implements CacheMetrics, PinMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -60,13 +60,20 @@ export class Metrics implements CacheMetrics {
   #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
   readonly #storeObjects = new client.Gauge({ name: 'hubcache_store_objects', help: 'Committed blobs in the store (absent until counted after start, like hubcache_store_bytes).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.objects) });
-  readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is answered 503 STORAGE_UNAVAILABLE (manifests pass through).', registers: [this.registry] });
+  readonly #storeWritable = new client.Gauge({ name: 'hubcache_store_writable', help: '1 while the store takes writes; 0 while it is degraded (a write failed with ENOSPC, EDQUOT, EROFS, EIO or EACCES and no probe has written since): cached content is still served, content not cached is passed through from upstream, verified and not stored (hubcache_passthrough_requests_total).', registers: [this.registry] });
+  readonly #passThrough = new client.Counter({ name: 'hubcache_passthrough_requests_total', help: 'Requests served from upstream without caching because the store could not take or give the content (degraded store, a fill whose writes failed, an unreadable stored copy), by kind: blob (verified while streaming, the last byte held until the digest matched), blob_range (a Range: not verifiable), manifest (verified before serving).', labelNames: ['kind'], registers: [this.registry] });
+  readonly #passThroughBytes = new client.Counter({ name: 'hubcache_passthrough_bytes_total', help: 'Body bytes sent to clients by pass-through (see hubcache_passthrough_requests_total), by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly #storeReadFaults = new client.Counter({ name: 'hubcache_store_read_errors_total', help: 'Reads of the store that failed with a storage fault (EIO, EACCES, …), by what was read: blob, manifest, metadata. Before a response started the request falls back to upstream; after, its connection is aborted.', labelNames: ['kind'], registers: [this.registry] });
   readonly #connections = new client.Gauge({ name: 'hubcache_http_connections', help: 'Client connections open (not counting those being turned away).', registers: [this.registry] });
   readonly #connectionsRejected = new client.Counter({ name: 'hubcache_http_connections_rejected_total', help: 'Client connections turned away (503, or closed at once when too many are being turned away), by the limit reached: client_limit (per address) or total_limit.', labelNames: ['reason'], registers: [this.registry] });
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
   #blobBufferPool: (() => { inUseBytes: number; idleBytes: number }) | undefined;
   readonly #blobBufferBytes = new client.Gauge({ name: 'hubcache_blob_buffer_pool_bytes', help: 'Memory of the buffer pool that streams stored blobs to clients, by state: in_use or idle (allocated, free for reuse).', labelNames: ['state'], registers: [this.registry], collect: () => this.#collectBufferPool() });
   readonly #blobBufferFallbacks = new client.Counter({ name: 'hubcache_blob_buffer_pool_fallbacks_total', help: 'Stored-blob responses that found the buffer pool all in use and streamed through a small buffer of their own.', registers: [this.registry] });
+
+  readonly #pins = new client.Gauge({ name: 'hubcache_pins', help: 'Pinned images (cache.pin; each tag of a pattern counts) by state: warm (all content stored), cold (not all stored yet), failed (the last refresh failed with content missing).', labelNames: ['state'], registers: [this.registry] });
+  readonly #pinRefreshes = new client.Counter({ name: 'hubcache_pin_refresh_total', help: 'Refreshes of pinned images, by result: fresh (unchanged upstream), updated (new content fetched), stale (upstream failed, served from the store), failed (content missing and not fetched).', labelNames: ['result'], registers: [this.registry] });
+  readonly #pinnedDigests = new client.Gauge({ name: 'hubcache_pinned_digests', help: 'Manifests and blobs that pins protect from eviction.', registers: [this.registry] });
 
   constructor(opts: { collectDefault?: boolean } = {}) {
     if (opts.collectDefault ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'hubcache_process_' });
@@ -79,7 +86,15 @@ export class Metrics implements CacheMetrics {
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
     for (const decision of ABANDONED_DECISIONS) this.#fillsAbandoned.inc({ decision }, 0);
+    for (const kind of PASS_THROUGH_KINDS) {
+      this.#passThrough.inc({ kind }, 0);
+      this.#passThroughBytes.inc({ kind }, 0);
+    }
+    for (const kind of STORE_READ_KINDS) this.#storeReadFaults.inc({ kind }, 0);
     this.#storeWritable.set(1);
+    for (const state of PIN_STATES) this.#pins.set({ state }, 0);
+    for (const result of PIN_REFRESH_RESULTS) this.#pinRefreshes.inc({ result }, 0);
+    this.#pinnedDigests.set(0);
   }
 
   /** Creates the per-upstream counters at zero (upstream names come from the configuration: a closed set). */
@@ -147,6 +162,15 @@ export class Metrics implements CacheMetrics {
   fillResumed(): void {
     this.#fillsResumed.inc();
   }
+  passThrough(kind: PassThroughKind): void {
+    this.#passThrough.inc({ kind });
+  }
+  passThroughBytes(kind: PassThroughKind, n: number): void {
+    if (n > 0) this.#passThroughBytes.inc({ kind }, n);
+  }
+  storeReadFault(kind: StoreReadKind): void {
+    this.#storeReadFaults.inc({ kind });
+  }
   /**
    * The store gauges report `usage()` at every scrape (an in-memory read: `BlobStore.usage`); while
    * it is `undefined` (not counted yet, or a store that can't tell) they have no sample, rather
@@ -170,6 +194,15 @@ export class Metrics implements CacheMetrics {
   }
   clientTimedOut(kind: ClientTimeout): void {
     this.#clientTimeouts.inc({ kind });
+  }
+  pinStates(counts: Readonly<Record<PinState, number>>): void {
+    for (const state of PIN_STATES) this.#pins.set({ state }, counts[state]);
+  }
+  pinRefreshed(result: PinRefreshResult): void {
+    this.#pinRefreshes.inc({ result });
+  }
+  pinnedDigests(n: number): void {
+    this.#pinnedDigests.set(n);
   }
   /** Reports the blob buffer pool's memory at every scrape. */
   watchBlobBufferPool(stats: () => { inUseBytes: number; idleBytes: number }): void {

@@ -1,3 +1,4 @@
+import type { Hash } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
@@ -82,6 +83,12 @@ export interface BlobWriter {
   commit(expected: Digest, expectedSize?: number, opts?: CommitOptions): Promise<BlobInfo>;
   /** Discards the written bytes and frees the writer's resources. Idempotent; a no-op after a successful commit. */
   abort(): Promise<void>;
+  /**
+   * Optional capability: a copy of the sha256 state over exactly the `written` bytes, still usable
+   * after a failed write or an abort. A cache fill whose store write fails mid-way goes on hashing
+   * the rest of the download itself, so that its clients still get verified bytes (pass-through).
+   */
+  runningHash?(): Hash;
 }
 
 /** How much the store holds: committed blobs and their bytes. */

@@ -76,6 +76,20 @@ describe('VerifyingBlobWriter: verification at commit, written once for every ba
     await assert.rejects(w.commit(sha256Digest('')), /rejected/);
   });
 
+  it('runningHash: a copy of the hash over exactly the written bytes, usable after a failed write and an abort', async () => {
+    let fail = false;
+    const base = recordingRaw().raw;
+    const w = new VerifyingBlobWriter({ ...base, write: async (c, p) => (fail ? Promise.reject(new Error('ENOSPC')) : base.write(c, p)) });
+    await w.write(data.subarray(0, 5));
+    fail = true;
+    await assert.rejects(w.write(data.subarray(5)), /ENOSPC/);
+    await w.abort();
+    const hash = w.runningHash();
+    hash.update(data.subarray(5));
+    assert.equal(`sha256:${hash.digest('hex')}`, digest, 'the caller goes on from byte `written`');
+    assert.equal(`sha256:${w.runningHash().update(data.subarray(5)).digest('hex')}`, digest, 'a fresh copy each time');
+  });
+
   it('concurrent calls are refused (the hash must see bytes in order); calls after abort too', async () => {
     let landed!: () => void;
     const slow = { ...recordingRaw().raw, write: () => new Promise<void>((r) => (landed = r)) };

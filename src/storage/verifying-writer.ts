@@ -104,6 +104,10 @@ export class VerifyingBlobWriter implements BlobWriter {
     return { digest: expected, size };
   }
 
+  runningHash(): Hash {
+    return this.#hash.copy();
+  }
+
   async abort(): Promise<void> {
     if (this.#state === 'committed' || this.#state === 'aborted') return;
     this.#state = 'aborted';

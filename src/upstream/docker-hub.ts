@@ -126,3 +126,13 @@ export function parseRateLimitSnapshot(get: HeaderGetter, observedAt: number): R
     observedAt,
   };
 }
+
+/**
+ * The upstream and repository an image reference names, as the cache keys them: no registry (or
+ * one of Docker Hub's aliases) is `docker.io`, and Docker Hub's official images get `library/`
+ * (`nginx` → `docker.io`, `library/nginx`), like docker's own reference rules.
+ */
+export function imageName(registry: string | undefined, path: string): { readonly upstream: string; readonly repo: string } {
+  const upstream = canonicalRegistry(registry ?? DOCKER_HUB.name);
+  return { upstream, repo: normalizeRepoName(upstream, path) };
+}

@@ -4,27 +4,47 @@
  * must hold (issue #13, "Disk full and other storage faults"):
  * - the fill that runs into ENOSPC is counted as `storage_error`, and the store turns degraded
  *   (hubcache_store_writable 0, one "store degraded" log line with the errno and the path);
- * - a manifest not cached is passed through verified (200, not stored); a blob not cached is a
- *   documented 503 STORAGE_UNAVAILABLE, never 500 UNKNOWN; cached content is still served;
+ * - its client still gets the whole blob, verified (a real client: curl, then sha256): the
+ *   download goes on from upstream without the store (pass-through);
+ * - content not cached is passed through from upstream, verified, not stored: a real client
+ *   (skopeo) pulls a whole image through the full store; never 500 UNKNOWN; cached content is
+ *   still served;
+ * - the store stays consistent: no temp file left, nothing half-written under blobs/;
  * - /readyz stays 200 with `"status":"degraded"` (the only replica stays in its Service);
  * - once space returns (the test deletes its file) the next pull is cached and the metric clears,
  *   with no restart.
  * The alert on the metric is unit-tested with promtool (deploy/prometheus/alerts.test.yaml).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, rmdirSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { metricValue, startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
 import { makeImage, MediaTypes, type TestImage } from '../support/images.js';
 import { rawRequest } from '../support/raw-http.js';
+import { skopeoCopy } from '../support/skopeo.js';
 import { startUpstream, type Upstream } from '../support/upstream-harness.js';
 
 const MiB = 1024 * 1024;
+const DEGRADED = 'store degraded: writes fail, content not cached is passed through from upstream, not stored';
 const ACCEPT = [MediaTypes.dockerManifest, MediaTypes.dockerManifestList, MediaTypes.ociManifest, MediaTypes.ociIndex].join(', ');
 const isRoot = process.getuid?.() === 0;
+
+/** A real client: curl writes the blob to a file (failing on a broken transfer); returns its sha256. */
+function curlSha256(url: string, dir: string): Promise<string> {
+  const out = join(dir, 'curl-blob');
+  return new Promise((resolve, reject) =>
+    execFile('curl', ['-sSf', '--max-time', '60', '-o', out, url], (err, _stdout, stderr) => {
+      if (err) return reject(new Error(`curl failed: ${stderr || err.message}`));
+      const hex = createHash('sha256').update(readFileSync(out)).digest('hex');
+      rmSync(out);
+      resolve(`sha256:${hex}`);
+    }),
+  );
+}
 
 /** Writes `path` until the filesystem is full (ENOSPC); returns its size. */
 function fillUp(path: string): number {
@@ -87,7 +107,9 @@ describe('disk full (a real tmpfs)', () => {
     return { status: r.status, body: JSON.parse(r.body.toString()) as { status: string; checks: Record<string, boolean> } };
   };
 
-  it('fills into ENOSPC: storage_error, degraded but ready, 503 STORAGE_UNAVAILABLE for blobs, manifests passed through, cached content served; recovers when space returns', async () => {
+  const blobPath = (digest: string) => join(mountPoint!, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
+
+  it('fills into ENOSPC: storage_error, degraded but ready, the client of the fill and a real pull passed through verified, cached content served, no temp file; recovers when space returns', async () => {
     const image = async (seed: string, repo: string, layerSize: number) => {
       const img = await makeImage('oci', { seed, layerSize, layers: 1, filesPerLayer: 1 });
       images.push(img);
@@ -109,22 +131,35 @@ describe('disk full (a real tmpfs)', () => {
     const size = fillUp(filler);
     truncateSync(filler, size - MiB);
 
-    // The big manifest fits; its layer's download runs into ENOSPC halfway.
+    // The big manifest fits; its layer's download runs into ENOSPC halfway, and its client (curl)
+    // still gets every byte, verified: the download goes on without the store.
     assert.equal((await get('/v2/library/big/manifests/1')).status, 200);
-    const broken = await get(`/v2/library/big/blobs/${big.layers[0]!.digest}`);
-    assert.ok(broken.status === 503 || broken.outcome === 'error' || broken.body.length < big.layers[0]!.size, 'a body that could not be stored is never passed off as whole');
-    const degraded = await hc!.waitForLog((l) => l.message === 'store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE');
+    const work = mkdtempSync(join(tmpdir(), 'hubcache-diskfull-client-'));
+    try {
+      assert.equal(await curlSha256(`${hc!.url}/v2/library/big/blobs/${big.layers[0]!.digest}`, work), big.layers[0]!.digest, 'the whole blob, bigger than the free space, verified');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+    const degraded = await hc!.waitForLog((l) => l.message === DEGRADED);
     assert.equal(degraded.errno, 'ENOSPC');
     assert.equal(degraded.level, 'error');
+    await hc!.waitForLog((l) => l.message === 'fill passed through, not cached' && l.digest === big.layers[0]!.digest);
     assert.equal(await metric('hubcache_fills_failed_total', { reason: 'storage_error' }), 1, 'counted as storage_error');
     assert.equal(await metric('hubcache_fills_failed_total', { reason: 'upstream_error' }), 0);
     assert.equal(await metric('hubcache_store_writable'), 0);
+    assert.equal(await metric('hubcache_passthrough_requests_total', { kind: 'blob' }), 1);
 
-    // Now full to the last byte: a blob not cached is a documented 503, a manifest passes through.
+    // Now full to the last byte: a real client pulls a whole image not cached through the full store.
     fillUp(join(mountPoint!, 'filler-2'));
-    const blob = await get(`/v2/library/late/blobs/${late.layers[0]!.digest}`);
-    assert.equal(blob.status, 503, blob.body.toString());
-    assert.equal(JSON.parse(blob.body.toString()).errors[0].code, 'STORAGE_UNAVAILABLE');
+    const dest = mkdtempSync(join(tmpdir(), 'hubcache-diskfull-pull-'));
+    try {
+      await skopeoCopy(`docker://${hc!.host}/library/late:1`, `dir:${dest}`);
+      assert.equal(`sha256:${createHash('sha256').update(readFileSync(join(dest, late.layers[0]!.digest.slice(7)))).digest('hex')}`, late.layers[0]!.digest, 'skopeo got the layer, verified');
+    } finally {
+      rmSync(dest, { recursive: true, force: true });
+    }
+    assert.ok((await metric('hubcache_passthrough_requests_total', { kind: 'blob' })) >= 3, 'the late layer and config passed through');
+    assert.ok((await metric('hubcache_passthrough_requests_total', { kind: 'manifest' })) >= 1);
     const manifest = await get('/v2/library/late/manifests/1');
     assert.equal(manifest.status, 200, manifest.body.toString());
     assert.deepEqual(manifest.body, late.manifest, 'passed through, verified');
@@ -138,7 +173,10 @@ describe('disk full (a real tmpfs)', () => {
     assert.deepEqual(await readyz(), { status: 200, body: { status: 'degraded', checks: { config: true, accepting: true, storeReadable: true, storeWritable: false } } });
     assert.equal(await metric('hubcache_store_writable'), 0);
     assert.deepEqual(hc!.logs.filter((l) => l.message === 'unhandled error'), [], 'never 500 UNKNOWN');
-    assert.equal(hc!.logs.filter((l) => l.message === 'store degraded: writes fail, content not cached is answered 503 STORAGE_UNAVAILABLE').length, 1, 'logged once');
+    assert.equal(hc!.logs.filter((l) => l.message === DEGRADED).length, 1, 'logged once');
+    // Consistent: no temp file left, nothing of the passed-through blobs stored.
+    assert.deepEqual(readdirSync(join(mountPoint!, 'tmp')).filter((f) => f.startsWith('blob-')), [], 'no temp file left');
+    for (const d of [big.layers[0]!.digest, late.layers[0]!.digest]) assert.throws(() => statSync(blobPath(d)), /ENOENT/, `${d} not stored`);
 
     // Space returns: no restart; the next probe clears the metric, the next pull is cached.
     rmSync(filler);
@@ -152,6 +190,6 @@ describe('disk full (a real tmpfs)', () => {
     await hc!.waitForLog((l) => l.message === 'fill committed' && l.digest === big.layers[0]!.digest);
     const late2 = await get(`/v2/library/late/blobs/${late.layers[0]!.digest}`);
     assert.equal(late2.status, 200);
-    assert.ok(statSync(join(mountPoint!, 'blobs', 'sha256', big.layers[0]!.digest.slice(7, 9), big.layers[0]!.digest.slice(7))).isFile(), 'committed to the store');
+    assert.ok(statSync(blobPath(big.layers[0]!.digest)).isFile(), 'committed to the store');
   });
 });

@@ -96,6 +96,8 @@ export interface AppHarness {
   readonly cache: PullThroughRegistry;
   readonly clock: ManualClock;
   readonly instanceId: string;
+  /** The logger the cache logs with (for parts a test wires itself, e.g. a PinSet). */
+  readonly logger: Logger;
   /** Every log line so far (winston info objects, with the request's `requestId` where there is one). */
   readonly logs: readonly LogLine[];
   /** Requests hubcache's own listener received (the loop guard's hop count). */
@@ -279,6 +281,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     cache,
     clock,
     instanceId,
+    logger,
     logs,
     served: () => served,
     fetch: (path, init) => fetch(`${url}${path}`, init),

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { BlobStore } from '../blob-store.js';
 import type { ManifestStore, MetadataStore } from '../manifest-store.js';
 import type { StorageFaultErrno } from '../storage-fault.js';
@@ -12,10 +13,11 @@ export function storageErrnoError(errno: StorageFaultErrno, syscall: string, pat
 
 /**
  * The operations a fault can be injected into: the store methods by `<store>.<method>`
- * (`blobs.create`, `manifests.put`, `metadata.setTag`, …) and the methods of the blob writers
- * `blobs.create()` returns by `writer.<method>` (`writer.write`, `writer.commit`, …).
+ * (`blobs.create`, `manifests.put`, `metadata.setTag`, …), the methods of the blob writers
+ * `blobs.create()` returns by `writer.<method>` (`writer.write`, `writer.commit`, …), and
+ * `body.read`: the stream `blobs.open()` returned fails after `afterBytes` (see `failBody`).
  */
-export type FaultPoint = `${'blobs' | 'manifests' | 'metadata' | 'writer'}.${string}`;
+export type FaultPoint = `${'blobs' | 'manifests' | 'metadata' | 'writer' | 'body'}.${string}`;
 
 /**
  * Storage fault injection, in the style of a flaky store: decorates real stores (memory or fs) so
@@ -33,6 +35,17 @@ export class StorageFaults {
     this.#plans.set(point, { errno, times });
     return this;
   }
+
+  /**
+   * The next `times` blob bodies opened (`blobs.open`) fail with `errno` once `afterBytes` of
+   * them were read: a disk that fails under a response already started. Such a body is a plain
+   * stream (the store's faster `writeTo` is not offered).
+   */
+  failBody(errno: StorageFaultErrno, afterBytes: number, times = Infinity): this {
+    this.#bodyAfter = afterBytes;
+    return this.fail('body.read', errno, times);
+  }
+  #bodyAfter = 0;
 
   /** Every operation works again (space came back). */
   heal(): void {
@@ -71,9 +84,33 @@ export class StorageFaults {
           if (fault) return Promise.reject(fault);
           const out = (value as (...a: unknown[]) => unknown).apply(t, args);
           if (prefix === 'blobs' && prop === 'create') return (out as Promise<object>).then((w) => this.#wrap(w, 'writer'));
+          if (prefix === 'blobs' && prop === 'open') {
+            return (out as Promise<Readable>).then((body) => {
+              const fault = this.#take('body.read');
+              return fault ? Readable.from(failAfter(body, this.#bodyAfter, fault), { objectMode: false }) : body;
+            });
+          }
           return out;
         };
       },
     });
+  }
+}
+
+/** The bytes of `body` up to `n`, then `fault` (the body is destroyed either way). */
+async function* failAfter(body: Readable, n: number, fault: Error): AsyncGenerator<Buffer> {
+  let left = n;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (chunk.length >= left) {
+        if (left > 0) yield chunk.subarray(0, left);
+        break;
+      }
+      left -= chunk.length;
+      yield chunk;
+    }
+    throw fault;
+  } finally {
+    body.destroy();
   }
 }

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES } from '../../../src/cache/cache-metrics.js';
+import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REFRESH_RESULTS, PIN_STATES, STORE_READ_KINDS } from '../../../src/cache/cache-metrics.js';
 import { ABANDONED_DECISIONS, BYTE_SOURCES, CLIENT_TIMEOUTS, CONNECTION_REJECTIONS, Metrics } from '../../../src/observability/metrics.js';
 import { UPSTREAM_KINDS } from '../../../src/upstream/upstream.js';
 
@@ -99,6 +99,11 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   hubcache_upstream_retries_total: { kind: UPSTREAM_KINDS },
   hubcache_fills_failed_total: { reason: FILL_FAILURES },
   hubcache_fills_abandoned_total: { decision: ABANDONED_DECISIONS },
+  hubcache_passthrough_requests_total: { kind: PASS_THROUGH_KINDS },
+  hubcache_passthrough_bytes_total: { kind: PASS_THROUGH_KINDS },
+  hubcache_store_read_errors_total: { kind: STORE_READ_KINDS },
+  hubcache_pins: { state: PIN_STATES },
+  hubcache_pin_refresh_total: { result: PIN_REFRESH_RESULTS },
   hubcache_http_requests_total: { status: STATUS_CLASSES },
   hubcache_http_connections_rejected_total: { reason: CONNECTION_REJECTIONS },
   hubcache_http_timeouts_total: { kind: CLIENT_TIMEOUTS },

@@ -193,7 +193,11 @@ withConfigOptions(
   let result;
   if (opts.server) {
     location = opts.server;
-    result = await fetchDu(opts.server, filter).catch((err) => fail(err instanceof TypeError ? new Error(`${opts.server}: ${(err.cause as Error)?.message ?? err.message}`) : err));
+    result = await fetchDu(opts.server, filter).catch((err: Error) => {
+      // An answer or a connection that failed is not a bug of ours: the message, no stack.
+      process.stderr.write(`hubcache: ${err instanceof TypeError ? `${opts.server}: ${(err.cause as Error)?.message ?? err.message}` : err.message}\n`);
+      process.exit(1);
+    });
   } else {
     // A reader, like ls: no ownership, no init(); safe next to a serving process.
     const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });

@@ -109,6 +109,15 @@ describe('architecture: imports follow the layers (docs/architecture.md)', () =>
     assert.deepEqual(IMPORTS.filter((i) => layer(i.from) === 'lib' && i.target !== undefined && layer(i.target) !== 'lib').map(show), []);
   });
 
+  // auth/ (issue #14: users, the access policy, tokens) sits beside cache/: the http layer asks it
+  // who a client is and what it may do; it knows nothing of HTTP, the cache, upstreams or the store
+  // (the signing key's directory is handed to it), so it can't route around the layers.
+  it('auth/ imports only domain/, lib/ and itself', () => {
+    const outside = IMPORTS.filter((i) => layer(i.from) === 'auth' && i.target !== undefined && !['auth', 'domain', 'lib'].includes(layer(i.target)));
+    assert.deepEqual(outside.map(show), []);
+    assert.ok(crossing('http', 'auth').length > 0, 'the http layer uses auth/');
+  });
+
   it('no import cycle between directories', () => {
     assert.deepEqual(directoryCycles(), []);
   });

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -9,6 +12,7 @@ import { matchesFilter } from './commands/ls.js';
 import { parseHostPort, type Config } from './config/schema.js';
 import { adminRouter, type AdminOperations } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
+import { setupAuth } from './http/auth/setup.js';
 import { createClientServer } from './http/client-server.js';
 import { compileRepoFilter } from './http/resolve-repo.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
@@ -57,6 +61,14 @@ export interface StartOptions {
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
   const logger = opts.logger ?? createLogger({ level: config.log.level, format: config.log.format });
+  // A missing users file is a configuration error, reported before the store is touched.
+  if (config.auth.htpasswd) {
+    try {
+      accessSync(config.auth.htpasswd, fsConstants.R_OK);
+    } catch (err) {
+      throw new ConfigError([`auth.htpasswd: cannot read ${config.auth.htpasswd}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+    }
+  }
   const metrics = new Metrics();
   const instanceId = config.instanceId ?? randomBytes(6).toString('hex');
 
@@ -160,6 +172,12 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     checks: { config: true, accepting: !stopping, storeReadable: await storage.readable() },
     degraded: { storeWritable: await storeHealth.check() },
   });
+  // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
+  // lives in the store (docs/storage-layout.md). Hosted names will come from `hosted.repositories`;
+  // until that key exists every name is mirrored.
+  const auth = config.auth.htpasswd
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: () => false })
+    : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
     reader: registry,
@@ -174,6 +192,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
     sendTimeoutMs: config.server.sendTimeout,
+    ...(auth ? { auth: auth.guard } : {}),
   });
 
   const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
@@ -234,6 +253,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
 
   const closeAll = (deadlineMs?: number) =>
     close(deadlineMs)
+      .finally(() => auth?.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, close: closeAll };

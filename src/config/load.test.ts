@@ -326,6 +326,43 @@ test('issue #11: allowed realm entries are validated at load, each named', () =>
   });
 });
 
+test('auth: off by default; htpasswd, challenge, CIDRs and expiry from the file, the environment or flags', () => {
+  const off = loadConfig({ env: {} }).auth;
+  assert.equal(off.htpasswd, undefined);
+  assert.equal(off.challenge, 'bearer');
+  assert.equal(off.anonymousPull, true);
+  assert.equal(off.tokenExpiry, 300_000);
+  assert.equal(off.refreshTokenExpiry, 7 * 86_400_000);
+  assert.equal(off.maxFailedLogins, 10);
+  assert.equal(off.maxFailedLoginsPerAddress, 50);
+  assert.equal(off.failedLoginWindow, 300_000);
+  const env = loadConfig({
+    env: { HUBCACHE_AUTH_HTPASSWD: '/etc/hubcache/htpasswd', HUBCACHE_AUTH_CHALLENGE: 'basic', HUBCACHE_AUTH_ANONYMOUS_PULL: 'false', HUBCACHE_AUTH_ANONYMOUS_PULL_CIDRS: '10.0.0.0/8, fd00::/8', HUBCACHE_AUTH_TOKEN_EXPIRY: '1m' },
+  }).auth;
+  assert.deepEqual([env.htpasswd, env.challenge, env.anonymousPull, env.anonymousPullCidrs, env.tokenExpiry], ['/etc/hubcache/htpasswd', 'basic', false, ['10.0.0.0/8', 'fd00::/8'], 60_000]);
+  const flags = loadConfig({ env: {}, flags: { 'auth-htpasswd': '/h', 'auth-realm': 'https://registry.example/auth/token', 'auth-service': 'registry.example' } }).auth;
+  assert.deepEqual([flags.htpasswd, flags.realm, flags.service], ['/h', 'https://registry.example/auth/token', 'registry.example']);
+  const fromFile = loadConfig({
+    file: file('auth.yaml', 'auth:\n  htpasswd: /h\n  groups: {devs: [alice]}\n  rules:\n    - repositories: ["myorg/**"]\n      groups: [devs]\n      actions: [pull, push]\n      cidrs: [192.0.2.0/24]\n'),
+    env: {},
+  }).auth;
+  assert.deepEqual(fromFile.rules, [{ repositories: ['myorg/**'], groups: ['devs'], actions: ['pull', 'push'], cidrs: ['192.0.2.0/24'] }]);
+});
+
+test('auth: clear messages for wrong rules, groups, ranges and durations', () => {
+  const bad = (yaml: string, message: RegExp) => assert.throws(() => loadConfig({ file: file('bad-auth.yaml', yaml), env: {} }), message);
+  bad('auth:\n  rules:\n    - repositories: ["a/*"]\n      actions: [pull]\n', /auth\.rules\.0: a rule must name whom it grants to: users, groups, authenticated: true or anonymous: true/);
+  bad('auth:\n  rules:\n    - repositories: ["a/*"]\n      users: [x]\n      actions: [write]\n', /auth\.rules\.0\.actions\.0: actions are pull, push, delete/);
+  bad('auth:\n  rules:\n    - repositories: []\n      users: [x]\n      actions: [pull]\n', /auth\.rules\.0\.repositories: name at least one repository pattern/);
+  bad('auth:\n  rules:\n    - repositories: ["A/*"]\n      users: [x]\n      actions: [pull]\n', /auth\.rules\.0\.repositories\.0: repository patterns use lowercase/);
+  bad('auth:\n  rules:\n    - repositories: ["a/*"]\n      groups: [ops]\n      actions: [pull]\n', /auth\.rules\.0\.groups: unknown group "ops" \(define it under auth\.groups\)/);
+  bad('auth:\n  rules:\n    - repositories: ["a/*"]\n      users: [x]\n      actions: [pull]\n      verbs: [get]\n', /auth\.rules\.0: unknown key "verbs"/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_AUTH_ANONYMOUS_PULL_CIDRS: '10.0.0.0/40' } }), /auth\.anonymousPullCidrs\.0: "10\.0\.0\.0\/40": the prefix length must be 0–32/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_AUTH_CHALLENGE: 'digest' } }), /auth\.challenge/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_AUTH_TOKEN_EXPIRY: '5s' } }), /auth\.tokenExpiry: must be at least 10s/);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_AUTH_ANONYMOUS_PULL: 'maybe' } }), /auth\.anonymousPull/);
+});
+
 test('cache.pin (issue #13): a list from the file, or comma-separated from HUBCACHE_PIN or --pin; each entry validated with its reason', () => {
   assert.deepEqual(loadConfig({ env: {} }).cache.pin, []);
   const f = file('pin.yaml', 'cache:\n  pin:\n    - nginx:1.27\n    - redis:7.*\n    - alpine@sha256:' + 'a'.repeat(64) + '\n');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ACTIONS, cidrProblem } from '../auth/policy.js';
 import { isPlatformName, parsePin } from '../domain/pin.js';
 import { registryNameProblem } from '../domain/registry-name.js';
 import { parseRealmEntry } from '../upstream/auth/realm-allowlist.js';
@@ -178,6 +179,72 @@ const storageSchema = z
   )
   .default({});
 
+const cidr = z.string().superRefine((c, ctx) => {
+  const problem = cidrProblem(c);
+  if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
+
+const userName = z.string().min(1).regex(/^[^:\s]+$/, 'user names have no colon or space (htpasswd)');
+
+/**
+ * One grant: `actions` on the `repositories` (patterns over the name as the client sends it) for
+ * the principals named: `users`, members of `groups`, every authenticated user (`authenticated`)
+ * or clients without credentials (`anonymous`); only from `cidrs` when given. Rules only grant.
+ */
+const accessRule = z
+  .object({
+    repositories: z.array(repoPattern).min(1, 'name at least one repository pattern'),
+    users: z.array(userName).optional(),
+    groups: z.array(z.string().min(1)).optional(),
+    authenticated: z.boolean().optional(),
+    anonymous: z.boolean().optional(),
+    actions: z.array(z.enum(ACTIONS, { errorMap: () => ({ message: `actions are ${ACTIONS.join(', ')}` }) })).min(1, 'name at least one action'),
+    cidrs: commaList(cidr).optional(),
+  })
+  .strict()
+  .refine((r) => (r.users?.length ?? 0) > 0 || (r.groups?.length ?? 0) > 0 || r.authenticated === true || r.anonymous === true, {
+    message: 'a rule must name whom it grants to: users, groups, authenticated: true or anonymous: true',
+  });
+
+/**
+ * Users, permissions and tokens of hubcache's own clients (issue #14). Off unless `htpasswd` is
+ * set. docs/protocol.md ("Authentication") has the challenges and the token endpoint.
+ */
+const authSchema = z
+  .object({
+    /** An htpasswd file with bcrypt entries (`htpasswd -B`); reloaded when it changes. Setting it turns auth on. */
+    htpasswd: z.string().min(1).optional(),
+    /** The challenge of a 401: `bearer` (tokens from /auth/token, registry:2's token mode) or `basic` (registry:2's htpasswd mode). */
+    challenge: z.enum(['bearer', 'basic']).default('bearer'),
+    /** The token endpoint's URL in challenges (`https://registry.example/auth/token`); default: from the request's Host. */
+    realm: httpUrl.optional(),
+    /** The `service` of challenges and tokens. */
+    service: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a service name of letters, digits and ._:-').default('hubcache'),
+    /** Groups of users, by name, for rules. */
+    groups: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'group names use letters, digits and ._-'), z.array(userName)).default({}),
+    rules: z.array(accessRule).default([]),
+    /** Anonymous pull of mirrored (not hosted) repositories: dockerd sends no credentials to a mirror. */
+    anonymousPull: z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean()).default(true),
+    /** Limits anonymous pull to clients in these ranges (`10.0.0.0/8`, `fd00::/8`); a comma-separated string is accepted. */
+    anonymousPullCidrs: commaList(cidr).optional(),
+    /** Lifetime of bearer tokens. */
+    tokenExpiry: duration('5m', '10s'),
+    /** Lifetime of refresh tokens (docker/containerd logins with access_type=offline); a changed password revokes them. */
+    refreshTokenExpiry: duration('7d', '1m'),
+    /** Failed logins of one user name within failedLoginWindow; further attempts for it get 429 until the window passes. */
+    maxFailedLogins: count(10, 1, 10_000),
+    /** Failed logins from one client address (whatever the user names) within failedLoginWindow; further attempts from it get 429. Higher than per user: many users may share an address (NAT, a CI runner). */
+    maxFailedLoginsPerAddress: count(50, 1, 100_000),
+    failedLoginWindow: duration('5m', '1s'),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    for (const [i, r] of a.rules.entries()) {
+      for (const g of r.groups ?? []) if (!(g in a.groups)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['rules', i, 'groups'], message: `unknown group ${JSON.stringify(g)} (define it under auth.groups)` });
+    }
+  })
+  .default({});
+
 export const configSchema = z
   .object({
     /** Address the registry API listens on. */
@@ -339,6 +406,7 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    auth: authSchema,
     shutdown: z
       .object({
         /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
@@ -355,7 +423,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool']);
@@ -363,4 +431,5 @@ export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTa
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
+export type AuthConfig = z.output<typeof authSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;

@@ -35,11 +35,11 @@ export const ERROR_CODES = {
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /**
- * Codes of the table that nothing produces yet: they belong to the private registry (push, and
- * authentication of its own clients), which is still to come. docs/errors.md lists them apart as
+ * Codes of the table that nothing produces yet: they belong to the private registry's push, which
+ * is still to come. docs/errors.md lists them apart as
  * reserved; a test checks that it does and that no source file outside this one names them.
  */
-export const RESERVED_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'MANIFEST_BLOB_UNKNOWN', 'UNAUTHORIZED']);
+export const RESERVED_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'MANIFEST_BLOB_UNKNOWN']);
 
 export class RegistryError extends Error {
   readonly code: ErrorCode;

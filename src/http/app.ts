@@ -3,6 +3,8 @@ import type { RegistryReader } from '../cache/registry-reader.js';
 import { RegistryError } from '../domain/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { actionFor, type AuthGuard } from './auth/guard.js';
+import { tokenEndpoint } from './auth/token-endpoint.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
 import { serveTags } from './handlers/tags.js';
@@ -30,6 +32,11 @@ export interface AppOptions {
   readonly serveMetrics: boolean;
   /** server.sendTimeout: a response the client stops reading for this long is aborted (ms). */
   readonly sendTimeoutMs: number;
+  /**
+   * Authentication and authorization (config `auth`): every registry request is checked for its
+   * repository and action before anything else, and `/auth/token` is served. Absent: no auth.
+   */
+  readonly auth?: AuthGuard;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -54,6 +61,7 @@ export function createApp(opts: AppOptions): express.Express {
     res.status(ready ? 200 : 503).json({ status: !ready ? 'not ready' : whole ? 'ready' : 'degraded', checks: { ...required, ...degraded } });
   });
   if (opts.serveMetrics) app.get('/metrics', metricsHandler(opts.metrics));
+  if (opts.auth) app.use(tokenEndpoint(opts.auth));
 
   app.use('/v2', antiLoop(opts.instanceId), async (req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-Api-Version', 'registry/2.0');
@@ -62,9 +70,13 @@ export function createApp(opts: AppOptions): express.Express {
       req.ctx.route = request.route;
       if (request.route === 'base') {
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', { method: req.method });
+        await opts.auth?.authorizeBase(req);
         res.status(200).json({});
         return;
       }
+      // Before anything else about the repository (routing to an upstream, the store): a refused
+      // request changes nothing and tells nothing. The name is checked as the client sent it.
+      await opts.auth?.authorize(req, request.name, actionFor(req.method));
       if (request.route === 'upload') throw new RegistryError('UNSUPPORTED', undefined, { message: 'this registry is a read-only mirror: push is not supported' });
       if (request.route === 'referrers') throw new RegistryError('NOT_FOUND', undefined, { message: 'the referrers API is not supported by this mirror' });
       if (req.method !== 'GET' && (req.method !== 'HEAD' || request.route === 'tags')) {

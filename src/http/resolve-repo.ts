@@ -1,7 +1,10 @@
 import { RegistryError } from '../domain/errors.js';
 import { parseRepoName, type RepoKey } from '../domain/reference.js';
 import { splitRegistry } from '../domain/registry-name.js';
+import { globToRegExp } from '../domain/repo-pattern.js';
 import { canonicalRegistry, normalizeRepoName } from '../upstream/docker-hub.js';
+
+export { globToRegExp };
 
 /** Decides whether a repository (already normalised) may be pulled through an upstream. */
 export type RepoFilter = (repo: string) => boolean;
@@ -56,24 +59,4 @@ export function compileRepoFilter(rules: { readonly allow?: readonly string[] | 
   const allow = rules.allow?.map(globToRegExp);
   const deny = (rules.deny ?? []).map(globToRegExp);
   return (repo) => (allow === undefined || allow.some((re) => re.test(repo))) && !deny.some((re) => re.test(repo));
-}
-
-export function globToRegExp(pattern: string): RegExp {
-  let re = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*' && pattern[i + 1] === '*') {
-      // `**/` may match zero components: `**/app` matches `app` and `a/b/app`.
-      if (pattern[i + 2] === '/') {
-        re += '(?:.*/)?';
-        i += 2;
-      } else {
-        re += '.*';
-        i += 1;
-      }
-    } else if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else re += c.replace(/[.\\^$+(){}[\]|-]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
 }

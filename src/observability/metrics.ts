@@ -29,6 +29,11 @@ function statusClass(status: number | 'error'): string {
   return status === 'error' ? 'error' : `${Math.floor(status / 100)}xx`;
 }
 
+export const AUTH_SCHEMES = ['anonymous', 'basic', 'bearer', 'refresh_token'] as const;
+export type AuthScheme = (typeof AUTH_SCHEMES)[number];
+export const AUTH_RESULTS = ['allowed', 'unauthorized', 'denied', 'rate_limited'] as const;
+export type AuthResult = (typeof AUTH_RESULTS)[number];
+
 /**
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
@@ -69,6 +74,7 @@ export class Metrics implements CacheMetrics, PinMetrics {
   readonly #clientTimeouts = new client.Counter({ name: 'hubcache_http_timeouts_total', help: 'Client connections closed by a timeout: headers (the request head did not arrive in time: idle or slowloris) or send (the client stopped reading a response).', labelNames: ['kind'], registers: [this.registry] });
   #blobBufferPool: (() => { inUseBytes: number; idleBytes: number }) | undefined;
   readonly #blobBufferBytes = new client.Gauge({ name: 'hubcache_blob_buffer_pool_bytes', help: 'Memory of the buffer pool that streams stored blobs to clients, by state: in_use or idle (allocated, free for reuse).', labelNames: ['state'], registers: [this.registry], collect: () => this.#collectBufferPool() });
+  readonly #authRequests = new client.Counter({ name: 'hubcache_auth_requests_total', help: 'Authentication and authorization of client requests and token requests (with auth on), by the scheme the client used (anonymous, basic, bearer, refresh_token) and result (allowed: served or token issued; unauthorized: 401; denied: 403; rate_limited: 429 after too many failed logins).', labelNames: ['scheme', 'result'], registers: [this.registry] });
   readonly #blobBufferFallbacks = new client.Counter({ name: 'hubcache_blob_buffer_pool_fallbacks_total', help: 'Stored-blob responses that found the buffer pool all in use and streamed through a small buffer of their own.', registers: [this.registry] });
 
   readonly #pins = new client.Gauge({ name: 'hubcache_pins', help: 'Pinned images (cache.pin; each tag of a pattern counts) by state: warm (all content stored), cold (not all stored yet), failed (the last refresh failed with content missing).', labelNames: ['state'], registers: [this.registry] });
@@ -103,6 +109,13 @@ export class Metrics implements CacheMetrics, PinMetrics {
     this.#rateLimited.inc({ upstream }, 0);
   }
 
+  /** Creates the auth counters at zero (only when auth is on: the series are absent otherwise). */
+  authConfigured(): void {
+    for (const scheme of AUTH_SCHEMES) for (const result of AUTH_RESULTS) this.#authRequests.inc({ scheme, result }, 0);
+  }
+  authRequest(scheme: AuthScheme, result: AuthResult): void {
+    this.#authRequests.inc({ scheme, result });
+  }
   httpRequest(route: string, method: string, status: number, seconds: number): void {
     this.#httpRequests.inc({ route, method, status: statusClass(status) });
     this.#httpDuration.observe({ route, method }, seconds);

@@ -364,6 +364,53 @@ describe('helm/hubcache', () => {
     });
   });
 
+  describe('users and permissions: htpasswd from a Secret, rules in config.auth', () => {
+    const auth = {
+      challenge: 'bearer',
+      realm: 'https://registry.example.com/auth/token',
+      groups: { devs: ['alice'] },
+      rules: [{ repositories: ['myorg/**'], groups: ['devs'], actions: ['pull', 'push'], cidrs: ['10.0.0.0/8'] }],
+      anonymousPullCidrs: ['10.0.0.0/8'],
+    };
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template({ auth: { htpasswdSecret: 'hubcache-users' }, config: { auth } });
+    });
+
+    it('renders valid objects and passes helm lint --strict', async () => {
+      await validateAll(r);
+      assert.match(await helm.lint({ auth: { htpasswdSecret: 'hubcache-users' }, config: { auth } }), /0 chart\(s\) failed/);
+    });
+
+    it('mounts the Secret as a directory (updates reach the pod) and points auth.htpasswd at it; passes the rules through', () => {
+      const d = r.get('Deployment');
+      const mount = container(d).volumeMounts.find((m: { name: string }) => m.name === 'htpasswd');
+      assert.deepEqual(mount, { name: 'htpasswd', mountPath: '/etc/hubcache/auth', readOnly: true });
+      const volume = d.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'htpasswd');
+      assert.deepEqual(volume.secret, { secretName: 'hubcache-users', defaultMode: 288, items: [{ key: 'htpasswd', path: 'htpasswd' }] });
+      const config = configOf(r);
+      assert.equal(config.auth.htpasswd, '/etc/hubcache/auth/htpasswd');
+      assert.deepEqual(config.auth.rules, auth.rules);
+      assert.deepEqual(config.auth.anonymousPullCidrs, ['10.0.0.0/8']);
+      assert.equal(config.auth.realm, auth.realm);
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      assert.match(await configCheck(r, 'auth'), /configuration OK/);
+    });
+
+    it('without the Secret auth stays off: no htpasswd in config.yaml, no mount', async () => {
+      const off = await helm.template({});
+      assert.equal(configOf(off).auth.htpasswd, undefined);
+      assert.equal(configOf(off).auth.realm, undefined);
+      assert.equal(container(off.get('Deployment')).volumeMounts.find((m: { name: string }) => m.name === 'htpasswd'), undefined);
+    });
+
+    it('values.schema.json refuses a rule with an unknown action', async () => {
+      await assert.rejects(helm.template({ config: { auth: { rules: [{ repositories: ['a/*'], users: ['x'], actions: ['write'] }] } } }), /values don't meet the specifications of the schema/);
+    });
+  });
+
   describe('credentials from values, store on an emptyDir', () => {
     it('creates the Secret, mounts it, and rolls the pods when it changes (checksum/secret)', async () => {
       const values = (password: string) => ({ upstreamCredentials: { 'docker.io': { username: 'me', password } }, persistence: { enabled: false } });

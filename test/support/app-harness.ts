@@ -14,6 +14,8 @@ import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
+import { setupAuth, type AuthSetup } from '../../src/http/auth/setup.js';
+import { configSchema, type ConfigInput } from '../../src/config/schema.js';
 import type { StoreHealth } from '../../src/storage/store-health.js';
 import { viaChain, viaToken } from '../../src/http/middleware/anti-loop.js';
 import { compileRepoFilter, type RepoFilter } from '../../src/http/resolve-repo.js';
@@ -61,6 +63,11 @@ export interface AppHarnessOptions {
   /** Passed to the cache: storage faults degrade it, and a degraded store answers blob misses 503. */
   readonly storeHealth?: StoreHealth;
   readonly instanceId?: string;
+  /**
+   * Auth on (the `auth` settings, `htpasswd` included), with the harness's clock, the signing key in
+   * `keyDir`, and `isHosted` standing for `hosted.repositories`.
+   */
+  readonly auth?: { readonly config: NonNullable<ConfigInput['auth']>; readonly keyDir: string; readonly isHosted?: (name: string) => boolean };
 }
 
 export interface Stores {
@@ -96,6 +103,8 @@ export interface AppHarness {
   readonly cache: PullThroughRegistry;
   readonly clock: ManualClock;
   readonly instanceId: string;
+  /** The auth layer, when `auth` was given. */
+  readonly auth?: AuthSetup;
   /** The logger the cache logs with (for parts a test wires itself, e.g. a PinSet). */
   readonly logger: Logger;
   /** Every log line so far (winston info objects, with the request's `requestId` where there is one). */
@@ -246,7 +255,11 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     clock: clock.now,
     ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
   });
+  const auth = opts.auth
+    ? setupAuth(configSchema.parse({ auth: opts.auth.config }).auth, { keyDir: opts.auth.keyDir, logger, metrics, isHosted: opts.auth.isHosted ?? (() => false), now: clock.now })
+    : undefined;
   app = createApp({
+    ...(auth ? { auth: auth.guard } : {}),
     reader: cache,
     sendTimeoutMs: 60_000,
     resolver: {
@@ -281,6 +294,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     cache,
     clock,
     instanceId,
+    ...(auth ? { auth } : {}),
     logger,
     logs,
     served: () => served,
@@ -310,6 +324,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
         await Promise.all([...upstreams.values()].map((u) => u.client.close({ force: true })));
         await settle();
         await Promise.all([...upstreams.values()].map((u) => u.server?.close()));
+        await auth?.close();
       })()),
   };
 }

@@ -115,6 +115,11 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- fail (printf "config.defaultUpstream: %s is not configured under config.upstreams" $config.defaultUpstream) }}
 {{- end }}
 {{- $_ := set $config "upstreams" $upstreams }}
+{{- $auth := $config.auth | default dict }}
+{{- if not $auth.realm }}{{ $_ := unset $auth "realm" }}{{ end }}
+{{- if not $auth.anonymousPullCidrs }}{{ $_ := unset $auth "anonymousPullCidrs" }}{{ end }}
+{{- if .Values.auth.htpasswdSecret }}{{ $_ := set $auth "htpasswd" (printf "%s/htpasswd" .Values.auth.mountPath) }}{{ end }}
+{{- $_ := set $config "auth" $auth }}
 {{- toYaml $config }}
 {{- end }}
 

@@ -14,6 +14,9 @@
  *     tmp/<kind>-<uuid>                          files being written (uploads in progress); on the same
  *                                                filesystem so that rename(2) is atomic; swept at start
  *     tmp/lock-claim-<hash>-<n>                  a stale lock's takeover in progress (store-lock.ts)
+ *     auth/token-signing-key.pem                 the key signing hubcache's bearer tokens (auth.htpasswd set):
+ *                                                ECDSA P-256 PKCS#8 PEM, mode 0600, created at first start
+ *                                                (written aside and link(2)ed into place; auth/token.ts)
  *     hubcache.lock                              ownership lock (store-lock.ts): JSON {pid, hostname,
  *                                                pidNamespace?, startedAt, procStartTime?, token} of the
  *                                                process that owns the root; its mtime is the owner's

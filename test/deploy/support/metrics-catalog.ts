@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REFRESH_RESULTS, PIN_STATES, STORE_READ_KINDS } from '../../../src/cache/cache-metrics.js';
-import { ABANDONED_DECISIONS, BYTE_SOURCES, CLIENT_TIMEOUTS, CONNECTION_REJECTIONS, Metrics } from '../../../src/observability/metrics.js';
+import { ABANDONED_DECISIONS, AUTH_RESULTS, AUTH_SCHEMES, BYTE_SOURCES, CLIENT_TIMEOUTS, CONNECTION_REJECTIONS, Metrics } from '../../../src/observability/metrics.js';
 import { UPSTREAM_KINDS } from '../../../src/upstream/upstream.js';
 
 /** Root of the repository (tests run from anywhere). */
@@ -98,6 +98,7 @@ const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   hubcache_upstream_request_duration_seconds_bucket: { kind: UPSTREAM_KINDS },
   hubcache_upstream_retries_total: { kind: UPSTREAM_KINDS },
   hubcache_fills_failed_total: { reason: FILL_FAILURES },
+  hubcache_auth_requests_total: { scheme: AUTH_SCHEMES, result: AUTH_RESULTS },
   hubcache_fills_abandoned_total: { decision: ABANDONED_DECISIONS },
   hubcache_passthrough_requests_total: { kind: PASS_THROUGH_KINDS },
   hubcache_passthrough_bytes_total: { kind: PASS_THROUGH_KINDS },

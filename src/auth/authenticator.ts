@@ -1,0 +1,107 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { BcryptPool } from './bcrypt-pool.js';
+import { normalizeAddress } from './policy.js';
+
+/**
+ * Checks a user name and password against the htpasswd users, with what makes it safe and cheap:
+ *
+ * - bcrypt runs off the event loop (`BcryptPool`), and a user who doesn't exist costs a comparison
+ *   against a dummy hash too, so the answer time doesn't tell which users exist.
+ * - Verified credentials are remembered for `cacheTtlMs` (keyed by an HMAC of user and password
+ *   with a key made at start: the password is never kept, not even its plain hash), and forgotten
+ *   at once when the users change. A pull that authenticates on every request (Basic) costs one
+ *   bcrypt comparison per `cacheTtlMs`, not one per request.
+ * - Failed logins are counted per user and per client address over `failedLoginWindowMs`; from
+ *   `maxFailedLogins` (per user) or `maxFailedLoginsPerAddress` on, further attempts are refused without checking (`rate-limited`) until
+ *   the window moves past them.
+ */
+export type Verdict = { readonly ok: true; readonly user: string } | { readonly ok: false; readonly reason: 'invalid' | 'rate-limited'; readonly retryAfterSeconds?: number };
+
+export interface UserSource {
+  readonly users: ReadonlyMap<string, string>;
+  onChange(listener: () => void): void;
+}
+
+export interface AuthenticatorOptions {
+  readonly users: UserSource;
+  readonly bcrypt: Pick<BcryptPool, 'compare'>;
+  readonly maxFailedLogins: number;
+  readonly maxFailedLoginsPerAddress: number;
+  readonly failedLoginWindowMs: number;
+  readonly cacheTtlMs?: number;
+  readonly now?: () => number;
+}
+
+// A valid bcrypt hash of a random password: what a missing user is compared against when there are
+// no users (otherwise another user's hash, so that the cost is the file's).
+const DUMMY_HASH = '$2b$10$t0uHEKM5pxWYlTTgk1xE2ebhP./ZnyqThGZybFPsQ75c8zEEu9PZW';
+
+export class Authenticator {
+  readonly #opts: AuthenticatorOptions;
+  readonly #now: () => number;
+  readonly #cacheKey = randomBytes(32);
+  readonly #verified: LRUCache<string, { user: string; until: number }>;
+  readonly #failures = new LRUCache<string, number[]>({ max: 100_000 });
+
+  constructor(opts: AuthenticatorOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+    this.#verified = new LRUCache({ max: 10_000 });
+    opts.users.onChange(() => this.#verified.clear());
+  }
+
+  async verify(user: string, password: string, address: string): Promise<Verdict> {
+    const keys: [string, number][] = [
+      [`u:${user}`, this.#opts.maxFailedLogins],
+      [`a:${normalizeAddress(address)}`, this.#opts.maxFailedLoginsPerAddress],
+    ];
+    const limited = this.#rateLimited(keys);
+    if (limited !== undefined) return { ok: false, reason: 'rate-limited', retryAfterSeconds: limited };
+
+    const cacheKey = createHmac('sha256', this.#cacheKey).update(user).update('\0').update(password).digest('base64');
+    const cached = this.#verified.get(cacheKey);
+    if (cached && cached.until > this.#now() && constantTimeEqual(cached.user, user)) return { ok: true, user };
+
+    const hash = this.#opts.users.users.get(user);
+    const compareWith = hash ?? this.#opts.users.users.values().next().value ?? DUMMY_HASH;
+    const ok = (await this.#opts.bcrypt.compare(password, compareWith)) && hash !== undefined;
+    // The users may have changed while bcrypt ran: only a still-current entry is trusted.
+    if (ok && this.#opts.users.users.get(user) === hash) {
+      this.#verified.set(cacheKey, { user, until: this.#now() + (this.#opts.cacheTtlMs ?? 60_000) });
+      return { ok: true, user };
+    }
+    this.#recordFailure(keys);
+    return { ok: false, reason: 'invalid' };
+  }
+
+  /** Seconds until the oldest counted failure leaves the window, when one of `keys` is at the limit. */
+  #rateLimited(keys: readonly [string, number][]): number | undefined {
+    const now = this.#now();
+    let wait: number | undefined;
+    for (const [key, max] of keys) {
+      const recent = (this.#failures.get(key) ?? []).filter((t) => t > now - this.#opts.failedLoginWindowMs);
+      if (recent.length >= max) {
+        const s = Math.max(1, Math.ceil((recent[recent.length - max]! + this.#opts.failedLoginWindowMs - now) / 1000));
+        wait = Math.max(wait ?? 0, s);
+      }
+    }
+    return wait;
+  }
+
+  #recordFailure(keys: readonly [string, number][]): void {
+    const now = this.#now();
+    for (const [key, max] of keys) {
+      const recent = (this.#failures.get(key) ?? []).filter((t) => t > now - this.#opts.failedLoginWindowMs);
+      recent.push(now);
+      this.#failures.set(key, recent.slice(-max));
+    }
+  }
+}
+
+/** String equality whose time doesn't depend on where the strings differ. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}

@@ -8,6 +8,8 @@
  *   5. hubcache peak RSS during 1 and 4
  *   6. the store's cap under a concurrent pull load (bench/eviction.ts): max store ÷ cap, the excess
  *      over the cap ÷ the blobs in flight, pulls/s with the cap ÷ without (issue #13)
+ *   7. store size (bench/store-size.ts, its own section of RESULTS.md): start-to-ready, RSS, HEAD/GET
+ *      latency, ls and du with synthetic stores of 1k, 10k and 100k blobs
  *
  * 2–4 run twice: with the upstream's blob bodies paced to BENCH_LINK_MIBPS per connection (default
  * 50 MiB/s ≈ 420 Mbit/s, a good single-stream download from Docker Hub's CDN; the targets apply
@@ -21,10 +23,10 @@
  * The two sides of each comparison alternate (A,B,A,B,…) so drift from other work on the machine
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
- * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINK_MIBPS (50), BENCH_ONLY (e.g. "warm,pull,concurrent").
+ * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINK_MIBPS (50), BENCH_ONLY (e.g. "warm,pull,concurrent,store"; store-size.ts lists its own).
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,11 +35,13 @@ import { makeImage } from '../test/support/images.js';
 import { skopeoCopy } from '../test/support/skopeo.js';
 import { startUpstream, type Upstream } from '../test/support/upstream-harness.js';
 import type { UpstreamRequest } from '../test/support/upstream-front.js';
+import { buildHubcache } from './build.js';
 import { curlGet, curlMany } from './curl-client.js';
 import { benchEviction } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
+import { benchStoreSize, sectionOf, storeSizeOptionsFromEnv } from './store-size.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const BIG = Number(process.env.BENCH_BIG_MIB ?? 1024) * MiB;
@@ -49,8 +53,8 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 20);
  * limiting them but the machine (loopback, all processes on the same cores).
  */
 const LINK = Number(process.env.BENCH_LINK_MIBPS ?? 50) * MiB;
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction').split(','));
-const DEADLINE_MS = 14 * 60 * 1000;
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store').split(','));
+const DEADLINE_MS = 25 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 const REPO_BIG = 'library/bench-big';
@@ -79,22 +83,8 @@ async function cleanup(): Promise<void> {
   for (const c of cleanups.splice(0).reverse()) await Promise.resolve(c()).catch((e) => log(`cleanup: ${String(e)}`));
 }
 
-/**
- * Compiles src/ with tsconfig.build.json into a scratch directory and returns its CLI entry: the
- * bench measures what production runs (the image runs compiled JavaScript), not the tsx loader,
- * which alone adds ~60 MiB of RSS and compiles on the fly.
- */
-function buildHubcache(): string {
-  const out = join(scratch!, 'build');
-  log('building hubcache (tsc -p tsconfig.build.json)');
-  execFileSync(process.execPath, [join(HERE, '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(HERE, '..', 'tsconfig.build.json'), '--outDir', join(out, 'dist'), '--sourceMap', 'false'], { stdio: 'inherit' });
-  // cli.js reads ../package.json (its version) and resolves dependencies from ../node_modules.
-  copyFileSync(join(HERE, '..', 'package.json'), join(out, 'package.json'));
-  symlinkSync(join(HERE, '..', 'node_modules'), join(out, 'node_modules'));
-  return join(out, 'dist', 'cli.js');
-}
-
 let hubcacheBin: string | undefined;
+let storeSizeFailed = false;
 
 async function freshHubcache(): Promise<HubcacheProcess> {
   // Not `--log-level warn`: startHubcacheProcess waits for the info-level "hubcache started" line.
@@ -378,7 +368,7 @@ async function main(): Promise<void> {
   if (free.bavail * free.bsize < needed) throw new Error(`${tmpdir()} has ${fmt((free.bavail * free.bsize) / GiB)} GiB free, the bench needs ~${fmt(needed / GiB)} GiB`);
   scratch = mkdtempSync(join(tmpdir(), 'hubcache-bench-'));
   cleanups.push(() => rmSync(scratch!, { recursive: true, force: true }));
-  hubcacheBin = buildHubcache();
+  hubcacheBin = buildHubcache(scratch, log);
   up = await startUpstream();
   cleanups.push(() => up!.close());
 
@@ -391,16 +381,26 @@ async function main(): Promise<void> {
     await benchConcurrent(LINK);
     await benchConcurrent(undefined);
   }
+  let storeSection: string | undefined;
+  if (ONLY.has('store')) {
+    const store = await benchStoreSize(storeSizeOptionsFromEnv(hubcacheBin, scratch, log));
+    results.storeSize = store.results;
+    storeSection = store.markdown;
+    if (!store.pass) storeSizeFailed = true;
+  }
   rssRows();
   if (ONLY.has('eviction')) rows.push(...(await benchEviction(log)));
 
   const out = table();
+  if (storeSection) process.stdout.write(`\n${storeSection}\n`);
   const date = new Date().toISOString();
   const env = machine();
   process.stdout.write(`\nhubcache benchmark, ${RUNS} runs per side, ${date}\n${env}\n\n${out}\n\n`);
   results.rows = rows;
   results.meta = { date, machine: env, host: hostname(), runs: RUNS, seconds: (Date.now() - started) / 1000, load: execFileSync('cat', ['/proc/loadavg']).toString().trim() };
   writeFileSync(join(HERE, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  // A run without the store-size section keeps the one from the last run that had it.
+  storeSection ??= sectionOf(readFileSync(join(HERE, 'RESULTS.md'), 'utf8'));
   writeFileSync(
     join(HERE, 'RESULTS.md'),
     [
@@ -415,6 +415,7 @@ async function main(): Promise<void> {
       '',
       'How each number is measured: see the header of bench/run.ts. Raw per-run numbers: bench/results.json (not committed).',
       '',
+      ...(storeSection ? [storeSection, ''] : []),
     ].join('\n'),
   );
   log(`done in ${fmt((Date.now() - started) / 1000, 0)} s; wrote bench/results.json and bench/RESULTS.md`);
@@ -433,7 +434,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 try {
   await main();
-  process.exitCode = rows.every((r) => r.pass) ? 0 : 1;
+  process.exitCode = rows.every((r) => r.pass) && !storeSizeFailed ? 0 : 1;
 } catch (err) {
   log(`failed: ${(err as Error).stack ?? String(err)}`);
   process.exitCode = 2;

@@ -166,7 +166,7 @@ withConfigOptions(
   }
   const { writeLs } = await import('./commands/ls.js');
   // A reader: no ownership, no init() (it would clear a running instance's writes in progress).
-  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }) });
+  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
   // `hubcache ls | head`: the reader leaving early is not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
   // Streamed as the store is read (issue #13): a million tags in bounded memory.
@@ -204,6 +204,42 @@ withConfigOptions(
   );
   process.stdout.write(json ? `${JSON.stringify(report)}\n` : `${formatSummary(report)}\n`);
   process.exit(0);
+});
+
+withConfigOptions(
+  program
+    .command('du')
+    .description('disk usage by upstream and repository: tags, manifests, blobs, bytes unique and shared, unreferenced blobs (reads the configured store, or a running server)')
+    .argument('[repository]', 'only repositories starting with this, e.g. alpine, library/alp, ghcr.io/org')
+    .option('--json', 'machine-readable output')
+    .option('--server <url>', "a running hubcache's metrics listener (metrics.listen), e.g. http://127.0.0.1:9090"),
+).action(async (filter: string | undefined, opts) => {
+  let config: Readonly<Config>;
+  try {
+    config = configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const { diskUsage, fetchDu, formatDu, progressLine } = await import('./commands/du.js');
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
+  let location: string;
+  let result;
+  if (opts.server) {
+    location = opts.server;
+    result = await fetchDu(opts.server, filter).catch((err: Error) => {
+      // An answer or a connection that failed is not a bug of ours: the message, no stack.
+      process.stderr.write(`hubcache: ${err instanceof TypeError ? `${opts.server}: ${(err.cause as Error)?.message ?? err.message}` : err.message}\n`);
+      process.exit(1);
+    });
+  } else {
+    // A reader, like ls: no ownership, no init(); safe next to a serving process.
+    const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
+    location = storage.describe().location;
+    const progress = progressLine(process.stderr);
+    result = await diskUsage(storage, { filter, onProgress: (p) => progress.update(p) }).catch(fail);
+    progress.done();
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : formatDu(result, { now: Date.now(), location, filter }));
 });
 
 await program.parseAsync(process.argv);

@@ -9,8 +9,10 @@ import { Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
 import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import type { Digest } from './domain/digest.js';
+import { diskUsage, type DuResult } from './commands/du.js';
+import { matchesFilter } from './commands/ls.js';
 import { parseHostPort, type Config } from './config/schema.js';
-import { adminRouter } from './http/admin.js';
+import { adminRouter, type AdminOperations } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { setupAuth } from './http/auth/setup.js';
 import { createClientServer } from './http/client-server.js';
@@ -20,12 +22,14 @@ import { UploadSessions } from './storage/upload-sessions.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
 import { noSniff } from './http/middleware/no-sniff.js';
 import { createLogger, type Logger } from './lib/logger.js';
+import { SingleFlight } from './lib/single-flight.js';
 import { Metrics } from './observability/metrics.js';
 import { upstreamObserver } from './observability/upstream-observer.js';
 import { BufferPool } from './storage/buffer-pool.js';
 import { FILE_READ_CHUNK } from './storage/fs/file-range-stream.js';
 import { StoreHealth } from './storage/store-health.js';
 import { openStorage } from './storage/open-storage.js';
+import type { Storage } from './storage/storage.js';
 import { RegistryUpstream } from './upstream/registry-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -277,8 +281,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     const mApp = express();
     mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
-    // Operator endpoints (hubcache gc --server): only on this listener, never on the registry port.
-    mApp.use(adminRouter({ gc: (o) => evictor.run({ ...o, mode: 'gc' }), logger }));
+    // Operators' endpoints (hubcache du/gc --server): only here, never on the registry port (http/admin.ts).
+    mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => evictor.run({ ...o, mode: 'gc' }) }, logger, metrics }));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
@@ -336,6 +340,20 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+}
+
+/**
+ * The admin endpoints' work on the serving store. `du` reads only; concurrent requests share one
+ * walk of the store (a filter only selects rows: sharing is judged against every repository).
+ */
+function adminOperations(storage: Storage): Omit<AdminOperations, 'gc'> {
+  const walks = new SingleFlight<'du', DuResult>();
+  return {
+    async du({ filter, signal }) {
+      const all = await walks.do('du', (s) => diskUsage(storage, { signal: s }), signal);
+      return filter === undefined ? all : { ...all, repositories: all.repositories.filter((r) => matchesFilter(r.upstream, r.repository, filter)) };
+    },
+  };
 }
 
 /**

@@ -61,7 +61,7 @@ export interface LsResult {
   readonly summary: LsSummary;
 }
 
-interface ManifestDoc {
+export interface ManifestDoc {
   config?: { digest?: unknown };
   layers?: Array<{ digest?: unknown }>;
   manifests?: Array<{ digest?: unknown }>;
@@ -144,6 +144,8 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
         // Each tag is a file read (four syscalls on the thread pool): a window of them at once, rows in order.
         const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
         const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+        // Their images read concurrently too, each once; the rows below find them in `images`.
+        await Promise.all([...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))].map((d) => image(d)));
         for (let i = 0; i < window.length; i++) {
           const tag = window[i]!;
           const entry = entries[i];
@@ -210,7 +212,7 @@ async function collect(stores: LsStores, digest: Digest, depth: number, manifest
   for (const ref of refs) if (typeof ref === 'string') blobs.add(ref);
 }
 
-function parseManifest(body: Buffer): ManifestDoc | undefined {
+export function parseManifest(body: Buffer): ManifestDoc | undefined {
   try {
     const doc: unknown = JSON.parse(body.toString('utf8'));
     return typeof doc === 'object' && doc !== null ? (doc as ManifestDoc) : undefined;

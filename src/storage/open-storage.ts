@@ -9,6 +9,12 @@ export interface OpenStorageOptions {
   readonly logger: Logger;
   /** Buffers shared by the stored-blob bodies written to responses (issue #11); default: each body its own. */
   readonly readBuffers?: BufferPool;
+  /**
+   * For a one-shot reader process (`hubcache ls`, `hubcache du`): the store's walks read with the
+   * blocking calls where the backend has them, a third of the CPU (issue #13: 100k tags in
+   * seconds). Never in a server: they stall the event loop.
+   */
+  readonly blockingReads?: boolean;
 }
 
 /**
@@ -21,7 +27,7 @@ export interface OpenStorageOptions {
 export function openStorage(config: StorageConfig, opts: OpenStorageOptions): Storage {
   switch (config.driver) {
     case 'filesystem':
-      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, blockingReads: opts.blockingReads === true, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);
     }

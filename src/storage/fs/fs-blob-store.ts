@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
@@ -16,6 +17,8 @@ import { StorageLayout } from './layout.js';
 export interface FsBlobStoreOptions {
   /** The storage root (see layout.ts); shared with the manifest and metadata stores. */
   readonly root: string;
+  /** `list()` stats with the blocking syscall: only for a one-shot reader process (`FsStorageOptions.blockingReads`). */
+  readonly blockingReads?: boolean;
   /**
    * Buffers (of FILE_READ_CHUNK bytes) shared by the blob bodies written out with `writeTo`
    * (responses). Default: each body gets two of its own.
@@ -38,9 +41,12 @@ export class FsBlobStore implements BlobStore {
   readonly #tally = new UsageTally(PREFIXES);
   readonly #readBuffers: BufferPool | undefined;
 
+  readonly #blockingReads: boolean;
+
   constructor(opts: FsBlobStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
     this.#readBuffers = opts.readBuffers;
+    this.#blockingReads = opts.blockingReads === true;
   }
 
   /**
@@ -133,10 +139,16 @@ export class FsBlobStore implements BlobStore {
   async *list(): AsyncIterable<BlobInfo> {
     for (const prefix of await readdirSorted(this.layout.blobsDir)) {
       if (!HEX2_RE.test(prefix)) continue;
-      for (const name of await readdirSorted(join(this.layout.blobsDir, prefix))) {
-        if (!HEX64_RE.test(name) || !name.startsWith(prefix)) continue;
-        const st = await stat(join(this.layout.blobsDir, prefix, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
-        if (st?.isFile()) yield { digest: `sha256:${name}` as Digest, size: st.size, modifiedAt: Math.floor(st.mtimeMs) };
+      const dir = join(this.layout.blobsDir, prefix);
+      const names = (await readdirSorted(dir)).filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
+      // A window of stats at once, yielded in order: a third of the CPU of one awaited stat at a
+      // time (fewer wake-ups of the event loop), and the thread pool's latency hidden (issue #13).
+      for (let start = 0; start < names.length; start += LIST_STATS_IN_FLIGHT) {
+        const window = names.slice(start, start + LIST_STATS_IN_FLIGHT);
+        const stats = this.#blockingReads
+          ? window.map((name) => statSync(join(dir, name), { throwIfNoEntry: false }))
+          : await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
+        for (let i = 0; i < window.length; i++) if (stats[i]?.isFile()) yield { digest: `sha256:${window[i]!}` as Digest, size: stats[i]!.size, modifiedAt: Math.floor(stats[i]!.mtimeMs) };
       }
     }
   }
@@ -175,16 +187,21 @@ export class FsBlobStore implements BlobStore {
     }
     let bytes = 0;
     let objects = 0;
-    for (const name of entries) {
-      if (!HEX64_RE.test(name) || !name.startsWith(prefix)) continue;
-      const st = await stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)));
-      if (!st?.isFile()) continue;
-      bytes += st.size;
-      objects++;
+    const names = entries.filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
+    for (let start = 0; start < names.length; start += LIST_STATS_IN_FLIGHT) {
+      const stats = await Promise.all(names.slice(start, start + LIST_STATS_IN_FLIGHT).map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
+      for (const st of stats) {
+        if (!st?.isFile()) continue;
+        bytes += st.size;
+        objects++;
+      }
     }
     return { bytes, objects };
   }
 }
+
+/** Blob files `stat`ed concurrently by `list()` and the usage count. */
+const LIST_STATS_IN_FLIGHT = 64;
 
 function prefixOf(digest: Digest): string {
   return digestHex(digest).slice(0, 2);

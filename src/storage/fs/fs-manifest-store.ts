@@ -8,12 +8,14 @@ import { isKeySpace } from '../../domain/registry-name.js';
 import { checkManifest, manifestProblem } from '../manifest-entry.js';
 import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
-import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, writeFileAtomic } from './fs-util.js';
+import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, readIfExistsBlocking, writeFileAtomic } from './fs-util.js';
 import { BLOB_LINKS_DIR, MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 
 export interface FsManifestStoreOptions {
   /** The storage root (see layout.ts); shared with the blob and metadata stores. */
   readonly root: string;
+  /** Read files with the blocking syscalls: only for a one-shot reader process (`FsStorageOptions.blockingReads`). */
+  readonly blockingReads?: boolean;
 }
 
 /**
@@ -23,9 +25,11 @@ export interface FsManifestStoreOptions {
  */
 export class FsManifestStore implements ManifestStore {
   readonly layout: StorageLayout;
+  readonly #read: (path: string) => Promise<Buffer | undefined>;
 
   constructor(opts: FsManifestStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
+    this.#read = opts.blockingReads ? readIfExistsBlocking : readIfExists;
   }
 
   /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
@@ -40,9 +44,9 @@ export class FsManifestStore implements ManifestStore {
    * re-fetching repairs it.
    */
   async get(digest: Digest): Promise<StoredManifest | undefined> {
-    const body = await readIfExists(this.layout.manifestPath(digest));
+    const body = await this.#read(this.layout.manifestPath(digest));
     if (body === undefined) return undefined;
-    const mediaType = parseSidecar(await readIfExists(this.layout.manifestMediaTypePath(digest)));
+    const mediaType = parseSidecar(await this.#read(this.layout.manifestMediaTypePath(digest)));
     if (mediaType === undefined || manifestProblem(body, mediaType) !== undefined) return undefined;
     return { descriptor: { digest, size: body.length, mediaType }, body };
   }
@@ -87,6 +91,8 @@ export class FsManifestStore implements ManifestStore {
 export interface FsMetadataStoreOptions {
   /** The storage root (see layout.ts); shared with the blob and manifest stores. */
   readonly root: string;
+  /** Read files with the blocking syscalls: only for a one-shot reader process (`FsStorageOptions.blockingReads`). */
+  readonly blockingReads?: boolean;
 }
 
 /**
@@ -96,9 +102,11 @@ export interface FsMetadataStoreOptions {
  */
 export class FsMetadataStore implements MetadataStore {
   readonly layout: StorageLayout;
+  readonly #read: (path: string) => Promise<Buffer | undefined>;
 
   constructor(opts: FsMetadataStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
+    this.#read = opts.blockingReads ? readIfExistsBlocking : readIfExists;
   }
 
   /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
@@ -109,7 +117,7 @@ export class FsMetadataStore implements MetadataStore {
 
   /** The cached tag, or `undefined` when not cached. An unreadable entry is treated as not cached (it is a cache). */
   async getTag(key: RepoKey, tag: Tag): Promise<TagEntry | undefined> {
-    return parseTagEntry(await readIfExists(this.layout.tagPath(key, tag)));
+    return parseTagEntry(await this.#read(this.layout.tagPath(key, tag)));
   }
 
   /** Creates or replaces the tag atomically. Only the `TagEntry` fields are stored. */

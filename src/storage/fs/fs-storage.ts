@@ -22,6 +22,8 @@ export interface FsStorageOptions {
   readonly readBuffers?: BufferPool;
   /** How often the owner appends the access record's changes to access.log (storage.accessFlushInterval); default 10 s. */
   readonly accessFlushMs?: number;
+  /** See `OpenStorageOptions.blockingReads`. */
+  readonly blockingReads?: boolean;
 }
 
 /**
@@ -42,9 +44,10 @@ export class FsStorage implements Storage {
 
   constructor(opts: FsStorageOptions) {
     this.#opts = opts;
-    this.blobs = new FsBlobStore({ root: opts.root, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
-    this.manifests = new FsManifestStore({ root: opts.root });
-    this.metadata = new FsMetadataStore({ root: opts.root });
+    const blockingReads = opts.blockingReads === true;
+    this.blobs = new FsBlobStore({ root: opts.root, blockingReads, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+    this.manifests = new FsManifestStore({ root: opts.root, blockingReads });
+    this.metadata = new FsMetadataStore({ root: opts.root, blockingReads });
     this.layout = this.blobs.layout;
     this.access = new FsAccessRecord({ path: this.layout.accessLogPath, tempPath: () => this.layout.tempPath('access') });
   }

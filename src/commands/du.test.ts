@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { sha256Digest, type Digest } from '../domain/digest.js';
+import { MediaTypes } from '../domain/media-types.js';
+import type { RepoName, Tag } from '../domain/reference.js';
+import { writeSyntheticStore } from '../storage/fs/testing/synthetic-store.js';
+import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
+import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
+import { diskUsage, formatDu, progressLine, type DuProgress, type DuResult } from './du.js';
+
+const T0 = Date.UTC(2025, 0, 1);
+const HOUR = 3_600_000;
+
+async function stores() {
+  const s = { metadata: new MemoryMetadataStore(), manifests: new MemoryManifestStore(), blobs: new MemoryBlobStore() };
+  const blob = async (text: string): Promise<Digest> => {
+    const w = await s.blobs.create();
+    await w.write(Buffer.from(text));
+    return (await w.commit(sha256Digest(text))).digest;
+  };
+  const manifest = async (doc: unknown, mediaType: string) => (await s.manifests.put(Buffer.from(JSON.stringify(doc)), mediaType)).digest;
+  const tag = async (upstream: string, repo: string, t: string, digest: Digest, mediaType: string, validatedAt = T0) =>
+    s.metadata.setTag({ upstream, repo: repo as RepoName }, t as Tag, { digest, mediaType, size: 1, validatedAt });
+  return { s, blob, manifest, tag };
+}
+
+const image = (config: string, ...layers: string[]) => ({ schemaVersion: 2, mediaType: MediaTypes.dockerManifest, config: { digest: config }, layers: layers.map((digest) => ({ digest })) });
+const missing = (n: string) => sha256Digest(`missing-${n}`);
+const D = MediaTypes.dockerManifest;
+
+/**
+ * docker.io/library/a: tags 1 and 2 on one image (config-a, base, own-a); docker.io/library/b: an
+ * index with one stored platform (config-b, base, shared-up) and one missing; ghcr.io/org/c: one
+ * image (config-c, shared-up) and a tag whose manifest is gone. Plus two blobs no tag reaches.
+ */
+async function sample() {
+  const { s, blob, manifest, tag } = await stores();
+  const base = await blob('base-layer');
+  const sharedUp = await blob('shared-across-upstreams');
+  const a = await manifest(image(await blob('config-a'), base, await blob('own-a')), D);
+  await tag('docker.io', 'library/a', '1', a, D, T0);
+  await tag('docker.io', 'library/a', '2', a, D, T0 + HOUR);
+  const child = await manifest(image(await blob('config-b'), base, sharedUp, missing('layer')), D);
+  const index = await manifest({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [{ digest: child }, { digest: missing('arm64') }] }, MediaTypes.ociIndex);
+  await tag('docker.io', 'library/b', 'latest', index, MediaTypes.ociIndex, T0 + 2 * HOUR);
+  await tag('ghcr.io', 'org/c', 'v1', await manifest(image(await blob('config-c'), sharedUp), D), D, T0);
+  await tag('ghcr.io', 'org/c', 'gone', missing('manifest'), D, T0 + 3 * HOUR);
+  await blob('pulled-by-digest');
+  await blob('orphan');
+  return s;
+}
+
+const len = (...texts: string[]) => texts.reduce((n, t) => n + t.length, 0);
+
+describe('diskUsage', () => {
+  it('per repository: tags, manifests and blobs reached, bytes unique and shared; per upstream; the store with its unreferenced blobs', async () => {
+    const result = await diskUsage(await sample());
+    assert.deepEqual(result.repositories, [
+      {
+        upstream: 'docker.io',
+        repository: 'library/a',
+        tags: 2,
+        manifests: { stored: 1, referenced: 1 },
+        blobs: { stored: 3, referenced: 3 },
+        bytes: len('config-a', 'base-layer', 'own-a'),
+        uniqueBytes: len('config-a', 'own-a'),
+        sharedBytes: len('base-layer'),
+        lastValidatedAt: new Date(T0 + HOUR).toISOString(),
+      },
+      {
+        upstream: 'docker.io',
+        repository: 'library/b',
+        tags: 1,
+        // The index, its stored child and its missing child; the child's missing layer is referenced, not stored.
+        manifests: { stored: 2, referenced: 3 },
+        blobs: { stored: 3, referenced: 4 },
+        bytes: len('config-b', 'base-layer', 'shared-across-upstreams'),
+        uniqueBytes: len('config-b'),
+        sharedBytes: len('base-layer', 'shared-across-upstreams'),
+        lastValidatedAt: new Date(T0 + 2 * HOUR).toISOString(),
+      },
+      {
+        upstream: 'ghcr.io',
+        repository: 'org/c',
+        tags: 2,
+        manifests: { stored: 1, referenced: 2 },
+        blobs: { stored: 2, referenced: 2 },
+        bytes: len('config-c', 'shared-across-upstreams'),
+        uniqueBytes: len('config-c'),
+        sharedBytes: len('shared-across-upstreams'),
+        lastValidatedAt: new Date(T0 + 3 * HOUR).toISOString(),
+      },
+    ]);
+    assert.deepEqual(result.upstreams, [
+      { upstream: 'docker.io', repositories: 2, tags: 3, blobs: 5, bytes: len('config-a', 'base-layer', 'own-a', 'config-b', 'shared-across-upstreams'), uniqueBytes: len('config-a', 'base-layer', 'own-a', 'config-b') },
+      { upstream: 'ghcr.io', repositories: 1, tags: 2, blobs: 2, bytes: len('config-c', 'shared-across-upstreams'), uniqueBytes: len('config-c') },
+    ]);
+    const referenced = len('config-a', 'base-layer', 'own-a', 'config-b', 'shared-across-upstreams', 'config-c');
+    assert.deepEqual(result.store, {
+      blobs: 8,
+      bytes: referenced + len('pulled-by-digest', 'orphan'),
+      manifests: 4,
+      referenced: { blobs: 6, bytes: referenced },
+      unreferenced: { blobs: 2, bytes: len('pulled-by-digest', 'orphan') },
+    });
+  });
+
+  it('a filter selects rows only: sharing is still judged against every repository, the totals are the whole store', async () => {
+    const s = await sample();
+    const all = await diskUsage(s);
+    const only = await diskUsage(s, { filter: 'library/b' });
+    assert.deepEqual(only.repositories, [all.repositories[1]]);
+    assert.deepEqual(only.store, all.store);
+    assert.deepEqual(only.upstreams, all.upstreams);
+    assert.deepEqual((await diskUsage(s, { filter: 'ghcr.io/org' })).repositories.map((r) => r.repository), ['org/c']);
+    assert.deepEqual((await diskUsage(s, { filter: 'a' })).repositories.map((r) => r.repository), ['library/a']);
+  });
+
+  it('an empty store: no rows, zero totals', async () => {
+    const { s } = await stores();
+    const result = await diskUsage(s);
+    assert.deepEqual(result, { repositories: [], upstreams: [], store: { blobs: 0, bytes: 0, manifests: 0, referenced: { blobs: 0, bytes: 0 }, unreferenced: { blobs: 0, bytes: 0 } } });
+    assert.equal(formatDu(result, { now: T0, location: '/data' }), 'no cached repository in /data\nstore /data: 0 B in 0 blobs, 0 tagged manifests; unreferenced (no cached tag\'s manifest references them): 0 B in 0 blobs\n');
+  });
+
+  it('an aborted walk rejects with the reason', async () => {
+    const s = await sample();
+    const controller = new AbortController();
+    const reason = new Error('client left');
+    controller.abort(reason);
+    await assert.rejects(diskUsage(s, { signal: controller.signal }), (err) => err === reason);
+  });
+});
+
+describe('formatDu', () => {
+  it('an aligned table, a line per upstream, the store, and what LAST VALIDATED stands for', async () => {
+    const result = await diskUsage(await sample());
+    const lines = formatDu(result, { now: T0 + 5 * HOUR, location: '/data' }).trimEnd().split('\n');
+    assert.deepEqual(lines[0]!.split(/ {2,}/), ['UPSTREAM', 'REPOSITORY', 'TAGS', 'MANIFESTS', 'BLOBS', 'SIZE', 'UNIQUE', 'SHARED', 'LAST VALIDATED']);
+    assert.deepEqual(lines[2]!.split(/ {2,}/), ['docker.io', 'library/b', '1', '2/3', '3/4', '41 B', '8 B', '33 B', '3h ago']);
+    assert.deepEqual(lines[3]!.split(/ {2,}/), ['ghcr.io', 'org/c', '2', '1/2', '2', '31 B', '8 B', '23 B', '2h ago']);
+    // Columns line up: every row's SIZE starts where the header's does.
+    const at = lines[0]!.indexOf('SIZE');
+    for (const line of lines.slice(1, 4)) assert.match(line.slice(at), /^\d+ B /);
+    assert.equal(lines[4], 'docker.io: 2 repositories, 3 tags, 54 B in 5 blobs (31 B not shared with other upstreams)');
+    assert.equal(lines[5], 'ghcr.io: 1 repository, 2 tags, 31 B in 2 blobs (8 B not shared with other upstreams)');
+    assert.equal(lines[6], "store /data: 84 B in 8 blobs, 4 tagged manifests; unreferenced (no cached tag's manifest references them): 22 B in 2 blobs");
+    assert.match(lines[7]!, /^LAST VALIDATED: when upstream last confirmed a tag; last access isn't recorded yet$/);
+  });
+
+  it('no match for a filter says so', async () => {
+    const result = await diskUsage(await sample(), { filter: 'nothing' });
+    assert.match(formatDu(result, { now: T0, location: '/data', filter: 'nothing' }), /^no cached repository matching "nothing" in \/data\n/);
+  });
+});
+
+describe('progressLine', () => {
+  it('writes on a TTY at most every 100 ms, and erases its line at the end; nothing elsewhere', () => {
+    let clock = 0;
+    const written: string[] = [];
+    const tty = { isTTY: true, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+    const p = progressLine(tty, () => clock);
+    const at = (blobs: number): DuProgress => ({ phase: 'blobs', blobs, repositories: 0, tags: 0 });
+    clock = 100;
+    p.update(at(1));
+    clock = 150;
+    p.update(at(2));
+    clock = 200;
+    p.update({ phase: 'tags', blobs: 2, repositories: 1, tags: 64 });
+    p.done();
+    assert.deepEqual(written, ['\r\x1b[Kreading blobs: 1', '\r\x1b[K2 blobs; reading tags: 64 in 1 repository', '\r\x1b[K']);
+    const pipe = { isTTY: false, write: () => assert.fail('written to a pipe') } as unknown as NodeJS.WriteStream;
+    const q = progressLine(pipe, () => 1000);
+    q.update(at(1));
+    q.done();
+  });
+});
+
+describe('hubcache du (CLI) on a stopped store in the real layout', () => {
+  it('--json: every repository and the totals of the synthetic store; the table; nothing written to the store', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'hubcache-du-'));
+    try {
+      const store = writeSyntheticStore({ root, blobs: 4100, blobSize: 64, validatedAt: T0 });
+      const bin = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
+      const run = (...args: string[]) => promisify(execFile)(process.execPath, [bin, 'du', '--storage-path', root, ...args], { maxBuffer: 16 * 1024 * 1024 });
+      const json = JSON.parse((await run('--json')).stdout) as DuResult;
+      assert.equal(json.repositories.length, store.repositories);
+      assert.equal(
+        json.repositories.reduce((n, r) => n + r.tags, 0),
+        store.tags,
+      );
+      assert.deepEqual(json.store, {
+        blobs: 4100,
+        bytes: 4100 * 64,
+        manifests: store.images.length,
+        referenced: { blobs: 4100 - store.unreferenced, bytes: (4100 - store.unreferenced) * 64 },
+        unreferenced: { blobs: store.unreferenced, bytes: store.unreferenced * 64 },
+      });
+      // The shared base layers live in the first repository's images: only it has them as its own.
+      const [first, second] = json.repositories;
+      assert.deepEqual([first!.repository, first!.manifests, first!.blobs.stored, first!.sharedBytes], ['bench/r0000', { stored: 250, referenced: 250 }, 1000, 8 * 64]);
+      assert.deepEqual([second!.blobs.stored, second!.bytes - second!.uniqueBytes], [1008, 8 * 64]);
+      assert.equal(first!.lastValidatedAt, new Date(T0).toISOString());
+
+      const table = (await run('bench/r0001')).stdout.split('\n');
+      assert.deepEqual(table[1]!.split(/ {2,}/).slice(0, 5), ['docker.io', 'bench/r0001', '1000', '250', '1008']);
+      assert.match(table[2]!, /^docker\.io: 5 repositories, 4096 tags, /);
+      assert.equal(existsSync(join(root, 'hubcache.lock')), false);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

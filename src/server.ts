@@ -160,6 +160,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const registry = new PullThroughRegistry({
     storeHealth,
     access: storage.access,
+    // Pushed blobs are served under a mirrored name only once its upstream has them too.
+    heldForOthers: (digest) => hosted.content.holds(digest),
     blobs,
     manifests,
     metadata,

@@ -76,6 +76,14 @@ export interface PullThroughOptions {
   readonly admitFill?: () => Promise<void>;
   /** A blob download was committed to the store (the evictor checks the cap: evictor.ts). */
   readonly onCommitted?: (digest: Digest, size: number) => void;
+  /**
+   * Whether the store holds `digest` for another reason than this cache: pushed to a hosted
+   * repository (hosted/hosted-content.ts). Such a blob is served under a mirrored name only once
+   * that name's upstream confirmed it has it (one HEAD, remembered), like a manifest known by
+   * digest in another repository: otherwise anyone who learnt a private layer's digest could read
+   * it through any mirrored name.
+   */
+  readonly heldForOthers?: (digest: Digest) => boolean;
 }
 
 /**
@@ -95,6 +103,8 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #tagLists: LRUCache<string, CachedTagList> | undefined;
   /** Stored blobs being served: eviction leaves them alone (blob-leases.ts). */
   readonly #leases = new BlobLeases();
+  /** `<upstream>/<repo>@<digest>` of held-for-others blobs their upstream confirmed (see `heldForOthers`). */
+  readonly #confirmedBlobs = new LRUCache<string, true>({ max: 100_000 });
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
@@ -287,11 +297,24 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
+  /** A stored blob that isn't the cache's: served for `key` once its upstream says it has it too (one HEAD per repository, remembered). */
+  async #confirmUpstreamHas(key: RepoKey, digest: Digest, signal: AbortSignal): Promise<void> {
+    const id = `${key.upstream}/${key.repo}@${digest}`;
+    if (this.#confirmedBlobs.has(id)) return;
+    try {
+      await this.#upstream(key).headBlob(key.repo, digest, signal);
+    } catch (err) {
+      throw this.#toRegistryError(err, 'BLOB_UNKNOWN');
+    }
+    this.#confirmedBlobs.set(id, true);
+  }
+
   async #getBlob(key: RepoKey, digest: Digest, opts: ReadOptions & { head?: boolean; range?: RangeSpec }): Promise<BlobResult> {
     const kind: CacheKind = 'blob';
     const log = opts.log ?? this.#o.logger;
     try {
       const local = await this.#o.blobs.stat(digest);
+      if (local && this.#o.heldForOthers?.(digest)) await this.#confirmUpstreamHas(key, digest, opts.signal);
       if (local) {
         try {
           return await this.#serveStored(digest, local.size, opts);

@@ -27,6 +27,12 @@ export class HostedContent {
 
   /** The predicate for the evictor: true for hosted content (and for everything until `load` finished). */
   readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest);
+  /**
+   * Whether `digest` is linked to a hosted repository, as far as known: the cache then serves it
+   * under a mirrored name only after that name's upstream confirmed it (cache/pull-through.ts
+   * `heldForOthers`). Until the walk after start has finished, only what was pushed since is known.
+   */
+  readonly holds = (digest: Digest): boolean => this.#refs.has(digest);
 
   get loaded(): boolean {
     return this.#loaded;

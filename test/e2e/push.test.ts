@@ -82,17 +82,29 @@ describe('push with skopeo into a real hubcache (hosted repositories)', () => {
   });
 
   it('a push to a name outside hosted.repositories is refused (403 DENIED), and nothing is stored under it', async () => {
-    const src = dir();
-    writeDirLayout(src, oci);
-    await assert.rejects(skopeoCopy(`dir:${src}`, `docker://${hc.host}/otherorg/app:1.0`), (err: unknown) => {
-      assert.ok(err instanceof SkopeoError);
-      assert.match(err.stderr, /denied: otherorg\/app is not a hosted repository: only names matching hosted\.repositories/);
-      return true;
-    });
-    // Its blobs are in the store already (pushed under myorg/, served by digest), so skopeo went
-    // straight to the manifest: refused.
-    const line = await hc.waitForLog((l) => l.message === 'request' && l.method === 'PUT' && l.path === '/v2/otherorg/app/manifests/1.0');
-    assert.equal(line.status, 403);
-    assert.deepEqual(readdirSync(join(hc.storagePath, 'repositories')), ['_hosted'], 'nothing stored under a mirrored name');
+    const other = await makeImage('oci', { seed: 'e2e-push-not-hosted', layerSize: MiB / 4 });
+    try {
+      const src = dir();
+      writeDirLayout(src, other);
+      // skopeo first asks whether the destination has each blob: a mirrored name asks its
+      // upstream, which is down here (503), so skopeo stops there; the upload itself is refused.
+      await assert.rejects(skopeoCopy(`dir:${src}`, `docker://${hc.host}/otherorg/app:1.0`), (err: unknown) => err instanceof SkopeoError);
+      const upload = await fetch(`${hc.url}/v2/otherorg/app/blobs/uploads/`, { method: 'POST' });
+      assert.equal(upload.status, 403);
+      assert.match(await upload.text(), /"code":"DENIED".*otherorg\/app is not a hosted repository: only names matching hosted\.repositories/);
+      assert.deepEqual(readdirSync(join(hc.storagePath, 'repositories')), ['_hosted'], 'nothing stored under a mirrored name');
+    } finally {
+      other.dispose();
+    }
+  });
+
+  it('a pushed blob is not served under a mirrored name its upstream can\'t confirm (here: the upstream is down)', async () => {
+    const [digest] = [...oci.blobs.keys()];
+    for (const method of ['GET', 'HEAD']) {
+      const res = await fetch(`${hc.url}/v2/otherorg/app/blobs/${digest}`, { method });
+      assert.notEqual(res.status, 200, method);
+      await res.arrayBuffer();
+    }
+    assert.equal((await fetch(`${hc.url}/v2/myorg/oci/blobs/${digest}`, { method: 'HEAD' })).status, 200, 'under the hosted name it is served');
   });
 });

@@ -69,8 +69,11 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
     return call(`${on.url}/v2/${name}/manifests/${tag}`, { method: 'PUT', body: img.manifest, headers: { 'content-type': MediaTypes.ociManifest } });
   }
 
+  let registry: FakeRegistry;
+
   before(async () => {
-    upstream = await LoopbackServer.start(new FakeRegistry().handle);
+    registry = new FakeRegistry();
+    upstream = await LoopbackServer.start(registry.handle);
     const config = { upstreams: { 'docker.io': { url: upstream.url } }, hosted: { repositories: ['myorg/**', 'ci/*'] } };
     hc = await startInProcess({ config });
     deletable = await startInProcess({ config: { ...config, hosted: { ...config.hosted, allowDelete: true } } });
@@ -370,6 +373,30 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
       await ft.close();
       await server.close();
     }
+  });
+
+  it('a pushed blob is not readable through a mirrored name unless that name\'s upstream has it too (one HEAD, remembered)', async () => {
+    const secret = seededBytes('private-layer', 5000);
+    const secretDigest = await pushBlob('myorg/private', secret);
+    const blobRequests = () => upstream.requests.filter((r) => r.url.includes('/blobs/')).length;
+    let before = blobRequests();
+    for (const method of ['GET', 'HEAD']) {
+      const res = await req(`/v2/library/alpine/blobs/${secretDigest}`, { method });
+      assert.equal(res.status, 404, `${method}: the private layer must not leak through a mirrored name`);
+    }
+    assert.ok(blobRequests() > before, 'the upstream was asked');
+    // A layer both pushed and on the upstream (a public base layer) is served after one HEAD.
+    const shared = seededBytes('public-base-layer', 4000);
+    registry.putBlob(shared);
+    const sharedDigest = await pushBlob('myorg/app2', shared);
+    before = blobRequests();
+    assert.deepEqual(Buffer.from(await (await req(`/v2/library/alpine/blobs/${sharedDigest}`)).arrayBuffer()), shared);
+    assert.deepEqual(Buffer.from(await (await req(`/v2/library/alpine/blobs/${sharedDigest}`)).arrayBuffer()), shared);
+    assert.deepEqual(
+      upstream.requests.slice(-(blobRequests() - before)).filter((r) => r.url.includes('/blobs/')).map((r) => r.method),
+      ['HEAD'],
+      'one HEAD, no download: the bytes come from the store',
+    );
   });
 
   it('a hosted name is never looked up upstream: the fake upstream sees no request at all', async () => {

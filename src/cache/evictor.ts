@@ -1,6 +1,6 @@
 import type { Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
-import type { RepoKey, Tag } from '../domain/reference.js';
+import { isHostedKey, type RepoKey, type Tag } from '../domain/reference.js';
 import type { Logger } from '../lib/logger.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -497,7 +497,8 @@ export class Evictor {
       if (this.#o.isProtected?.(digest)) continue;
       const keep: typeof tags = [];
       for (const t of tags) {
-        if (now - t.at <= this.#o.tagRetentionMs) {
+        // Pushed tags are the users' own content, not a cache: retention never expires them.
+        if (isHostedKey(t.key) || now - t.at <= this.#o.tagRetentionMs) {
           keep.push(t);
           continue;
         }

@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import { Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
 import type { Config } from '../config/schema.js';
+import { HostedContent } from '../hosted/hosted-content.js';
 import type { Logger } from '../lib/logger.js';
 import { openStorage } from '../storage/open-storage.js';
 import { formatBytes } from './format.js';
@@ -16,7 +17,9 @@ export interface GcOptions {
  * `hubcache gc` against a stopped store: takes ownership of it like `serve` (refused with
  * `StoreOwnedError` while a server owns it: use `--server` then), prepares it, waits for its size
  * to be counted, runs one retention and eviction pass with the configured cap, floor and
- * retention, then closes it (flushing the access record) and gives ownership back.
+ * retention, then closes it (flushing the access record) and gives ownership back. Pushed
+ * (hosted) content is protected as in the server; pins are not resolved here (that needs the
+ * upstreams): pinned content evicted offline is fetched again by the next start's refresh.
  */
 export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promise<PassReport> {
   const storage = openStorage(config.storage, { logger: opts.logger });
@@ -24,7 +27,11 @@ export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promis
   try {
     const ready = await storage.init();
     await ready.usage;
+    // Pushed content is never evicted: know all of it before the pass, as the server does.
+    const hosted = new HostedContent();
+    await hosted.load(storage);
     const evictor = new Evictor({
+      isProtected: hosted.isProtected,
       storage,
       ...(config.storage.maxSize !== undefined ? { maxBytes: config.storage.maxSize } : {}),
       highWatermark: config.storage.eviction.highWatermark,

@@ -11,6 +11,8 @@ import { describe, it } from 'node:test';
 import { formatSummary, gcServer, gcStore } from '../../src/commands/gc.js';
 import type { PassReport } from '../../src/cache/evictor.js';
 import { loadConfig } from '../../src/config/load.js';
+import { sha256Digest } from '../../src/domain/digest.js';
+import { MediaTypes } from '../../src/domain/media-types.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import { StoreOwnedError } from '../../src/storage/storage.js';
 import { startHostileUpstream } from '../../src/upstream/testing/hostile-registry.js';
@@ -75,6 +77,47 @@ describe('hubcache gc', () => {
       assert.equal(res.headers.get('x-hubcache-cache'), 'miss');
       await res.arrayBuffer();
       await again.close();
+    } finally {
+      rmSync(storagePath, { recursive: true, force: true });
+      await up.close();
+    }
+  });
+
+  it('pushed (hosted) content survives gc on a stopped store under a tiny cap and an expired retention; the cached blob beside it goes', async () => {
+    const up = await startHostileUpstream();
+    const cached = up.registry.putBlob(seededBytes('cached-beside-hosted', 50 * KiB));
+    const storagePath = mkdtempSync(join(tmpdir(), 'hubcache-gc-hosted-'));
+    try {
+      const hc = await startInProcess({ storagePath, config: { hosted: { repositories: ['myorg/**'] } }, flags: { 'upstream-url': up.url } });
+      const layer = seededBytes('pushed-layer', 60 * KiB);
+      const config = Buffer.from('{}');
+      const push = async (bytes: Buffer) => {
+        const start = await fetch(`${hc.url}/v2/myorg/app/blobs/uploads/`, { method: 'POST' });
+        const location = new URL(start.headers.get('location')!, hc.url);
+        location.searchParams.set('digest', sha256Digest(bytes));
+        assert.equal((await fetch(location, { method: 'PUT', body: new Uint8Array(bytes) })).status, 201);
+      };
+      await push(layer);
+      await push(config);
+      const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config), size: config.length }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256Digest(layer), size: layer.length }] }));
+      assert.equal((await fetch(`${hc.url}/v2/myorg/app/manifests/v1`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'content-type': MediaTypes.ociManifest } })).status, 201);
+      assert.equal((await fetch(`${hc.url}/v2/library/app/blobs/${cached}`).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+      await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === cached);
+      await hc.close();
+
+      const gcConfig = loadConfig({ env: {}, flags: { 'storage-path': storagePath, 'storage-max-size': '1KiB', 'tag-retention': '1m' } });
+      const report = await gcStore(gcConfig, { dryRun: false, logger: silentLogger() });
+      assert.deepEqual(report.removed.map((r) => r.digest), [cached], 'only the cached blob');
+
+      const again = await startInProcess({ storagePath, config: { hosted: { repositories: ['myorg/**'] } }, flags: { 'upstream-url': up.url } });
+      try {
+        const pulled = await fetch(`${again.url}/v2/myorg/app/manifests/v1`, { headers: { accept: MediaTypes.ociManifest } });
+        assert.equal(pulled.status, 200);
+        assert.deepEqual(Buffer.from(await pulled.arrayBuffer()), manifest);
+        assert.deepEqual(Buffer.from(await (await fetch(`${again.url}/v2/myorg/app/blobs/${sha256Digest(layer)}`)).arrayBuffer()), layer);
+      } finally {
+        await again.close();
+      }
     } finally {
       rmSync(storagePath, { recursive: true, force: true });
       await up.close();

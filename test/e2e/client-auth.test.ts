@@ -2,10 +2,9 @@
  * Real clients logging in to a real `hubcache serve` with auth on (issue #14): skopeo with
  * `--creds`/`--src-creds` (Basic, then the token endpoint's GET), containerd's `ctr --user` (the
  * OAuth2 POST form) and podman `login` (the `/v2/` challenge) + pull, plain HTTP on loopback.
- * Anonymous pull is off, so every client has to log in; `team/**` push is granted to alice only.
- * Hosted names (`hosted.repositories`) and push routes come with the push work: every name here
- * is pulled through from the fake upstream, which every user may pull, and a push that passes
- * the check meets the read-only mirror's 405.
+ * Anonymous pull is off, so every client has to log in; `team/**` push is granted to alice only,
+ * and `team/private/**` is hosted: alice pushes there with skopeo, bob is denied, and a push to a
+ * mirrored name is refused whoever sends it.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -45,7 +44,7 @@ describe('real clients authenticate to hubcache (Basic and Bearer)', () => {
     // mallory's MD5 entry (htpasswd -m) is refused with an error log; the others load.
     writeFileSync(htpasswd, `${htpasswdLine(ALICE)}\n${htpasswdLine(BOB)}\nmallory:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/\n`);
     const config = join(dir, 'config.yaml');
-    writeFileSync(config, 'auth:\n  anonymousPull: false\n  rules:\n    - repositories: ["team/**"]\n      users: [alice]\n      actions: [pull, push]\n');
+    writeFileSync(config, 'hosted:\n  repositories: ["team/private/**"]\nauth:\n  anonymousPull: false\n  rules:\n    - repositories: ["team/**"]\n      users: [alice]\n      actions: [pull, push]\n');
     image = await makeImage('oci', { seed: 'e2e-auth', layerSize: 128 * KiB });
     [upstream, cd] = await Promise.all([startUpstream(), startContainerd()]);
     await upstream.push(image, 'team/app', '1');
@@ -79,17 +78,19 @@ describe('real clients authenticate to hubcache (Basic and Bearer)', () => {
     await refusal(skopeoInspect(ref), /unauthorized|authentication required/i, 'anonymous');
   });
 
-  it('skopeo copy --dest-creds: a user without push is denied (403); alice passes the check and meets the read-only mirror', async () => {
+  it('skopeo copy --dest-creds: alice pushes to a hosted name and reads it back; bob (no push) is denied; a mirrored name takes no push', async () => {
     const src = join(dir, 'src');
     await skopeoCopy(`docker://${hc.host}/team/app:1`, `dir:${src}`, { srcCreds: ALICE });
-    // The blobs are there already (skopeo HEADs them, a pull): what it writes is the manifest. The
-    // access log line is written when the response closes: waited for, not read at once.
-    const isWrite = (l: Record<string, unknown>) => l.message === 'request' && (l.method === 'PUT' || l.method === 'POST' || l.method === 'PATCH') && String(l.path).startsWith('/v2/team/app/');
-    await refusal(skopeoCopy(`dir:${src}`, `docker://${hc.host}/team/app:2`, { destCreds: BOB }), /denied/i, 'bob pushing');
-    await hc.waitForLog((l) => isWrite(l) && l.status === 403);
-    await refusal(skopeoCopy(`dir:${src}`, `docker://${hc.host}/team/app:2`, { destCreds: ALICE }), /unsupported|read-only|405/i, 'alice pushing to the mirror');
-    await hc.waitForLog((l) => isWrite(l) && l.status === 405);
-    assert.ok(hc.logs.filter(isWrite).every((l) => l.status === 403 || l.status === 405), 'no write got further than the check (bob) or the route (alice)');
+    // The access log line is written when the response closes: waited for, not read at once.
+    const isWrite = (repo: string) => (l: Record<string, unknown>) => l.message === 'request' && (l.method === 'PUT' || l.method === 'POST' || l.method === 'PATCH') && String(l.path).startsWith(`/v2/${repo}/`);
+    await refusal(skopeoCopy(`dir:${src}`, `docker://${hc.host}/team/private/app:1`, { destCreds: BOB }), /denied|403|forbidden/i, 'bob pushing');
+    assert.ok(!hc.logs.some((l) => isWrite('team/private/app')(l) && Number(l.status) < 400), 'nothing of bob\'s written');
+    await refusal(skopeoCopy(`dir:${src}`, `docker://${hc.host}/team/app:2`, { destCreds: ALICE }), /hosted\.repositories/i, 'alice pushing to a mirrored name');
+    await hc.waitForLog((l) => isWrite('team/app')(l) && l.status === 403);
+    assert.ok(hc.logs.filter(isWrite('team/app')).every((l) => l.status === 403), 'no write to the mirrored name got further than the check');
+    await skopeoCopy(`dir:${src}`, `docker://${hc.host}/team/private/app:1`, { destCreds: ALICE });
+    assert.equal((await skopeoInspect(`docker://${hc.host}/team/private/app:1`, { creds: ALICE })).Digest, image.digest);
+    await refusal(skopeoInspect(`docker://${hc.host}/team/private/app:1`, { creds: BOB }), /denied|unauthorized/i, 'bob reading a hosted name without a rule');
   });
 
   it('skopeo copy --src-creds pulls every blob through hubcache with a token', async () => {

@@ -6,7 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import bcrypt from 'bcryptjs';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { promqlMetricNames, ROOT } from '../deploy/support/metrics-catalog.js';
 import { metricValue, startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
@@ -246,8 +249,16 @@ describe('a real Prometheus scraping hubcache', () => {
   let prom: Prometheus;
   let metricsHost: string;
 
+  let dir: string;
+
   before(async () => {
-    hc = await startHubcacheProcess({ upstream: up, args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
+    // Every feature the dashboard and the alerts watch is on, so that each of their series exists:
+    // a cap and a free-space floor with a short eviction interval, and client auth (Basic with
+    // anonymous pull: the tests below pull anonymously).
+    dir = mkdtempSync(join(tmpdir(), 'hubcache-e2e-metrics-'));
+    writeFileSync(join(dir, 'htpasswd'), `ops:${bcrypt.hashSync('0ps-pass', 5)}\n`);
+    writeFileSync(join(dir, 'config.yaml'), `storage:\n  maxSize: 100GiB\n  minFreeSpace: 1%\n  eviction:\n    interval: 1s\nauth:\n  htpasswd: ${join(dir, 'htpasswd')}\n  challenge: basic\n`);
+    hc = await startHubcacheProcess({ upstream: up, config: join(dir, 'config.yaml'), args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
     const started = await hc.waitForLog((l) => l.message === 'hubcache started');
     metricsHost = new URL(String(started.metrics)).host;
     prom = await startPrometheus({ targets: [metricsHost] });
@@ -255,6 +266,7 @@ describe('a real Prometheus scraping hubcache', () => {
   after(async () => {
     await prom?.close();
     await hc?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('serves /metrics on the separate port only', async () => {
@@ -317,6 +329,8 @@ describe('a real Prometheus scraping hubcache', () => {
     const family = (n: string) => n.replace(/_(bucket|sum|count)$/, '');
     for (const n of names) assert.ok(families.has(n) || families.has(family(n)), `${n} is not in hubcache's /metrics`);
     await prom.waitFor('count(hubcache_upstream_ratelimit_limit)', (r) => r.length === 1);
+    // Set by the evictor's next tick (every second here) once something was pulled: the tests above pulled.
+    await prom.waitFor('count(hubcache_store_oldest_access_seconds)', (r) => r.length === 1);
     const missing: string[] = [];
     for (const n of names) {
       if ((await prom.query(`count({__name__="${n}"})`)).length === 0) missing.push(n);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -10,6 +10,8 @@ import { sha256Digest, type Digest } from '../domain/digest.js';
 import { MediaTypes } from '../domain/media-types.js';
 import type { RepoName, Tag } from '../domain/reference.js';
 import { writeSyntheticStore } from '../storage/fs/testing/synthetic-store.js';
+import { subjectId } from '../storage/access-record.js';
+import { MemoryAccessRecord } from '../storage/memory/memory-access-record.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import { diskUsage, formatDu, progressLine, type DuProgress, type DuResult } from './du.js';
@@ -18,7 +20,7 @@ const T0 = Date.UTC(2025, 0, 1);
 const HOUR = 3_600_000;
 
 async function stores() {
-  const s = { metadata: new MemoryMetadataStore(), manifests: new MemoryManifestStore(), blobs: new MemoryBlobStore() };
+  const s = { metadata: new MemoryMetadataStore(), manifests: new MemoryManifestStore(), blobs: new MemoryBlobStore(), access: new MemoryAccessRecord() };
   const blob = async (text: string): Promise<Digest> => {
     const w = await s.blobs.create();
     await w.write(Buffer.from(text));
@@ -27,7 +29,9 @@ async function stores() {
   const manifest = async (doc: unknown, mediaType: string) => (await s.manifests.put(Buffer.from(JSON.stringify(doc)), mediaType)).digest;
   const tag = async (upstream: string, repo: string, t: string, digest: Digest, mediaType: string, validatedAt = T0) =>
     s.metadata.setTag({ upstream, repo: repo as RepoName }, t as Tag, { digest, mediaType, size: 1, validatedAt });
-  return { s, blob, manifest, tag };
+  /** A pull of the tag at `at` (what the cache records on every hit and miss). */
+  const pulled = (upstream: string, repo: string, t: string, at: number) => s.access.touch({ kind: 'tag', key: { upstream, repo: repo as RepoName }, tag: t as Tag }, at);
+  return { s, blob, manifest, tag, pulled };
 }
 
 const image = (config: string, ...layers: string[]) => ({ schemaVersion: 2, mediaType: MediaTypes.dockerManifest, config: { digest: config }, layers: layers.map((digest) => ({ digest })) });
@@ -38,9 +42,11 @@ const D = MediaTypes.dockerManifest;
  * docker.io/library/a: tags 1 and 2 on one image (config-a, base, own-a); docker.io/library/b: an
  * index with one stored platform (config-b, base, shared-up) and one missing; ghcr.io/org/c: one
  * image (config-c, shared-up) and a tag whose manifest is gone. Plus two blobs no tag reaches.
+ * Last access: library/a:1 pulled at T0+4h (validated at T0), library/a:2 and library/b:latest
+ * never (no entry: their validatedAt stands in), org/c's tags at T0+4h and T0+3.5h.
  */
 async function sample() {
-  const { s, blob, manifest, tag } = await stores();
+  const { s, blob, manifest, tag, pulled } = await stores();
   const base = await blob('base-layer');
   const sharedUp = await blob('shared-across-upstreams');
   const a = await manifest(image(await blob('config-a'), base, await blob('own-a')), D);
@@ -53,6 +59,9 @@ async function sample() {
   await tag('ghcr.io', 'org/c', 'gone', missing('manifest'), D, T0 + 3 * HOUR);
   await blob('pulled-by-digest');
   await blob('orphan');
+  pulled('docker.io', 'library/a', '1', T0 + 4 * HOUR);
+  pulled('ghcr.io', 'org/c', 'v1', T0 + 4 * HOUR);
+  pulled('ghcr.io', 'org/c', 'gone', T0 + 3.5 * HOUR);
   return s;
 }
 
@@ -71,7 +80,9 @@ describe('diskUsage', () => {
         bytes: len('config-a', 'base-layer', 'own-a'),
         uniqueBytes: len('config-a', 'own-a'),
         sharedBytes: len('base-layer'),
-        lastValidatedAt: new Date(T0 + HOUR).toISOString(),
+        // Tag 1's pull (T0+4h), not tag 2's validatedAt (T0+1h): the latest of the two.
+        lastAccessAt: new Date(T0 + 4 * HOUR).toISOString(),
+        tagsWithoutAccess: 1,
       },
       {
         upstream: 'docker.io',
@@ -83,7 +94,8 @@ describe('diskUsage', () => {
         bytes: len('config-b', 'base-layer', 'shared-across-upstreams'),
         uniqueBytes: len('config-b'),
         sharedBytes: len('base-layer', 'shared-across-upstreams'),
-        lastValidatedAt: new Date(T0 + 2 * HOUR).toISOString(),
+        lastAccessAt: new Date(T0 + 2 * HOUR).toISOString(),
+        tagsWithoutAccess: 1,
       },
       {
         upstream: 'ghcr.io',
@@ -94,7 +106,8 @@ describe('diskUsage', () => {
         bytes: len('config-c', 'shared-across-upstreams'),
         uniqueBytes: len('config-c'),
         sharedBytes: len('shared-across-upstreams'),
-        lastValidatedAt: new Date(T0 + 3 * HOUR).toISOString(),
+        lastAccessAt: new Date(T0 + 4 * HOUR).toISOString(),
+        tagsWithoutAccess: 0,
       },
     ]);
     assert.deepEqual(result.upstreams, [
@@ -136,22 +149,50 @@ describe('diskUsage', () => {
     controller.abort(reason);
     await assert.rejects(diskUsage(s, { signal: controller.signal }), (err) => err === reason);
   });
+
+  it('a pull moves LAST ACCESS forward while validatedAt stays older; a tag without an entry counts with its validatedAt until pulled', async () => {
+    const { s, blob, manifest, tag, pulled } = await stores();
+    const d = await manifest(image(await blob('config'), await blob('layer')), D);
+    await tag('docker.io', 'library/x', 'old', d, D, T0);
+    await tag('docker.io', 'library/x', 'new', d, D, T0 + HOUR);
+    const row = async () => {
+      const [r] = (await diskUsage(s)).repositories;
+      return [r!.lastAccessAt, r!.tagsWithoutAccess];
+    };
+    assert.deepEqual(await row(), [new Date(T0 + HOUR).toISOString(), 2]);
+    // Pulled (a hit: only the access record moves, validatedAt stays T0); still older than the other tag's stand-in.
+    pulled('docker.io', 'library/x', 'old', T0 + HOUR / 2);
+    assert.deepEqual(await row(), [new Date(T0 + HOUR).toISOString(), 1]);
+    pulled('docker.io', 'library/x', 'old', T0 + 3 * HOUR);
+    assert.deepEqual(await row(), [new Date(T0 + 3 * HOUR).toISOString(), 1]);
+    pulled('docker.io', 'library/x', 'new', T0 + 2 * HOUR);
+    assert.deepEqual(await row(), [new Date(T0 + 3 * HOUR).toISOString(), 0]);
+    assert.equal((await s.metadata.getTag({ upstream: 'docker.io', repo: 'library/x' as RepoName }, 'old' as Tag))?.validatedAt, T0);
+  });
 });
 
 describe('formatDu', () => {
-  it('an aligned table, a line per upstream, the store, and what LAST VALIDATED stands for', async () => {
+  it('an aligned table, a line per upstream, the store, and a footnote when a tag without an access entry stood in with its validatedAt', async () => {
     const result = await diskUsage(await sample());
     const lines = formatDu(result, { now: T0 + 5 * HOUR, location: '/data' }).trimEnd().split('\n');
-    assert.deepEqual(lines[0]!.split(/ {2,}/), ['UPSTREAM', 'REPOSITORY', 'TAGS', 'MANIFESTS', 'BLOBS', 'SIZE', 'UNIQUE', 'SHARED', 'LAST VALIDATED']);
+    assert.deepEqual(lines[0]!.split(/ {2,}/), ['UPSTREAM', 'REPOSITORY', 'TAGS', 'MANIFESTS', 'BLOBS', 'SIZE', 'UNIQUE', 'SHARED', 'LAST ACCESS']);
     assert.deepEqual(lines[2]!.split(/ {2,}/), ['docker.io', 'library/b', '1', '2/3', '3/4', '41 B', '8 B', '33 B', '3h ago']);
-    assert.deepEqual(lines[3]!.split(/ {2,}/), ['ghcr.io', 'org/c', '2', '1/2', '2', '31 B', '8 B', '23 B', '2h ago']);
+    assert.deepEqual(lines[1]!.split(/ {2,}/).at(-1), '1h ago');
+    assert.deepEqual(lines[3]!.split(/ {2,}/), ['ghcr.io', 'org/c', '2', '1/2', '2', '31 B', '8 B', '23 B', '1h ago']);
     // Columns line up: every row's SIZE starts where the header's does.
     const at = lines[0]!.indexOf('SIZE');
     for (const line of lines.slice(1, 4)) assert.match(line.slice(at), /^\d+ B /);
     assert.equal(lines[4], 'docker.io: 2 repositories, 3 tags, 54 B in 5 blobs (31 B not shared with other upstreams)');
     assert.equal(lines[5], 'ghcr.io: 1 repository, 2 tags, 31 B in 2 blobs (8 B not shared with other upstreams)');
     assert.equal(lines[6], "store /data: 84 B in 8 blobs, 4 tagged manifests; unreferenced (no cached tag's manifest references them): 22 B in 2 blobs");
-    assert.match(lines[7]!, /^LAST VALIDATED: when upstream last confirmed a tag; last access isn't recorded yet$/);
+    assert.equal(lines[7], 'LAST ACCESS: 2 tags with no recorded access counted with when upstream last confirmed them');
+    assert.equal(lines.length, 8);
+  });
+
+  it('no footnote when every shown tag has an access entry', async () => {
+    const text = formatDu(await diskUsage(await sample(), { filter: 'ghcr.io/org' }), { now: T0 + 5 * HOUR, location: '/data' });
+    assert.doesNotMatch(text, /LAST ACCESS:|validat|recorded/);
+    assert.match(text.split('\n')[1]!, / {2}1h ago$/);
   });
 
   it('no match for a filter says so', async () => {
@@ -183,10 +224,15 @@ describe('progressLine', () => {
 });
 
 describe('hubcache du (CLI) on a stopped store in the real layout', () => {
-  it('--json: every repository and the totals of the synthetic store; the table; nothing written to the store', async () => {
+  it('--json: every repository and the totals of the synthetic store, last access from access.log; the table; nothing written to the store', async () => {
     const root = mkdtempSync(join(tmpdir(), 'hubcache-du-'));
     try {
       const store = writeSyntheticStore({ root, blobs: 4100, blobSize: 64, validatedAt: T0 });
+      // A stopped store's record, as a server flushed it: one tag of the first repository pulled at T0+1h.
+      const accessLog = join(root, 'access.log');
+      const pulledTag = { kind: 'tag' as const, key: { upstream: 'docker.io', repo: 'bench/r0000' as RepoName }, tag: store.images[0]!.tags[1]! as Tag };
+      writeFileSync(accessLog, `${T0 + HOUR} ${subjectId(pulledTag)}\n`);
+      const logBefore = { text: readFileSync(accessLog, 'utf8'), mtimeMs: statSync(accessLog).mtimeMs };
       const bin = fileURLToPath(new URL('../../bin/hubcache.js', import.meta.url));
       const run = (...args: string[]) => promisify(execFile)(process.execPath, [bin, 'du', '--storage-path', root, ...args], { maxBuffer: 16 * 1024 * 1024 });
       const json = JSON.parse((await run('--json')).stdout) as DuResult;
@@ -206,12 +252,15 @@ describe('hubcache du (CLI) on a stopped store in the real layout', () => {
       const [first, second] = json.repositories;
       assert.deepEqual([first!.repository, first!.manifests, first!.blobs.stored, first!.sharedBytes], ['bench/r0000', { stored: 250, referenced: 250 }, 1000, 8 * 64]);
       assert.deepEqual([second!.blobs.stored, second!.bytes - second!.uniqueBytes], [1008, 8 * 64]);
-      assert.equal(first!.lastValidatedAt, new Date(T0).toISOString());
+      assert.deepEqual([first!.lastAccessAt, first!.tagsWithoutAccess], [new Date(T0 + HOUR).toISOString(), first!.tags - 1]);
+      assert.deepEqual([second!.lastAccessAt, second!.tagsWithoutAccess], [new Date(T0).toISOString(), second!.tags]);
 
       const table = (await run('bench/r0001')).stdout.split('\n');
       assert.deepEqual(table[1]!.split(/ {2,}/).slice(0, 5), ['docker.io', 'bench/r0001', '1000', '250', '1008']);
       assert.match(table[2]!, /^docker\.io: 5 repositories, 4096 tags, /);
+      assert.match(table.at(-2)!, /^LAST ACCESS: 1000 tags with no recorded access counted with when upstream last confirmed them$/);
       assert.equal(existsSync(join(root, 'hubcache.lock')), false);
+      assert.deepEqual({ text: readFileSync(accessLog, 'utf8'), mtimeMs: statSync(accessLog).mtimeMs }, logBefore, 'access.log untouched');
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

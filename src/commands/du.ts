@@ -2,11 +2,16 @@ import { LRUCache } from 'lru-cache';
 import { isDigest, type Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
+import type { AccessRecord } from '../storage/access-record.js';
 import { formatBytes } from './format.js';
 import { formatAge, matchesFilter, parseManifest, type LsStores } from './ls.js';
 
-/** Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du). */
-export type DuStores = LsStores;
+/**
+ * Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du).
+ * `access.lastAccess` reads the last-access record (on a stopped filesystem store it loads
+ * `<root>/access.log` on first use and never writes it: nothing is touched or flushed here).
+ */
+export type DuStores = LsStores & { readonly access: Pick<AccessRecord, 'lastAccess'> };
 
 export interface DuOptions {
   /** Only repositories whose name starts with this (see `matchesFilter`); sharing is still judged against every repository. */
@@ -45,11 +50,14 @@ export interface DuRepository {
   /** Of `bytes`: blobs other repositories reference too. */
   readonly sharedBytes: number;
   /**
-   * When upstream last confirmed one of its tags (ISO 8601), the latest of them: the store keeps no
-   * record of the last access yet, so this stands in for it (a tag pulled is revalidated once its TTL
-   * has passed, so it is at most one TTL older than the last pull of a tag).
+   * When one of its tags was last pulled (ISO 8601), the latest of them, from the last-access record
+   * (`Storage.access`). A tag with no entry there (stored before the record existed, or its last
+   * touches lost with a crash before a flush) counts with its `validatedAt`, when upstream last
+   * confirmed it: see `tagsWithoutAccess`.
    */
-  readonly lastValidatedAt: string | null;
+  readonly lastAccessAt: string | null;
+  /** Of `tags`: those with no last-access entry, whose `validatedAt` stood in for it in `lastAccessAt`. */
+  readonly tagsWithoutAccess: number;
 }
 
 export interface DuUpstream {
@@ -178,18 +186,27 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
     const blobRefs = new Set<string>();
     const blobs = new Set<number>();
     let tags = 0;
-    let lastValidated = -Infinity;
+    let lastAccess = -Infinity;
+    let tagsWithoutAccess = 0;
     const names = await stores.metadata.listTags(key);
     for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
       const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
-      const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+      const [entries, accessed] = await Promise.all([
+        Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag))),
+        Promise.all(window.map((tag) => stores.access.lastAccess({ kind: 'tag', key, tag: tag as Tag }))),
+      ]);
       // The window's images read concurrently too (each once), like the tags.
       const digests = [...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))];
       const resolved = new Map(await Promise.all(digests.map(async (d) => [d, await image(d)] as const)));
-      for (const entry of entries) {
+      for (const [i, entry] of entries.entries()) {
         if (!entry) continue;
         tags++;
-        if (entry.validatedAt > lastValidated) lastValidated = entry.validatedAt;
+        let at = accessed[i];
+        if (at === undefined) {
+          tagsWithoutAccess++;
+          at = entry.validatedAt;
+        }
+        if (at > lastAccess) lastAccess = at;
         const img = resolved.get(entry.digest)!;
         for (const m of img.manifests) manifests.add(m);
         for (const m of img.storedManifests) storedManifests.add(m);
@@ -224,7 +241,8 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
       manifests: { stored: storedManifests.size, referenced: manifests.size },
       blobs: { stored: blobs.size, referenced: blobRefs.size },
       bytes: repoBytes,
-      lastValidatedAt: Number.isFinite(lastValidated) ? new Date(lastValidated).toISOString() : null,
+      lastAccessAt: Number.isFinite(lastAccess) ? new Date(lastAccess).toISOString() : null,
+      tagsWithoutAccess,
     });
   }
 
@@ -257,7 +275,8 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
         bytes: r.bytes,
         uniqueBytes: unique[r.index]!,
         sharedBytes: r.bytes - unique[r.index]!,
-        lastValidatedAt: r.lastValidatedAt,
+        lastAccessAt: r.lastAccessAt,
+        tagsWithoutAccess: r.tagsWithoutAccess,
       })),
     upstreams: upstreams.map((u, i) => ({ ...u, uniqueBytes: upstreamUnique[i]! })),
     store: { blobs: blobCount, bytes, manifests: reachedManifests.size, referenced, unreferenced },
@@ -287,14 +306,14 @@ async function reach(stores: DuStores, digest: Digest, depth: number, found: { m
 // ---- output ------------------------------------------------------------------------------------
 
 export interface DuFormatOptions {
-  /** For the LAST VALIDATED column's age (ms since epoch). */
+  /** For the LAST ACCESS column's age (ms since epoch). */
   readonly now: number;
   /** Where the store is (a path, a server's URL), named in the summary. */
   readonly location: string;
   readonly filter?: string;
 }
 
-const HEADER = ['UPSTREAM', 'REPOSITORY', 'TAGS', 'MANIFESTS', 'BLOBS', 'SIZE', 'UNIQUE', 'SHARED', 'LAST VALIDATED'];
+const HEADER = ['UPSTREAM', 'REPOSITORY', 'TAGS', 'MANIFESTS', 'BLOBS', 'SIZE', 'UNIQUE', 'SHARED', 'LAST ACCESS'];
 
 /**
  * The table (one row per repository, aligned), a line per upstream and the store's totals. Cells are
@@ -316,7 +335,7 @@ export function formatDu(result: DuResult, opts: DuFormatOptions): string {
       formatBytes(r.bytes),
       formatBytes(r.uniqueBytes),
       formatBytes(r.sharedBytes),
-      r.lastValidatedAt === null ? '-' : `${formatAge(opts.now - Date.parse(r.lastValidatedAt))} ago`,
+      r.lastAccessAt === null ? '-' : `${formatAge(opts.now - Date.parse(r.lastAccessAt))} ago`,
     ]);
     const widths = HEADER.map((h) => h.length);
     for (const cells of rows) for (let i = 0; i < cells.length; i++) if (cells[i]!.length > widths[i]!) widths[i] = cells[i]!.length;
@@ -331,7 +350,10 @@ export function formatDu(result: DuResult, opts: DuFormatOptions): string {
   text +=
     `store ${opts.location}: ${formatBytes(s.bytes)} in ${plural(s.blobs, 'blob')}, ${plural(s.manifests, 'tagged manifest')}; ` +
     `unreferenced (no cached tag's manifest references them): ${formatBytes(s.unreferenced.bytes)} in ${plural(s.unreferenced.blobs, 'blob')}\n`;
-  if (result.repositories.length > 0) text += "LAST VALIDATED: when upstream last confirmed a tag; last access isn't recorded yet\n";
+  const unrecorded = result.repositories.reduce((n, r) => n + r.tagsWithoutAccess, 0);
+  if (unrecorded > 0) {
+    text += `LAST ACCESS: ${plural(unrecorded, 'tag')} with no recorded access counted with when upstream last confirmed them\n`;
+  }
   return text;
 }
 

@@ -1,17 +1,22 @@
 // GET /admin/du (issue #13): `hubcache du` of a running server, on the metrics listener only.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { diskUsage, fetchDu, type DuResult } from '../../src/commands/du.js';
+import type { RepoName, Tag } from '../../src/domain/reference.js';
+import { subjectId } from '../../src/storage/access-record.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { loadConfig } from '../../src/config/load.js';
 import { writeSyntheticStore } from '../../src/storage/fs/testing/synthetic-store.js';
+import { startApp } from '../support/app-harness.js';
 import { startInProcess, type InProcessHubcache } from '../support/in-process.js';
+import { putImage } from '../support/oci-fixtures.js';
 
 const T0 = Date.UTC(2025, 0, 1);
+const HOUR = 3_600_000;
 
 describe('GET /admin/du', () => {
   let root: string;
@@ -20,10 +25,23 @@ describe('GET /admin/du', () => {
 
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'hubcache-admin-du-'));
-    writeSyntheticStore({ root, blobs: 2100, blobSize: 32, validatedAt: T0 });
+    const store = writeSyntheticStore({ root, blobs: 2100, blobSize: 32, validatedAt: T0 });
+    // The record a previous server flushed: one tag of bench/r0001 pulled an hour after its validation.
+    const accessLog = join(root, 'access.log');
+    writeFileSync(accessLog, `${T0 + HOUR} ${subjectId({ kind: 'tag', key: { upstream: 'docker.io', repo: 'bench/r0001' as RepoName }, tag: store.images.find((i) => i.repository === 'bench/r0001')!.tags[0]! as Tag })}\n`);
+    const logBefore = { text: readFileSync(accessLog, 'utf8'), mtimeMs: statSync(accessLog).mtimeMs };
     // What `hubcache du` reads from the stopped store: the server must answer the same.
     const config = loadConfig({ env: {}, flags: { 'storage-path': root } });
     expected = await diskUsage(openStorage(config.storage, { logger: createLogger({ level: 'error', format: 'json' }) }));
+    assert.deepEqual(
+      expected.repositories.map((r) => [r.repository, r.lastAccessAt, r.tags - r.tagsWithoutAccess]),
+      [
+        ['bench/r0000', new Date(T0).toISOString(), 0],
+        ['bench/r0001', new Date(T0 + HOUR).toISOString(), 1],
+        ['bench/r0002', new Date(T0).toISOString(), 0],
+      ],
+    );
+    assert.deepEqual({ text: readFileSync(accessLog, 'utf8'), mtimeMs: statSync(accessLog).mtimeMs }, logBefore, 'the reader wrote nothing to access.log');
     hc = await startInProcess({ storagePath: root, flags: { 'metrics-listen': '127.0.0.1:0' } });
   });
   after(async () => {
@@ -71,6 +89,28 @@ describe('GET /admin/du', () => {
     const res = await fetch(`${hc.hub.metricsUrl}/admin/du?repository=`);
     assert.equal(res.status, 400);
     assert.deepEqual(((await res.json()) as { errors: Array<{ code: string }> }).errors.map((e) => e.code), ['NAME_INVALID']);
+  });
+});
+
+describe('LAST ACCESS follows pulls', () => {
+  it('a hit within the TTL moves lastAccessAt forward while the tag keeps its older validatedAt', async () => {
+    const hc = await startApp({ tagTtlMs: HOUR });
+    try {
+      putImage(hc.registry, 'library/app', 'v1', { seed: 'du-access', layerSizes: [1000] });
+      const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
+      const t0 = hc.clock.now();
+      assert.equal((await hc.pull('/v2/library/app/manifests/v1')).cache, 'miss');
+      await hc.settle();
+      const row = async () => (await diskUsage(hc.stores)).repositories.map((r) => [r.repository, r.lastAccessAt, r.tagsWithoutAccess]);
+      assert.deepEqual(await row(), [['library/app', new Date(t0).toISOString(), 0]]);
+
+      hc.clock.advance(20 * 60_000);
+      assert.equal((await hc.pull('/v2/library/app/manifests/v1')).cache, 'hit');
+      assert.deepEqual(await row(), [['library/app', new Date(t0 + 20 * 60_000).toISOString(), 0]]);
+      assert.equal((await hc.stores.metadata.getTag(key, 'v1' as Tag))?.validatedAt, t0, 'not revalidated: only the access moved');
+    } finally {
+      await hc.close();
+    }
   });
 });
 

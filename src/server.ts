@@ -5,7 +5,7 @@ import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
+import { evictionPolicy, Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
 import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import type { Digest } from './domain/digest.js';
@@ -185,12 +185,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   });
   const evictor: Evictor = new Evictor({
     storage,
-    ...(config.storage.maxSize !== undefined ? { maxBytes: config.storage.maxSize } : {}),
-    highWatermark: config.storage.eviction.highWatermark,
-    lowWatermark: config.storage.eviction.lowWatermark,
-    ...(config.storage.minFreeSpace ? { minFreeSpace: config.storage.minFreeSpace } : {}),
-    tagRetentionMs: config.cache.tagRetention,
-    concurrency: config.storage.eviction.concurrency,
+    ...evictionPolicy(config),
     claimBlob: (digest) => registry.claimForEviction(digest),
     // Pinned content (cache.pin), pushed content (hosted.repositories) and whatever the caller
     // protects. (`pins` and `hosted` are created below, before anything can run a pass.)

@@ -1,6 +1,6 @@
 import type { Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
-import { isHostedKey, type RepoKey, type Tag } from '../domain/reference.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
 import type { Logger } from '../lib/logger.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -34,6 +34,29 @@ export interface EvictorStorage {
   readonly metadata: MetadataStore;
   readonly access: AccessRecord;
   freeSpace?(): Promise<{ readonly freeBytes: number; readonly totalBytes: number } | undefined>;
+}
+
+/** The configuration the eviction policy reads (`storage.*` and `cache.tagRetention`; config/schema.ts), structurally. */
+export interface EvictionSettings {
+  readonly storage: {
+    readonly maxSize?: number | undefined;
+    readonly minFreeSpace?: FreeSpaceFloor | undefined;
+    readonly eviction: { readonly highWatermark: number; readonly lowWatermark: number; readonly concurrency: number };
+  };
+  readonly cache: { readonly tagRetention: number };
+}
+
+/** The policy part of `EvictorOptions` from the configuration: one mapping for `serve` and `hubcache gc`. */
+export function evictionPolicy(config: EvictionSettings): Pick<EvictorOptions, 'maxBytes' | 'highWatermark' | 'lowWatermark' | 'minFreeSpace' | 'tagRetentionMs' | 'concurrency'> {
+  const { storage } = config;
+  return {
+    ...(storage.maxSize !== undefined ? { maxBytes: storage.maxSize } : {}),
+    highWatermark: storage.eviction.highWatermark,
+    lowWatermark: storage.eviction.lowWatermark,
+    ...(storage.minFreeSpace ? { minFreeSpace: storage.minFreeSpace } : {}),
+    tagRetentionMs: config.cache.tagRetention,
+    concurrency: storage.eviction.concurrency,
+  };
 }
 
 export interface EvictorOptions {
@@ -497,8 +520,7 @@ export class Evictor {
       if (this.#o.isProtected?.(digest)) continue;
       const keep: typeof tags = [];
       for (const t of tags) {
-        // Pushed tags are the users' own content, not a cache: retention never expires them.
-        if (isHostedKey(t.key) || now - t.at <= this.#o.tagRetentionMs) {
+        if (now - t.at <= this.#o.tagRetentionMs) {
           keep.push(t);
           continue;
         }

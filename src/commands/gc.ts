@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
+import { evictionPolicy, Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
 import type { Config } from '../config/schema.js';
 import { HostedContent } from '../hosted/hosted-content.js';
 import type { Logger } from '../lib/logger.js';
@@ -33,12 +33,7 @@ export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promis
     const evictor = new Evictor({
       isProtected: hosted.isProtected,
       storage,
-      ...(config.storage.maxSize !== undefined ? { maxBytes: config.storage.maxSize } : {}),
-      highWatermark: config.storage.eviction.highWatermark,
-      lowWatermark: config.storage.eviction.lowWatermark,
-      ...(config.storage.minFreeSpace ? { minFreeSpace: config.storage.minFreeSpace } : {}),
-      tagRetentionMs: config.cache.tagRetention,
-      concurrency: config.storage.eviction.concurrency,
+      ...evictionPolicy(config),
       logger: opts.logger,
       ...(opts.onRemoved ? { onRemoved: opts.onRemoved } : {}),
     });

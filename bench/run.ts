@@ -37,7 +37,7 @@ import { startUpstream, type Upstream } from '../test/support/upstream-harness.j
 import type { UpstreamRequest } from '../test/support/upstream-front.js';
 import { buildHubcache } from './build.js';
 import { curlGet, curlMany } from './curl-client.js';
-import { benchEviction } from './eviction.js';
+import { benchEviction, type EvictionRow } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
@@ -61,14 +61,8 @@ const REPO_BIG = 'library/bench-big';
 const REPO_PULL = 'library/bench-pull';
 const REPO_CONC = 'library/bench-conc';
 
-interface Row {
-  metric: string;
-  median: number;
-  unit: string;
-  target: string;
-  pass: boolean;
-  detail: string;
-}
+/** One line of the results table (the eviction bench returns rows of the same shape). */
+type Row = EvictionRow;
 
 const rows: Row[] = [];
 const results: Record<string, unknown> = {};

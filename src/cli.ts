@@ -23,6 +23,15 @@ function configFrom(opts: Record<string, string | undefined>): Readonly<Config> 
   return loadConfig({ file: opts.config, flags });
 }
 
+/** The configuration from the file, environment and flags; a ConfigError ends the command (exit 2, the message). */
+function configOrFail(opts: Record<string, string | undefined>): Readonly<Config> {
+  try {
+    return configFrom(opts);
+  } catch (err) {
+    fail(err);
+  }
+}
+
 function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
@@ -44,12 +53,7 @@ function fail(err: unknown, hint?: string): never {
 const program = new Command('hubcache').description('A pull-through caching registry for Docker Hub and other registries').version(version);
 
 withConfigOptions(program.command('serve').description('start the registry mirror')).action(async (opts) => {
-  let config: Readonly<Config>;
-  try {
-    config = configFrom(opts);
-  } catch (err) {
-    fail(err);
-  }
+  const config = configOrFail(opts);
   // Created here, not by startHubcache, so that a signal during the start can be logged.
   const logger = createLogger({ level: config.log.level, format: config.log.format });
   // The handlers go in before the start: until then SIGTERM's default action would end the process
@@ -87,22 +91,13 @@ withConfigOptions(program.command('serve').description('start the registry mirro
 
 const configCmd = program.command('config').description('check or print the effective configuration');
 withConfigOptions(configCmd.command('check').description('validate the configuration and exit')).action((opts) => {
-  try {
-    configFrom(opts);
-  } catch (err) {
-    fail(err);
-  }
+  configOrFail(opts);
   process.stdout.write('configuration OK\n');
 });
 withConfigOptions(configCmd.command('print').description('print the effective configuration (defaults applied, secrets redacted)'))
   .addOption(new Option('--format <format>', 'yaml or json').choices(['yaml', 'json']).default('yaml'))
   .action((opts) => {
-    let config: Readonly<Config>;
-    try {
-      config = configFrom(opts);
-    } catch (err) {
-      fail(err);
-    }
+    const config = configOrFail(opts);
     const redacted = redactConfig(config);
     process.stdout.write(opts.format === 'json' ? `${JSON.stringify(redacted, null, 2)}\n` : toYaml(redacted));
   });
@@ -126,12 +121,7 @@ withConfigOptions(
   let local: Awaited<ReturnType<typeof startHubcache>> | undefined;
   if (!server) {
     // No instance named: run one in this process on a loopback port, writing into the configured store.
-    let config: Readonly<Config>;
-    try {
-      config = configFrom({ ...opts, listen: '127.0.0.1:0' });
-    } catch (err) {
-      fail(err);
-    }
+    const config = configOrFail({ ...opts, listen: '127.0.0.1:0' });
     // Its logs (warnings and errors only) go to stderr: stdout carries the summary, for scripts.
     const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
     // lockFailFast: a store locked by a process we can't check is refused at once, not waited for.
@@ -158,12 +148,7 @@ withConfigOptions(
     .argument('[repository]', 'only repositories starting with this, e.g. alpine, library/alp, ghcr.io/org')
     .option('--json', 'machine-readable output'),
 ).action(async (filter: string | undefined, opts) => {
-  let config: Readonly<Config>;
-  try {
-    config = configFrom(opts);
-  } catch (err) {
-    fail(err);
-  }
+  const config = configOrFail(opts);
   const { writeLs } = await import('./commands/ls.js');
   // A reader: no ownership, no init() (it would clear a running instance's writes in progress).
   const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
@@ -189,12 +174,7 @@ withConfigOptions(
     writeReport(process.stdout, report, { json });
     process.exit(0);
   }
-  let config: Readonly<Config>;
-  try {
-    config = configFrom(opts);
-  } catch (err) {
-    fail(err);
-  }
+  const config = configOrFail(opts);
   const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
   // Items are printed as they go (a long pass shows its progress); on a terminal a line on stderr
   // says what is being walked first.
@@ -214,12 +194,7 @@ withConfigOptions(
     .option('--json', 'machine-readable output')
     .option('--server <url>', "a running hubcache's metrics listener (metrics.listen), e.g. http://127.0.0.1:9090"),
 ).action(async (filter: string | undefined, opts) => {
-  let config: Readonly<Config>;
-  try {
-    config = configFrom(opts);
-  } catch (err) {
-    fail(err);
-  }
+  const config = configOrFail(opts);
   const { diskUsage, fetchDu, formatDu, progressLine } = await import('./commands/du.js');
   process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
   let location: string;

@@ -79,4 +79,23 @@ describe('hubcache serve on S3 (storage.driver: s3, Ceph RGW)', () => {
       (err: unknown) => /exited with 1 before starting: .*bucket ".*" at http:\/\/127\.0\.0\.1:\d+ is not usable: S3 HeadBucket failed/s.test(String((err as Error).message)),
     );
   });
+
+  it('S3 unreachable (radosgw stopped): a cached blob is passed through from upstream, and with upstream failing too it is a clear 503 STORAGE_UNAVAILABLE', async () => {
+    const hc = running.at(-1)!;
+    const layer = [...img.blobs.values()].find((b) => b.digest !== img.config?.digest)!;
+    await rgw.stopGateway();
+    const passed = await fetch(`${hc.url}/v2/library/ons3/blobs/${layer.digest}`);
+    assert.equal(passed.status, 200);
+    assert.equal(digestOf(Buffer.from(await passed.arrayBuffer())), layer.digest, 'verified bytes from upstream');
+    const fault = up.front.inject({ type: 'status', status: 503, when: { kind: 'blob' } });
+    try {
+      const res = await fetch(`${hc.url}/v2/library/ons3/blobs/${layer.digest}`);
+      const body = (await res.json()) as { errors: { code: string; detail?: { errno?: string } }[] };
+      assert.equal(res.status, 503, JSON.stringify(body));
+      assert.equal(body.errors[0]!.code, 'STORAGE_UNAVAILABLE');
+      assert.equal(body.errors[0]!.detail?.errno, 'EIO');
+    } finally {
+      fault.clear();
+    }
+  });
 });

@@ -248,7 +248,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
   // lives in the store (docs/storage-layout.md). Hosted names (hosted.repositories) need a login
   // unless a rule says otherwise.
-  // With the s3 driver the key stays local to the replica (./data):
+  // With the s3 driver the key stays local to the replica (the hot cache's directory, else ./data):
   // sharing it between replicas is the cluster's business (issue #15, shared state).
   const auth = config.auth.htpasswd
     ? setupAuth(config.auth, { keyDir: join(localStateDir(config.storage), 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
@@ -389,7 +389,7 @@ function addressUrl(server: Server): string {
   return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
 }
 
-/** A local directory for what a replica keeps on its own disk: the store's root (filesystem), else ./data. */
+/** A local directory for what a replica keeps on its own disk: the store's root (filesystem), else the S3 hot cache's, else ./data. */
 function localStateDir(storage: Config['storage']): string {
-  return storage.driver === 'filesystem' ? storage.path : './data';
+  return storage.driver === 'filesystem' ? storage.path : (storage.hotCache?.path ?? './data');
 }

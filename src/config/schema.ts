@@ -289,6 +289,18 @@ const s3StorageSchema = z
     partSize: size('16MiB').refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'partSize must be between 5MiB and 5GiB (S3 limits)' }),
     /** Parts of one fill uploading at once: a fill holds at most partSize × (partsInFlight + 1) bytes in memory. */
     partsInFlight: count(4, 1, 64),
+    /**
+     * A local directory in front of the bucket (optional, one per replica): blobs read from the
+     * bucket are copied there, up to `maxSize` bytes, least recently read removed first, so warm
+     * pulls are served at local-disk speed. Losing it loses nothing (the bucket has everything).
+     */
+    hotCache: z
+      .object({
+        path: z.string().min(1),
+        maxSize: size('10GiB'),
+      })
+      .strict()
+      .optional(),
     /** See the filesystem driver's `maxSize`: the most committed blob bytes the bucket may hold. */
     maxSize: optionalSize(),
     /** See the filesystem driver. Here: a per-replica record (docs/storage-layout.md). */

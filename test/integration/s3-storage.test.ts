@@ -7,12 +7,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { sha256Digest } from '../../src/domain/digest.js';
 import { isRegistryError } from '../../src/domain/errors.js';
 import { silentLogger } from '../../src/lib/logger.js';
+import type { HotCachedBlobStore } from '../../src/storage/s3/hot-cache.js';
 import { S3StorageError } from '../../src/storage/s3/s3-errors.js';
 import { S3Storage, type S3StorageOptions } from '../../src/storage/s3/s3-storage.js';
 import { toStorageError } from '../../src/storage/storage-fault.js';
@@ -69,6 +73,19 @@ const fixture = <T>(pick: (s: S3Storage) => T) => async () => {
 };
 
 describeBlobStore('S3BlobStore (RGW)', fixture((s) => s.blobs));
+describeBlobStore('HotCachedBlobStore (storage.hotCache in front of RGW)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hubcache-hot-'));
+  const s = storage({ hotCache: { path: dir, maxSize: 4 * MiB } });
+  await s.init();
+  return {
+    store: s.blobs,
+    cleanup: async () => {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    leftovers: () => leftovers(s),
+  };
+});
 describeManifestStore('S3ManifestStore (RGW)', fixture((s) => s.manifests));
 describeMetadataStore('S3MetadataStore (RGW)', fixture((s) => s.metadata));
 describeTagStore('S3MetadataStore (RGW)', fixture((s) => s.metadata));
@@ -93,11 +110,50 @@ describeAccessRecord('S3AccessRecord (per replica, in memory)', async () => {
 });
 
 describe('S3Storage on RGW', () => {
+  it('the hot cache: a blob read from the bucket is copied locally and then served from there; least recently read blobs leave first', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hubcache-hot-'));
+    const s = storage({ hotCache: { path: dir, maxSize: 2 * MiB + MiB / 2 } });
+    try {
+      await s.init();
+      const hot = s.blobs as HotCachedBlobStore;
+      const blobs = [randomBytes(MiB), randomBytes(MiB), randomBytes(MiB)];
+      for (const b of blobs) {
+        const w = await s.blobs.create();
+        await w.write(b);
+        await w.commit(sha256Digest(b), b.length);
+      }
+      const read = async (b: Buffer) => assert.ok(b.equals(await readAll(await s.blobs.open(sha256Digest(b)))));
+      await read(blobs[0]!);
+      await hot.settled();
+      await read(blobs[1]!);
+      await hot.settled();
+      assert.equal(hot.localBytes, 2 * MiB);
+      await read(blobs[0]!); // blobs[1] is now the least recently read
+      await read(blobs[2]!);
+      await hot.settled();
+      assert.equal(hot.localBytes, 2 * MiB, 'bounded by maxSize');
+      // Removed from the bucket behind the store's back: what is still readable is served locally.
+      for (const b of blobs) await rgw.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: s.layout.blob(sha256Digest(b)) }));
+      await read(blobs[0]!);
+      await read(blobs[2]!);
+      await assert.rejects(s.blobs.open(sha256Digest(blobs[1]!)), (err: unknown) => isRegistryError(err) && err.code === 'BLOB_UNKNOWN');
+      // A restarted replica finds what its directory holds.
+      const again = storage({ prefix: s.layout.prefix, hotCache: { path: dir, maxSize: 2 * MiB + MiB / 2 } });
+      await again.init();
+      assert.equal((again.blobs as HotCachedBlobStore).localBytes, 2 * MiB);
+      await read(blobs[0]!);
+      await again.close();
+    } finally {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a blob larger than partSize × partsInFlight goes up as a multipart upload, holding at most partSize × (partsInFlight + 1) bytes', async () => {
     const s = storage();
     try {
       const data = randomBytes(5 * MiB * 2 + 3 * MiB + 17); // > 10 MiB: three parts
-      const raw = s.blobs.createRaw();
+      const raw = s.bucketBlobs.createRaw();
       let most = 0;
       for (let p = 0; p < data.length; p += 256 * 1024) {
         await raw.write([data.subarray(p, p + 256 * 1024)]);

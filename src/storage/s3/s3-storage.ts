@@ -3,6 +3,8 @@ import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadBucketCommand, Li
 import type { Logger } from '../../lib/logger.js';
 import { AccessTable, subjectId, type AccessEntry, type AccessRecord, type AccessSubject } from '../access-record.js';
 import type { Ownership, Storage, StorageDescription, StorageReady } from '../storage.js';
+import type { BufferPool } from '../buffer-pool.js';
+import { HotCachedBlobStore } from './hot-cache.js';
 import { S3BlobStore } from './s3-blob-store.js';
 import { createS3Client, type S3ConnectionOptions } from './s3-client.js';
 import { toS3Fault } from './s3-errors.js';
@@ -23,6 +25,10 @@ export interface S3StorageOptions extends S3ConnectionOptions {
   readonly now?: () => number;
   /** A client to use instead of building one (tests). */
   readonly client?: S3Client;
+  /** `storage.hotCache`: a local LRU directory in front of the bucket's blobs (hot-cache.ts). */
+  readonly hotCache?: { readonly path: string; readonly maxSize: number } | undefined;
+  /** Buffers shared by the hot cache's local blob bodies (see OpenStorageOptions.readBuffers). */
+  readonly readBuffers?: BufferPool;
 }
 
 /**
@@ -64,7 +70,10 @@ export class S3AccessRecord implements AccessRecord {
  * expire `uploads/` after a day) does the same without any replica.
  */
 export class S3Storage implements Storage {
-  readonly blobs: S3BlobStore;
+  /** The blobs: the bucket's, or the hot cache in front of them. */
+  readonly blobs: S3BlobStore | HotCachedBlobStore;
+  /** The bucket's blobs themselves. */
+  readonly bucketBlobs: S3BlobStore;
   readonly manifests: S3ManifestStore;
   readonly metadata: S3MetadataStore;
   readonly access = new S3AccessRecord();
@@ -79,7 +88,8 @@ export class S3Storage implements Storage {
     this.client = o.client ?? createS3Client(o);
     this.layout = new S3Layout(o.prefix);
     const where = { client: this.client, bucket: o.bucket, layout: this.layout };
-    this.blobs = new S3BlobStore({ ...where, partSize: o.partSize, partsInFlight: o.partsInFlight });
+    this.bucketBlobs = new S3BlobStore({ ...where, partSize: o.partSize, partsInFlight: o.partsInFlight });
+    this.blobs = o.hotCache ? new HotCachedBlobStore(this.bucketBlobs, { ...o.hotCache, logger: o.logger, ...(o.readBuffers ? { readBuffers: o.readBuffers } : {}) }) : this.bucketBlobs;
     this.manifests = new S3ManifestStore(where);
     this.metadata = new S3MetadataStore(where);
   }
@@ -105,6 +115,7 @@ export class S3Storage implements Storage {
       throw new Error(`storage: bucket ${JSON.stringify(this.#o.bucket)} at ${this.#o.endpoint ?? 'AWS'} is not usable: ${String((toS3Fault('HeadBucket', err) as Error).message)}`, { cause: err });
     }
     const leftovers = await this.sweepAbandonedUploads();
+    if (this.blobs instanceof HotCachedBlobStore) await this.blobs.init();
     return { leftovers, usage: Promise.resolve(undefined) };
   }
 
@@ -166,6 +177,7 @@ export class S3Storage implements Storage {
     if (this.#closed) return;
     this.#closed = true;
     await this.access.flush();
+    if (this.blobs instanceof HotCachedBlobStore) await this.blobs.settled();
     if (!this.#o.client) this.client.destroy();
   }
 }

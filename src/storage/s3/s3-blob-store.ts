@@ -192,8 +192,7 @@ export class S3RawWriter implements RawBlobWriter {
   #inFlightBytes = 0;
   #failure: unknown;
   #closed = false;
-  /** Multipart uploads started by this process and not yet completed or aborted (tests). */
-  static openUploads = 0;
+  #nextPart = 1;
 
   constructor(o: S3BlobStoreOptions) {
     this.#o = o;
@@ -238,7 +237,7 @@ export class S3RawWriter implements RawBlobWriter {
     const size = this.#fill;
     this.#fill = 0;
     this.#inFlightBytes += size;
-    const partNumber = this.#parts.length + this.#inFlight.size + 1;
+    const partNumber = this.#nextPart++;
     const uploadId = this.#startUpload();
     const upload = (async () => {
       try {
@@ -258,12 +257,10 @@ export class S3RawWriter implements RawBlobWriter {
   #startUpload(): Promise<string> {
     if (!this.#uploadId) {
       this.#key = this.#o.layout.upload(randomUUID());
-      S3RawWriter.openUploads++;
       this.#uploadId = this.#o.client
         .send(new CreateMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#key }))
         .then((out) => out.UploadId!)
-        .catch((err) => {
-          S3RawWriter.openUploads--;
+        .catch((err: unknown) => {
           throw toS3Fault('CreateMultipartUpload', err);
         });
       this.#uploadId.catch(() => {});
@@ -305,7 +302,6 @@ export class S3RawWriter implements RawBlobWriter {
     } catch (err) {
       throw toS3Fault('CompleteMultipartUpload', err);
     }
-    S3RawWriter.openUploads--;
     this.#uploadId = undefined;
     this.#release();
     try {
@@ -341,8 +337,6 @@ export class S3RawWriter implements RawBlobWriter {
       await this.#o.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#key!, UploadId: uploadId }));
     } catch (err) {
       if (!isNotFound(err)) throw toS3Fault('AbortMultipartUpload', err);
-    } finally {
-      S3RawWriter.openUploads--;
     }
   }
 }

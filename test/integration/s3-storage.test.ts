@@ -20,6 +20,7 @@ import type { HotCachedBlobStore } from '../../src/storage/s3/hot-cache.js';
 import { S3StorageError } from '../../src/storage/s3/s3-errors.js';
 import { S3Storage, type S3StorageOptions } from '../../src/storage/s3/s3-storage.js';
 import { toStorageError } from '../../src/storage/storage-fault.js';
+import { VerifyingBlobWriter } from '../../src/storage/verifying-writer.js';
 import { describeAccessRecord } from '../../src/storage/testing/access-record.conformance.js';
 import { describeBlobStore } from '../../src/storage/testing/blob-store.conformance.js';
 import { readAll } from '../../src/storage/testing/helpers.js';
@@ -173,8 +174,10 @@ describe('S3Storage on RGW', () => {
     const s = storage();
     try {
       const data = randomBytes(12 * MiB);
-      const writer = await s.blobs.create();
+      const raw = s.bucketBlobs.createRaw();
+      const writer = new VerifyingBlobWriter(raw);
       for (let p = 0; p < data.length; p += MiB) await writer.write(data.subarray(p, p + MiB));
+      assert.ok((await raw.uploadId()) !== undefined, 'parts went up');
       assert.ok((await rgw.client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: s.layout.uploadsPrefix() }))).Uploads?.length === 1, 'an upload in progress');
       await assert.rejects(writer.commit(sha256Digest('other'), data.length), (err: unknown) => isRegistryError(err) && err.code === 'DIGEST_INVALID');
       await writer.abort();

@@ -6,6 +6,7 @@
  * (1 s) and the tests wait for the server's doing (a close, a reload), never for time.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
@@ -191,6 +192,65 @@ describe('TLS on the registry listener', { timeout: TEST_TIMEOUT }, () => {
     const res = await httpsGet(hc.url, '/v2/', { ca: ca.caCertificate });
     assert.equal(res.status, 200);
     assert.equal(res.fingerprint, current, 'still the pair loaded before');
+  });
+});
+
+describe('the other bounds on TLS connections: keepAliveTimeout and sendTimeout', { timeout: TEST_TIMEOUT }, () => {
+  let ca: TestCa;
+  let hc: InProcessHubcache;
+  const blob = Buffer.alloc(32 * 1024 * 1024, 0x5a);
+  let digest: string;
+  before(async () => {
+    ca = createTestCa();
+    const s = ca.issueServer('server');
+    hc = await startInProcess({
+      config: { tls: { certificate: s.certificate, key: s.key }, server: { keepAliveTimeout: '1s', sendTimeout: '1s' }, hosted: { repositories: ['team/**'] } },
+      flags: { 'upstream-url': 'http://127.0.0.1:9' },
+    });
+    digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+    const u = new URL(hc.url);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpsRequest({ host: u.hostname, port: u.port, method: 'POST', path: `/v2/team/big/blobs/uploads/?digest=${digest}`, ca: readFileSync(ca.caCertificate), servername: 'localhost', agent: false, headers: { 'content-type': 'application/octet-stream', 'content-length': blob.length } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end(blob);
+    });
+    assert.equal(status, 201);
+  });
+  after(async () => {
+    await hc?.close();
+    ca?.close();
+  });
+
+  it('closes a kept-alive TLS connection idle for keepAliveTimeout', async () => {
+    // A raw TLS socket: Node's Agent would close it itself on the `Keep-Alive: timeout=1` hint.
+    const u = new URL(hc.url);
+    const socket = tlsConnect({ host: u.hostname, port: Number(u.port), ca: readFileSync(ca.caCertificate), servername: 'localhost' });
+    await once(socket, 'secureConnect');
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString()));
+    socket.write('GET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n');
+    await once(socket, 'close');
+    assert.match(text, /^HTTP\/1\.1 200 [\s\S]*Connection: keep-alive/i, 'answered and kept alive, then closed by the server when idle');
+  });
+
+  it('aborts a response over TLS the client stopped reading (send timeout), and counts it', async () => {
+    const u = new URL(hc.url);
+    const socket = tlsConnect({ host: u.hostname, port: Number(u.port), ca: readFileSync(ca.caCertificate), servername: 'localhost' });
+    await once(socket, 'secureConnect');
+    socket.write(`GET /v2/team/big/blobs/${digest} HTTP/1.1\r\nHost: localhost\r\n\r\n`);
+    // Read the first bytes (the answer started), then stop reading: the socket buffers fill.
+    await once(socket, 'data');
+    socket.pause();
+    try {
+      // A paused socket doesn't see the server's close: the server's count shows the abort.
+      await until('the send timeout aborts the response', async () => metricValue(await hc.hub.metrics.registry.metrics(), 'hubcache_http_timeouts_total', { kind: 'send' }) === 1);
+      await hc.waitForLog((l) => l.message === 'send timeout: the client stopped reading, response aborted');
+    } finally {
+      socket.destroy();
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 import type { Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
@@ -114,6 +115,8 @@ export class BlobFill {
   #received = 0;
   /** The received bytes hash to the digest: the final byte may go out. */
   #verified = false;
+  /** `performance.now()` when the upstream's last byte arrived (the start of the fill's tail). */
+  #upstreamEndedAt: number | undefined;
   readonly #window = new ChunkWindow(WINDOW_BYTES);
   /**
    * Set when the store failed a write mid-way (pass-through): the fill hashes what it receives
@@ -236,6 +239,7 @@ export class BlobFill {
             if (this.#received + chunk.length > this.#size) throw new UpstreamError('protocol', 'upstream sent more bytes than announced');
             this.#window.append(chunk);
             this.#received += chunk.length;
+            if (this.#received === this.#size) this.#upstreamEndedAt = performance.now();
             this.#announce();
             if (this.#hash) {
               this.#hash.update(chunk);
@@ -543,6 +547,14 @@ export class BlobFill {
       }
     };
     return stream;
+  }
+
+  /**
+   * A client that read this fill to the blob's last byte has been handed it (its response
+   * finished): reports the tail the fill added, from the upstream's last byte to this moment.
+   */
+  delivered(): void {
+    if (this.#upstreamEndedAt !== undefined) this.#opts.metrics.fillTail((performance.now() - this.#upstreamEndedAt) / 1000);
   }
 
   #announcing = false;

@@ -92,8 +92,7 @@ let storeSizeFailed = false;
 
 async function freshHubcache(opts: { cpuProf?: string } = {}): Promise<HubcacheProcess> {
   // Not `--log-level warn`: startHubcacheProcess waits for the info-level "hubcache started" line.
-  const env = opts.cpuProf ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProf}` } : undefined;
-  const hc = await startHubcacheProcess({ upstream: up!, bin: hubcacheBin, ...(env ? { env } : {}) });
+  const hc = await startHubcacheProcess({ upstream: up!, bin: hubcacheBin, ...(opts.cpuProf ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] } : {}) });
   const close = () => hc.close();
   cleanups.push(close);
   return {

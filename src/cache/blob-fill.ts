@@ -151,7 +151,7 @@ export class BlobFill {
     return this.#received;
   }
 
-  /** Every byte arrived and hashes to the digest; the store is committing it (or just did). */
+  /** Every byte arrived and hashes to the digest; the store is writing and committing it (or just did). */
   get verified(): boolean {
     return this.#verified;
   }
@@ -247,12 +247,15 @@ export class BlobFill {
               await this.#roomInWindow(sink, signal);
             } else {
               try {
-                await batcher.push(chunk);
+                const queued = batcher.push(chunk);
+                if (this.#received === this.#size) this.#verifyAhead(w, batcher);
+                await queued;
               } catch (err) {
                 if (!(await this.#loseStore(err, w, sink))) throw err;
               }
             }
           }
+          if (!this.#hash && !this.#verified && this.#received === this.#size) this.#verifyAhead(w, batcher);
           if (!this.#hash) await written(batcher.flush());
           if (this.#received === this.#size) break;
           throw new UpstreamError('unavailable', `upstream body ended after ${this.#received} of ${this.#size} bytes`);
@@ -336,6 +339,26 @@ export class BlobFill {
       this.#stopGrace?.();
       slot.release();
     }
+  }
+
+  /**
+   * Every byte has arrived: checks their digest now — the writer's hash over the bytes handed to it
+   * (a write may still be in flight) plus the ones still queued — instead of after the last write,
+   * so the final byte goes out to the clients at once while the store finishes writing (its tail
+   * otherwise waited for the thread pool and the disk: hubcache_fill_tail_seconds). Nothing is
+   * decided on a mismatch here: the commit verifies on its own after the writes and fails the fill.
+   */
+  #verifyAhead(writer: BlobWriter, batcher: WriteBatcher): void {
+    const ahead = writer.hashAhead?.();
+    if (!ahead) return;
+    let covered = ahead.handed;
+    for (const chunk of batcher.pending) {
+      ahead.hash.update(chunk);
+      covered += chunk.length;
+    }
+    if (covered !== this.#size || `sha256:${ahead.hash.digest('hex')}` !== this.digest) return;
+    this.#verified = true;
+    this.#events.emit('change');
   }
 
   /**

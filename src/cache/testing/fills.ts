@@ -40,6 +40,7 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
           return w.written;
         },
         localPath: w.localPath,
+        ...(w.hashAhead && !over.write ? { hashAhead: () => w.hashAhead!() } : {}),
         write: over.write ?? ((data) => w.write(data)),
         commit: over.commit ?? ((...args) => w.commit(...args)),
         abort: over.abort ?? (() => w.abort()),

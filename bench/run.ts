@@ -199,6 +199,11 @@ function fillTail(text: string): { count: number; sum: number; buckets: Array<[n
   return { count: metricValue(text, 'hubcache_fill_tail_seconds_count'), sum: metricValue(text, 'hubcache_fill_tail_seconds_sum'), buckets };
 }
 
+/** What a histogram read `now` gained since `before`. */
+function tailSince(now: ReturnType<typeof fillTail>, before: ReturnType<typeof fillTail>): ReturnType<typeof fillTail> {
+  return { count: now.count - before.count, sum: now.sum - before.sum, buckets: now.buckets.map(([le, n], i) => [le, n - (before.buckets[i]?.[1] ?? 0)] as [number, number]) };
+}
+
 /** The upper bound of the bucket holding the slowest observation (a histogram's max, as far as it tells). */
 function tailMaxBound(t: { count: number; buckets: Array<[number, number]> }): number {
   return t.buckets.find(([, n]) => n >= t.count)?.[0] ?? Number.NaN;
@@ -278,7 +283,11 @@ async function benchPull(shape: LinkShape | undefined, target: number, label: st
     await skopeoCopy(`docker://${hc.host}/${REPO_WARMUP}:v1`, `dir:${dest(`jit-${i}`)}`, { timeoutMs: 120_000 });
     rmSync(dest(`jit-${i}`), { recursive: true, force: true });
     up!.front.reset();
-    const cpuBefore = metricValue(await hc.metrics(), 'hubcache_process_process_cpu_seconds_total');
+    // The JIT warm-up's fills are in the counters already: only what the timed pull adds counts.
+    const textBefore = await hc.metrics();
+    const cpuBefore = metricValue(textBefore, 'hubcache_process_process_cpu_seconds_total');
+    const bytesBefore = metricValue(textBefore, 'hubcache_upstream_bytes_total');
+    const tailBefore = fillTail(textBefore);
     t0 = performance.now();
     await skopeoCopy(`docker://${hc.host}/${REPO_PULL}:v1`, `dir:${dest(`hub-${i}`)}`, { timeoutMs: 120_000 });
     hub.push(performance.now() - t0);
@@ -292,8 +301,8 @@ async function benchPull(shape: LinkShape | undefined, target: number, label: st
     const servedBytes = served.reduce((n, r) => n + r.bytesSent, 0);
     const allBytes = reqs.reduce((n, r) => n + r.bytesSent, 0);
     const text = await hc.metrics();
-    const metricBytes = metricValue(text, 'hubcache_upstream_bytes_total');
-    const tail = fillTail(text);
+    const metricBytes = metricValue(text, 'hubcache_upstream_bytes_total') - bytesBefore;
+    const tail = tailSince(fillTail(text), tailBefore);
     cpuMs.push((metricValue(text, 'hubcache_process_process_cpu_seconds_total') - cpuBefore) * 1000);
     tailMeans.push(tail.count ? (tail.sum / tail.count) * 1000 : Number.NaN);
     tailMax.push(tailMaxBound(tail) * 1000);

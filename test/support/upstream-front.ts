@@ -758,12 +758,15 @@ export class UpstreamFront extends EventEmitter {
    * Waits until the link of `res`'s connection has carried `bytes` more (at the link's rate, after
    * what it already carries): a chunk leaves once it would have arrived over that link.
    */
-  private async linkPace(res: ServerResponse, bytes: number, signal: AbortSignal): Promise<void> {
+  private async linkPace(res: ServerResponse, bytes: number, first: boolean, signal: AbortSignal): Promise<void> {
     const bps = this.link.bytesPerSecond;
     if (!bps || !res.socket) return;
     const conn = this.connState(res.socket);
     const now = performance.now();
-    conn.busyUntil = Math.max(now, conn.busyUntil) + (bytes / bps) * 1000;
+    // A response starts when the link is free (an idle link saves up no credit); within it, the
+    // schedule is absolute, so a timer that fired late is caught up with, as the `rate` fault does.
+    if (first) conn.busyUntil = Math.max(now, conn.busyUntil);
+    conn.busyUntil += (bytes / bps) * 1000;
     // Timers are coarse: sleep only when at least a millisecond ahead; the debt carries over.
     if (conn.busyUntil - now >= 1) await sleep(conn.busyUntil - now, signal, res);
   }
@@ -835,7 +838,7 @@ export class UpstreamFront extends EventEmitter {
       const paceFrom = performance.now();
       for await (const raw of src) {
         let chunk = raw as Buffer;
-        if (paced) await this.linkPace(res, chunk.length, signal);
+        if (paced) await this.linkPace(res, chunk.length, pos === 0, signal);
         if (spec?.type === 'wrongBytes' && pos < flipTo && pos + chunk.length > flipFrom) {
           chunk = Buffer.from(chunk);
           for (let i = Math.max(flipFrom, pos); i < Math.min(flipTo, pos + chunk.length); i++) chunk[i - pos] ^= 0xff;

@@ -353,6 +353,28 @@ describe('upstream harness (fake Docker Hub)', () => {
       assert.ok(rec.endedAt! - rec.headersAt! >= ((size - lastChunk) / bytesPerSecond) * 1000, 'paced');
     });
 
+    it('link: every exchange waits the latency (a new connection twice: the handshake) and bodies are paced at the link rate; faults still apply on top', async () => {
+      const size = layer().size;
+      const bytesPerSecond = 8 * 1024 * 1024;
+      up.front.setLink({ latencyMs: 40, bytesPerSecond });
+      try {
+        const from = performance.now();
+        const ended = up.front.waitForEnd({ kind: 'blob', digest: layer().digest, status: 200, test: (q) => q.startedAt >= from });
+        const r = await rawRequest(blobUrl(layer().digest), { headers: bearer() });
+        const rec = await ended;
+        assert.equal(digestOf(r.body), layer().digest);
+        // Lower bounds by construction: the request is held, the last chunk leaves only once the link allows it.
+        assert.ok(rec.headersAt! - rec.startedAt >= 79, `a new connection waits two latencies (${rec.headersAt! - rec.startedAt} ms)`);
+        const lastChunk = 64 * 1024;
+        assert.ok(rec.endedAt! - rec.headersAt! >= ((size - lastChunk) / bytesPerSecond) * 1000, 'paced');
+        const fault = up.front.inject({ type: 'status', status: 503, times: 1, when: { kind: 'blob' } });
+        assert.equal((await rawRequest(blobUrl(layer().digest), { headers: bearer() })).status, 503);
+        assert.equal(fault.hits, 1);
+      } finally {
+        up.front.setLink(undefined);
+      }
+    });
+
     it('delay: holds the request, then answers normally', async () => {
       up.front.inject({ type: 'delay', ms: 100, times: 1, when: { kind: 'ping' } });
       const t = performance.now();

@@ -1,5 +1,6 @@
 import type { Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { ByteRange } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
@@ -114,6 +115,8 @@ export class BlobFill {
   #received = 0;
   /** The received bytes hash to the digest: the final byte may go out. */
   #verified = false;
+  /** `performance.now()` when the upstream's last byte arrived (the start of the fill's tail). */
+  #upstreamEndedAt: number | undefined;
   readonly #window = new ChunkWindow(WINDOW_BYTES);
   /**
    * Set when the store failed a write mid-way (pass-through): the fill hashes what it receives
@@ -148,7 +151,7 @@ export class BlobFill {
     return this.#received;
   }
 
-  /** Every byte arrived and hashes to the digest; the store is committing it (or just did). */
+  /** Every byte arrived and hashes to the digest; the store is writing and committing it (or just did). */
   get verified(): boolean {
     return this.#verified;
   }
@@ -236,6 +239,7 @@ export class BlobFill {
             if (this.#received + chunk.length > this.#size) throw new UpstreamError('protocol', 'upstream sent more bytes than announced');
             this.#window.append(chunk);
             this.#received += chunk.length;
+            if (this.#received === this.#size) this.#upstreamEndedAt = performance.now();
             this.#announce();
             if (this.#hash) {
               this.#hash.update(chunk);
@@ -243,12 +247,15 @@ export class BlobFill {
               await this.#roomInWindow(sink, signal);
             } else {
               try {
-                await batcher.push(chunk);
+                const queued = batcher.push(chunk);
+                if (this.#received === this.#size) this.#verifyAhead(w, batcher);
+                await queued;
               } catch (err) {
                 if (!(await this.#loseStore(err, w, sink))) throw err;
               }
             }
           }
+          if (!this.#hash && !this.#verified && this.#received === this.#size) this.#verifyAhead(w, batcher);
           if (!this.#hash) await written(batcher.flush());
           if (this.#received === this.#size) break;
           throw new UpstreamError('unavailable', `upstream body ended after ${this.#received} of ${this.#size} bytes`);
@@ -332,6 +339,26 @@ export class BlobFill {
       this.#stopGrace?.();
       slot.release();
     }
+  }
+
+  /**
+   * Every byte has arrived: checks their digest now — the writer's hash over the bytes handed to it
+   * (a write may still be in flight) plus the ones still queued — instead of after the last write,
+   * so the final byte goes out to the clients at once while the store finishes writing (its tail
+   * otherwise waited for the thread pool and the disk: hubcache_fill_tail_seconds). Nothing is
+   * decided on a mismatch here: the commit verifies on its own after the writes and fails the fill.
+   */
+  #verifyAhead(writer: BlobWriter, batcher: WriteBatcher): void {
+    const ahead = writer.hashAhead?.();
+    if (!ahead) return;
+    let covered = ahead.handed;
+    for (const chunk of batcher.pending) {
+      ahead.hash.update(chunk);
+      covered += chunk.length;
+    }
+    if (covered !== this.#size || `sha256:${ahead.hash.digest('hex')}` !== this.digest) return;
+    this.#verified = true;
+    this.#events.emit('change');
   }
 
   /**
@@ -543,6 +570,14 @@ export class BlobFill {
       }
     };
     return stream;
+  }
+
+  /**
+   * A client that read this fill to the blob's last byte has been handed it (its response
+   * finished): reports the tail the fill added, from the upstream's last byte to this moment.
+   */
+  delivered(): void {
+    if (this.#upstreamEndedAt !== undefined) this.#opts.metrics.fillTail((performance.now() - this.#upstreamEndedAt) / 1000);
   }
 
   #announcing = false;

@@ -52,6 +52,11 @@ export interface CacheMetrics {
   fillEnded(result: 'committed' | 'cancelled' | FillFailure): void;
   /** A broken download was resumed with a Range request. */
   fillResumed(): void;
+  /**
+   * A client that followed a fill got the blob's last byte `seconds` after the upstream sent it
+   * (the tail the fill adds: final write, digest check, the client's own backlog).
+   */
+  fillTail(seconds: number): void;
   /** A request (or a fill's client) is served from upstream without caching (PASS_THROUGH_KINDS). */
   passThrough(kind: PassThroughKind): void;
   /** Bytes sent to clients by pass-through. */

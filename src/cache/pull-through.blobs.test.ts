@@ -16,6 +16,7 @@ import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import { StoreHealth } from '../storage/store-health.js';
+import { VerifyingBlobWriter } from '../storage/verifying-writer.js';
 import { storageErrnoError } from '../storage/testing/storage-faults.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
@@ -121,6 +122,62 @@ describe('PullThroughRegistry blob fills', () => {
     assert.equal(await slow.store.stat(digest), undefined, 'not visible yet');
     slow.finishCommit();
     assert.ok((await client.done).equals(data));
+  });
+
+  it('the final byte goes out as soon as every byte arrived and hashes to the digest, while the store still writes them; the commit follows', async () => {
+    const data = randomBytes(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const inner = new MemoryBlobStore();
+    // A backend whose writes stay in flight until released: a slow disk or a busy thread pool.
+    let hold = false;
+    let release!: () => void;
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    const stored: Buffer[] = [];
+    const store: BlobStore = {
+      ...decorateStore(inner, {}),
+      create: async () =>
+        new VerifyingBlobWriter({
+          write: async (chunks) => {
+            if (hold) {
+              holding();
+              await new Promise<void>((r) => (release = r));
+            }
+            stored.push(...chunks.map((c) => Buffer.from(c)));
+          },
+          publish: async (d) => {
+            const w = await inner.create();
+            await w.write(Buffer.concat(stored));
+            await w.commit(d);
+          },
+          discard: async () => {},
+        }),
+    };
+    const { reader } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.body.write(data.subarray(0, data.length / 2));
+    await bytesArrived(client, data.length / 2);
+    hold = true;
+    up.body.end(data.subarray(data.length / 2));
+    await held;
+    assert.ok((await client.done).equals(data), 'every byte out, the last one included, with a write still in flight');
+    assert.equal(await inner.stat(digest), undefined, 'not committed: the store has not written everything');
+    release();
+    await Promise.all(reader.inFlightFills());
+    assert.equal((await inner.stat(digest))?.size, data.length);
+  });
+
+  it('bytes that do not hash to the digest: the final byte is held until the commit finds the mismatch, and the client is aborted', async () => {
+    const data = randomBytes(MiB);
+    const wrong = Buffer.from(data);
+    wrong[wrong.length - 1]! ^= 0xff;
+    const up = scriptedUpstream(data.length);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const client = collect((await reader.getBlob(key, sha256Digest(data), { signal })).body!);
+    up.body.end(wrong);
+    await assert.rejects(client.done);
+    assert.ok(client.got.reduce((n, c) => n + c.length, 0) < data.length, 'the final byte never went out');
   });
 
   it('a request that arrives while a verified fill commits waits for the commit and is a hit, with no second download', async () => {
@@ -344,6 +401,8 @@ describe('PullThroughRegistry blob fills: bounded concurrency and abandoned down
     up.gets[1]!.body.end(queued);
     assert.ok((await collect((await stays).body!).done).equals(queued));
     assert.equal(up.getsOf(q).length, 1);
+    // The client has the last byte once the bytes are verified, before the store has written them all.
+    await Promise.all(reader.inFlightFills());
     const m = await fillCounters(metrics);
     assert.deepEqual([m.queued, m.dropped, m.committed], [0, 0, 2]);
   });
@@ -371,6 +430,7 @@ describe('PullThroughRegistry blob fills: bounded concurrency and abandoned down
     await up.getCount(2);
     up.gets[1]!.body.end(queued);
     assert.ok((await collect((await again).body!).done).equals(queued));
+    await Promise.all(reader.inFlightFills());
     m = await fillCounters(metrics);
     assert.deepEqual([m.queued, m.inFlight, m.committed], [0, 0, 2]);
   });

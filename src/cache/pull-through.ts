@@ -400,7 +400,10 @@ export class PullThroughRegistry implements RegistryReader {
         // to get there. The fill goes on; the bytes of a range can't be verified by anyone.
         return { digest, size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' };
       }
-      return { digest, size, range, body: fill.createReader(range), source: 'upstream' };
+      const body = fill.createReader(range);
+      const f = fill;
+      // A response that ends with the blob's last byte waited for the fill's tail: report it.
+      return { digest, size, range, body, source: 'upstream', ...(!range || range.end === size - 1 ? { delivered: () => f.delivered() } : {}) };
     } finally {
       leave();
     }

@@ -32,6 +32,11 @@ export interface BlobResult {
   /** The body; the caller owns it and must consume or destroy it. Absent for HEAD. */
   readonly body?: Readable;
   readonly source: 'cache' | 'upstream';
+  /**
+   * Call once the body's last byte has been handed to the client (the response finished): a body
+   * that follows a download in flight reports the tail the download added (hubcache_fill_tail_seconds).
+   */
+  readonly delivered?: () => void;
 }
 
 export interface TagListResult {

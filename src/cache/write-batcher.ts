@@ -19,6 +19,11 @@ export class WriteBatcher {
     this.#maxPendingBytes = maxPendingBytes;
   }
 
+  /** The chunks queued and not yet handed to `write`, in order (a view: don't keep it). */
+  get pending(): readonly Buffer[] {
+    return this.#pending;
+  }
+
   /** Bytes queued and not yet handed to `write`. */
   get pendingBytes(): number {
     return this.#pendingBytes;

@@ -62,6 +62,7 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   readonly #fillsFailed = new client.Counter({ name: 'hubcache_fills_failed_total', help: 'Blob downloads that failed (ended without a commit), by reason; cancelled ones are in hubcache_fills_abandoned_total.', labelNames: ['reason'], registers: [this.registry] });
   readonly #fillsResumed = new client.Counter({ name: 'hubcache_fills_resumed_total', help: 'Broken blob downloads resumed with a Range request.', registers: [this.registry] });
   readonly #fillsCommitted = new client.Counter({ name: 'hubcache_fills_committed_total', help: 'Blob downloads verified and committed to the store.', registers: [this.registry] });
+  readonly #fillTail = new client.Histogram({ name: 'hubcache_fill_tail_seconds', help: 'The tail a download adds: time from the upstream\'s last byte of a blob to the last byte handed to a client that followed the download (one observation per whole-blob response served from a download in flight). Includes the final write, the digest check and the client\'s own backlog.', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry] });
   /** Read from the store at scrape time (`observeStoreUsage`). */
   #storeUsage: () => { readonly bytes: number; readonly objects: number } | undefined = () => undefined;
   readonly #storeBytes = new client.Gauge({ name: 'hubcache_store_bytes', help: 'Bytes of committed blobs in the store (absent until counted after start, in the background; then updated on every commit and delete).', registers: [this.registry], collect: readAtScrape(() => this.#storeUsage()?.bytes) });
@@ -238,6 +239,9 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   }
   fillResumed(): void {
     this.#fillsResumed.inc();
+  }
+  fillTail(seconds: number): void {
+    this.#fillTail.observe(Math.max(0, seconds));
   }
   passThrough(kind: PassThroughKind): void {
     this.#passThrough.inc({ kind });

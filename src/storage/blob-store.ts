@@ -94,6 +94,14 @@ export interface BlobWriter {
    * the rest of the download itself, so that its clients still get verified bytes (pass-through).
    */
   runningHash?(): Hash;
+  /**
+   * Optional capability: a copy of the sha256 state over every byte handed to `write` so far — the
+   * `written` ones and those of a write still in flight (`handed` in all). A cache fill checks the
+   * digest of what it received with it as soon as the last byte arrives, without waiting for the
+   * write: its clients get the final byte then, while the store finishes writing. `commit` still
+   * verifies on its own, after every write succeeded.
+   */
+  hashAhead?(): { hash: Hash; handed: number };
 }
 
 /** How much the store holds: committed blobs and their bytes. */

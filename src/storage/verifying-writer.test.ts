@@ -76,6 +76,27 @@ describe('VerifyingBlobWriter: verification at commit, written once for every ba
     await assert.rejects(w.commit(sha256Digest('')), /rejected/);
   });
 
+  it('hashAhead covers a write still in flight (runningHash does not); a write that fails takes its bytes out of both', async () => {
+    const base = recordingRaw().raw;
+    let finish!: (err?: Error) => void;
+    const w = new VerifyingBlobWriter({ ...base, write: (c, p) => new Promise<void>((resolve, reject) => (finish = (err) => (err ? reject(err) : resolve(base.write(c, p))))) });
+    const first = w.write(data.subarray(0, 5));
+    const ahead = w.hashAhead();
+    assert.equal(ahead.handed, 5);
+    assert.equal(w.written, 0, 'not written yet');
+    assert.equal(`sha256:${ahead.hash.update(data.subarray(5)).digest('hex')}`, digest, 'the bytes in flight are hashed already');
+    assert.equal(`sha256:${w.runningHash().update(data).digest('hex')}`, digest, 'runningHash: the written bytes only');
+    finish();
+    await first;
+    const second = w.write(data.subarray(5));
+    assert.equal(w.hashAhead().handed, data.length);
+    finish(new Error('ENOSPC'));
+    await assert.rejects(second, /ENOSPC/);
+    const after = w.hashAhead();
+    assert.equal(after.handed, 5);
+    assert.equal(`sha256:${after.hash.update(data.subarray(5)).digest('hex')}`, digest, 'the failed bytes are not in the hash');
+  });
+
   it('runningHash: a copy of the hash over exactly the written bytes, usable after a failed write and an abort', async () => {
     let fail = false;
     const base = recordingRaw().raw;

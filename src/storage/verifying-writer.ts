@@ -38,8 +38,12 @@ type State = 'open' | 'rejected' | 'committed' | 'aborted';
  */
 export class VerifyingBlobWriter implements BlobWriter {
   readonly #raw: RawBlobWriter;
-  readonly #hash: Hash = createHash('sha256');
+  #hash: Hash = createHash('sha256');
   #written = 0;
+  /** Bytes handed to `write` and hashed: `written` plus a write in flight. */
+  #handed = 0;
+  /** While a write is in flight: the hash over the `written` bytes only (before that write's). */
+  #hashAtWritten: Hash | undefined;
   #busy: 'write' | 'commit' | undefined;
   #state: State = 'open';
 
@@ -58,21 +62,32 @@ export class VerifyingBlobWriter implements BlobWriter {
   async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     this.#assertIdle('write');
     this.#busy = 'write';
+    // The hash as it was before these bytes: restored if the backend doesn't take them, so that it
+    // always covers exactly the bytes stored, in order (runningHash: [0, written)).
+    const before = this.#hash.copy();
+    this.#hashAtWritten = before;
     try {
       const chunks = data instanceof Uint8Array ? [data] : data;
-      await this.#raw.write(chunks, this.#written);
-      // Hashed once the backend took them: the hash must see exactly the bytes stored, in order.
+      // Hashed while the backend writes them (the write is under way, in the thread pool or on
+      // the network), not after: the hash then covers every byte handed over as soon as write()
+      // returns its promise, which lets a caller check the digest without waiting for the write.
+      const stored = this.#raw.write(chunks, this.#written);
       let n = 0;
       for (const chunk of chunks) {
         this.#hash.update(chunk);
         n += chunk.length;
       }
+      this.#handed = this.#written + n;
+      await stored;
       this.#written += n;
     } catch (err) {
+      this.#hash = before;
+      this.#handed = this.#written;
       this.#state = 'rejected';
       throw err;
     } finally {
       this.#busy = undefined;
+      this.#hashAtWritten = undefined;
     }
   }
 
@@ -105,7 +120,16 @@ export class VerifyingBlobWriter implements BlobWriter {
   }
 
   runningHash(): Hash {
-    return this.#hash.copy();
+    return (this.#hashAtWritten ?? this.#hash).copy();
+  }
+
+  /**
+   * A copy of the hash over every byte handed to `write` so far — the bytes written plus those of
+   * a write still in flight (`handed` of them) — to check a digest before the write completes.
+   * Never a reason to commit: `commit` verifies again, after every write succeeded.
+   */
+  hashAhead(): { hash: Hash; handed: number } {
+    return { hash: this.#hash.copy(), handed: this.#handed };
   }
 
   async abort(): Promise<void> {

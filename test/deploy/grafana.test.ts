@@ -115,6 +115,7 @@ describe('deploy/grafana/hubcache.json', () => {
     has('fills in flight', /hubcache_fills_in_flight/);
     has('fills queued for a download slot', /hubcache_fills_queued/);
     has('fill queue wait', /histogram_quantile\(0\.9, sum by \(le\) \(rate\(hubcache_fills_queue_wait_seconds_bucket/);
+    has('the tail a fill adds', /histogram_quantile\(0\.99, sum by \(le\) \(rate\(hubcache_fill_tail_seconds_bucket/);
     has('abandoned fills by decision', /sum by \(decision\) \(rate\(hubcache_fills_abandoned_total/);
     has('request rate by route and status', /sum by \(route, status\) \(rate\(hubcache_http_requests_total/);
   });

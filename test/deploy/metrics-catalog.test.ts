@@ -16,6 +16,7 @@ describe('metrics catalog', () => {
     metrics.rateLimit('docker.io', 100, 99);
     metrics.httpRequest('manifest', 'GET', 200, 0.01);
     metrics.fillStarted(1);
+    metrics.fillTail(0.01);
     metrics.authConfigured();
     metrics.tlsConfigured(new Date(0));
     // The store gauges have no sample until the store is counted (issue #12): give them a store.

@@ -170,6 +170,34 @@ describe('blobs', () => {
     assert.equal(blobGets(blob), 1);
   });
 
+  it('each client that followed a download to the last byte reports the tail it added (hubcache_fill_tail_seconds); a hit and a Range that stops short do not', async () => {
+    const series = async (suffix: '_count' | '_sum') => {
+      const m = await hc.metrics.registry.getSingleMetric('hubcache_fill_tail_seconds')!.get();
+      return m.values.find((v) => (v as { metricName?: string }).metricName === `hubcache_fill_tail_seconds${suffix}`)?.value ?? 0;
+    };
+    const before = hc.metrics.fillTails;
+    const blob = putBlob(hc, 'tail', 1 * MiB);
+    const pulls = await pullTogether(hc, blobPath(blob), 3, 'blob', (req) => req.method === 'GET' && req.url!.endsWith(blob.digest));
+    for (const res of pulls) assert.ok(res.body.equals(blob.bytes));
+    await hc.metrics.untilFillTails(before + 3);
+    assert.equal(await series('_count'), before + 3, 'exported: one observation per client that followed the download');
+    assert.ok((await series('_sum')) >= 0);
+
+    // Neither a hit nor a Range that ends before the last byte waits for the fill's tail. Both are
+    // answered in full before the next whole-blob miss, whose tail is then the only one added.
+    await hc.settle();
+    assert.equal((await hc.pull(blobPath(blob))).status, 200);
+    const short = putBlob(hc, 'tail-range', 1 * MiB);
+    const ranged = await hc.pull(blobPath(short), { headers: { range: 'bytes=0-1023' } });
+    assert.equal(ranged.status, 206);
+    await hc.settle();
+    const last = putBlob(hc, 'tail-last', 256 * 1024);
+    assert.equal((await hc.pull(blobPath(last))).status, 200);
+    await hc.metrics.untilFillTails(before + 4);
+    await hc.settle();
+    assert.equal(hc.metrics.fillTails, before + 4, 'the hit and the short Range reported none');
+  });
+
   it('the download belongs to the cache: the client that started it may leave, the blob is still cached', async () => {
     const blob = putBlob(hc, 'leaver', 2 * MiB);
     const stall = stallAfter(hc.registry, blob, 256 * 1024);

@@ -187,6 +187,24 @@ export class ObservedMetrics extends Metrics {
     this.#events.emit('joined');
   }
 
+  #tails = 0;
+
+  override fillTail(seconds: number): void {
+    super.fillTail(seconds);
+    this.#tails++;
+    this.#events.emit('tail');
+  }
+
+  /** Responses that followed a download to its last byte and reported the tail (hubcache_fill_tail_seconds). */
+  get fillTails(): number {
+    return this.#tails;
+  }
+
+  /** Resolves once `n` fill tails were reported in all. */
+  async untilFillTails(n: number): Promise<void> {
+    while (this.#tails < n) await once(this.#events, 'tail');
+  }
+
   joinedCount(kind: CacheKind): number {
     return this.#joined.get(kind) ?? 0;
   }

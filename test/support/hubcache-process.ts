@@ -43,6 +43,8 @@ export interface StartHubcacheOptions {
   config?: string;
   /** The CLI entry to run instead of bin/hubcache.js (the bench runs a compiled build, as production does). */
   bin?: string;
+  /** Flags for node itself, before the script (e.g. `--cpu-prof`, which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
 }
 
 /** Starts a real hubcache process (the CLI, as users run it) on a free loopback port. */
@@ -54,7 +56,7 @@ export async function startHubcacheProcess(opts: StartHubcacheOptions = {}): Pro
   if (opts.upstream) args.push('--upstream-url', opts.upstream.url, '--upstream-allowed-realm-hosts', opts.upstream.realmOrigin);
   if (opts.config) args.push('--config', opts.config);
   args.push(...(opts.args ?? []));
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -19,7 +19,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 
@@ -148,6 +148,22 @@ export interface RateLimitOptions {
   enforce?: boolean;
 }
 
+/**
+ * The network between a client and this upstream, emulated (the bench's "realistic link"): unlike
+ * the `delay` and `rate` faults it applies to every exchange of the front and the CDN, whatever
+ * faults are injected too.
+ * - `latencyMs`: added before each request is answered (a round trip: the request travelling, the
+ *   response's first byte coming back), and once more on a connection's first request (the TCP
+ *   handshake); a keep-alive connection pays it once per request, a new one twice.
+ * - `bytesPerSecond`: the bodies sent on one connection are paced to this rate, like one TCP
+ *   stream's share of a link: consecutive responses on a keep-alive connection share the pace,
+ *   concurrent connections each get their own.
+ */
+export interface LinkShape {
+  readonly latencyMs?: number;
+  readonly bytesPerSecond?: number;
+}
+
 export interface UpstreamFrontOptions {
   /** Registry to forward to (http://127.0.0.1:PORT). */
   registryUrl: string;
@@ -163,6 +179,8 @@ export interface UpstreamFrontOptions {
    * Redirect successful blob GETs to a fake CDN. The CDN reads bytes from the registry's storage
    * dir via `blobPath`.
    */
+  /** Emulated latency and per-connection bandwidth (see LinkShape, setLink()); default none. */
+  link?: LinkShape;
   cdn?: {
     blobPath: (digest: string) => string;
     /** Lifetime of signed URLs; default 1200 s. */
@@ -270,6 +288,9 @@ export class UpstreamFront extends EventEmitter {
   private cdnShutdown = new AbortController();
   private waiters = new Set<() => void>();
   private closed = false;
+  private link: LinkShape = {};
+  /** Per connection: when the link is free again (performance.now()), for pacing; whether it has served a request. */
+  private readonly conns = new WeakMap<Socket, { busyUntil: number; served: boolean }>();
 
   constructor(opts: UpstreamFrontOptions) {
     super();
@@ -278,6 +299,7 @@ export class UpstreamFront extends EventEmitter {
     this.setRateLimit(opts.rateLimit ?? false);
     this.redirect = opts.cdn !== undefined && opts.cdn.redirect !== false;
     this.strictExpiry = opts.strictTokenExpiry ?? true;
+    this.link = opts.link ?? {};
     this.server = createServer((req, res) => this.dispatch(req, res, 'front'));
     if (opts.cdn) this.cdnServer = createServer((req, res) => this.dispatch(req, res, 'cdn'));
     // Re-check waitFor() conditions whenever a record changes.
@@ -415,6 +437,11 @@ export class UpstreamFront extends EventEmitter {
   setCdnRedirect(on: boolean): void {
     if (on && !this.cdnServer) throw new Error('setCdnRedirect: front started without the cdn option');
     this.redirect = on;
+  }
+
+  /** Sets (or, with undefined, removes) the emulated link for exchanges that start from now on. */
+  setLink(link: LinkShape | undefined): void {
+    this.link = link ?? {};
   }
 
   /** Turns strict `exp` checking of bearer tokens on or off (see UpstreamFrontOptions.strictTokenExpiry). */
@@ -608,6 +635,7 @@ export class UpstreamFront extends EventEmitter {
   }
 
   private async handleFront(req: IncomingMessage, res: ServerResponse, rec: UpstreamRequest, u: URL, signal: AbortSignal): Promise<void> {
+    await this.linkLatency(req, res, signal);
     const pre = this.takeFault(rec, 'pre');
     if (pre && (await this.applyPreFault(pre, req, res, rec, signal))) return;
 
@@ -666,6 +694,7 @@ export class UpstreamFront extends EventEmitter {
       const xml = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified</Message></Error>';
       return this.sendRaw(res, rec, 400, 'application/xml', xml);
     }
+    await this.linkLatency(req, res, signal);
     const pre = this.takeFault(rec, 'pre');
     if (pre && (await this.applyPreFault(pre, req, res, rec, signal))) return;
     if (rec.kind !== 'blob' || !rec.digest) return this.sendRaw(res, rec, 404, 'text/plain', 'not found');
@@ -710,6 +739,38 @@ export class UpstreamFront extends EventEmitter {
     rec.outcome = 'complete';
   }
 
+  /** The link's latency for this request: one round trip, plus one for a new connection's handshake. */
+  private async linkLatency(req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> {
+    const conn = this.connState(req.socket);
+    const first = !conn.served;
+    conn.served = true;
+    const ms = (this.link.latencyMs ?? 0) * (first ? 2 : 1);
+    if (ms > 0) await sleep(ms, signal, res);
+  }
+
+  private connState(socket: Socket): { busyUntil: number; served: boolean } {
+    let c = this.conns.get(socket);
+    if (!c) this.conns.set(socket, (c = { busyUntil: 0, served: false }));
+    return c;
+  }
+
+  /**
+   * Waits until the link of `res`'s connection has carried `bytes` more (at the link's rate, after
+   * what it already carries): a chunk leaves once it would have arrived over that link.
+   */
+  private async linkPace(res: ServerResponse, bytes: number, first: boolean, signal: AbortSignal): Promise<void> {
+    const bps = this.link.bytesPerSecond;
+    if (!bps || !res.socket) return;
+    const conn = this.connState(res.socket);
+    const now = performance.now();
+    // A response starts when the link is free (an idle link saves up no credit); within it, the
+    // schedule is absolute, so a timer that fired late is caught up with, as the `rate` fault does.
+    if (first) conn.busyUntil = Math.max(now, conn.busyUntil);
+    conn.busyUntil += (bytes / bps) * 1000;
+    // Timers are coarse: sleep only when at least a millisecond ahead; the debt carries over.
+    if (conn.busyUntil - now >= 1) await sleep(conn.busyUntil - now, signal, res);
+  }
+
   /**
    * Copies `src` to the client with backpressure, applying a body fault. Every wait also ends
    * when the client goes away or the server is closed/downed, so nothing hangs or leaks.
@@ -751,7 +812,8 @@ export class UpstreamFront extends EventEmitter {
         rec.outcome = 'complete';
         return;
       }
-      if (!spec) {
+      const paced = this.link.bytesPerSecond !== undefined && this.link.bytesPerSecond > 0;
+      if (!spec && !paced) {
         // No fault: plain pipe, the fast path (per-chunk awaits cost ~40% throughput here).
         src.on('data', (c: Buffer) => (rec.bytesSent += c.length));
         await new Promise<void>((resolve, reject) => {
@@ -770,12 +832,13 @@ export class UpstreamFront extends EventEmitter {
         return;
       }
       let stalled = false;
-      const flipFrom = spec.type === 'wrongBytes' ? (spec.offset ?? Math.floor((total ?? 2) / 2)) : -1;
-      const flipTo = spec.type === 'wrongBytes' ? flipFrom + (spec.count ?? 1) : -1;
+      const flipFrom = spec?.type === 'wrongBytes' ? (spec.offset ?? Math.floor((total ?? 2) / 2)) : -1;
+      const flipTo = spec?.type === 'wrongBytes' ? flipFrom + (spec.count ?? 1) : -1;
       let pos = 0; // body offset of the chunk being handled
       const paceFrom = performance.now();
       for await (const raw of src) {
         let chunk = raw as Buffer;
+        if (paced) await this.linkPace(res, chunk.length, pos === 0, signal);
         if (spec?.type === 'wrongBytes' && pos < flipTo && pos + chunk.length > flipFrom) {
           chunk = Buffer.from(chunk);
           for (let i = Math.max(flipFrom, pos); i < Math.min(flipTo, pos + chunk.length); i++) chunk[i - pos] ^= 0xff;

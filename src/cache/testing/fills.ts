@@ -24,7 +24,9 @@ export function scriptedUpstream(size: number) {
 
 /**
  * `inner` seen through a test's changes: `stat` replaced, or each writer's `write`/`commit`/`abort`
- * (the rest passes through, `localPath` included: without it a fill would spool a second copy).
+ * (the rest passes through, `localPath` included: without it a fill would spool a second copy;
+ * `hashAhead` unless `write` is replaced, so the fill checks the digest early as with a real writer;
+ * `runningHash` never: no pass-through).
  */
 export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; writer?: (w: BlobWriter) => Partial<Pick<BlobWriter, 'write' | 'commit' | 'abort'>> }): BlobStore {
   return {
@@ -40,6 +42,7 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
           return w.written;
         },
         localPath: w.localPath,
+        ...(w.hashAhead && !over.write ? { hashAhead: () => w.hashAhead!() } : {}),
         write: over.write ?? ((data) => w.write(data)),
         commit: over.commit ?? ((...args) => w.commit(...args)),
         abort: over.abort ?? (() => w.abort()),

@@ -53,5 +53,5 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
   }
   body.on('data', (chunk: Buffer) => counted(chunk.length));
   // pipeline destroys both sides on error.
-  await pipeline(body, res).catch(aborted);
+  await pipeline(body, res).then(() => blob.delivered?.(), aborted);
 }

@@ -105,4 +105,23 @@ describe('FsManifestStore / FsMetadataStore on disk', () => {
       await writeFile(store.layout.tagPath(key, 'latest' as Tag), '{"digest": trunc');
       assert.equal(await store.getTag(key, 'latest' as Tag), undefined);
     }));
+
+  for (const blockingReads of [false, true]) {
+    it(`getTags${blockingReads ? ' (blocking reads)' : ''}: the entries getTag gives, in order; missing, unreadable and invalid names are undefined`, () =>
+      withRoot(async (root) => {
+        const store = new FsMetadataStore({ root, blockingReads });
+        const key = { upstream: 'docker.io', repo: 'library/alpine' as RepoName };
+        const entries = ['a', 'b', 'c'].map((t, i) => ({ digest: sha256Digest(t), mediaType: MediaTypes.ociManifest, size: i + 1, validatedAt: 10 + i }));
+        for (const [i, t] of ['a', 'b', 'c'].entries()) await store.setTag(key, t as Tag, entries[i]!);
+        // A tag file larger than the reused read buffer is read whole.
+        const big = { ...entries[0]!, mediaType: `application/vnd.example+json; x=${'y'.repeat(40_000)}` };
+        await writeFile(store.layout.tagPath(key, 'big' as Tag), JSON.stringify(big));
+        await writeFile(store.layout.tagPath(key, 'broken' as Tag), '{"digest": trunc');
+        const names = ['c', '../a', 'missing', 'a', 'broken', 'big', '.', 'b'];
+        const got = await store.getTags(key, names);
+        assert.equal(got.length, names.length);
+        assert.deepEqual(got, [entries[2], undefined, undefined, entries[0], undefined, await store.getTag(key, 'big' as Tag), undefined, entries[1]]);
+        assert.equal(got[5]?.mediaType, big.mediaType);
+      }));
+  }
 });

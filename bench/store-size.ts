@@ -7,7 +7,9 @@
  *   - `hubcache ls` and `hubcache du` (the compiled CLI, output to /dev/null): wall time
  *   - start-to-ready of a real `hubcache serve`: from spawn to the first `/readyz` 200 (polled every
  *     5 ms; the port refuses connections until it listens), and to the first 200 of a cached blob
- *     (for reference, spawn → exit of `hubcache --version`: Node's own start and the module loading)
+ *     (for reference, spawn → exit of `hubcache --version`: Node's own start and the module loading);
+ *     and the same start-to-ready from a checkout (`node --import tsx src/cli.ts serve`: the sources
+ *     compiled on the fly, as `npm start` runs them), for reference
  *   - RSS (VmRSS) once ready, and after the load below
  *   - spawn → the background usage count done (`hubcache_store_objects` has a sample); the load
  *     starts then, so every size is measured in the steady state
@@ -62,6 +64,8 @@ interface SizeResult {
   lsCpuMs: number[];
   duCpuMs: number[];
   readyMs: number[];
+  /** Spawn → /readyz 200 of the checkout's sources through tsx (no load). */
+  checkoutReadyMs: number[];
   /** Spawn → exit of `hubcache --version`: Node's start and the CLI's module loading alone (the floor of start-to-ready). */
   versionMs: number[];
   firstBlobMs: number[];
@@ -91,7 +95,7 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
     const store = writeSyntheticStore({ root, blobs: size, validatedAt: Date.now() });
     const generateMs = performance.now() - t0;
     opts.log(`store-size ${size}: generated ${size} blobs, ${store.images.length} manifests, ${store.tags} tags in ${fmt(generateMs / 1000, 1)} s`);
-    const r: SizeResult = { blobs: size, manifests: store.images.length, tags: store.tags, generateMs, lsMs: [], duMs: [], lsCpuMs: [], duCpuMs: [], readyMs: [], versionMs: [], firstBlobMs: [], countedMs: [], rssReady: [], rssLoaded: [], latency: {}, upstreamRequests: 0 };
+    const r: SizeResult = { blobs: size, manifests: store.images.length, tags: store.tags, generateMs, lsMs: [], duMs: [], lsCpuMs: [], duCpuMs: [], readyMs: [], checkoutReadyMs: [], versionMs: [], firstBlobMs: [], countedMs: [], rssReady: [], rssLoaded: [], latency: {}, upstreamRequests: 0 };
     for (const k of KINDS) r.latency[k] = { p50: [], p99: [] };
     for (let i = 0; i < opts.cliRuns; i++) {
       r.lsMs.push(timeCli(opts.bin, ['ls', '--storage-path', root], r.lsCpuMs));
@@ -101,6 +105,7 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
     for (let i = 0; i < opts.runs; i++) {
       r.versionMs.push(timeCli(opts.bin, ['--version']));
       await serveRun(opts, root, store, r);
+      r.checkoutReadyMs.push(await checkoutReady(root));
       opts.log(
         `store-size ${size} run ${i + 1}/${opts.runs}: ready ${fmt(r.readyMs[i]!, 0)} ms, first blob ${fmt(r.firstBlobMs[i]!, 0)} ms, RSS ${fmt(r.rssReady[i]! / MiB, 0)} → ${fmt(r.rssLoaded[i]! / MiB, 0)} MiB, ` +
           KINDS.map((k) => `${k} p99 ${fmt(r.latency[k]!.p99[i]!, 1)}`).join(', '),
@@ -134,6 +139,35 @@ async function freePort(): Promise<number> {
   s.close();
   await once(s, 'close');
   return port;
+}
+
+/** Spawn → /readyz 200 of `hubcache serve` run from the sources through tsx (a checkout), then stopped. */
+async function checkoutReady(root: string): Promise<number> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, '..', 'src', 'cli.ts'), 'serve', '--listen', `127.0.0.1:${port}`, '--storage-path', root, '--log-level', 'warn'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    cwd: join(HERE, '..'),
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(child, 'exit');
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`hubcache (checkout) exited with ${child.exitCode}: ${stderr}`);
+      const ok = await request(`http://127.0.0.1:${port}/readyz`).then(
+        async (res) => (await res.body.dump(), res.statusCode === 200),
+        () => false,
+      );
+      if (ok) return performance.now() - t0;
+      await new Promise((res) => setTimeout(res, 5));
+      if (performance.now() - t0 > 60_000) throw new Error(`checkout not ready after 60 s: ${stderr}`);
+    }
+  } finally {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await exited;
+  }
 }
 
 async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticStore, r: SizeResult): Promise<void> {
@@ -233,6 +267,7 @@ function report(results: SizeResult[], opts: StoreSizeOptions): StoreSizeReport 
   row('store: manifests / tags', results.map((r) => `${r.manifests} / ${r.tags}`), '', undefined);
   row('start-to-ready (spawn → /readyz 200)', results.map((r) => ms(r.readyMs)), '< 1 s at the largest, flat', median(last.readyMs) < 1000 && median(last.readyMs) <= 1.5 * median(first.readyMs));
   row('reference: spawn → exit of `hubcache --version`', results.map((r) => ms(r.versionMs)), '(info: Node + module load)', undefined);
+  row('start-to-ready from a checkout (tsx src/cli.ts)', results.map((r) => ms(r.checkoutReadyMs)), '(info: compiled on the fly)', undefined);
   row('spawn → first cached blob 200', results.map((r) => ms(r.firstBlobMs)), '(info)', undefined);
   row('spawn → store usage counted (background)', results.map((r) => ms(r.countedMs)), '(info)', undefined);
   row('RSS once ready', results.map((r) => `${fmt(median(r.rssReady) / MiB, 0)} MiB`), '(info)', undefined);

@@ -1,12 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { stringify as toYaml } from 'yaml';
 import { ConfigError, loadConfig, redactConfig, SETTINGS } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { createLogger } from './lib/logger.js';
-import { startHubcache, type Hubcache } from './server.js';
-import { openStorage } from './storage/open-storage.js';
+import type { Hubcache } from './server.js';
 import { StoreOwnedError } from './storage/storage.js';
+
+// What a command needs beyond the configuration is imported in its action, not here: `serve`
+// doesn't load the commands' code, `ls`/`du`/`--version` don't load the server's graph (express,
+// undici, prom-client…), and the YAML writer is loaded by `config print` alone (issue #13, start time).
+const startHubcache = async (...args: Parameters<typeof import('./server.js').startHubcache>) => (await import('./server.js')).startHubcache(...args);
+const openStorage = async (...args: Parameters<typeof import('./storage/open-storage.js').openStorage>) => (await import('./storage/open-storage.js')).openStorage(...args);
 
 const version = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -96,10 +100,11 @@ withConfigOptions(configCmd.command('check').description('validate the configura
 });
 withConfigOptions(configCmd.command('print').description('print the effective configuration (defaults applied, secrets redacted)'))
   .addOption(new Option('--format <format>', 'yaml or json').choices(['yaml', 'json']).default('yaml'))
-  .action((opts) => {
+  .action(async (opts) => {
     const config = configOrFail(opts);
     const redacted = redactConfig(config);
-    process.stdout.write(opts.format === 'json' ? `${JSON.stringify(redacted, null, 2)}\n` : toYaml(redacted));
+    if (opts.format === 'json') process.stdout.write(`${JSON.stringify(redacted, null, 2)}\n`);
+    else process.stdout.write((await import('yaml')).stringify(redacted));
   });
 
 withConfigOptions(
@@ -118,7 +123,7 @@ withConfigOptions(
   }
   if (list.length === 0) fail(new Error('no images given (arguments or -f FILE)'));
   let server: string = opts.server;
-  let local: Awaited<ReturnType<typeof startHubcache>> | undefined;
+  let local: Hubcache | undefined;
   if (!server) {
     // No instance named: run one in this process on a loopback port, writing into the configured store.
     const config = configOrFail({ ...opts, listen: '127.0.0.1:0' });
@@ -151,7 +156,7 @@ withConfigOptions(
   const config = configOrFail(opts);
   const { writeLs } = await import('./commands/ls.js');
   // A reader: no ownership, no init() (it would clear a running instance's writes in progress).
-  const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
+  const storage = await openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
   // `hubcache ls | head`: the reader leaving early is not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? process.exit(0) : fail(err)));
   // Streamed as the store is read (issue #13): a million tags in bounded memory.
@@ -208,7 +213,7 @@ withConfigOptions(
     });
   } else {
     // A reader, like ls: no ownership, no init(); safe next to a serving process.
-    const storage = openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
+    const storage = await openStorage(config.storage, { logger: createLogger({ level: 'warn', format: config.log.format, stream: process.stderr }), blockingReads: true });
     location = storage.describe().location;
     const progress = progressLine(process.stderr);
     result = await diskUsage(storage, { filter, onProgress: (p) => progress.update(p) }).catch(fail);

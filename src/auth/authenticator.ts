@@ -42,7 +42,8 @@ export class Authenticator {
   readonly #now: () => number;
   readonly #cacheKey = randomBytes(32);
   readonly #verified: LRUCache<string, { user: string; until: number }>;
-  readonly #failures = new LRUCache<string, number[]>({ max: 100_000 });
+  // `maxSize` with a size of 1 each, not `max`: no 100k slots preallocated at start (see pull-through.ts).
+  readonly #failures = new LRUCache<string, number[]>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
   constructor(opts: AuthenticatorOptions) {
     this.#opts = opts;

@@ -37,12 +37,17 @@ export interface PinSource extends Pick<RegistryReader, 'getManifest' | 'listTag
 export interface PinSetOptions {
   /** `cache.pin`, as configured (validated by the config; an entry that doesn't parse throws here). */
   readonly pins: readonly string[];
-  readonly source: PinSource;
+  /**
+   * The cache's read paths, for refreshing. Absent for a pin set that only reads the store
+   * (`hubcache gc` on a stopped store: `loaded()` protects what the store holds for each pin, no
+   * upstream needed); `start` and `refresh` throw then.
+   */
+  readonly source?: PinSource;
   /** The store, read at start to protect what it holds before the upstream is asked. */
   readonly manifests: ManifestStore;
   readonly metadata: MetadataStore;
-  /** Tag TTL per configured upstream: the refresh interval of its pins. */
-  readonly tagTtls: ReadonlyMap<string, number>;
+  /** Tag TTL per configured upstream: the refresh interval of its pins (5 minutes for one not listed). */
+  readonly tagTtls?: ReadonlyMap<string, number>;
   /** `cache.pinConcurrency`: manifests, tag lists and blobs fetched at once, at most. */
   readonly concurrency: number;
   /** `cache.pinPlatforms`: index children kept; empty keeps all. */
@@ -50,7 +55,8 @@ export interface PinSetOptions {
   /** `cache.pinMaxTags`: a pattern matching more tags fails. */
   readonly maxTags?: number;
   readonly logger: Logger;
-  readonly metrics: PinMetrics;
+  /** Absent: nothing is reported (the offline `hubcache gc`). */
+  readonly metrics?: PinMetrics;
   /** The refresh timers (tests call `refresh()` instead). */
   readonly schedule?: Schedule;
 }
@@ -114,6 +120,11 @@ export class PinSet {
     });
   }
 
+  #source(): PinSource {
+    if (!this.#o.source) throw new TypeError('this pin set reads the store only (no source): it has nothing to refresh with');
+    return this.#o.source;
+  }
+
   /** Whether a pin keeps this blob or manifest (the evictor's `isProtected`). O(1). */
   readonly protects = (digest: Digest): boolean => this.#counts.has(digest);
 
@@ -132,10 +143,11 @@ export class PinSet {
    * read: pinned content stored is protected from then on.
    */
   start(): Promise<void> {
+    if (!this.#o.source) return Promise.reject(new TypeError('this pin set reads the store only (no source): it has nothing to refresh with'));
     return (this.#started ??= (async () => {
       await this.loaded();
       for (const upstream of new Set(this.#pins.map((p) => p.key.upstream))) {
-        const ttl = this.#o.tagTtls.get(upstream) ?? 5 * 60_000;
+        const ttl = this.#o.tagTtls?.get(upstream) ?? 5 * 60_000;
         const loop = () => {
           if (this.#stop.signal.aborted) return;
           // A round reports its failures itself; nothing it throws may end the process.
@@ -232,7 +244,7 @@ export class PinSet {
             const result = await this.#refreshTarget(pin, target);
             if (this.#stop.signal.aborted) return; // shutdown, not a result
             results[result]++;
-            this.#o.metrics.pinRefreshed(result);
+            this.#o.metrics?.pinRefreshed(result);
           }),
         );
       }),
@@ -247,7 +259,7 @@ export class PinSet {
   async #expand(pin: Pin): Promise<void> {
     const log = this.#o.logger;
     try {
-      const list = await this.#limit(() => this.#o.source.listTags(pin.key, {}, { signal: this.#stop.signal, log }));
+      const list = await this.#limit(() => this.#source().listTags(pin.key, {}, { signal: this.#stop.signal, log }));
       const matched: string[] = [];
       for (let i = 0; i < list.tags.size; i++) if (pin.matches!(list.tags.at(i))) matched.push(list.tags.at(i));
       const max = this.#o.maxTags ?? 64;
@@ -294,7 +306,7 @@ export class PinSet {
       if (outcome === 'miss') changed = true;
     };
     try {
-      const root = await this.#limit(() => this.#o.source.getManifest(pin.key, target.ref, { signal, log }));
+      const root = await this.#limit(() => this.#source().getManifest(pin.key, target.ref, { signal, log }));
       seen(root.outcome);
       keep(root.descriptor.digest);
       const previous = [...target.keeps];
@@ -324,11 +336,11 @@ export class PinSet {
     for (const b of refs.blobs) keep(b);
     await allOrFirstError([
       ...children.map(async (c) => {
-        const m = await this.#limit(() => this.#o.source.getManifest(key, { kind: 'digest', digest: c.digest }, { signal, log }));
+        const m = await this.#limit(() => this.#source().getManifest(key, { kind: 'digest', digest: c.digest }, { signal, log }));
         seen(m.outcome);
         await this.#walk(key, m.body, keep, blobDone, seen);
       }),
-      ...refs.blobs.map(async (b) => blobDone((await this.#limit(() => this.#o.source.warmBlob(key, b, { signal, log }))) === 'fetched')),
+      ...refs.blobs.map(async (b) => blobDone((await this.#limit(() => this.#source().warmBlob(key, b, { signal, log }))) === 'fetched')),
     ]);
   }
 
@@ -369,8 +381,8 @@ export class PinSet {
   }
 
   #publish(): void {
-    this.#o.metrics.pinStates(this.#states());
-    this.#o.metrics.pinnedDigests(this.#counts.size);
+    this.#o.metrics?.pinStates(this.#states());
+    this.#o.metrics?.pinnedDigests(this.#counts.size);
   }
 }
 

@@ -4,7 +4,7 @@ import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import { formatBytes } from './format.js';
-import { formatAge, matchesFilter, parseManifest, type LsStores } from './ls.js';
+import { formatAge, matchesFilter, parseManifest, readTags, type LsStores } from './ls.js';
 
 /**
  * Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du).
@@ -192,7 +192,7 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
     for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
       const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
       const [entries, accessed] = await Promise.all([
-        Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag))),
+        readTags(stores.metadata, key, window),
         Promise.all(window.map((tag) => stores.access.lastAccess({ kind: 'tag', key, tag: tag as Tag }))),
       ]);
       // The window's images read concurrently too (each once), like the tags.

@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { evictionPolicy, Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
+import { PinSet } from '../cache/pins.js';
 import type { Config } from '../config/schema.js';
 import { HostedContent } from '../hosted/hosted-content.js';
 import type { Logger } from '../lib/logger.js';
@@ -18,8 +19,10 @@ export interface GcOptions {
  * `StoreOwnedError` while a server owns it: use `--server` then), prepares it, waits for its size
  * to be counted, runs one retention and eviction pass with the configured cap, floor and
  * retention, then closes it (flushing the access record) and gives ownership back. Pushed
- * (hosted) content is protected as in the server; pins are not resolved here (that needs the
- * upstreams): pinned content evicted offline is fetched again by the next start's refresh.
+ * (hosted) content and pinned images (`cache.pin`) are protected as in the server, by the same
+ * `isProtected`: each pin is resolved from what the store holds (a pinned tag's digest is its tag
+ * record; a pattern matches the stored tags), as the server does at start before it asks any
+ * upstream — so no upstream is needed here.
  */
 export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promise<PassReport> {
   const storage = openStorage(config.storage, { logger: opts.logger });
@@ -30,8 +33,19 @@ export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promis
     // Pushed content is never evicted: know all of it before the pass, as the server does.
     const hosted = new HostedContent();
     await hosted.load(storage);
+    // Pinned images are never evicted either: what the store holds for each pin, no upstream asked.
+    const pins = new PinSet({
+      pins: config.cache.pin,
+      manifests: storage.manifests,
+      metadata: storage.metadata,
+      concurrency: config.cache.pinConcurrency,
+      platforms: config.cache.pinPlatforms,
+      maxTags: config.cache.pinMaxTags,
+      logger: opts.logger,
+    });
+    await pins.loaded();
     const evictor = new Evictor({
-      isProtected: hosted.isProtected,
+      isProtected: (digest) => pins.protects(digest) || hosted.isProtected(digest),
       storage,
       ...evictionPolicy(config),
       logger: opts.logger,

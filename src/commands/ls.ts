@@ -2,9 +2,10 @@ import { once } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import { isDigest, type Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
-import type { Tag } from '../domain/reference.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
+import type { TagEntry } from '../storage/tag-store.js';
 import { familiarRepoName } from '../upstream/docker-hub.js';
 import { formatBytes } from './format.js';
 
@@ -13,7 +14,7 @@ import { formatBytes } from './format.js';
  * the store, so it never calls the stores' `init()` (which creates directories and sweeps tmp/).
  */
 export interface LsStores {
-  readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag'>;
+  readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag' | 'getTags'>;
   readonly manifests: Pick<ManifestStore, 'get'>;
   readonly blobs: Pick<BlobStore, 'list'>;
 }
@@ -143,7 +144,7 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
       for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
         // Each tag is a file read (four syscalls on the thread pool): a window of them at once, rows in order.
         const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
-        const entries = await Promise.all(window.map((tag) => stores.metadata.getTag(key, tag as Tag)));
+        const entries = await readTags(stores.metadata, key, window);
         // Their images read concurrently too, each once; the rows below find them in `images`.
         await Promise.all([...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))].map((d) => image(d)));
         for (let i = 0; i < window.length; i++) {
@@ -172,6 +173,11 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
   }
 
   return { store, rows: rows(), summary: () => ({ repositories, tags, blobs: listed.size, bytes, store: { ...store } }) };
+}
+
+/** The entries of `tags`, in order: one batch read where the store has one (`getTags`), else a read per tag. */
+export function readTags(metadata: LsStores['metadata'], key: RepoKey, tags: readonly string[]): Promise<Array<TagEntry | undefined>> {
+  return metadata.getTags ? metadata.getTags(key, tags) : Promise.all(tags.map((tag) => metadata.getTag(key, tag as Tag)));
 }
 
 /**

@@ -1,11 +1,19 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { formatDuration, formatSize } from './duration.js';
 import { parsePin } from '../domain/pin.js';
 import { readTlsPair } from '../lib/tls-files.js';
 import { DOCKER_HUB, imageName } from '../upstream/docker-hub.js';
 import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
+
+/**
+ * The YAML parser, loaded on first use (synchronously: loadConfig is sync): without a config file
+ * nothing parses YAML, and loading the package is ~90 ms of every CLI start (issue #13, start-to-ready).
+ */
+function parseYaml(text: string): unknown {
+  return (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
+}
 
 /**
  * Settings that also exist as environment variables and command-line flags. Precedence:

@@ -1,7 +1,7 @@
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
-import type { TagStore } from './tag-store.js';
+import type { TagEntry, TagStore } from './tag-store.js';
 
 export interface StoredManifest {
   readonly descriptor: Descriptor;
@@ -58,6 +58,12 @@ export interface MetadataStore extends TagStore {
   hasManifest(key: RepoKey, digest: Digest): Promise<boolean>;
   /** Every repository with any metadata. */
   listRepositories(): AsyncIterable<RepoKey>;
+  /**
+   * The entries of several tags of one repository, in the order given (`undefined` where a tag is
+   * not cached or not a valid tag): the batch read of a listing (`ls`, `du`; issue #13). Optional:
+   * without it a listing calls `getTag` once per tag.
+   */
+  getTags?(key: RepoKey, tags: readonly string[]): Promise<Array<TagEntry | undefined>>;
   /** Removes the tag atomically and durably (it is there or gone); missing is not an error. */
   deleteTag(key: RepoKey, tag: Tag): Promise<void>;
   /** Removes the link of `digest` to this repository (the manifest bytes stay: shared by digest). Missing is not an error. */

@@ -13,6 +13,7 @@ import { parse, stringify } from 'yaml';
 import { renderReadme, undocumentedKeys } from '../../tools/helm-docs.mjs';
 import { CHART, fetchHelm, Helm, type K8sObject, type Rendered } from './support/helm.js';
 import { ROOT } from './support/metrics-catalog.js';
+import { STORAGE_DRIVERS } from '../../src/config/schema.js';
 import { createTestCa, type TestCa } from '../support/test-ca.js';
 
 const run = promisify(execFile);
@@ -558,6 +559,183 @@ describe('helm/hubcache', () => {
     });
   });
 
+  describe('several replicas (issue #15): the s3 driver and a Redis', () => {
+    const replicated = {
+      replicaCount: 3,
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+      config: {
+        storage: { driver: 's3', bucket: 'hubcache', endpoint: 'http://rgw.storage:7480', region: 'eu-west-1', forcePathStyle: true, maxSize: '500GiB' },
+        cluster: { redis: { url: 'redis://redis.cache:6379/0' } },
+        metrics: { listen: '0.0.0.0:9090' },
+      },
+      s3Credentials: { existingSecret: 'rgw-user' },
+      redisPassword: { password: 'redis-s3cr3t' },
+    };
+    let r: Rendered;
+    before(async () => {
+      r = await helm.template(replicated);
+    });
+
+    it('renders valid objects: no claim, a NetworkPolicy, the created Secret; passes helm lint --strict', async () => {
+      await validateAll(r);
+      assert.equal(r.all('PersistentVolumeClaim').length, 0, 'the store is the bucket: nothing to attach');
+      assert.deepEqual(r.objects.map((o) => o.kind).sort(), ['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Service', 'ServiceAccount'].sort());
+      assert.match(await helm.lint(replicated), /0 chart\(s\) failed/);
+    });
+
+    it('runs replicaCount pods with RollingUpdate, spread across nodes (hard) and zones (soft), one at a time through drains', () => {
+      const d = r.get('Deployment');
+      assert.equal(d.spec.replicas, 3);
+      assert.equal(d.spec.strategy.type, 'RollingUpdate');
+      const spread = d.spec.template.spec.topologySpreadConstraints as Array<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      assert.deepEqual(
+        spread.map((c) => [c.topologyKey, c.whenUnsatisfiable, c.maxSkew]),
+        [
+          ['kubernetes.io/hostname', 'DoNotSchedule', 1],
+          ['topology.kubernetes.io/zone', 'ScheduleAnyway', 1],
+        ],
+      );
+      for (const c of spread) assert.deepEqual(c.labelSelector.matchLabels, d.spec.selector.matchLabels);
+      assert.equal(r.get('PodDisruptionBudget').spec.maxUnavailable, 1);
+      assert.equal(d.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'store'), undefined);
+      assert.equal(container(d).env.find((e: { name: string }) => e.name === 'HUBCACHE_STORAGE_PATH'), undefined);
+    });
+
+    it('renders the s3 and cluster keys as named; credentials and the Redis password are files from Secrets, never in the ConfigMap', () => {
+      const config = configOf(r);
+      const d = r.get('Deployment');
+      assert.equal(config.storage.path, undefined);
+      assert.deepEqual(
+        { ...config.storage, eviction: undefined },
+        {
+          driver: 's3',
+          bucket: 'hubcache',
+          endpoint: 'http://rgw.storage:7480',
+          region: 'eu-west-1',
+          forcePathStyle: true,
+          maxSize: '500GiB',
+          accessFlushInterval: '10s',
+          accessKeyIdFile: '/etc/hubcache/replica-secrets/s3-access-key-id',
+          secretAccessKeyFile: '/etc/hubcache/replica-secrets/s3-secret-access-key',
+          eviction: undefined,
+        },
+      );
+      assert.deepEqual(config.cluster, { peerListen: '0.0.0.0:5001', fillLeaseTtl: '10s', redis: { url: 'redis://redis.cache:6379/0', passwordFile: '/etc/hubcache/replica-secrets/redis-password' } });
+      const files = mountedSecretFiles(d);
+      assert.deepEqual(files.get(config.storage.accessKeyIdFile), { secret: 'rgw-user', key: 'accessKeyId' });
+      assert.deepEqual(files.get(config.storage.secretAccessKeyFile), { secret: 'rgw-user', key: 'secretAccessKey' });
+      const created = r.get('Secret', 'hc-hubcache-replicas');
+      assert.deepEqual(files.get(config.cluster.redis.passwordFile), { secret: created.metadata.name, key: 'redis-password' });
+      assert.equal(Buffer.from(created.data['redis-password'], 'base64').toString(), 'redis-s3cr3t');
+      assert.deepEqual(Object.keys(created.data), ['redis-password'], 'the S3 keys come from the existing Secret');
+      assert.ok(!r.get('ConfigMap').data['config.yaml'].includes('redis-s3cr3t'));
+    });
+
+    it('advertises the pod IP on the follow port, which only the release own pods may reach (NetworkPolicy); no Service port for it', () => {
+      const d = r.get('Deployment');
+      const env = container(d).env as Array<{ name: string; value?: string; valueFrom?: { fieldRef: { fieldPath: string } } }>;
+      const podIp = env.findIndex((e) => e.name === 'POD_IP');
+      const advertise = env.findIndex((e) => e.name === 'HUBCACHE_CLUSTER_ADVERTISE_URL');
+      assert.equal(env[podIp]!.valueFrom!.fieldRef.fieldPath, 'status.podIP');
+      assert.ok(podIp >= 0 && podIp < advertise, 'POD_IP is defined before the variable that refers to it');
+      assert.equal(env[advertise]!.value, 'http://$(POD_IP):5001');
+      assert.deepEqual(
+        container(d).ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]),
+        [
+          ['http', 5000],
+          ['metrics', 9090],
+          ['peer', 5001],
+        ],
+      );
+      assert.ok(!r.get('Service').spec.ports.some((p: { port: number }) => p.port === 5001));
+      const np = r.get('NetworkPolicy');
+      assert.deepEqual(np.spec.podSelector.matchLabels, d.spec.selector.matchLabels);
+      assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+      const rules = np.spec.ingress as Array<{ from?: Array<{ podSelector: { matchLabels: object } }>; ports: Array<{ port: number }> }>;
+      const open = rules.filter((rule) => rule.from === undefined).flatMap((rule) => rule.ports.map((p) => p.port));
+      assert.deepEqual(open.sort(), [5000, 9090], 'registry and metrics ports open to every client');
+      const peer = rules.filter((rule) => rule.ports.some((p) => p.port === 5001));
+      assert.equal(peer.length, 1);
+      assert.deepEqual(peer[0]!.from, [{ podSelector: { matchLabels: d.spec.selector.matchLabels } }]);
+    });
+
+    it('autoscaling: an autoscaling/v2 HPA on CPU owns the replica count', async () => {
+      const scaled = await helm.template({ ...replicated, autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 9, targetCPUUtilizationPercentage: 60 } });
+      await validateAll(scaled);
+      const hpa = scaled.get('HorizontalPodAutoscaler');
+      assert.equal(hpa.apiVersion, 'autoscaling/v2');
+      assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: scaled.get('Deployment').metadata.name });
+      assert.deepEqual([hpa.spec.minReplicas, hpa.spec.maxReplicas], [3, 9]);
+      assert.deepEqual(hpa.spec.metrics, [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 60 } } }]);
+      assert.equal(scaled.get('Deployment').spec.replicas, undefined, 'the HPA sets it; a fixed value would fight it on every upgrade');
+    });
+
+    it('the hot cache: an emptyDir or a claim per pod (generic ephemeral volume) at storage.hotCache.path; S3 keys in a created Secret', async () => {
+      const values = (volume: string) => ({
+        ...replicated,
+        config: { ...replicated.config, storage: { ...replicated.config.storage, hotCache: { maxSize: '8GiB' } } },
+        hotCache: { enabled: true, volume, size: '20Gi', storageClass: 'local-ssd' },
+        s3Credentials: { accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'shh' },
+      });
+      for (const volume of ['emptyDir', 'ephemeral']) {
+        const hot = await helm.template(values(volume));
+        await validateAll(hot);
+        const d = hot.get('Deployment');
+        const config = configOf(hot);
+        assert.deepEqual(config.storage.hotCache, { path: '/var/cache/hubcache', maxSize: '8GiB' });
+        assert.equal(container(d).volumeMounts.find((m: { name: string }) => m.name === 'hot-cache').mountPath, '/var/cache/hubcache');
+        const v = d.spec.template.spec.volumes.find((x: { name: string }) => x.name === 'hot-cache');
+        if (volume === 'emptyDir') assert.deepEqual(v.emptyDir, { sizeLimit: '20Gi' });
+        else {
+          assert.equal(v.ephemeral.volumeClaimTemplate.spec.resources.requests.storage, '20Gi');
+          assert.equal(v.ephemeral.volumeClaimTemplate.spec.storageClassName, 'local-ssd');
+        }
+        const secret = hot.get('Secret', 'hc-hubcache-replicas');
+        assert.deepEqual(Object.keys(secret.data).sort(), ['redis-password', 's3-access-key-id', 's3-secret-access-key']);
+        assert.deepEqual(mountedSecretFiles(d).get(config.storage.secretAccessKeyFile), { secret: 'hc-hubcache-replicas', key: 's3-secret-access-key' });
+        assert.ok(!hot.get('ConfigMap').data['config.yaml'].includes('AKIAEXAMPLE'));
+      }
+    });
+
+    it('rolls the pods when the Redis password or the S3 keys change (checksum/secret)', async () => {
+      const annotations = async (values: object) => (await helm.template(values)).get('Deployment').spec.template.metadata.annotations;
+      const a = await annotations(replicated);
+      const b = await annotations({ ...replicated, redisPassword: { password: 'another' } });
+      const c = await annotations({ ...replicated, s3Credentials: { existingSecret: 'rgw-user-2' } });
+      assert.notEqual(a['checksum/secret'], b['checksum/secret']);
+      assert.notEqual(a['checksum/secret'], c['checksum/secret']);
+    });
+
+    it('renders a config.yaml that hubcache config check accepts, once the configuration knows the s3 driver', async (t) => {
+      if (!(STORAGE_DRIVERS as readonly string[]).includes('s3')) {
+        t.skip('src/config/schema.ts has no s3 driver on this branch yet (built in parallel for issue #15)');
+        return;
+      }
+      const config = configOf(r);
+      for (const [k, f] of [['storage', 'accessKeyIdFile'], ['storage', 'secretAccessKeyFile']] as const) {
+        const local = join(tmp, `replicated-${f}`);
+        writeFileSync(local, 'stand-in\n');
+        config[k][f] = local;
+      }
+      const redisFile = join(tmp, 'replicated-redis-password');
+      writeFileSync(redisFile, 'stand-in\n');
+      config.cluster.redis.passwordFile = redisFile;
+      const file = join(tmp, 'replicated.config.yaml');
+      writeFileSync(file, stringify(config));
+      const { stdout } = await run(process.execPath, [BIN, 'config', 'check', '--config', file], { env: { PATH: process.env.PATH, HOME: tmp, HUBCACHE_CLUSTER_ADVERTISE_URL: 'http://10.1.2.3:5001' }, encoding: 'utf8' });
+      assert.match(stdout, /configuration OK/);
+    });
+
+    it('the filesystem shape is unchanged by the new values: no NetworkPolicy, no HPA, no s3 or cluster keys', async () => {
+      const d = await helm.template({});
+      assert.equal(d.all('NetworkPolicy').length + d.all('HorizontalPodAutoscaler').length, 0);
+      const config = configOf(d);
+      assert.equal(config.cluster, undefined);
+      assert.deepEqual(Object.keys(config.storage).sort(), ['accessFlushInterval', 'eviction', 'path']);
+      assert.equal(d.get('Deployment').spec.template.spec.topologySpreadConstraints, undefined);
+    });
+  });
+
   describe('wrong values', () => {
     const rejected = async (values: object, pattern: RegExp) => assert.match(await helm.templateError(values), pattern);
 
@@ -609,6 +787,21 @@ describe('helm/hubcache', () => {
       assert.equal((await helm.template({ replicaCount: 0 })).get('Deployment').spec.replicas, 0);
     });
 
+    it('refuse more than one replica (or an autoscaler) unless the store is S3 and a Redis is named (issue #15)', async () => {
+      const s3 = { driver: 's3', bucket: 'hubcache' };
+      const redis = { redis: { url: 'redis://redis:6379' } };
+      const schemaError = /at '\/replicaCount': maximum: got 2, want 1/;
+      await rejected({ replicaCount: 2, config: { storage: s3 } }, schemaError);
+      await rejected({ replicaCount: 2, config: { cluster: redis } }, schemaError);
+      await rejected({ replicaCount: 2, config: { storage: s3, cluster: { redis: { url: '' } } } }, schemaError);
+      await rejected({ autoscaling: { enabled: true }, config: { storage: s3 } }, /at '\/autoscaling\/enabled': value must be false/);
+      // A Redis with a filesystem store is refused even for one replica: its store belongs to one process.
+      await rejected({ config: { cluster: redis } }, /config\.cluster \(several replicas\) needs config\.storage\.driver: s3/);
+      assert.equal((await helm.template({ replicaCount: 2, config: { storage: s3, cluster: redis } })).get('Deployment').spec.replicas, 2);
+      assert.equal((await helm.template({ replicaCount: 2, config: { storage: s3, cluster: { redis: { sentinels: ['s1:26379'], sentinelName: 'mymaster' } } } })).get('Deployment').spec.replicas, 2);
+      assert.equal((await helm.template({ replicaCount: 2, config: { storage: s3, cluster: { redis: { nodes: ['n1:6379', 'n2:6379'] } } } })).get('Deployment').spec.replicas, 2);
+    });
+
     it('are refused by the templates when they combine badly', async () => {
       await rejected({ updateStrategy: { type: 'RollingUpdate' } }, /RollingUpdate would run the new pod next to the old one/);
       await rejected({ config: { upstreams: { 'ghcr.io': { tagTtl: '5m' } } } }, /config\.upstreams\.ghcr\.io\.url is required/);
@@ -616,6 +809,12 @@ describe('helm/hubcache', () => {
       await rejected({ upstreamCredentials: { 'docker.io': { username: 'u', password: 'p', existingSecret: 's' } } }, /one of them/);
       await rejected({ nodeConfiguration: { enabled: true, registries: ['quay.io'] } }, /quay\.io is not configured/);
       await rejected({ podDisruptionBudget: { minAvailable: 1 } }, /not both/);
+      const s3 = { driver: 's3', bucket: 'hubcache' };
+      await rejected({ config: { storage: { driver: 's3' } } }, /config\.storage\.bucket is required/);
+      await rejected({ config: { storage: s3, cluster: { redis: { url: 'redis://r:6379', nodes: ['n:6379'] } } } }, /set one of url, sentinels and nodes/);
+      await rejected({ config: { storage: s3, cluster: { redis: { sentinels: ['s:26379'] } } } }, /sentinelName is required/);
+      await rejected({ config: { storage: s3 }, s3Credentials: { accessKeyId: 'AKIA' } }, /set both accessKeyId and secretAccessKey/);
+      await rejected({ config: { storage: s3 }, s3Credentials: { existingSecret: 's', accessKeyId: 'a', secretAccessKey: 'b' } }, /not both/);
     });
   });
 });

@@ -4,7 +4,7 @@
  * like serve, and is refused while a server owns the store.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -15,9 +15,10 @@ import { sha256Digest } from '../../src/domain/digest.js';
 import { MediaTypes } from '../../src/domain/media-types.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import { StoreOwnedError } from '../../src/storage/storage.js';
+import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
 import { startHostileUpstream } from '../../src/upstream/testing/hostile-registry.js';
 import { startInProcess } from '../support/in-process.js';
-import { seededBytes } from '../support/oci-fixtures.js';
+import { ALL_MANIFESTS, putIndex, seededBytes } from '../support/oci-fixtures.js';
 
 const KiB = 1024;
 
@@ -121,6 +122,69 @@ describe('hubcache gc', () => {
     } finally {
       rmSync(storagePath, { recursive: true, force: true });
       await up.close();
+    }
+  });
+
+  it('pinned images (cache.pin) survive gc on a stopped store under a tiny cap, resolved from the store alone (no upstream); an unpinned image beside them goes', async () => {
+    const registry = new FakeRegistry();
+    const pinned = putIndex(registry, 'library/nginx', '1.27', { seed: 'gc-pinned' });
+    const other = putIndex(registry, 'library/other', '1', { seed: 'gc-unpinned' });
+    const upstream = await LoopbackServer.start(registry.handle);
+    const storagePath = mkdtempSync(join(tmpdir(), 'hubcache-gc-pins-'));
+    const digestsOf = (i: typeof pinned) => [i.digest, ...i.children.flatMap((c) => [c.digest, c.config.digest, ...c.layers.map((l) => l.digest)])];
+    try {
+      const hc = await startInProcess({ storagePath, flags: { 'upstream-url': upstream.url } });
+      try {
+        // Both images pulled whole by a client (tag, platform manifests, blobs).
+        for (const [repo, tag, image] of [['nginx', '1.27', pinned], ['other', '1', other]] as const) {
+          assert.equal((await fetch(`${hc.url}/v2/library/${repo}/manifests/${tag}`, { headers: { accept: ALL_MANIFESTS } }).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+          for (const c of image.children) {
+            assert.equal((await fetch(`${hc.url}/v2/library/${repo}/manifests/${c.digest}`, { headers: { accept: ALL_MANIFESTS } }).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+            for (const b of [c.config, ...c.layers]) {
+              assert.equal((await fetch(`${hc.url}/v2/library/${repo}/blobs/${b.digest}`).then(async (r) => (await r.arrayBuffer(), r.status))), 200);
+              await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === b.digest);
+            }
+          }
+        }
+      } finally {
+        await hc.close();
+      }
+      // gc runs offline: the upstream is gone.
+      await upstream.close();
+      const flags = { 'storage-path': storagePath, 'storage-max-size': '1KiB' };
+      // Without the pin, the cap takes the nginx image's content too: what protects it below is the pin.
+      const unpinned = await gcStore(loadConfig({ env: {}, flags }), { dryRun: true, logger: silentLogger() });
+      const wouldGo = new Set(unpinned.removed.map((r) => r.digest));
+      for (const d of pinned.children.flatMap((c) => [c.config.digest, ...c.layers.map((l) => l.digest)])) assert.ok(wouldGo.has(d), `unpinned, ${d} would be evicted`);
+
+      const file = join(storagePath, '..', `${storagePath.split('/').at(-1)}-config.yaml`);
+      writeFileSync(file, 'cache:\n  pin: ["nginx:1.27"]\n');
+      try {
+        const report = await gcStore(loadConfig({ env: {}, file, flags }), { dryRun: false, logger: silentLogger() });
+        const removed = new Set(report.removed.map((r) => r.digest));
+        for (const d of digestsOf(pinned)) assert.ok(!removed.has(d), `pinned ${d} kept`);
+        assert.ok(!report.removed.some((r) => r.kind === 'tag' && r.repository === 'library/nginx'), 'the pinned tag kept');
+        for (const d of other.children.flatMap((c) => [c.config.digest, ...c.layers.map((l) => l.digest)])) assert.ok(removed.has(d), `unpinned blob ${d} evicted`);
+      } finally {
+        rmSync(file, { force: true });
+      }
+      // What gc kept is served from the store, with the upstream still down.
+      const again = await startInProcess({ storagePath, flags: { 'upstream-url': upstream.url }, config: { upstreamClient: { retries: 1 } } });
+      try {
+        const tag = await fetch(`${again.url}/v2/library/nginx/manifests/1.27`, { headers: { accept: ALL_MANIFESTS } });
+        assert.equal(tag.status, 200);
+        assert.equal(tag.headers.get('docker-content-digest'), pinned.digest);
+        await tag.arrayBuffer();
+        for (const b of pinned.children.flatMap((c) => [c.config, ...c.layers])) {
+          const res = await fetch(`${again.url}/v2/library/nginx/blobs/${b.digest}`);
+          assert.equal(res.status, 200);
+          assert.ok(Buffer.from(await res.arrayBuffer()).equals(b.bytes));
+        }
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(storagePath, { recursive: true, force: true });
     }
   });
 });

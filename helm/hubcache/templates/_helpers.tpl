@@ -91,8 +91,38 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- $storage := $config.storage | default dict }}
 {{- if not $storage.maxSize }}{{ $_ := unset $storage "maxSize" }}{{ end }}
 {{- if not $storage.minFreeSpace }}{{ $_ := unset $storage "minFreeSpace" }}{{ end }}
+{{- $s3Keys := list "bucket" "endpoint" "region" "prefix" "forcePathStyle" "caFile" "partSize" "partsInFlight" "hotCache" }}
+{{- if eq (include "hubcache.s3" .) "true" }}
+{{- if not $storage.bucket }}{{ fail "config.storage.bucket is required with config.storage.driver: s3" }}{{ end }}
+{{- range list "endpoint" "region" "prefix" "caFile" "partSize" }}{{ if not (get $storage .) }}{{ $_ := unset $storage . }}{{ end }}{{ end }}
+{{- if kindIs "invalid" $storage.partsInFlight }}{{ $_ := unset $storage "partsInFlight" }}{{ end }}
+{{- $hot := $storage.hotCache | default dict }}
+{{- if not $hot.maxSize }}{{ $_ := unset $hot "maxSize" }}{{ end }}
+{{- if .Values.hotCache.enabled }}{{ $_ := set $hot "path" .Values.hotCache.mountPath }}{{ end }}
+{{- if $hot.path }}{{ $_ := set $storage "hotCache" $hot }}{{ else }}{{ $_ := unset $storage "hotCache" }}{{ end }}
+{{- if eq (include "hubcache.s3Credentials" .) "true" }}
+{{- $_ := set $storage "accessKeyIdFile" (printf "%s/s3-access-key-id" (include "hubcache.replicaSecretsDir" .)) }}
+{{- $_ := set $storage "secretAccessKeyFile" (printf "%s/s3-secret-access-key" (include "hubcache.replicaSecretsDir" .)) }}
+{{- end }}
+{{- else }}
+{{- $_ := unset $storage "driver" }}
+{{- range $s3Keys }}{{ $_ := unset $storage . }}{{ end }}
 {{- $_ := set $storage "path" .Values.persistence.mountPath }}
+{{- end }}
 {{- $_ := set $config "storage" $storage }}
+{{- if eq (include "hubcache.cluster" .) "true" }}
+{{- if ne (include "hubcache.s3" .) "true" }}{{ fail "config.cluster (several replicas) needs config.storage.driver: s3: a filesystem store belongs to one hubcache process" }}{{ end }}
+{{- $cluster := $config.cluster }}
+{{- $redis := $cluster.redis }}
+{{- $modes := 0 }}
+{{- range list "url" "sentinels" "nodes" }}{{ if get $redis . }}{{ $modes = add1 $modes }}{{ else }}{{ $_ := unset $redis . }}{{ end }}{{ end }}
+{{- if gt $modes 1 }}{{ fail "config.cluster.redis: set one of url, sentinels and nodes" }}{{ end }}
+{{- if and $redis.sentinels (not $redis.sentinelName) }}{{ fail "config.cluster.redis.sentinelName is required with sentinels" }}{{ end }}
+{{- range list "sentinelName" "username" "keyPrefix" }}{{ if not (get $redis .) }}{{ $_ := unset $redis . }}{{ end }}{{ end }}
+{{- if eq (include "hubcache.redisPassword" .) "true" }}{{ $_ := set $redis "passwordFile" (printf "%s/redis-password" (include "hubcache.replicaSecretsDir" .)) }}{{ end }}
+{{- else }}
+{{- $_ := unset $config "cluster" }}
+{{- end }}
 {{- $upstreams := $config.upstreams | default dict }}
 {{- range $registry, $up := $upstreams }}
 {{- if kindIs "invalid" $up }}{{ $_ := unset $upstreams $registry }}
@@ -129,6 +159,68 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- $_ := set $config "tls" (dict "certificate" (printf "%s/tls.crt" .Values.tls.mountPath) "key" (printf "%s/tls.key" .Values.tls.mountPath)) }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* "true" with config.storage.driver: s3. */}}
+{{- define "hubcache.s3" -}}
+{{- eq ((.Values.config.storage | default dict).driver | default "filesystem") "s3" }}
+{{- end }}
+
+{{/* "true" when config.cluster names a Redis: cluster is rendered, the pods share state. */}}
+{{- define "hubcache.cluster" -}}
+{{- $redis := (.Values.config.cluster | default dict).redis | default dict }}
+{{- not (not (or $redis.url $redis.sentinels $redis.nodes)) }}
+{{- end }}
+
+{{/* "true" when several replicas may run: the s3 driver and a cluster Redis. */}}
+{{- define "hubcache.replicated" -}}
+{{- and (eq (include "hubcache.s3" .) "true") (eq (include "hubcache.cluster" .) "true") }}
+{{- end }}
+
+{{/* The port of cluster.peerListen, the internal follow endpoint. */}}
+{{- define "hubcache.peerPort" -}}
+{{- include "hubcache.portOf" (.Values.config.cluster.peerListen | default "0.0.0.0:5001") }}
+{{- end }}
+
+{{/* Where the S3 keys and the Redis password are mounted (files s3-access-key-id, s3-secret-access-key, redis-password). */}}
+{{- define "hubcache.replicaSecretsDir" -}}
+/etc/hubcache/replica-secrets
+{{- end }}
+
+{{/* "true" when S3 credentials come from a Secret (existing or created); both keys or neither. */}}
+{{- define "hubcache.s3Credentials" -}}
+{{- $c := .Values.s3Credentials }}
+{{- if and (eq (include "hubcache.s3" .) "true") (or $c.existingSecret $c.accessKeyId $c.secretAccessKey) }}
+{{- if and $c.existingSecret (or $c.accessKeyId $c.secretAccessKey) }}{{ fail "s3Credentials: set existingSecret or accessKeyId/secretAccessKey, not both" }}{{ end }}
+{{- if and (not $c.existingSecret) (not (and $c.accessKeyId $c.secretAccessKey)) }}{{ fail "s3Credentials: set both accessKeyId and secretAccessKey" }}{{ end }}
+{{- true }}
+{{- else }}
+{{- false }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the Redis password comes from a Secret (existing or created). */}}
+{{- define "hubcache.redisPassword" -}}
+{{- $p := .Values.redisPassword }}
+{{- if and (eq (include "hubcache.cluster" .) "true") (or $p.existingSecret $p.password) }}
+{{- if and $p.existingSecret $p.password }}{{ fail "redisPassword: set existingSecret or password, not both" }}{{ end }}
+{{- true }}
+{{- else }}
+{{- false }}
+{{- end }}
+{{- end }}
+
+{{/* Secret keys the chart creates for the replicas' dependencies (the values it was given). */}}
+{{- define "hubcache.createdReplicaSecrets" -}}
+{{- $keys := dict }}
+{{- if and (eq (include "hubcache.s3Credentials" .) "true") (not .Values.s3Credentials.existingSecret) }}
+{{- $_ := set $keys "s3-access-key-id" .Values.s3Credentials.accessKeyId }}
+{{- $_ := set $keys "s3-secret-access-key" .Values.s3Credentials.secretAccessKey }}
+{{- end }}
+{{- if and (eq (include "hubcache.redisPassword" .) "true") (not .Values.redisPassword.existingSecret) }}
+{{- $_ := set $keys "redis-password" .Values.redisPassword.password }}
+{{- end }}
+{{- toJson $keys }}
 {{- end }}
 
 {{/* The registries the node configuration mirrors: nodeConfiguration.registries or every upstream. */}}

@@ -105,4 +105,45 @@ describe('FsManifestStore / FsMetadataStore on disk', () => {
       await writeFile(store.layout.tagPath(key, 'latest' as Tag), '{"digest": trunc');
       assert.equal(await store.getTag(key, 'latest' as Tag), undefined);
     }));
+
+  for (const blockingReads of [false, true]) {
+    it(`getTags${blockingReads ? ' (blocking reads)' : ''}: the entries getTag gives, in order; missing, unreadable and invalid names are undefined`, () =>
+      withRoot(async (root) => {
+        const store = new FsMetadataStore({ root, blockingReads });
+        const key = { upstream: 'docker.io', repo: 'library/alpine' as RepoName };
+        const entries = ['a', 'b', 'c'].map((t, i) => ({ digest: sha256Digest(t), mediaType: MediaTypes.ociManifest, size: i + 1, validatedAt: 10 + i }));
+        for (const [i, t] of ['a', 'b', 'c'].entries()) await store.setTag(key, t as Tag, entries[i]!);
+        // A tag file larger than the reused read buffer is read whole.
+        const big = { ...entries[0]!, mediaType: `application/vnd.example+json; x=${'y'.repeat(100_000)}` };
+        await writeFile(store.layout.tagPath(key, 'big' as Tag), JSON.stringify(big));
+        await writeFile(store.layout.tagPath(key, 'broken' as Tag), '{"digest": trunc');
+        const names = ['c', '../a', 'missing', 'a', 'broken', 'big', '.', 'b'];
+        const got = await store.getTags(key, names);
+        assert.equal(got.length, names.length);
+        assert.deepEqual(got, [entries[2], undefined, undefined, entries[0], undefined, await store.getTag(key, 'big' as Tag), undefined, entries[1]]);
+        assert.equal(got[5]?.mediaType, big.mediaType);
+      }));
+  }
+
+  it('blocking reads (ls, du): a manifest bigger than the reused read buffer and a small one read back byte-exact, each its own copy', () =>
+    withRoot(async (root) => {
+      const writer = new FsManifestStore({ root });
+      await writer.init();
+      const layer = (i: number) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256Digest(`layer-${i}`), size: i + 1 });
+      const doc = (n: number) => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest('c'), size: 2 }, layers: Array.from({ length: n }, (_, i) => layer(i)) }));
+      const big = doc(1000);
+      const small = doc(1);
+      assert.ok(big.length > 64 * 1024);
+      const bigDigest = (await writer.put(big, MediaTypes.ociManifest)).digest;
+      const smallDigest = (await writer.put(small, MediaTypes.ociManifest)).digest;
+      const reader = new FsManifestStore({ root, blockingReads: true });
+      const [a, b] = [await reader.get(smallDigest), await reader.get(bigDigest)];
+      assert.deepEqual(a?.body, small);
+      assert.deepEqual(b?.body, big);
+      assert.equal(a?.descriptor.mediaType, MediaTypes.ociManifest);
+      // The first body is not overwritten by the later reads through the same buffer.
+      assert.deepEqual((await reader.get(smallDigest))?.body, small);
+      assert.deepEqual(a?.body, small);
+      assert.equal(await reader.get(sha256Digest('absent')), undefined);
+    }));
 });

@@ -1,6 +1,9 @@
-import { readFile, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFile, readFileSync, readSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+
+/** The blocking small-file reads' buffer (one process-wide: the reads are synchronous). Most manifests fit. */
+const SMALL_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /** ENOENT, or ENOTDIR (a path component is a file): both mean "not there" to a reader. */
 export function isNotFound(err: unknown): boolean {
@@ -98,10 +101,58 @@ export function readIfExists(path: string): Promise<Buffer | undefined> {
  */
 export function readIfExistsBlocking(path: string): Promise<Buffer | undefined> {
   try {
-    return Promise.resolve(readFileSync(path));
+    return Promise.resolve(readSmallFileBlocking(path));
   } catch (err) {
-    return isNotFound(err) ? Promise.resolve(undefined) : Promise.reject(err);
+    return Promise.reject(err);
   }
+}
+
+/**
+ * A file's bytes (`undefined` when it doesn't exist) by open, one read into the reused buffer and
+ * close, copied out: readFileSync's fstat and EOF read saved for the small files of the store's
+ * metadata (manifests, sidecars, tags). A file that fills the buffer is read whole.
+ */
+function readSmallFileBlocking(path: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+  try {
+    const n = readSync(fd, SMALL_READ_BUFFER, 0, SMALL_READ_BUFFER.length, 0);
+    return n < SMALL_READ_BUFFER.length ? Buffer.from(SMALL_READ_BUFFER.subarray(0, n)) : readFileSync(path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads many small files with blocking syscalls into one reused buffer: open, read, close (3
+ * syscalls, where readFileSync adds an fstat and a read to find EOF, and allocates per file).
+ * `parse` gets each file's text, or `undefined` when it doesn't exist; a file larger than the
+ * buffer is read whole. Only for a one-shot reader process (`ls`, `du`): it stalls the event loop.
+ */
+export function readSmallFilesBlocking<T>(paths: readonly string[], parse: (text: string | undefined) => T): T[] {
+  const out: T[] = [];
+  for (const path of paths) {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      out.push(parse(undefined));
+      continue;
+    }
+    try {
+      const n = readSync(fd, SMALL_READ_BUFFER, 0, SMALL_READ_BUFFER.length, 0);
+      out.push(parse(n < SMALL_READ_BUFFER.length ? SMALL_READ_BUFFER.toString('utf8', 0, n) : readFileSync(path, 'utf8')));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return out;
 }
 
 /** Entry names sorted by code unit; `[]` when the directory does not exist. */

@@ -92,7 +92,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Every response streaming a stored blob takes its buffers from here (issue #11).
   const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
   metrics.watchBlobBufferPool(() => readBuffers.stats());
-  const storage = openStorage(config.storage, { logger, readBuffers });
+  const storage = await openStorage(config.storage, { logger, readBuffers });
   // Before anything touches the store: init() clears what a previous owner left unfinished, which
   // would break another process's writes. Throws StoreOwnedError when another process owns it. An
   // owner on another host or in another PID namespace (a container restarted after a crash) is
@@ -440,7 +440,7 @@ function watchTls(tls: Readonly<TlsConfig>, logger: Logger, metrics: Metrics): {
   };
 }
 
-/** A local directory for what a replica keeps on its own disk: the store's root (filesystem), else the S3 hot cache's, else ./data. */
+/** A local directory for what a replica keeps on its own disk: `storage.path` (the store's root with the filesystem driver; with s3 a directory of the replica's own). */
 function localStateDir(storage: Config['storage']): string {
-  return storage.driver === 'filesystem' ? storage.path : (storage.hotCache?.path ?? './data');
+  return storage.path;
 }

@@ -25,7 +25,7 @@ export interface GcOptions {
  * upstream — so no upstream is needed here.
  */
 export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promise<PassReport> {
-  const storage = openStorage(config.storage, { logger: opts.logger });
+  const storage = await openStorage(config.storage, { logger: opts.logger });
   const ownership = await storage.acquireOwnership({ failFast: true });
   try {
     const ready = await storage.init();

@@ -90,8 +90,11 @@ test('storage.driver: s3 (issue #15): defaults, keys from the file, HUBCACHE_STO
   assert.equal(d.driver, 's3');
   assert.deepEqual(
     { ...d, eviction: undefined },
-    { driver: 's3', bucket: 'hubcache', region: 'us-east-1', prefix: '', forcePathStyle: false, partSize: 16 * 1024 * 1024, partsInFlight: 4, accessFlushInterval: 10_000, eviction: undefined },
+    { driver: 's3', path: './data', bucket: 'hubcache', region: 'us-east-1', prefix: '', forcePathStyle: false, partSize: 16 * 1024 * 1024, partsInFlight: 4, accessFlushInterval: 10_000, eviction: undefined },
   );
+  // The container image sets HUBCACHE_STORAGE_PATH (its volume): an s3 config takes it as the replica's local directory.
+  const img = loadConfig({ env: { HUBCACHE_STORAGE_PATH: '/var/lib/hubcache', HUBCACHE_STORAGE_DRIVER: 's3', HUBCACHE_STORAGE_BUCKET: 'hubcache' } }).storage;
+  assert.deepEqual([img.driver, img.path], ['s3', '/var/lib/hubcache']);
   const e = loadConfig({
     env: { HUBCACHE_STORAGE_DRIVER: 's3', HUBCACHE_STORAGE_BUCKET: 'b-1', HUBCACHE_STORAGE_ENDPOINT: 'http://127.0.0.1:7480', HUBCACHE_STORAGE_FORCE_PATH_STYLE: 'true', HUBCACHE_STORAGE_PART_SIZE: '8MiB', HUBCACHE_STORAGE_ACCESS_KEY_ID_FILE: '/run/secrets/id', HUBCACHE_STORAGE_SECRET_ACCESS_KEY_FILE: '/run/secrets/secret' },
     flags: { 'storage-prefix': 'mirror/', 'storage-parts-in-flight': '2' },
@@ -113,7 +116,7 @@ test('storage.driver: s3 (issue #15): defaults, keys from the file, HUBCACHE_STO
   assert.match(problems('  bucket: b1b\n  prefix: /x\n'), /a prefix ends with \/ and does not start with one/);
   assert.match(problems('  bucket: b1b\n  accessKeyId: AK\n'), /an access key id needs a secret access key/);
   assert.match(problems('  bucket: b1b\n  accessKeyId: AK\n  accessKeyIdFile: /f\n  secretAccessKey: S\n'), /set accessKeyId or accessKeyIdFile/);
-  assert.match(problems('  bucket: b1b\n  path: /srv\n'), /storage: unknown key "path"/);
+  assert.match(problems("  bucket: b1b\n  lockStaleAfter: 30s\n"), /storage: unknown key "lockStaleAfter"/);
   const secret = loadConfig({ file: file('k.yaml', 'storage:\n  driver: s3\n  bucket: b1b\n  accessKeyId: AK\n  secretAccessKey: s3cr3t\n'), env: {} });
   const printed = JSON.stringify(redactConfig(secret));
   assert.ok(!printed.includes('s3cr3t') && printed.includes('"secretAccessKey":"<redacted>"') && printed.includes('"partSize":"16MiB"'));

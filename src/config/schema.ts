@@ -269,6 +269,12 @@ const filesystemStorageSchema = z
 const s3StorageSchema = z
   .object({
     driver: z.literal('s3'),
+    /**
+     * A local directory for this replica's own files (its token signing key when no cluster
+     * shares one); the content lives in the bucket. The container image sets it to its volume
+     * (`HUBCACHE_STORAGE_PATH`), which an s3 config must therefore accept.
+     */
+    path: z.string().min(1).default('./data'),
     /** The bucket (it must exist). */
     bucket: z.string({ required_error: 'storage.bucket is required with driver s3' }).min(3, 'a bucket name has 3 to 63 characters').max(63, 'a bucket name has 3 to 63 characters'),
     /** The S3 endpoint URL (RGW, MinIO…); unset = AWS for `region`. */
@@ -669,3 +675,4 @@ export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type AuthConfig = z.output<typeof authSchema>;
 export type TlsConfig = z.output<typeof tlsSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
+export type FilesystemStorageConfig = Extract<StorageConfig, { driver: 'filesystem' }>;

@@ -1,9 +1,8 @@
 import { ConfigError } from '../config/load.js';
-import { unknownStorageDriver, type StorageConfig } from '../config/schema.js';
+import { unknownStorageDriver, type FilesystemStorageConfig, type StorageConfig } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { BufferPool } from './buffer-pool.js';
 import { FsStorage } from './fs/fs-storage.js';
-import { S3Storage } from './s3/s3-storage.js';
 import type { Storage } from './storage.js';
 
 export interface OpenStorageOptions {
@@ -22,16 +21,25 @@ export interface OpenStorageOptions {
  * The storage for `config.driver` (the `storage` section of the config), not yet owned or
  * initialised: see `Storage` for what comes next. The one place that knows the drivers' classes.
  * Throws `ConfigError` for a driver it doesn't know (the schema refuses it first; a config built
- * by hand may not have been through it).
+ * by hand may not have been through it). Asynchronous because a driver's code is loaded only when
+ * it is used: the AWS SDK alone takes most of a second to load, which a filesystem store's start
+ * (and every CLI command) must not pay.
  */
-export function openStorage(config: StorageConfig, opts: OpenStorageOptions): Storage {
+export async function openStorage(config: StorageConfig, opts: OpenStorageOptions): Promise<Storage> {
   switch (config.driver) {
     case 'filesystem':
-      return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, blockingReads: opts.blockingReads === true, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
-    case 's3':
+      return openFsStorage(config, opts);
+    case 's3': {
+      const { S3Storage } = await import('./s3/s3-storage.js');
       return new S3Storage({ ...config, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+    }
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);
     }
   }
+}
+
+/** The filesystem driver's storage (what `openStorage` builds for it), synchronously. */
+export function openFsStorage(config: FilesystemStorageConfig, opts: OpenStorageOptions): FsStorage {
+  return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, blockingReads: opts.blockingReads === true, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
 }

@@ -597,18 +597,21 @@ describe('helm/hubcache', () => {
       );
       for (const c of spread) assert.deepEqual(c.labelSelector.matchLabels, d.spec.selector.matchLabels);
       assert.equal(r.get('PodDisruptionBudget').spec.maxUnavailable, 1);
-      assert.equal(d.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'store'), undefined);
-      assert.equal(container(d).env.find((e: { name: string }) => e.name === 'HUBCACHE_STORAGE_PATH'), undefined);
+      // No claim: the content is in the bucket. The replica's own directory (spool of fills in
+      // progress) is an emptyDir at the store's usual path, which the image's env names.
+      assert.deepEqual(d.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'store'), { name: 'store', emptyDir: {} });
+      assert.equal(r.all('PersistentVolumeClaim').length, 0);
+      assert.equal(container(d).env.find((e: { name: string }) => e.name === 'HUBCACHE_STORAGE_PATH').value, '/var/lib/hubcache');
     });
 
     it('renders the s3 and cluster keys as named; credentials and the Redis password are files from Secrets, never in the ConfigMap', () => {
       const config = configOf(r);
       const d = r.get('Deployment');
-      assert.equal(config.storage.path, undefined);
       assert.deepEqual(
         { ...config.storage, eviction: undefined },
         {
           driver: 's3',
+          path: '/var/lib/hubcache',
           bucket: 'hubcache',
           endpoint: 'http://rgw.storage:7480',
           region: 'eu-west-1',

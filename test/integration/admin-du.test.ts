@@ -32,7 +32,7 @@ describe('GET /admin/du', () => {
     const logBefore = { text: readFileSync(accessLog, 'utf8'), mtimeMs: statSync(accessLog).mtimeMs };
     // What `hubcache du` reads from the stopped store: the server must answer the same.
     const config = loadConfig({ env: {}, flags: { 'storage-path': root } });
-    expected = await diskUsage(openStorage(config.storage, { logger: createLogger({ level: 'error', format: 'json' }) }));
+    expected = await diskUsage(await openStorage(config.storage, { logger: createLogger({ level: 'error', format: 'json' }) }));
     assert.deepEqual(
       expected.repositories.map((r) => [r.repository, r.lastAccessAt, r.tags - r.tagsWithoutAccess]),
       [

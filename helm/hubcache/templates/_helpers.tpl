@@ -104,6 +104,7 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- $_ := set $storage "accessKeyIdFile" (printf "%s/s3-access-key-id" (include "hubcache.replicaSecretsDir" .)) }}
 {{- $_ := set $storage "secretAccessKeyFile" (printf "%s/s3-secret-access-key" (include "hubcache.replicaSecretsDir" .)) }}
 {{- end }}
+{{- $_ := set $storage "path" .Values.persistence.mountPath }}
 {{- else }}
 {{- $_ := unset $storage "driver" }}
 {{- range $s3Keys }}{{ $_ := unset $storage . }}{{ end }}

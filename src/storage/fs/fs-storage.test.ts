@@ -4,31 +4,31 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../config/load.js';
-import type { StorageConfig } from '../../config/schema.js';
+import type { FilesystemStorageConfig, StorageConfig } from '../../config/schema.js';
 import { silentLogger } from '../../lib/logger.js';
-import { openStorage } from '../open-storage.js';
+import { openFsStorage, openStorage } from '../open-storage.js';
 import { describeStorage } from '../testing/storage.conformance.js';
 import { FsStorage } from './fs-storage.js';
 import { StoreLockedError } from './store-lock.js';
 
-const fsConfig = (path: string): StorageConfig => ({ driver: 'filesystem', path, lockStaleAfter: 30_000, accessFlushInterval: 10_000, eviction: { highWatermark: 95, lowWatermark: 85, interval: 60_000, concurrency: 4 } });
+const fsConfig = (path: string): FilesystemStorageConfig => ({ driver: 'filesystem', path, lockStaleAfter: 30_000, accessFlushInterval: 10_000, eviction: { highWatermark: 95, lowWatermark: 85, interval: 60_000, concurrency: 4 } });
 
 describeStorage('FsStorage (driver: filesystem)', async () => {
   const root = await mkdtemp(join(tmpdir(), 'hubcache-storage-'));
-  return { open: () => openStorage(fsConfig(root), { logger: silentLogger() }), cleanup: () => rm(root, { recursive: true, force: true }) };
+  return { open: () => openFsStorage(fsConfig(root), { logger: silentLogger() }), cleanup: () => rm(root, { recursive: true, force: true }) };
 });
 
 describe('openStorage', () => {
-  it('builds the filesystem driver from the storage config', () => {
-    const storage = openStorage(fsConfig('/srv/hubcache'), { logger: silentLogger() });
+  it('builds the filesystem driver from the storage config', async () => {
+    const storage = await openStorage(fsConfig('/srv/hubcache'), { logger: silentLogger() });
     assert.ok(storage instanceof FsStorage);
     assert.deepEqual(storage.describe(), { driver: 'filesystem', location: '/srv/hubcache' });
     assert.equal(storage.spoolDir, '/srv/hubcache/tmp');
   });
 
-  it('refuses a driver it does not know with a ConfigError naming the drivers there are', () => {
-    assert.throws(
-      () => openStorage({ driver: 'gcs', bucket: 'b' } as unknown as StorageConfig, { logger: silentLogger() }),
+  it('refuses a driver it does not know with a ConfigError naming the drivers there are', async () => {
+    await assert.rejects(
+      async () => openStorage({ driver: 'gcs', bucket: 'b' } as unknown as StorageConfig, { logger: silentLogger() }),
       (err: unknown) => err instanceof ConfigError && /storage\.driver: unknown storage driver "gcs" \(drivers: filesystem, s3\)/.test(err.message),
     );
   });

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/logger.js';
 import { AccessTable, subjectId, type AccessEntry, type AccessRecord, type AccessSubject } from '../access-record.js';
@@ -25,6 +27,11 @@ export interface S3StorageOptions extends S3ConnectionOptions {
   readonly now?: () => number;
   /** A client to use instead of building one (tests). */
   readonly client?: S3Client;
+  /**
+   * `storage.path`: the replica's own local directory. Fills spool there (`<path>/spool`) for the
+   * clients following them, since an upload can't be read back; the OS's temp dir without it.
+   */
+  readonly path?: string;
   /** `storage.hotCache`: a local LRU directory in front of the bucket's blobs (hot-cache.ts). */
   readonly hotCache?: { readonly path: string; readonly maxSize: number } | undefined;
   /** Buffers shared by the hot cache's local blob bodies (see OpenStorageOptions.readBuffers). */
@@ -77,7 +84,7 @@ export class S3Storage implements Storage {
   readonly manifests: S3ManifestStore;
   readonly metadata: S3MetadataStore;
   readonly access = new S3AccessRecord();
-  readonly spoolDir = undefined;
+  readonly spoolDir: string | undefined;
   readonly client: S3Client;
   readonly layout: S3Layout;
   readonly #o: S3StorageOptions;
@@ -85,6 +92,7 @@ export class S3Storage implements Storage {
 
   constructor(o: S3StorageOptions) {
     this.#o = o;
+    this.spoolDir = o.path === undefined ? undefined : join(o.path, 'spool');
     this.client = o.client ?? createS3Client(o);
     this.layout = new S3Layout(o.prefix);
     const where = { client: this.client, bucket: o.bucket, layout: this.layout };
@@ -115,6 +123,7 @@ export class S3Storage implements Storage {
       throw new Error(`storage: bucket ${JSON.stringify(this.#o.bucket)} at ${this.#o.endpoint ?? 'AWS'} is not usable: ${String((toS3Fault('HeadBucket', err) as Error).message)}`, { cause: err });
     }
     const leftovers = await this.sweepAbandonedUploads();
+    if (this.spoolDir !== undefined) await mkdir(this.spoolDir, { recursive: true });
     if (this.blobs instanceof HotCachedBlobStore) await this.blobs.init();
     return { leftovers, usage: Promise.resolve(undefined) };
   }

@@ -17,6 +17,7 @@ import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/ma
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { BlobLeases } from './blob-leases.js';
+import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource } from './fill-coordinator.js';
 import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
 import { verifiedBody } from './pass-through.js';
 import { canServeStale, decideTag } from './cache-policy.js';
@@ -84,14 +85,22 @@ export interface PullThroughOptions {
    * it through any mirrored name.
    */
   readonly heldForOthers?: (digest: Digest) => boolean;
+  /**
+   * Several replicas (issue #15): who downloads a blob for the whole cluster (fill-coordinator.ts).
+   * Unset: this process decides alone (single-flight within the process only).
+   */
+  readonly coordinator?: FillCoordinator;
 }
+
+/** Rounds of claim → follow a peer that turns out gone → wait for its lease, before filling alone. */
+const MAX_CLAIM_ROUNDS = 3;
 
 /**
  * The pull-through cache: the same read interface as local storage, backed by the local stores and
  * the upstreams (docs/architecture.md#layers). Digests are served from the store with no upstream request; tags
  * follow the TTL policy; upstream outages are answered from the cache when a copy exists.
  */
-export class PullThroughRegistry implements RegistryReader {
+export class PullThroughRegistry implements RegistryReader, FillSource {
   readonly #o: PullThroughOptions;
   readonly #clock: () => number;
   readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
@@ -105,6 +114,8 @@ export class PullThroughRegistry implements RegistryReader {
   readonly #leases = new BlobLeases();
   /** `<upstream>/<repo>@<digest>` of held-for-others blobs their upstream confirmed (see `heldForOthers`). */
   readonly #confirmedBlobs = new LRUCache<string, true>({ max: 100_000 });
+  /** Cluster claims in flight: concurrent requests of this replica for one digest share one. */
+  readonly #claims = new SingleFlight<Digest, FillClaim>();
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
@@ -364,7 +375,9 @@ export class PullThroughRegistry implements RegistryReader {
     if (fill) {
       this.#o.metrics.joined(kind);
     } else {
-      fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
+      const claimed = await this.#claimFill(key, digest, opts);
+      if ('result' in claimed) return claimed.result;
+      fill = claimed.fill;
     }
     this.#o.metrics.cache(kind, 'miss');
     // This request counts as a client of the fill until it has its reader (which counts itself) or
@@ -547,8 +560,111 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
+  /**
+   * A miss with no fill here: who downloads it for the cluster (docs/architecture.md#several-replicas).
+   * This replica (a lease: fill, holding it), another one (stream its fill in flight, verified here;
+   * when it can't be reached or its fill ended, read the store, else wait for its lease to go and
+   * claim again), or nobody can tell (Redis down: fill alone). Bounded: after MAX_CLAIM_ROUNDS it
+   * fills alone. Without a coordinator, a fill starts at once.
+   */
+  async #claimFill(key: RepoKey, digest: Digest, opts: ReadOptions & { range?: RangeSpec }): Promise<{ fill: BlobFill } | { result: BlobResult }> {
+    const coord = this.#o.coordinator;
+    const log = opts.log ?? this.#o.logger;
+    if (!coord) return { fill: this.#startFill(key, digest, log) };
+    for (let round = 1; ; round++) {
+      const claim = await whileClientWaits(this.#claims.do(digest, () => coord.claim(digest)), opts.signal);
+      // Another request of this replica took the same claim and started the fill meanwhile: join it.
+      const here = this.#fills.get(digest);
+      if (here?.followable) {
+        this.#o.metrics.joined('blob');
+        return { fill: here };
+      }
+      if (claim.kind === 'alone') return { fill: this.#startFill(key, digest, log) };
+      if (claim.kind === 'lease') {
+        if (!claim.lease.take()) continue; // taken by a request whose fill already ended: claim afresh
+        // Committed by another replica between our lookup and the claim: serve it, download nothing.
+        const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
+        if (stored) {
+          await claim.lease.release();
+          return { result: await this.#serveStored(digest, stored.size, opts) };
+        }
+        return { fill: this.#startFill(key, digest, log, claim.lease) };
+      }
+      try {
+        const peer = await coord.follow(claim.url, digest, opts.signal);
+        this.#o.metrics.cache('blob', 'miss');
+        const range = this.#range(opts.range, peer.size);
+        if (range) {
+          // A range of a fill on another replica: asked upstream on its own (like a range far ahead of a fill).
+          peer.body.destroy();
+          return { result: { digest, size: peer.size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' } };
+        }
+        log.debug('following a fill on another replica', { digest, holder: claim.holder, peer: claim.url });
+        const body = verifiedBody(peer.body, {
+          digest,
+          size: peer.size,
+          onEnd: (err) => err && !opts.signal.aborted && log.warn('peer stream aborted', { digest, holder: claim.holder, peer: claim.url, error: err.message }),
+        });
+        return { result: { digest, size: peer.size, body, source: 'upstream' } };
+      } catch (err) {
+        if (!(err instanceof PeerUnavailableError)) throw err;
+        // Its fill ended (committed: the store has it) or the replica is gone (its lease expires).
+        const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
+        if (stored) return { result: await this.#serveStored(digest, stored.size, opts) };
+        if (round >= MAX_CLAIM_ROUNDS) {
+          log.warn('cluster fill not followable: downloading alone', { digest, holder: claim.holder, error: err.message });
+          return { fill: this.#startFill(key, digest, log) };
+        }
+        log.info('peer unavailable: waiting for its lease', { digest, holder: claim.holder, peer: claim.url, error: err.message, ttlMs: claim.ttlMs });
+        await coord.waitForRelease(digest, claim.ttlMs, opts.signal);
+        opts.signal.throwIfAborted();
+      }
+    }
+  }
+
+  /**
+   * The follow endpoint's read (cluster/peer-server.ts): a reader of the whole blob from the fill
+   * running here, once upstream answered; `undefined` when there is none to follow.
+   */
+  async followFill(digest: Digest, signal: AbortSignal): Promise<{ size: number; body: Readable } | undefined> {
+    const fill = this.#fills.get(digest);
+    if (!fill?.followable) return undefined;
+    const leave = fill.attach();
+    try {
+      const size = await whileClientWaits(fill.ready, signal);
+      if (!fill.followable) return undefined;
+      this.#o.metrics.joined('blob');
+      return { size, body: fill.createReader() };
+    } catch {
+      return undefined;
+    } finally {
+      leave();
+    }
+  }
+
+  /**
+   * Holds a cluster lease for the fill's life: renewed every third of its TTL while the download
+   * moves (or waits for its slot or upstream's answer), released when it ends. A replica that
+   * dies renews nothing: the lease expires and the next request anywhere starts a new fill.
+   */
+  #holdLease(fill: BlobFill, lease: FillLease, log: Logger): void {
+    let seen = -1;
+    const timer = setInterval(() => {
+      const moving = fill.received !== seen || fill.queued || fill.size < 0;
+      seen = fill.received;
+      if (!moving) return;
+      void lease.renew().then((held) => held || log.warn('fill lease lost: another replica may download this blob too', { digest: fill.digest }));
+    }, Math.max(50, Math.floor(lease.ttlMs / 3)));
+    timer.unref();
+    const end = () => {
+      clearInterval(timer);
+      void lease.release();
+    };
+    fill.done.then(end, end);
+  }
+
   /** `log` is the starting request's logger: the fill is the cache's, but its events name who started it. */
-  #startFill(key: RepoKey, digest: Digest, log: Logger): BlobFill {
+  #startFill(key: RepoKey, digest: Digest, log: Logger, lease?: FillLease): BlobFill {
     const fill = new BlobFill({
       key,
       digest,
@@ -566,6 +682,7 @@ export class PullThroughRegistry implements RegistryReader {
       onStorageFault: (err) => this.#o.storeHealth?.fault(err),
     });
     this.#fills.set(digest, fill);
+    if (lease) this.#holdLease(fill, lease, log);
     const forget = () => {
       if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
     };

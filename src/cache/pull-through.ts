@@ -630,10 +630,10 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
     const fill = this.#fills.get(digest);
     if (!fill?.followable) return undefined;
     const leave = fill.attach();
+    this.#o.metrics.joined('blob');
     try {
       const size = await whileClientWaits(fill.ready, signal);
       if (!fill.followable) return undefined;
-      this.#o.metrics.joined('blob');
       return { size, body: fill.createReader() };
     } catch {
       return undefined;

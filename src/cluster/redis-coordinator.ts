@@ -57,6 +57,7 @@ export class RedisCoordinator implements FillCoordinator {
   readonly #redis: Client;
   readonly #peers: Agent;
   #up = false;
+  readonly #waiters: Array<{ up: boolean; resolve: () => void }> = [];
   #downSince: number | undefined;
   /** Digests whose holder stopped answering: the next lease acquired on them replaced an expired one. */
   readonly #suspect = new Set<Digest>();
@@ -79,6 +80,12 @@ export class RedisCoordinator implements FillCoordinator {
     return this.#up;
   }
 
+  /** Resolves when Redis is (or becomes) reachable (`true`) or unreachable (`false`): an event, not a poll. */
+  until(up: boolean): Promise<void> {
+    if (this.#up === up) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ up, resolve }));
+  }
+
   /** Resolves once connected (start-up waits for it briefly; tests wait for it). */
   async connected(timeoutMs = 5_000): Promise<boolean> {
     if (this.#up) return true;
@@ -93,6 +100,10 @@ export class RedisCoordinator implements FillCoordinator {
     if (up === this.#up) return;
     this.#up = up;
     this.#o.metrics.redisUp(up);
+    for (const w of this.#waiters.filter((x) => x.up === up)) {
+      this.#waiters.splice(this.#waiters.indexOf(w), 1);
+      w.resolve();
+    }
     if (up) {
       if (this.#downSince !== undefined) this.#o.logger.info('redis reachable again: downloads are coordinated across replicas', { downMs: Date.now() - this.#downSince });
       this.#downSince = undefined;

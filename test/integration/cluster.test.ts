@@ -1,0 +1,233 @@
+/**
+ * Issue #15: several replicas behave as one cache. Three in-process hubcaches (the light harness:
+ * the real cache, HTTP app and follow endpoint) share ONE store (the memory stores, like an object
+ * store: no local file to borrow, fills spool their own copy) and one REAL redis-server; the
+ * upstream holds blob bodies after a few bytes (BlobTap) so every fill stays in flight until the
+ * test lets it go. What reaches the upstream is counted, never timed.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import winston from 'winston';
+import { createPeerServer } from '../../src/cluster/peer-server.js';
+import { RedisCoordinator } from '../../src/cluster/redis-coordinator.js';
+import type { PullThroughRegistry } from '../../src/cache/pull-through.js';
+import { sha256Digest, type Digest } from '../../src/domain/digest.js';
+import { MemoryAccessRecord } from '../../src/storage/memory/memory-access-record.js';
+import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
+import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
+import { BlobTap, startHostileUpstream, type HostileUpstream } from '../../src/upstream/testing/hostile-registry.js';
+import { ObservedMetrics, startApp, type AppHarness, type Stores } from '../support/app-harness.js';
+import { rawRequest } from '../support/raw-http.js';
+import { startRedis, type RedisServer } from '../support/redis.js';
+
+const KiB = 1024;
+const quiet = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
+
+interface Replica {
+  readonly id: string;
+  readonly hc: AppHarness;
+  readonly coordinator: RedisCoordinator;
+  /** The cluster metrics (leases, peer bytes, Redis up). */
+  readonly cluster: ObservedMetrics;
+  /** Stops the follow endpoint and drops the Redis connection without releasing anything: a dead replica, as the others see it. */
+  die(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function startReplica(id: string, stores: Stores, redisUrl: string, upstreamUrl: string, fillLeaseTtlMs: number): Promise<Replica> {
+  let cache: PullThroughRegistry | undefined;
+  const peer = createPeerServer({ source: { followFill: (d, s) => cache!.followFill(d, s) }, logger: quiet });
+  peer.listen(0, '127.0.0.1');
+  await once(peer, 'listening');
+  const cluster = new ObservedMetrics();
+  const coordinator = new RedisCoordinator({
+    redis: { url: redisUrl, keyPrefix: 'itest:' },
+    advertiseUrl: `http://127.0.0.1:${(peer.address() as AddressInfo).port}`,
+    fillLeaseTtlMs,
+    holderId: id,
+    logger: quiet,
+    metrics: cluster,
+  });
+  assert.ok(await coordinator.connected(), `${id} reaches redis`);
+  const hc = await startApp({ instanceId: id, stores, upstreams: { 'docker.io': { url: upstreamUrl } }, coordinator, resumeAttempts: 0 });
+  cache = hc.cache;
+  let dead = false;
+  const die = async () => {
+    dead = true;
+    peer.closeAllConnections();
+    await new Promise<void>((r) => peer.close(() => r()));
+    await coordinator.close();
+  };
+  return {
+    id,
+    hc,
+    coordinator,
+    cluster,
+    die,
+    close: async () => {
+      await hc.close();
+      if (!dead) await die();
+    },
+  };
+}
+
+function sharedStores(): Stores {
+  return { blobs: new MemoryBlobStore(), manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore(), access: new MemoryAccessRecord() };
+}
+
+describe('three replicas, one store, one Redis: one upstream download per blob (issue #15)', () => {
+  let redis: RedisServer;
+  let up: HostileUpstream;
+  const taps = new Map<string, BlobTap>();
+  const tap = (prefix: string, holdAfter = 256 * KiB) => {
+    const t = new BlobTap({ holdAfter });
+    taps.set(prefix, t);
+    up.registry.behave(`${prefix}/`, t.behaviour);
+    return t;
+  };
+  const blob = (size: number): { bytes: Buffer; digest: Digest } => {
+    const bytes = randomBytes(size);
+    return { bytes, digest: up.registry.putBlob(bytes) };
+  };
+  const upstreamGets = (digest: Digest) => up.server.count((r) => r.method === 'GET' && r.url.endsWith(`/blobs/${digest}`));
+
+  before(async () => {
+    redis = await startRedis();
+    up = await startHostileUpstream();
+  });
+  after(async () => {
+    for (const t of taps.values()) t.release();
+    await up.close();
+    await redis.close();
+  });
+
+  it('20 concurrent cold GETs of one blob spread over three replicas: exactly 1 upstream GET, 20 correct bodies; the others stream it from the filling replica', async () => {
+    const stores = sharedStores();
+    const replicas = await Promise.all(['r1', 'r2', 'r3'].map((id) => startReplica(id, stores, redis.url, up.url, 10_000)));
+    try {
+      const t = tap('spread');
+      const { bytes, digest } = blob(2 * 1024 * KiB + 17);
+      const path = `/v2/spread/app/blobs/${digest}`;
+      // r1 starts the download (it holds the lease) …
+      const first = replicas[0]!.hc.pull(path);
+      await t.started(1);
+      assert.equal((await replicas[0]!.coordinator.holder(digest))?.id, 'r1');
+      // … then 19 more, spread: r1's own join its fill, the others follow it through r1's follow endpoint.
+      const rest = Array.from({ length: 19 }, (_, i) => replicas[(i + 1) % 3]!.hc.pull(path));
+      await replicas[0]!.hc.metrics.untilJoined('blob', 19);
+      t.release();
+      const pulled = [await first, ...(await Promise.all(rest))];
+      assert.deepEqual(
+        pulled.map((p) => p.status),
+        Array(20).fill(200),
+      );
+      for (const p of pulled) assert.ok(p.body.equals(bytes), 'every body is the blob');
+      assert.equal(upstreamGets(digest), 1, 'one upstream GET for the whole cluster');
+      assert.equal(t.transfers.length, 1);
+      const followed = await Promise.all(replicas.map((r) => r.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'followed' })));
+      assert.deepEqual(followed, [0, 7, 6], 'r2 and r3 followed r1 once per request');
+      assert.equal(await replicas[0]!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'acquired' }), 1);
+      assert.equal(await replicas[1]!.cluster.value('hubcache_cluster_peer_follow_bytes_total'), 7 * bytes.length);
+      await Promise.all(replicas.map((r) => r.hc.settle()));
+      assert.equal((await stores.blobs.stat(digest))?.size, bytes.length, 'committed once to the shared store');
+      assert.equal(await replicas[0]!.coordinator.holder(digest), null, 'the lease was released at the commit');
+      // Warm now: any replica serves it from the store.
+      const warm = await replicas[2]!.hc.pull(path);
+      assert.equal(warm.cache, 'hit');
+      assert.equal(upstreamGets(digest), 1);
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('a follower gets its first bytes while the fill is still in flight on another replica, not after it ends', async () => {
+    const stores = sharedStores();
+    const [a, b] = await Promise.all(['f1', 'f2'].map((id) => startReplica(id, stores, redis.url, up.url, 10_000)));
+    try {
+      const t = tap('early');
+      const { bytes, digest } = blob(1024 * KiB);
+      const path = `/v2/early/app/blobs/${digest}`;
+      const filling = a!.hc.pull(path);
+      await t.started(1);
+      let gotBytes!: () => void;
+      const firstBytes = new Promise<void>((r) => (gotBytes = r));
+      const following = rawRequest(`${b!.hc.url}${path}`, { onData: () => gotBytes(), timeoutMs: 60_000 });
+      await firstBytes;
+      assert.equal(t.transfers[0]!.outcome, undefined, 'the upstream body is still held: the fill has not ended');
+      t.release();
+      const [res, own] = await Promise.all([following, filling]);
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(bytes));
+      assert.ok(own.body.equals(bytes));
+      assert.equal(upstreamGets(digest), 1);
+    } finally {
+      await Promise.all([a!.close(), b!.close()]);
+    }
+  });
+
+  it('the filling replica dies mid-fill: its lease expires (short TTL) and the next request on another replica becomes the filler; bodies are whole and correct', async () => {
+    const stores = sharedStores();
+    const [a, b] = await Promise.all(['d1', 'd2'].map((id) => startReplica(id, stores, redis.url, up.url, 300)));
+    const t = tap('dies');
+    try {
+      const { bytes, digest } = blob(1024 * KiB + 3);
+      const path = `/v2/dies/app/blobs/${digest}`;
+      const ac = new AbortController();
+      const orphan = a!.hc.fetch(path, { signal: ac.signal }).catch(() => undefined);
+      await t.started(1);
+      assert.equal((await b!.coordinator.holder(digest))?.id, 'd1');
+      // d1 "dies": nobody can reach its follow endpoint, it renews nothing (its Redis connection is gone).
+      await a!.die();
+      ac.abort();
+      await orphan;
+      // The next request, on d2, finds d1 unreachable, waits for its lease to expire and fills itself.
+      const next = b!.hc.pull(path);
+      const [, second] = await t.started(2);
+      second!.release();
+      const res = await next;
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(bytes), 'the new filler served the whole blob');
+      assert.equal(await b!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'expired' }), 1, 'taken over after the dead holder’s lease expired');
+      assert.equal(upstreamGets(digest), 2, "the dead replica's download and the new one");
+      await b!.hc.settle();
+      t.release(); // the dead replica's fill (still running in this test process) may end now
+      await a!.hc.settle();
+      const stored = await stores.blobs.open(digest, {});
+      const chunks: Buffer[] = [];
+      for await (const c of stored) chunks.push(c as Buffer);
+      assert.equal(sha256Digest(Buffer.concat(chunks)), digest, 'nothing corrupt in the store');
+    } finally {
+      await Promise.all([a!.close(), b!.close()]);
+    }
+  });
+
+  it('Redis down: content is still served and verified, each replica downloading on its own; Redis back: coordinated again, no restart', async () => {
+    const stores = sharedStores();
+    const replicas = await Promise.all(['x1', 'x2'].map((id) => startReplica(id, stores, redis.url, up.url, 10_000)));
+    try {
+      const before = blob(300 * KiB);
+      await redis.stop();
+      await Promise.all(replicas.map((r) => r.coordinator.until(false)));
+      assert.equal(await replicas[0]!.cluster.value('hubcache_cluster_redis_up'), 0);
+      const res = await replicas[0]!.hc.pull(`/v2/plain/app/blobs/${before.digest}`);
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(before.bytes), 'filled alone, verified');
+      // Stored content on the other replica: read from the shared store without Redis.
+      await replicas[0]!.hc.settle();
+      const warm = await replicas[1]!.hc.pull(`/v2/plain/app/blobs/${before.digest}`);
+      assert.equal(warm.cache, 'hit');
+      await redis.start();
+      await Promise.all(replicas.map((r) => r.coordinator.until(true)));
+      assert.equal(await replicas[0]!.cluster.value('hubcache_cluster_redis_up'), 1);
+      const after = blob(300 * KiB);
+      const again = await replicas[1]!.hc.pull(`/v2/plain/app/blobs/${after.digest}`);
+      assert.equal(again.status, 200);
+      assert.equal(await replicas[1]!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'acquired' }), 1, 'the claim went through Redis again');
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+});

@@ -179,8 +179,16 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
       const orphan = a!.hc.fetch(path, { signal: ac.signal }).catch(() => undefined);
       await t.started(1);
       assert.equal((await b!.coordinator.holder(digest))?.id, 'd1');
-      // d1 "dies": nobody can reach its follow endpoint, it renews nothing (its Redis connection is gone).
+      // A client of d2 follows d1's fill and has its first bytes …
+      let gotBytes!: () => void;
+      const firstBytes = new Promise<void>((r) => (gotBytes = r));
+      const follower = rawRequest(`${b!.hc.url}${path}`, { onData: () => gotBytes(), timeoutMs: 60_000 });
+      await firstBytes;
+      // … when d1 "dies": nobody can reach its follow endpoint, it renews nothing (its Redis connection is gone).
       await a!.die();
+      const cut = await follower;
+      assert.equal(cut.outcome, 'error', "the follower's response is aborted, never ended cleanly");
+      assert.ok(cut.body.length < bytes.length);
       ac.abort();
       await orphan;
       // The next request, on d2, finds d1 unreachable, waits for its lease to expire and fills itself.

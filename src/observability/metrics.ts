@@ -248,8 +248,9 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   }
   readonly #fillLeases = new client.Counter({ name: 'hubcache_cluster_fill_leases_total', help: 'Several replicas: blob downloads claimed cluster-wide, by outcome (acquired: this replica downloads the blob; followed: another replica does and it was streamed from there; expired: acquired after the previous holder stopped answering and its lease ran out).', labelNames: ['outcome'], registers: [this.registry] });
   readonly #peerBytes = new client.Counter({ name: 'hubcache_cluster_peer_follow_bytes_total', help: "Several replicas: blob bytes streamed from another replica's download in flight (verified here).", registers: [this.registry] });
-  /** Created on the first report: a single node (no cluster) exports no Redis gauge at all. */
-  #redisUp: client.Gauge | undefined;
+  /** Unset on a single node (no cluster): the gauge is then absent. */
+  #redisUpValue: number | undefined;
+  readonly #redisUp = new client.Gauge({ name: 'hubcache_cluster_redis_up', help: 'Several replicas: 1 while the shared Redis is reachable; 0 while it is not (each replica downloads on its own, verified; /readyz says degraded). Absent on a single node (no cluster).', registers: [this.registry], collect: readAtScrape(() => this.#redisUpValue) });
   fillLease(outcome: 'acquired' | 'followed' | 'expired'): void {
     this.#fillLeases.inc({ outcome });
   }
@@ -257,8 +258,7 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
     this.#peerBytes.inc(n);
   }
   redisUp(up: boolean): void {
-    this.#redisUp ??= new client.Gauge({ name: 'hubcache_cluster_redis_up', help: 'Several replicas: 1 while the shared Redis is reachable; 0 while it is not (each replica downloads on its own, verified; tags are served from the store; /readyz says degraded).', registers: [this.registry] });
-    this.#redisUp.set(up ? 1 : 0);
+    this.#redisUpValue = up ? 1 : 0;
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from './config/load.js';
@@ -267,8 +267,11 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
   // lives in the store (docs/storage-layout.md). Hosted names (hosted.repositories) need a login
   // unless a rule says otherwise.
+  // Several replicas: one signing key for all of them, or a token from one would be refused by the
+  // others. The first replica generates it and stores it in Redis (SET NX); the others read it.
+  const signingKey = config.auth.htpasswd && coordinator ? await sharedSigningKey(coordinator) : undefined;
   const auth = config.auth.htpasswd
-    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), ...(signingKey ? { signingKey } : {}), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
     : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
@@ -363,6 +366,25 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+}
+
+/**
+ * The token signing key of a cluster, from Redis (the first replica's, stored with SET NX). Redis
+ * must answer at start when auth is on: a replica signing with a key of its own would issue tokens
+ * the others refuse. Retried for 30 s (Redis starting with the replicas), then the start fails.
+ */
+async function sharedSigningKey(coordinator: RedisCoordinator): Promise<KeyObject> {
+  const create = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  const until = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return createPrivateKey(await coordinator.shared('token-signing-key', create));
+    } catch (err) {
+      if (Date.now() > until) throw new Error(`auth with cluster: the token signing key is shared through Redis, which did not answer: ${(err as Error).message}`);
+      await coordinator.connected(2_000);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /**

@@ -88,6 +88,14 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
     assert.equal((await b.holder(d))?.id, 'a3', 'still held: the wait ended on its bound');
   });
 
+  it('a shared value (the token signing key): replicas asking at once all get the first one stored', async () => {
+    const cs = await Promise.all(['k1', 'k2', 'k3'].map((id) => coordinator(id, { prefix: 'shared-test:' })));
+    const values = await Promise.all(cs.map(({ c }, i) => c.shared('token-signing-key', () => `key of replica ${i}`)));
+    assert.equal(new Set(values).size, 1, values.join(', '));
+    assert.match(values[0]!, /^key of replica \d$/);
+    assert.equal(await cs[0]!.c.shared('token-signing-key', () => 'later'), values[0], 'never replaced');
+  });
+
   it('two key prefixes on one Redis do not see each other', async () => {
     const { c: one } = await coordinator('p1', { prefix: 'one:' });
     const { c: two } = await coordinator('p2', { prefix: 'two:' });

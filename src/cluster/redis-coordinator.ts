@@ -200,6 +200,19 @@ export class RedisCoordinator implements FillCoordinator {
     }
   }
 
+  /**
+   * A value every replica must agree on (the token signing key): the first replica to ask stores
+   * `create()`'s value (SET NX), every replica then reads the stored one. Rejects when Redis can't
+   * be asked: a replica must not go on with a value of its own.
+   */
+  async shared(name: string, create: () => string): Promise<string> {
+    const key = `shared:${name}`;
+    await this.#redis.set(key, create(), 'NX');
+    const value = await this.#redis.get(key);
+    if (value === null) throw new Error(`shared value ${name} vanished from redis`);
+    return value;
+  }
+
   /** For tests: the lease record of `digest` as stored (`{id, url, lease}`), or null. */
   async holder(digest: Digest): Promise<{ id: string; url: string } | null> {
     const v = await this.#redis.get(this.#key(digest));

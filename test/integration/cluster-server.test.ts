@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import bcrypt from 'bcryptjs';
 import { sha256Digest } from '../../src/domain/digest.js';
 import { startInProcess, type InProcessHubcache } from '../support/in-process.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
@@ -60,5 +61,32 @@ describe('serve with cluster set: Redis down is degraded, not unready; the follo
     await hc.waitForLog((l) => String(l.message).startsWith('redis reachable again'));
     assert.equal((await readyz()).status, 'ready');
     assert.equal(await redisUp(), '1');
+  });
+});
+
+describe('serve with cluster and auth: one token signing key for every replica, from Redis (issue #15)', () => {
+  it('a token issued by one replica is accepted by another (each with its own store directory)', async () => {
+    const redis = await startRedis();
+    const dir = mkdtempSync(join(tmpdir(), 'hubcache-cluster-auth-'));
+    const htpasswd = join(dir, 'htpasswd');
+    writeFileSync(htpasswd, `alice:${bcrypt.hashSync('wonderland', 4).replace(/^\$2b\$/, '$2y$')}\n`);
+    const config = (advertise: string) => ({
+      auth: { htpasswd },
+      cluster: { redis: { url: redis.url, keyPrefix: 'auth-test:' }, peerListen: '127.0.0.1:0', advertiseUrl: advertise },
+    });
+    const a = await startInProcess({ config: config('http://127.0.0.1:1') });
+    const b = await startInProcess({ config: config('http://127.0.0.1:2') });
+    try {
+      const basic = `Basic ${Buffer.from('alice:wonderland').toString('base64')}`;
+      const tokenRes = await fetch(`${a.url}/auth/token?service=hubcache&scope=repository:library/alpine:pull`, { headers: { authorization: basic } });
+      assert.equal(tokenRes.status, 200);
+      const { token } = (await tokenRes.json()) as { token: string };
+      assert.equal((await fetch(`${b.url}/v2/`, { headers: { authorization: `Bearer ${token}` } })).status, 200, 'the other replica verifies it');
+      assert.equal((await fetch(`${b.url}/v2/`, { headers: { authorization: 'Bearer not.a.token' } })).status, 401, 'and still refuses a bad one');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await redis.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

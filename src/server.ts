@@ -177,7 +177,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const pinsLoaded = new Promise<void>((r) => (resolvePinsLoaded = (p) => void p.then(r, r)));
   const registry = new PullThroughRegistry({
     storeHealth,
-    ...(coordinator ? { coordinator } : {}),
+    ...(coordinator ? { coordinator, tags: coordinator } : {}),
     access: storage.access,
     // Pushed blobs are served under a mirrored name only once its upstream has them too.
     heldForOthers: (digest) => hosted.content.holds(digest),

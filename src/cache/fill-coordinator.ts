@@ -1,5 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../domain/digest.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
+import type { TagEntry } from '../storage/tag-store.js';
 
 /**
  * What the cache needs from the other replicas of a cluster (issue #15,
@@ -64,4 +66,24 @@ export interface FillSource {
    * has answered; `undefined` when there is no such fill (it ended, failed, or never ran here).
    */
   followFill(digest: Digest, signal: AbortSignal): Promise<{ readonly size: number; readonly body: Readable } | undefined>;
+}
+
+/**
+ * Tag revalidation shared by the replicas of a cluster (issue #15): one HEAD per tag per TTL for
+ * the whole cluster. The tag's latest validation is kept in Redis (and written through to the
+ * store's tag record as before, so that without Redis tags are served from the store, stale when
+ * the upstream is down); a replica whose copy is past its TTL takes a short lock before it asks
+ * upstream, and the others serve their copy meanwhile.
+ */
+export interface TagCoordinator {
+  /** The cluster's latest validation of the tag (`undefined`: none known, or Redis unreachable). Never rejects. */
+  validated(key: RepoKey, tag: Tag): Promise<TagEntry | undefined>;
+  /**
+   * The right to revalidate the tag now: `true` (ask upstream, then `publish`), `false` (another
+   * replica is asking right now: serve the copy at hand), or `alone` (Redis unreachable: ask
+   * upstream as a single node would). Never rejects.
+   */
+  claimRevalidation(key: RepoKey, tag: Tag): Promise<boolean | 'alone'>;
+  /** Records a validation for the cluster and lets the revalidation lock go. Never rejects. */
+  publish(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void>;
 }

@@ -14,10 +14,11 @@ import { checkManifest } from '../storage/manifest-entry.js';
 import { isStorageFault, storageFaultCause, toStorageError } from '../storage/storage-fault.js';
 import type { StoreHealth } from '../storage/store-health.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
+import type { TagEntry } from '../storage/tag-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { BlobLeases } from './blob-leases.js';
-import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource } from './fill-coordinator.js';
+import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource, type TagCoordinator } from './fill-coordinator.js';
 import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
 import { verifiedBody } from './pass-through.js';
 import { canServeStale, decideTag } from './cache-policy.js';
@@ -90,6 +91,8 @@ export interface PullThroughOptions {
    * Unset: this process decides alone (single-flight within the process only).
    */
   readonly coordinator?: FillCoordinator;
+  /** Several replicas: one tag revalidation per TTL for the whole cluster (fill-coordinator.ts). */
+  readonly tags?: TagCoordinator;
 }
 
 /** Rounds of claim → follow a peer that turns out gone → wait for its lease, before filling alone. */
@@ -196,25 +199,39 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
   async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
-    const entry = await this.#readOrMiss('metadata', { repository: key.repo, tag }, log, () => this.#o.metadata.getTag(key, tag));
+    const stored = await this.#readOrMiss('metadata', { repository: key.repo, tag }, log, () => this.#o.metadata.getTag(key, tag));
+    // Several replicas: another one may have validated the tag since the store's record was read.
+    const shared = stored && this.#o.tags ? await this.#o.tags.validated(key, tag) : undefined;
+    const entry = shared && stored && shared.validatedAt > stored.validatedAt ? shared : stored;
     const local = entry ? await this.#readOrMiss('manifest', { digest: entry.digest }, log, () => this.#o.manifests.get(entry.digest)) : undefined;
     const decision = local ? decideTag(entry, this.#clock(), tagTtlMs) : 'fetch';
     if (decision === 'serve-local' && local) {
       this.#o.metrics.cache(kind, 'hit');
       return { ...local, outcome: 'hit' };
     }
+    // Another replica is revalidating this tag right now: serve the copy at hand (one HEAD per TTL for the cluster).
+    const mine = decision === 'revalidate' && local && this.#o.tags ? await this.#o.tags.claimRevalidation(key, tag) : 'alone';
+    if (mine === false && local) {
+      this.#o.metrics.cache(kind, 'hit');
+      return { ...local, outcome: 'hit' };
+    }
+    const publish = (e: TagEntry) => (mine === true ? this.#o.tags!.publish(key, tag, e) : Promise.resolve());
     try {
       if (decision === 'revalidate' && local) {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
         const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
-          await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() }));
+          const validated = { ...local.descriptor, validatedAt: this.#clock() };
+          await publish(validated);
+          await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, validated));
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
         const moved = (await this.#readOrMiss('manifest', { digest: head.digest }, log, () => this.#o.manifests.get(head.digest))) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#unlessStoreFull(this.#o.metadata.linkManifest(key, moved.descriptor.digest));
-        await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() }));
+        const validated = { ...moved.descriptor, validatedAt: this.#clock() };
+        await publish(validated);
+        await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, validated));
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
@@ -223,6 +240,7 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
+      if (mine === true) void this.#o.tags!.publish(key, tag, entry!); // lets the lock go; the validation time stays
       if (local && err instanceof UpstreamError && canServeStale(err)) {
         this.#o.metrics.cache(kind, 'stale');
         log.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });

@@ -3,7 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { Cluster, Redis } from 'ioredis';
 import type { Digest } from '../domain/digest.js';
-import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease } from '../cache/fill-coordinator.js';
+import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type TagCoordinator } from '../cache/fill-coordinator.js';
+import type { RepoKey, Tag } from '../domain/reference.js';
+import { toTagEntry, type TagEntry } from '../storage/tag-store.js';
 import type { Logger } from '../lib/logger.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { redisConnection, type ConnectionTuning } from './redis-options.js';
@@ -45,6 +47,10 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call
 
 type Client = Redis | Cluster;
 
+/** A replica revalidating a tag holds its lock this long at most (released when its HEAD is done). */
+const TAG_LOCK_MS = 30_000;
+const TAG_RECORD_MS = 24 * 3_600_000;
+
 /**
  * The cluster's fill leases in Redis (docs/architecture.md#several-replicas): `fill:<digest>` holds
  * `{id, url, lease}` of the replica downloading the blob, with a TTL it renews while the download
@@ -52,7 +58,7 @@ type Client = Redis | Cluster;
  * queueing), `hubcache_cluster_redis_up` is 0 and readiness says `degraded`; ioredis reconnects by
  * itself and the next claim after that is coordinated again.
  */
-export class RedisCoordinator implements FillCoordinator {
+export class RedisCoordinator implements FillCoordinator, TagCoordinator {
   readonly #o: RedisCoordinatorOptions;
   readonly #redis: Client;
   readonly #peers: Agent;
@@ -211,6 +217,41 @@ export class RedisCoordinator implements FillCoordinator {
     const value = await this.#redis.get(key);
     if (value === null) throw new Error(`shared value ${name} vanished from redis`);
     return value;
+  }
+
+  #tagKey(key: RepoKey, tag: Tag): string {
+    return `tag:${key.upstream}/${key.repo}:${tag}`;
+  }
+
+  async validated(key: RepoKey, tag: Tag): Promise<TagEntry | undefined> {
+    if (!this.#up) return undefined;
+    try {
+      const v = await this.#redis.get(this.#tagKey(key, tag));
+      return v === null ? undefined : toTagEntry(JSON.parse(v));
+    } catch {
+      return undefined;
+    }
+  }
+
+  async claimRevalidation(key: RepoKey, tag: Tag): Promise<boolean | 'alone'> {
+    if (!this.#up) return 'alone';
+    try {
+      // Held for the HEAD's duration at most (upstream request deadlines are shorter than this).
+      return (await this.#redis.set(`lock:${this.#tagKey(key, tag)}`, this.#o.holderId, 'PX', TAG_LOCK_MS, 'NX')) === 'OK';
+    } catch {
+      return 'alone';
+    }
+  }
+
+  async publish(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void> {
+    const k = this.#tagKey(key, tag);
+    // The record outlives every tag TTL that matters; past a day the store's own record serves.
+    await this.#redis
+      .multi()
+      .set(k, JSON.stringify(entry), 'PX', TAG_RECORD_MS)
+      .del(`lock:${k}`)
+      .exec()
+      .catch(() => {});
   }
 
   /** For tests: the lease record of `digest` as stored (`{id, url, lease}`), or null. */

@@ -20,6 +20,7 @@ import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../src/storage/memory/memory-manifest-store.js';
 import { BlobTap, startHostileUpstream, type HostileUpstream } from '../../src/upstream/testing/hostile-registry.js';
 import { ObservedMetrics, startApp, type AppHarness, type Stores } from '../support/app-harness.js';
+import { holdUpstream, putImage } from '../support/oci-fixtures.js';
 import { rawRequest } from '../support/raw-http.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 
@@ -52,7 +53,7 @@ async function startReplica(id: string, stores: Stores, redisUrl: string, upstre
     metrics: cluster,
   });
   assert.ok(await coordinator.connected(), `${id} reaches redis`);
-  const hc = await startApp({ instanceId: id, stores, upstreams: { 'docker.io': { url: upstreamUrl } }, coordinator, resumeAttempts: 0 });
+  const hc = await startApp({ instanceId: id, stores, upstreams: { 'docker.io': { url: upstreamUrl, tagTtlMs: 60_000 } }, coordinator, tags: coordinator, resumeAttempts: 0 });
   cache = hc.cache;
   let dead = false;
   const die = async () => {
@@ -234,6 +235,40 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
       const again = await replicas[1]!.hc.pull(`/v2/plain/app/blobs/${after.digest}`);
       assert.equal(again.status, 200);
       assert.equal(await replicas[1]!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'acquired' }), 1, 'the claim went through Redis again');
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('a tag past its TTL is revalidated with ONE upstream HEAD for the whole cluster; the other replicas serve their copy meanwhile, then see the new validation', async () => {
+    const stores = sharedStores();
+    const replicas = await Promise.all(['t1', 't2', 't3'].map((id) => startReplica(id, stores, redis.url, up.url, 10_000)));
+    try {
+      putImage(up.registry, 'tagged/app', 'v1', { seed: 'cluster-tag' });
+      const path = '/v2/tagged/app/manifests/v1';
+      const heads = () => up.server.count((r) => r.method === 'HEAD' && r.url.endsWith('/tagged/app/manifests/v1'));
+      assert.equal((await replicas[0]!.hc.pull(path)).cache, 'miss');
+      for (const r of replicas) assert.equal((await r.hc.pull(path)).cache, 'hit', 'fresh in the shared store');
+      for (const r of replicas) r.hc.clock.advance(61_000);
+      // t1 takes the revalidation; its HEAD is held while t2 and t3 are asked.
+      const held = holdUpstream(up.registry, (req) => req.method === 'HEAD' && (req.url ?? '').endsWith('/tagged/app/manifests/v1'));
+      const first = replicas[0]!.hc.pull(path);
+      await held.parked(1);
+      const others = await Promise.all([replicas[1]!.hc.pull(path), replicas[2]!.hc.pull(path)]);
+      assert.deepEqual(
+        others.map((o) => [o.status, o.cache]),
+        [
+          [200, 'hit'],
+          [200, 'hit'],
+        ],
+        'served from their copy while t1 asks',
+      );
+      held.release();
+      assert.equal((await first).cache, 'revalidated');
+      assert.equal(heads(), 1, 'one HEAD for the cluster');
+      // The validation is shared: no replica asks again within the TTL.
+      for (const r of replicas) assert.equal((await r.hc.pull(path)).cache, 'hit');
+      assert.equal(heads(), 1);
     } finally {
       await Promise.all(replicas.map((r) => r.close()));
     }

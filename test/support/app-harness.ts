@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { Evictor, type EvictorOptions } from '../../src/cache/evictor.js';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
-import type { FillCoordinator } from '../../src/cache/fill-coordinator.js';
+import type { FillCoordinator, TagCoordinator } from '../../src/cache/fill-coordinator.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
 import { setupAuth, type AuthSetup } from '../../src/http/auth/setup.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
@@ -81,6 +81,8 @@ export interface AppHarnessOptions {
    */
   /** Several replicas (issue #15): the cache's cluster coordinator (cluster/redis-coordinator.ts). */
   readonly coordinator?: FillCoordinator;
+  /** Several replicas: the cache's tag revalidation coordinator. */
+  readonly tags?: TagCoordinator;
   readonly auth?: { readonly config: NonNullable<ConfigInput['auth']>; readonly keyDir: string; readonly isHosted?: (name: string) => boolean };
 }
 
@@ -278,6 +280,7 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
     ...(opts.maxConcurrentFills ? { maxConcurrentFills: opts.maxConcurrentFills } : {}),
     ...(opts.coordinator ? { coordinator: opts.coordinator } : {}),
+    ...(opts.tags ? { tags: opts.tags } : {}),
     onCommitted: () => evictor?.check(),
     admitFill: async () => evictor?.waitForRoom(),
   });

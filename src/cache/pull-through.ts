@@ -21,6 +21,7 @@ import { BlobLeases } from './blob-leases.js';
 import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource, type TagCoordinator } from './fill-coordinator.js';
 import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
 import { verifiedBody } from './pass-through.js';
+import { discardingStore, peerUpstream, RelayMetrics } from './peer-relay.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SlotQueue } from './slot-queue.js';
@@ -119,6 +120,9 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
   readonly #confirmedBlobs = new LRUCache<string, true>({ max: 100_000 });
   /** Cluster claims in flight: concurrent requests of this replica for one digest share one. */
   readonly #claims = new SingleFlight<Digest, FillClaim>();
+  /** Relays of fills running on other replicas (peer-relay.ts): one peer stream per blob for this replica's requests. */
+  readonly #relays = new Map<Digest, BlobFill>();
+  readonly #relaySlots = new SlotQueue(1_000_000);
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
@@ -609,21 +613,7 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
         return { fill: this.#startFill(key, digest, log, claim.lease) };
       }
       try {
-        const peer = await coord.follow(claim.url, digest, opts.signal);
-        this.#o.metrics.cache('blob', 'miss');
-        const range = this.#range(opts.range, peer.size);
-        if (range) {
-          // A range of a fill on another replica: asked upstream on its own (like a range far ahead of a fill).
-          peer.body.destroy();
-          return { result: { digest, size: peer.size, range, body: await this.#upstreamRange(key, digest, range, opts.signal), source: 'upstream' } };
-        }
-        log.debug('following a fill on another replica', { digest, holder: claim.holder, peer: claim.url });
-        const body = verifiedBody(peer.body, {
-          digest,
-          size: peer.size,
-          onEnd: (err) => err && !opts.signal.aborted && log.warn('peer stream aborted', { digest, holder: claim.holder, peer: claim.url, error: err.message }),
-        });
-        return { result: { digest, size: peer.size, body, source: 'upstream' } };
+        return { result: await this.#relayed(key, digest, claim, opts) };
       } catch (err) {
         if (!(err instanceof PeerUnavailableError)) throw err;
         // Its fill ended (committed: the store has it) or the replica is gone (its lease expires).
@@ -637,6 +627,50 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
         await coord.waitForRelease(digest, claim.ttlMs, opts.signal);
         opts.signal.throwIfAborted();
       }
+    }
+  }
+
+  /**
+   * A blob another replica is downloading, streamed from it through this replica's relay of that
+   * fill (peer-relay.ts: one peer stream per blob, verified once, shared by this replica's
+   * requests like a local fill). Rejects with `PeerUnavailableError` when the peer can't stream it.
+   */
+  async #relayed(key: RepoKey, digest: Digest, claim: { holder: string; url: string }, opts: ReadOptions & { range?: RangeSpec }): Promise<BlobResult> {
+    const coord = this.#o.coordinator!;
+    const log = opts.log ?? this.#o.logger;
+    let relay = this.#relays.get(digest);
+    if (relay?.followable) this.#o.metrics.joined('blob');
+    else {
+      const fill = new BlobFill({
+        key,
+        digest,
+        upstream: peerUpstream(key.upstream, (signal) => coord.follow(claim.url, digest, signal)),
+        store: discardingStore(),
+        timeoutMs: this.#o.fillTimeoutMs,
+        resumeAttempts: 0,
+        slots: this.#relaySlots,
+        abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
+        spoolDir: this.#o.spoolDir ?? tmpdir(),
+        ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
+        logger: log.child({ relayOf: claim.holder, peer: claim.url }),
+        metrics: new RelayMetrics(this.#o.metrics),
+      });
+      relay = fill;
+      this.#relays.set(digest, fill);
+      const forget = () => {
+        if (this.#relays.get(digest) === fill) this.#relays.delete(digest);
+      };
+      fill.done.then(forget, forget);
+    }
+    const leave = relay.attach();
+    try {
+      const size = await whileClientWaits(relay.ready, opts.signal);
+      const range = this.#range(opts.range, size);
+      if (!relay.followable) throw new PeerUnavailableError('the relay of the peer fill ended');
+      this.#o.metrics.cache('blob', 'miss');
+      return { digest, size, range, body: relay.createReader(range), source: 'upstream' };
+    } finally {
+      leave();
     }
   }
 

@@ -61,8 +61,8 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
   });
 
   it('a lease nobody renews expires; its old holder can neither renew nor release the new one', async () => {
-    const { c: a } = await coordinator('a2', { ttlMs: 150 });
-    const { c: b, metrics: bm } = await coordinator('b2', { ttlMs: 150 });
+    const { c: a } = await coordinator('a2', { ttlMs: 1_000 });
+    const { c: b, metrics: bm } = await coordinator('b2', { ttlMs: 1_000 });
     const d = digest();
     const held = await a.claim(d);
     assert.equal(held.kind, 'lease');

@@ -173,7 +173,8 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
 
   it('the filling replica dies mid-fill: its lease expires (short TTL) and the next request on another replica becomes the filler; bodies are whole and correct', async () => {
     const stores = sharedStores();
-    const [a, b] = await Promise.all(['d1', 'd2'].map((id) => startReplica(id, stores, redis.url, up.url, 300)));
+    // 1.5 s: short, yet long enough that the holder's renewals (every 500 ms) land on a loaded machine.
+    const [a, b] = await Promise.all(['d1', 'd2'].map((id) => startReplica(id, stores, redis.url, up.url, 1_500)));
     const t = tap('dies');
     try {
       const { bytes, digest } = blob(1024 * KiB + 3);
@@ -202,7 +203,7 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
       assert.equal(res.status, 200);
       assert.ok(res.body.equals(bytes), 'the new filler served the whole blob');
       // d2 took the lease: after finding d1 unreachable and waiting for its lease (`expired`), or,
-      // on a slow machine, after the 300 ms had already run out before it asked (`acquired`).
+      // on a slow machine, after the 1.5 s had already run out before it asked (`acquired`).
       const taken = (await b!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'expired' })) + (await b!.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'acquired' }));
       assert.equal(taken, 1, 'd2 became the filler');
       assert.equal(upstreamGets(digest), 2, "the dead replica's download and the new one");

@@ -8,6 +8,8 @@
  *   5. hubcache peak RSS during 1 and 4
  *   6. the store's cap under a concurrent pull load (bench/eviction.ts): max store ÷ cap, the excess
  *      over the cap ÷ the blobs in flight, pulls/s with the cap ÷ without (issue #13)
+ *   8. several replicas (bench/cluster.ts, issue #15): 3 replicas on one store and a real Redis, 20
+ *      concurrent cold GETs of one blob spread over them: upstream GETs, slowest ÷ one client alone
  *   7. store size (bench/store-size.ts, its own section of RESULTS.md): start-to-ready, RSS, HEAD/GET
  *      latency, ls and du with synthetic stores of 1k, 10k and 100k blobs
  *   8. the S3 store on a real Ceph RGW (bench/s3.ts, issue #15): warm 1 GiB blob from the bucket and
@@ -29,7 +31,7 @@
  * The two sides of each comparison alternate (A,B,A,B,…) so drift from other work on the machine
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
- * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_ONLY (e.g. "warm,pull,concurrent,store,s3"; store-size.ts lists its own).
+ * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3"; store-size.ts lists its own).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -43,6 +45,7 @@ import { startUpstream, type Upstream } from '../test/support/upstream-harness.j
 import type { LinkShape, UpstreamRequest } from '../test/support/upstream-front.js';
 import { buildHubcache } from './build.js';
 import { curlGet, curlMany } from './curl-client.js';
+import { benchCluster } from './cluster.js';
 import { benchEviction, type EvictionRow } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
@@ -68,7 +71,7 @@ const LINKS: LinkShape[] = (process.env.BENCH_LINKS ?? '30:50,10:200').split(','
 const CPU_PROF = process.env.BENCH_CPU_PROF;
 /** BENCH_NODE_ARGS="--flag …": node flags for every hubcache process (experiments: GC sizes, thread pool). */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store,s3').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3').split(','));
 const DEADLINE_MS = 25 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
@@ -499,6 +502,7 @@ async function main(): Promise<void> {
     await benchConcurrent(LINKS[0], 1.25);
     await benchConcurrent(undefined, 1.5);
   }
+  if (ONLY.has('cluster')) rows.push(...(await benchCluster(log)));
   let storeSection: string | undefined;
   if (ONLY.has('store')) {
     const store = await benchStoreSize(storeSizeOptionsFromEnv(hubcacheBin, scratch, log));

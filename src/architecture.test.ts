@@ -118,6 +118,24 @@ describe('architecture: imports follow the layers (docs/architecture.md)', () =>
     assert.ok(crossing('http', 'auth').length > 0, 'the http layer uses auth/');
   });
 
+  // cluster/ (issue #15: several replicas) implements the cache's FillCoordinator over Redis and
+  // serves the follow endpoint from the cache's FillSource: it depends on the cache's interfaces,
+  // never the other way round (the cache knows no Redis), and on domain/, lib/ and the config types
+  // it maps to ioredis options, plus the tag record's shape (storage/tag-store.ts: the validations it
+  // shares are the store's records). Only the composition root and observability/ (its metrics) use it.
+  it('cluster/ imports only cache/ interfaces, config/, domain/, lib/ and the tag record; only the root and observability/ import it', () => {
+    const outside = IMPORTS.filter((i) => layer(i.from) === 'cluster' && i.target !== undefined && !['cluster', 'cache', 'config', 'domain', 'lib'].includes(layer(i.target)) && i.target !== 'storage/tag-store.js');
+    assert.deepEqual(outside.map(show), []);
+    assert.deepEqual(
+      IMPORTS.filter((i) => layer(i.from) === 'cluster' && i.target !== undefined && layer(i.target) === 'cache' && i.target !== 'cache/fill-coordinator.js').map(show),
+      [],
+      'cluster/ sees the cache only through fill-coordinator.ts',
+    );
+    const users = IMPORTS.filter((i) => i.target !== undefined && layer(i.target) === 'cluster' && !['cluster', '(root)', 'observability'].includes(layer(i.from)));
+    assert.deepEqual(users.map(show), []);
+    assert.ok(crossing('(root)', 'cluster').length > 0, 'the composition root wires it');
+  });
+
   it('no import cycle between directories', () => {
     assert.deepEqual(directoryCycles(), []);
   });

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
@@ -9,6 +9,8 @@ import express from 'express';
 import { evictionPolicy, Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
 import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
+import { createPeerServer } from './cluster/peer-server.js';
+import { RedisCoordinator } from './cluster/redis-coordinator.js';
 import type { Digest } from './domain/digest.js';
 import { diskUsage, type DuResult } from './commands/du.js';
 import { matchesFilter } from './commands/ls.js';
@@ -157,10 +159,27 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
     },
   });
+  // Several replicas (issue #15): blob downloads leased cluster-wide in Redis, followed from the
+  // replica that holds the lease (docs/architecture.md#several-replicas). Redis unreachable at start
+  // is not fatal: the replica serves, downloading on its own, until Redis answers.
+  const cluster = config.cluster;
+  let peerSecret: string | undefined;
+  if (cluster?.peerSecretFile) {
+    try {
+      peerSecret = readFileSync(cluster.peerSecretFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
+    }
+  }
+  const coordinator = cluster
+    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
+    : undefined;
+  if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
   let resolvePinsLoaded!: (loaded: Promise<void>) => void;
   const pinsLoaded = new Promise<void>((r) => (resolvePinsLoaded = (p) => void p.then(r, r)));
   const registry = new PullThroughRegistry({
     storeHealth,
+    ...(coordinator ? { coordinator, tags: coordinator } : {}),
     access: storage.access,
     // Pushed blobs are served under a mirrored name only once its upstream has them too.
     heldForOthers: (digest) => hosted.content.holds(digest),
@@ -245,15 +264,16 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // A store that can't be written (disk full) still serves what it holds: degraded, not unready.
   const readiness = async () => ({
     checks: { config: true, accepting: !stopping, storeReadable: await storage.readable() },
-    degraded: { storeWritable: await storeHealth.check() },
+    degraded: { storeWritable: await storeHealth.check(), ...(coordinator ? { redis: coordinator.up } : {}) },
   });
   // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
   // lives in the store (docs/storage-layout.md). Hosted names (hosted.repositories) need a login
   // unless a rule says otherwise.
-  // With the s3 driver the key stays local to the replica (the hot cache's directory, else ./data):
-  // sharing it between replicas is the cluster's business (issue #15, shared state).
+  // Several replicas: one signing key for all of them, or a token from one would be refused by the
+  // others. The first replica generates it and stores it in Redis (SET NX); the others read it.
+  const signingKey = config.auth.htpasswd && coordinator ? await sharedSigningKey(coordinator) : undefined;
   const auth = config.auth.htpasswd
-    ? setupAuth(config.auth, { keyDir: join(localStateDir(config.storage), 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
+    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), ...(signingKey ? { signingKey } : {}), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
     : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
@@ -301,8 +321,11 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
+  // The follow endpoint: its own listener, reachable by the other replicas only (the chart's NetworkPolicy).
+  const peerServer = cluster ? await listen(createPeerServer({ source: registry, logger, ...(peerSecret ? { secret: peerSecret } : {}) }), cluster.peerListen) : undefined;
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
+  if (peerServer && cluster) logger.info('cluster', { peerListen: addressUrl(peerServer), advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, redisUp: coordinator?.up });
   logger.info('hubcache started', { listen: url, metrics: `${metricsUrl}/metrics`, storage: storage.describe().location, instanceId, upstreams: [...upstreams.keys()] });
   // In the background, after listen: fetching pinned images must not delay serving. With no pins
   // this only settles `pins.loaded()`.
@@ -334,10 +357,13 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         server.closeIdleConnections(),
         ...registry.inFlightFills(),
       ]);
+      // Followers on other replicas read the fills above until they end; the listener closes with them.
+      peerServer?.close();
       const outcome = await Promise.race([drained.then(() => 'drained' as const), deadline]);
       if (outcome === 'timeout') logger.warn('shutdown deadline reached, closing remaining connections');
       server.closeAllConnections();
       metricsServer?.closeAllConnections();
+      peerServer?.closeAllConnections();
       // Upstream requests still open serve nobody now; wait for them only until the deadline, then
       // abort them: a stalled download must not keep the process alive past --shutdown-timeout.
       const closeUpstreams = (force: boolean) => Promise.all([...upstreams.values()].map((u) => u.upstream.close({ force }).catch(() => {})));
@@ -352,10 +378,30 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => evictor.stop())
       .finally(() => auth?.close())
+      .finally(() => coordinator?.close())
       .finally(() => tlsFiles?.files.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+}
+
+/**
+ * The token signing key of a cluster, from Redis (the first replica's, stored with SET NX). Redis
+ * must answer at start when auth is on: a replica signing with a key of its own would issue tokens
+ * the others refuse. Retried for 30 s (Redis starting with the replicas), then the start fails.
+ */
+async function sharedSigningKey(coordinator: RedisCoordinator): Promise<KeyObject> {
+  const create = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  const until = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return createPrivateKey(await coordinator.shared('token-signing-key', create));
+    } catch (err) {
+      if (Date.now() > until) throw new Error(`auth with cluster: the token signing key is shared through Redis, which did not answer: ${(err as Error).message}`);
+      await coordinator.connected(2_000);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /**
@@ -440,7 +486,3 @@ function watchTls(tls: Readonly<TlsConfig>, logger: Logger, metrics: Metrics): {
   };
 }
 
-/** A local directory for what a replica keeps on its own disk: `storage.path` (the store's root with the filesystem driver; with s3 a directory of the replica's own). */
-function localStateDir(storage: Config['storage']): string {
-  return storage.path;
-}

@@ -14,11 +14,14 @@ import { checkManifest } from '../storage/manifest-entry.js';
 import { isStorageFault, storageFaultCause, toStorageError } from '../storage/storage-fault.js';
 import type { StoreHealth } from '../storage/store-health.js';
 import type { ManifestStore, MetadataStore, StoredManifest } from '../storage/manifest-store.js';
+import type { TagEntry } from '../storage/tag-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { BlobLeases } from './blob-leases.js';
+import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource, type TagCoordinator } from './fill-coordinator.js';
 import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
 import { verifiedBody } from './pass-through.js';
+import { discardingStore, peerUpstream, RelayMetrics } from './peer-relay.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SlotQueue } from './slot-queue.js';
@@ -84,14 +87,24 @@ export interface PullThroughOptions {
    * it through any mirrored name.
    */
   readonly heldForOthers?: (digest: Digest) => boolean;
+  /**
+   * Several replicas (issue #15): who downloads a blob for the whole cluster (fill-coordinator.ts).
+   * Unset: this process decides alone (single-flight within the process only).
+   */
+  readonly coordinator?: FillCoordinator;
+  /** Several replicas: one tag revalidation per TTL for the whole cluster (fill-coordinator.ts). */
+  readonly tags?: TagCoordinator;
 }
+
+/** Rounds of claim → follow a peer that turns out gone → wait for its lease, before filling alone. */
+const MAX_CLAIM_ROUNDS = 3;
 
 /**
  * The pull-through cache: the same read interface as local storage, backed by the local stores and
  * the upstreams (docs/architecture.md#layers). Digests are served from the store with no upstream request; tags
  * follow the TTL policy; upstream outages are answered from the cache when a copy exists.
  */
-export class PullThroughRegistry implements RegistryReader {
+export class PullThroughRegistry implements RegistryReader, FillSource {
   readonly #o: PullThroughOptions;
   readonly #clock: () => number;
   readonly #manifestFlights = new SingleFlight<string, ManifestResult>();
@@ -107,6 +120,11 @@ export class PullThroughRegistry implements RegistryReader {
   // Bounded by `maxSize` (each entry counts 1), not `max`: lru-cache preallocates `max` slots at
   // construction, ~70 ms of the start for 100k (issue #13, start-to-ready); this way it grows as used.
   readonly #confirmedBlobs = new LRUCache<string, true>({ maxSize: 100_000, sizeCalculation: () => 1 });
+  /** Cluster claims in flight: concurrent requests of this replica for one digest share one. */
+  readonly #claims = new SingleFlight<Digest, FillClaim>();
+  /** Relays of fills running on other replicas (peer-relay.ts): one peer stream per blob for this replica's requests. */
+  readonly #relays = new Map<Digest, BlobFill>();
+  readonly #relaySlots = new SlotQueue(1_000_000);
 
   constructor(opts: PullThroughOptions) {
     this.#o = opts;
@@ -187,25 +205,39 @@ export class PullThroughRegistry implements RegistryReader {
   async #manifestByTag(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<ManifestResult> {
     const kind: CacheKind = 'manifest_tag';
     const { upstream, tagTtlMs } = this.#upstreamEntry(key);
-    const entry = await this.#readOrMiss('metadata', { repository: key.repo, tag }, log, () => this.#o.metadata.getTag(key, tag));
+    const stored = await this.#readOrMiss('metadata', { repository: key.repo, tag }, log, () => this.#o.metadata.getTag(key, tag));
+    // Several replicas: another one may have validated the tag since the store's record was read.
+    const shared = stored && this.#o.tags ? await this.#o.tags.validated(key, tag) : undefined;
+    const entry = shared && stored && shared.validatedAt > stored.validatedAt ? shared : stored;
     const local = entry ? await this.#readOrMiss('manifest', { digest: entry.digest }, log, () => this.#o.manifests.get(entry.digest)) : undefined;
     const decision = local ? decideTag(entry, this.#clock(), tagTtlMs) : 'fetch';
     if (decision === 'serve-local' && local) {
       this.#o.metrics.cache(kind, 'hit');
       return { ...local, outcome: 'hit' };
     }
+    // Another replica is revalidating this tag right now: serve the copy at hand (one HEAD per TTL for the cluster).
+    const mine = decision === 'revalidate' && local && this.#o.tags ? await this.#o.tags.claimRevalidation(key, tag) : 'alone';
+    if (mine === false && local) {
+      this.#o.metrics.cache(kind, 'hit');
+      return { ...local, outcome: 'hit' };
+    }
+    const publish = (e: TagEntry) => (mine === true ? this.#o.tags!.publish(key, tag, e) : Promise.resolve());
     try {
       if (decision === 'revalidate' && local) {
         // A HEAD is free against Docker Hub's pull limit; GET only when the tag moved.
         const head = await upstream.headManifest(key.repo, { kind: 'tag', tag }, signal);
         if (head.digest === local.descriptor.digest) {
-          await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...local.descriptor, validatedAt: this.#clock() }));
+          const validated = { ...local.descriptor, validatedAt: this.#clock() };
+          await publish(validated);
+          await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, validated));
           this.#o.metrics.cache(kind, 'revalidated');
           return { ...local, outcome: 'revalidated' };
         }
         const moved = (await this.#readOrMiss('manifest', { digest: head.digest }, log, () => this.#o.manifests.get(head.digest))) ?? (await this.#fetchManifest(key, { kind: 'digest', digest: head.digest }, signal));
         await this.#unlessStoreFull(this.#o.metadata.linkManifest(key, moved.descriptor.digest));
-        await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...moved.descriptor, validatedAt: this.#clock() }));
+        const validated = { ...moved.descriptor, validatedAt: this.#clock() };
+        await publish(validated);
+        await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, validated));
         this.#o.metrics.cache(kind, 'miss');
         return { ...moved, outcome: 'miss' };
       }
@@ -214,6 +246,7 @@ export class PullThroughRegistry implements RegistryReader {
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
+      if (mine === true) void this.#o.tags!.publish(key, tag, entry!); // lets the lock go; the validation time stays
       if (local && err instanceof UpstreamError && canServeStale(err)) {
         this.#o.metrics.cache(kind, 'stale');
         log.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });
@@ -366,7 +399,9 @@ export class PullThroughRegistry implements RegistryReader {
     if (fill) {
       this.#o.metrics.joined(kind);
     } else {
-      fill = this.#startFill(key, digest, opts.log ?? this.#o.logger);
+      const claimed = await this.#claimFill(key, digest, opts);
+      if ('result' in claimed) return claimed.result;
+      fill = claimed.fill;
     }
     this.#o.metrics.cache(kind, 'miss');
     // This request counts as a client of the fill until it has its reader (which counts itself) or
@@ -552,8 +587,141 @@ export class PullThroughRegistry implements RegistryReader {
     }
   }
 
+  /**
+   * A miss with no fill here: who downloads it for the cluster (docs/architecture.md#several-replicas).
+   * This replica (a lease: fill, holding it), another one (stream its fill in flight, verified here;
+   * when it can't be reached or its fill ended, read the store, else wait for its lease to go and
+   * claim again), or nobody can tell (Redis down: fill alone). Bounded: after MAX_CLAIM_ROUNDS it
+   * fills alone. Without a coordinator, a fill starts at once.
+   */
+  async #claimFill(key: RepoKey, digest: Digest, opts: ReadOptions & { range?: RangeSpec }): Promise<{ fill: BlobFill } | { result: BlobResult }> {
+    const coord = this.#o.coordinator;
+    const log = opts.log ?? this.#o.logger;
+    if (!coord) return { fill: this.#startFill(key, digest, log) };
+    for (let round = 1; ; round++) {
+      const claim = await whileClientWaits(this.#claims.do(digest, () => coord.claim(digest)), opts.signal);
+      // Another request of this replica took the same claim and started the fill meanwhile: join it.
+      const here = this.#fills.get(digest);
+      if (here?.followable) {
+        this.#o.metrics.joined('blob');
+        return { fill: here };
+      }
+      if (claim.kind === 'alone') return { fill: this.#startFill(key, digest, log) };
+      if (claim.kind === 'lease') {
+        if (!claim.lease.take()) continue; // taken by a request whose fill already ended: claim afresh
+        // Committed by another replica between our lookup and the claim: serve it, download nothing.
+        const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
+        if (stored) {
+          await claim.lease.release();
+          return { result: await this.#serveStored(digest, stored.size, opts) };
+        }
+        return { fill: this.#startFill(key, digest, log, claim.lease) };
+      }
+      try {
+        return { result: await this.#relayed(key, digest, claim, opts) };
+      } catch (err) {
+        if (!(err instanceof PeerUnavailableError)) throw err;
+        // Its fill ended (committed: the store has it) or the replica is gone (its lease expires).
+        const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
+        if (stored) return { result: await this.#serveStored(digest, stored.size, opts) };
+        if (round >= MAX_CLAIM_ROUNDS) {
+          log.warn('cluster fill not followable: downloading alone', { digest, holder: claim.holder, error: err.message });
+          return { fill: this.#startFill(key, digest, log) };
+        }
+        log.info('peer unavailable: waiting for its lease', { digest, holder: claim.holder, peer: claim.url, error: err.message, ttlMs: claim.ttlMs });
+        await coord.waitForRelease(digest, claim.ttlMs, opts.signal);
+        opts.signal.throwIfAborted();
+      }
+    }
+  }
+
+  /**
+   * A blob another replica is downloading, streamed from it through this replica's relay of that
+   * fill (peer-relay.ts: one peer stream per blob, verified once, shared by this replica's
+   * requests like a local fill). Rejects with `PeerUnavailableError` when the peer can't stream it.
+   */
+  async #relayed(key: RepoKey, digest: Digest, claim: { holder: string; url: string }, opts: ReadOptions & { range?: RangeSpec }): Promise<BlobResult> {
+    const coord = this.#o.coordinator!;
+    const log = opts.log ?? this.#o.logger;
+    let relay = this.#relays.get(digest);
+    if (relay?.followable) this.#o.metrics.joined('blob');
+    else {
+      const fill = new BlobFill({
+        key,
+        digest,
+        upstream: peerUpstream(key.upstream, (signal) => coord.follow(claim.url, digest, signal)),
+        store: discardingStore(),
+        timeoutMs: this.#o.fillTimeoutMs,
+        resumeAttempts: 0,
+        slots: this.#relaySlots,
+        abandoned: this.#o.abandonedFills ?? DEFAULT_ABANDONED_FILLS,
+        spoolDir: this.#o.spoolDir ?? tmpdir(),
+        ...(this.#o.schedule ? { schedule: this.#o.schedule } : {}),
+        logger: log.child({ relayOf: claim.holder, peer: claim.url }),
+        metrics: new RelayMetrics(this.#o.metrics),
+      });
+      relay = fill;
+      this.#relays.set(digest, fill);
+      const forget = () => {
+        if (this.#relays.get(digest) === fill) this.#relays.delete(digest);
+      };
+      fill.done.then(forget, forget);
+    }
+    const leave = relay.attach();
+    try {
+      const size = await whileClientWaits(relay.ready, opts.signal);
+      const range = this.#range(opts.range, size);
+      if (!relay.followable) throw new PeerUnavailableError('the relay of the peer fill ended');
+      this.#o.metrics.cache('blob', 'miss');
+      return { digest, size, range, body: relay.createReader(range), source: 'upstream' };
+    } finally {
+      leave();
+    }
+  }
+
+  /**
+   * The follow endpoint's read (cluster/peer-server.ts): a reader of the whole blob from the fill
+   * running here, once upstream answered; `undefined` when there is none to follow.
+   */
+  async followFill(digest: Digest, signal: AbortSignal): Promise<{ size: number; body: Readable } | undefined> {
+    const fill = this.#fills.get(digest);
+    if (!fill?.followable) return undefined;
+    const leave = fill.attach();
+    this.#o.metrics.joined('blob');
+    try {
+      const size = await whileClientWaits(fill.ready, signal);
+      if (!fill.followable) return undefined;
+      return { size, body: fill.createReader() };
+    } catch {
+      return undefined;
+    } finally {
+      leave();
+    }
+  }
+
+  /**
+   * Holds a cluster lease for the fill's life: renewed every third of its TTL while the download
+   * moves (or waits for its slot or upstream's answer), released when it ends. A replica that
+   * dies renews nothing: the lease expires and the next request anywhere starts a new fill.
+   */
+  #holdLease(fill: BlobFill, lease: FillLease, log: Logger): void {
+    let seen = -1;
+    const timer = setInterval(() => {
+      const moving = fill.received !== seen || fill.queued || fill.size < 0;
+      seen = fill.received;
+      if (!moving) return;
+      void lease.renew().then((held) => held || log.warn('fill lease lost: another replica may download this blob too', { digest: fill.digest }));
+    }, Math.max(50, Math.floor(lease.ttlMs / 3)));
+    timer.unref();
+    const end = () => {
+      clearInterval(timer);
+      void lease.release();
+    };
+    fill.done.then(end, end);
+  }
+
   /** `log` is the starting request's logger: the fill is the cache's, but its events name who started it. */
-  #startFill(key: RepoKey, digest: Digest, log: Logger): BlobFill {
+  #startFill(key: RepoKey, digest: Digest, log: Logger, lease?: FillLease): BlobFill {
     const fill = new BlobFill({
       key,
       digest,
@@ -571,6 +739,7 @@ export class PullThroughRegistry implements RegistryReader {
       onStorageFault: (err) => this.#o.storeHealth?.fault(err),
     });
     this.#fills.set(digest, fill);
+    if (lease) this.#holdLease(fill, lease, log);
     const forget = () => {
       if (this.#fills.get(digest) === fill) this.#fills.delete(digest);
     };

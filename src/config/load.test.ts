@@ -525,3 +525,19 @@ test('config print round-trips the pins as written', () => {
   const printed = redactConfig(c) as { cache: { pin: string[] } };
   assert.deepEqual(printed.cache.pin, ['nginx:1.27', 'redis:7.*']);
 });
+
+test('cluster (issue #15): absent by default; from the file, HUBCACHE_CLUSTER_* or --cluster-* flags; the password from a file; redacted when printed', () => {
+  assert.equal(loadConfig({ env: {} }).cluster, undefined);
+  const env = { HUBCACHE_CLUSTER_REDIS_URL: 'redis://:pw@redis:6379/1', HUBCACHE_CLUSTER_ADVERTISE_URL: 'http://10.1.2.3:5001', HUBCACHE_CLUSTER_FILL_LEASE_TTL: '3s' };
+  const c = loadConfig({ env }).cluster!;
+  assert.deepEqual({ url: c.redis.url, prefix: c.redis.keyPrefix, advertise: c.advertiseUrl, ttl: c.fillLeaseTtl, peer: c.peerListen }, { url: 'redis://:pw@redis:6379/1', prefix: 'hubcache:', advertise: 'http://10.1.2.3:5001', ttl: 3_000, peer: '0.0.0.0:5001' });
+  const flags = loadConfig({ env, flags: { 'cluster-peer-listen': '127.0.0.1:6001', 'cluster-redis-key-prefix': 'b:' } }).cluster!;
+  assert.deepEqual([flags.peerListen, flags.redis.keyPrefix], ['127.0.0.1:6001', 'b:']);
+  const secret = file('redis-pw', 's3cret\n');
+  const fromFile = loadConfig({ file: file('c.yaml', `cluster:\n  redis:\n    sentinels: [s1:26379, s2:26379]\n    sentinelName: mymaster\n    passwordFile: ${secret}\n  advertiseUrl: http://a:5001\n`), env: {} }).cluster!;
+  assert.equal(fromFile.redis.password, 's3cret');
+  const printed = JSON.stringify(redactConfig(loadConfig({ env })));
+  assert.ok(!printed.includes(':pw@') && printed.includes('redis://:<redacted>@redis:6379/1'), printed);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_CLUSTER_REDIS_URL: 'redis://r:6379' } }), /cluster\.advertiseUrl/);
+  assert.throws(() => loadConfig({ env: { ...env, HUBCACHE_CLUSTER_FILL_LEASE_TTL: '10ms' } }), /fillLeaseTtl/);
+});

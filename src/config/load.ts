@@ -80,6 +80,12 @@ export const SETTINGS = [
   { flag: 'pin', env: 'HUBCACHE_PIN', path: ['cache', 'pin'], help: 'comma-separated images kept warm and never evicted: nginx:1.27, ghcr.io/org/app:v1, alpine@sha256:…, redis:7.* (a glob over the tags)' },
   { flag: 'pin-concurrency', env: 'HUBCACHE_PIN_CONCURRENCY', path: ['cache', 'pinConcurrency'], help: 'downloads the pin refresher runs at once (default 2)' },
   { flag: 'pin-platforms', env: 'HUBCACHE_PIN_PLATFORMS', path: ['cache', 'pinPlatforms'], help: 'comma-separated platforms of pinned multi-platform images kept warm (linux/amd64,linux/arm64; default all)' },
+  { flag: 'cluster-redis-url', env: 'HUBCACHE_CLUSTER_REDIS_URL', path: ['cluster', 'redis', 'url'], help: 'several replicas: the shared Redis, redis://[user:pass@]host:port/db or rediss:// (Sentinel and Redis Cluster: config file)' },
+  { flag: 'cluster-redis-password-file', env: 'HUBCACHE_CLUSTER_REDIS_PASSWORD_FILE', path: ['cluster', 'redis', 'passwordFile'], help: 'file holding the Redis password' },
+  { flag: 'cluster-redis-key-prefix', env: 'HUBCACHE_CLUSTER_REDIS_KEY_PREFIX', path: ['cluster', 'redis', 'keyPrefix'], help: 'prefix of every Redis key (default hubcache:): installations sharing one Redis need different ones' },
+  { flag: 'cluster-peer-listen', env: 'HUBCACHE_CLUSTER_PEER_LISTEN', path: ['cluster', 'peerListen'], help: 'HOST:PORT of the internal endpoint other replicas stream downloads in flight from (default 0.0.0.0:5001)' },
+  { flag: 'cluster-advertise-url', env: 'HUBCACHE_CLUSTER_ADVERTISE_URL', path: ['cluster', 'advertiseUrl'], help: "how other replicas reach this one's peer endpoint, e.g. http://10.1.2.3:5001 (required with cluster)" },
+  { flag: 'cluster-fill-lease-ttl', env: 'HUBCACHE_CLUSTER_FILL_LEASE_TTL', path: ['cluster', 'fillLeaseTtl'], help: "a blob download's cluster-wide lease expires after this long unless renewed: a dead replica holds a blob up this long at most (default 10s)" },
   { flag: 'shutdown-timeout', env: 'HUBCACHE_SHUTDOWN_TIMEOUT', path: ['shutdown', 'timeout'], help: 'graceful shutdown deadline (default 30s)' },
   { flag: 'shutdown-delay', env: 'HUBCACHE_SHUTDOWN_DELAY', path: ['shutdown', 'delay'], help: 'on SIGTERM, keep serving this long with /readyz failing before closing the listener (default 0s)' },
 ] as const;
@@ -152,6 +158,14 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
       } catch (err) {
         problems.push(`upstreams.${name}.passwordFile: cannot read ${up.passwordFile}: ${(err as Error).message}`);
       }
+    }
+  }
+  const redis = config.cluster?.redis;
+  if (redis?.passwordFile) {
+    try {
+      redis.password = readFileSync(redis.passwordFile, 'utf8').trim();
+    } catch (err) {
+      problems.push(`cluster.redis.passwordFile: cannot read ${redis.passwordFile}: ${(err as Error).message}`);
     }
   }
   config.cache.pin.forEach((entry, i) => {
@@ -252,6 +266,7 @@ export function redactConfig(config: Readonly<Config>): unknown {
   return JSON.parse(
     JSON.stringify(config, (key, value) => {
       if ((key === 'password' || key === 'secretAccessKey') && typeof value === 'string') return '<redacted>';
+      if (key === 'url' && typeof value === 'string' && /^rediss?:/.test(value) && URL.canParse(value) && new URL(value).password) return value.replace(/:[^:@/]*@/, ':<redacted>@');
       if (DURATION_KEYS.has(key) && typeof value === 'number') return formatDuration(value);
       if (SIZE_KEYS.has(key) && typeof value === 'number') return formatSize(value);
       if (key === 'minFreeSpace' && typeof value === 'object' && value !== null) return 'percent' in value ? `${value.percent}%` : formatSize(value.bytes);

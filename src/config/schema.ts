@@ -117,6 +117,56 @@ const httpUrl = z
 const commaList = <T extends z.ZodTypeAny>(item: T) =>
   z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((h) => h.trim()).filter(Boolean) : v), z.array(item));
 
+const redisAddress = z.string().refine((s) => parseHostPort(s) !== undefined && parseHostPort(s)!.host !== '0.0.0.0', { message: 'expected HOST:PORT, e.g. redis-0.redis:26379' });
+
+const redisUrl = z
+  .string()
+  .url()
+  .refine((u) => /^rediss?:$/.test(urlOrUndefined(u)?.protocol ?? 'redis:'), { message: 'must be a redis:// or rediss:// URL' });
+
+/** cluster.redis: one node (url), Sentinel (sentinels + sentinelName) or Redis Cluster (nodes): exactly one. */
+const clusterRedisSchema = z
+  .object({
+    /** `redis://[user:pass@]host:port/db` or `rediss://` (TLS). */
+    url: redisUrl.optional(),
+    /** Redis Sentinel: `host:port` of the sentinels, with `sentinelName` (the monitored master's name). */
+    sentinels: commaList(redisAddress).optional(),
+    sentinelName: z.string().min(1).optional(),
+    /** Redis Cluster: `host:port` of some of its nodes (the rest are discovered). */
+    nodes: commaList(redisAddress).optional(),
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** A file holding the password (a Kubernetes Secret); read once at start. */
+    passwordFile: z.string().min(1).optional(),
+    /** Every key hubcache writes starts with this: two installations can share one Redis. */
+    keyPrefix: z.string().default('hubcache:'),
+  })
+  .strict()
+  .refine((r) => [r.url, r.sentinels, r.nodes].filter((v) => v !== undefined).length === 1, { message: 'set exactly one of url, sentinels (with sentinelName) or nodes' })
+  .refine((r) => r.sentinels === undefined || r.sentinelName !== undefined, { message: 'sentinels need sentinelName' })
+  .refine((r) => !(r.password && r.passwordFile), { message: 'set password or passwordFile, not both' });
+
+const clusterSchema = z
+  .object({
+    redis: clusterRedisSchema,
+    /** HOST:PORT of the internal follow endpoint other replicas stream fills in flight from. */
+    peerListen: hostPort.default('0.0.0.0:5001'),
+    /** How the other replicas reach this one's follow endpoint, e.g. http://10.1.2.3:5001 (the pod IP). */
+    advertiseUrl: z
+      .string({ required_error: 'required with cluster: how other replicas reach this one, e.g. http://10.1.2.3:5001' })
+      .url()
+      .refine((u) => /^https?:$/.test(urlOrUndefined(u)?.protocol ?? 'http:'), { message: 'must be an http(s) URL' })
+      .transform((u) => u.replace(/\/+$/, '')),
+    /**
+     * A blob download's lease in Redis lives this long unless its replica renews it (every third of
+     * it while the download moves): a replica that dies holds a blob up for at most this long.
+     */
+    fillLeaseTtl: duration('10s', '100ms'),
+    /** A file holding a shared secret the follow endpoint requires (header X-Hubcache-Peer-Secret); unset: none. */
+    peerSecretFile: z.string().min(1).optional(),
+  })
+  .strict();
+
 const realmEntry = z.string().superRefine((entry, ctx) => {
   const parsed = parseRealmEntry(entry);
   if ('error' in parsed) ctx.addIssue({ code: z.ZodIssueCode.custom, message: parsed.error });
@@ -647,6 +697,12 @@ export const configSchema = z
       .strict()
       .default({}),
     auth: authSchema,
+    /**
+     * Several replicas sharing one store and one Redis (issue #15; docs/architecture.md#several-replicas).
+     * Unset: one process, nothing shared. Set: blob downloads are leased cluster-wide in Redis (one
+     * replica downloads a blob, the others stream it from that replica's follow endpoint).
+     */
+    cluster: clusterSchema.optional(),
     tls: tlsSchema,
     shutdown: z
       .object({
@@ -664,7 +720,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout', 'fillLeaseTtl']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize', 'partSize']);
@@ -676,3 +732,4 @@ export type AuthConfig = z.output<typeof authSchema>;
 export type TlsConfig = z.output<typeof tlsSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
 export type FilesystemStorageConfig = Extract<StorageConfig, { driver: 'filesystem' }>;
+export type ClusterConfig = z.output<typeof clusterSchema>;

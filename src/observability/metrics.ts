@@ -2,6 +2,7 @@ import client from 'prom-client';
 import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REFRESH_RESULTS, PIN_STATES, STORE_READ_KINDS, type CacheKind, type CacheMetrics, type CacheOutcome, type FillFailure, type PassThroughKind, type PinMetrics, type PinRefreshResult, type PinState, type StoreReadKind } from '../cache/cache-metrics.js';
 import { EVICTION_KINDS, EVICTION_REASONS, type EvictionKind, type EvictionMetrics, type EvictionReason } from '../cache/evictor.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
+import type { ClusterMetrics } from '../cluster/redis-coordinator.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
 export const BYTE_SOURCES = ['cache', 'upstream'] as const;
@@ -39,7 +40,7 @@ export type AuthResult = (typeof AUTH_RESULTS)[number];
  * Every metric hubcache exports, on its own Registry (not prom-client's global), behind domain
  * verbs. Names follow `hubcache_<subsystem>_<name>_<unit|total>`.
  */
-export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
+export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, ClusterMetrics {
   readonly registry = new client.Registry();
 
   readonly #httpRequests = new client.Counter({ name: 'hubcache_http_requests_total', help: 'Requests served, by route name, method and status class.', labelNames: ['route', 'method', 'status'], registers: [this.registry] });
@@ -112,6 +113,7 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
       this.#joiners.inc({ kind }, 0);
     }
     for (const source of BYTE_SOURCES) this.#bytesToClients.inc({ source }, 0);
+    for (const outcome of ['acquired', 'followed', 'expired']) this.#fillLeases.inc({ outcome }, 0);
     for (const reason of FILL_FAILURES) this.#fillsFailed.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
@@ -263,6 +265,20 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   /** The hosted registry's share of the store and its open upload sessions, read at scrape time. */
   observeHosted(hosted: { usage: () => { readonly bytes: number; readonly objects: number } | undefined; uploads: () => number }): void {
     this.#hosted = hosted;
+  }
+  readonly #fillLeases = new client.Counter({ name: 'hubcache_cluster_fill_leases_total', help: 'Several replicas: blob downloads claimed cluster-wide, by outcome (acquired: this replica downloads the blob; followed: another replica does and it was streamed from there; expired: acquired after the previous holder stopped answering and its lease ran out).', labelNames: ['outcome'], registers: [this.registry] });
+  readonly #peerBytes = new client.Counter({ name: 'hubcache_cluster_peer_follow_bytes_total', help: "Several replicas: blob bytes streamed from another replica's download in flight (verified here).", registers: [this.registry] });
+  /** Unset on a single node (no cluster): the gauge is then absent. */
+  #redisUpValue: number | undefined;
+  readonly #redisUp = new client.Gauge({ name: 'hubcache_cluster_redis_up', help: 'Several replicas: 1 while the shared Redis is reachable; 0 while it is not (each replica downloads on its own, verified; /readyz says degraded). Absent on a single node (no cluster).', registers: [this.registry], collect: readAtScrape(() => this.#redisUpValue) });
+  fillLease(outcome: 'acquired' | 'followed' | 'expired'): void {
+    this.#fillLeases.inc({ outcome });
+  }
+  peerFollowBytes(n: number): void {
+    this.#peerBytes.inc(n);
+  }
+  redisUp(up: boolean): void {
+    this.#redisUpValue = up ? 1 : 0;
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

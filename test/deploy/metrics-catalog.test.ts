@@ -28,6 +28,8 @@ describe('metrics catalog', () => {
     metrics.evictionSucceeded(Date.now());
     // …and the hosted gauges (issue #14) a hosted registry.
     metrics.observeHosted({ usage: () => ({ bytes: 1, objects: 1 }), uploads: () => 0 });
+    // …and the Redis gauge (issue #15) a cluster.
+    metrics.redisUp(true);
     const catalog = exportedSeries();
     const seen = new Set<string>();
     for (const family of await metrics.registry.getMetricsAsJSON()) {

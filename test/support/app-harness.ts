@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import winston from 'winston';
 import { Evictor, type EvictorOptions } from '../../src/cache/evictor.js';
 import { PullThroughRegistry } from '../../src/cache/pull-through.js';
+import type { FillCoordinator, TagCoordinator } from '../../src/cache/fill-coordinator.js';
 import { createApp, type AppOptions } from '../../src/http/app.js';
 import { setupAuth, type AuthSetup } from '../../src/http/auth/setup.js';
 import { configSchema, type ConfigInput } from '../../src/config/schema.js';
@@ -78,6 +79,10 @@ export interface AppHarnessOptions {
    * Auth on (the `auth` settings, `htpasswd` included), with the harness's clock, the signing key in
    * `keyDir`, and `isHosted` standing for `hosted.repositories`.
    */
+  /** Several replicas (issue #15): the cache's cluster coordinator (cluster/redis-coordinator.ts). */
+  readonly coordinator?: FillCoordinator;
+  /** Several replicas: the cache's tag revalidation coordinator. */
+  readonly tags?: TagCoordinator;
   readonly auth?: { readonly config: NonNullable<ConfigInput['auth']>; readonly keyDir: string; readonly isHosted?: (name: string) => boolean };
 }
 
@@ -292,6 +297,8 @@ export async function startApp(opts: AppHarnessOptions = {}): Promise<AppHarness
     clock: clock.now,
     ...(opts.storeHealth ? { storeHealth: opts.storeHealth } : {}),
     ...(opts.maxConcurrentFills ? { maxConcurrentFills: opts.maxConcurrentFills } : {}),
+    ...(opts.coordinator ? { coordinator: opts.coordinator } : {}),
+    ...(opts.tags ? { tags: opts.tags } : {}),
     onCommitted: () => evictor?.check(),
     admitFill: async () => evictor?.waitForRoom(),
   });

@@ -3,6 +3,7 @@ import { BcryptPool } from '../../auth/bcrypt-pool.js';
 import { Gatekeeper } from '../../auth/gatekeeper.js';
 import { HtpasswdFile } from '../../auth/htpasswd.js';
 import { AccessPolicy } from '../../auth/policy.js';
+import type { KeyObject } from 'node:crypto';
 import { loadOrCreateSigningKey, TokenSigner } from '../../auth/token.js';
 import type { AuthConfig } from '../../config/schema.js';
 import type { Logger } from '../../lib/logger.js';
@@ -12,6 +13,8 @@ import { AuthGuard } from './guard.js';
 export interface AuthSetupOptions {
   /** Where the token signing key is kept (the store's `auth/` directory). */
   readonly keyDir: string;
+  /** The signing key itself, shared by several replicas (issue #15: from Redis); `keyDir` is then not used. */
+  readonly signingKey?: KeyObject;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** Hosted names (`hosted.repositories`): no anonymous pull unless a rule grants it. */
@@ -42,7 +45,7 @@ export function setupAuth(config: AuthConfig, opts: AuthSetupOptions): AuthSetup
   htpasswd.watch();
   const bcrypt = new BcryptPool();
   const now = opts.now ?? Date.now;
-  const { key, created } = loadOrCreateSigningKey(opts.keyDir);
+  const { key, created } = opts.signingKey ? { key: opts.signingKey, created: false } : loadOrCreateSigningKey(opts.keyDir);
   if (created) log.info('token signing key created', { dir: opts.keyDir });
   const gatekeeper = new Gatekeeper({
     policy: new AccessPolicy({

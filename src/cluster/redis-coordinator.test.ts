@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import winston from 'winston';
+import { sha256Digest } from '../domain/digest.js';
+import { startRedis, type RedisServer } from '../../test/support/redis.js';
+import { RedisCoordinator, type ClusterMetrics } from './redis-coordinator.js';
+
+const quiet = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
+
+class CountingMetrics implements ClusterMetrics {
+  readonly leases = { acquired: 0, followed: 0, expired: 0 };
+  up: boolean | undefined;
+  bytes = 0;
+  fillLease(o: 'acquired' | 'followed' | 'expired'): void {
+    this.leases[o]++;
+  }
+  peerFollowBytes(n: number): void {
+    this.bytes += n;
+  }
+  redisUp(up: boolean): void {
+    this.up = up;
+  }
+}
+
+describe('RedisCoordinator: fill leases in a real redis-server', () => {
+  let redis: RedisServer;
+  const open: RedisCoordinator[] = [];
+  const coordinator = async (id: string, o: { ttlMs?: number; prefix?: string } = {}) => {
+    const metrics = new CountingMetrics();
+    const c = new RedisCoordinator({ redis: { url: redis.url, keyPrefix: o.prefix ?? 'test:' }, advertiseUrl: `http://${id}.invalid:5001`, fillLeaseTtlMs: o.ttlMs ?? 10_000, holderId: id, logger: quiet, metrics });
+    open.push(c);
+    assert.ok(await c.connected(), 'connected to redis');
+    return { c, metrics };
+  };
+  let n = 0;
+  const digest = () => sha256Digest(`blob ${n++} ${Date.now()}`);
+
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await Promise.all(open.map((c) => c.close()));
+    await redis.close();
+  });
+
+  it('one replica gets the lease; the others are told who holds it and where to follow it; released, the next claim gets it', async () => {
+    const { c: a, metrics: am } = await coordinator('a');
+    const { c: b } = await coordinator('b');
+    const d = digest();
+    const first = await a.claim(d);
+    assert.equal(first.kind, 'lease');
+    assert.equal(am.leases.acquired, 1);
+    assert.ok(first.kind === 'lease' && first.lease.take() && !first.lease.take(), 'taken once');
+    const second = await b.claim(d);
+    assert.deepEqual(second.kind === 'peer' && { holder: second.holder, url: second.url }, { holder: 'a', url: 'http://a.invalid:5001' });
+    assert.ok(second.kind === 'peer' && second.ttlMs > 0 && second.ttlMs <= 10_000);
+    assert.equal(await (first.kind === 'lease' && first.lease.renew()), true);
+    if (first.kind === 'lease') await first.lease.release();
+    assert.equal(await a.holder(d), null);
+    assert.equal((await b.claim(d)).kind, 'lease');
+  });
+
+  it('a lease nobody renews expires; its old holder can neither renew nor release the new one', async () => {
+    const { c: a } = await coordinator('a2', { ttlMs: 1_000 });
+    const { c: b, metrics: bm } = await coordinator('b2', { ttlMs: 1_000 });
+    const d = digest();
+    const held = await a.claim(d);
+    assert.equal(held.kind, 'lease');
+    // b waits for it (bounded by the TTL it was told), then claims it.
+    const seen = await b.claim(d);
+    assert.equal(seen.kind, 'peer');
+    await b.waitForRelease(d, 5_000, new AbortController().signal);
+    assert.equal(await b.holder(d), null, 'expired');
+    const taken = await b.claim(d);
+    assert.equal(taken.kind, 'lease');
+    assert.equal(bm.leases.acquired, 1);
+    assert.equal(await (held.kind === 'lease' && held.lease.renew()), false, 'the old holder lost it');
+    if (held.kind === 'lease') await held.lease.release();
+    assert.equal((await b.holder(d))?.id, 'b2', 'the release of a lost lease leaves the new holder alone');
+  });
+
+  it('waitForRelease is bounded: a lease that stays is waited for at most maxMs', async () => {
+    const { c: a } = await coordinator('a3');
+    const { c: b } = await coordinator('b3');
+    const d = digest();
+    assert.equal((await a.claim(d)).kind, 'lease');
+    await b.waitForRelease(d, 100, new AbortController().signal);
+    assert.equal((await b.holder(d))?.id, 'a3', 'still held: the wait ended on its bound');
+  });
+
+  it('a shared value (the token signing key): replicas asking at once all get the first one stored', async () => {
+    const cs = await Promise.all(['k1', 'k2', 'k3'].map((id) => coordinator(id, { prefix: 'shared-test:' })));
+    const values = await Promise.all(cs.map(({ c }, i) => c.shared('token-signing-key', () => `key of replica ${i}`)));
+    assert.equal(new Set(values).size, 1, values.join(', '));
+    assert.match(values[0]!, /^key of replica \d$/);
+    assert.equal(await cs[0]!.c.shared('token-signing-key', () => 'later'), values[0], 'never replaced');
+  });
+
+  it('two key prefixes on one Redis do not see each other', async () => {
+    const { c: one } = await coordinator('p1', { prefix: 'one:' });
+    const { c: two } = await coordinator('p2', { prefix: 'two:' });
+    const d = digest();
+    assert.equal((await one.claim(d)).kind, 'lease');
+    assert.equal((await two.claim(d)).kind, 'lease', 'another installation downloads on its own');
+  });
+
+  it('Redis unreachable: claims answer alone at once, the gauge says down; Redis back: coordinated again without a restart', async () => {
+    const { c, metrics } = await coordinator('d1');
+    assert.equal(metrics.up, true);
+    await redis.stop();
+    await c.until(false);
+    assert.equal(metrics.up, false);
+    assert.deepEqual(await c.claim(digest()), { kind: 'alone', reason: 'redis unreachable' });
+    await redis.start();
+    await c.until(true);
+    assert.equal(metrics.up, true);
+    assert.equal((await c.claim(digest())).kind, 'lease');
+  });
+});

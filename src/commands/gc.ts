@@ -2,6 +2,7 @@ import type { Writable } from 'node:stream';
 import { evictionPolicy, Evictor, type EvictedItem, type PassReport } from '../cache/evictor.js';
 import type { Config } from '../config/schema.js';
 import { HostedContent } from '../hosted/hosted-content.js';
+import { HostedGc } from '../hosted/hosted-gc.js';
 import type { Logger } from '../lib/logger.js';
 import { openStorage } from '../storage/open-storage.js';
 import { formatBytes } from './format.js';
@@ -11,6 +12,8 @@ export interface GcOptions {
   readonly logger: Logger;
   /** Each item as it is removed (progress for a long pass). */
   readonly onRemoved?: (item: EvictedItem) => void;
+  /** Now, for garbage collection's grace period (tests). */
+  readonly clock?: () => number;
 }
 
 /**
@@ -30,8 +33,11 @@ export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promis
     // Pushed content is never evicted: know all of it before the pass, as the server does.
     const hosted = new HostedContent();
     await hosted.load(storage);
+    // Hosted content nothing references after deletes goes too (hosted/hosted-gc.ts).
+    const hostedGc = new HostedGc({ storage, content: hosted, gracePeriodMs: config.hosted.gcGracePeriod, logger: opts.logger, ...(opts.clock ? { clock: opts.clock } : {}) });
     const evictor = new Evictor({
       isProtected: hosted.isProtected,
+      ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
       storage,
       ...evictionPolicy(config),
       logger: opts.logger,

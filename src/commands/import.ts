@@ -272,13 +272,14 @@ export interface ImportCommandOptions {
 export async function importIntoStore(config: Readonly<Config>, dir: string, opts: ImportCommandOptions): Promise<ImportReport> {
   const layout = new DistributionLayout(distributionRoot(dir));
   const storage = openStorage(config.storage, { logger: opts.logger });
+  const problems: LayoutProblem[] = [];
+  const importOpts: ImportOptions = { hostedPatterns: config.hosted.repositories.map((r) => r.pattern), dryRun: opts.dryRun, ...(opts.only ? { only: opts.only } : {}) };
+  // Planned before the store is touched (reads only): a refusal (names not hosted) changes nothing.
+  const plan = await planImport(layout, storage, importOpts, problems);
   const ownership = opts.dryRun ? undefined : await storage.acquireOwnership({ failFast: true });
   let bar: cliProgress.SingleBar | undefined;
   try {
     if (!opts.dryRun) await storage.init();
-    const problems: LayoutProblem[] = [];
-    const importOpts: ImportOptions = { hostedPatterns: config.hosted.repositories.map((r) => r.pattern), dryRun: opts.dryRun, ...(opts.only ? { only: opts.only } : {}) };
-    const plan = await planImport(layout, storage, importOpts, problems);
     if (opts.progressOut && !opts.dryRun) {
       // prefetch's style: a 30-column bar counting bytes, the formatted bytes and the items beside it.
       bar = new cliProgress.SingleBar(

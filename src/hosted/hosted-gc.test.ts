@@ -267,6 +267,35 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
     assert.equal(await storage.metadata.hasBlob(key('myorg/app'), sha256Digest(layer)), false);
   });
 
+  it('runs periodically online: the first automatic pass collects, the next within the hour leaves it out', async () => {
+    const a = await push('myorg/app', 'v1', [Buffer.from('{"config":"tick"}'), Buffer.from('tick layer')]);
+    await hosted.deleteManifest(key('myorg/app'), { kind: 'digest', digest: a });
+    now += 2 * HOUR;
+    const g = gc();
+    let calls = 0;
+    const evictor = new Evictor({
+      storage,
+      highWatermark: 90,
+      lowWatermark: 80,
+      tagRetentionMs: 1000 * HOUR,
+      concurrency: 2,
+      isProtected: hosted.content.isProtected,
+      clock: () => now,
+      logger,
+      collectGarbage: (o) => (calls++, g.collect(o)),
+    });
+    const first = await evictor.tick();
+    assert.equal(first?.mode, 'auto');
+    assert.equal(first?.removed.filter((r) => r.reason === 'unreferenced').length, 3);
+    now += HOUR / 2;
+    assert.equal(await evictor.tick(), undefined, 'not due again within the hour');
+    assert.equal(calls, 1);
+    now += HOUR;
+    await evictor.tick();
+    assert.equal(calls, 2);
+    await evictor.stop();
+  });
+
   it('runs in the evictor\'s gc pass and reports its removals there (reason "unreferenced")', async () => {
     const a = await push('myorg/app', 'v1', [Buffer.from('{"config":"e"}'), Buffer.from('evictor layer')]);
     await hosted.deleteManifest(key('myorg/app'), { kind: 'digest', digest: a });

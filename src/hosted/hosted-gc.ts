@@ -105,7 +105,17 @@ export class HostedGc {
         if (await this.#linkIsOld(key, d, now)) push(garbageLinks, d, key);
       }
     }
-    for (const m of pointedAt) for (const d of (await refsOf(m)) ?? []) referencedByManifests.add(d);
+    // Stored manifests nothing points at and past the grace period: the candidates of the last sweep.
+    const unpointed: Array<{ digest: Digest; size: number }> = [];
+    for await (const m of manifests.list()) {
+      if (pointedAt.has(m.digest) || m.modifiedAt === undefined || now - m.modifiedAt <= this.#o.gracePeriodMs) continue;
+      unpointed.push({ digest: m.digest, size: m.size });
+    }
+    // What every manifest something points at mentions: read only when there is garbage to judge
+    // (a store with nothing deleted costs a walk of its metadata, not a read of every manifest).
+    if (garbageLinks.size > 0 || unpointed.length > 0) {
+      for (const m of pointedAt) for (const d of (await refsOf(m)) ?? []) referencedByManifests.add(d);
+    }
 
     // --- sweep: blobs ---
     let linksRemoved = 0;
@@ -157,9 +167,8 @@ export class HostedGc {
     }
 
     // --- sweep: manifests nothing points at ---
-    for await (const m of manifests.list()) {
-      if (pointedAt.has(m.digest) || referencedByManifests.has(m.digest) || this.#o.isProtected?.(m.digest) || content.holds(m.digest)) continue;
-      if (m.modifiedAt === undefined || now - m.modifiedAt <= this.#o.gracePeriodMs) continue;
+    for (const m of unpointed) {
+      if (referencedByManifests.has(m.digest) || this.#o.isProtected?.(m.digest) || content.holds(m.digest)) continue;
       if (opts.dryRun) {
         opts.record({ kind: 'manifest', reason: 'unreferenced', digest: m.digest, bytes: m.size });
         continue;

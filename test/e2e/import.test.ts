@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { formatBytes } from '../../src/commands/format.js';
 import { startDistribution, type Distribution } from '../support/distribution.js';
 import { startHubcacheProcess } from '../support/hubcache-process.js';
 import { makeImage, makeIndex, type TestImage } from '../support/images.js';
@@ -81,6 +82,7 @@ describe('hubcache import from a registry:2 store', () => {
     const store = tmp('hubcache-import-store-');
     const first = await cli(['import', dist.storageDir, '--storage-path', store, ...HOSTED]);
     assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stderr, '', 'no progress bar when stderr is not a terminal');
     assert.match(first.stdout, /^import: imported 3 repositories: \d+ blobs \(.+\), 6 manifests, 4 tags; already present: 0 blobs, 0 manifests, 0 tags\n$/);
 
     const second = await cli(['import', dist.storageDir, '--storage-path', store, ...HOSTED]);
@@ -165,6 +167,21 @@ describe('hubcache import from a registry:2 store', () => {
     } finally {
       await hc.stop();
     }
+  });
+
+  it('on a terminal: a progress bar with the bytes and the items, then the summary', async () => {
+    const store = tmp('hubcache-import-tty-');
+    const command = [process.execPath, BIN, 'import', dist.storageDir, '--storage-path', store, ...HOSTED, '--repository', 'myorg/app'].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const [code] = (await once(child, 'close')) as [number | null];
+    assert.equal(code, 0, out);
+    // myorg/app: two images, 5 blobs, 2 manifests, 2 tags.
+    const bytes = [images[0]!.image, images[1]!.image].flatMap((i) => [...i.blobs.values()]).reduce((n, b) => n + b.size, 0);
+    const size = formatBytes(bytes).replace(/\./g, '\\.');
+    assert.match(out, new RegExp(`100% \\| ${size}/${size} \\| 9/9 items \\| myorg/app`), out);
+    assert.match(out, /import: imported 1 repositories: 5 blobs/);
   });
 
   it('refuses names outside hosted.repositories (exit 2, nothing written) and a running server owns the store (exit 1)', async () => {

@@ -10,6 +10,8 @@
  *      over the cap ÷ the blobs in flight, pulls/s with the cap ÷ without (issue #13)
  *   7. store size (bench/store-size.ts, its own section of RESULTS.md): start-to-ready, RSS, HEAD/GET
  *      latency, ls and du with synthetic stores of 1k, 10k and 100k blobs
+ *   8. the S3 store on a real Ceph RGW (bench/s3.ts, issue #15): warm 1 GiB blob from the bucket and
+ *      through the hot cache, each ÷ the filesystem store; RSS growth during an S3 fill of 1 GiB
  *
  * 2–4 run twice: with the upstream's blob bodies paced to BENCH_LINK_MIBPS per connection (default
  * 50 MiB/s ≈ 420 Mbit/s, a good single-stream download from Docker Hub's CDN; the targets apply
@@ -23,7 +25,7 @@
  * The two sides of each comparison alternate (A,B,A,B,…) so drift from other work on the machine
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
- * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINK_MIBPS (50), BENCH_ONLY (e.g. "warm,pull,concurrent,store"; store-size.ts lists its own).
+ * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINK_MIBPS (50), BENCH_ONLY (e.g. "warm,pull,concurrent,store,s3"; store-size.ts lists its own).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -41,6 +43,7 @@ import { benchEviction, type EvictionRow } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
+import { benchS3 } from './s3.js';
 import { benchStoreSize, sectionOf, storeSizeOptionsFromEnv } from './store-size.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -53,7 +56,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 20);
  * limiting them but the machine (loopback, all processes on the same cores).
  */
 const LINK = Number(process.env.BENCH_LINK_MIBPS ?? 50) * MiB;
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store,s3').split(','));
 const DEADLINE_MS = 25 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
@@ -384,6 +387,11 @@ async function main(): Promise<void> {
   }
   rssRows();
   if (ONLY.has('eviction')) rows.push(...(await benchEviction(log)));
+  if (ONLY.has('s3')) {
+    const s3 = await benchS3(log);
+    rows.push(...s3.rows);
+    Object.assign(results, s3.results);
+  }
 
   const out = table();
   if (storeSection) process.stdout.write(`\n${storeSection}\n`);

@@ -193,6 +193,31 @@ withConfigOptions(
 
 withConfigOptions(
   program
+    .command('import')
+    .description('import a registry:2 (distribution) filesystem store as hosted content: blobs verified, manifests byte-exact, tags; offline (takes the store lock); rerun to resume or to check nothing is missing')
+    .argument('<dir>', "the registry's storage rootdirectory (the one holding docker/registry/v2)")
+    .option('--repository <pattern...>', 'only these source repositories (patterns like hosted.repositories: myorg/**, ci/*)')
+    .option('--dry-run', 'print what would be imported; write nothing'),
+).action(async (dir: string, opts) => {
+  const config = configOrFail(opts);
+  const { importIntoStore, formatImportSummary, formatProblem, NotHostedError } = await import('./commands/import.js');
+  const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
+  const report = await importIntoStore(config, dir, { dryRun: opts.dryRun === true, logger, ...(opts.repository ? { only: opts.repository as string[] } : {}), ...(process.stderr.isTTY ? { progressOut: process.stderr } : {}) }).catch((err: unknown) => {
+    // Refusals before anything is written: the source or the configuration, not a bug (exit 2).
+    if (err instanceof NotHostedError || (err instanceof Error && /not a registry:2 filesystem store/.test(err.message))) {
+      process.stderr.write(`hubcache: ${err.message}\n`);
+      process.exit(2);
+    }
+    return fail(err, 'a running hubcache owns this store: stop it, import, then start it again (hubcache import works on a stopped store)');
+  });
+  for (const p of report.problems) process.stderr.write(`${formatProblem(p)}\n`);
+  process.stdout.write(`${formatImportSummary(report)}\n`);
+  // 3: imported, but something in the source was left out (listed above).
+  process.exit(report.problems.length > 0 ? 3 : 0);
+});
+
+withConfigOptions(
+  program
     .command('du')
     .description('disk usage by upstream and repository: tags, manifests, blobs, bytes unique and shared, unreferenced blobs (reads the configured store, or a running server)')
     .argument('[repository]', 'only repositories starting with this, e.g. alpine, library/alp, ghcr.io/org')

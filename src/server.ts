@@ -21,6 +21,7 @@ import { setupAuth } from './http/auth/setup.js';
 import { TlsFiles } from './lib/tls-files.js';
 import { createClientServer, type ClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
+import { HostedGc } from './hosted/hosted-gc.js';
 import { HostedRegistry } from './hosted/hosted-registry.js';
 import { UploadSessions } from './storage/upload-sessions.js';
 import { viaChain, viaToken } from './http/middleware/anti-loop.js';
@@ -76,6 +77,8 @@ export interface StartOptions {
   signal?: AbortSignal;
   /** Content eviction must never remove (pinned images, pushed content), by digest: see `EvictorOptions.isProtected`. */
   isProtected?: (digest: Digest) => boolean;
+  /** Ms since epoch for garbage collection's grace period (hosted.gcGracePeriod); tests inject one. */
+  clock?: () => number;
 }
 
 export async function startHubcache(config: Readonly<Config>, opts: StartOptions = {}): Promise<Hubcache> {
@@ -213,6 +216,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     isProtected: (digest) => pins.protects(digest) || hosted.content.isProtected(digest) || opts.isProtected?.(digest) === true,
     // No pass before the stored pins are known: it could evict what a pin protects.
     ready: pinsLoaded,
+    // Hosted content nothing references after deletes (hosted/hosted-gc.ts): with hosted repositories only.
+    ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
     logger,
     metrics,
   });
@@ -229,6 +234,15 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   });
   const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger });
   metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
+  const hostedGc = new HostedGc({
+    storage,
+    content: hosted.content,
+    gracePeriodMs: config.hosted.gcGracePeriod,
+    isProtected: (digest) => pins.protects(digest) || opts.isProtected?.(digest) === true,
+    claimBlob: (digest) => registry.claimForEviction(digest),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+    logger,
+  });
   const hostedLoad = new AbortController();
   void hosted.content.load({ blobs, manifests, metadata }, hostedLoad.signal).then(
     (usage) => config.hosted.repositories.length > 0 && logger.info('hosted content counted', { ...usage }),

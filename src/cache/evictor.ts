@@ -7,7 +7,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
 
 /** Why something was evicted (the `reason` label of hubcache_evictions_total). */
-export const EVICTION_REASONS = ['lru', 'retention', 'emergency'] as const;
+export const EVICTION_REASONS = ['lru', 'retention', 'emergency', 'unreferenced'] as const;
 export type EvictionReason = (typeof EVICTION_REASONS)[number];
 /** What was evicted (the `kind` label). */
 export const EVICTION_KINDS = ['blob', 'manifest', 'tag'] as const;
@@ -89,6 +89,12 @@ export interface EvictorOptions {
   readonly ready?: Promise<void>;
   /** Each item as a pass removes it (or, in a dry run, selects it): `hubcache gc`'s progress. */
   readonly onRemoved?: (item: EvictedItem) => void;
+  /**
+   * Garbage collection of content nothing references any more (hosted content after deletes,
+   * hosted/hosted-gc.ts), run first in every `gc` pass and in automatic passes at most hourly.
+   * Reports each item removed (reason `unreferenced`) through `record`; resolves with its failures.
+   */
+  readonly collectGarbage?: (opts: { readonly dryRun: boolean; readonly record: (item: EvictedItem) => void }) => Promise<{ readonly errors: number }>;
 }
 
 /** One thing a pass removed (or, in a dry run, would remove). */
@@ -172,6 +178,7 @@ export class Evictor {
   #again = false;
   #timer: NodeJS.Timeout | undefined;
   #lastRetention = -Infinity;
+  #lastGarbage = -Infinity;
   #stopped = false;
 
   constructor(opts: EvictorOptions) {
@@ -236,8 +243,9 @@ export class Evictor {
     this.#o.metrics?.freeSpace(free?.freeBytes, floor && free ? ('bytes' in floor ? floor.bytes : Math.round((free.totalBytes * floor.percent) / 100)) : undefined);
     await this.#refreshOldest();
     const retentionDue = this.#clock() - this.#lastRetention >= RETENTION_EVERY_MS;
+    const garbageDue = this.#o.collectGarbage !== undefined && this.#clock() - this.#lastGarbage >= RETENTION_EVERY_MS;
     if (this.#running) return undefined;
-    if (retentionDue || this.#aboveHigh() || this.#freeNeeded(free) > 0) return this.run({ mode: 'auto' });
+    if (retentionDue || garbageDue || this.#aboveHigh() || this.#freeNeeded(free) > 0) return this.run({ mode: 'auto' });
     return undefined;
   }
 
@@ -289,6 +297,19 @@ export class Evictor {
       if (!dryRun) this.#o.metrics?.evicted(item.kind, item.reason, item.bytes);
     };
 
+    if (this.#o.collectGarbage && mode !== 'emergency' && (mode === 'gc' || started - this.#lastGarbage >= RETENTION_EVERY_MS)) {
+      try {
+        const gc = await this.#o.collectGarbage({ dryRun, record });
+        errors.n += gc.errors;
+        for (let i = 0; i < gc.errors; i++) this.#o.metrics?.evictionFailed();
+      } catch (err) {
+        errors.n++;
+        this.#o.metrics?.evictionFailed();
+        this.#o.logger.warn('eviction failed', { kind: 'garbage collection', error: (err as Error).message });
+      }
+      if (!dryRun) this.#lastGarbage = started;
+    }
+
     if (mode !== 'emergency' && (mode === 'gc' || started - this.#lastRetention >= RETENTION_EVERY_MS)) {
       await this.#retention(started, dryRun, await getIndex(), record, errors);
       if (!dryRun) this.#lastRetention = started;
@@ -306,11 +327,13 @@ export class Evictor {
       // counting the bytes of those in progress as freed (`record` and the `finally` below run
       // in one step, so a blob is never counted twice or not at all).
       const active = new Set<Promise<void>>();
+      // Blobs garbage collection removed before: already out of the usage `toFree` starts from.
+      const collected = blobBytes(removed);
       let deleting = 0;
       let oldestKept: number | undefined;
       for (const c of candidates) {
         while (active.size >= this.#o.concurrency) await Promise.race(active);
-        if (blobBytes(removed) + deleting >= toFree) {
+        if (blobBytes(removed) - collected + deleting >= toFree) {
           oldestKept = c.at;
           break;
         }

@@ -3,6 +3,7 @@ import { evictionPolicy, Evictor, type EvictedItem, type PassReport } from '../c
 import { PinSet } from '../cache/pins.js';
 import type { Config } from '../config/schema.js';
 import { HostedContent } from '../hosted/hosted-content.js';
+import { HostedGc } from '../hosted/hosted-gc.js';
 import type { Logger } from '../lib/logger.js';
 import { openStorage } from '../storage/open-storage.js';
 import { formatBytes } from './format.js';
@@ -12,6 +13,8 @@ export interface GcOptions {
   readonly logger: Logger;
   /** Each item as it is removed (progress for a long pass). */
   readonly onRemoved?: (item: EvictedItem) => void;
+  /** Now, for garbage collection's grace period (tests). */
+  readonly clock?: () => number;
 }
 
 /**
@@ -44,8 +47,11 @@ export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promis
       logger: opts.logger,
     });
     await pins.loaded();
+    // Hosted content nothing references after deletes goes too (hosted/hosted-gc.ts).
+    const hostedGc = new HostedGc({ storage, content: hosted, gracePeriodMs: config.hosted.gcGracePeriod, logger: opts.logger, ...(opts.clock ? { clock: opts.clock } : {}) });
     const evictor = new Evictor({
       isProtected: (digest) => pins.protects(digest) || hosted.isProtected(digest),
+      ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
       storage,
       ...evictionPolicy(config),
       logger: opts.logger,

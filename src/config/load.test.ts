@@ -438,6 +438,15 @@ test('hosted: nothing hosted by default; patterns from the file (strings or {pat
   assert.deepEqual(loadConfig({ env: {}, flags: { 'hosted-repositories': 'team/*' } }).hosted.repositories.map((r) => r.pattern), ['team/*']);
 });
 
+test('hosted.gcGracePeriod: 1h by default; from the file, HUBCACHE_HOSTED_GC_GRACE_PERIOD or --hosted-gc-grace-period; at least 1m', () => {
+  assert.equal(loadConfig({ env: {} }).hosted.gcGracePeriod, 3_600_000);
+  assert.equal(loadConfig({ file: file('gc1.yaml', 'hosted:\n  gcGracePeriod: 6h\n'), env: {} }).hosted.gcGracePeriod, 6 * 3_600_000);
+  assert.equal(loadConfig({ env: { HUBCACHE_HOSTED_GC_GRACE_PERIOD: '30m' } }).hosted.gcGracePeriod, 1_800_000);
+  assert.equal(loadConfig({ env: {}, flags: { 'hosted-gc-grace-period': '2h' } }).hosted.gcGracePeriod, 7_200_000);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_HOSTED_GC_GRACE_PERIOD: '10s' } }), /hosted\.gcGracePeriod/);
+  assert.equal((redactConfig(loadConfig({ env: {} })) as { hosted: Record<string, unknown> }).hosted.gcGracePeriod, '1h');
+});
+
 test('hosted: invalid patterns, an unconfigured fallThrough upstream and bad values are refused with the key named', () => {
   assert.throws(() => loadConfig({ env: { HUBCACHE_HOSTED_REPOSITORIES: 'MyOrg/**' } }), /hosted\.repositories\.0\.pattern: repository patterns use lowercase name characters/);
   assert.throws(() => loadConfig({ file: file('h1.yaml', 'hosted:\n  repositories:\n    - pattern: ci/*\n      fallThrough: ghcr.io\n'), env: {} }), /hosted\.repositories\.0\.fallThrough: ghcr\.io is not configured under upstreams/);

@@ -531,6 +531,12 @@ export const configSchema = z
         maxUploadSessions: count(1000, 1, 1_000_000),
         /** Allow DELETE of hosted manifests, tags and blobs (405 UNSUPPORTED otherwise). */
         allowDelete: flag(false),
+        /**
+         * Garbage collection (after deletes) never removes a hosted blob linked (uploaded or
+         * mounted) more recently than this, nor a manifest stored more recently: a push's blobs
+         * are uploaded before the manifest that references them. Longer than the slowest push. At least 1m.
+         */
+        gcGracePeriod: duration('1h', '1m'),
       })
       .strict()
       .default({}),
@@ -720,7 +726,7 @@ export const configSchema = z
   .strict();
 
 /** Keys whose values are durations (printed back with a unit by `config print`). */
-export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout', 'fillLeaseTtl']);
+export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout', 'fillLeaseTtl', 'gcGracePeriod']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
 export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize', 'partSize']);

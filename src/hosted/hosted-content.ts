@@ -34,6 +34,62 @@ export class HostedContent {
    */
   readonly holds = (digest: Digest): boolean => this.#refs.has(digest);
 
+  /**
+   * Digests a push is using right now (a manifest PUT validating and linking what it references, a
+   * blob upload or mount committing and linking): garbage collection leaves them alone.
+   */
+  readonly #inUse = new Map<Digest, number>();
+  /** Digests garbage collection is removing right now, and when it is done with each. */
+  readonly #collecting = new Map<Digest, Promise<void>>();
+
+  /**
+   * Marks `digests` as in use by a push until the returned release is called, after any
+   * collection of one of them in progress has finished (so the push then sees the store as the
+   * collection left it: the blob gone, its link gone). Garbage collection never starts on a digest
+   * in use (`tryCollect`). Together they make a manifest PUT racing a sweep either find every blob
+   * it references (and keep it) or fail with `MANIFEST_BLOB_UNKNOWN`, never link a manifest whose
+   * blobs are being removed.
+   */
+  async use(digests: Iterable<Digest>): Promise<() => void> {
+    const list = [...new Set(digests)];
+    for (;;) {
+      const busy = list.flatMap((d) => this.#collecting.get(d) ?? []);
+      if (busy.length === 0) break;
+      await Promise.all(busy);
+    }
+    // No await between the check above and this: a collection can't slip in.
+    for (const d of list) this.#inUse.set(d, (this.#inUse.get(d) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const d of list) {
+        const n = (this.#inUse.get(d) ?? 1) - 1;
+        if (n > 0) this.#inUse.set(d, n);
+        else this.#inUse.delete(d);
+      }
+    };
+  }
+
+  /**
+   * Garbage collection's claim on `digest`: `undefined` while a push uses it (`use`), else a
+   * function to call when the collection of `digest` is over; pushes wanting it wait until then.
+   */
+  tryCollect(digest: Digest): (() => void) | undefined {
+    if (this.#inUse.has(digest) || this.#collecting.has(digest)) return undefined;
+    let done!: () => void;
+    this.#collecting.set(digest, new Promise<void>((resolve) => (done = resolve)));
+    return () => {
+      this.#collecting.delete(digest);
+      done();
+    };
+  }
+
+  /** Links (and holds) on `digest` known to this process: hosted repositories linking it. */
+  links(digest: Digest): number {
+    return this.#refs.get(digest)?.refs ?? 0;
+  }
+
   get loaded(): boolean {
     return this.#loaded;
   }

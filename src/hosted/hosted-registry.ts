@@ -122,13 +122,16 @@ export class HostedRegistry implements RegistryReader {
 
   /** The final PUT: the body's bytes (if any) are appended, then the blob is verified, published and linked to the repository. */
   async finishUpload(key: RepoKey, id: string, digest: Digest, body?: AsyncIterable<Uint8Array>, expectedSize?: number): Promise<void> {
-    // Held from before the commit: an evictor must not take the blob between its commit and its link.
+    // Held from before the commit: an evictor must not take the blob between its commit and its
+    // link, nor garbage collection remove it (or its link) meanwhile.
+    const release = await this.content.use([digest]);
     this.content.add(digest, 0);
     try {
       const info = await this.#o.uploads.finish(key, id, digest, body, expectedSize);
       await this.#linkBlob(key, digest, info.size);
     } finally {
       this.content.remove(digest);
+      release();
     }
   }
 
@@ -148,10 +151,15 @@ export class HostedRegistry implements RegistryReader {
    * normal upload session). Whether the client may read `from` is the authorization step's call.
    */
   async mount(key: RepoKey, digest: Digest): Promise<boolean> {
-    const info = await this.#o.blobs.stat(digest);
-    if (!info) return false;
-    await this.#linkBlob(key, digest, info.size);
-    return true;
+    const release = await this.content.use([digest]);
+    try {
+      const info = await this.#o.blobs.stat(digest);
+      if (!info) return false;
+      await this.#linkBlob(key, digest, info.size);
+      return true;
+    } finally {
+      release();
+    }
   }
 
   // --- manifests ----------------------------------------------------------------------------
@@ -169,11 +177,24 @@ export class HostedRegistry implements RegistryReader {
     const digest = sha256Digest(body);
     if (ref.kind === 'digest' && ref.digest !== digest) throw new RegistryError('DIGEST_INVALID', { expected: ref.digest, actual: digest });
     const refs = manifestRefs(body, verdict.mediaType);
-    const missingBlobs = await this.#missing(refs.blobs, (d) => this.#o.metadata.hasBlob(key, d));
+    // What it references stays until it is linked: garbage collection (hosted-gc.ts) waits, or has
+    // finished removing it and the checks below see it gone.
+    const release = await this.content.use([digest, ...refs.blobs, ...refs.manifests]);
+    try {
+      return await this.#putManifest(key, ref, body, digest, verdict.mediaType, refs);
+    } finally {
+      release();
+    }
+  }
+
+  async #putManifest(key: RepoKey, ref: Reference, body: Buffer, digest: Digest, mediaType: string, refs: ManifestRefs): Promise<{ descriptor: Descriptor; subject?: Digest }> {
+    // A link whose bytes are gone (a garbage collection that died between removing the bytes and
+    // the link) doesn't count.
+    const missingBlobs = await this.#missing(refs.blobs, async (d) => (await this.#o.metadata.hasBlob(key, d)) && (await this.#o.blobs.stat(d)) !== undefined);
     if (missingBlobs.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', { repository: key.repo, digests: missingBlobs.slice(0, 20) }, { message: `the manifest references ${missingBlobs.length} blob(s) not pushed to this repository` });
     const missingChildren = await this.#missing(refs.manifests, (d) => this.#o.metadata.hasManifest(key, d));
     if (missingChildren.length > 0) throw new RegistryError('MANIFEST_UNKNOWN', { repository: key.repo, digests: missingChildren.slice(0, 20) }, { message: `the index references ${missingChildren.length} manifest(s) not pushed to this repository` });
-    const descriptor = await this.#o.manifests.put(body, verdict.mediaType, digest);
+    const descriptor = await this.#o.manifests.put(body, mediaType, digest);
     if (!(await this.#o.metadata.hasManifest(key, digest))) {
       await this.#o.metadata.linkManifest(key, digest);
       this.content.add(digest, descriptor.size);
@@ -225,9 +246,11 @@ export class HostedRegistry implements RegistryReader {
   }
 
   async #linkBlob(key: RepoKey, digest: Digest, size: number): Promise<void> {
-    if (await this.#o.metadata.hasBlob(key, digest)) return;
+    const had = await this.#o.metadata.hasBlob(key, digest);
+    // Linked again (uploaded or mounted again): the link is fresh, garbage collection's grace
+    // period (hosted.gcGracePeriod) starts over for it.
     await this.#o.metadata.linkBlob(key, digest);
-    this.content.add(digest, size);
+    if (!had) this.content.add(digest, size);
   }
 
   async #missing(digests: readonly Digest[], has: (d: Digest) => Promise<boolean>): Promise<Digest[]> {

@@ -78,6 +78,13 @@ export interface MetadataStore extends TagStore {
   hasBlob(key: RepoKey, digest: Digest): Promise<boolean>;
   /** Missing is not an error. */
   unlinkBlob(key: RepoKey, digest: Digest): Promise<void>;
+  /**
+   * Optional: when the blob was last linked to this repository (ms; `linkBlob` of a link that
+   * exists refreshes it), `undefined` when it isn't linked. Garbage collection's grace period
+   * for blobs uploaded but not referenced yet (hosted/hosted-gc.ts); a backend without it falls
+   * back on the blob's own `modifiedAt`.
+   */
+  blobLinkedAt?(key: RepoKey, digest: Digest): Promise<number | undefined>;
   /** The blobs linked to this repository, in digest order. */
   listBlobs(key: RepoKey): Promise<Digest[]>;
 }

@@ -21,6 +21,8 @@ export interface InProcessOptions {
   flags?: Record<string, string>;
   /** Keep using this store instead of a fresh temp one (not removed by close). */
   storagePath?: string;
+  /** Now, for garbage collection's grace period (`StartOptions.clock`). */
+  clock?: () => number;
 }
 
 export interface InProcessHubcache {
@@ -61,7 +63,7 @@ export async function startInProcess(opts: InProcessOptions = {}): Promise<InPro
     },
   });
   const logger = createLogger({ level: 'debug', format: 'json', stream: sink });
-  const hub = await startHubcache(config, { logger, version: 'test' });
+  const hub = await startHubcache(config, { logger, version: 'test', ...(opts.clock ? { clock: opts.clock } : {}) });
   const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 20_000) => log.waitFor(pred, timeoutMs);
   let closed: Promise<void> | undefined;
   return {

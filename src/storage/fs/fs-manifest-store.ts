@@ -1,4 +1,4 @@
-import { mkdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
@@ -175,10 +175,26 @@ export class FsMetadataStore implements MetadataStore {
     return linksIn(await readdirSorted(this.layout.manifestLinksDir(key)));
   }
 
+  /** Links the blob; a link that exists gets a fresh mtime (`blobLinkedAt`: the link's mtime). */
   async linkBlob(key: RepoKey, digest: Digest): Promise<void> {
     const path = this.layout.blobLinkPath(key, digest);
-    if (await isFile(path)) return;
+    if (await isFile(path)) {
+      const now = new Date();
+      await utimes(path, now, now).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+      if (await isFile(path)) return;
+    }
     await writeFileAtomic(this.layout.tempPath('meta'), path, digest);
+  }
+
+  async blobLinkedAt(key: RepoKey, digest: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(this.layout.blobLinkPath(key, digest))).mtimeMs;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   async hasBlob(key: RepoKey, digest: Digest): Promise<boolean> {

@@ -55,6 +55,13 @@ interface RepoMetadata {
  */
 export class MemoryMetadataStore implements MetadataStore {
   readonly #repos = new Map<string, RepoMetadata>();
+  /** When each blob link was last made (`blobLinkedAt`), by repository id and digest. */
+  readonly #linkedAt = new Map<string, number>();
+  readonly #clock: () => number;
+
+  constructor(opts: { readonly clock?: () => number } = {}) {
+    this.#clock = opts.clock ?? Date.now;
+  }
 
   async getTag(key: RepoKey, tag: Tag): Promise<TagEntry | undefined> {
     const t = checkTag(tag);
@@ -92,6 +99,12 @@ export class MemoryMetadataStore implements MetadataStore {
 
   async linkBlob(key: RepoKey, digest: Digest): Promise<void> {
     this.#repo(key, true)!.blobs.add(parseDigest(digest));
+    this.#linkedAt.set(`${key.upstream}\n${key.repo}\n${digest}`, this.#clock());
+  }
+
+  async blobLinkedAt(key: RepoKey, digest: Digest): Promise<number | undefined> {
+    if (!(await this.hasBlob(key, digest))) return undefined;
+    return this.#linkedAt.get(`${key.upstream}\n${key.repo}\n${digest}`);
   }
 
   async hasBlob(key: RepoKey, digest: Digest): Promise<boolean> {

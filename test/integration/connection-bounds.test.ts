@@ -153,9 +153,13 @@ describe('client connection bounds (issue #11, point 6)', () => {
     assert.equal((await get(hc.url, '/v2/', '127.0.0.2')).status, 200);
     await Promise.all(flood.map((s) => s.closed));
     const text = await metrics(hc);
-    // The first one is accepted (then closed by the headers timeout); every other one is turned away.
-    assert.equal(metricValue(text, 'hubcache_http_connections_rejected_total', { reason: 'client_limit' }), TURN_AWAY_BACKLOG + 71);
-    assert.equal(metricValue(text, 'hubcache_http_timeouts_total', { kind: 'headers' }), 1);
+    // One at a time is accepted (then closed by the headers timeout); every other one is turned
+    // away. Usually that is the first one only; on a loaded machine opening the flood may outlast
+    // the 1 s timeout, and the slot freed by it takes one more — still one at a time.
+    const rejected = metricValue(text, 'hubcache_http_connections_rejected_total', { reason: 'client_limit' });
+    const timedOut = metricValue(text, 'hubcache_http_timeouts_total', { kind: 'headers' });
+    assert.ok(timedOut >= 1, `at least the first connection was accepted and timed out (${timedOut})`);
+    assert.equal(rejected + timedOut, TURN_AWAY_BACKLOG + 72, 'every connection was either accepted alone or turned away');
     assert.equal(metricValue(text, 'hubcache_http_connections'), 0);
   });
 

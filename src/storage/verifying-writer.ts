@@ -38,7 +38,7 @@ type State = 'open' | 'rejected' | 'committed' | 'aborted';
  */
 export class VerifyingBlobWriter implements BlobWriter {
   readonly #raw: RawBlobWriter;
-  readonly #hash: Hash = createHash('sha256');
+  #hash: Hash = createHash('sha256');
   #written = 0;
   #busy: 'write' | 'commit' | undefined;
   #state: State = 'open';
@@ -60,12 +60,22 @@ export class VerifyingBlobWriter implements BlobWriter {
     this.#busy = 'write';
     try {
       const chunks = data instanceof Uint8Array ? [data] : data;
-      await this.#raw.write(chunks, this.#written);
-      // Hashed once the backend took them: the hash must see exactly the bytes stored, in order.
+      // Hashed while the backend writes them (the filesystem's write runs in libuv's thread pool,
+      // the hash on this thread: a push's two costs per byte overlap instead of adding up). The
+      // hash must cover exactly the bytes stored, in order (`runningHash` after a failed write
+      // too): a write that fails puts back the hash from before it (a copy of the state: bytes).
+      const before = this.#hash.copy();
+      const stored = this.#raw.write(chunks, this.#written);
       let n = 0;
       for (const chunk of chunks) {
         this.#hash.update(chunk);
         n += chunk.length;
+      }
+      try {
+        await stored;
+      } catch (err) {
+        this.#hash = before;
+        throw err;
       }
       this.#written += n;
     } catch (err) {

@@ -17,8 +17,9 @@ export interface Transfer {
 const WRITE_OUT = '%{http_code} %{size_download} %{time_starttransfer} %{time_total}';
 
 /** GET `url` once, discarding the body; rejects on a non-2xx answer or a curl failure. */
-export function curlGet(url: string, opts: { headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<Transfer> {
+export function curlGet(url: string, opts: { headers?: Record<string, string>; timeoutMs?: number; caCert?: string } = {}): Promise<Transfer> {
   const args = ['-sS', '-o', '/dev/null', '-w', WRITE_OUT, '--max-time', String(Math.ceil((opts.timeoutMs ?? 120_000) / 1000))];
+  if (opts.caCert) args.push('--cacert', opts.caCert);
   for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`);
   args.push(url);
   return new Promise((resolve, reject) => {

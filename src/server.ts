@@ -3,6 +3,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from './config/load.js';
 import { createServer, type Server } from 'node:http';
+import { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { evictionPolicy, Evictor, type PassOptions, type PassReport } from './cache/evictor.js';
@@ -11,11 +12,12 @@ import { PullThroughRegistry } from './cache/pull-through.js';
 import type { Digest } from './domain/digest.js';
 import { diskUsage, type DuResult } from './commands/du.js';
 import { matchesFilter } from './commands/ls.js';
-import { parseHostPort, type Config } from './config/schema.js';
+import { parseHostPort, type Config, type TlsConfig } from './config/schema.js';
 import { adminRouter, type AdminOperations } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { setupAuth } from './http/auth/setup.js';
-import { createClientServer } from './http/client-server.js';
+import { TlsFiles } from './lib/tls-files.js';
+import { createClientServer, type ClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
 import { HostedRegistry } from './hosted/hosted-registry.js';
 import { UploadSessions } from './storage/upload-sessions.js';
@@ -268,10 +270,24 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     readiness,
     serveMetrics: config.metrics.enabled && !separateMetrics,
     sendTimeoutMs: config.server.sendTimeout,
+    trustedProxies: config.server.trustedProxies,
     ...(auth ? { auth: auth.guard } : {}),
   });
 
-  const server = await listen(createClientServer(app, { ...config.server, logger, metrics }), config.listen);
+  // TLS (issue #14): the pair was checked at load; read again here (the files may have changed
+  // since) and kept current: a changed pair is given to new connections, open ones keep theirs.
+  const tlsFiles = config.tls.certificate !== undefined && config.tls.key !== undefined ? watchTls(config.tls, logger, metrics) : undefined;
+  const clientServer = createClientServer(app, {
+    ...config.server,
+    logger,
+    metrics,
+    ...(tlsFiles ? { tls: { context: tlsFiles.files.current.context, minVersion: config.tls.minVersion } } : {}),
+  });
+  if (tlsFiles) tlsFiles.serve(clientServer as HttpsServer);
+  const server = await listen(clientServer, config.listen).catch((err: unknown) => {
+    tlsFiles?.files.close();
+    throw err;
+  });
   endKeepAliveWhenClosing(server, () => !accepting);
   let metricsServer: Server | undefined;
   if (separateMetrics) {
@@ -334,6 +350,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => evictor.stop())
       .finally(() => auth?.close())
+      .finally(() => tlsFiles?.files.close())
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
@@ -359,7 +376,7 @@ function adminOperations(storage: Storage): Omit<AdminOperations, 'gc'> {
  * at that moment: the others (docker and containerd keep theirs open) would stay until
  * keepAliveTimeout, so every drain with a download in flight would run into the deadline.
  */
-function endKeepAliveWhenClosing(server: Server, closing: () => boolean): void {
+function endKeepAliveWhenClosing(server: ClientServer, closing: () => boolean): void {
   server.prependListener('request', (_req, res) => {
     if (closing()) res.setHeader('Connection', 'close');
     res.once('finish', () => {
@@ -369,7 +386,7 @@ function endKeepAliveWhenClosing(server: Server, closing: () => boolean): void {
   });
 }
 
-async function listen(server: Server, hostPort: string): Promise<Server> {
+async function listen<S extends ClientServer>(server: S, hostPort: string): Promise<S> {
   const { host, port } = parseHostPort(hostPort)!;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -381,8 +398,42 @@ async function listen(server: Server, hostPort: string): Promise<Server> {
   return server;
 }
 
-function addressUrl(server: Server): string {
+function addressUrl(server: ClientServer): string {
   const a = server.address() as AddressInfo;
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-  return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
+  return `${server instanceof HttpsServer ? 'https' : 'http'}://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${a.port}`;
+}
+
+/**
+ * The TLS files of config `tls`, read now and watched: each valid new pair goes to the listener
+ * (`setSecureContext`: new handshakes use it, open connections keep theirs); a bad one keeps the
+ * previous pair and is logged once. The served certificate's expiry is a metric (alerted on
+ * 14 days ahead: deploy/prometheus/alerts.yaml).
+ */
+function watchTls(tls: Readonly<TlsConfig>, logger: Logger, metrics: Metrics): { files: TlsFiles; serve(server: HttpsServer): void } {
+  let server: HttpsServer | undefined;
+  const files = new TlsFiles({
+    certificate: tls.certificate!,
+    key: tls.key!,
+    clientCA: tls.clientCA,
+    onReload: (pair) => {
+      server?.setSecureContext({ ...pair.context, minVersion: tls.minVersion });
+      metrics.tlsReloaded('success', pair.notAfter);
+      logger.info('TLS certificate reloaded', { subject: pair.subject, fingerprint: pair.fingerprint, expires: pair.notAfter.toISOString() });
+    },
+    onError: (message) => {
+      metrics.tlsReloaded('failure');
+      logger.error('TLS certificate not reloaded', { problem: message });
+    },
+  });
+  const pair = files.current;
+  metrics.tlsConfigured(pair.notAfter);
+  logger.info('TLS certificate loaded', { subject: pair.subject, fingerprint: pair.fingerprint, expires: pair.notAfter.toISOString(), clientCertificates: tls.clientCA !== undefined });
+  return {
+    files,
+    serve(s) {
+      server = s;
+      files.watch();
+    },
+  };
 }

@@ -80,12 +80,19 @@ test('storage.driver (issue #12): filesystem by default and when named; an unkno
 
 test('server bounds: defaults; from the file, the environment or flags; numbers from strings; print writes units back', () => {
   const d = loadConfig({ env: {} }).server;
-  assert.deepEqual(d, { headersTimeout: 60_000, keepAliveTimeout: 65_000, sendTimeout: 60_000, maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: 64 * 1024 * 1024 });
+  assert.deepEqual(d, { headersTimeout: 60_000, keepAliveTimeout: 65_000, sendTimeout: 60_000, maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: 64 * 1024 * 1024, trustedProxies: [] });
   const f = file('s.yaml', 'server:\n  maxConnections: 100\n  sendTimeout: 2m\n  blobBufferPool: 16MiB\n');
   const c = loadConfig({ file: f, env: { HUBCACHE_MAX_CONNECTIONS_PER_CLIENT: '0', HUBCACHE_HEADERS_TIMEOUT: '10s' }, flags: { 'max-connections': '200', 'keep-alive-timeout': '5s', 'blob-buffer-pool': '8MiB' } }).server;
-  assert.deepEqual(c, { headersTimeout: 10_000, keepAliveTimeout: 5_000, sendTimeout: 120_000, maxConnections: 200, maxConnectionsPerClient: 0, blobBufferPool: 8 * 1024 * 1024 });
+  assert.deepEqual(c, { headersTimeout: 10_000, keepAliveTimeout: 5_000, sendTimeout: 120_000, maxConnections: 200, maxConnectionsPerClient: 0, blobBufferPool: 8 * 1024 * 1024, trustedProxies: [] });
   const printed = redactConfig(loadConfig({ file: f, env: {} })) as { server: Record<string, unknown> };
-  assert.deepEqual(printed.server, { headersTimeout: '1m', keepAliveTimeout: '1m5s', sendTimeout: '2m', maxConnections: 100, maxConnectionsPerClient: 256, blobBufferPool: '16MiB' });
+  assert.deepEqual(printed.server, { headersTimeout: '1m', keepAliveTimeout: '1m5s', sendTimeout: '2m', maxConnections: 100, maxConnectionsPerClient: 256, blobBufferPool: '16MiB', trustedProxies: [] });
+});
+
+test('server.trustedProxies: none by default; CIDR ranges from the file, HUBCACHE_TRUSTED_PROXIES or the flag', () => {
+  assert.deepEqual(loadConfig({ file: file('tp.yaml', 'server:\n  trustedProxies: [10.0.0.0/8, "fd00::/8"]\n'), env: {} }).server.trustedProxies, ['10.0.0.0/8', 'fd00::/8']);
+  assert.deepEqual(loadConfig({ env: { HUBCACHE_TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.1' } }).server.trustedProxies, ['10.0.0.0/8', '192.168.1.1']);
+  assert.deepEqual(loadConfig({ env: {}, flags: { 'trusted-proxies': '172.16.0.0/12' } }).server.trustedProxies, ['172.16.0.0/12']);
+  assert.throws(() => loadConfig({ env: { HUBCACHE_TRUSTED_PROXIES: 'proxy.example' } }), /server\.trustedProxies\.0: "proxy\.example" is not an address or a CIDR range/);
 });
 
 test('server bounds: no timeout below 1s (0 would mean none at all), whole connection counts', () => {

@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatDuration, formatSize } from './duration.js';
 import { parsePin } from '../domain/pin.js';
+import { readTlsPair } from '../lib/tls-files.js';
 import { DOCKER_HUB, imageName } from '../upstream/docker-hub.js';
 import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js';
 
@@ -51,6 +52,11 @@ export const SETTINGS = [
   { flag: 'auth-anonymous-pull', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL', path: ['auth', 'anonymousPull'], help: 'true or false: anonymous pull of mirrored repositories (default true)' },
   { flag: 'auth-anonymous-pull-cidrs', env: 'HUBCACHE_AUTH_ANONYMOUS_PULL_CIDRS', path: ['auth', 'anonymousPullCidrs'], help: 'comma-separated client ranges anonymous pull is limited to (10.0.0.0/8,fd00::/8)' },
   { flag: 'auth-token-expiry', env: 'HUBCACHE_AUTH_TOKEN_EXPIRY', path: ['auth', 'tokenExpiry'], help: 'lifetime of bearer tokens (default 5m)' },
+  { flag: 'tls-certificate', env: 'HUBCACHE_TLS_CERTIFICATE', path: ['tls', 'certificate'], help: 'PEM certificate (with its chain) of the registry listener: with --tls-key it serves HTTPS only; reloaded when the file changes' },
+  { flag: 'tls-key', env: 'HUBCACHE_TLS_KEY', path: ['tls', 'key'], help: "PEM private key of --tls-certificate" },
+  { flag: 'tls-client-ca', env: 'HUBCACHE_TLS_CLIENT_CA', path: ['tls', 'clientCA'], help: 'PEM CA bundle: clients must present a certificate it issued (gates the connection; users still log in)' },
+  { flag: 'tls-min-version', env: 'HUBCACHE_TLS_MIN_VERSION', path: ['tls', 'minVersion'], help: 'TLSv1.2 (the default) or TLSv1.3' },
+  { flag: 'trusted-proxies', env: 'HUBCACHE_TRUSTED_PROXIES', path: ['server', 'trustedProxies'], help: 'comma-separated CIDR ranges of proxies whose X-Forwarded-For/-Proto/-Host are believed (default: none)' },
   { flag: 'pin', env: 'HUBCACHE_PIN', path: ['cache', 'pin'], help: 'comma-separated images kept warm and never evicted: nginx:1.27, ghcr.io/org/app:v1, alpine@sha256:…, redis:7.* (a glob over the tags)' },
   { flag: 'pin-concurrency', env: 'HUBCACHE_PIN_CONCURRENCY', path: ['cache', 'pinConcurrency'], help: 'downloads the pin refresher runs at once (default 2)' },
   { flag: 'pin-platforms', env: 'HUBCACHE_PIN_PLATFORMS', path: ['cache', 'pinPlatforms'], help: 'comma-separated platforms of pinned multi-platform images kept warm (linux/amd64,linux/arm64; default all)' },
@@ -134,6 +140,15 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
     const { upstream } = imageName(pin.registry, pin.path);
     if (!config.upstreams[upstream]) problems.push(`cache.pin.${i}: ${JSON.stringify(pin.source)}: registry ${upstream} is not configured under upstreams`);
   });
+  // The TLS files are read and checked here (readable, PEM, the key the certificate's): a broken
+  // pair is a configuration error at start, not a listener that fails every handshake.
+  if (config.tls.certificate !== undefined && config.tls.key !== undefined) {
+    try {
+      readTlsPair({ certificate: config.tls.certificate, key: config.tls.key, clientCA: config.tls.clientCA });
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
 }

@@ -345,6 +345,31 @@ const authSchema = z
   })
   .default({});
 
+/**
+ * TLS on the registry listener (issue #14), like registry:2's `http.tls`: with `certificate` and
+ * `key` the listener speaks HTTPS only; reloaded when the files change (http/tls-files.ts). The
+ * metrics/admin listener (`metrics.listen`) stays plain HTTP: it is internal.
+ */
+const tlsSchema = z
+  .object({
+    /** PEM file of the server certificate, the chain after it (intermediates) in the same file. */
+    certificate: z.string().min(1).optional(),
+    /** PEM file of the certificate's private key (unencrypted). */
+    key: z.string().min(1).optional(),
+    /**
+     * A PEM bundle of CA certificates: a client must present a certificate issued by one of them,
+     * or its handshake fails. It only gates the connection: who the client is for `auth` still
+     * comes from its credentials (htpasswd users, tokens), never from the certificate.
+     */
+    clientCA: z.string().min(1).optional(),
+    /** The oldest TLS version accepted. */
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  })
+  .strict()
+  .refine((t) => (t.certificate === undefined) === (t.key === undefined), { message: 'set both certificate and key, or neither' })
+  .refine((t) => t.clientCA === undefined || t.certificate !== undefined, { message: 'clientCA needs certificate and key (client certificates are a TLS feature)' })
+  .default({});
+
 export const configSchema = z
   .object({
     /** Address the registry API listens on. */
@@ -532,10 +557,19 @@ export const configSchema = z
          * bounded by this plus 64 KiB per connection (maxConnections).
          */
         blobBufferPool: size('64MiB'),
+        /**
+         * Proxies (CIDR ranges, `10.0.0.0/8`) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+         * `X-Forwarded-Host` are believed: the client address of auth CIDR rules and failed-login
+         * limits, and the scheme and host of the token realm in challenges, come from them. Empty
+         * (the default): no forwarded header is believed, whoever sends it. A comma-separated
+         * string is accepted (environment, flags). Connection limits count the proxy's address.
+         */
+        trustedProxies: commaList(cidr).default([]),
       })
       .strict()
       .default({}),
     auth: authSchema,
+    tls: tlsSchema,
     shutdown: z
       .object({
         /** On SIGTERM, wait this long for in-flight responses and fills before exiting. */
@@ -561,4 +595,5 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type AuthConfig = z.output<typeof authSchema>;
+export type TlsConfig = z.output<typeof tlsSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;

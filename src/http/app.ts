@@ -48,6 +48,11 @@ export interface AppOptions {
    * repository and action before anything else, and `/auth/token` is served. Absent: no auth.
    */
   readonly auth?: AuthGuard;
+  /**
+   * `server.trustedProxies`: CIDR ranges whose `X-Forwarded-For`/`-Proto`/`-Host` are believed
+   * (express's `trust proxy`). Empty or absent: none is.
+   */
+  readonly trustedProxies?: readonly string[];
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -56,6 +61,8 @@ export function createApp(opts: AppOptions): express.Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  // Forwarded headers only from the proxies named: anyone else could claim any address or scheme.
+  app.set('trust proxy', opts.trustedProxies && opts.trustedProxies.length > 0 ? [...opts.trustedProxies] : false);
   app.use(noSniff());
   app.use(requestContext({ logger: opts.logger, metrics: opts.metrics, quietRoutes: new Set(['healthz', 'readyz', 'metrics']) }));
   app.use(sendTimeout({ timeoutMs: opts.sendTimeoutMs, metrics: opts.metrics }));

@@ -1,4 +1,6 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from '../lib/logger.js';
@@ -15,7 +17,18 @@ export interface ClientServerOptions {
   readonly maxConnectionsPerClient: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Config `tls`: the listener speaks HTTPS only (certificate and key, optional client CA). */
+  readonly tls?: ClientServerTls;
 }
+
+export interface ClientServerTls {
+  /** Certificate, key and, to require client certificates, `ca` (lib/tls-files.ts reads them). */
+  readonly context: SecureContextOptions;
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/** The registry listener: plain HTTP, or HTTPS with `tls` (same bounds, same handlers). */
+export type ClientServer = Server | HttpsServer;
 
 /**
  * Connections being turned away at once, at most: each waits (briefly) for its request to answer
@@ -42,32 +55,63 @@ const LOG_EVERY_MS = 10_000;
  * `503` (OCI error body, `Retry-After`, `Connection: close`) instead of being served; Node's
  * defaults would have kept every one of them open forever and let file descriptors run out.
  */
-export function createClientServer(app: RequestListener, opts: ClientServerOptions): Server {
+export function createClientServer(app: RequestListener, opts: ClientServerOptions): ClientServer {
   const limits = new ConnectionLimits(opts);
-  const server = createServer(
-    {
-      keepAliveTimeout: opts.keepAliveTimeout,
-      headersTimeout: opts.headersTimeout,
-      requestTimeout: 0,
-      // Node checks headersTimeout this often (default 30 s: a 60 s timeout would fire at up to 90 s).
-      connectionsCheckingInterval: checkingInterval(opts.headersTimeout),
-    },
-    (req, res) => {
-      if (limits.turnedAway(req.socket) && !OPERATIONAL_PATHS.has(pathOf(req))) return answerTurnedAway(req, res, limits.reasonOf(req.socket));
-      // A mirror accepts no request bodies: after the answer the connection is closed instead of
-      // reading the body to its end, which a client could trickle forever (slowloris through the body).
-      if (limits.turnedAway(req.socket) || hasBody(req)) res.setHeader('Connection', 'close');
-      limits.responding(req.socket, res);
-      return app(req, res);
-    },
-  );
+  const httpOptions: ServerOptions = {
+    keepAliveTimeout: opts.keepAliveTimeout,
+    headersTimeout: opts.headersTimeout,
+    requestTimeout: 0,
+    // Node checks headersTimeout this often (default 30 s: a 60 s timeout would fire at up to 90 s).
+    connectionsCheckingInterval: checkingInterval(opts.headersTimeout),
+  };
+  const onRequest: RequestListener = (req, res) => {
+    const connection = connectionOf(req.socket);
+    if (limits.turnedAway(connection) && !OPERATIONAL_PATHS.has(pathOf(req))) return answerTurnedAway(req, res, limits.reasonOf(connection));
+    // A mirror accepts no request bodies: after the answer the connection is closed instead of
+    // reading the body to its end, which a client could trickle forever (slowloris through the body).
+    if (limits.turnedAway(connection) || hasBody(req)) res.setHeader('Connection', 'close');
+    limits.responding(connection, res);
+    return app(req, res);
+  };
+  const server: ClientServer = opts.tls
+    ? createHttpsServer(
+        {
+          ...httpOptions,
+          ...opts.tls.context,
+          minVersion: opts.tls.minVersion,
+          // With a client CA every client must present a certificate it issued: the handshake fails otherwise.
+          requestCert: opts.tls.context.ca !== undefined,
+          rejectUnauthorized: opts.tls.context.ca !== undefined,
+          // Node's headersTimeout check only sees connections whose handshake is done: a client
+          // that connects and never completes a handshake would hold its socket (and a slot of
+          // maxConnections) for tls's own default of 120 s, whatever headersTimeout says.
+          handshakeTimeout: opts.headersTimeout,
+        },
+        onRequest,
+      )
+    : createServer(httpOptions, onRequest);
   // Before Node's own connection listener: a connection is counted, or marked to be turned away,
-  // before any of its bytes are parsed.
+  // before any of its bytes are parsed (with TLS: the TCP connection, before the handshake).
   server.prependListener('connection', (socket: Socket) => limits.onConnection(socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => limits.onClientError(err, socket as Socket));
+  // A failed or timed-out handshake: Node closes the connection; counted, never logged per client
+  // (scanners and clients not trusting the certificate would flood the log).
+  if (opts.tls) server.on('tlsClientError', (_err: Error, socket: TLSSocket) => {
+    opts.metrics.tlsHandshakeFailed();
+    socket.destroy();
+  });
   // Accept errors (EMFILE when file descriptors run out after all) must not end the process.
   server.once('listening', () => server.on('error', (err) => opts.logger.error('client listener error', { error: err.message, code: (err as NodeJS.ErrnoException).code })));
   return server;
+}
+
+/**
+ * The TCP connection under a request's socket: with TLS, requests arrive on a TLSSocket wrapping
+ * the socket the 'connection' listener counted (Node keeps it as `_parent`); without, it is the
+ * socket itself. The connection bounds are kept per TCP connection.
+ */
+export function connectionOf(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }
 
 /** How often Node looks for connections past headersTimeout: a fraction of it, between 50 ms and 5 s. */
@@ -174,7 +218,7 @@ class ConnectionLimits {
   onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') this.#opts.metrics.clientTimedOut('headers');
     const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code?.startsWith('HPE_') ? '400 Bad Request' : undefined;
-    if (status && socket.writable && !(this.#responses.get(socket) ?? 0)) socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    if (status && socket.writable && !(this.#responses.get(connectionOf(socket)) ?? 0)) socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     socket.destroy();
   }
 
@@ -190,8 +234,8 @@ class ConnectionLimits {
     this.#turningAway++;
     this.#turnedAway.set(socket, reason);
     socket.once('close', () => this.#turningAway--);
-    // No request in time: closed (Node destroys a connection whose timeout nobody handles).
-    socket.setTimeout(Math.min(TURN_AWAY_GRACE_MS, this.#opts.headersTimeout));
+    // No request in time: closed (with TLS the HTTP server watches the TLS socket, not this one).
+    socket.setTimeout(Math.min(TURN_AWAY_GRACE_MS, this.#opts.headersTimeout), () => socket.destroy());
   }
 
   #logTurnedAway(reason: ConnectionRejection): void {

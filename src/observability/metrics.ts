@@ -94,6 +94,10 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   #blobBufferPool: (() => { inUseBytes: number; idleBytes: number }) | undefined;
   readonly #blobBufferBytes = new client.Gauge({ name: 'hubcache_blob_buffer_pool_bytes', help: 'Memory of the buffer pool that streams stored blobs to clients, by state: in_use or idle (allocated, free for reuse).', labelNames: ['state'], registers: [this.registry], collect: () => this.#collectBufferPool() });
   readonly #authRequests = new client.Counter({ name: 'hubcache_auth_requests_total', help: 'Authentication and authorization of client requests and token requests (with auth on), by the scheme the client used (anonymous, basic, bearer, refresh_token) and result (allowed: served or token issued; unauthorized: 401; denied: 403; rate_limited: 429 after too many failed logins).', labelNames: ['scheme', 'result'], registers: [this.registry] });
+  // TLS on the registry listener (issue #14): absent without tls.certificate.
+  readonly #tlsExpiry = new client.Gauge({ name: 'hubcache_tls_certificate_expiry_timestamp_seconds', help: 'When the certificate the registry listener serves expires (its notAfter, unix seconds); absent without TLS. Updated on every reload.', registers: [this.registry] });
+  readonly #tlsReloads = new client.Counter({ name: 'hubcache_tls_reloads_total', help: 'Reloads of the TLS certificate and key after their files changed, by result: success (new connections get the new pair) or failure (unreadable files, a key not matching the certificate: the previous pair is kept, logged as "TLS certificate not reloaded").', labelNames: ['result'], registers: [this.registry] });
+  readonly #tlsHandshakeFailures = new client.Counter({ name: 'hubcache_tls_handshake_failures_total', help: 'Client connections closed before their TLS handshake finished (a client not trusting the certificate, no or a refused client certificate, a handshake not done within server.headersTimeout).', registers: [this.registry] });
   readonly #blobBufferFallbacks = new client.Counter({ name: 'hubcache_blob_buffer_pool_fallbacks_total', help: 'Stored-blob responses that found the buffer pool all in use and streamed through a small buffer of their own.', registers: [this.registry] });
 
   readonly #pins = new client.Gauge({ name: 'hubcache_pins', help: 'Pinned images (cache.pin; each tag of a pattern counts) by state: warm (all content stored), cold (not all stored yet), failed (the last refresh failed with content missing).', labelNames: ['state'], registers: [this.registry] });
@@ -158,6 +162,18 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics {
   }
 
   /** Creates the auth counters at zero (only when auth is on: the series are absent otherwise). */
+  tlsConfigured(notAfter: Date): void {
+    this.#tlsExpiry.set(Math.floor(notAfter.getTime() / 1000));
+    for (const result of ['success', 'failure']) this.#tlsReloads.inc({ result }, 0);
+    this.#tlsHandshakeFailures.inc(0);
+  }
+  tlsReloaded(result: 'success' | 'failure', notAfter?: Date): void {
+    this.#tlsReloads.inc({ result });
+    if (notAfter) this.#tlsExpiry.set(Math.floor(notAfter.getTime() / 1000));
+  }
+  tlsHandshakeFailed(): void {
+    this.#tlsHandshakeFailures.inc();
+  }
   authConfigured(): void {
     for (const scheme of AUTH_SCHEMES) for (const result of AUTH_RESULTS) this.#authRequests.inc({ scheme, result }, 0);
   }

@@ -13,6 +13,7 @@ import { parse, stringify } from 'yaml';
 import { renderReadme, undocumentedKeys } from '../../tools/helm-docs.mjs';
 import { CHART, fetchHelm, Helm, type K8sObject, type Rendered } from './support/helm.js';
 import { ROOT } from './support/metrics-catalog.js';
+import { createTestCa, type TestCa } from '../support/test-ca.js';
 
 const run = promisify(execFile);
 const BIN = join(ROOT, 'bin', 'hubcache.js');
@@ -88,8 +89,13 @@ describe('helm/hubcache', () => {
   });
 
   /** `hubcache config check` on a rendered config.yaml, as the container would run it (its env applied). */
-  async function configCheck(r: Rendered, name: string, passwordFiles: Record<string, string> = {}): Promise<string> {
+  async function configCheck(r: Rendered, name: string, passwordFiles: Record<string, string> = {}, tlsPair?: { certificate: string; key: string }): Promise<string> {
     const config = configOf(r);
+    // The TLS Secret exists only in the pod: a pair from a test CA stands in for it.
+    if (config.tls) {
+      assert.ok(tlsPair, 'unexpected tls in config.yaml');
+      config.tls = { ...config.tls, ...tlsPair };
+    }
     // Password files exist only in the pod: point them at local files with a stand-in secret.
     for (const [registry, up] of Object.entries(config.upstreams ?? {}) as Array<[string, { passwordFile?: string }]>) {
       if (!up.passwordFile) continue;
@@ -217,7 +223,7 @@ describe('helm/hubcache', () => {
     });
 
     it('bounds client connections (issue #11), with a blob buffer pool well inside the memory limit', () => {
-      assert.deepEqual(configOf(r).server, { headersTimeout: '60s', keepAliveTimeout: '65s', sendTimeout: '60s', maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: '64MiB' });
+      assert.deepEqual(configOf(r).server, { headersTimeout: '60s', keepAliveTimeout: '65s', sendTimeout: '60s', maxConnections: 4096, maxConnectionsPerClient: 256, blobBufferPool: '64MiB', trustedProxies: [] });
       assert.equal(container(r.get('Deployment')).resources.limits.memory, '1Gi', 'revisit server.blobBufferPool with the memory limit');
     });
 
@@ -417,6 +423,50 @@ describe('helm/hubcache', () => {
 
     it('values.schema.json refuses a rule with an unknown action', async () => {
       await assert.rejects(helm.template({ config: { auth: { rules: [{ repositories: ['a/*'], users: ['x'], actions: ['write'] }] } } }), /values don't meet the specifications of the schema/);
+    });
+  });
+
+  describe('TLS from a kubernetes.io/tls Secret (tls.enabled)', () => {
+    const values = { tls: { enabled: true, secretName: 'hubcache-tls' }, config: { server: { trustedProxies: ['10.0.0.0/8'] } } };
+    let r: Rendered;
+    let ca: TestCa;
+    before(async () => {
+      ca = createTestCa();
+      r = await helm.template(values);
+    });
+    after(() => ca.close());
+
+    it('renders valid objects and passes helm lint --strict', async () => {
+      await validateAll(r);
+      assert.match(await helm.lint(values), /0 chart\(s\) failed/);
+    });
+
+    it('mounts the Secret as a directory (a renewal reaches the pod), points tls.certificate/key at it, probes over HTTPS', () => {
+      const d = r.get('Deployment');
+      assert.deepEqual(container(d).volumeMounts.find((m: { name: string }) => m.name === 'tls'), { name: 'tls', mountPath: '/etc/hubcache/tls', readOnly: true });
+      assert.deepEqual(d.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'tls').secret, { secretName: 'hubcache-tls', defaultMode: 288 });
+      assert.deepEqual(configOf(r).tls, { certificate: '/etc/hubcache/tls/tls.crt', key: '/etc/hubcache/tls/tls.key' });
+      for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal(container(d)[probe].httpGet.scheme, 'HTTPS', probe);
+      assert.deepEqual(configOf(r).server.trustedProxies, ['10.0.0.0/8']);
+    });
+
+    it('renders a config.yaml that hubcache config check accepts', async () => {
+      const { certificate, key } = ca.issueServer('chart');
+      assert.match(await configCheck(r, 'tls', {}, { certificate, key }), /configuration OK/);
+    });
+
+    it('off by default: no tls in config.yaml, probes over HTTP, a mounted Secret alone changes nothing', async () => {
+      for (const off of [await helm.template({}), await helm.template({ tls: { secretName: 'for-a-sidecar' } })]) {
+        assert.equal(configOf(off).tls, undefined);
+        assert.equal(container(off.get('Deployment')).readinessProbe.httpGet.scheme, undefined);
+      }
+    });
+
+    it('refuses tls.enabled without a Secret, and a ServiceMonitor scraping the HTTPS port (metrics need config.metrics.listen)', async () => {
+      await assert.rejects(helm.template({ tls: { enabled: true } }), /tls\.enabled needs tls\.secretName/);
+      await assert.rejects(helm.template({ ...values, serviceMonitor: { enabled: true } }), /serviceMonitor\.enabled with tls\.enabled needs config\.metrics\.listen/);
+      const scraped = await helm.template({ ...values, config: { metrics: { listen: '0.0.0.0:9102' } }, serviceMonitor: { enabled: true } });
+      assert.equal(scraped.get('ServiceMonitor').spec.endpoints[0].port, 'metrics');
     });
   });
 

@@ -17,6 +17,7 @@ describe('metrics catalog', () => {
     metrics.httpRequest('manifest', 'GET', 200, 0.01);
     metrics.fillStarted(1);
     metrics.authConfigured();
+    metrics.tlsConfigured(new Date(0));
     // The store gauges have no sample until the store is counted (issue #12): give them a store.
     metrics.observeStoreUsage(() => ({ bytes: 1, objects: 1 }));
     // The bounded store's gauges (issue #13) are absent without a cap, a free-space reading or a pass.

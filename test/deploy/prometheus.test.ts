@@ -66,6 +66,7 @@ describe('deploy/prometheus/alerts.yaml', () => {
     uses('HubcacheFillsFailing', 'hubcache_fills_failed_total');
     uses('HubcacheFillsQueued', 'hubcache_fills_queued');
     uses('HubcacheStoreDegraded', 'hubcache_store_writable');
+    uses('HubcacheCertificateExpiresSoon', 'hubcache_tls_certificate_expiry_timestamp_seconds');
     assert.equal(byName.get('HubcacheServingStale')!.for, '15m');
   });
 

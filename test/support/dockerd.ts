@@ -87,6 +87,12 @@ export interface StartDockerEngineOptions {
   mirrorTarget: string;
   /** Port of the mirror inside the engine's namespace. Default 5000 (the namespace is private). */
   mirrorPort?: number;
+  /**
+   * Address of the mirror inside the engine's namespace. Default 127.0.0.1. dockerd always treats
+   * 127.0.0.0/8 as an insecure registry (TLS not verified): a test of certificate verification
+   * needs another address, which is added to the namespace's loopback interface.
+   */
+  mirrorAddress?: string;
   /** Extra daemon.json keys (override the defaults). */
   daemonConfig?: Record<string, unknown>;
   /** How long the engine may take to answer its API. Default 60000. */
@@ -195,7 +201,8 @@ export async function startDockerEngine(opts: StartDockerEngineOptions): Promise
   requireTools();
   const dir = mkdtempSync(join(tmpdir(), 'hubcache-dockerd-'));
   const mirrorPort = opts.mirrorPort ?? 5000;
-  const mirrorHost = `127.0.0.1:${mirrorPort}`;
+  const mirrorAddress = opts.mirrorAddress ?? '127.0.0.1';
+  const mirrorHost = `${mirrorAddress}:${mirrorPort}`;
   const bridgeSocket = join(dir, 'mirror.sock');
   const socket = join(dir, 'docker.sock');
   const dataRoot = join(dir, 'data');
@@ -342,7 +349,8 @@ export async function startDockerEngine(opts: StartDockerEngineOptions): Promise
     const script = [
       'set -e',
       'ip link set lo up',
-      `socat TCP-LISTEN:${mirrorPort},fork,bind=127.0.0.1,reuseaddr UNIX-CONNECT:${bridgeSocket} &`,
+      ...(mirrorAddress.startsWith('127.') ? [] : [`ip addr add ${mirrorAddress}/32 dev lo`]),
+      `socat TCP-LISTEN:${mirrorPort},fork,bind=${mirrorAddress},reuseaddr UNIX-CONNECT:${bridgeSocket} &`,
       `exec ${DOCKERD} --config-file ${configPath}`,
     ].join('\n');
     child = spawn('/usr/bin/unshare', ['-n', 'bash', '-c', script], {

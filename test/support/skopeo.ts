@@ -24,6 +24,10 @@ export interface SkopeoCopyOptions extends SkopeoRunOptions {
   srcCreds?: string;
   /** USER:PASSWORD for the destination registry. */
   destCreds?: string;
+  /** Verify the source's TLS certificate against the CA certificates (`*.crt`) in this directory (else TLS isn't verified). */
+  srcCertDir?: string;
+  /** Verify the destination's TLS certificate against the CA certificates in this directory (else TLS isn't verified). */
+  destCertDir?: string;
   /** More flags for `skopeo copy`. */
   extraArgs?: string[];
 }
@@ -31,6 +35,8 @@ export interface SkopeoCopyOptions extends SkopeoRunOptions {
 export interface SkopeoInspectOptions extends SkopeoRunOptions {
   /** USER:PASSWORD. */
   creds?: string;
+  /** Verify the registry's TLS certificate against the CA certificates (`*.crt`) in this directory (else TLS isn't verified). */
+  certDir?: string;
   /** More flags for `skopeo inspect`. */
   extraArgs?: string[];
 }
@@ -102,7 +108,7 @@ export async function runSkopeo(args: string[], opts: SkopeoRunOptions = {}): Pr
 
 /** `skopeo copy SRC DST` over plain http (TLS verification off both ways). */
 export function skopeoCopy(src: string, dst: string, opts: SkopeoCopyOptions = {}): Promise<SkopeoResult> {
-  const args = ['copy', '--src-tls-verify=false', '--dest-tls-verify=false'];
+  const args = ['copy', ...(opts.srcCertDir ? ['--src-cert-dir', opts.srcCertDir] : ['--src-tls-verify=false']), ...(opts.destCertDir ? ['--dest-cert-dir', opts.destCertDir] : ['--dest-tls-verify=false'])];
   if (opts.all) args.push('--all');
   if (opts.srcCreds) args.push('--src-creds', opts.srcCreds);
   if (opts.destCreds) args.push('--dest-creds', opts.destCreds);
@@ -112,7 +118,7 @@ export function skopeoCopy(src: string, dst: string, opts: SkopeoCopyOptions = {
 
 /** `skopeo inspect --raw REF`: the manifest bytes exactly as served (stdout, untouched). */
 export async function skopeoInspectRaw(ref: string, opts: SkopeoInspectOptions = {}): Promise<Buffer> {
-  const args = ['inspect', '--raw', '--tls-verify=false'];
+  const args = ['inspect', '--raw', ...(opts.certDir ? ['--cert-dir', opts.certDir] : ['--tls-verify=false'])];
   if (opts.creds) args.push('--creds', opts.creds);
   args.push(...(opts.extraArgs ?? []), ref);
   return (await runSkopeo(args, opts)).stdout;
@@ -120,7 +126,7 @@ export async function skopeoInspectRaw(ref: string, opts: SkopeoInspectOptions =
 
 /** `skopeo inspect REF` parsed (Digest, Architecture, Layers, …). */
 export async function skopeoInspect(ref: string, opts: SkopeoInspectOptions = {}): Promise<Record<string, unknown>> {
-  const args = ['inspect', '--tls-verify=false'];
+  const args = ['inspect', ...(opts.certDir ? ['--cert-dir', opts.certDir] : ['--tls-verify=false'])];
   if (opts.creds) args.push('--creds', opts.creds);
   args.push(...(opts.extraArgs ?? []), ref);
   return JSON.parse((await runSkopeo(args, opts)).stdout.toString()) as Record<string, unknown>;

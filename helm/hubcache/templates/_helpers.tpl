@@ -124,6 +124,10 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- if not $auth.anonymousPullCidrs }}{{ $_ := unset $auth "anonymousPullCidrs" }}{{ end }}
 {{- if .Values.auth.htpasswdSecret }}{{ $_ := set $auth "htpasswd" (printf "%s/htpasswd" .Values.auth.mountPath) }}{{ end }}
 {{- $_ := set $config "auth" $auth }}
+{{- if .Values.tls.enabled }}
+{{- if not .Values.tls.secretName }}{{ fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" }}{{ end }}
+{{- $_ := set $config "tls" (dict "certificate" (printf "%s/tls.crt" .Values.tls.mountPath) "key" (printf "%s/tls.key" .Values.tls.mountPath)) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -149,8 +153,8 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- if .Values.nodeConfiguration.mirrorEndpoint }}
 {{- .Values.nodeConfiguration.mirrorEndpoint | trimSuffix "/" }}
 {{- else if and .Values.service.clusterIP (ne .Values.service.clusterIP "None") }}
-{{- printf "http://%s:%v" .Values.service.clusterIP .Values.service.port }}
+{{- printf "%s://%s:%v" (ternary "https" "http" .Values.tls.enabled) .Values.service.clusterIP .Values.service.port }}
 {{- else }}
-{{- printf "http://%s.%s.svc.%s:%v" (include "hubcache.fullname" .) .Release.Namespace .Values.nodeConfiguration.clusterDomain .Values.service.port }}
+{{- printf "%s://%s.%s.svc.%s:%v" (ternary "https" "http" .Values.tls.enabled) (include "hubcache.fullname" .) .Release.Namespace .Values.nodeConfiguration.clusterDomain .Values.service.port }}
 {{- end }}
 {{- end }}

@@ -47,13 +47,24 @@ export class AuthGuard {
     return this.#o.gatekeeper;
   }
 
-  /** The client's address as the socket has it (no proxy headers are trusted). */
+  /**
+   * The client's address for CIDR rules and failed-login limits: the socket's, or, from a trusted
+   * proxy (`server.trustedProxies`, express's `trust proxy`), the nearest untrusted address of
+   * `X-Forwarded-For`.
+   */
   static address(req: Request): string {
-    return req.socket.remoteAddress ?? '';
+    return req.ip ?? req.socket.remoteAddress ?? '';
   }
 
+  /**
+   * The token endpoint's URL in challenges: `auth.realm`, else from the request as the client sees
+   * hubcache: `https` on a TLS listener, and from a trusted proxy its `X-Forwarded-Proto` and
+   * `X-Forwarded-Host` (a TLS-terminating proxy in front of a plain listener).
+   */
   realm(req: Request): string {
-    return this.#o.realm ?? `${req.protocol}://${req.headers.host ?? 'localhost'}/auth/token`;
+    if (this.#o.realm) return this.#o.realm;
+    const scheme = req.protocol === 'https' || req.protocol === 'http' ? req.protocol : (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+    return `${scheme}://${req.host ?? 'localhost'}/auth/token`;
   }
 
   /** Throws the refusal when the request may not do `action` on `repository`. */

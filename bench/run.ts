@@ -10,10 +10,12 @@
  *      over the cap ÷ the blobs in flight, pulls/s with the cap ÷ without (issue #13)
  *   7. store size (bench/store-size.ts, its own section of RESULTS.md): start-to-ready, RSS, HEAD/GET
  *      latency, ls and du with synthetic stores of 1k, 10k and 100k blobs
- *   8. push of a BENCH_PUSH_MIB blob into a hosted repository, monolithic and chunked: hubcache ÷
+ *   8. the S3 store on a real Ceph RGW (bench/s3.ts, issue #15): warm 1 GiB blob from the bucket and
+ *      through the hot cache, each ÷ the filesystem store; RSS growth during an S3 fill of 1 GiB
+ *   9. push of a BENCH_PUSH_MIB blob into a hosted repository, monolithic and chunked: hubcache ÷
  *      distribution (bench/push.ts, run as a child process; curl as the client, alternating sides),
  *      and hubcache's RSS during the pushes (issue #14)
- *   9. warm pulls with credentials ÷ anonymous, Basic and Bearer (bench/auth.ts, a child process)
+ *  10. warm pulls with credentials ÷ anonymous, Basic and Bearer (bench/auth.ts, a child process)
  *
  * 2–4 run twice: with the upstream's blob bodies paced to BENCH_LINK_MIBPS per connection (default
  * 50 MiB/s ≈ 420 Mbit/s, a good single-stream download from Docker Hub's CDN; the targets apply
@@ -28,7 +30,7 @@
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
  * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINK_MIBPS (50), BENCH_PUSH_MIB (1024), BENCH_ONLY
- * (e.g. "warm,pull,concurrent,store,push,auth"; store-size.ts lists its own).
+ * (e.g. "warm,pull,concurrent,store,s3,push,auth"; store-size.ts lists its own).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -46,6 +48,7 @@ import { benchEviction, type EvictionRow } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
+import { benchS3 } from './s3.js';
 import { benchStoreSize, sectionOf, storeSizeOptionsFromEnv } from './store-size.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -59,7 +62,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 20);
  */
 const LINK = Number(process.env.BENCH_LINK_MIBPS ?? 50) * MiB;
 const PUSH = Number(process.env.BENCH_PUSH_MIB ?? 1024);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store,push,auth').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,eviction,store,s3,push,auth').split(','));
 const DEADLINE_MS = 45 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
@@ -325,7 +328,7 @@ async function benchConcurrent(link: number | undefined): Promise<void> {
   else results.rssConcurrentUnlimited = mem;
 }
 
-// ---- 8 + 9: push, and pulls with credentials (child processes) ----------------------------------
+// ---- 9 + 10: push, and pulls with credentials (child processes) ----------------------------------
 
 /** Runs a bench script with the compiled build and returns what it printed on its `BENCH_JSON` line. */
 async function benchScript<T>(file: string, args: string[], env: Record<string, string>): Promise<T> {
@@ -353,7 +356,7 @@ async function benchPush(): Promise<void> {
     const { hc, dist } = r.results[mode];
     const ratio = median(ratios(hc, dist));
     rows.push({
-      metric: `8${mode === 'monolithic' ? 'a' : 'b'}. push of a ${PUSH} MiB blob, ${mode}: hubcache ÷ distribution`,
+      metric: `9${mode === 'monolithic' ? 'a' : 'b'}. push of a ${PUSH} MiB blob, ${mode}: hubcache ÷ distribution`,
       median: ratio,
       unit: '×',
       target: '≥ 1.0',
@@ -370,7 +373,7 @@ async function benchAuth(): Promise<void> {
   results.auth = r;
   for (const [mode, ratio] of [['Basic', r.basicRatio], ['Bearer', r.bearerRatio]] as const) {
     rows.push({
-      metric: `9${mode === 'Basic' ? 'a' : 'b'}. warm pull, ${mode} ÷ anonymous (5 × ${fmt(r.layerBytes / 1024, 0)} KiB layers)`,
+      metric: `10${mode === 'Basic' ? 'a' : 'b'}. warm pull, ${mode} ÷ anonymous (5 × ${fmt(r.layerBytes / 1024, 0)} KiB layers)`,
       median: ratio,
       unit: '×',
       target: '≥ 0.95',
@@ -391,7 +394,7 @@ function rssRows(): void {
   const concU = results.rssConcurrentUnlimited as RssSummary[] | undefined;
   if (concU) peaks.push(["during 4'", concU.reduce((a, b) => (b.peakRssBytes > a.peakRssBytes ? b : a))]);
   const push = results.rssPush as RssSummary | undefined;
-  if (push) peaks.push(['during 8', push]);
+  if (push) peaks.push(['during 9', push]);
   for (const [when, s] of peaks) {
     const peak = Math.max(s.peakRssBytes, s.hwmBytes);
     rows.push({
@@ -449,6 +452,11 @@ async function main(): Promise<void> {
   if (ONLY.has('auth')) await benchAuth();
   rssRows();
   if (ONLY.has('eviction')) rows.push(...(await benchEviction(log)));
+  if (ONLY.has('s3')) {
+    const s3 = await benchS3(log);
+    rows.push(...s3.rows);
+    Object.assign(results, s3.results);
+  }
 
   const out = table();
   if (storeSection) process.stdout.write(`\n${storeSection}\n`);

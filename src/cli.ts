@@ -178,7 +178,7 @@ withConfigOptions(
   const logger = createLogger({ level: 'warn', format: config.log.format, stream: process.stderr });
   // Items are printed as they go (a long pass shows its progress); on a terminal a line on stderr
   // says what is being walked first.
-  if (process.stderr.isTTY) process.stderr.write(`gc: scanning ${config.storage.path}…\n`);
+  if (process.stderr.isTTY) process.stderr.write(`gc: scanning ${config.storage.driver === 'filesystem' ? config.storage.path : `s3://${config.storage.bucket}/${config.storage.prefix}`}…\n`);
   const report = await gcStore(config, { dryRun, logger, ...(json ? {} : { onRemoved: (item) => process.stdout.write(`${formatItem(item, dryRun)}\n`) }) }).catch((err) =>
     fail(err, 'a running hubcache owns this store: run gc through it instead, on its metrics listener: hubcache gc --server http://HOST:METRICS_PORT (needs metrics.listen)'),
   );

@@ -250,8 +250,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Users, permissions and tokens (issue #14), when an htpasswd file is configured. The signing key
   // lives in the store (docs/storage-layout.md). Hosted names (hosted.repositories) need a login
   // unless a rule says otherwise.
+  // With the s3 driver the key stays local to the replica (the hot cache's directory, else ./data):
+  // sharing it between replicas is the cluster's business (issue #15, shared state).
   const auth = config.auth.htpasswd
-    ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
+    ? setupAuth(config.auth, { keyDir: join(localStateDir(config.storage), 'auth'), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
     : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
   const app = createApp({
@@ -436,4 +438,9 @@ function watchTls(tls: Readonly<TlsConfig>, logger: Logger, metrics: Metrics): {
       files.watch();
     },
   };
+}
+
+/** A local directory for what a replica keeps on its own disk: the store's root (filesystem), else the S3 hot cache's, else ./data. */
+function localStateDir(storage: Config['storage']): string {
+  return storage.driver === 'filesystem' ? storage.path : (storage.hotCache?.path ?? './data');
 }

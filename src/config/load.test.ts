@@ -4,6 +4,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, redactConfig } from './load.js';
+import type { Config } from './schema.js';
+
+/** The storage section of a config expected to use the filesystem driver. */
+function fsStorage(c: Config): Extract<Config['storage'], { driver: 'filesystem' }> {
+  assert.equal(c.storage.driver, 'filesystem');
+  return c.storage as Extract<Config['storage'], { driver: 'filesystem' }>;
+}
 
 const tmp = mkdtempSync(join(tmpdir(), 'hubcache-config-'));
 function file(name: string, text: string): string {
@@ -15,7 +22,7 @@ function file(name: string, text: string): string {
 test('defaults: listen 0.0.0.0:5000, ./data, Docker Hub upstream with a 5m tag TTL', () => {
   const c = loadConfig({ env: {} });
   assert.equal(c.listen, '0.0.0.0:5000');
-  assert.equal(c.storage.path, './data');
+  assert.equal(fsStorage(c).path, './data');
   assert.equal(c.defaultUpstream, 'docker.io');
   assert.equal(c.upstreams['docker.io']!.url, 'https://registry-1.docker.io');
   assert.equal(c.upstreams['docker.io']!.tagTtl, 300_000);
@@ -26,7 +33,7 @@ test('precedence: file < env < flags', () => {
   const f = file('p.yaml', 'listen: 127.0.0.1:6000\nstorage:\n  path: /from-file\n');
   const c = loadConfig({ file: f, env: { HUBCACHE_LISTEN: '127.0.0.1:7000', HUBCACHE_TAG_TTL: '90s' }, flags: { listen: '127.0.0.1:8000' } });
   assert.equal(c.listen, '127.0.0.1:8000');
-  assert.equal(c.storage.path, '/from-file');
+  assert.equal(fsStorage(c).path, '/from-file');
   assert.equal(c.upstreams['docker.io']!.tagTtl, 90_000);
 });
 
@@ -58,24 +65,58 @@ test('bad values are each named', () => {
 });
 
 test('storage.lockStaleAfter: 30s by default, from the file, HUBCACHE_STORAGE_LOCK_STALE_AFTER or the flag; at least 1s', () => {
-  assert.equal(loadConfig({ env: {} }).storage.lockStaleAfter, 30_000);
-  assert.equal(loadConfig({ file: file('l.yaml', 'storage:\n  lockStaleAfter: 1m\n'), env: {} }).storage.lockStaleAfter, 60_000);
-  assert.equal(loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '2s' } }).storage.lockStaleAfter, 2_000);
-  assert.equal(loadConfig({ env: {}, flags: { 'storage-lock-stale-after': '45s' } }).storage.lockStaleAfter, 45_000);
+  assert.equal(fsStorage(loadConfig({ env: {} })).lockStaleAfter, 30_000);
+  assert.equal(fsStorage(loadConfig({ file: file('l.yaml', 'storage:\n  lockStaleAfter: 1m\n'), env: {} })).lockStaleAfter, 60_000);
+  assert.equal(fsStorage(loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '2s' } })).lockStaleAfter, 2_000);
+  assert.equal(fsStorage(loadConfig({ env: {}, flags: { 'storage-lock-stale-after': '45s' } })).lockStaleAfter, 45_000);
   assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '500ms' } }), /storage\.lockStaleAfter: must be at least 1s/);
   assert.throws(() => loadConfig({ env: { HUBCACHE_STORAGE_LOCK_STALE_AFTER: '30' } }), /storage\.lockStaleAfter: invalid duration "30"/);
 });
 
 test('storage.driver (issue #12): filesystem by default and when named; an unknown driver, or another driver\'s key, is a config error', () => {
   assert.equal(loadConfig({ env: {} }).storage.driver, 'filesystem');
-  assert.equal(loadConfig({ file: file('d.yaml', 'storage:\n  driver: filesystem\n  path: /srv\n'), env: {} }).storage.path, '/srv');
-  assert.equal(loadConfig({ env: { HUBCACHE_STORAGE_DRIVER: 'filesystem' }, flags: { 'storage-path': '/x' } }).storage.path, '/x');
+  assert.equal(fsStorage(loadConfig({ file: file('d.yaml', 'storage:\n  driver: filesystem\n  path: /srv\n'), env: {} })).path, '/srv');
+  assert.equal(fsStorage(loadConfig({ env: { HUBCACHE_STORAGE_DRIVER: 'filesystem' }, flags: { 'storage-path': '/x' } })).path, '/x');
   assert.throws(
-    () => loadConfig({ file: file('s3.yaml', 'storage:\n  driver: s3\n  bucket: b\n'), env: {} }),
-    (err: unknown) => err instanceof ConfigError && err.problems.length === 1 && err.problems[0] === 'storage.driver: unknown storage driver "s3" (drivers: filesystem)',
+    () => loadConfig({ file: file('gcs.yaml', 'storage:\n  driver: gcs\n  bucket: b\n'), env: {} }),
+    (err: unknown) => err instanceof ConfigError && err.problems.length === 1 && err.problems[0] === 'storage.driver: unknown storage driver "gcs" (drivers: filesystem, s3)',
   );
   assert.throws(() => loadConfig({ env: {}, flags: { 'storage-driver': 'nfs' } }), /storage\.driver: unknown storage driver "nfs"/);
   assert.throws(() => loadConfig({ file: file('b.yaml', 'storage:\n  bucket: b\n'), env: {} }), /storage: unknown key "bucket"/);
+});
+
+test('storage.driver: s3 (issue #15): defaults, keys from the file, HUBCACHE_STORAGE_* or flags; clear errors', () => {
+  const d = loadConfig({ file: file('s3.yaml', 'storage:\n  driver: s3\n  bucket: hubcache\n'), env: {} }).storage;
+  assert.equal(d.driver, 's3');
+  assert.deepEqual(
+    { ...d, eviction: undefined },
+    { driver: 's3', bucket: 'hubcache', region: 'us-east-1', prefix: '', forcePathStyle: false, partSize: 16 * 1024 * 1024, partsInFlight: 4, accessFlushInterval: 10_000, eviction: undefined },
+  );
+  const e = loadConfig({
+    env: { HUBCACHE_STORAGE_DRIVER: 's3', HUBCACHE_STORAGE_BUCKET: 'b-1', HUBCACHE_STORAGE_ENDPOINT: 'http://127.0.0.1:7480', HUBCACHE_STORAGE_FORCE_PATH_STYLE: 'true', HUBCACHE_STORAGE_PART_SIZE: '8MiB', HUBCACHE_STORAGE_ACCESS_KEY_ID_FILE: '/run/secrets/id', HUBCACHE_STORAGE_SECRET_ACCESS_KEY_FILE: '/run/secrets/secret' },
+    flags: { 'storage-prefix': 'mirror/', 'storage-parts-in-flight': '2' },
+  }).storage;
+  assert.ok(e.driver === 's3');
+  assert.deepEqual([e.bucket, e.endpoint, e.forcePathStyle, e.partSize, e.partsInFlight, e.prefix, e.accessKeyIdFile, e.secretAccessKeyFile], ['b-1', 'http://127.0.0.1:7480', true, 8 * 1024 * 1024, 2, 'mirror/', '/run/secrets/id', '/run/secrets/secret']);
+  const problems = (yaml: string) => {
+    try {
+      loadConfig({ file: file('bad.yaml', `storage:\n  driver: s3\n${yaml}`), env: {} });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.problems.join('\n');
+    }
+    return '';
+  };
+  assert.match(problems(''), /storage\.bucket: storage\.bucket is required with driver s3/);
+  assert.match(problems('  bucket: b1b\n  endpoint: ftp://x\n'), /storage\.endpoint: must be an http\(s\) URL/);
+  assert.match(problems('  bucket: b1b\n  partSize: 1MiB\n'), /partSize must be between 5MiB and 5GiB/);
+  assert.match(problems('  bucket: b1b\n  prefix: /x\n'), /a prefix ends with \/ and does not start with one/);
+  assert.match(problems('  bucket: b1b\n  accessKeyId: AK\n'), /an access key id needs a secret access key/);
+  assert.match(problems('  bucket: b1b\n  accessKeyId: AK\n  accessKeyIdFile: /f\n  secretAccessKey: S\n'), /set accessKeyId or accessKeyIdFile/);
+  assert.match(problems('  bucket: b1b\n  path: /srv\n'), /storage: unknown key "path"/);
+  const secret = loadConfig({ file: file('k.yaml', 'storage:\n  driver: s3\n  bucket: b1b\n  accessKeyId: AK\n  secretAccessKey: s3cr3t\n'), env: {} });
+  const printed = JSON.stringify(redactConfig(secret));
+  assert.ok(!printed.includes('s3cr3t') && printed.includes('"secretAccessKey":"<redacted>"') && printed.includes('"partSize":"16MiB"'));
 });
 
 test('server bounds: defaults; from the file, the environment or flags; numbers from strings; print writes units back', () => {
@@ -336,22 +377,22 @@ test('issue #11: allowed realm entries are validated at load, each named', () =>
 test('storage.maxSize and minFreeSpace (issue #13): unset by default; sizes, or a percentage of the filesystem; from the file, env or flags', () => {
   const d = loadConfig({ env: {} });
   assert.equal(d.storage.maxSize, undefined);
-  assert.equal(d.storage.minFreeSpace, undefined);
+  assert.equal(fsStorage(d).minFreeSpace, undefined);
   assert.deepEqual(d.storage.eviction, { highWatermark: 95, lowWatermark: 85, interval: 60_000, concurrency: 4 });
   assert.equal(d.storage.accessFlushInterval, 10_000);
   const f = loadConfig({ file: file('cap.yaml', 'storage:\n  maxSize: 200GiB\n  minFreeSpace: 10%\n  eviction:\n    highWatermark: 90\n    lowWatermark: 70\n'), env: {} });
   assert.equal(f.storage.maxSize, 200 * 1024 ** 3);
-  assert.deepEqual(f.storage.minFreeSpace, { percent: 10 });
+  assert.deepEqual(fsStorage(f).minFreeSpace, { percent: 10 });
   assert.equal(f.storage.eviction.highWatermark, 90);
   assert.equal(f.storage.eviction.lowWatermark, 70);
   const e = loadConfig({ env: { HUBCACHE_STORAGE_MAX_SIZE: '1GB', HUBCACHE_STORAGE_MIN_FREE_SPACE: '20GiB', HUBCACHE_EVICTION_HIGH_WATERMARK: '80%', HUBCACHE_EVICTION_LOW_WATERMARK: '60' } });
   assert.equal(e.storage.maxSize, 1e9);
-  assert.deepEqual(e.storage.minFreeSpace, { bytes: 20 * 1024 ** 3 });
+  assert.deepEqual(fsStorage(e).minFreeSpace, { bytes: 20 * 1024 ** 3 });
   assert.equal(e.storage.eviction.highWatermark, 80);
   assert.equal(e.storage.eviction.lowWatermark, 60);
   const fl = loadConfig({ env: {}, flags: { 'storage-max-size': '5MiB', 'storage-min-free-space': '2.5%', 'eviction-high-watermark': '99', 'eviction-low-watermark': '98' } });
   assert.equal(fl.storage.maxSize, 5 * 1024 ** 2);
-  assert.deepEqual(fl.storage.minFreeSpace, { percent: 2.5 });
+  assert.deepEqual(fsStorage(fl).minFreeSpace, { percent: 2.5 });
   // Printed back in forms that load to the same values.
   const printed = redactConfig(f) as { storage: Record<string, unknown> };
   assert.equal(printed.storage.maxSize, '200GiB');

@@ -14,7 +14,19 @@ import { configSchema, DURATION_KEYS, SIZE_KEYS, type Config } from './schema.js
  */
 export const SETTINGS = [
   { flag: 'listen', env: 'HUBCACHE_LISTEN', path: ['listen'], help: 'HOST:PORT for the registry API (default 0.0.0.0:5000)' },
-  { flag: 'storage-driver', env: 'HUBCACHE_STORAGE_DRIVER', path: ['storage', 'driver'], help: 'where the store lives: filesystem (the only driver for now; the default)' },
+  { flag: 'storage-driver', env: 'HUBCACHE_STORAGE_DRIVER', path: ['storage', 'driver'], help: 'where the store lives: filesystem (the default) or s3 (an S3-compatible bucket, shared by several replicas)' },
+  { flag: 'storage-bucket', env: 'HUBCACHE_STORAGE_BUCKET', path: ['storage', 'bucket'], help: 's3: the bucket (required; it must exist)' },
+  { flag: 'storage-endpoint', env: 'HUBCACHE_STORAGE_ENDPOINT', path: ['storage', 'endpoint'], help: 's3: endpoint URL of an S3-compatible store (Ceph RGW, MinIO…); unset = AWS' },
+  { flag: 'storage-region', env: 'HUBCACHE_STORAGE_REGION', path: ['storage', 'region'], help: 's3: region (default us-east-1)' },
+  { flag: 'storage-prefix', env: 'HUBCACHE_STORAGE_PREFIX', path: ['storage', 'prefix'], help: 's3: key prefix in the bucket, ending with / (default none)' },
+  { flag: 'storage-force-path-style', env: 'HUBCACHE_STORAGE_FORCE_PATH_STYLE', path: ['storage', 'forcePathStyle'], help: 's3: true for path-style URLs (endpoint/bucket/key; RGW, MinIO) (default false)' },
+  { flag: 'storage-access-key-id', env: 'HUBCACHE_STORAGE_ACCESS_KEY_ID', path: ['storage', 'accessKeyId'], help: 's3: access key id (default: the AWS SDK chain, AWS_ACCESS_KEY_ID…)' },
+  { flag: 'storage-secret-access-key', env: 'HUBCACHE_STORAGE_SECRET_ACCESS_KEY', path: ['storage', 'secretAccessKey'], help: 's3: secret access key (prefer the file or AWS_SECRET_ACCESS_KEY)' },
+  { flag: 'storage-access-key-id-file', env: 'HUBCACHE_STORAGE_ACCESS_KEY_ID_FILE', path: ['storage', 'accessKeyIdFile'], help: 's3: file holding the access key id (a mounted Secret)' },
+  { flag: 'storage-secret-access-key-file', env: 'HUBCACHE_STORAGE_SECRET_ACCESS_KEY_FILE', path: ['storage', 'secretAccessKeyFile'], help: 's3: file holding the secret access key (a mounted Secret)' },
+  { flag: 'storage-ca-file', env: 'HUBCACHE_STORAGE_CA_FILE', path: ['storage', 'caFile'], help: "s3: PEM bundle of CAs trusted for the endpoint's certificate (besides the system's)" },
+  { flag: 'storage-part-size', env: 'HUBCACHE_STORAGE_PART_SIZE', path: ['storage', 'partSize'], help: 's3: part size of multipart uploads, 5MiB to 5GiB (default 16MiB)' },
+  { flag: 'storage-parts-in-flight', env: 'HUBCACHE_STORAGE_PARTS_IN_FLIGHT', path: ['storage', 'partsInFlight'], help: 's3: parts of one fill uploading at once; a fill holds at most partSize × (this + 1) (default 4)' },
   { flag: 'storage-path', env: 'HUBCACHE_STORAGE_PATH', path: ['storage', 'path'], help: 'directory of the content-addressable store (default ./data)' },
   { flag: 'storage-lock-stale-after', env: 'HUBCACHE_STORAGE_LOCK_STALE_AFTER', path: ['storage', 'lockStaleAfter'], help: 'a storage lock not refreshed for this long is taken over; a start waits up to this long for one held from another host or PID namespace (default 30s; every process on a store must agree)' },
   { flag: 'storage-max-size', env: 'HUBCACHE_STORAGE_MAX_SIZE', path: ['storage', 'maxSize'], help: 'cap of the store (e.g. 200GiB); above the high watermark the least recently used content is evicted (default: no cap)' },
@@ -231,7 +243,7 @@ function deepFreeze<T>(o: T): T {
 export function redactConfig(config: Readonly<Config>): unknown {
   return JSON.parse(
     JSON.stringify(config, (key, value) => {
-      if (key === 'password' && typeof value === 'string') return '<redacted>';
+      if ((key === 'password' || key === 'secretAccessKey') && typeof value === 'string') return '<redacted>';
       if (DURATION_KEYS.has(key) && typeof value === 'number') return formatDuration(value);
       if (SIZE_KEYS.has(key) && typeof value === 'number') return formatSize(value);
       if (key === 'minFreeSpace' && typeof value === 'object' && value !== null) return 'percent' in value ? `${value.percent}%` : formatSize(value.bytes);

@@ -260,8 +260,76 @@ const filesystemStorageSchema = z
   })
   .strict();
 
+/**
+ * `driver: s3`: blobs, manifests and metadata as objects in an S3-compatible bucket (AWS S3, Ceph
+ * RGW, MinIO, R2…), shared by every replica (src/storage/s3/, docs/storage-layout.md).
+ * Credentials: `accessKeyId` + `secretAccessKey`, or the `…File` variants (Kubernetes Secrets),
+ * else the AWS SDK's default chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, IRSA…).
+ */
+const s3StorageSchema = z
+  .object({
+    driver: z.literal('s3'),
+    /** The bucket (it must exist). */
+    bucket: z.string({ required_error: 'storage.bucket is required with driver s3' }).min(3, 'a bucket name has 3 to 63 characters').max(63, 'a bucket name has 3 to 63 characters'),
+    /** The S3 endpoint URL (RGW, MinIO…); unset = AWS for `region`. */
+    endpoint: httpUrl.optional(),
+    region: z.string().min(1).default('us-east-1'),
+    /** A key prefix inside the bucket (e.g. `hubcache/`); default none. */
+    prefix: z.string().default('').refine((p) => p === '' || (!p.startsWith('/') && p.endsWith('/')), { message: 'a prefix ends with / and does not start with one (e.g. hubcache/)' }),
+    /** Path-style addressing (`endpoint/bucket/key`): RGW and MinIO usually need it. */
+    forcePathStyle: flag(false),
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    /** A file holding the access key id (a mounted Secret); trailing whitespace is ignored. */
+    accessKeyIdFile: z.string().min(1).optional(),
+    secretAccessKeyFile: z.string().min(1).optional(),
+    /** A PEM bundle of CAs to trust for the endpoint's TLS certificate (besides the system's). */
+    caFile: z.string().min(1).optional(),
+    /** Size of each part of a fill's multipart upload; S3 needs at least 5MiB (except the last part). */
+    partSize: size('16MiB').refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, { message: 'partSize must be between 5MiB and 5GiB (S3 limits)' }),
+    /** Parts of one fill uploading at once: a fill holds at most partSize × (partsInFlight + 1) bytes in memory. */
+    partsInFlight: count(4, 1, 64),
+    /**
+     * A local directory in front of the bucket (optional, one per replica): blobs read from the
+     * bucket are copied there, up to `maxSize` bytes, least recently read removed first, so warm
+     * pulls are served at local-disk speed. Losing it loses nothing (the bucket has everything).
+     */
+    hotCache: z
+      .object({
+        path: z.string().min(1),
+        maxSize: size('10GiB'),
+      })
+      .strict()
+      .optional(),
+    /** See the filesystem driver's `maxSize`: the most committed blob bytes the bucket may hold. */
+    maxSize: optionalSize(),
+    /** See the filesystem driver. Here: a per-replica record (docs/storage-layout.md). */
+    accessFlushInterval: duration('10s', '100ms'),
+    eviction: z
+      .object({
+        highWatermark: percent(95),
+        lowWatermark: percent(85),
+        interval: duration('1m', '1s'),
+        concurrency: count(4, 1, 64),
+      })
+      .strict()
+      .default({})
+      .refine((e) => e.highWatermark > e.lowWatermark, { message: 'highWatermark must be above lowWatermark' }),
+  })
+  .strict();
+
+/** Checks across the s3 driver's keys (a discriminated union's members can't carry refinements). */
+function s3StorageProblems(s: z.output<typeof s3StorageSchema>, ctx: z.RefinementCtx): void {
+  if ((s.accessKeyId && s.accessKeyIdFile) || (s.secretAccessKey && s.secretAccessKeyFile)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'set accessKeyId or accessKeyIdFile (secretAccessKey or secretAccessKeyFile), not both' });
+  }
+  if (Boolean(s.accessKeyId || s.accessKeyIdFile) !== Boolean(s.secretAccessKey || s.secretAccessKeyFile)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'an access key id needs a secret access key and the other way round (or set neither: the AWS SDK default chain)' });
+  }
+}
+
 /** The storage drivers there are, for the error naming an unknown one. */
-export const STORAGE_DRIVERS = ['filesystem'] as const;
+export const STORAGE_DRIVERS = ['filesystem', 's3'] as const;
 
 export function unknownStorageDriver(driver: unknown): string {
   return `unknown storage driver ${JSON.stringify(driver)} (drivers: ${STORAGE_DRIVERS.join(', ')})`;
@@ -270,12 +338,16 @@ export function unknownStorageDriver(driver: unknown): string {
 const storageSchema = z
   .preprocess(
     (v) => (typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { driver?: unknown }).driver === undefined ? { ...v, driver: 'filesystem' } : v),
-    z.discriminatedUnion('driver', [filesystemStorageSchema], {
-      errorMap: (issue, ctx) =>
-        issue.code === z.ZodIssueCode.invalid_union_discriminator
-          ? { message: unknownStorageDriver((ctx.data as { driver?: unknown } | undefined)?.driver) }
-          : { message: ctx.defaultError },
-    }),
+    z
+      .discriminatedUnion('driver', [filesystemStorageSchema, s3StorageSchema], {
+        errorMap: (issue, ctx) =>
+          issue.code === z.ZodIssueCode.invalid_union_discriminator
+            ? { message: unknownStorageDriver((ctx.data as { driver?: unknown } | undefined)?.driver) }
+            : { message: ctx.defaultError },
+      })
+      .superRefine((s, ctx) => {
+        if (s.driver === 's3') s3StorageProblems(s, ctx);
+      }),
   )
   .default({});
 
@@ -589,7 +661,7 @@ export const configSchema = z
 export const DURATION_KEYS: ReadonlySet<string> = new Set(['tagTtl', 'fillTimeout', 'connectTimeout', 'headersTimeout', 'bodyIdleTimeout', 'requestTimeout', 'retryBaseDelay', 'timeout', 'delay', 'lockStaleAfter', 'grace', 'keepAliveTimeout', 'sendTimeout', 'tagRetention', 'accessFlushInterval', 'interval', 'tokenExpiry', 'refreshTokenExpiry', 'failedLoginWindow', 'uploadTimeout']);
 
 /** Keys whose values are sizes (printed back with a unit by `config print`). */
-export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set(['maxManifestSize', 'maxTagListSize', 'tagListCacheSize', 'maxRemainingToFinish', 'blobBufferPool', 'maxSize', 'partSize']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

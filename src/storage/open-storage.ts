@@ -3,6 +3,7 @@ import { unknownStorageDriver, type StorageConfig } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { BufferPool } from './buffer-pool.js';
 import { FsStorage } from './fs/fs-storage.js';
+import { S3Storage } from './s3/s3-storage.js';
 import type { Storage } from './storage.js';
 
 export interface OpenStorageOptions {
@@ -19,8 +20,7 @@ export interface OpenStorageOptions {
 
 /**
  * The storage for `config.driver` (the `storage` section of the config), not yet owned or
- * initialised: see `Storage` for what comes next. The one place that knows the drivers' classes;
- * an `s3` driver is one more case here and one more member of the config's union.
+ * initialised: see `Storage` for what comes next. The one place that knows the drivers' classes.
  * Throws `ConfigError` for a driver it doesn't know (the schema refuses it first; a config built
  * by hand may not have been through it).
  */
@@ -28,6 +28,8 @@ export function openStorage(config: StorageConfig, opts: OpenStorageOptions): St
   switch (config.driver) {
     case 'filesystem':
       return new FsStorage({ root: config.path, lockStaleMs: config.lockStaleAfter, accessFlushMs: config.accessFlushInterval, logger: opts.logger, blockingReads: opts.blockingReads === true, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+    case 's3':
+      return new S3Storage({ ...config, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);
     }

@@ -32,6 +32,11 @@ export interface StartHubcacheOptions {
   /** The default upstream and the token realm it names (upstream-harness.ts): sets both flags. */
   upstream?: { readonly url: string; readonly realmOrigin: string };
   storagePath?: string;
+  /**
+   * Flags choosing the store instead of `--storage-path <temp dir>` (e.g. `--storage-driver s3
+   * --storage-bucket …`): nothing local is created or removed then.
+   */
+  storageArgs?: readonly string[];
   /** Extra CLI flags, e.g. ['--tag-ttl', '1s']. */
   args?: string[];
   env?: Record<string, string>;
@@ -42,9 +47,9 @@ export interface StartHubcacheOptions {
 
 /** Starts a real hubcache process (the CLI, as users run it) on a free loopback port. */
 export async function startHubcacheProcess(opts: StartHubcacheOptions = {}): Promise<HubcacheProcess> {
-  const ownsStorage = opts.storagePath === undefined;
-  const storagePath = opts.storagePath ?? mkdtempSync(join(tmpdir(), 'hubcache-store-'));
-  const args = [opts.bin ?? BIN, 'serve', '--listen', '127.0.0.1:0', '--storage-path', storagePath, '--log-level', 'debug', '--log-format', 'json'];
+  const ownsStorage = opts.storagePath === undefined && opts.storageArgs === undefined;
+  const storagePath = opts.storagePath ?? (opts.storageArgs ? '' : mkdtempSync(join(tmpdir(), 'hubcache-store-')));
+  const args = [opts.bin ?? BIN, 'serve', '--listen', '127.0.0.1:0', ...(opts.storageArgs ?? ['--storage-path', storagePath]), '--log-level', 'debug', '--log-format', 'json'];
   if (opts.upstreamUrl) args.push('--upstream-url', opts.upstreamUrl);
   if (opts.upstream) args.push('--upstream-url', opts.upstream.url, '--upstream-allowed-realm-hosts', opts.upstream.realmOrigin);
   if (opts.config) args.push('--config', opts.config);

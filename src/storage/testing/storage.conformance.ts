@@ -13,6 +13,11 @@ export interface StorageFixture {
   open(): Storage;
   /** Removes everything the store created. */
   cleanup(): Promise<void>;
+  /**
+   * A store every process may write at once (S3: content-addressed objects, idempotent commits):
+   * `acquireOwnership` grants every caller a harmless ownership instead of refusing a second one.
+   */
+  readonly sharedOwnership?: boolean;
 }
 
 async function put(blobs: BlobStore, data: Buffer): Promise<void> {
@@ -37,7 +42,14 @@ export function describeStorage(name: string, makeFixture: () => Promise<Storage
     });
 
   describe(`Storage conformance: ${name}`, () => {
-    test('one owner at a time: a second acquireOwnership is StoreOwnedError until the first is released', async (fx) => {
+    test('one owner at a time: a second acquireOwnership is StoreOwnedError until the first is released (a shared store: both own it)', async (fx) => {
+      if (fx.sharedOwnership) {
+        const [a, b] = [await fx.open().acquireOwnership({ failFast: true }), await fx.open().acquireOwnership({ failFast: true })];
+        await a.release();
+        await a.release();
+        await b.release();
+        return;
+      }
       const first = await fx.open().acquireOwnership({ failFast: true });
       await assert.rejects(fx.open().acquireOwnership({ failFast: true }), (err: unknown) => err instanceof StoreOwnedError);
       await first.release();

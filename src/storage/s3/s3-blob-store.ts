@@ -1,0 +1,342 @@
+import { randomUUID } from 'node:crypto';
+import { addAbortSignal, type Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { ByteRange } from '../../domain/descriptor.js';
+import { parseDigest, type Digest } from '../../domain/digest.js';
+import { RegistryError } from '../../domain/errors.js';
+import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
+import { isNotFound, isPreconditionFailed, s3Status, toS3Fault } from './s3-errors.js';
+import { S3Layout } from './s3-layout.js';
+
+export interface S3BlobStoreOptions {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly layout: S3Layout;
+  /** Bytes per part of a multipart upload (≥ 5 MiB, S3's minimum for all but the last part). */
+  readonly partSize: number;
+  /** Parts uploading at once per writer. */
+  readonly partsInFlight: number;
+}
+
+/**
+ * Blobs as objects `blobs/sha256/<ab>/<hex>` of a bucket (s3-layout.ts), shared by every replica.
+ *
+ * A fill writes into a multipart upload: parts of `partSize` go up as they fill, at most
+ * `partsInFlight` at once, so a writer holds at most partSize × (partsInFlight + 1) bytes whatever
+ * the blob's size. S3 names an upload's key when it is created, and the `BlobStore` writer learns
+ * the digest only at commit, so the upload goes to `uploads/<uuid>`; `publish` — which
+ * `VerifyingBlobWriter` calls only once size and digest matched — completes it there, copies it
+ * server-side to the blob's key (one atomic CopyObject) and deletes the temp object. Nothing is ever
+ * visible under `blobs/` on a mismatch, an abort (AbortMultipartUpload) or a crash (an upload never
+ * completed stays invisible until `S3Storage.init`'s sweep of old uploads, or a bucket lifecycle
+ * rule, removes it). A blob smaller than one part is one create-only PutObject on its key at
+ * publish (`If-None-Match: *`; 412 means it is there already).
+ *
+ * Several replicas may write the same digest at once: each completes its own upload (or its PUT)
+ * with the same verified bytes; S3 replaces objects atomically, so readers see one or the other,
+ * both correct. A writer that finds the object there already before completing aborts its upload
+ * instead.
+ */
+export class S3BlobStore implements BlobStore {
+  readonly #o: S3BlobStoreOptions;
+
+  constructor(o: S3BlobStoreOptions) {
+    this.#o = o;
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const head = await this.#o.client.send(new HeadObjectCommand({ Bucket: this.#o.bucket, Key: this.#o.layout.blob(parseDigest(digest)) }));
+      return { digest, size: head.ContentLength ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw toS3Fault('HeadObject', err);
+    }
+  }
+
+  /** A GET (ranged for `range`: one round trip, the size checked from Content-Range). */
+  async open(digest: Digest, opts: { range?: ByteRange; signal?: AbortSignal } = {}): Promise<Readable> {
+    opts.signal?.throwIfAborted();
+    const { range } = opts;
+    if (range && !(Number.isSafeInteger(range.start) && Number.isSafeInteger(range.end) && range.start >= 0 && range.start <= range.end)) {
+      throw new RegistryError('RANGE_INVALID', { digest, range });
+    }
+    let body: Readable;
+    try {
+      const out = await this.#o.client.send(
+        new GetObjectCommand({ Bucket: this.#o.bucket, Key: this.#o.layout.blob(parseDigest(digest)), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }),
+        opts.signal ? { abortSignal: opts.signal } : {},
+      );
+      body = out.Body as Readable;
+      if (range) {
+        // S3 answers a range past the end with the bytes there are: the size tells.
+        const total = Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? NaN);
+        if (!(range.end < total)) {
+          body.destroy();
+          throw new RegistryError('RANGE_INVALID', { digest, range, ...(Number.isFinite(total) ? { size: total } : {}) });
+        }
+      }
+    } catch (err) {
+      if (err instanceof RegistryError) throw err;
+      if (isNotFound(err)) throw new RegistryError('BLOB_UNKNOWN', { digest });
+      if (s3Status(err) === 416) throw new RegistryError('RANGE_INVALID', { digest, range });
+      throw toS3Fault('GetObject', err);
+    }
+    return opts.signal ? addAbortSignal(opts.signal, body) : body;
+  }
+
+  async create(): Promise<BlobWriter> {
+    return new VerifyingBlobWriter(this.createRaw());
+  }
+
+  /** The backend's raw writer (tests assert on its `bufferedBytes`). */
+  createRaw(): S3RawWriter {
+    return new S3RawWriter(this.#o);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    try {
+      await this.#o.client.send(new DeleteObjectCommand({ Bucket: this.#o.bucket, Key: this.#o.layout.blob(parseDigest(digest)) }));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw toS3Fault('DeleteObject', err);
+    }
+  }
+
+  /** ListObjectsV2 pages: keys come in digest order. `modifiedAt` is the object's Last-Modified. */
+  async *list(): AsyncIterable<BlobInfo> {
+    yield* listDigests(this.#o.client, this.#o.bucket, this.#o.layout.blobsPrefix());
+  }
+}
+
+/** Every `…/sha256/<ab>/<hex>` object under `prefix`, in key (= digest) order. */
+export async function* listDigests(client: S3Client, bucket: string, prefix: string): AsyncIterable<BlobInfo> {
+  let token: string | undefined;
+  do {
+    let page;
+    try {
+      page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+    } catch (err) {
+      throw toS3Fault('ListObjectsV2', err);
+    }
+    for (const o of page.Contents ?? []) {
+      const digest = o.Key !== undefined ? S3Layout.digestOfKey(o.Key) : undefined;
+      if (digest) yield { digest, size: o.Size ?? 0, ...(o.LastModified ? { modifiedAt: o.LastModified.getTime() } : {}) };
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+}
+
+/**
+ * A blob going into the bucket: bytes collect in one part-sized buffer; a full buffer becomes an
+ * UploadPart of a multipart upload (created with the first full part), at most `partsInFlight` at
+ * once — `write` waits for one to finish before starting another (backpressure). A failed part
+ * fails the next `write` or `publish`.
+ */
+/**
+ * A server-side copy of `from` to `to`: one CopyObject up to 5 GiB (S3's limit for it), else a
+ * multipart copy (UploadPartCopy) in parts of at least `partSize`. Atomic for readers of `to`.
+ */
+async function copyObject(client: S3Client, bucket: string, from: string, to: string, size: number, partSize: number): Promise<void> {
+  const source = `${bucket}/${from.split('/').map(encodeURIComponent).join('/')}`;
+  if (size <= COPY_OBJECT_MAX) {
+    try {
+      await client.send(new CopyObjectCommand({ Bucket: bucket, Key: to, CopySource: source }));
+    } catch (err) {
+      throw toS3Fault('CopyObject', err);
+    }
+    return;
+  }
+  const step = Math.max(partSize, Math.ceil(size / 10_000));
+  let uploadId: string | undefined;
+  try {
+    uploadId = (await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: to }))).UploadId!;
+    const parts = [];
+    for (let start = 0, n = 1; start < size; start += step, n++) {
+      const end = Math.min(start + step, size) - 1;
+      const out = await client.send(new UploadPartCopyCommand({ Bucket: bucket, Key: to, UploadId: uploadId, PartNumber: n, CopySource: source, CopySourceRange: `bytes=${start}-${end}` }));
+      parts.push({ PartNumber: n, ETag: out.CopyPartResult?.ETag ?? '' });
+    }
+    await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: to, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+  } catch (err) {
+    if (uploadId !== undefined) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: to, UploadId: uploadId })).catch(() => {});
+    throw toS3Fault('UploadPartCopy', err);
+  }
+}
+
+/** S3's limit for a single CopyObject. */
+const COPY_OBJECT_MAX = 5 * 1024 ** 3;
+
+export class S3RawWriter implements RawBlobWriter {
+  readonly #o: S3BlobStoreOptions;
+  #buf: Buffer | undefined;
+  #fill = 0;
+  #uploadId: Promise<string> | undefined;
+  #key: string | undefined;
+  #parts: { PartNumber: number; ETag: string }[] = [];
+  #inFlight = new Set<Promise<void>>();
+  #inFlightBytes = 0;
+  #failure: unknown;
+  #closed = false;
+  #nextPart = 1;
+
+  constructor(o: S3BlobStoreOptions) {
+    this.#o = o;
+  }
+
+  /**
+   * Bytes this writer holds in memory now: its current part buffer's fill plus the parts uploading.
+   * At most partSize × (partsInFlight + 1).
+   */
+  get bufferedBytes(): number {
+    return this.#fill + this.#inFlightBytes;
+  }
+
+  /** The multipart upload's id once one was started (tests look for it in ListMultipartUploads). */
+  async uploadId(): Promise<string | undefined> {
+    return this.#uploadId?.catch(() => undefined);
+  }
+
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
+    if (this.#closed) throw new Error('blob writer is closed');
+    this.#throwIfFailed();
+    const partSize = this.#o.partSize;
+    for (const chunk of chunks) {
+      let p = 0;
+      while (p < chunk.length) {
+        this.#buf ??= Buffer.allocUnsafe(partSize);
+        const n = Math.min(chunk.length - p, partSize - this.#fill);
+        this.#buf.set(chunk.subarray(p, p + n), this.#fill);
+        this.#fill += n;
+        p += n;
+        if (this.#fill === partSize) await this.#sendPart();
+      }
+    }
+  }
+
+  /** Hands the full buffer to an UploadPart, after waiting for a free slot. */
+  async #sendPart(): Promise<void> {
+    while (this.#inFlight.size >= this.#o.partsInFlight) await Promise.race(this.#inFlight);
+    this.#throwIfFailed();
+    const body = this.#buf!.subarray(0, this.#fill);
+    this.#buf = undefined;
+    const size = this.#fill;
+    this.#fill = 0;
+    this.#inFlightBytes += size;
+    const partNumber = this.#nextPart++;
+    const uploadId = this.#startUpload();
+    const upload = (async () => {
+      try {
+        const id = await uploadId;
+        const out = await this.#o.client.send(new UploadPartCommand({ Bucket: this.#o.bucket, Key: this.#key!, UploadId: id, PartNumber: partNumber, Body: body, ContentLength: size }));
+        this.#parts.push({ PartNumber: partNumber, ETag: out.ETag ?? '' });
+      } catch (err) {
+        this.#failure ??= toS3Fault('UploadPart', err);
+      } finally {
+        this.#inFlightBytes -= size;
+      }
+    })();
+    this.#inFlight.add(upload);
+    void upload.then(() => this.#inFlight.delete(upload));
+  }
+
+  #startUpload(): Promise<string> {
+    if (!this.#uploadId) {
+      this.#key = this.#o.layout.upload(randomUUID());
+      this.#uploadId = this.#o.client
+        .send(new CreateMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#key }))
+        .then((out) => out.UploadId!)
+        .catch((err: unknown) => {
+          throw toS3Fault('CreateMultipartUpload', err);
+        });
+      this.#uploadId.catch(() => {});
+    }
+    return this.#uploadId;
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+  }
+
+  async publish(digest: Digest, size: number): Promise<void> {
+    if (this.#closed) throw new Error('blob writer is closed');
+    const key = this.#o.layout.blob(digest);
+    const { client, bucket } = this.#o;
+    if (!this.#uploadId) {
+      // Smaller than one part: one create-only PUT. 412: the object is there (same digest, same bytes).
+      const body = this.#buf ? this.#buf.subarray(0, this.#fill) : Buffer.alloc(0);
+      try {
+        await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*' }));
+      } catch (err) {
+        if (!isPreconditionFailed(err)) throw toS3Fault('PutObject', err);
+      }
+      this.#release();
+      return;
+    }
+    if (this.#fill > 0) await this.#sendPart();
+    await this.#drain();
+    this.#throwIfFailed();
+    const uploadId = await this.#uploadId;
+    const parts = [...this.#parts].sort((a, b) => a.PartNumber - b.PartNumber);
+    const temp = this.#key!;
+    try {
+      await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: temp, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+    } catch (err) {
+      throw toS3Fault('CompleteMultipartUpload', err);
+    }
+    this.#uploadId = undefined;
+    this.#release();
+    try {
+      // Another writer may have stored the digest meanwhile: same bytes, nothing to copy.
+      const there = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).then(
+        () => true,
+        (err: unknown) => {
+          if (isNotFound(err)) return false;
+          throw toS3Fault('HeadObject', err);
+        },
+      );
+      if (!there) await copyObject(client, bucket, temp, key, size, this.#o.partSize);
+    } finally {
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: temp })).catch(() => {
+        // Left for init's sweep of old uploads/ objects.
+      });
+    }
+  }
+
+  #release(): void {
+    this.#closed = true;
+    this.#buf = undefined;
+    this.#fill = 0;
+  }
+
+  async discard(): Promise<void> {
+    if (this.#closed) return;
+    this.#release();
+    await this.#drain();
+    const uploadId = await this.#uploadId?.catch(() => undefined);
+    if (uploadId === undefined) return;
+    try {
+      await this.#o.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#key!, UploadId: uploadId }));
+    } catch (err) {
+      if (!isNotFound(err)) throw toS3Fault('AbortMultipartUpload', err);
+    }
+  }
+}

@@ -8,6 +8,9 @@
  *
  *   tsx bench/push.ts [sizeMiB] [rounds]      default: 1024 MiB, 5 rounds
  *   BIN=/path/to/bin/hubcache.js tsx bench/push.ts   another checkout's CLI, or a compiled build
+ *
+ * `npm run bench` runs it (BENCH_ONLY=push) with its compiled build and BENCH_PUSH_MIB/BENCH_RUNS,
+ * and reads the last line (BENCH_JSON …) into its table.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -106,6 +109,8 @@ try {
     process.stdout.write(`  ${mode.padEnd(10)} hubcache ${fmt(median(r.hc), 0)}  distribution ${fmt(median(r.dist), 0)}  ratio ${fmt(median(ratios(r.hc, r.dist)))}  (hubcache runs: ${r.hc.map((x) => fmt(x, 0)).join(' ')}; distribution: ${r.dist.map((x) => fmt(x, 0)).join(' ')})\n`);
   }
   process.stdout.write(`  hubcache RSS: ${fmt(rss.startRssBytes / MiB, 0)} MiB before, ${fmt(rss.peakRssBytes / MiB, 0)} MiB peak during the pushes\n`);
+  // For bench/run.ts (npm run bench), which runs this file and reads this line.
+  process.stdout.write(`BENCH_JSON ${JSON.stringify({ sizeMiB, rounds, results, rss })}\n`);
 } finally {
   sampler.stop();
   await hc.close();

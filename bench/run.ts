@@ -14,6 +14,10 @@
  *      latency, ls and du with synthetic stores of 1k, 10k and 100k blobs
  *   8. the S3 store on a real Ceph RGW (bench/s3.ts, issue #15): warm 1 GiB blob from the bucket and
  *      through the hot cache, each ÷ the filesystem store; RSS growth during an S3 fill of 1 GiB
+ *   9. push of a BENCH_PUSH_MIB blob into a hosted repository, monolithic and chunked: hubcache ÷
+ *      distribution (bench/push.ts, run as a child process; curl as the client, alternating sides),
+ *      and hubcache's RSS during the pushes (issue #14)
+ *  10. warm pulls with credentials ÷ anonymous, Basic and Bearer (bench/auth.ts, a child process)
  *
  * 2–3 run once per emulated upstream link (BENCH_LINKS, default 30 ms / 50 MB/s and 10 ms / 200 MB/s:
  * the test upstream's setLink — every request waits the latency, a new connection twice, each
@@ -31,9 +35,10 @@
  * The two sides of each comparison alternate (A,B,A,B,…) so drift from other work on the machine
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
- * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3"; store-size.ts lists its own).
+ * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_PUSH_MIB (1024),
+ * BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3,push,auth"; store-size.ts lists its own).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -71,8 +76,9 @@ const LINKS: LinkShape[] = (process.env.BENCH_LINKS ?? '30:50,10:200').split(','
 const CPU_PROF = process.env.BENCH_CPU_PROF;
 /** BENCH_NODE_ARGS="--flag …": node flags for every hubcache process (experiments: GC sizes, thread pool). */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3').split(','));
-const DEADLINE_MS = 25 * 60 * 1000;
+const PUSH = Number(process.env.BENCH_PUSH_MIB ?? 1024);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3,push,auth').split(','));
+const DEADLINE_MS = 45 * 60 * 1000;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 const REPO_BIG = 'library/bench-big';
@@ -446,6 +452,61 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
   else results.rssConcurrentUnlimited = mem;
 }
 
+// ---- 9 + 10: push, and pulls with credentials (child processes) ----------------------------------
+
+/** Runs a bench script with the compiled build and returns what it printed on its `BENCH_JSON` line. */
+async function benchScript<T>(file: string, args: string[], env: Record<string, string>): Promise<T> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, file), ...args], { env: { ...process.env, BIN: hubcacheBin!, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const kill = () => void child.kill('SIGTERM');
+  cleanups.push(kill);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    process.stderr.write(d);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  cleanups.splice(cleanups.indexOf(kill), 1);
+  const line = out.split('\n').find((l) => l.startsWith('BENCH_JSON '));
+  if (code !== 0 || !line) throw new Error(`${file} exited with ${code}${line ? '' : ' without a BENCH_JSON line'}`);
+  return JSON.parse(line.slice('BENCH_JSON '.length)) as T;
+}
+
+async function benchPush(): Promise<void> {
+  log(`push: ${PUSH} MiB, ${RUNS} rounds (bench/push.ts)`);
+  type Side = { hc: number[]; dist: number[] };
+  const r = await benchScript<{ results: Record<'monolithic' | 'chunked', Side>; rss: RssSummary }>('push.ts', [String(PUSH), String(RUNS)], {});
+  results.push = r;
+  for (const mode of ['monolithic', 'chunked'] as const) {
+    const { hc, dist } = r.results[mode];
+    const ratio = median(ratios(hc, dist));
+    rows.push({
+      metric: `9${mode === 'monolithic' ? 'a' : 'b'}. push of a ${PUSH} MiB blob, ${mode}: hubcache ÷ distribution`,
+      median: ratio,
+      unit: '×',
+      target: '≥ 1.0',
+      pass: ratio >= 1.0,
+      detail: `MiB/s median: hubcache ${fmt(median(hc), 0)}, distribution ${fmt(median(dist), 0)}; per-pair ratios ${ratios(hc, dist).map((x) => fmt(x)).join(' ')}`,
+    });
+  }
+  results.rssPush = r.rss;
+}
+
+async function benchAuth(): Promise<void> {
+  log('auth: warm pulls with credentials ÷ anonymous (bench/auth.ts)');
+  const r = await benchScript<{ rates: Record<'anonymous' | 'basic' | 'bearer', number[]>; basicRatio: number; bearerRatio: number; layerBytes: number }>('auth.ts', [], { BENCH_RUNS: String(Math.max(RUNS, 5)) });
+  results.auth = r;
+  for (const [mode, ratio] of [['Basic', r.basicRatio], ['Bearer', r.bearerRatio]] as const) {
+    rows.push({
+      metric: `10${mode === 'Basic' ? 'a' : 'b'}. warm pull, ${mode} ÷ anonymous (5 × ${fmt(r.layerBytes / 1024, 0)} KiB layers)`,
+      median: ratio,
+      unit: '×',
+      target: '≥ 0.95',
+      pass: ratio >= 0.95,
+      detail: `pulls/s median: anonymous ${fmt(median(r.rates.anonymous), 1)}, ${mode} ${fmt(median(mode === 'Basic' ? r.rates.basic : r.rates.bearer), 1)}`,
+    });
+  }
+}
+
 // ---- report --------------------------------------------------------------------------------
 
 function rssRows(): void {
@@ -456,6 +517,8 @@ function rssRows(): void {
   if (conc) peaks.push(['during 4', conc.reduce((a, b) => (b.peakRssBytes > a.peakRssBytes ? b : a))]);
   const concU = results.rssConcurrentUnlimited as RssSummary[] | undefined;
   if (concU) peaks.push(["during 4'", concU.reduce((a, b) => (b.peakRssBytes > a.peakRssBytes ? b : a))]);
+  const push = results.rssPush as RssSummary | undefined;
+  if (push) peaks.push(['during 9', push]);
   for (const [when, s] of peaks) {
     const peak = Math.max(s.peakRssBytes, s.hwmBytes);
     rows.push({
@@ -485,7 +548,7 @@ function machine(): string {
 async function main(): Promise<void> {
   const started = Date.now();
   const free = statfsSync(tmpdir());
-  const needed = BIG * 2 + CONC * 3 + 600 * MiB;
+  const needed = BIG * 2 + CONC * 3 + 600 * MiB + (ONLY.has('push') ? PUSH * MiB * 4 : 0);
   if (free.bavail * free.bsize < needed) throw new Error(`${tmpdir()} has ${fmt((free.bavail * free.bsize) / GiB)} GiB free, the bench needs ~${fmt(needed / GiB)} GiB`);
   scratch = mkdtempSync(join(tmpdir(), 'hubcache-bench-'));
   cleanups.push(() => rmSync(scratch!, { recursive: true, force: true }));
@@ -510,6 +573,8 @@ async function main(): Promise<void> {
     storeSection = store.markdown;
     if (!store.pass) storeSizeFailed = true;
   }
+  if (ONLY.has('push')) await benchPush();
+  if (ONLY.has('auth')) await benchAuth();
   rssRows();
   if (ONLY.has('eviction')) rows.push(...(await benchEviction(log)));
   if (ONLY.has('s3')) {

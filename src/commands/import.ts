@@ -7,7 +7,7 @@ import { manifestMediaType } from '../domain/manifest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
 import { HOSTED_UPSTREAM, type RepoKey, type RepoName } from '../domain/reference.js';
 import { matchesAny } from '../domain/repo-pattern.js';
-import { manifestRefs } from '../hosted/manifest-refs.js';
+import { pushedManifestRefs } from '../domain/manifest-refs.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
 import type { Config } from '../config/schema.js';
@@ -171,13 +171,15 @@ export async function importDistribution(layout: DistributionLayout, stores: Imp
       let refs;
       try {
         if (!verdict.ok) throw new RegistryError('MANIFEST_INVALID', undefined, { message: verdict.reason });
-        refs = manifestRefs(body, verdict.mediaType);
+        refs = pushedManifestRefs(body, verdict.mediaType);
       } catch (err) {
         problems.push({ kind: 'invalid-manifest', repository: repo.name, what: digest, message: `not a manifest hubcache accepts: ${(err as Error).message}` });
         tick();
         continue;
       }
-      pending.set(digest, { body, mediaType: verdict.mediaType, blobs: refs.blobs, children: refs.manifests });
+      // Non-distributable layers (with `urls`) live elsewhere, as a push of this manifest needn't have them.
+      const external = new Set(refs.external);
+      pending.set(digest, { body, mediaType: verdict.mediaType, blobs: refs.blobs.filter((b) => !external.has(b)), children: refs.manifests.map((c) => c.digest) });
     }
     const imported = new Set<Digest>();
     for (let progress = true; progress && pending.size > 0; ) {

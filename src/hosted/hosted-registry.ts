@@ -4,6 +4,7 @@ import type { Descriptor } from '../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
 import { manifestMediaType } from '../domain/manifest.js';
+import { manifestRefs, pushedManifestRefs, type ManifestRefs } from '../domain/manifest-refs.js';
 import { MediaTypes } from '../domain/media-types.js';
 import type { Reference, RepoKey, Tag } from '../domain/reference.js';
 import { TagList, type TagPageRequest } from '../domain/tag-list.js';
@@ -12,7 +13,6 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
 import type { UploadSessions } from '../storage/upload-sessions.js';
 import { HostedContent } from './hosted-content.js';
-import { manifestRefs, type ManifestRefs } from './manifest-refs.js';
 
 /** An upload session as the HTTP layer sees it. */
 export interface UploadStatus {
@@ -176,10 +176,10 @@ export class HostedRegistry implements RegistryReader {
     if (!verdict.ok) throw new RegistryError('MANIFEST_INVALID', undefined, { message: verdict.reason });
     const digest = sha256Digest(body);
     if (ref.kind === 'digest' && ref.digest !== digest) throw new RegistryError('DIGEST_INVALID', { expected: ref.digest, actual: digest });
-    const refs = manifestRefs(body, verdict.mediaType);
+    const refs = pushedManifestRefs(body, verdict.mediaType);
     // What it references stays until it is linked: garbage collection (hosted-gc.ts) waits, or has
     // finished removing it and the checks below see it gone.
-    const release = await this.content.use([digest, ...refs.blobs, ...refs.manifests]);
+    const release = await this.content.use([digest, ...refs.blobs, ...refs.manifests.map((c) => c.digest)]);
     try {
       return await this.#putManifest(key, ref, body, digest, verdict.mediaType, refs);
     } finally {
@@ -188,11 +188,16 @@ export class HostedRegistry implements RegistryReader {
   }
 
   async #putManifest(key: RepoKey, ref: Reference, body: Buffer, digest: Digest, mediaType: string, refs: ManifestRefs): Promise<{ descriptor: Descriptor; subject?: Digest }> {
+    // Non-distributable layers (with `urls`) are fetched from elsewhere: a push needn't have them.
     // A link whose bytes are gone (a garbage collection that died between removing the bytes and
     // the link) doesn't count.
-    const missingBlobs = await this.#missing(refs.blobs, async (d) => (await this.#o.metadata.hasBlob(key, d)) && (await this.#o.blobs.stat(d)) !== undefined);
+    const external = new Set(refs.external);
+    const missingBlobs = await this.#missing(
+      refs.blobs.filter((d) => !external.has(d)),
+      async (d) => (await this.#o.metadata.hasBlob(key, d)) && (await this.#o.blobs.stat(d)) !== undefined,
+    );
     if (missingBlobs.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', { repository: key.repo, digests: missingBlobs.slice(0, 20) }, { message: `the manifest references ${missingBlobs.length} blob(s) not pushed to this repository` });
-    const missingChildren = await this.#missing(refs.manifests, (d) => this.#o.metadata.hasManifest(key, d));
+    const missingChildren = await this.#missing(refs.manifests.map((c) => c.digest), (d) => this.#o.metadata.hasManifest(key, d));
     if (missingChildren.length > 0) throw new RegistryError('MANIFEST_UNKNOWN', { repository: key.repo, digests: missingChildren.slice(0, 20) }, { message: `the index references ${missingChildren.length} manifest(s) not pushed to this repository` });
     const descriptor = await this.#o.manifests.put(body, mediaType, digest);
     if (!(await this.#o.metadata.hasManifest(key, digest))) {
@@ -264,13 +269,8 @@ export class HostedRegistry implements RegistryReader {
     if (cached) return cached;
     const stored = await this.#o.manifests.get(digest);
     if (!stored) return undefined;
-    let refs: ManifestRefs;
-    try {
-      refs = manifestRefs(stored.body, stored.descriptor.mediaType);
-    } catch {
-      return undefined;
-    }
-    const entry = { ...refs, descriptor: stored.descriptor };
+    // Validated when it was pushed: the lenient reading (nothing to throw).
+    const entry = { ...manifestRefs(stored.body), descriptor: stored.descriptor };
     this.#refsCache.set(digest, entry);
     return entry;
   }

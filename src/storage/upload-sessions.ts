@@ -172,34 +172,54 @@ export class UploadSessions {
   async #write(s: Session, body: AsyncIterable<Uint8Array>): Promise<UploadSessionRecord> {
     // Chunks are gathered up to WRITE_BATCH bytes and written with one vectored write: a socket
     // delivers 16–64 KiB at a time, and a write (and a promise) per chunk costs more than the copy.
+    // One batch is written while the next one is gathered: reading the socket doesn't stop for the
+    // disk (a push profiled idle two thirds of the time when each batch waited for its write), and
+    // memory stays bounded (two batches per session; the socket is paused while a full batch waits).
     // A body that breaks off (the client left) throws out of the loop; what was written stays.
     let batch: Uint8Array[] = [];
     let batched = 0;
-    const flush = async () => {
-      if (batched === 0) return;
-      const chunks = batch;
-      batch = [];
-      batched = 0;
+    let writing: Promise<void> | undefined;
+    const failed: { err?: unknown; happened: boolean } = { happened: false };
+    const write = async (chunks: Uint8Array[]) => {
       try {
         await s.writer.write(chunks);
       } catch (err) {
         // The store failed (disk full, …): the writer can't commit any more, the session is over.
+        failed.err = err;
+        failed.happened = true;
         this.#sessions.delete(s.record.id);
         await s.writer.abort().catch(() => {});
-        throw err;
+        return;
       }
       s.record = { ...s.record, offset: s.writer.written, touchedAt: this.#clock() };
+    };
+    /** Waits for the write in flight; then starts one of the gathered batch (`wait`: and waits for it too). */
+    const flush = async (wait: boolean) => {
+      if (writing) await writing;
+      writing = undefined;
+      if (failed.happened) throw failed.err;
+      if (batched > 0) {
+        const chunks = batch;
+        batch = [];
+        batched = 0;
+        writing = write(chunks);
+      }
+      if (wait && writing) {
+        await writing;
+        writing = undefined;
+        if (failed.happened) throw failed.err;
+      }
     };
     try {
       for await (const chunk of body) {
         if (chunk.length === 0) continue;
         batch.push(chunk);
         batched += chunk.length;
-        if (batched >= WRITE_BATCH) await flush();
+        if (batched >= WRITE_BATCH) await flush(false);
       }
     } finally {
       // What arrived before a break is kept too: the status tells the client where to go on.
-      await flush();
+      await flush(true);
     }
     return s.record;
   }

@@ -135,6 +135,20 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
     assert.deepEqual(Buffer.from(await (await req(`/v2/myorg/app/blobs/${digest}`)).arrayBuffer()), bytes);
   });
 
+  it('bodies larger than the read-ahead (1 MiB) and the write batches: a 5 MiB PATCH and a 3 MiB final PUT arrive whole and verify', async () => {
+    const bytes = seededBytes('big-chunks', 8 * 1024 * 1024 + 12_345);
+    const cut = 5 * 1024 * 1024 + 7;
+    let loc = abs((await req('/v2/myorg/big/blobs/uploads/', { method: 'POST' })).headers.get('location'));
+    const p1 = await req(loc, { method: 'PATCH', body: bytes.subarray(0, cut), headers: { 'content-type': 'application/octet-stream', 'content-range': `0-${cut - 1}` } });
+    assert.equal(p1.status, 202);
+    assert.equal(p1.headers.get('range'), `0-${cut - 1}`);
+    loc = abs(p1.headers.get('location'));
+    const digest = sha256Digest(bytes);
+    const put = await req(withParam(loc, 'digest', digest), { method: 'PUT', body: bytes.subarray(cut), headers: { 'content-type': 'application/octet-stream' } });
+    assert.equal(put.status, 201, await put.text());
+    assert.deepEqual(Buffer.from(await (await req(`/v2/myorg/big/blobs/${digest}`)).arrayBuffer()), bytes);
+  });
+
   it('a chunk out of order is 416 with the current Range; the upload goes on from there', async () => {
     const bytes = seededBytes('ooo', 2000);
     const loc = abs((await req('/v2/myorg/app/blobs/uploads/', { method: 'POST' })).headers.get('location'));

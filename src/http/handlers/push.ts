@@ -1,3 +1,4 @@
+import { finished } from 'node:stream';
 import type { Request, Response } from 'express';
 import { parseDigest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
@@ -34,7 +35,7 @@ export async function serveUpload(ctx: PushContext, session: string | undefined,
     const whole = query.get('digest');
     if (whole !== null) {
       const digest = parseDigest(whole);
-      await withBody(req, () => hosted.uploadWhole(key, digest, req, contentLength(req)));
+      await withBody(req, (body) => hosted.uploadWhole(key, digest, body, contentLength(req)));
       return blobCreated(ctx, digest, res);
     }
     req.resume();
@@ -52,7 +53,7 @@ export async function serveUpload(ctx: PushContext, session: string | undefined,
       const current = hosted.uploadStatus(key, session);
       const start = chunkStart(req, current);
       if (start !== undefined && start !== current.offset) throw outOfOrder(ctx, current);
-      const status = await withBody(req, () => hosted.appendUpload(key, session, req, start));
+      const status = await withBody(req, (body) => hosted.appendUpload(key, session, body, start));
       return uploadAccepted(ctx, status, res);
     }
     case 'PUT': {
@@ -62,7 +63,7 @@ export async function serveUpload(ctx: PushContext, session: string | undefined,
       const digest = parseDigest(raw);
       const start = chunkStart(req, status);
       if (start !== undefined && start !== status.offset) throw outOfOrder(ctx, status);
-      await withBody(req, () => hosted.finishUpload(key, session, digest, req));
+      await withBody(req, (body) => hosted.finishUpload(key, session, digest, body));
       return blobCreated(ctx, digest, res);
     }
     case 'DELETE':
@@ -161,17 +162,74 @@ function contentLength(req: Request): number | undefined {
 }
 
 /**
- * Runs `fn`, which reads the request body. When the client goes away mid-body the error is the
- * request's signal (nobody to answer, see the error handler), not a failure of ours.
+ * Runs `fn` with the request body (`uploadBody`). When the client goes away mid-body the error
+ * is the request's signal (nobody to answer, see the error handler), not a failure of ours.
  */
-async function withBody<T>(req: Request, fn: () => Promise<T>): Promise<T> {
+async function withBody<T>(req: Request, fn: (body: AsyncIterable<Uint8Array>) => Promise<T>): Promise<T> {
   try {
-    return await fn();
+    return await fn(uploadBody(req));
   } catch (err) {
     if (req.ctx.signal.aborted) throw req.ctx.signal.reason;
     throw err;
   }
 }
+
+/**
+ * The body of an upload, read in flowing mode with UPLOAD_READ_AHEAD bytes of room. Read the
+ * usual way (`for await` on the request), a body stalls the socket at every chunk: the request's
+ * buffer holds 16 KiB, a socket read brings 64 KiB, so each read stops the socket and the next one
+ * restarts it — a 1 GiB push profiled mostly idle, waiting for bytes. (A `PassThrough` with a
+ * bigger buffer fixes that but concatenates what it buffers: a copy of every byte.) Here the
+ * chunks are taken as they arrive, without a copy, and the request is paused only while this much
+ * waits for the store — the blob is still streamed, never held. The request's error (the client
+ * left mid-body) is the iteration's; a consumer that stops early destroys the request, as a
+ * `for await` on it does.
+ */
+async function* uploadBody(req: Request): AsyncGenerator<Uint8Array> {
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let ended: { err?: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (chunk: Buffer) => {
+    queue.push(chunk);
+    queued += chunk.length;
+    if (queued >= UPLOAD_READ_AHEAD) req.pause();
+    notify();
+  };
+  req.on('data', onData);
+  const stopWatching = finished(req, (err) => {
+    ended = err ? { err } : {};
+    notify();
+  });
+  try {
+    for (;;) {
+      const chunk = queue.shift();
+      if (chunk) {
+        queued -= chunk.length;
+        if (req.isPaused() && queued < UPLOAD_READ_AHEAD / 2) req.resume();
+        yield chunk;
+        continue;
+      }
+      if (ended) {
+        if (ended.err) throw ended.err;
+        return;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    req.off('data', onData);
+    stopWatching();
+    if (!ended) req.destroy();
+  }
+}
+
+/** Bytes of an upload's body taken ahead of the store (per request: bounded memory). */
+const UPLOAD_READ_AHEAD = 1024 * 1024;
 
 /** The whole body, refused as `MANIFEST_INVALID` beyond `max` bytes (without reading further). */
 async function readLimited(req: Request, max: number): Promise<Buffer> {

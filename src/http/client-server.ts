@@ -67,9 +67,12 @@ export function createClientServer(app: RequestListener, opts: ClientServerOptio
   const onRequest: RequestListener = (req, res) => {
     const connection = connectionOf(req.socket);
     if (limits.turnedAway(connection) && !OPERATIONAL_PATHS.has(pathOf(req))) return answerTurnedAway(req, res, limits.reasonOf(connection));
-    // A mirror accepts no request bodies: after the answer the connection is closed instead of
-    // reading the body to its end, which a client could trickle forever (slowloris through the body).
-    if (limits.turnedAway(connection) || hasBody(req)) res.setHeader('Connection', 'close');
+    if (limits.turnedAway(connection)) res.setHeader('Connection', 'close');
+    // A body not read to its end when the answer goes out (anything but an upload the handler took
+    // whole: a refused push, a mirror route) isn't drained afterwards, which a client could trickle
+    // forever (slowloris through the body): the connection is closed after the answer instead. An
+    // upload read whole keeps its connection, so a push's requests don't each pay a new connection.
+    if (hasBody(req)) closeUnlessBodyRead(req, res);
     limits.responding(connection, res);
     return app(req, res);
   };
@@ -138,6 +141,16 @@ export function clientKey(address: string | undefined): string {
     .slice(0, 4)
     .map((g) => parseInt(g, 16).toString(16))
     .join(':')}::/64`;
+}
+
+/** Adds `Connection: close` to the response head when it goes out before the request's body was read to its end. */
+function closeUnlessBodyRead(req: IncomingMessage, res: ServerResponse): void {
+  const writeHead = res.writeHead;
+  // Every head goes through writeHead (Node's implicit header for write/end included).
+  res.writeHead = function (this: ServerResponse, ...args: Parameters<ServerResponse['writeHead']>) {
+    if (!req.complete && !this.headersSent) this.setHeader('Connection', 'close');
+    return writeHead.apply(this, args);
+  } as ServerResponse['writeHead'];
 }
 
 function hasBody(req: IncomingMessage): boolean {

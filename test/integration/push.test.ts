@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sha256Digest } from '../../src/domain/digest.js';
@@ -103,6 +104,35 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
     assert.deepEqual(Buffer.from(await get.arrayBuffer()), bytes);
     // Only in the repository it was pushed to.
     assert.equal((await req(`/v2/myorg/other/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+  });
+
+  it('a push keeps its connection: uploads read whole are answered without Connection: close; a refused one (body unread) closes it', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (method: string, path: string, body?: Buffer) =>
+      new Promise<{ status: number; connection: string | undefined; reused: boolean; location: string | undefined }>((resolve, reject) => {
+        const r = http.request(hc.url + path, { method, agent, headers: body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {} }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, reused: r.reusedSocket, location: res.headers.location }));
+        });
+        r.on('error', reject);
+        r.end(body);
+      });
+    try {
+      const bytes = seededBytes('keep-alive', 3 * 1024 * 1024);
+      const digest = sha256Digest(bytes);
+      const start = await send('POST', '/v2/myorg/app/blobs/uploads/');
+      const put = await send('PUT', withParam(new URL(start.location!, hc.url).pathname, 'digest', digest), bytes);
+      assert.equal(put.status, 201);
+      assert.notEqual(put.connection, 'close', 'an upload read whole keeps the connection');
+      const single = await send('POST', `/v2/myorg/app/blobs/uploads/?digest=${sha256Digest(bytes.subarray(1))}`, bytes.subarray(1));
+      assert.equal(single.status, 201);
+      assert.ok(single.reused, 'the next upload went over the same connection');
+      const refused = await send('POST', `/v2/library/nginx/blobs/uploads/?digest=${digest}`, bytes);
+      assert.equal(refused.status, 403);
+      assert.equal(refused.connection, 'close', 'a body left unread closes the connection');
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('single POST ?digest= with the body: 201', async () => {

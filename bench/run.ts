@@ -79,6 +79,8 @@ const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const PUSH = Number(process.env.BENCH_PUSH_MIB ?? 1024);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3,push,auth').split(','));
 const DEADLINE_MS = 45 * 60 * 1000;
+/** The generated part of RESULTS.md ends with this line; what follows is kept across runs. */
+const MEASURED_LINE = 'How each number is measured: see the header of bench/run.ts. Raw per-run numbers: bench/results.json (not committed).';
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 const REPO_BIG = 'library/bench-big';
@@ -591,8 +593,16 @@ async function main(): Promise<void> {
   results.rows = rows;
   results.meta = { date, machine: env, host: hostname(), runs: RUNS, seconds: (Date.now() - started) / 1000, load: execFileSync('cat', ['/proc/loadavg']).toString().trim() };
   writeFileSync(join(HERE, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
-  // A run without the store-size section keeps the one from the last run that had it.
-  storeSection ??= sectionOf(readFileSync(join(HERE, 'RESULTS.md'), 'utf8'));
+  // Everything after the generated table is kept: the sections written by hand for the other
+  // benches (eviction, cluster, push, S3, the cold path) and the store-size section, which is
+  // replaced when this run measured it.
+  const previous = readFileSync(join(HERE, 'RESULTS.md'), 'utf8');
+  const tableEnd = previous.indexOf(MEASURED_LINE);
+  let kept = tableEnd < 0 ? '' : previous.slice(previous.indexOf('\n', tableEnd) + 1).replace(/^\n+/, '');
+  if (storeSection) {
+    const old = sectionOf(kept);
+    kept = old ? kept.replace(old, storeSection) : `${kept}${kept ? '\n' : ''}${storeSection}\n`;
+  }
   writeFileSync(
     join(HERE, 'RESULTS.md'),
     [
@@ -605,9 +615,9 @@ async function main(): Promise<void> {
       '',
       out,
       '',
-      'How each number is measured: see the header of bench/run.ts. Raw per-run numbers: bench/results.json (not committed).',
+      MEASURED_LINE,
       '',
-      ...(storeSection ? [storeSection, ''] : []),
+      kept,
     ].join('\n'),
   );
   log(`done in ${fmt((Date.now() - started) / 1000, 0)} s; wrote bench/results.json and bench/RESULTS.md`);

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { setImmediate as tick } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
 import { sha256Digest } from '../domain/digest.js';
@@ -58,6 +61,24 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
     if (first.kind === 'lease') await first.lease.release();
     assert.equal(await a.holder(d), null);
     assert.equal((await b.claim(d)).kind, 'lease');
+  });
+
+  it('a peer answering 404 (its fill ended just before): follow rejects PeerUnavailableError, and the unread answer does not crash the process', async () => {
+    const peer = createServer((_req, res) => res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN' }] })));
+    peer.listen(0, '127.0.0.1');
+    await once(peer, 'listening');
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.prependListener('uncaughtException', onUncaught);
+    try {
+      const { c } = await coordinator('follower');
+      await assert.rejects(c.follow(`http://127.0.0.1:${(peer.address() as { port: number }).port}`, digest(), new AbortController().signal), { name: 'PeerUnavailableError', message: /answered 404/ });
+      for (let i = 0; i < 5; i++) await tick();
+      assert.deepEqual(uncaught, []);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      peer.close();
+    }
   });
 
   it('a lease nobody renews expires; its old holder can neither renew nor release the new one', async () => {

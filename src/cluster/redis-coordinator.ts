@@ -187,6 +187,9 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator {
     }
     const size = Number(res.headers['content-length']);
     if (res.statusCode !== 200 || !Number.isSafeInteger(size)) {
+      // An unread undici body destroyed emits 'error' (RequestAbortedError): unheard, it would
+      // crash the process — and a peer answers 404 whenever its fill ended just before we came.
+      res.body.on('error', () => {});
       res.body.destroy();
       throw new PeerUnavailableError(`peer ${peerUrl} answered ${res.statusCode}`);
     }

@@ -86,4 +86,6 @@ export interface TagCoordinator {
   claimRevalidation(key: RepoKey, tag: Tag): Promise<boolean | 'alone'>;
   /** Records a validation for the cluster and lets the revalidation lock go. Never rejects. */
   publish(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void>;
+  /** Lets the lock go without a validation (the upstream request failed). Never rejects. */
+  releaseRevalidation(key: RepoKey, tag: Tag): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import type { ByteRange } from '../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../domain/digest.js';
@@ -25,6 +26,10 @@ import { discardingStore, peerUpstream, RelayMetrics } from './peer-relay.js';
 import { canServeStale, decideTag } from './cache-policy.js';
 import { resolveRange, type BlobResult, type ManifestResult, type RangeSpec, type ReadOptions, type RegistryReader, type TagListResult } from './registry-reader.js';
 import { SlotQueue } from './slot-queue.js';
+
+/** A replica waiting for another one's GET of a cold tag polls the cluster's record this often, this many times at most. */
+const TAG_PEER_POLL_MS = 50;
+const TAG_PEER_POLLS = 200;
 
 /** A Range this far beyond the bytes a fill has is fetched from upstream on its own. */
 const DIRECT_RANGE_LEAD = 4 * 1024 * 1024;
@@ -215,11 +220,20 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
       this.#o.metrics.cache(kind, 'hit');
       return { ...local, outcome: 'hit' };
     }
-    // Another replica is revalidating this tag right now: serve the copy at hand (one HEAD per TTL for the cluster).
-    const mine = decision === 'revalidate' && local && this.#o.tags ? await this.#o.tags.claimRevalidation(key, tag) : 'alone';
+    // Another replica is revalidating this tag right now: serve the copy at hand (one HEAD per TTL
+    // for the cluster). Nothing at hand: another replica GETting it right now stores it for all, so
+    // wait for its validation (one manifest GET for the cluster), or ask upstream once it gave up.
+    const mine = this.#o.tags ? await this.#o.tags.claimRevalidation(key, tag) : 'alone';
     if (mine === false && local) {
       this.#o.metrics.cache(kind, 'hit');
       return { ...local, outcome: 'hit' };
+    }
+    if (mine === false) {
+      const byPeer = await this.#tagFetchedByPeer(key, tag, log, signal);
+      if (byPeer) {
+        this.#o.metrics.cache(kind, 'hit');
+        return { ...byPeer, outcome: 'hit' };
+      }
     }
     const publish = (e: TagEntry) => (mine === true ? this.#o.tags!.publish(key, tag, e) : Promise.resolve());
     try {
@@ -242,11 +256,14 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
         return { ...moved, outcome: 'miss' };
       }
       const fetched = await this.#fetchManifest(key, { kind: 'tag', tag }, signal);
-      await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, { ...fetched.descriptor, validatedAt: this.#clock() }));
+      const validated = { ...fetched.descriptor, validatedAt: this.#clock() };
+      await this.#unlessStoreFull(this.#o.metadata.setTag(key, tag, validated));
+      await publish(validated);
       this.#o.metrics.cache(kind, 'miss');
       return { ...fetched, outcome: 'miss' };
     } catch (err) {
-      if (mine === true) void this.#o.tags!.publish(key, tag, entry!); // lets the lock go; the validation time stays
+      // Lets the lock go; the validation time stays.
+      if (mine === true) void (entry ? this.#o.tags!.publish(key, tag, entry) : this.#o.tags!.releaseRevalidation(key, tag));
       if (local && err instanceof UpstreamError && canServeStale(err)) {
         this.#o.metrics.cache(kind, 'stale');
         log.warn('stale served', { upstream: key.upstream, repository: key.repo, tag, digest: local.descriptor.digest, reason: err.kind, error: err.message });
@@ -254,6 +271,32 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
       }
       throw this.#toRegistryError(err, 'MANIFEST_UNKNOWN');
     }
+  }
+
+  /**
+   * Another replica holds the tag's lock and there is no copy here: polls the cluster's record of
+   * the tag while the lock lives, and answers the manifest it names once it is in the shared store
+   * (linked to this repository). `undefined`: the lock went without a record (its upstream request
+   * failed), the record's manifest is not in this store, or the wait ran out: ask upstream.
+   */
+  async #tagFetchedByPeer(key: RepoKey, tag: Tag, log: Logger, signal: AbortSignal): Promise<StoredManifest | undefined> {
+    const tags = this.#o.tags!;
+    for (let polls = 0; polls < TAG_PEER_POLLS && !signal.aborted; polls++) {
+      const record = await tags.validated(key, tag);
+      if (record) {
+        const stored = await this.#readOrMiss('manifest', { digest: record.digest }, log, () => this.#o.manifests.get(record.digest));
+        const linked = stored && (await this.#readOrMiss('metadata', { digest: record.digest, repository: key.repo }, log, () => this.#o.metadata.hasManifest(key, record.digest)));
+        return linked ? stored : undefined;
+      }
+      // The holder let the lock go without a record: its GET failed; ours may not.
+      const again = await tags.claimRevalidation(key, tag);
+      if (again !== false) {
+        if (again === true) await tags.releaseRevalidation(key, tag);
+        return undefined;
+      }
+      await sleep(TAG_PEER_POLL_MS, undefined, { signal }).catch(() => {});
+    }
+    return undefined;
   }
 
   /**

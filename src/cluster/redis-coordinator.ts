@@ -257,6 +257,10 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator {
       .catch(() => {});
   }
 
+  async releaseRevalidation(key: RepoKey, tag: Tag): Promise<void> {
+    await this.#redis.eval(RELEASE, 1, `lock:${this.#tagKey(key, tag)}`, this.#o.holderId).catch(() => {});
+  }
+
   /** For tests: the lease record of `digest` as stored (`{id, url, lease}`), or null. */
   async holder(digest: Digest): Promise<{ id: string; url: string } | null> {
     const v = await this.#redis.get(this.#key(digest));

@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
 import { createPeerServer } from '../../src/cluster/peer-server.js';
 import { RedisCoordinator } from '../../src/cluster/redis-coordinator.js';
+import type { TagCoordinator } from '../../src/cache/fill-coordinator.js';
 import type { PullThroughRegistry } from '../../src/cache/pull-through.js';
 import { sha256Digest, type Digest } from '../../src/domain/digest.js';
 import { MemoryAccessRecord } from '../../src/storage/memory/memory-access-record.js';
@@ -34,6 +35,8 @@ interface Replica {
   readonly coordinator: RedisCoordinator;
   /** The cluster metrics (leases, peer bytes, Redis up). */
   readonly cluster: ObservedMetrics;
+  /** Resolves once this replica has been refused a tag's lock `n` times (another replica holds it). */
+  tagClaims(n: number): Promise<void>;
   /** Stops the follow endpoint and drops the Redis connection without releasing anything: a dead replica, as the others see it. */
   die(): Promise<void>;
   close(): Promise<void>;
@@ -54,7 +57,22 @@ async function startReplica(id: string, stores: Stores, redisUrl: string, upstre
     metrics: cluster,
   });
   assert.ok(await coordinator.connected(), `${id} reaches redis`);
-  const hc = await startApp({ instanceId: id, stores, upstreams: { 'docker.io': { url: upstreamUrl, tagTtlMs: 60_000 } }, coordinator, tags: coordinator, resumeAttempts: 0 });
+  let refused = 0;
+  const refusals: Array<() => void> = [];
+  const tags: TagCoordinator = {
+    validated: (k, t) => coordinator.validated(k, t),
+    claimRevalidation: async (k, t) => {
+      const claim = await coordinator.claimRevalidation(k, t);
+      if (claim === false) {
+        refused++;
+        refusals.splice(0).forEach((wake) => wake());
+      }
+      return claim;
+    },
+    publish: (k, t, e) => coordinator.publish(k, t, e),
+    releaseRevalidation: (k, t) => coordinator.releaseRevalidation(k, t),
+  };
+  const hc = await startApp({ instanceId: id, stores, upstreams: { 'docker.io': { url: upstreamUrl, tagTtlMs: 60_000 } }, coordinator, tags, resumeAttempts: 0 });
   cache = hc.cache;
   let dead = false;
   const die = async () => {
@@ -68,6 +86,9 @@ async function startReplica(id: string, stores: Stores, redisUrl: string, upstre
     hc,
     coordinator,
     cluster,
+    tagClaims: async (n) => {
+      while (refused < n) await new Promise<void>((r) => refusals.push(r));
+    },
     die,
     close: async () => {
       await hc.close();
@@ -275,6 +296,29 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
       // The validation is shared: no replica asks again within the TTL.
       for (const r of replicas) assert.equal((await r.hc.pull(path)).cache, 'hit');
       assert.equal(heads(), 1);
+    } finally {
+      await Promise.all(replicas.map((r) => r.close()));
+    }
+  });
+
+  it('a cold tag asked of three replicas at once: ONE upstream manifest GET for the cluster, the others serve what it stored', async () => {
+    const stores = sharedStores();
+    const replicas = await Promise.all(['c1', 'c2', 'c3'].map((id) => startReplica(id, stores, redis.url, up.url, 10_000)));
+    try {
+      const { digest } = putImage(up.registry, 'tagged/cold', 'v1', { seed: 'cluster-cold-tag' });
+      const path = '/v2/tagged/cold/manifests/v1';
+      const gets = () => up.server.count((r) => r.method === 'GET' && r.url.endsWith('/tagged/cold/manifests/v1'));
+      // c1's GET is held while c2 and c3 are asked: they must not GET it too.
+      const held = holdUpstream(up.registry, (req) => req.method === 'GET' && (req.url ?? '').endsWith('/tagged/cold/manifests/v1'));
+      const first = replicas[0]!.hc.pull(path);
+      await held.parked(1);
+      const others = Promise.all([replicas[1]!.hc.pull(path), replicas[2]!.hc.pull(path)]);
+      // Each has asked Redis for the tag's lock (and was refused) before c1's GET goes on.
+      await Promise.all(['c2', 'c3'].map((id) => replicas.find((r) => r.id === id)!.tagClaims(1)));
+      held.release();
+      const all = [await first, ...(await others)];
+      assert.deepEqual(all.map((o) => [o.status, o.digest]), all.map(() => [200, digest]));
+      assert.equal(gets(), 1, 'one manifest GET for the cluster');
     } finally {
       await Promise.all(replicas.map((r) => r.close()));
     }

@@ -15,6 +15,7 @@ import { promqlMetricNames, ROOT } from '../deploy/support/metrics-catalog.js';
 import { metricValue, startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
 import { digestOf, makeImage, MediaTypes, type TestImage } from '../support/images.js';
 import { startPrometheus, type Prometheus } from '../support/prometheus.js';
+import { startRedis, type RedisServer } from '../support/redis.js';
 import { rawRequest, type RawResponse } from '../support/raw-http.js';
 import { startUpstream, type Upstream } from '../support/upstream-harness.js';
 
@@ -250,14 +251,20 @@ describe('a real Prometheus scraping hubcache', () => {
   let metricsHost: string;
 
   let dir: string;
+  let redis: RedisServer;
 
   before(async () => {
     // Every feature the dashboard and the alerts watch is on, so that each of their series exists:
-    // a cap and a free-space floor with a short eviction interval, and client auth (Basic with
-    // anonymous pull: the tests below pull anonymously).
+    // a cap and a free-space floor with a short eviction interval, client auth (Basic with
+    // anonymous pull: the tests below pull anonymously), and a cluster's Redis (a cluster of one).
     dir = mkdtempSync(join(tmpdir(), 'hubcache-e2e-metrics-'));
+    redis = await startRedis();
     writeFileSync(join(dir, 'htpasswd'), `ops:${bcrypt.hashSync('0ps-pass', 5)}\n`);
-    writeFileSync(join(dir, 'config.yaml'), `storage:\n  maxSize: 100GiB\n  minFreeSpace: 1%\n  eviction:\n    interval: 1s\nauth:\n  htpasswd: ${join(dir, 'htpasswd')}\n  challenge: basic\n`);
+    writeFileSync(
+      join(dir, 'config.yaml'),
+      `storage:\n  maxSize: 100GiB\n  minFreeSpace: 1%\n  eviction:\n    interval: 1s\nauth:\n  htpasswd: ${join(dir, 'htpasswd')}\n  challenge: basic\n` +
+        `cluster:\n  redis:\n    url: ${redis.url}\n  peerListen: 127.0.0.1:0\n  advertiseUrl: http://127.0.0.1:1\n`,
+    );
     hc = await startHubcacheProcess({ upstream: up, config: join(dir, 'config.yaml'), args: ['--tag-ttl', '10m', '--metrics-listen', '127.0.0.1:0'] });
     const started = await hc.waitForLog((l) => l.message === 'hubcache started');
     metricsHost = new URL(String(started.metrics)).host;
@@ -266,6 +273,7 @@ describe('a real Prometheus scraping hubcache', () => {
   after(async () => {
     await prom?.close();
     await hc?.close();
+    await redis?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

@@ -146,11 +146,16 @@ describe('disk full (a real tmpfs)', () => {
     const degraded = await hc!.waitForLog((l) => l.message === DEGRADED);
     assert.equal(degraded.errno, 'ENOSPC');
     assert.equal(degraded.level, 'error');
-    await hc!.waitForLog((l) => l.message === 'fill passed through, not cached' && l.digest === big.layers[0]!.digest);
+    // Usually the write fails while the client is still reading: the fill turns into a pass-through.
+    // On a loaded machine every byte may have arrived, been verified and sent (the final byte goes
+    // out once the digest matches, before the store's writes end) before the write fails: then the
+    // client is already served and the fill just fails with a storage error.
+    const ended = await hc!.waitForLog((l) => l.digest === big.layers[0]!.digest && (l.message === 'fill passed through, not cached' || (l.message === 'fill failed' && l.reason === 'storage_error')));
+    const bigPassedThrough = ended.message === 'fill passed through, not cached' ? 1 : 0;
     assert.equal(await metric('hubcache_fills_failed_total', { reason: 'storage_error' }), 1, 'counted as storage_error');
     assert.equal(await metric('hubcache_fills_failed_total', { reason: 'upstream_error' }), 0);
     assert.equal(await metric('hubcache_store_writable'), 0);
-    assert.equal(await metric('hubcache_passthrough_requests_total', { kind: 'blob' }), 1);
+    assert.equal(await metric('hubcache_passthrough_requests_total', { kind: 'blob' }), bigPassedThrough);
 
     // Now full to the last byte: a real client pulls a whole image not cached through the full store.
     fillUp(join(mountPoint!, 'filler-2'));
@@ -161,7 +166,7 @@ describe('disk full (a real tmpfs)', () => {
     } finally {
       rmSync(dest, { recursive: true, force: true });
     }
-    assert.ok((await metric('hubcache_passthrough_requests_total', { kind: 'blob' })) >= 3, 'the late layer and config passed through');
+    assert.ok((await metric('hubcache_passthrough_requests_total', { kind: 'blob' })) >= 2 + bigPassedThrough, 'the late layer and config passed through');
     assert.ok((await metric('hubcache_passthrough_requests_total', { kind: 'manifest' })) >= 1);
     const manifest = await get('/v2/library/late/manifests/1');
     assert.equal(manifest.status, 200, manifest.body.toString());

@@ -56,6 +56,9 @@ describe('hubcache serve on S3 (storage.driver: s3, Ceph RGW)', () => {
     assert.equal(digestOf(readFileSync(join(scratch, 'a', 'manifest.json'))), img.digest);
     for (const blob of img.blobs.values()) assert.equal(digestOf(readFileSync(join(scratch, 'a', blob.digest.slice(7)))), blob.digest);
     assert.ok(up.front.count({ kind: 'blob', method: 'GET' }) >= img.blobs.size);
+    // A client gets a blob's last byte once it is verified; the commit (multipart completion and
+    // copy to the blob's key) follows: wait for each before looking into the bucket.
+    for (const d of img.blobs.keys()) await first.waitForLog((l) => l.message === 'fill committed' && l.digest === d);
     const listed = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'mirror/blobs/' }));
     assert.deepEqual((listed.Contents ?? []).map((c) => `sha256:${c.Key!.split('/').pop()}`).sort(), [...img.blobs.keys()].sort());
     await first.stop();

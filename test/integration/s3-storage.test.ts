@@ -105,7 +105,7 @@ describeStorage('S3Storage (driver: s3, RGW)', async () => {
     },
   };
 });
-describeAccessRecord('S3AccessRecord (per replica, in memory)', async () => {
+describeAccessRecord('S3Storage.access (per replica, in memory)', async () => {
   const s = storage();
   return { open: () => s.access, persistent: false, cleanup: () => s.close() };
 });

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/logger.js';
-import { AccessTable, subjectId, type AccessEntry, type AccessRecord, type AccessSubject } from '../access-record.js';
+import { MemoryAccessRecord } from '../memory/memory-access-record.js';
 import type { Ownership, Storage, StorageDescription, StorageReady } from '../storage.js';
 import type { BufferPool } from '../buffer-pool.js';
 import { HotCachedBlobStore } from './hot-cache.js';
@@ -39,36 +39,6 @@ export interface S3StorageOptions extends S3ConnectionOptions {
 }
 
 /**
- * The last-access record of one replica, in memory only: every replica records what it served, and
- * eviction on a replica sees its own record (content another replica served looks older here). Not
- * persisted: a restart forgets it, eviction then falls back on Last-Modified. Shared state for
- * several replicas (Redis, issue #15) replaces it.
- */
-export class S3AccessRecord implements AccessRecord {
-  readonly #table = new AccessTable();
-
-  touch(subject: AccessSubject, at: number): void {
-    this.#table.touch(subject, at);
-  }
-
-  forget(subject: AccessSubject): void {
-    this.#table.forget(subject);
-  }
-
-  async lastAccess(subject: AccessSubject): Promise<number | undefined> {
-    return this.#table.times.get(subjectId(subject));
-  }
-
-  async *entries(): AsyncIterable<AccessEntry> {
-    yield* [...this.#table.entries()];
-  }
-
-  async flush(): Promise<void> {
-    this.#table.takePending();
-  }
-}
-
-/**
  * `storage.driver: s3`: blobs, manifests and metadata in an S3-compatible bucket (docs/storage-layout.md),
  * shared by any number of replicas at once. Nothing is owned: objects are content-addressed, commits
  * idempotent (see S3BlobStore), tags replaced atomically, so `acquireOwnership` grants every caller a
@@ -83,7 +53,13 @@ export class S3Storage implements Storage {
   readonly bucketBlobs: S3BlobStore;
   readonly manifests: S3ManifestStore;
   readonly metadata: S3MetadataStore;
-  readonly access = new S3AccessRecord();
+  /**
+   * The last-access record of this replica, in memory only (the memory driver's): eviction on a
+   * replica sees what it served itself (content another replica served looks older here), and a
+   * restart forgets it (eviction then falls back on Last-Modified). Shared last access for several
+   * replicas is not built yet (issue #15).
+   */
+  readonly access = new MemoryAccessRecord();
   readonly spoolDir: string | undefined;
   readonly client: S3Client;
   readonly layout: S3Layout;

@@ -255,6 +255,22 @@ const upstreamSchema = z
   .refine((u) => !(u.password && u.passwordFile), { message: 'set password or passwordFile, not both' })
   .refine((u) => !((u.password || u.passwordFile) && !u.username), { message: 'a password needs a username' });
 
+/** When the bounded store evicts (both drivers: `storage.eviction`). */
+const evictionSchema = z
+  .object({
+    /** Percent of `maxSize` above which eviction starts. */
+    highWatermark: percent(95),
+    /** Percent of `maxSize` eviction brings the store down to; below highWatermark. */
+    lowWatermark: percent(85),
+    /** How often the store's size and free space are checked besides after every commit. At least 1s. */
+    interval: duration('1m', '1s'),
+    /** Deletions running at once during an eviction pass. */
+    concurrency: count(4, 1, 64),
+  })
+  .strict()
+  .default({})
+  .refine((e) => e.highWatermark > e.lowWatermark, { message: 'highWatermark must be above lowWatermark' });
+
 /**
  * Where and how blobs, manifests and metadata are stored: one object per driver, chosen by
  * `driver` (only `filesystem` for now; src/storage/open-storage.ts builds it). Without `driver`,
@@ -293,20 +309,7 @@ const filesystemStorageSchema = z
      * look older than it is. At least 100ms.
      */
     accessFlushInterval: duration('10s', '100ms'),
-    eviction: z
-      .object({
-        /** Percent of `maxSize` above which eviction starts. */
-        highWatermark: percent(95),
-        /** Percent of `maxSize` eviction brings the store down to; below highWatermark. */
-        lowWatermark: percent(85),
-        /** How often the store's size and free space are checked besides after every commit. At least 1s. */
-        interval: duration('1m', '1s'),
-        /** Deletions running at once during an eviction pass. */
-        concurrency: count(4, 1, 64),
-      })
-      .strict()
-      .default({})
-      .refine((e) => e.highWatermark > e.lowWatermark, { message: 'highWatermark must be above lowWatermark' }),
+    eviction: evictionSchema,
   })
   .strict();
 
@@ -361,16 +364,7 @@ const s3StorageSchema = z
     maxSize: optionalSize(),
     /** See the filesystem driver. Here: a per-replica record (docs/storage-layout.md). */
     accessFlushInterval: duration('10s', '100ms'),
-    eviction: z
-      .object({
-        highWatermark: percent(95),
-        lowWatermark: percent(85),
-        interval: duration('1m', '1s'),
-        concurrency: count(4, 1, 64),
-      })
-      .strict()
-      .default({})
-      .refine((e) => e.highWatermark > e.lowWatermark, { message: 'highWatermark must be above lowWatermark' }),
+    eviction: evictionSchema,
   })
   .strict();
 

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import type { Digest } from '../../domain/digest.js';
 import type { Logger } from '../../lib/logger.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions } from '../blob-store.js';
 import { FsBlobStore } from '../fs/fs-blob-store.js';
 import type { BufferPool } from '../buffer-pool.js';
 
@@ -82,8 +82,8 @@ export class HotCachedBlobStore implements BlobStore {
     return body;
   }
 
-  create(): Promise<BlobWriter> {
-    return this.#bucket.create();
+  create(opts?: CreateOptions): Promise<BlobWriter> {
+    return this.#bucket.create(opts);
   }
 
   async delete(digest: Digest): Promise<void> {

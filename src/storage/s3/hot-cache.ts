@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import type { Digest } from '../../domain/digest.js';
 import type { Logger } from '../../lib/logger.js';
@@ -13,16 +13,21 @@ export interface HotCacheOptions {
   readonly maxSize: number;
   readonly logger: Logger;
   readonly readBuffers?: BufferPool;
-  /** Copies from the bucket running at once. Default 2. */
+  /** Copies into the directory running at once. Default 2. */
   readonly copies?: number;
+  /**
+   * The most bytes a copy may lag behind the client it is teed from (written to the client, not yet
+   * to the local file); beyond it the copy is dropped rather than slow the client. Default 8 MiB.
+   */
+  readonly maxCopyLag?: number;
 }
 
 /**
  * The bucket's blobs with a local, bounded, LRU copy of the hot ones in front (`storage.hotCache`):
  * a read that finds the blob in the local directory is served from it at local-disk speed (and with
- * the filesystem store's fast `writeTo` path); a read that doesn't is served from the bucket, and the
- * blob is copied into the directory in the background (a second GET, verified by the filesystem
- * store's writer against its digest), unless it is bigger than the whole cache. Above `maxSize` the
+ * the filesystem store's fast `writeTo` path); a whole-blob read that doesn't is served from the
+ * bucket and the same bytes are teed into the directory as they pass — one GET, no second read of
+ * the bucket (see `#tee`). Above `maxSize` the
  * least recently read blobs are removed from the directory (never from the bucket). Writes (fills)
  * go to the bucket only. Losing the directory loses nothing. One directory per replica: its tmp/ is
  * emptied at start.
@@ -78,8 +83,9 @@ export class HotCachedBlobStore implements BlobStore {
       }
     }
     const body = await this.#bucket.open(digest, opts);
-    this.#copy(digest);
-    return body;
+    // A range is part of the blob: no copy (a later whole read makes one).
+    if (opts.range || this.#copying.has(digest) || this.#copying.size >= (this.#o.copies ?? 2)) return body;
+    return this.#tee(digest, body);
   }
 
   create(opts?: CreateOptions): Promise<BlobWriter> {
@@ -103,28 +109,92 @@ export class HotCachedBlobStore implements BlobStore {
 
   readonly #pending = new Set<Promise<void>>();
 
-  #copy(digest: Digest): void {
-    if (this.#copying.has(digest) || this.#copying.size >= (this.#o.copies ?? 2)) return;
+  /**
+   * The bucket's `body` for the client, its bytes also written to a local writer as they pass:
+   * - the client sets the pace (a Transform: the bucket is read as fast as the client reads), and
+   *   the copy never slows it: local writes queue behind the client, and a copy lagging more than
+   *   `maxCopyLag` bytes (a slow disk) is dropped — memory per copy stays bounded;
+   * - the copy is published only by the filesystem writer's `commit`, which verifies size and
+   *   digest first: bytes that don't hash to `digest` never become a local blob;
+   * - a client that goes away, an error, or a blob bigger than `maxSize` drops the copy (aborted,
+   *   nothing left in tmp/); the next whole read from the bucket tries again.
+   * The client's stream ends as soon as its last byte is through; the commit (fsync, rename)
+   * follows in the background (`settled()` waits for it).
+   */
+  #tee(digest: Digest, body: Readable): Readable {
     this.#copying.add(digest);
-    const job = (async () => {
-      let writer: BlobWriter | undefined;
-      try {
-        const info = await this.#bucket.stat(digest);
-        if (!info || info.size > this.#o.maxSize) return;
-        const body = await this.#bucket.open(digest);
-        writer = await this.#local.create();
-        for await (const chunk of body as AsyncIterable<Buffer>) await writer.write(chunk);
-        await writer.commit(digest, info.size);
-        writer = undefined;
-        this.#remember(digest, info.size);
-        await this.#evict();
-      } catch (err) {
-        this.#o.logger.warn('hot cache: copy from the bucket failed', { digest, error: String(err) });
-      } finally {
-        await writer?.abort().catch(() => {});
-        this.#copying.delete(digest);
-      }
-    })();
+    const maxLag = this.#o.maxCopyLag ?? 8 * 1024 * 1024;
+    const writer = this.#local.create({ digest });
+    writer.catch(() => {});
+    let chain: Promise<unknown> = writer;
+    let lag = 0;
+    let seen = 0;
+    let dropped: string | undefined;
+    let finished = false;
+    // Settles when the copy is published or dropped (`settled()` waits for it).
+    let copyEnded!: () => void;
+    this.#track(new Promise<void>((resolve) => (copyEnded = resolve)));
+    const end = () => {
+      this.#copying.delete(digest);
+      copyEnded();
+    };
+    const drop = (why: string) => {
+      if (dropped !== undefined) return;
+      dropped = why;
+      const ended = chain.then(
+        async () => (await writer).abort(),
+        async () => (await writer.catch(() => undefined))?.abort(),
+      );
+      void ended.catch(() => {}).finally(end);
+    };
+    const tee = new Transform({
+      highWaterMark: 1024 * 1024,
+      transform: (chunk: Buffer, _enc, cb: TransformCallback) => {
+        seen += chunk.length;
+        if (dropped === undefined) {
+          if (seen > this.#o.maxSize) drop('bigger than the hot cache');
+          else if (lag + chunk.length > maxLag) drop('the local copy fell behind the client');
+          else {
+            lag += chunk.length;
+            chain = chain.then(async () => {
+              await (await writer).write(chunk);
+              lag -= chunk.length;
+            });
+            chain.catch(() => {});
+          }
+        }
+        cb(null, chunk);
+      },
+      flush: (cb: TransformCallback) => {
+        finished = true;
+        if (dropped === undefined) {
+          const size = seen;
+          const job = chain
+            .then(async () => {
+              await (await writer).commit(digest, size);
+              this.#remember(digest, size);
+              await this.#evict();
+            })
+            .catch(async (err: unknown) => {
+              this.#o.logger.warn('hot cache: copy of a blob read from the bucket failed', { digest, error: String(err) });
+              await (await writer.catch(() => undefined))?.abort().catch(() => {});
+            })
+            .finally(end);
+          void job;
+        }
+        cb();
+      },
+    });
+    tee.once('close', () => {
+      if (!finished) drop('the client went away');
+    });
+    pipeline(body, tee, () => {
+      // Errors reach the client through `tee`; its 'close' drops the copy.
+    });
+    return tee;
+  }
+
+  #track(job: Promise<void>): void {
     this.#pending.add(job);
     void job.then(() => this.#pending.delete(job));
   }

@@ -173,6 +173,7 @@ export class HotCachedBlobStore implements BlobStore {
             .then(async () => {
               await (await writer).commit(digest, size);
               this.#remember(digest, size);
+              this.#o.logger.debug('hot cache: blob copied', { digest, size });
               await this.#evict();
             })
             .catch(async (err: unknown) => {

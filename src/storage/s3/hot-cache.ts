@@ -16,8 +16,9 @@ export interface HotCacheOptions {
   /** Copies into the directory running at once. Default 2. */
   readonly copies?: number;
   /**
-   * The most bytes a copy may lag behind the client it is teed from (written to the client, not yet
-   * to the local file); beyond it the copy is dropped rather than slow the client. Default 8 MiB.
+   * The most bytes a copy may lag behind the client it is teed from (passed to the client, not yet
+   * written to the local file): the memory a copy holds; beyond it the stream waits for the disk.
+   * Default 8 MiB.
    */
   readonly maxCopyLag?: number;
 }
@@ -110,14 +111,16 @@ export class HotCachedBlobStore implements BlobStore {
   readonly #pending = new Set<Promise<void>>();
 
   /**
-   * The bucket's `body` for the client, its bytes also written to a local writer as they pass:
-   * - the client sets the pace (a Transform: the bucket is read as fast as the client reads), and
-   *   the copy never slows it: local writes queue behind the client, and a copy lagging more than
-   *   `maxCopyLag` bytes (a slow disk) is dropped — memory per copy stays bounded;
+   * The bucket's `body` for the client, its bytes also written to a local writer as they pass (a
+   * Transform: one read of the bucket for both):
+   * - pace: the client's, as for any body read from the bucket; the local writes follow behind, at
+   *   most `maxCopyLag` bytes (memory per copy); past that the stream waits for the local disk —
+   *   normally far faster than the bucket — before taking more from the bucket;
    * - the copy is published only by the filesystem writer's `commit`, which verifies size and
    *   digest first: bytes that don't hash to `digest` never become a local blob;
-   * - a client that goes away, an error, or a blob bigger than `maxSize` drops the copy (aborted,
-   *   nothing left in tmp/); the next whole read from the bucket tries again.
+   * - a client that goes away, a bucket error, a failed local write or a blob bigger than
+   *   `maxSize` drops the copy (aborted, nothing left in tmp/) and never the client's response;
+   *   the next whole read from the bucket tries again.
    * The client's stream ends as soon as its last byte is through; the commit (fsync, rename)
    * follows in the background (`settled()` waits for it).
    */
@@ -125,11 +128,10 @@ export class HotCachedBlobStore implements BlobStore {
     this.#copying.add(digest);
     const maxLag = this.#o.maxCopyLag ?? 8 * 1024 * 1024;
     const writer = this.#local.create({ digest });
-    writer.catch(() => {});
     let chain: Promise<unknown> = writer;
     let lag = 0;
     let seen = 0;
-    let dropped: string | undefined;
+    let dropped = false;
     let finished = false;
     // Settles when the copy is published or dropped (`settled()` waits for it).
     let copyEnded!: () => void;
@@ -138,38 +140,43 @@ export class HotCachedBlobStore implements BlobStore {
       this.#copying.delete(digest);
       copyEnded();
     };
-    const drop = (why: string) => {
-      if (dropped !== undefined) return;
-      dropped = why;
-      const ended = chain.then(
-        async () => (await writer).abort(),
-        async () => (await writer.catch(() => undefined))?.abort(),
-      );
-      void ended.catch(() => {}).finally(end);
+    const drop = (why: string, error?: unknown) => {
+      if (dropped) return;
+      dropped = true;
+      if (error !== undefined) this.#o.logger.warn('hot cache: copy of a blob read from the bucket dropped', { digest, reason: why, error: String(error) });
+      else this.#o.logger.debug('hot cache: copy of a blob read from the bucket dropped', { digest, reason: why });
+      void chain
+        .then(
+          () => undefined,
+          () => undefined,
+        )
+        .then(async () => (await writer.catch(() => undefined))?.abort())
+        .catch(() => {})
+        .finally(end);
     };
     const tee = new Transform({
       highWaterMark: 1024 * 1024,
       transform: (chunk: Buffer, _enc, cb: TransformCallback) => {
         seen += chunk.length;
-        if (dropped === undefined) {
-          if (seen > this.#o.maxSize) drop('bigger than the hot cache');
-          else if (lag + chunk.length > maxLag) drop('the local copy fell behind the client');
-          else {
-            lag += chunk.length;
-            chain = chain.then(async () => {
-              await (await writer).write(chunk);
-              lag -= chunk.length;
-            });
-            chain.catch(() => {});
-          }
-        }
-        cb(null, chunk);
+        if (!dropped && seen > this.#o.maxSize) drop('bigger than the hot cache');
+        if (dropped) return cb(null, chunk);
+        lag += chunk.length;
+        const written = chain.then(async () => {
+          await (await writer).write(chunk);
+          lag -= chunk.length;
+        });
+        chain = written;
+        written.catch((err: unknown) => drop('a local write failed', err));
+        tee.push(chunk);
+        // Too far ahead of the disk: wait for this write (and every one before it).
+        if (lag > maxLag) written.then(() => cb(), () => cb());
+        else cb();
       },
       flush: (cb: TransformCallback) => {
         finished = true;
-        if (dropped === undefined) {
+        if (!dropped) {
           const size = seen;
-          const job = chain
+          void chain
             .then(async () => {
               await (await writer).commit(digest, size);
               this.#remember(digest, size);
@@ -181,7 +188,6 @@ export class HotCachedBlobStore implements BlobStore {
               await (await writer.catch(() => undefined))?.abort().catch(() => {});
             })
             .finally(end);
-          void job;
         }
         cb();
       },

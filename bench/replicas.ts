@@ -23,14 +23,14 @@
  * Bounded: every step has its own timeout, and the whole bench stops itself after
  * REPLICAS_DEADLINE_MIN (default 15) minutes, cleaning up what it started.
  *
- *   tsx bench/replicas.ts                          (also `npm run bench`, BENCH_ONLY=replicas)
+ *   tsx bench/replicas.ts   (writes only its section of bench/RESULTS.md; also `npm run bench`, BENCH_ONLY=replicas)
  *   env: BENCH_RUNS (5), BENCH_LINKS ('30:50,…': the first is used), REPLICAS_BLOB_MIB (64),
  *   REPLICAS_CLIENTS (20), REPLICAS_PULLS (10), REPLICAS_LAYER_MIB (20, × 5 layers),
  *   REPLICAS_WARM_MIB (1024), REPLICAS_WARM_RUNS (3), REPLICAS_KILL_LAYER_MIB (32, × 2 layers),
  *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill')
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -414,5 +414,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
   const r = await benchReplicas(log);
   process.stdout.write(`${r.markdown}\n`);
+  // Standalone: only this bench's section of RESULTS.md is replaced (npm run bench rewrites the table too).
+  const file = fileURLToPath(new URL('RESULTS.md', import.meta.url));
+  writeFileSync(file, withReplicasSection(readFileSync(file, 'utf8'), r.markdown));
+  log('replicas: wrote its section of bench/RESULTS.md');
   process.exitCode = r.rows.every((row) => row.pass) ? 0 : 1;
 }

@@ -200,7 +200,7 @@ async function concurrent(c: Ctx): Promise<void> {
   c.results.concurrent = { blobBytes: BLOB, clients: CLIENTS, runs: RUNS, aloneMs: alone, slowestMs: slowest, ratio: r, upstreamGets: gets, wrongBodies: wrong };
   c.rows.push(
     { metric: `a. ${CLIENTS} concurrent cold GETs of one ${BLOB / MiB} MiB blob over ${REPLICAS} replicas (${linkName()}): upstream GETs`, median: median(gets), unit: '', target: '= 1', pass: gets.every((g) => g === 1), detail: `per round (the last: the verification round): ${gets.join(',')}` },
-    { metric: `a'. … bodies with the right sha256 (an untimed round, curl | sha256sum)`, median: CLIENTS - median(wrong), unit: '', target: `= ${CLIENTS}`, pass: wrong.every((w) => w === 0), detail: `upstream GETs in that round: ${gets.at(-1)}` },
+    { metric: `a'. … bodies with the right sha256 (an untimed round, curl piped to sha256sum)`, median: CLIENTS - median(wrong), unit: '', target: `= ${CLIENTS}`, pass: wrong.every((w) => w === 0), detail: `upstream GETs in that round: ${gets.at(-1)}` },
     { metric: `a". … slowest of ${CLIENTS} ÷ one client alone`, median: median(r), unit: '×', target: '≤ 1.5', pass: median(r) <= 1.5, detail: `ms median: slowest ${fmt(median(slowest), 0)}, alone ${fmt(median(alone), 0)}; per run ${r.map((x) => fmt(x, 2)).join(' ')}` },
   );
 }
@@ -392,7 +392,7 @@ function section(rows: EvictionRow[], seconds: number, loads: string[]): string 
   return [
     REPLICAS_SECTION,
     '',
-    `Latest run: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s. Three compiled \`hubcache serve\` processes on one bucket of a Ceph RGW (memstore) and one redis-server, the token-auth upstream (distribution behind the recording front) paced to ${linkName()}; curl (| sha256sum) and skopeo as clients. How each number is measured: the header of bench/replicas.ts.`,
+    `Latest run: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s. Three compiled \`hubcache serve\` processes on one bucket of a Ceph RGW (memstore) and one redis-server, the token-auth upstream (distribution behind the recording front) paced to ${linkName()}; curl (piped to sha256sum where bodies are checked) and skopeo as clients. How each number is measured: the header of bench/replicas.ts.`,
     `Load averages (1/5/15 min) after each step: ${loads.join('; ')}.`,
     '',
     '| metric | median | target | result | detail |',

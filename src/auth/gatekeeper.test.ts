@@ -38,6 +38,30 @@ class CountingSigner extends TokenSigner {
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 const pull = (name: string): Scope => ({ type: 'repository', name, actions: ['pull'] });
 
+describe('Gatekeeper: Basic on every request', () => {
+  const pool = new BcryptPool(1);
+  after(() => pool.close());
+  it('verifies a header once, knows it after, and still refuses a wrong password and a malformed header', async () => {
+    const users = new Users();
+    users.set('alice', 'right');
+    let comparisons = 0;
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const gk = new Gatekeeper({
+      policy: new AccessPolicy({ rules: [], groups: {}, anonymousPull: true, isHosted: () => false }),
+      authenticator: new Authenticator({ users, bcrypt: { compare: (p, h) => (comparisons++, pool.compare(p, h)) }, maxFailedLogins: 10, maxFailedLoginsPerAddress: 50, failedLoginWindowMs: 300_000 }),
+      signer: new TokenSigner({ key: privateKey, service: 'hubcache' }),
+      users,
+      tokenTtlSeconds: 300,
+      refreshTokenTtlSeconds: 3600,
+    });
+    for (let i = 0; i < 3; i++) assert.deepEqual(await gk.identify(basic('alice', 'right'), '10.0.0.1'), { scheme: 'basic', principal: { kind: 'user', name: 'alice' } });
+    assert.equal(comparisons, 1);
+    assert.deepEqual(await gk.identify(basic('alice', 'wrong'), '10.0.0.1'), { failure: 'invalid-credentials', scheme: 'basic' });
+    assert.deepEqual(await gk.identify('Basic !!!', '10.0.0.1'), { failure: 'invalid-credentials', scheme: 'basic' });
+    assert.equal(comparisons, 2);
+  });
+});
+
 describe('Gatekeeper: tokens', () => {
   const pool = new BcryptPool(1);
   after(() => pool.close());

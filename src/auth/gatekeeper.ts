@@ -85,10 +85,15 @@ export class Gatekeeper {
       const known = this.#knownToken(authorization.slice(7));
       if (known) return known;
     }
+    if (authorization !== undefined && /^Basic /i.test(authorization)) {
+      // Basic on every request: a header verified lately is known by its keyed digest, undecoded.
+      const known = this.#o.authenticator.known(authorization, address);
+      if (known) return this.#fromVerdict(known, 'basic');
+    }
     const basic = parseBasic(authorization);
     if (!basic && /^Basic\b/i.test(authorization ?? '')) return { failure: 'invalid-credentials', scheme: 'basic' };
     if (basic) {
-      const verdict = await this.#o.authenticator.verify(basic.user, basic.password, address);
+      const verdict = await this.#o.authenticator.verify(basic.user, basic.password, address, authorization);
       return this.#fromVerdict(verdict, 'basic');
     }
     const bearer = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(authorization ?? '')?.[1];

@@ -20,15 +20,15 @@
  * All modes against the same process: two processes (one without auth as the baseline) differed
  * by 10–60 % on identical anonymous requests on this machine, more than what is measured here.
  *
- * Two images: a realistic one (5 layers of BENCH_LARGE_LAYER_MIB, default 8: 40 MiB) and the small
+ * Two images: a realistic one (5 layers of BENCH_LARGE_LAYER_MIB, default 6: 30 MiB) and the small
  * worst case (5 layers of 64 KiB: the per-request and per-pull costs of auth are largest against
  * the bytes). Per round the four modes run back to back in a rotating order; each round gives a
  * per-pair ratio (the baseline's pull time ÷ the mode's pull time = the mode's speed ÷ the baseline's); each
  * run reports the median of its rounds' ratios, and the median over the runs is the figure.
  *
  *   npm run bench:auth    BENCH_RUNS (default 7), BENCH_PULLS (rounds per run, small image,
- *                         default 40), BENCH_LARGE_PULLS (large image, default 8),
- *                         BENCH_LARGE_LAYER_MIB (default 8), BIN (the CLI to run: npm run bench
+ *                         default 40), BENCH_LARGE_PULLS (large image, default 24),
+ *                         BENCH_LARGE_LAYER_MIB (default 6), BIN (the CLI to run: npm run bench
  *                         passes its compiled build), BENCH_CPU_PROF (a directory: the auth
  *                         server runs with --cpu-prof and writes its profile there on exit)
  */
@@ -50,8 +50,8 @@ import { fmt, max, median, min } from './stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const SMALL_PULLS = Number(process.env.BENCH_PULLS ?? 40);
-const LARGE_PULLS = Number(process.env.BENCH_LARGE_PULLS ?? 8);
-const LARGE_LAYER = Number(process.env.BENCH_LARGE_LAYER_MIB ?? 8) * 1024 * 1024;
+const LARGE_PULLS = Number(process.env.BENCH_LARGE_PULLS ?? 24);
+const LARGE_LAYER = Number(process.env.BENCH_LARGE_LAYER_MIB ?? 6) * 1024 * 1024;
 const PARALLEL = 3;
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json';
 const MODES = ['anonymous', 'anonymous-token', 'basic', 'bearer'] as const;

@@ -21,6 +21,8 @@ import { setupAuth } from './http/auth/setup.js';
 import { TlsFiles } from './lib/tls-files.js';
 import { createClientServer, type ClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
+import { RegistryError } from './domain/errors.js';
+import { HostedContent } from './hosted/hosted-content.js';
 import { HostedGc } from './hosted/hosted-gc.js';
 import { HostedRegistry } from './hosted/hosted-registry.js';
 import { UploadSessions } from './storage/upload-sessions.js';
@@ -218,6 +220,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     ready: pinsLoaded,
     // Hosted content nothing references after deletes (hosted/hosted-gc.ts): with hosted repositories only.
     ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
+    // Several replicas: one pass that deletes at a time for the whole cluster (the maintenance lock).
+    ...(coordinator ? { lock: coordinator } : {}),
     logger,
     metrics,
   });
@@ -232,7 +236,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     maxSessions: config.hosted.maxUploadSessions,
     onExpired: (r) => logger.info('upload session expired', { uuid: r.id, repository: r.key.repo, bytes: r.offset }),
   });
-  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger });
+  // Several replicas: pushes and garbage collection exclude each other per digest cluster-wide.
+  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger, content: new HostedContent(coordinator ? { shared: coordinator } : {}) });
   metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
   const hostedGc = new HostedGc({
     storage,
@@ -331,7 +336,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     // Operators' endpoints (hubcache du/gc --server): only here, never on the registry port (http/admin.ts).
-    mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => evictor.run({ ...o, mode: 'gc' }) }, logger, metrics }));
+    mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => adminGc(evictor, o) }, logger, metrics }));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
@@ -397,6 +402,19 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       .finally(() => storage.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+}
+
+/**
+ * POST /admin/gc: one pass now. With several replicas, a replica that can't take the maintenance
+ * lock answers at once rather than wait for a pass of unknown length: `MAINTENANCE_RUNNING` (409,
+ * the holder named) or `MAINTENANCE_UNAVAILABLE` (503, Redis unreachable). A dry run deletes
+ * nothing and runs anywhere.
+ */
+async function adminGc(evictor: Evictor, o: PassOptions): Promise<PassReport> {
+  const report = await evictor.run({ ...o, mode: 'gc' });
+  if (report.skipped === 'busy') throw new RegistryError('MAINTENANCE_RUNNING', { holder: report.holder }, { message: `another replica (${report.holder ?? 'unknown'}) is running an eviction or garbage collection pass: try again when it is done` });
+  if (report.skipped === 'unavailable') throw new RegistryError('MAINTENANCE_UNAVAILABLE');
+  return report;
 }
 
 /**

@@ -271,6 +271,16 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   /** Unset on a single node (no cluster): the gauge is then absent. */
   #redisUpValue: number | undefined;
   readonly #redisUp = new client.Gauge({ name: 'hubcache_cluster_redis_up', help: 'Several replicas: 1 while the shared Redis is reachable; 0 while it is not (each replica downloads on its own, verified; /readyz says degraded). Absent on a single node (no cluster).', registers: [this.registry], collect: readAtScrape(() => this.#redisUpValue) });
+  readonly #maintenanceLocks = new client.Counter({ name: 'hubcache_cluster_maintenance_lock_total', help: "Several replicas: the maintenance lock (one replica at a time runs eviction and hosted garbage collection), by outcome: acquired (this replica ran a pass), busy (another replica was running one: this replica's pass skipped), unavailable (Redis unreachable: no pass that deletes runs), lost (could not be renewed: the pass stopped deleting).", labelNames: ['outcome'], registers: [this.registry] });
+  /** Unset on a single node (no cluster): the gauge is then absent. */
+  #maintenanceHeldValue: number | undefined;
+  readonly #maintenanceHeld = new client.Gauge({ name: 'hubcache_cluster_maintenance_lock_held', help: 'Several replicas: 1 while this replica holds the maintenance lock (runs an eviction or garbage collection pass for the cluster), else 0. Absent on a single node.', registers: [this.registry], collect: readAtScrape(() => this.#maintenanceHeldValue) });
+  maintenanceLock(outcome: 'acquired' | 'busy' | 'unavailable' | 'lost'): void {
+    this.#maintenanceLocks.inc({ outcome });
+  }
+  maintenanceHeld(held: boolean): void {
+    this.#maintenanceHeldValue = held ? 1 : 0;
+  }
   fillLease(outcome: 'acquired' | 'followed' | 'expired'): void {
     this.#fillLeases.inc({ outcome });
   }
@@ -279,6 +289,11 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   }
   redisUp(up: boolean): void {
     this.#redisUpValue = up ? 1 : 0;
+    if (this.#maintenanceHeldValue === undefined) {
+      // A cluster: its maintenance series exist from the start (0), so rates and alerts see them.
+      this.#maintenanceHeldValue = 0;
+      for (const outcome of ['acquired', 'busy', 'unavailable', 'lost'] as const) this.#maintenanceLocks.inc({ outcome }, 0);
+    }
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

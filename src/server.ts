@@ -99,15 +99,42 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Every response streaming a stored blob takes its buffers from here (issue #11).
   const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
   metrics.watchBlobBufferPool(() => readBuffers.stats());
-  const storage = await openStorage(config.storage, { logger, readBuffers });
+  // Several replicas (issue #15): blob downloads leased cluster-wide in Redis, followed from the
+  // replica that holds the lease (docs/architecture.md#several-replicas). Redis unreachable at start
+  // is not fatal: the replica serves, downloading on its own, until Redis answers.
+  const cluster = config.cluster;
+  let peerSecret: string | undefined;
+  if (cluster?.peerSecretFile) {
+    try {
+      peerSecret = readFileSync(cluster.peerSecretFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
+    }
+  }
+  const coordinator = cluster
+    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
+    : undefined;
+  if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
+  // With cluster, the last-access record is the cluster's, in Redis (the s3 driver takes it): every
+  // replica writes what it serves there, the replica running eviction reads all of it.
+  const storage = await openStorage(config.storage, { logger, readBuffers, ...(coordinator ? { access: coordinator.accessRecord({ refreshMs: config.storage.accessFlushInterval }) } : {}) }).catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
   // Before anything touches the store: init() clears what a previous owner left unfinished, which
   // would break another process's writes. Throws StoreOwnedError when another process owns it. An
   // owner on another host or in another PID namespace (a container restarted after a crash) is
   // waited for, up to storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe
   // allows for it). Released after close(); a start that fails after this point leaves it to the
   // exit handler.
-  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal });
-  const ready = await storage.init();
+  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal }).catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
+  const ready = await storage.init().catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
   if (ready.leftovers > 0) logger.info('leftover temp files removed', { count: ready.leftovers });
   logger.info('storage opened', { ...storage.describe() });
   // What the store holds is counted in the background (issue #12: a big store must not delay the
@@ -164,22 +191,6 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
     },
   });
-  // Several replicas (issue #15): blob downloads leased cluster-wide in Redis, followed from the
-  // replica that holds the lease (docs/architecture.md#several-replicas). Redis unreachable at start
-  // is not fatal: the replica serves, downloading on its own, until Redis answers.
-  const cluster = config.cluster;
-  let peerSecret: string | undefined;
-  if (cluster?.peerSecretFile) {
-    try {
-      peerSecret = readFileSync(cluster.peerSecretFile, 'utf8').trim();
-    } catch (err) {
-      throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
-    }
-  }
-  const coordinator = cluster
-    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
-    : undefined;
-  if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
   let resolvePinsLoaded!: (loaded: Promise<void>) => void;
   const pinsLoaded = new Promise<void>((r) => (resolvePinsLoaded = (p) => void p.then(r, r)));
   const registry = new PullThroughRegistry({
@@ -397,9 +408,10 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => evictor.stop())
       .finally(() => auth?.close())
-      .finally(() => coordinator?.close())
       .finally(() => tlsFiles?.files.close())
+      // The store first: its last access-record flush goes to Redis with cluster.
       .finally(() => storage.close())
+      .finally(() => coordinator?.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
 }

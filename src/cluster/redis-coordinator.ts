@@ -18,6 +18,7 @@ import { toTagEntry, type TagEntry } from '../storage/tag-store.js';
 import type { Logger } from '../lib/logger.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { redisConnection, type ConnectionTuning } from './redis-options.js';
+import { RedisAccessRecord, type RedisAccessRecordOptions } from './redis-access-record.js';
 import { PEER_SECRET_HEADER, peerFillPath } from './peer-server.js';
 
 /** What the cluster reports (the Metrics facade implements it). */
@@ -353,6 +354,11 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
         await this.#redis.eval(RELEASE, 1, MAINTENANCE_KEY, value).catch(() => {});
       },
     };
+  }
+
+  /** The cluster's shared last-access record (redis-access-record.ts), on this coordinator's connection. */
+  accessRecord(o: RedisAccessRecordOptions = {}): RedisAccessRecord {
+    return new RedisAccessRecord(this.#redis, o);
   }
 
   /** Who holds the maintenance lock (its holder id), or null. For tests and logs. */

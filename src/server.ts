@@ -144,6 +144,13 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const scanStarted = Date.now();
   void ready.usage.then((usage) => usage && logger.info('store scanned', { blobs: usage.objects, bytes: usage.bytes, ms: Date.now() - scanStarted }));
 
+  // Several replicas: what one learns of an upstream's rate limit (its readings, a 429's
+  // Retry-After) every replica knows; a single node keeps its own (the gauges), as before.
+  const sharedRateLimits = coordinator?.rateLimits({
+    upstreams: Object.keys(config.upstreams),
+    onReading: (u, snap) => metrics.rateLimit(u, snap.limit, snap.remaining),
+    logger,
+  });
   const upstreams = new Map<string, { upstream: Upstream; tagTtlMs: number }>();
   for (const [name, up] of Object.entries(config.upstreams)) {
     const upstream = new RegistryUpstream({
@@ -165,6 +172,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
       observer: upstreamObserver(metrics, logger, name),
+      ...(sharedRateLimits ? { sharedRateLimits } : {}),
     });
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
   }

@@ -19,6 +19,7 @@ import type { Logger } from '../lib/logger.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { redisConnection, type ConnectionTuning } from './redis-options.js';
 import { RedisAccessRecord, type RedisAccessRecordOptions } from './redis-access-record.js';
+import { RedisRateLimits, type RedisRateLimitsOptions } from './redis-rate-limits.js';
 import { PEER_SECRET_HEADER, peerFillPath } from './peer-server.js';
 
 /** What the cluster reports (the Metrics facade implements it). */
@@ -356,6 +357,15 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
     };
   }
 
+  readonly #rateLimits: RedisRateLimits[] = [];
+
+  /** The upstreams' rate-limit state shared by the replicas (redis-rate-limits.ts); closed with the coordinator. */
+  rateLimits(o: Omit<RedisRateLimitsOptions, 'keyPrefix'>): RedisRateLimits {
+    const r = new RedisRateLimits(this.#redis, { ...o, keyPrefix: this.#o.redis.keyPrefix ?? 'hubcache:' });
+    this.#rateLimits.push(r);
+    return r;
+  }
+
   /** The cluster's shared last-access record (redis-access-record.ts), on this coordinator's connection. */
   accessRecord(o: RedisAccessRecordOptions = {}): RedisAccessRecord {
     return new RedisAccessRecord(this.#redis, o);
@@ -433,6 +443,7 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
   }
 
   async close(): Promise<void> {
+    await Promise.all(this.#rateLimits.map((r) => r.close()));
     await this.#peers.close().catch(() => {});
     this.#redis.disconnect();
   }

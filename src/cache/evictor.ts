@@ -256,6 +256,12 @@ export class Evictor {
     const floor = this.#o.minFreeSpace;
     this.#o.metrics?.freeSpace(free?.freeBytes, floor && free ? ('bytes' in floor ? floor.bytes : Math.round((free.totalBytes * floor.percent) / 100)) : undefined);
     await this.#refreshOldest();
+    // Several replicas: what another replica ran lately is not due here.
+    if (this.#o.lock) {
+      const cluster = await this.#o.lock.lastPasses();
+      this.#lastRetention = Math.max(this.#lastRetention, cluster.retention ?? -Infinity);
+      this.#lastGarbage = Math.max(this.#lastGarbage, cluster.garbage ?? -Infinity);
+    }
     const retentionDue = this.#clock() - this.#lastRetention >= RETENTION_EVERY_MS;
     const garbageDue = this.#o.collectGarbage !== undefined && this.#clock() - this.#lastGarbage >= RETENTION_EVERY_MS;
     if (this.#running) return undefined;
@@ -336,12 +342,18 @@ export class Evictor {
         this.#o.metrics?.evictionFailed();
         this.#o.logger.warn('eviction failed', { kind: 'garbage collection', error: (err as Error).message });
       }
-      if (!dryRun) this.#lastGarbage = started;
+      if (!dryRun) {
+        this.#lastGarbage = started;
+        await this.#o.lock?.recordPass('garbage', started);
+      }
     }
 
     if (mode !== 'emergency' && (mode === 'gc' || started - this.#lastRetention >= RETENTION_EVERY_MS)) {
       if (!signal?.aborted) await this.#retention(started, dryRun, await getIndex(), record, errors, signal);
-      if (!dryRun) this.#lastRetention = started;
+      if (!dryRun) {
+        this.#lastRetention = started;
+        await this.#o.lock?.recordPass('retention', started);
+      }
     }
 
     const free = await this.#freeSpace();

@@ -103,6 +103,14 @@ export interface MaintenanceLock {
    * so no destructive pass runs). Never rejects.
    */
   acquire(): Promise<MaintenanceClaim>;
+  /**
+   * When the cluster last ran each periodic part of a pass (ms since epoch, as the replica that ran
+   * it recorded with `recordPass`), so that a replica doesn't run again what another one just ran.
+   * `{}` when unknown (Redis unreachable). Never rejects.
+   */
+  lastPasses(): Promise<{ readonly retention?: number; readonly garbage?: number }>;
+  /** Records that this replica ran `part` at `atMs` (under the lock). Never rejects. */
+  recordPass(part: 'retention' | 'garbage', atMs: number): Promise<void>;
 }
 
 export type MaintenanceClaim =

@@ -371,6 +371,23 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
     return new RedisAccessRecord(this.#redis, o);
   }
 
+  async lastPasses(): Promise<{ retention?: number; garbage?: number }> {
+    if (!this.#up) return {};
+    try {
+      const h = await this.#redis.hgetall('maintenance:last');
+      const num = (v: string | undefined) => (v !== undefined && Number.isFinite(Number(v)) ? Number(v) : undefined);
+      const retention = num(h.retention);
+      const garbage = num(h.garbage);
+      return { ...(retention !== undefined ? { retention } : {}), ...(garbage !== undefined ? { garbage } : {}) };
+    } catch {
+      return {};
+    }
+  }
+
+  async recordPass(part: 'retention' | 'garbage', atMs: number): Promise<void> {
+    await this.#redis.hset('maintenance:last', part, String(atMs)).catch(() => {});
+  }
+
   /** Who holds the maintenance lock (its holder id), or null. For tests and logs. */
   async maintenanceHolder(): Promise<string | null> {
     const v = await this.#redis.get(MAINTENANCE_KEY);

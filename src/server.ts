@@ -240,7 +240,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     // Hosted content nothing references after deletes (hosted/hosted-gc.ts): with hosted repositories only.
     ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
     // Several replicas: one pass that deletes at a time for the whole cluster (the maintenance lock).
-    ...(coordinator ? { lock: coordinator } : {}),
+    ...(coordinator ? { lock: coordinator, beforePass: () => hosted.content.refreshFromStore({ metadata }) } : {}),
     logger,
     metrics,
   });

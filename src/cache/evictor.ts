@@ -103,6 +103,12 @@ export interface EvictorOptions {
    * deciding what to delete at once would each judge the store by its own view. Unset: every pass runs.
    */
   readonly lock?: MaintenanceLock;
+  /**
+   * Run before each pass (under the lock when it deletes; several replicas: the hosted content
+   * other replicas pushed since this one counted, HostedContent.refreshFromStore). A failure skips
+   * a pass that deletes (counted as an error): better nothing deleted than something protected.
+   */
+  readonly beforePass?: () => Promise<void>;
 }
 
 /** One thing a pass removed (or, in a dry run, would remove). */
@@ -287,7 +293,7 @@ export class Evictor {
       await this.#running.catch(() => {});
     }
     const dryRun = opts.dryRun === true;
-    const pass = this.#o.lock && !dryRun ? this.#locked(this.#o.lock, mode) : this.#pass(mode, dryRun);
+    const pass = this.#o.lock && !dryRun ? this.#locked(this.#o.lock, mode) : this.#o.beforePass && dryRun ? this.#o.beforePass().then(() => this.#pass(mode, dryRun)) : this.#pass(mode, dryRun);
     this.#running = pass;
     try {
       return await pass;
@@ -308,6 +314,15 @@ export class Evictor {
       return { mode, dryRun: false, removed: [], freedBytes: 0, errors: 0, ms: 0, skipped: claim.kind, ...(claim.kind === 'busy' ? { holder: claim.holder } : {}) };
     }
     try {
+      if (this.#o.beforePass) {
+        try {
+          await this.#o.beforePass();
+        } catch (err) {
+          this.#o.metrics?.evictionFailed();
+          this.#o.logger.warn('eviction failed', { kind: 'pass preparation', error: (err as Error).message });
+          return { mode, dryRun: false, removed: [], freedBytes: 0, errors: 1, ms: 0 };
+        }
+      }
       return await this.#pass(mode, false, claim.signal);
     } finally {
       await claim.release();

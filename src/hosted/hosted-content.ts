@@ -38,7 +38,12 @@ export class HostedContent {
   #bytes = 0;
 
   /** The predicate for the evictor: true for hosted content (and for everything until `load` finished). */
-  readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest);
+  readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest) || this.#inStore.has(digest);
+  /**
+   * Several replicas: what the store's hosted repositories linked at the last `refreshFromStore`
+   * (before each eviction pass), including what other replicas pushed since this one counted.
+   */
+  #inStore = new Set<Digest>();
   /**
    * Whether `digest` is linked to a hosted repository, as far as known: the cache then serves it
    * under a mirrored name only after that name's upstream confirmed it (cache/pull-through.ts
@@ -155,6 +160,21 @@ export class HostedContent {
 
   usage(): HostedUsage | undefined {
     return this.#loaded ? { bytes: this.#bytes, objects: this.#refs.size } : undefined;
+  }
+
+  /**
+   * Several replicas (issue #15): this process's counts know only its own pushes since its start,
+   * so before an eviction pass the replica running it walks the hosted repositories' links again
+   * and protects everything they name as well. Only ever adds protection (counts are untouched).
+   */
+  async refreshFromStore(stores: { metadata: MetadataStore }): Promise<void> {
+    const seen = new Set<Digest>();
+    for await (const key of stores.metadata.listRepositories()) {
+      if (key.upstream !== HOSTED_UPSTREAM) continue;
+      for (const d of await stores.metadata.listBlobs(key)) seen.add(d);
+      for (const d of await stores.metadata.listManifests(key)) seen.add(d);
+    }
+    this.#inStore = seen;
   }
 
   /**

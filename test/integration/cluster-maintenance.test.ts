@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { gcServer } from '../../src/commands/gc.js';
 import { RedisCoordinator } from '../../src/cluster/redis-coordinator.js';
 import { sha256Digest } from '../../src/domain/digest.js';
@@ -44,7 +45,7 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
     startInProcess({
       config: {
         instanceId: name,
-        storage: { driver: 's3', bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey, prefix: 'store/', partSize: '5MiB', eviction: { interval: '1h' } },
+        storage: { driver: 's3', bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey, prefix: 'store/', partSize: '5MiB', eviction: { interval: '1h' }, maxSize: '1KiB' },
         // Passes on demand only in these tests (one runs at start).
         hosted: { repositories: ['myorg/**'], allowDelete: true },
         metrics: { listen: '127.0.0.1:0' },
@@ -163,6 +164,25 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
     const res = await fetch(`${b.url}/v2/myorg/two/blobs/${sha256Digest(x)}`);
     assert.equal(res.status, 200);
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), x);
+  });
+
+  it('content pushed on one replica after the other started is protected from eviction there (a capped store: everything else goes)', async () => {
+    const blobs = [Buffer.from('{"config":"pushed on a"}'), Buffer.from('layer pushed on a '.repeat(200))];
+    for (const x of blobs) await upload(a, 'late', x);
+    const put = await fetch(`${a.url}/v2/myorg/late/manifests/v1`, { method: 'PUT', body: new Uint8Array(manifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } });
+    assert.equal(put.status, 201, await put.text());
+    // A cached (not hosted) blob, as a pull would have stored it: the pass has something to evict.
+    const cached = Buffer.from('cached, not hosted '.repeat(100));
+    const hex = sha256Digest(cached).slice('sha256:'.length);
+    await rgw.client.send(new PutObjectCommand({ Bucket: bucket, Key: `store/blobs/sha256/${hex.slice(0, 2)}/${hex}`, Body: cached }));
+    // B counted hosted content at its start, before this push; its pass (cap 1 KiB) evicts what isn't protected.
+    const res = await adminGc(b);
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    const report = JSON.parse(text) as { removed: Array<{ digest?: string }> };
+    assert.ok(report.removed.some((r) => r.digest === sha256Digest(cached)), 'the pass evicted the cached blob (the cap is tiny): protection is what kept the pushed ones');
+    assert.ok(!report.removed.some((r) => blobs.some((x) => sha256Digest(x) === r.digest)), 'none of the pushed blobs evicted');
+    for (const x of blobs) assert.equal((await fetch(`${b.url}/v2/myorg/late/blobs/${sha256Digest(x)}`)).status, 200);
   });
 
   it('Redis stopped: POST /admin/gc answers 503 MAINTENANCE_UNAVAILABLE (no pass deletes), a push still works; Redis back: passes run again', async () => {

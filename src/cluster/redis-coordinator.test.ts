@@ -136,18 +136,22 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
   });
 
   it('the maintenance lock: one holder at a time (the others are told who), renewed while held, released at the end', async () => {
-    const { c: a, metrics: am } = await coordinator('m-a', { prefix: 'maint1:', maintenanceTtlMs: 300 });
-    const { c: b, metrics: bm } = await coordinator('m-b', { prefix: 'maint1:', maintenanceTtlMs: 300 });
+    // A TTL far above any event-loop stall of a loaded machine (renewed every second).
+    const { c: a, metrics: am } = await coordinator('m-a', { prefix: 'maint1:', maintenanceTtlMs: 3_000 });
+    const { c: b, metrics: bm } = await coordinator('m-b', { prefix: 'maint1:', maintenanceTtlMs: 3_000 });
     const held = await a.acquire();
     assert.equal(held.kind, 'held');
     assert.equal(am.held, true);
     assert.deepEqual(await b.acquire(), { kind: 'busy', holder: 'm-a' });
-    // Renewed every third of its TTL: after several renewals (observed, not slept for) it is still a's.
-    for (let i = 0; i < 4; i++) {
-      const before = await redisPttl(a);
-      await new Promise<void>((resolve) => {
-        const t = setInterval(() => void redisPttl(a).then((p) => p > before && (clearInterval(t), resolve())), 20);
-      });
+    // Renewed every third of its TTL: its remaining TTL goes up again (a renewal observed, not
+    // slept for), several times, and it is still a's well past one TTL.
+    let renewals = 0;
+    for (let prev = await redisPttl(a); renewals < 3; ) {
+      await new Promise<void>((r) => setTimeout(r, 20));
+      const now = await redisPttl(a);
+      assert.ok(now > 0, 'never lapses while held');
+      if (now > prev) renewals++; // between two polls it went up: renewed
+      prev = now;
     }
     assert.deepEqual(await b.acquire(), { kind: 'busy', holder: 'm-a' }, 'still held, well past one TTL');
     assert.equal(held.kind === 'held' && held.signal.aborted, false);
@@ -161,8 +165,8 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
   });
 
   it('the maintenance lock of a holder that died lapses after its TTL; a holder that finds it taken over is told (signal)', async () => {
-    const { c: a, metrics: am } = await coordinator('d-a', { prefix: 'maint2:', maintenanceTtlMs: 400 });
-    const { c: b } = await coordinator('d-b', { prefix: 'maint2:', maintenanceTtlMs: 400 });
+    const { c: a, metrics: am } = await coordinator('d-a', { prefix: 'maint2:', maintenanceTtlMs: 900 });
+    const { c: b } = await coordinator('d-b', { prefix: 'maint2:', maintenanceTtlMs: 900 });
     const held = await a.acquire();
     assert.equal(held.kind, 'held');
     // "Dies": another client removes the key, as its expiry would; a's next renewal finds it gone.

@@ -87,7 +87,7 @@ describe('Evictor with the cluster maintenance lock (real redis-server)', () => 
   it('a pass that loses the lock (not renewed: taken over or expired) stops deleting', async () => {
     const prefix = `ev${++n}:`;
     const { storage } = await store(12);
-    const { c: mine, metrics } = await coordinator('mine', prefix, 300);
+    const { c: mine, metrics } = await coordinator('mine', prefix, 3_000);
     const lost = new Promise<void>((r) => (metrics.onLost = r));
     let deletes = 0;
     const blobs = new Proxy(storage.blobs, {

@@ -122,9 +122,12 @@ describe('architecture: imports follow the layers (docs/architecture.md)', () =>
   // serves the follow endpoint from the cache's FillSource: it depends on the cache's interfaces,
   // never the other way round (the cache knows no Redis), and on domain/, lib/ and the config types
   // it maps to ioredis options, plus the tag record's shape (storage/tag-store.ts: the validations it
-  // shares are the store's records). Only the composition root and observability/ (its metrics) use it.
-  it('cluster/ imports only cache/ interfaces, config/, domain/, lib/ and the tag record; only the root and observability/ import it', () => {
-    const outside = IMPORTS.filter((i) => layer(i.from) === 'cluster' && i.target !== undefined && !['cluster', 'cache', 'config', 'domain', 'lib'].includes(layer(i.target)) && i.target !== 'storage/tag-store.js');
+  // shares are the store's records), the access record's interface it implements in Redis
+  // (storage/access-record.ts) and the upstream's rate-limit interfaces it shares
+  // (upstream/upstream.ts). Only the composition root and observability/ (its metrics) use it.
+  it('cluster/ imports only cache/ interfaces, config/, domain/, lib/, the tag and access records and the upstream interfaces; only the root and observability/ import it', () => {
+    const allowed = new Set(['storage/tag-store.js', 'storage/access-record.js', 'upstream/upstream.js']);
+    const outside = IMPORTS.filter((i) => layer(i.from) === 'cluster' && i.target !== undefined && !['cluster', 'cache', 'config', 'domain', 'lib'].includes(layer(i.target)) && !allowed.has(i.target));
     assert.deepEqual(outside.map(show), []);
     assert.deepEqual(
       IMPORTS.filter((i) => layer(i.from) === 'cluster' && i.target !== undefined && layer(i.target) === 'cache' && i.target !== 'cache/fill-coordinator.js').map(show),

@@ -50,6 +50,11 @@ function fail(err: unknown, hint?: string): never {
     process.stderr.write(`hubcache: ${err.message}\n${hint ? `hubcache: ${hint}\n` : ''}`);
     process.exit(1);
   }
+  // `hubcache gc` on a store replicas share: run it through one of them (commands/gc.ts).
+  if ((err as Error)?.name === 'GcWithClusterError') {
+    process.stderr.write(`hubcache: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`hubcache: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);
 }

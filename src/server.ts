@@ -21,6 +21,8 @@ import { setupAuth } from './http/auth/setup.js';
 import { TlsFiles } from './lib/tls-files.js';
 import { createClientServer, type ClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
+import { RegistryError } from './domain/errors.js';
+import { HostedContent } from './hosted/hosted-content.js';
 import { HostedGc } from './hosted/hosted-gc.js';
 import { HostedRegistry } from './hosted/hosted-registry.js';
 import { UploadSessions } from './storage/upload-sessions.js';
@@ -97,15 +99,42 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   // Every response streaming a stored blob takes its buffers from here (issue #11).
   const readBuffers = new BufferPool({ bufferSize: FILE_READ_CHUNK, maxBytes: config.server.blobBufferPool, onFallback: () => metrics.blobBufferFallback() });
   metrics.watchBlobBufferPool(() => readBuffers.stats());
-  const storage = await openStorage(config.storage, { logger, readBuffers });
+  // Several replicas (issue #15): blob downloads leased cluster-wide in Redis, followed from the
+  // replica that holds the lease (docs/architecture.md#several-replicas). Redis unreachable at start
+  // is not fatal: the replica serves, downloading on its own, until Redis answers.
+  const cluster = config.cluster;
+  let peerSecret: string | undefined;
+  if (cluster?.peerSecretFile) {
+    try {
+      peerSecret = readFileSync(cluster.peerSecretFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
+    }
+  }
+  const coordinator = cluster
+    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
+    : undefined;
+  if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
+  // With cluster, the last-access record is the cluster's, in Redis (the s3 driver takes it): every
+  // replica writes what it serves there, the replica running eviction reads all of it.
+  const storage = await openStorage(config.storage, { logger, readBuffers, ...(coordinator ? { access: coordinator.accessRecord({ refreshMs: config.storage.accessFlushInterval }) } : {}) }).catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
   // Before anything touches the store: init() clears what a previous owner left unfinished, which
   // would break another process's writes. Throws StoreOwnedError when another process owns it. An
   // owner on another host or in another PID namespace (a container restarted after a crash) is
   // waited for, up to storage.lockStaleAfter: nothing listens meanwhile (the chart's startupProbe
   // allows for it). Released after close(); a start that fails after this point leaves it to the
   // exit handler.
-  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal });
-  const ready = await storage.init();
+  const ownership = await storage.acquireOwnership({ failFast: opts.lockFailFast, signal: opts.signal }).catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
+  const ready = await storage.init().catch(async (err: unknown) => {
+    await coordinator?.close();
+    throw err;
+  });
   if (ready.leftovers > 0) logger.info('leftover temp files removed', { count: ready.leftovers });
   logger.info('storage opened', { ...storage.describe() });
   // What the store holds is counted in the background (issue #12: a big store must not delay the
@@ -115,6 +144,13 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
   const scanStarted = Date.now();
   void ready.usage.then((usage) => usage && logger.info('store scanned', { blobs: usage.objects, bytes: usage.bytes, ms: Date.now() - scanStarted }));
 
+  // Several replicas: what one learns of an upstream's rate limit (its readings, a 429's
+  // Retry-After) every replica knows; a single node keeps its own (the gauges), as before.
+  const sharedRateLimits = coordinator?.rateLimits({
+    upstreams: Object.keys(config.upstreams),
+    onReading: (u, snap) => metrics.rateLimit(u, snap.limit, snap.remaining),
+    logger,
+  });
   const upstreams = new Map<string, { upstream: Upstream; tagTtlMs: number }>();
   for (const [name, up] of Object.entries(config.upstreams)) {
     const upstream = new RegistryUpstream({
@@ -136,6 +172,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       userAgent: `hubcache/${opts.version ?? 'dev'}`,
       via: () => viaChain(`1.1 ${viaToken(instanceId)}`),
       observer: upstreamObserver(metrics, logger, name),
+      ...(sharedRateLimits ? { sharedRateLimits } : {}),
     });
     upstreams.set(name, { upstream, tagTtlMs: up.tagTtl });
   }
@@ -162,22 +199,6 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         .catch((err: unknown) => logger.error('emergency eviction failed', { error: (err as Error).message }));
     },
   });
-  // Several replicas (issue #15): blob downloads leased cluster-wide in Redis, followed from the
-  // replica that holds the lease (docs/architecture.md#several-replicas). Redis unreachable at start
-  // is not fatal: the replica serves, downloading on its own, until Redis answers.
-  const cluster = config.cluster;
-  let peerSecret: string | undefined;
-  if (cluster?.peerSecretFile) {
-    try {
-      peerSecret = readFileSync(cluster.peerSecretFile, 'utf8').trim();
-    } catch (err) {
-      throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
-    }
-  }
-  const coordinator = cluster
-    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
-    : undefined;
-  if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
   let resolvePinsLoaded!: (loaded: Promise<void>) => void;
   const pinsLoaded = new Promise<void>((r) => (resolvePinsLoaded = (p) => void p.then(r, r)));
   const registry = new PullThroughRegistry({
@@ -218,6 +239,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     ready: pinsLoaded,
     // Hosted content nothing references after deletes (hosted/hosted-gc.ts): with hosted repositories only.
     ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
+    // Several replicas: one pass that deletes at a time for the whole cluster (the maintenance lock).
+    ...(coordinator ? { lock: coordinator, beforePass: () => hosted.content.refreshFromStore({ metadata }) } : {}),
     logger,
     metrics,
   });
@@ -232,7 +255,8 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     maxSessions: config.hosted.maxUploadSessions,
     onExpired: (r) => logger.info('upload session expired', { uuid: r.id, repository: r.key.repo, bytes: r.offset }),
   });
-  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger });
+  // Several replicas: pushes and garbage collection exclude each other per digest cluster-wide.
+  const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger, content: new HostedContent(coordinator ? { shared: coordinator } : {}) });
   metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
   const hostedGc = new HostedGc({
     storage,
@@ -331,7 +355,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     mApp.use(noSniff());
     mApp.get('/metrics', metricsHandler(metrics));
     // Operators' endpoints (hubcache du/gc --server): only here, never on the registry port (http/admin.ts).
-    mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => evictor.run({ ...o, mode: 'gc' }) }, logger, metrics }));
+    mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => adminGc(evictor, o) }, logger, metrics }));
     metricsServer = await listen(createServer(mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
@@ -392,11 +416,25 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => evictor.stop())
       .finally(() => auth?.close())
-      .finally(() => coordinator?.close())
       .finally(() => tlsFiles?.files.close())
+      // The store first: its last access-record flush goes to Redis with cluster.
       .finally(() => storage.close())
+      .finally(() => coordinator?.close())
       .finally(() => ownership.release());
   return { url, metricsUrl, instanceId, logger, metrics, pins, isHostedContent: hosted.content.isProtected, gc: (o) => evictor.run({ mode: 'gc', ...o }), close: closeAll };
+}
+
+/**
+ * POST /admin/gc: one pass now. With several replicas, a replica that can't take the maintenance
+ * lock answers at once rather than wait for a pass of unknown length: `MAINTENANCE_RUNNING` (409,
+ * the holder named) or `MAINTENANCE_UNAVAILABLE` (503, Redis unreachable). A dry run deletes
+ * nothing and runs anywhere.
+ */
+async function adminGc(evictor: Evictor, o: PassOptions): Promise<PassReport> {
+  const report = await evictor.run({ ...o, mode: 'gc' });
+  if (report.skipped === 'busy') throw new RegistryError('MAINTENANCE_RUNNING', { holder: report.holder }, { message: `another replica (${report.holder ?? 'unknown'}) is running an eviction or garbage collection pass: try again when it is done` });
+  if (report.skipped === 'unavailable') throw new RegistryError('MAINTENANCE_UNAVAILABLE');
+  return report;
 }
 
 /**

@@ -2,6 +2,7 @@ import type { Digest } from '../domain/digest.js';
 import { isIndexMediaType } from '../domain/media-types.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import type { Logger } from '../lib/logger.js';
+import type { MaintenanceLock } from './fill-coordinator.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
@@ -94,7 +95,20 @@ export interface EvictorOptions {
    * hosted/hosted-gc.ts), run first in every `gc` pass and in automatic passes at most hourly.
    * Reports each item removed (reason `unreferenced`) through `record`; resolves with its failures.
    */
-  readonly collectGarbage?: (opts: { readonly dryRun: boolean; readonly record: (item: EvictedItem) => void }) => Promise<{ readonly errors: number }>;
+  readonly collectGarbage?: (opts: { readonly dryRun: boolean; readonly record: (item: EvictedItem) => void; readonly signal?: AbortSignal }) => Promise<{ readonly errors: number }>;
+  /**
+   * Several replicas (issue #15): the cluster's maintenance lock. A pass that deletes (not a dry
+   * run) runs only while this replica holds it; when another replica holds it the pass is skipped
+   * (`skipped: 'busy'`), when Redis can't be asked too (`skipped: 'unavailable'`): two replicas
+   * deciding what to delete at once would each judge the store by its own view. Unset: every pass runs.
+   */
+  readonly lock?: MaintenanceLock;
+  /**
+   * Run before each pass (under the lock when it deletes; several replicas: the hosted content
+   * other replicas pushed since this one counted, HostedContent.refreshFromStore). A failure skips
+   * a pass that deletes (counted as an error): better nothing deleted than something protected.
+   */
+  readonly beforePass?: () => Promise<void>;
 }
 
 /** One thing a pass removed (or, in a dry run, would remove). */
@@ -133,6 +147,12 @@ export interface PassReport {
   /** Deletions that failed (logged; the next pass tries again). */
   readonly errors: number;
   readonly ms: number;
+  /**
+   * Several replicas: the pass did not run because another replica holds the maintenance lock
+   * (`busy`, `holder` names it) or Redis could not be asked (`unavailable`).
+   */
+  readonly skipped?: 'busy' | 'unavailable';
+  readonly holder?: string;
 }
 
 /** Without a cap, an emergency pass frees this fraction of the store. */
@@ -242,6 +262,12 @@ export class Evictor {
     const floor = this.#o.minFreeSpace;
     this.#o.metrics?.freeSpace(free?.freeBytes, floor && free ? ('bytes' in floor ? floor.bytes : Math.round((free.totalBytes * floor.percent) / 100)) : undefined);
     await this.#refreshOldest();
+    // Several replicas: what another replica ran lately is not due here.
+    if (this.#o.lock) {
+      const cluster = await this.#o.lock.lastPasses();
+      this.#lastRetention = Math.max(this.#lastRetention, cluster.retention ?? -Infinity);
+      this.#lastGarbage = Math.max(this.#lastGarbage, cluster.garbage ?? -Infinity);
+    }
     const retentionDue = this.#clock() - this.#lastRetention >= RETENTION_EVERY_MS;
     const garbageDue = this.#o.collectGarbage !== undefined && this.#clock() - this.#lastGarbage >= RETENTION_EVERY_MS;
     if (this.#running) return undefined;
@@ -266,7 +292,8 @@ export class Evictor {
       if (mode === 'auto' && !opts.dryRun) return this.#running;
       await this.#running.catch(() => {});
     }
-    const pass = this.#pass(mode, opts.dryRun === true);
+    const dryRun = opts.dryRun === true;
+    const pass = this.#o.lock && !dryRun ? this.#locked(this.#o.lock, mode) : this.#o.beforePass && dryRun ? this.#o.beforePass().then(() => this.#pass(mode, dryRun)) : this.#pass(mode, dryRun);
     this.#running = pass;
     try {
       return await pass;
@@ -279,7 +306,30 @@ export class Evictor {
     }
   }
 
-  async #pass(mode: 'auto' | 'gc' | 'emergency', dryRun: boolean): Promise<PassReport> {
+  /** A pass that deletes, under the cluster's maintenance lock (or skipped without it). */
+  async #locked(lock: MaintenanceLock, mode: 'auto' | 'gc' | 'emergency'): Promise<PassReport> {
+    const claim = await lock.acquire();
+    if (claim.kind !== 'held') {
+      this.#o.logger.log(mode === 'auto' ? 'debug' : 'info', 'eviction pass skipped', claim.kind === 'busy' ? { mode, reason: 'another replica runs one', holder: claim.holder } : { mode, reason: claim.reason });
+      return { mode, dryRun: false, removed: [], freedBytes: 0, errors: 0, ms: 0, skipped: claim.kind, ...(claim.kind === 'busy' ? { holder: claim.holder } : {}) };
+    }
+    try {
+      if (this.#o.beforePass) {
+        try {
+          await this.#o.beforePass();
+        } catch (err) {
+          this.#o.metrics?.evictionFailed();
+          this.#o.logger.warn('eviction failed', { kind: 'pass preparation', error: (err as Error).message });
+          return { mode, dryRun: false, removed: [], freedBytes: 0, errors: 1, ms: 0 };
+        }
+      }
+      return await this.#pass(mode, false, claim.signal);
+    } finally {
+      await claim.release();
+    }
+  }
+
+  async #pass(mode: 'auto' | 'gc' | 'emergency', dryRun: boolean, signal?: AbortSignal): Promise<PassReport> {
     await this.#o.ready;
     const started = this.#clock();
     const t0 = performance.now();
@@ -299,7 +349,7 @@ export class Evictor {
 
     if (this.#o.collectGarbage && mode !== 'emergency' && (mode === 'gc' || started - this.#lastGarbage >= RETENTION_EVERY_MS)) {
       try {
-        const gc = await this.#o.collectGarbage({ dryRun, record });
+        const gc = await this.#o.collectGarbage({ dryRun, record, ...(signal ? { signal } : {}) });
         errors.n += gc.errors;
         for (let i = 0; i < gc.errors; i++) this.#o.metrics?.evictionFailed();
       } catch (err) {
@@ -307,16 +357,22 @@ export class Evictor {
         this.#o.metrics?.evictionFailed();
         this.#o.logger.warn('eviction failed', { kind: 'garbage collection', error: (err as Error).message });
       }
-      if (!dryRun) this.#lastGarbage = started;
+      if (!dryRun) {
+        this.#lastGarbage = started;
+        await this.#o.lock?.recordPass('garbage', started);
+      }
     }
 
     if (mode !== 'emergency' && (mode === 'gc' || started - this.#lastRetention >= RETENTION_EVERY_MS)) {
-      await this.#retention(started, dryRun, await getIndex(), record, errors);
-      if (!dryRun) this.#lastRetention = started;
+      if (!signal?.aborted) await this.#retention(started, dryRun, await getIndex(), record, errors, signal);
+      if (!dryRun) {
+        this.#lastRetention = started;
+        await this.#o.lock?.recordPass('retention', started);
+      }
     }
 
     const free = await this.#freeSpace();
-    const target = await this.#target(mode, free);
+    const target = signal?.aborted ? undefined : await this.#target(mode, free);
     if (target !== undefined) {
       const { candidates, total } = await this.#candidates(started);
       // What to free, from the size when the pass began: commits made meanwhile are the next
@@ -333,6 +389,7 @@ export class Evictor {
       let oldestKept: number | undefined;
       for (const c of candidates) {
         while (active.size >= this.#o.concurrency) await Promise.race(active);
+        if (signal?.aborted) break; // the maintenance lock was lost: another replica may run a pass now
         if (blobBytes(removed) - collected + deleting >= toFree) {
           oldestKept = c.at;
           break;
@@ -536,14 +593,14 @@ export class Evictor {
    * confirmed it) is removed; its manifest goes with it unless another tag or a stored index still
    * references it, and so do an expired index's children that nothing else references.
    */
-  async #retention(now: number, dryRun: boolean, index: MetadataIndex, record: (item: EvictedItem) => void, errors: { n: number }): Promise<void> {
+  async #retention(now: number, dryRun: boolean, index: MetadataIndex, record: (item: EvictedItem) => void, errors: { n: number }, signal?: AbortSignal): Promise<void> {
     const { metadata, manifests, access } = this.#o.storage;
     const expiredDigests = new Set<Digest>();
     for (const [digest, tags] of index.tagsOf) {
       if (this.#o.isProtected?.(digest)) continue;
       const keep: typeof tags = [];
       for (const t of tags) {
-        if (now - t.at <= this.#o.tagRetentionMs) {
+        if (now - t.at <= this.#o.tagRetentionMs || signal?.aborted) {
           keep.push(t);
           continue;
         }
@@ -576,7 +633,7 @@ export class Evictor {
     const referenced = (digest: Digest) => index.tagsOf.has(digest) || [...childrenOf.values()].some((c) => c.includes(digest)) || this.#o.isProtected?.(digest) === true;
 
     const queue = [...expiredDigests];
-    while (queue.length > 0) {
+    while (queue.length > 0 && !signal?.aborted) {
       const digest = queue.shift()!;
       if (referenced(digest)) continue;
       const stored = await manifests.get(digest);

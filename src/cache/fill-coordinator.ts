@@ -89,3 +89,49 @@ export interface TagCoordinator {
   /** Lets the lock go without a validation (the upstream request failed). Never rejects. */
   releaseRevalidation(key: RepoKey, tag: Tag): Promise<void>;
 }
+
+/**
+ * The cluster's maintenance lock (issue #15): eviction passes and hosted garbage collection delete
+ * content every replica serves, so one replica runs them at a time. `cluster/redis-coordinator.ts`
+ * implements it over Redis; a single node has none (every pass runs).
+ */
+export interface MaintenanceLock {
+  /**
+   * Takes the lock: `held` (run the pass; `signal` aborts if the lock is lost — it could not be
+   * renewed within its TTL — and the pass should stop deleting; `release` when done), `busy` (another
+   * replica runs a pass: `holder` names it), or `unavailable` (Redis unreachable: nobody can tell,
+   * so no destructive pass runs). Never rejects.
+   */
+  acquire(): Promise<MaintenanceClaim>;
+  /**
+   * When the cluster last ran each periodic part of a pass (ms since epoch, as the replica that ran
+   * it recorded with `recordPass`), so that a replica doesn't run again what another one just ran.
+   * `{}` when unknown (Redis unreachable). Never rejects.
+   */
+  lastPasses(): Promise<{ readonly retention?: number; readonly garbage?: number }>;
+  /** Records that this replica ran `part` at `atMs` (under the lock). Never rejects. */
+  recordPass(part: 'retention' | 'garbage', atMs: number): Promise<void>;
+}
+
+export type MaintenanceClaim =
+  | { readonly kind: 'held'; readonly signal: AbortSignal; release(): Promise<void> }
+  | { readonly kind: 'busy'; readonly holder: string }
+  | { readonly kind: 'unavailable'; readonly reason: string };
+
+/**
+ * Per-digest exclusion between pushes and garbage collection across replicas (issue #15): a push
+ * on one replica marks the digests it checks and links as in use; garbage collection on another
+ * claims a digest before it deletes it and gets no claim while a push uses it; a push waits while
+ * a digest is claimed. Both marks carry a TTL, so a replica that dies holding one blocks nobody for
+ * long. See docs/architecture.md#several-replicas.
+ */
+export interface DigestGuards {
+  /**
+   * Marks `digests` in use by a push, after any collection of one of them has ended. `coordinated`
+   * is false when Redis could not be asked (the push then goes on alone: garbage collection doesn't
+   * sweep without Redis). Never rejects.
+   */
+  use(digests: readonly Digest[]): Promise<{ readonly coordinated: boolean; release(): Promise<void> }>;
+  /** Garbage collection's claim on `digest`: `undefined` while a push on any replica uses it or Redis can't be asked; else its release. Never rejects. */
+  collect(digest: Digest): Promise<(() => Promise<void>) | undefined>;
+}

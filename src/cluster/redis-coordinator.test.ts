@@ -23,18 +23,36 @@ class CountingMetrics implements ClusterMetrics {
   redisUp(up: boolean): void {
     this.up = up;
   }
+  readonly maintenance = { acquired: 0, busy: 0, unavailable: 0, lost: 0 };
+  held = false;
+  maintenanceLock(o: 'acquired' | 'busy' | 'unavailable' | 'lost'): void {
+    this.maintenance[o]++;
+  }
+  maintenanceHeld(held: boolean): void {
+    this.held = held;
+  }
 }
 
 describe('RedisCoordinator: fill leases in a real redis-server', () => {
   let redis: RedisServer;
   const open: RedisCoordinator[] = [];
-  const coordinator = async (id: string, o: { ttlMs?: number; prefix?: string } = {}) => {
+  const coordinator = async (id: string, o: { ttlMs?: number; prefix?: string; maintenanceTtlMs?: number; guardTtlMs?: number } = {}) => {
     const metrics = new CountingMetrics();
-    const c = new RedisCoordinator({ redis: { url: redis.url, keyPrefix: o.prefix ?? 'test:' }, advertiseUrl: `http://${id}.invalid:5001`, fillLeaseTtlMs: o.ttlMs ?? 10_000, holderId: id, logger: quiet, metrics });
+    const c = new RedisCoordinator({
+      redis: { url: redis.url, keyPrefix: o.prefix ?? 'test:' },
+      advertiseUrl: `http://${id}.invalid:5001`,
+      fillLeaseTtlMs: o.ttlMs ?? 10_000,
+      holderId: id,
+      logger: quiet,
+      metrics,
+      ...(o.maintenanceTtlMs ? { maintenanceLockTtlMs: o.maintenanceTtlMs } : {}),
+      ...(o.guardTtlMs ? { digestGuardTtlMs: o.guardTtlMs } : {}),
+    });
     open.push(c);
     assert.ok(await c.connected(), 'connected to redis');
     return { c, metrics };
   };
+  const redisPttl = (c: RedisCoordinator) => c.maintenancePttlForTest();
   let n = 0;
   const digest = () => sha256Digest(`blob ${n++} ${Date.now()}`);
 
@@ -115,6 +133,88 @@ describe('RedisCoordinator: fill leases in a real redis-server', () => {
     assert.equal(new Set(values).size, 1, values.join(', '));
     assert.match(values[0]!, /^key of replica \d$/);
     assert.equal(await cs[0]!.c.shared('token-signing-key', () => 'later'), values[0], 'never replaced');
+  });
+
+  it('the maintenance lock: one holder at a time (the others are told who), renewed while held, released at the end', async () => {
+    // A TTL far above any event-loop stall of a loaded machine (renewed every second).
+    const { c: a, metrics: am } = await coordinator('m-a', { prefix: 'maint1:', maintenanceTtlMs: 3_000 });
+    const { c: b, metrics: bm } = await coordinator('m-b', { prefix: 'maint1:', maintenanceTtlMs: 3_000 });
+    const held = await a.acquire();
+    assert.equal(held.kind, 'held');
+    assert.equal(am.held, true);
+    assert.deepEqual(await b.acquire(), { kind: 'busy', holder: 'm-a' });
+    // Renewed every third of its TTL: its remaining TTL goes up again (a renewal observed, not
+    // slept for), several times, and it is still a's well past one TTL.
+    let renewals = 0;
+    for (let prev = await redisPttl(a); renewals < 3; ) {
+      await new Promise<void>((r) => setTimeout(r, 20));
+      const now = await redisPttl(a);
+      assert.ok(now > 0, 'never lapses while held');
+      if (now > prev) renewals++; // between two polls it went up: renewed
+      prev = now;
+    }
+    assert.deepEqual(await b.acquire(), { kind: 'busy', holder: 'm-a' }, 'still held, well past one TTL');
+    assert.equal(held.kind === 'held' && held.signal.aborted, false);
+    if (held.kind === 'held') await held.release();
+    assert.equal(am.held, false);
+    assert.equal(await a.maintenanceHolder(), null);
+    const next = await b.acquire();
+    assert.equal(next.kind, 'held');
+    assert.deepEqual({ a: am.maintenance, b: bm.maintenance }, { a: { acquired: 1, busy: 0, unavailable: 0, lost: 0 }, b: { acquired: 1, busy: 2, unavailable: 0, lost: 0 } });
+    if (next.kind === 'held') await next.release();
+  });
+
+  it('the maintenance lock of a holder that died lapses after its TTL; a holder that finds it taken over is told (signal)', async () => {
+    const { c: a, metrics: am } = await coordinator('d-a', { prefix: 'maint2:', maintenanceTtlMs: 900 });
+    const { c: b } = await coordinator('d-b', { prefix: 'maint2:', maintenanceTtlMs: 900 });
+    const held = await a.acquire();
+    assert.equal(held.kind, 'held');
+    // "Dies": another client removes the key, as its expiry would; a's next renewal finds it gone.
+    const lost = held.kind === 'held' ? new Promise((resolve) => held.signal.addEventListener('abort', resolve)) : undefined;
+    const taken = await (async () => {
+      await a.forceDropMaintenanceForTest();
+      return b.acquire();
+    })();
+    assert.equal(taken.kind, 'held');
+    await lost;
+    assert.equal(am.maintenance.lost, 1);
+    assert.equal(am.held, false);
+    if (held.kind === 'held') await held.release();
+    assert.equal(await b.maintenanceHolder(), 'd-b', "the old holder's release leaves the new one alone");
+    if (taken.kind === 'held') await taken.release();
+  });
+
+  it('digest guards: a collection gets no claim while a push (on any replica) uses the digest; a push waits for a claimed digest', async () => {
+    const { c: pusher } = await coordinator('g-push', { prefix: 'guard:' });
+    const { c: gc } = await coordinator('g-gc', { prefix: 'guard:' });
+    const [x, y] = [digest(), digest()];
+    const use = await pusher.use([x, y]);
+    assert.equal(use.coordinated, true);
+    assert.equal(await gc.collect(x), undefined, 'in use');
+    await use.release();
+    const done = await gc.collect(x);
+    assert.ok(done, 'free again');
+    let used = false;
+    const waiting = pusher.use([y, x]).then((u) => ((used = true), u));
+    // The push can't have its marks while x is claimed: it is still waiting after y's mark was tried.
+    await tick();
+    assert.equal(used, false);
+    await done();
+    const u2 = await waiting;
+    assert.equal(u2.coordinated, true);
+    assert.equal(await gc.collect(y), undefined);
+    await u2.release();
+  });
+
+  it('digest guards: a push mark of a dead replica lapses after its TTL', async () => {
+    const { c: pusher } = await coordinator('l-push', { prefix: 'guard2:', guardTtlMs: 200 });
+    const { c: gc } = await coordinator('l-gc', { prefix: 'guard2:', guardTtlMs: 200 });
+    const x = digest();
+    await pusher.use([x]); // never released
+    assert.equal(await gc.collect(x), undefined);
+    let claim: (() => Promise<void>) | undefined;
+    while (!(claim = await gc.collect(x))) await new Promise<void>((r) => setTimeout(r, 25));
+    await claim();
   });
 
   it('two key prefixes on one Redis do not see each other', async () => {

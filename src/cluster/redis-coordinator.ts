@@ -3,12 +3,23 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { Cluster, Redis } from 'ioredis';
 import type { Digest } from '../domain/digest.js';
-import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type TagCoordinator } from '../cache/fill-coordinator.js';
+import {
+  PeerUnavailableError,
+  type DigestGuards,
+  type FillClaim,
+  type FillCoordinator,
+  type FillLease,
+  type MaintenanceClaim,
+  type MaintenanceLock,
+  type TagCoordinator,
+} from '../cache/fill-coordinator.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import { toTagEntry, type TagEntry } from '../storage/tag-store.js';
 import type { Logger } from '../lib/logger.js';
 import type { ClusterConfig } from '../config/schema.js';
 import { redisConnection, type ConnectionTuning } from './redis-options.js';
+import { RedisAccessRecord, type RedisAccessRecordOptions } from './redis-access-record.js';
+import { RedisRateLimits, type RedisRateLimitsOptions } from './redis-rate-limits.js';
 import { PEER_SECRET_HEADER, peerFillPath } from './peer-server.js';
 
 /** What the cluster reports (the Metrics facade implements it). */
@@ -19,6 +30,10 @@ export interface ClusterMetrics {
   peerFollowBytes(n: number): void;
   /** Redis reachable (1) or not (0). */
   redisUp(up: boolean): void;
+  /** The maintenance lock (eviction, hosted GC): taken, refused because another replica holds it, not askable (Redis down), or lost while held. */
+  maintenanceLock(outcome: 'acquired' | 'busy' | 'unavailable' | 'lost'): void;
+  /** Whether this replica holds the maintenance lock now. */
+  maintenanceHeld(held: boolean): void;
 }
 
 export interface RedisCoordinatorOptions {
@@ -35,6 +50,10 @@ export interface RedisCoordinatorOptions {
   readonly tuning?: ConnectionTuning;
   /** Time to wait for a peer's answer (its fill's first byte waits for upstream's answer). Default 60 s. */
   readonly peerHeadersTimeoutMs?: number;
+  /** The maintenance lock's TTL, renewed every third of it while held (a dead holder's lock lapses after it). Default 30 s. */
+  readonly maintenanceLockTtlMs?: number;
+  /** The TTL of a push's or a collection's mark on a digest (DigestGuards). Default 60 s. */
+  readonly digestGuardTtlMs?: number;
 }
 
 // SET NX PX or report the holder: atomic, so a claim never sees a lease vanish between two commands.
@@ -45,7 +64,26 @@ return {0, redis.call('GET', KEYS[1]) or false, redis.call('PTTL', KEYS[1])}`;
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
+// Digest guards (push vs garbage collection): `gc:{<digest>}` is a collection's claim (a string with
+// a TTL), `use:{<digest>}` the pushes using the digest (a sorted set of tokens scored by their expiry
+// on Redis's clock, so a dead replica's mark lapses). Both keys of a digest share a hash tag: one
+// slot, one script, also on Redis Cluster.
+const USE = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1`;
+const COLLECT = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0`;
+
 type Client = Redis | Cluster;
+
+const MAINTENANCE_KEY = 'lock:maintenance';
 
 /** A replica revalidating a tag holds its lock this long at most (released when its HEAD is done). */
 const TAG_LOCK_MS = 30_000;
@@ -58,7 +96,7 @@ const TAG_RECORD_MS = 24 * 3_600_000;
  * queueing), `hubcache_cluster_redis_up` is 0 and readiness says `degraded`; ioredis reconnects by
  * itself and the next claim after that is coordinated again.
  */
-export class RedisCoordinator implements FillCoordinator, TagCoordinator {
+export class RedisCoordinator implements FillCoordinator, TagCoordinator, MaintenanceLock, DigestGuards {
   readonly #o: RedisCoordinatorOptions;
   readonly #redis: Client;
   readonly #peers: Agent;
@@ -261,6 +299,160 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator {
     await this.#redis.eval(RELEASE, 1, `lock:${this.#tagKey(key, tag)}`, this.#o.holderId).catch(() => {});
   }
 
+  /**
+   * The maintenance lock (`lock:maintenance`: `<holder id> <random>`, SET NX PX), renewed every
+   * third of its TTL by check-and-extend while held; `signal` aborts when a renewal finds it gone
+   * or Redis hasn't confirmed it for a whole TTL (it may have lapsed: another replica may run a
+   * pass now). Released by check-and-delete.
+   */
+  async acquire(): Promise<MaintenanceClaim> {
+    const metrics = this.#o.metrics;
+    if (!this.#up) {
+      metrics.maintenanceLock('unavailable');
+      return { kind: 'unavailable', reason: 'redis unreachable' };
+    }
+    const ttl = this.#o.maintenanceLockTtlMs ?? 30_000;
+    const value = `${this.#o.holderId} ${randomBytes(8).toString('hex')}`;
+    let reply: [number, string | false | null, number];
+    try {
+      reply = (await this.#redis.eval(CLAIM, 1, MAINTENANCE_KEY, value, String(ttl))) as typeof reply;
+    } catch (err) {
+      metrics.maintenanceLock('unavailable');
+      return { kind: 'unavailable', reason: `redis failed: ${(err as Error).message}` };
+    }
+    if (reply[0] !== 1) {
+      metrics.maintenanceLock('busy');
+      return { kind: 'busy', holder: typeof reply[1] === 'string' ? reply[1].split(' ')[0]! : 'unknown' };
+    }
+    metrics.maintenanceLock('acquired');
+    metrics.maintenanceHeld(true);
+    const lost = new AbortController();
+    let confirmedAt = Date.now();
+    let released = false;
+    const lose = (why: string) => {
+      if (lost.signal.aborted || released) return;
+      metrics.maintenanceLock('lost');
+      metrics.maintenanceHeld(false);
+      this.#o.logger.warn('maintenance lock lost: the pass stops deleting', { why });
+      lost.abort(new Error(`maintenance lock lost: ${why}`));
+      clearInterval(timer);
+    };
+    const timer = setInterval(() => {
+      void this.#redis.eval(RENEW, 1, MAINTENANCE_KEY, value, String(ttl)).then(
+        (ok) => (ok === 1 ? (confirmedAt = Date.now()) : lose('taken over or expired')),
+        () => Date.now() - confirmedAt >= ttl && lose('redis did not confirm it for a whole TTL'),
+      );
+    }, Math.max(10, Math.floor(ttl / 3)));
+    timer.unref();
+    return {
+      kind: 'held',
+      signal: lost.signal,
+      release: async () => {
+        if (released) return;
+        released = true;
+        clearInterval(timer);
+        if (!lost.signal.aborted) metrics.maintenanceHeld(false);
+        await this.#redis.eval(RELEASE, 1, MAINTENANCE_KEY, value).catch(() => {});
+      },
+    };
+  }
+
+  readonly #rateLimits: RedisRateLimits[] = [];
+
+  /** The upstreams' rate-limit state shared by the replicas (redis-rate-limits.ts); closed with the coordinator. */
+  rateLimits(o: Omit<RedisRateLimitsOptions, 'keyPrefix'>): RedisRateLimits {
+    const r = new RedisRateLimits(this.#redis, { ...o, keyPrefix: this.#o.redis.keyPrefix ?? 'hubcache:' });
+    this.#rateLimits.push(r);
+    return r;
+  }
+
+  /** The cluster's shared last-access record (redis-access-record.ts), on this coordinator's connection. */
+  accessRecord(o: RedisAccessRecordOptions = {}): RedisAccessRecord {
+    return new RedisAccessRecord(this.#redis, o);
+  }
+
+  async lastPasses(): Promise<{ retention?: number; garbage?: number }> {
+    if (!this.#up) return {};
+    try {
+      const h = await this.#redis.hgetall('maintenance:last');
+      const num = (v: string | undefined) => (v !== undefined && Number.isFinite(Number(v)) ? Number(v) : undefined);
+      const retention = num(h.retention);
+      const garbage = num(h.garbage);
+      return { ...(retention !== undefined ? { retention } : {}), ...(garbage !== undefined ? { garbage } : {}) };
+    } catch {
+      return {};
+    }
+  }
+
+  async recordPass(part: 'retention' | 'garbage', atMs: number): Promise<void> {
+    await this.#redis.hset('maintenance:last', part, String(atMs)).catch(() => {});
+  }
+
+  /** Who holds the maintenance lock (its holder id), or null. For tests and logs. */
+  async maintenanceHolder(): Promise<string | null> {
+    const v = await this.#redis.get(MAINTENANCE_KEY);
+    return v === null ? null : v.split(' ')[0]!;
+  }
+
+  /** For tests: the maintenance lock's remaining TTL (ms; negative when absent). */
+  async maintenancePttlForTest(): Promise<number> {
+    return this.#redis.pttl(MAINTENANCE_KEY);
+  }
+
+  /** For tests: removes the maintenance lock as its expiry would (a holder that died). */
+  async forceDropMaintenanceForTest(): Promise<void> {
+    await this.#redis.del(MAINTENANCE_KEY);
+  }
+
+  #guardKeys(digest: Digest): [string, string] {
+    return [`gc:{${digest}}`, `use:{${digest}}`];
+  }
+
+  async use(digests: readonly Digest[]): Promise<{ coordinated: boolean; release(): Promise<void> }> {
+    const list = [...new Set(digests)];
+    const token = `${this.#o.holderId} ${randomBytes(8).toString('hex')}`;
+    const ttl = String(this.#o.digestGuardTtlMs ?? 60_000);
+    const unmark = async (ds: readonly Digest[]) => {
+      await Promise.all(ds.map((d) => this.#redis.zrem(this.#guardKeys(d)[1], token).catch(() => 0)));
+    };
+    const alone = { coordinated: false, release: async () => {} };
+    // A collection holds a claim for one digest's delete and unlink (milliseconds), its TTL at most.
+    for (;;) {
+      if (!this.#up) return alone;
+      const taken: Digest[] = [];
+      let busy = false;
+      try {
+        for (const d of list) {
+          if ((await this.#redis.eval(USE, 2, ...this.#guardKeys(d), token, ttl)) !== 1) {
+            busy = true;
+            break;
+          }
+          taken.push(d);
+        }
+      } catch {
+        await unmark(taken);
+        return alone;
+      }
+      if (!busy) return { coordinated: true, release: () => unmark(list) };
+      await unmark(taken);
+      await sleep(25);
+    }
+  }
+
+  async collect(digest: Digest): Promise<(() => Promise<void>) | undefined> {
+    if (!this.#up) return undefined;
+    const value = `${this.#o.holderId} ${randomBytes(8).toString('hex')}`;
+    const [gc, use] = this.#guardKeys(digest);
+    try {
+      if ((await this.#redis.eval(COLLECT, 2, gc, use, value, String(this.#o.digestGuardTtlMs ?? 60_000))) !== 1) return undefined;
+    } catch {
+      return undefined;
+    }
+    return async () => {
+      await this.#redis.eval(RELEASE, 1, gc, value).catch(() => {});
+    };
+  }
+
   /** For tests: the lease record of `digest` as stored (`{id, url, lease}`), or null. */
   async holder(digest: Digest): Promise<{ id: string; url: string } | null> {
     const v = await this.#redis.get(this.#key(digest));
@@ -268,6 +460,7 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator {
   }
 
   async close(): Promise<void> {
+    await Promise.all(this.#rateLimits.map((r) => r.close()));
     await this.#peers.close().catch(() => {});
     this.#redis.disconnect();
   }

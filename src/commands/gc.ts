@@ -28,6 +28,9 @@ export interface GcOptions {
  * upstream — so no upstream is needed here.
  */
 export async function gcStore(config: Readonly<Config>, opts: GcOptions): Promise<PassReport> {
+  // Several replicas share the store: a pass that deletes must hold the cluster's maintenance lock
+  // and respect pushes in progress on the replicas, which a replica does (docs/architecture.md).
+  if (config.cluster && !opts.dryRun) throw new GcWithClusterError();
   const storage = await openStorage(config.storage, { logger: opts.logger });
   const ownership = await storage.acquireOwnership({ failFast: true });
   try {
@@ -101,4 +104,12 @@ export function writeReport(out: Writable, report: PassReport, opts: { json: boo
   }
   for (const item of report.removed) out.write(`${formatItem(item, report.dryRun)}\n`);
   out.write(`${formatSummary(report)}\n`);
+}
+
+/** `hubcache gc` (not a dry run) on a store with `cluster` set: it runs through a replica (`--server`). */
+export class GcWithClusterError extends Error {
+  constructor() {
+    super('cluster is set: several replicas share this store; run the pass through one of them (hubcache gc --server http://<replica metrics address>), which takes the cluster\'s maintenance lock');
+    this.name = 'GcWithClusterError';
+  }
 }

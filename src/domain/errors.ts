@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   STORAGE_UNAVAILABLE: { status: 503, message: 'the cache store failed (full, read-only or failing) and the content could not be served from upstream instead' },
   UPSTREAM_ERROR: { status: 502, message: 'upstream registry returned an invalid response' },
   NOT_FOUND: { status: 404, message: 'no such registry API endpoint' },
+  MAINTENANCE_RUNNING: { status: 409, message: 'another replica is running an eviction or garbage collection pass' },
+  MAINTENANCE_UNAVAILABLE: { status: 503, message: "the cluster's shared state (Redis) is unreachable: no pass that deletes runs until it answers" },
   UNKNOWN: { status: 500, message: 'unknown error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

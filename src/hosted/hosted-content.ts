@@ -1,3 +1,4 @@
+import type { DigestGuards } from '../cache/fill-coordinator.js';
 import type { Digest } from '../domain/digest.js';
 import { HOSTED_UPSTREAM } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -21,12 +22,28 @@ export interface HostedUsage {
  * start has finished, everything is protected (an evictor waits rather than guessing).
  */
 export class HostedContent {
+  /**
+   * Several replicas (issue #15): the same exclusion across processes, through Redis
+   * (`RedisCoordinator`'s digest guards): `use` marks the digests cluster-wide too, `tryCollect`
+   * needs the cluster's claim as well. Unset on a single node.
+   */
+  readonly shared: DigestGuards | undefined;
+
+  constructor(opts: { readonly shared?: DigestGuards } = {}) {
+    this.shared = opts.shared;
+  }
+
   readonly #refs = new Map<Digest, { refs: number; size: number }>();
   #loaded = false;
   #bytes = 0;
 
   /** The predicate for the evictor: true for hosted content (and for everything until `load` finished). */
-  readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest);
+  readonly isProtected = (digest: Digest): boolean => !this.#loaded || this.#refs.has(digest) || this.#inStore.has(digest);
+  /**
+   * Several replicas: what the store's hosted repositories linked at the last `refreshFromStore`
+   * (before each eviction pass), including what other replicas pushed since this one counted.
+   */
+  #inStore = new Set<Digest>();
   /**
    * Whether `digest` is linked to a hosted repository, as far as known: the cache then serves it
    * under a mirrored name only after that name's upstream confirmed it (cache/pull-through.ts
@@ -52,6 +69,18 @@ export class HostedContent {
    */
   async use(digests: Iterable<Digest>): Promise<() => void> {
     const list = [...new Set(digests)];
+    const local = await this.#useLocal(list);
+    if (!this.shared) return local;
+    // Then cluster-wide: waits while a collection on any replica holds one of them. Redis
+    // unreachable: the push goes on alone (no replica collects without Redis).
+    const shared = await this.shared.use(list);
+    return () => {
+      local();
+      void shared.release();
+    };
+  }
+
+  async #useLocal(list: readonly Digest[]): Promise<() => void> {
     for (;;) {
       const busy = list.flatMap((d) => this.#collecting.get(d) ?? []);
       if (busy.length === 0) break;
@@ -75,13 +104,24 @@ export class HostedContent {
    * Garbage collection's claim on `digest`: `undefined` while a push uses it (`use`), else a
    * function to call when the collection of `digest` is over; pushes wanting it wait until then.
    */
-  tryCollect(digest: Digest): (() => void) | undefined {
+  async tryCollect(digest: Digest): Promise<(() => void) | undefined> {
     if (this.#inUse.has(digest) || this.#collecting.has(digest)) return undefined;
     let done!: () => void;
     this.#collecting.set(digest, new Promise<void>((resolve) => (done = resolve)));
-    return () => {
+    const local = () => {
       this.#collecting.delete(digest);
       done();
+    };
+    if (!this.shared) return local;
+    // Pushes of this process wait from here on; the cluster's claim decides for the others.
+    const shared = await this.shared.collect(digest);
+    if (!shared) {
+      local();
+      return undefined;
+    }
+    return () => {
+      // The cluster's claim goes after the bytes and links are gone (the caller is done with them).
+      void shared().finally(local);
     };
   }
 
@@ -120,6 +160,21 @@ export class HostedContent {
 
   usage(): HostedUsage | undefined {
     return this.#loaded ? { bytes: this.#bytes, objects: this.#refs.size } : undefined;
+  }
+
+  /**
+   * Several replicas (issue #15): this process's counts know only its own pushes since its start,
+   * so before an eviction pass the replica running it walks the hosted repositories' links again
+   * and protects everything they name as well. Only ever adds protection (counts are untouched).
+   */
+  async refreshFromStore(stores: { metadata: MetadataStore }): Promise<void> {
+    const seen = new Set<Digest>();
+    for await (const key of stores.metadata.listRepositories()) {
+      if (key.upstream !== HOSTED_UPSTREAM) continue;
+      for (const d of await stores.metadata.listBlobs(key)) seen.add(d);
+      for (const d of await stores.metadata.listManifests(key)) seen.add(d);
+    }
+    this.#inStore = seen;
   }
 
   /**

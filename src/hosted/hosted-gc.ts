@@ -66,7 +66,7 @@ export class HostedGc {
     this.#clock = opts.clock ?? Date.now;
   }
 
-  async collect(opts: { readonly dryRun: boolean; readonly record: (item: EvictedItem) => void }): Promise<HostedGcResult> {
+  async collect(opts: { readonly dryRun: boolean; readonly record: (item: EvictedItem) => void; readonly signal?: AbortSignal }): Promise<HostedGcResult> {
     const { content, logger } = this.#o;
     if (!content.loaded) {
       logger.debug('hosted gc skipped: hosted content not counted yet');
@@ -121,6 +121,7 @@ export class HostedGc {
     let linksRemoved = 0;
     let errors = 0;
     for (const [digest, keys] of garbageLinks) {
+      if (opts.signal?.aborted) break; // the cluster's maintenance lock was lost
       const allGarbage = keys.length === (hostedLinks.get(digest)?.length ?? 0);
       const keepBytes = !allGarbage || referencedByManifests.has(digest) || this.#o.isProtected?.(digest) === true;
       if (opts.dryRun) {
@@ -128,8 +129,8 @@ export class HostedGc {
         if (info) opts.record({ kind: 'blob', reason: 'unreferenced', digest, upstream: HOSTED_UPSTREAM, repository: keys[0]!.repo, bytes: info.size });
         continue;
       }
-      const done = content.tryCollect(digest);
-      if (!done) continue; // a push is using it: next pass
+      const done = await content.tryCollect(digest);
+      if (!done) continue; // a push (on any replica) is using it: next pass
       try {
         // Checked again under the claim: a manifest pushed or a link refreshed since the mark.
         const still: RepoKey[] = [];
@@ -138,8 +139,9 @@ export class HostedGc {
           if (referenced !== undefined && !referenced.has(digest) && (await this.#linkIsOld(key, digest, now))) still.push(key);
         }
         if (still.length === 0) continue;
-        // Every link to it (as this process knows them) is garbage: the bytes go first.
-        if (!keepBytes && still.length === keys.length && content.links(digest) <= still.length) {
+        // Every link to it (as this process knows them, and with other replicas as the store has
+        // them now: one may have linked it since the mark) is garbage: the bytes go first.
+        if (!keepBytes && still.length === keys.length && content.links(digest) <= still.length && !(content.shared && (await this.#linkedElsewhere(digest, still)))) {
           const info = await blobs.stat(digest);
           const release = info && (this.#o.claimBlob ? this.#o.claimBlob(digest) : () => {});
           if (info && !release) continue; // being served: next pass
@@ -168,12 +170,13 @@ export class HostedGc {
 
     // --- sweep: manifests nothing points at ---
     for (const m of unpointed) {
+      if (opts.signal?.aborted) break;
       if (referencedByManifests.has(m.digest) || this.#o.isProtected?.(m.digest) || content.holds(m.digest)) continue;
       if (opts.dryRun) {
         opts.record({ kind: 'manifest', reason: 'unreferenced', digest: m.digest, bytes: m.size });
         continue;
       }
-      const done = content.tryCollect(m.digest);
+      const done = await content.tryCollect(m.digest);
       if (!done) continue;
       try {
         if (content.holds(m.digest)) continue; // pushed since the mark
@@ -210,6 +213,16 @@ export class HostedGc {
       for (const d of refs) out.add(d);
     }
     return out;
+  }
+
+  /** Whether a hosted repository other than `keys` links `digest` in the store now (another replica's push or mount). */
+  async #linkedElsewhere(digest: Digest, keys: readonly RepoKey[]): Promise<boolean> {
+    const { metadata } = this.#o.storage;
+    for await (const key of metadata.listRepositories()) {
+      if (key.upstream !== HOSTED_UPSTREAM || keys.some((k) => k.repo === key.repo)) continue;
+      if (await metadata.hasBlob(key, digest)) return true;
+    }
+    return false;
   }
 
   /** Linked more than the grace period ago (the link's time, else the blob's; unknown: not old). */

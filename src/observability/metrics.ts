@@ -53,7 +53,8 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   readonly #upstreamDuration = new client.Histogram({ name: 'hubcache_upstream_request_duration_seconds', help: 'Upstream response time (to headers), by upstream and kind.', labelNames: ['upstream', 'kind'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
   readonly #tokenFetches = new client.Counter({ name: 'hubcache_upstream_token_fetches_total', help: 'Token requests to upstream auth services, by result.', labelNames: ['upstream', 'result'], registers: [this.registry] });
   readonly #rateLimitLimit = new client.Gauge({ name: 'hubcache_upstream_ratelimit_limit', help: 'The latest ratelimit-limit an upstream reported (pulls per window).', labelNames: ['upstream'], registers: [this.registry] });
-  readonly #rateLimitRemaining = new client.Gauge({ name: 'hubcache_upstream_ratelimit_remaining', help: 'The latest ratelimit-remaining an upstream reported.', labelNames: ['upstream'], registers: [this.registry] });
+  readonly #rateLimitRemaining = new client.Gauge({ name: 'hubcache_upstream_ratelimit_remaining', help: "The latest ratelimit-remaining an upstream reported (with several replicas: the latest any replica read, so every replica's gauge agrees).", labelNames: ['upstream'], registers: [this.registry] });
+  readonly #heldOff = new client.Counter({ name: 'hubcache_upstream_held_off_total', help: 'Several replicas: manifest GETs not sent to an upstream because a replica got a 429 and the cluster waits for its Retry-After (answered as the 429 would be: a cached copy served stale, else TOOMANYREQUESTS).', labelNames: ['upstream'], registers: [this.registry] });
   readonly #upstreamRetries = new client.Counter({ name: 'hubcache_upstream_retries_total', help: 'Upstream operations tried again after a retryable failure, by upstream and kind.', labelNames: ['upstream', 'kind'], registers: [this.registry] });
   readonly #rateLimited = new client.Counter({ name: 'hubcache_upstream_rate_limited_total', help: '429 responses received from upstreams.', labelNames: ['upstream'], registers: [this.registry] });
   readonly #fillsInFlight = new client.Gauge({ name: 'hubcache_fills_in_flight', help: 'Blob downloads in progress (each holds one of cache.maxConcurrentFills slots).', registers: [this.registry] });
@@ -162,6 +163,11 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   upstreamConfigured(upstream: string): void {
     this.#bytesFromUpstream.inc({ upstream }, 0);
     this.#rateLimited.inc({ upstream }, 0);
+    this.#heldOff.inc({ upstream }, 0);
+  }
+  /** A manifest GET held off cluster-wide after a 429 (SharedRateLimits). */
+  upstreamHeldOff(upstream: string): void {
+    this.#heldOff.inc({ upstream });
   }
 
   /** Creates the auth counters at zero (only when auth is on: the series are absent otherwise). */
@@ -271,6 +277,16 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   /** Unset on a single node (no cluster): the gauge is then absent. */
   #redisUpValue: number | undefined;
   readonly #redisUp = new client.Gauge({ name: 'hubcache_cluster_redis_up', help: 'Several replicas: 1 while the shared Redis is reachable; 0 while it is not (each replica downloads on its own, verified; /readyz says degraded). Absent on a single node (no cluster).', registers: [this.registry], collect: readAtScrape(() => this.#redisUpValue) });
+  readonly #maintenanceLocks = new client.Counter({ name: 'hubcache_cluster_maintenance_lock_total', help: "Several replicas: the maintenance lock (one replica at a time runs eviction and hosted garbage collection), by outcome: acquired (this replica ran a pass), busy (another replica was running one: this replica's pass skipped), unavailable (Redis unreachable: no pass that deletes runs), lost (could not be renewed: the pass stopped deleting).", labelNames: ['outcome'], registers: [this.registry] });
+  /** Unset on a single node (no cluster): the gauge is then absent. */
+  #maintenanceHeldValue: number | undefined;
+  readonly #maintenanceHeld = new client.Gauge({ name: 'hubcache_cluster_maintenance_lock_held', help: 'Several replicas: 1 while this replica holds the maintenance lock (runs an eviction or garbage collection pass for the cluster), else 0. Absent on a single node.', registers: [this.registry], collect: readAtScrape(() => this.#maintenanceHeldValue) });
+  maintenanceLock(outcome: 'acquired' | 'busy' | 'unavailable' | 'lost'): void {
+    this.#maintenanceLocks.inc({ outcome });
+  }
+  maintenanceHeld(held: boolean): void {
+    this.#maintenanceHeldValue = held ? 1 : 0;
+  }
   fillLease(outcome: 'acquired' | 'followed' | 'expired'): void {
     this.#fillLeases.inc({ outcome });
   }
@@ -279,6 +295,11 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
   }
   redisUp(up: boolean): void {
     this.#redisUpValue = up ? 1 : 0;
+    if (this.#maintenanceHeldValue === undefined) {
+      // A cluster: its maintenance series exist from the start (0), so rates and alerts see them.
+      this.#maintenanceHeldValue = 0;
+      for (const outcome of ['acquired', 'busy', 'unavailable', 'lost'] as const) this.#maintenanceLocks.inc({ outcome }, 0);
+    }
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

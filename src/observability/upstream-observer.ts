@@ -31,6 +31,7 @@ export function upstreamObserver(metrics: Metrics, logger: Logger, upstream: str
       metrics.upstreamRetry(u, kind);
       logger.info('upstream retry', { upstream: u, kind, error: reason });
     },
+    heldOff: (u) => metrics.upstreamHeldOff(u),
     tagsDropped: (u, repository, count) => logger.warn('tag list entries dropped', { upstream: u, repository, count, why: 'not valid tags' }),
   };
 }

@@ -1,6 +1,7 @@
 import { ConfigError } from '../config/load.js';
 import { unknownStorageDriver, type FilesystemStorageConfig, type StorageConfig } from '../config/schema.js';
 import type { Logger } from '../lib/logger.js';
+import type { AccessRecord } from './access-record.js';
 import type { BufferPool } from './buffer-pool.js';
 import { FsStorage } from './fs/fs-storage.js';
 import type { Storage } from './storage.js';
@@ -15,6 +16,12 @@ export interface OpenStorageOptions {
    * seconds). Never in a server: they stall the event loop.
    */
   readonly blockingReads?: boolean;
+  /**
+   * The last-access record to use instead of the driver's own: the cluster's, in Redis
+   * (`cluster` set; issue #15). Taken by the s3 driver; the filesystem driver keeps its access.log
+   * (one process owns that store anyway).
+   */
+  readonly access?: AccessRecord;
 }
 
 /**
@@ -31,7 +38,7 @@ export async function openStorage(config: StorageConfig, opts: OpenStorageOption
       return openFsStorage(config, opts);
     case 's3': {
       const { S3Storage } = await import('./s3/s3-storage.js');
-      return new S3Storage({ ...config, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}) });
+      return new S3Storage({ ...config, logger: opts.logger, ...(opts.readBuffers ? { readBuffers: opts.readBuffers } : {}), ...(opts.access ? { access: opts.access } : {}) });
     }
     default: {
       throw new ConfigError([`storage.driver: ${unknownStorageDriver((config as { driver?: unknown }).driver)}`]);

@@ -15,14 +15,14 @@ import { raceSignal } from '../lib/race-signal.js';
 import { findChallenge, parseWwwAuthenticate } from './auth/challenge.js';
 import { realmOrigins } from './auth/realm-allowlist.js';
 import { TokenProvider, tokenKey, tokenRequestFromChallenge, type Credentials, type TokenRequest } from './auth/token-provider.js';
-import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders } from './docker-hub.js';
+import { defaultRealmHosts, parseRateLimitSnapshot, pickRateLimitHeaders, RATE_LIMIT_HEADERS } from './docker-hub.js';
 import { classifyRequestError, discardBody, errorFromResponse, headerValue, isRetryable, readCapped } from './errors.js';
 import { blobResult, parseLength } from './blob-response.js';
 import { parseNextLink } from './link-header.js';
 import { RedirectGuard, type Lookup } from './redirect-guard.js';
 import { retry } from './retry.js';
 import { parseTagLists } from './tag-list-worker.js';
-import { UpstreamError, type RateLimitSnapshot, type Upstream, type UpstreamBlob, type UpstreamKind, type UpstreamManifest, type UpstreamObserver, type UpstreamTagList } from './upstream.js';
+import { UpstreamError, type RateLimitSnapshot, type SharedRateLimits, type Upstream, type UpstreamBlob, type UpstreamKind, type UpstreamManifest, type UpstreamObserver, type UpstreamTagList } from './upstream.js';
 
 export type { Credentials } from './auth/token-provider.js';
 
@@ -66,6 +66,8 @@ export interface RegistryUpstreamOptions {
   /** Upstream requests waiting for response headers at once; unlimited when unset. */
   readonly maxConcurrency?: number;
   readonly observer?: UpstreamObserver;
+  /** Several replicas: the rate-limit state they share (readings, the hold-off after a 429). Unset: this client's own. */
+  readonly sharedRateLimits?: SharedRateLimits;
   /** Injected by tests; when absent an Agent is created (and closed by `close()`). */
   readonly dispatcher?: Dispatcher;
   readonly clock?: () => number;
@@ -381,6 +383,16 @@ export class RegistryUpstream implements Upstream {
 
   /** One HTTP request (no redirects), through the concurrency limit, observed and classified. */
   #dispatch(c: Call, url: URL, grant: Grant | undefined): Promise<Dispatcher.ResponseData> {
+    const pull = c.kind === 'manifest' && c.method === 'GET';
+    const shared = this.#o.sharedRateLimits;
+    // Several replicas: another one (or this one) got a 429 on a manifest GET; the cluster waits
+    // for its Retry-After instead of asking again from every replica (a cached copy is served stale).
+    const until = pull ? shared?.heldOffUntil(this.name) : undefined;
+    if (until !== undefined && until > this.#clock()) {
+      this.#o.observer?.heldOff?.(this.name);
+      const seconds = Math.max(1, Math.ceil((until - this.#clock()) / 1000));
+      return Promise.reject(new UpstreamError('rate-limited', `${c.method} ${c.kind} ${this.name}: held off for ${seconds} s after a 429 (cluster-wide)`, { status: 429, headers: { 'retry-after': String(seconds) } }));
+    }
     const headers = { ...this.#commonHeaders(), ...c.headers, ...(grant ? { authorization: grant.authorization } : {}) };
     const work = this.#limit(async () => {
       c.signal?.throwIfAborted();
@@ -391,6 +403,7 @@ export class RegistryUpstream implements Upstream {
         const res = await request(url, { dispatcher: this.#dispatcher, method: c.method, headers, ...(c.signal ? { signal: c.signal } : {}) });
         report(res.statusCode);
         if (c.kind === 'manifest' || res.statusCode === 429) this.#noteRateLimit(res.headers);
+        if (pull && res.statusCode === 429 && shared) shared.throttled(this.name, this.#clock() + retryAfterMs(headerValue(res.headers, RATE_LIMIT_HEADERS.retryAfter), this.#clock()));
         return res;
       } catch (err) {
         report('error');
@@ -413,5 +426,19 @@ export class RegistryUpstream implements Upstream {
     if (!snap) return;
     this.#rateLimit = snap;
     this.#o.observer?.rateLimit?.(this.name, snap);
+    this.#o.sharedRateLimits?.reading(this.name, snap);
   }
+}
+
+/** Without a usable Retry-After, a 429 holds manifest GETs off this long; at most this long with one. */
+export const DEFAULT_HOLD_OFF_MS = 60_000;
+export const MAX_HOLD_OFF_MS = 3_600_000;
+
+/** A 429's `Retry-After` (seconds, or an HTTP date) as a delay in ms: 60 s without one, 1 h at most. */
+export function retryAfterMs(raw: string | undefined, now: number): number {
+  if (raw === undefined || raw.trim() === '') return DEFAULT_HOLD_OFF_MS;
+  const v = raw.trim();
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
+  if (!Number.isFinite(ms)) return DEFAULT_HOLD_OFF_MS;
+  return Math.min(MAX_HOLD_OFF_MS, Math.max(1000, ms));
 }

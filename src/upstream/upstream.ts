@@ -82,6 +82,25 @@ export interface UpstreamObserver {
   retry?(upstream: string, kind: UpstreamKind, reason: string): void;
   /** A tag list carried entries that are not valid tags; they were left out. */
   tagsDropped?(upstream: string, repo: string, count: number): void;
+  /** A manifest GET was not sent: the cluster holds them off after a 429 (SharedRateLimits). */
+  heldOff?(upstream: string): void;
+}
+
+/**
+ * An upstream's rate-limit state shared by the replicas of a cluster (issue #15;
+ * `cluster/redis-rate-limits.ts`): what one replica reads from the rate-limit headers is every
+ * replica's reading (the gauges agree), and after a 429 on a manifest GET — the request Docker Hub
+ * counts as a pull — every replica holds its manifest GETs to that upstream off until the
+ * `Retry-After` has passed, instead of each getting its own 429. A single node has none: its
+ * behaviour is unchanged (each request asks; the gauges are its own readings).
+ */
+export interface SharedRateLimits {
+  /** This replica read rate-limit headers: shared with the others. Never throws, never waits. */
+  reading(upstream: string, snap: RateLimitSnapshot): void;
+  /** A manifest GET got a 429: manifest GETs to `upstream` are held off until `untilMs`, cluster-wide. Never throws, never waits. */
+  throttled(upstream: string, untilMs: number): void;
+  /** Until when manifest GETs to `upstream` are held off (ms since epoch), as this replica heard last; `undefined`: not held off. Synchronous. */
+  heldOffUntil(upstream: string): number | undefined;
 }
 
 /** A remote registry (Docker Hub or another), speaking the distribution API with token auth. */

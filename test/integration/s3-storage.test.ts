@@ -21,6 +21,7 @@ import { S3StorageError } from '../../src/storage/s3/s3-errors.js';
 import { S3Storage, type S3StorageOptions } from '../../src/storage/s3/s3-storage.js';
 import { toStorageError } from '../../src/storage/storage-fault.js';
 import { VerifyingBlobWriter } from '../../src/storage/verifying-writer.js';
+import { S3AccessRecord } from '../../src/storage/s3/s3-access-record.js';
 import { describeAccessRecord } from '../../src/storage/testing/access-record.conformance.js';
 import { describeBlobStore } from '../../src/storage/testing/blob-store.conformance.js';
 import { readAll } from '../../src/storage/testing/helpers.js';
@@ -107,9 +108,42 @@ describeStorage('S3Storage (driver: s3, RGW)', async () => {
     },
   };
 });
-describeAccessRecord('S3Storage.access (per replica, in memory)', async () => {
+// Each `open` is a restart: a new record reading the batch objects the previous one wrote.
+describeAccessRecord('S3AccessRecord (batch objects in the bucket, persistent)', async () => {
   const s = storage();
-  return { open: () => s.access, persistent: false, cleanup: () => s.close() };
+  return { open: () => new S3AccessRecord({ client: s.client, bucket, layout: s.layout }), persistent: true, cleanup: () => s.close() };
+});
+describeAccessRecord('S3AccessRecord compacting at every second batch', async () => {
+  const s = storage();
+  return { open: () => new S3AccessRecord({ client: s.client, bucket, layout: s.layout, compactAfter: 2 }), persistent: true, cleanup: () => s.close() };
+});
+
+describe('S3Storage.access on RGW: the last-access record survives a restart', () => {
+  it('flushed at close, read back by the next S3Storage on the same prefix; compaction keeps the objects few and the record whole', async () => {
+    const first = storage();
+    await first.init();
+    const prefix = first.layout.prefix;
+    const blob = (i: number) => ({ kind: 'blob' as const, digest: sha256Digest(`blob ${i}`) });
+    const record = new S3AccessRecord({ client: first.client, bucket, layout: first.layout, compactAfter: 3 });
+    for (let round = 0; round < 8; round++) {
+      for (let i = 0; i < 10; i++) record.touch(blob(i), 1_000 * round + i);
+      if (round === 5) record.forget(blob(9));
+      await record.flush();
+    }
+    first.access.touch(blob(100), 42);
+    await first.close();
+    const objects = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}_access/` }));
+    assert.ok((objects.KeyCount ?? 0) <= 4, `compacted: ${objects.KeyCount} objects`);
+    const again = storage({ prefix });
+    await again.init();
+    try {
+      assert.equal(await again.access.lastAccess(blob(100)), 42, 'what the store flushed at close');
+      for (let i = 0; i < 9; i++) assert.equal(await again.access.lastAccess(blob(i)), 7_000 + i);
+      assert.equal(await again.access.lastAccess(blob(9)), 7_009, 'touched again after it was forgotten');
+    } finally {
+      await again.close();
+    }
+  });
 });
 
 describe('S3Storage on RGW', () => {

@@ -12,6 +12,8 @@ import { digestHex, type Digest } from '../../domain/digest.js';
  *                                        then copied to blobs/… and deleted (a fill's upload goes
  *                                        straight to its blobs/… key: it knows its digest)
  *   _probe/<random>                      the write probe (put, then deleted)
+ *   _access/<ms>-<seq>-<random>          a batch of the last-access record (lines `<ms> <subject>`,
+ *                                        `- <subject>` for a forgotten one; s3-access-record.ts)
  * Listing a `…/sha256/` prefix yields keys in digest order (the `<ab>/` level is the hex's own first
  * two characters).
  */
@@ -21,6 +23,7 @@ export class S3Layout {
   readonly blobsPrefix = (): string => `${this.prefix}blobs/sha256/`;
   readonly manifestsPrefix = (): string => `${this.prefix}manifests/sha256/`;
   readonly repositoriesPrefix = (): string => `${this.prefix}repositories/`;
+  readonly accessPrefix = (): string => `${this.prefix}_access/`;
 
   blob(digest: Digest): string {
     const hex = digestHex(digest);

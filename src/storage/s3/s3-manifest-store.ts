@@ -11,14 +11,14 @@ import { listDigests } from './s3-blob-store.js';
 import { isNotFound, isPreconditionFailed, toS3Fault } from './s3-errors.js';
 import type { S3Layout } from './s3-layout.js';
 
-interface S3Location {
+export interface S3Location {
   readonly client: S3Client;
   readonly bucket: string;
   readonly layout: S3Layout;
 }
 
 /** The object's bytes, or `undefined` when it isn't there. */
-async function getObject(o: S3Location, key: string): Promise<{ body: Buffer; contentType: string | undefined } | undefined> {
+export async function getObject(o: S3Location, key: string): Promise<{ body: Buffer; contentType: string | undefined } | undefined> {
   try {
     const out = await o.client.send(new GetObjectCommand({ Bucket: o.bucket, Key: key }));
     return { body: Buffer.from(await out.Body!.transformToByteArray()), contentType: out.ContentType };
@@ -38,7 +38,7 @@ async function exists(o: S3Location, key: string): Promise<boolean> {
   }
 }
 
-async function putObject(o: S3Location, key: string, body: Buffer, extra: { ContentType?: string; IfNoneMatch?: string } = {}): Promise<void> {
+export async function putObject(o: S3Location, key: string, body: Buffer, extra: { ContentType?: string; IfNoneMatch?: string } = {}): Promise<void> {
   try {
     await o.client.send(new PutObjectCommand({ Bucket: o.bucket, Key: key, Body: body, ContentLength: body.length, ...extra }));
   } catch (err) {
@@ -46,7 +46,7 @@ async function putObject(o: S3Location, key: string, body: Buffer, extra: { Cont
   }
 }
 
-async function deleteObject(o: S3Location, key: string): Promise<void> {
+export async function deleteObject(o: S3Location, key: string): Promise<void> {
   try {
     await o.client.send(new DeleteObjectCommand({ Bucket: o.bucket, Key: key }));
   } catch (err) {
@@ -55,7 +55,7 @@ async function deleteObject(o: S3Location, key: string): Promise<void> {
 }
 
 /** Every key under `prefix`, in order (ListObjectsV2 pages). */
-async function* listKeys(o: S3Location, prefix: string): AsyncIterable<string> {
+export async function* listKeys(o: S3Location, prefix: string): AsyncIterable<string> {
   let token: string | undefined;
   do {
     let page;

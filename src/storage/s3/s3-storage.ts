@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/logger.js';
-import { MemoryAccessRecord } from '../memory/memory-access-record.js';
+import type { AccessRecord } from '../access-record.js';
+import { S3AccessRecord } from './s3-access-record.js';
 import type { Ownership, Storage, StorageDescription, StorageReady } from '../storage.js';
 import type { BufferPool } from '../buffer-pool.js';
 import { HotCachedBlobStore } from './hot-cache.js';
@@ -36,6 +37,13 @@ export interface S3StorageOptions extends S3ConnectionOptions {
   readonly hotCache?: { readonly path: string; readonly maxSize: number } | undefined;
   /** Buffers shared by the hot cache's local blob bodies (see OpenStorageOptions.readBuffers). */
   readonly readBuffers?: BufferPool;
+  /**
+   * The last-access record to use instead of the bucket's own (`S3AccessRecord`): the cluster's,
+   * in Redis, when `cluster` is set (OpenStorageOptions.access).
+   */
+  readonly access?: AccessRecord;
+  /** How often the access record's changes are written (storage.accessFlushInterval); default 10 s. */
+  readonly accessFlushInterval?: number;
 }
 
 /**
@@ -54,12 +62,12 @@ export class S3Storage implements Storage {
   readonly manifests: S3ManifestStore;
   readonly metadata: S3MetadataStore;
   /**
-   * The last-access record of this replica, in memory only (the memory driver's): eviction on a
-   * replica sees what it served itself (content another replica served looks older here), and a
-   * restart forgets it (eviction then falls back on Last-Modified). Shared last access for several
-   * replicas is not built yet (issue #15).
+   * When each blob, manifest and tag was last served: without `cluster`, batch objects in the
+   * bucket (`S3AccessRecord`, persistent across restarts); with it, the cluster's record in Redis
+   * (handed in as `access`), which every replica writes and the one running eviction reads.
    */
-  readonly access = new MemoryAccessRecord();
+  readonly access: AccessRecord;
+  #flushTimer: NodeJS.Timeout | undefined;
   readonly spoolDir: string | undefined;
   readonly client: S3Client;
   readonly layout: S3Layout;
@@ -76,6 +84,7 @@ export class S3Storage implements Storage {
     this.blobs = o.hotCache ? new HotCachedBlobStore(this.bucketBlobs, { ...o.hotCache, logger: o.logger, ...(o.readBuffers ? { readBuffers: o.readBuffers } : {}) }) : this.bucketBlobs;
     this.manifests = new S3ManifestStore(where);
     this.metadata = new S3MetadataStore(where);
+    this.access = o.access ?? new S3AccessRecord(where);
   }
 
   describe(): StorageDescription {
@@ -101,6 +110,11 @@ export class S3Storage implements Storage {
     const leftovers = await this.sweepAbandonedUploads();
     if (this.spoolDir !== undefined) await mkdir(this.spoolDir, { recursive: true });
     if (this.blobs instanceof HotCachedBlobStore) await this.blobs.init();
+    if (this.access instanceof S3AccessRecord) {
+      const record = this.access;
+      void record.load().then(() => record.loadError && this.#o.logger.warn('access record unreadable, starting a new one', { prefix: this.layout.accessPrefix(), error: record.loadError.message }));
+    }
+    this.#flushTimer ??= setInterval(() => void this.#flushAccess(), this.#o.accessFlushInterval ?? 10_000).unref();
     return { leftovers, usage: Promise.resolve(undefined) };
   }
 
@@ -163,10 +177,15 @@ export class S3Storage implements Storage {
     }
   }
 
+  async #flushAccess(): Promise<void> {
+    await this.access.flush().catch((err: unknown) => this.#o.logger.warn('access record flush failed', { storage: this.describe().location, error: (err as Error).message }));
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.access.flush();
+    clearInterval(this.#flushTimer);
+    await this.#flushAccess();
     if (this.blobs instanceof HotCachedBlobStore) await this.blobs.settled();
     if (!this.#o.client) this.client.destroy();
   }

@@ -136,6 +136,11 @@ export class S3Storage implements Storage {
     return { leftovers, usage: this.#usage };
   }
 
+  /** Lists the blobs now: a pass under the cluster's maintenance lock judges the bucket by what every replica stored. */
+  async refreshUsage(): Promise<void> {
+    await this.bucketBlobs.recountUsage(this.#stop.signal);
+  }
+
   /** One listing of the blobs for the usage; `undefined` when it failed (logged) or was stopped by `close`. */
   #recount(): Promise<StoreUsage | undefined> {
     return this.bucketBlobs.recountUsage(this.#stop.signal).then(

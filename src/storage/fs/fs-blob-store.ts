@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { appendFile, mkdir, open, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
@@ -161,10 +161,11 @@ export class FsBlobStore implements BlobStore {
    * (blob-sizes.ts), a `stat` only for a blob without a line there.
    */
   async *listSizes(): AsyncIterable<{ readonly digest: Digest; readonly size: number }> {
-    for (const prefix of await readdirSorted(this.layout.blobsDir)) {
+    const list = this.#blockingReads ? async (dir: string) => readdirSortedBlocking(dir) : readdirSorted;
+    for (const prefix of await list(this.layout.blobsDir)) {
       if (!HEX2_RE.test(prefix)) continue;
       const dir = join(this.layout.blobsDir, prefix);
-      const names = (await readdirSorted(dir)).filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
+      const names = (await list(dir)).filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
       const { sizes } = await readBlobSizes(this.layout.blobSizesPath(prefix), this.#blockingReads);
       const unknown = names.filter((name) => !sizes.has(name));
       for (let start = 0; start < unknown.length; start += LIST_STATS_IN_FLIGHT) {
@@ -254,6 +255,15 @@ export class FsBlobStore implements BlobStore {
       await rm(temp, { force: true });
       throw err;
     }
+  }
+}
+
+function readdirSortedBlocking(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
   }
 }
 

@@ -117,6 +117,12 @@ export class FsStorage implements Storage {
     return { leftovers, usage: this.#usage };
   }
 
+  /** Resolves when every repository's tag index was checked after `init` and the rebuilds it asked for are done. */
+  async tagIndexesChecked(): Promise<void> {
+    await this.#indexes;
+    await this.metadata.tagIndexes.idle();
+  }
+
   /** Writes and removes a probe file in tmp/; rejects with the write's error. */
   async probeWrite(): Promise<void> {
     const probe = join(this.layout.tmpDir, `.ready-${process.pid}`);

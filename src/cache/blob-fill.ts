@@ -216,7 +216,7 @@ export class BlobFill {
     let writer: BlobWriter | undefined;
     let spool: Spool | undefined;
     try {
-      writer = await store.create().catch(storageFailure('store'));
+      writer = await store.create({ digest }).catch(storageFailure('store'));
       const sink = await openSpool(writer, { dir: this.#opts.spoolDir }).catch(storageFailure('spool'));
       spool = sink;
       let res = await upstream.getBlob(key.repo, digest, { signal });

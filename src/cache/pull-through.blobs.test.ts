@@ -79,6 +79,28 @@ describe('PullThroughRegistry blob fills', () => {
     assert.equal(up.gets(), 1);
   });
 
+  it('a fill creates its store writer for the digest it downloads (an S3 store then uploads straight to the blob\'s key)', async () => {
+    const data = randomBytes(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const inner = new MemoryBlobStore();
+    const created: Array<Digest | undefined> = [];
+    const store: BlobStore = {
+      ...decorateStore(inner, {}),
+      create: (opts) => {
+        created.push(opts?.digest);
+        return inner.create(opts);
+      },
+    };
+    const { reader } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.body.end(data);
+    assert.ok((await client.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    assert.deepEqual(created, [digest]);
+    assert.deepEqual(await inner.stat(digest), { digest, size: data.length });
+  });
+
   it('a store that fails at the commit after the bytes were verified (fsync EIO): the reader still gets every byte; storage_error; nothing stored', async () => {
     const data = randomBytes(MiB);
     const digest = sha256Digest(data);

@@ -1,7 +1,7 @@
 /** Test helpers for blob fills: a scripted upstream, a cache over it, stream collectors, event-loop turns. */
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { silentLogger } from '../../lib/logger.js';
-import { isDirectBody, type BlobStore, type BlobWriter } from '../../storage/blob-store.js';
+import { isDirectBody, type BlobStore, type BlobWriter, type CreateOptions } from '../../storage/blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import type { CacheMetrics } from '../cache-metrics.js';
@@ -34,8 +34,8 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
     open: (d, opts) => inner.open(d, opts),
     delete: (d) => inner.delete(d),
     list: () => inner.list(),
-    create: async (): Promise<BlobWriter> => {
-      const w = await inner.create();
+    create: async (opts?: CreateOptions): Promise<BlobWriter> => {
+      const w = await inner.create(opts);
       const over = o.writer?.(w) ?? {};
       return {
         get written() {

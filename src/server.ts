@@ -10,7 +10,7 @@ import { evictionPolicy, Evictor, type PassOptions, type PassReport } from './ca
 import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { createPeerServer } from './cluster/peer-server.js';
-import { RedisCoordinator } from './cluster/redis-coordinator.js';
+import type { RedisCoordinator } from './cluster/redis-coordinator.js';
 import type { Digest } from './domain/digest.js';
 import { diskUsage, type DuResult } from './commands/du.js';
 import { matchesFilter } from './commands/ls.js';
@@ -111,8 +111,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
       throw new ConfigError([`cluster.peerSecretFile: cannot read ${cluster.peerSecretFile}: ${(err as Error).message}`]);
     }
   }
+  // ioredis is loaded only with `cluster` (it is a tenth of the modules a start loads).
   const coordinator = cluster
-    ? new RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
+    ? new (await import('./cluster/redis-coordinator.js')).RedisCoordinator({ redis: cluster.redis, advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, holderId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) })
     : undefined;
   if (coordinator && !(await coordinator.connected(2_000))) logger.warn('redis not reachable yet: downloading alone until it is', {});
   // With cluster, the last-access record is the cluster's, in Redis (the s3 driver takes it): every

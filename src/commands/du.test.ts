@@ -9,12 +9,16 @@ import { promisify } from 'node:util';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import { MediaTypes } from '../domain/media-types.js';
 import type { RepoName, Tag } from '../domain/reference.js';
+import { silentLogger } from '../lib/logger.js';
+import { FsStorage } from '../storage/fs/fs-storage.js';
+import { readTrustedTagIndex } from '../storage/fs/tag-index.js';
 import { writeSyntheticStore } from '../storage/fs/testing/synthetic-store.js';
 import { subjectId } from '../storage/access-record.js';
 import { MemoryAccessRecord } from '../storage/memory/memory-access-record.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import { diskUsage, formatDu, progressLine, type DuProgress, type DuResult } from './du.js';
+import { listCached } from './ls.js';
 
 const T0 = Date.UTC(2025, 0, 1);
 const HOUR = 3_600_000;
@@ -264,5 +268,30 @@ describe('hubcache du (CLI) on a stopped store in the real layout', () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe('ls and du read the tag indexes and blob sizes files (issue #13)', () => {
+  it('the same store with and without its indexes gives the same du and ls, and with them the tag indexes are trusted', async () => {
+    const results = [];
+    for (const indexes of [true, false]) {
+      const root = mkdtempSync(join(tmpdir(), 'hubcache-du-idx-'));
+      try {
+        const store = writeSyntheticStore({ root, blobs: 2100, blobSize: 64, validatedAt: T0, indexes });
+        const storage = new FsStorage({ root, lockStaleMs: 30_000, logger: silentLogger(), blockingReads: true });
+        const trusted = await readTrustedTagIndex(
+          { indexPath: storage.layout.tagIndexPath({ upstream: 'docker.io', repo: store.images[0]!.repository as RepoName }), tagsDir: storage.layout.tagsDir({ upstream: 'docker.io', repo: store.images[0]!.repository as RepoName }) },
+          true,
+        );
+        assert.equal(trusted !== undefined, indexes);
+        const du = await diskUsage(storage);
+        const ls = await listCached(storage);
+        assert.equal(ls.rows.length, store.tags);
+        results.push({ du, ls });
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    }
+    assert.deepEqual(results[0], results[1]);
   });
 });

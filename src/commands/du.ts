@@ -4,7 +4,7 @@ import { isIndexMediaType } from '../domain/media-types.js';
 import type { Tag } from '../domain/reference.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import { formatBytes } from './format.js';
-import { formatAge, matchesFilter, parseManifest, readTags, type LsStores } from './ls.js';
+import { formatAge, matchesFilter, parseManifest, tagWindows, type LsStores } from './ls.js';
 
 /**
  * Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du).
@@ -129,7 +129,7 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
   let sizes: number[] = [];
   let bytes = 0;
   const progress = { phase: 'blobs' as DuProgress['phase'], blobs: 0, repositories: 0, tags: 0 };
-  for await (const info of stores.blobs.list()) {
+  for await (const info of stores.blobs.listSizes ? stores.blobs.listSizes() : stores.blobs.list()) {
     ids.set(info.digest, sizes.length);
     sizes.push(info.size);
     bytes += info.size;
@@ -188,13 +188,8 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
     let tags = 0;
     let lastAccess = -Infinity;
     let tagsWithoutAccess = 0;
-    const names = await stores.metadata.listTags(key);
-    for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
-      const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
-      const [entries, accessed] = await Promise.all([
-        readTags(stores.metadata, key, window),
-        Promise.all(window.map((tag) => stores.access.lastAccess({ kind: 'tag', key, tag: tag as Tag }))),
-      ]);
+    for await (const [window, entries] of tagWindows(stores.metadata, key, TAG_READS_IN_FLIGHT)) {
+      const accessed = await Promise.all(window.map((tag) => stores.access.lastAccess({ kind: 'tag', key, tag: tag as Tag })));
       // The window's images read concurrently too (each once), like the tags.
       const digests = [...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))];
       const resolved = new Map(await Promise.all(digests.map(async (d) => [d, await image(d)] as const)));

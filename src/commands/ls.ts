@@ -14,9 +14,9 @@ import { formatBytes } from './format.js';
  * the store, so it never calls the stores' `init()` (which creates directories and sweeps tmp/).
  */
 export interface LsStores {
-  readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag' | 'getTags'>;
+  readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag' | 'getTags' | 'listTagEntries'>;
   readonly manifests: Pick<ManifestStore, 'get'>;
-  readonly blobs: Pick<BlobStore, 'list'>;
+  readonly blobs: Pick<BlobStore, 'list' | 'listSizes'>;
 }
 
 export interface LsOptions {
@@ -102,7 +102,7 @@ export interface LsScan {
 export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promise<LsScan> {
   const blobSizes = new Map<string, number>();
   const store = { blobs: 0, bytes: 0 };
-  for await (const info of stores.blobs.list()) {
+  for await (const info of stores.blobs.listSizes ? stores.blobs.listSizes() : stores.blobs.list()) {
     blobSizes.set(info.digest, info.size);
     store.blobs++;
     store.bytes += info.size;
@@ -140,11 +140,7 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
     for await (const key of stores.metadata.listRepositories()) {
       if (opts.filter && !matchesFilter(key.upstream, key.repo, opts.filter)) continue;
       let listedHere = false;
-      const names = await stores.metadata.listTags(key);
-      for (let start = 0; start < names.length; start += TAG_READS_IN_FLIGHT) {
-        // Each tag is a file read (four syscalls on the thread pool): a window of them at once, rows in order.
-        const window = names.slice(start, start + TAG_READS_IN_FLIGHT);
-        const entries = await readTags(stores.metadata, key, window);
+      for await (const [window, entries] of tagWindows(stores.metadata, key, TAG_READS_IN_FLIGHT)) {
         // Their images read concurrently too, each once; the rows below find them in `images`.
         await Promise.all([...new Set(entries.flatMap((e) => (e ? [e.digest] : [])))].map((d) => image(d)));
         for (let i = 0; i < window.length; i++) {
@@ -173,6 +169,28 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
   }
 
   return { store, rows: rows(), summary: () => ({ repositories, tags, blobs: listed.size, bytes, store: { ...store } }) };
+}
+
+/**
+ * A repository's tags with their entries, in windows of `size` (sorted by tag; `undefined` where a
+ * tag's entry is unreadable): from `listTagEntries` where the store has it (the filesystem's tag
+ * index: one read per repository), else `listTags` and a batch read per window (each tag is a
+ * file read: a window of them at once, rows in order).
+ */
+export async function* tagWindows(metadata: LsStores['metadata'], key: RepoKey, size: number): AsyncIterable<[string[], Array<TagEntry | undefined>]> {
+  if (metadata.listTagEntries) {
+    const all = await metadata.listTagEntries(key);
+    for (let start = 0; start < all.length; start += size) {
+      const window = all.slice(start, start + size);
+      yield [window.map(([t]) => t), window.map(([, e]) => e)];
+    }
+    return;
+  }
+  const names = await metadata.listTags(key);
+  for (let start = 0; start < names.length; start += size) {
+    const window = names.slice(start, start + size);
+    yield [window, await readTags(metadata, key, window)];
+  }
 }
 
 /** The entries of `tags`, in order: one batch read where the store has one (`getTags`), else a read per tag. */

@@ -134,6 +134,11 @@ export interface BlobStore extends BlobReader {
    */
   list(): AsyncIterable<BlobInfo>;
   /**
+   * Optional: `list()` without `modifiedAt`, for a backend that knows sizes cheaper than it lists
+   * with times (the filesystem's sizes files, fs/blob-sizes.ts): `hubcache ls`/`du` (issue #13).
+   */
+  listSizes?(): AsyncIterable<{ readonly digest: Digest; readonly size: number }>;
+  /**
    * Optional: what the store holds, cheaply (an in-memory read: it is called at every metrics
    * scrape). `undefined` while not known yet, e.g. while a backend counts in the background after
    * start. Counts what went through this store's `create`/`delete`; changes made behind its back

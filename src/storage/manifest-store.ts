@@ -64,6 +64,12 @@ export interface MetadataStore extends TagStore {
    * without it a listing calls `getTag` once per tag.
    */
   getTags?(key: RepoKey, tags: readonly string[]): Promise<Array<TagEntry | undefined>>;
+  /**
+   * Every cached tag of the repository with its entry, sorted by tag: the listing's read (`ls`,
+   * `du`). Optional: a backend keeping an index of its tags reads it in one go (the filesystem's
+   * `_tagindex`, issue #13); without it a listing uses `listTags` and `getTags`/`getTag`.
+   */
+  listTagEntries?(key: RepoKey): Promise<Array<readonly [string, TagEntry]>>;
   /** Removes the tag atomically and durably (it is there or gone); missing is not an error. */
   deleteTag(key: RepoKey, tag: Tag): Promise<void>;
   /** Removes the link of `digest` to this repository (the manifest bytes stay: shared by digest). Missing is not an error. */

@@ -176,3 +176,57 @@ async function commitBlob(store: FsBlobStore, data: Buffer) {
   await writer.write(data);
   return (await writer.commit(sha256Digest(data), data.length)).digest;
 }
+
+describe('FsBlobStore sizes files (issue #13: du/ls learn sizes without a stat per blob)', () => {
+  const commit = async (store: FsBlobStore, text: string) => {
+    const w = await store.create();
+    await w.write(Buffer.from(text));
+    return w.commit(sha256Digest(text));
+  };
+
+  it('a commit records its size; listSizes lists what readdir finds: deleted blobs drop out, blobs without a line are stat\'ed', async () => {
+    const root = await tempRoot();
+    try {
+      const store = new FsBlobStore({ root });
+      await store.init();
+      const a = await commit(store, 'aaaa');
+      const b = await commit(store, 'bbbbbbbb');
+      const hexA = a.digest.slice(7);
+      const { readFile } = await import('node:fs/promises');
+      assert.match(await readFile(store.layout.blobSizesPath(hexA.slice(0, 2)), 'utf8'), new RegExp(`^${hexA} 4$`, 'm'));
+      await store.delete(b.digest);
+      // A blob put there behind the store's back (no line): stat'ed.
+      const hand = sha256Digest('by hand!!');
+      await mkdir(join(store.layout.blobsDir, hand.slice(7, 9)), { recursive: true });
+      await writeFile(store.layout.blobPath(hand), 'by hand!!');
+      const listed = [];
+      for await (const info of new FsBlobStore({ root, blockingReads: true }).listSizes()) listed.push(info);
+      assert.deepEqual(listed, [{ digest: a.digest, size: 4 }, { digest: hand, size: 9 }].sort((x, y) => (x.digest < y.digest ? -1 : 1)));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it("the sizes file is what listSizes reads (no stat of a blob it names), and the owner's count rewrites stale and missing lines", async () => {
+    const root = await tempRoot();
+    try {
+      const store = new FsBlobStore({ root });
+      await store.init();
+      const a = await commit(store, 'sized');
+      const prefix = a.digest.slice(7, 9);
+      const { readFile } = await import('node:fs/promises');
+      // The recorded size wins over the file's (a blob's size never changes: its name is its hash).
+      await writeFile(store.layout.blobSizesPath(prefix), `${a.digest.slice(7)} 12345\n${'f'.repeat(64)} 7\n${a.digest.slice(7, 40)}`);
+      const listed = [];
+      for await (const info of store.listSizes()) listed.push(info);
+      assert.deepEqual(listed, [{ digest: a.digest, size: 12345 }], 'a torn line and a line without a blob are ignored');
+      // Start over: the count stats what lacks a line and rewrites the file with the live blobs only.
+      await writeFile(store.layout.blobSizesPath(prefix), `${'f'.repeat(64)} 7\n`);
+      const fresh = new FsBlobStore({ root });
+      assert.deepEqual(await fresh.countUsage(), { bytes: 5, objects: 1 });
+      assert.equal(await readFile(store.layout.blobSizesPath(prefix), 'utf8'), `${a.digest.slice(7)} 5\n`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

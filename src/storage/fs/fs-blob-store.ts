@@ -1,6 +1,6 @@
-import { statSync } from 'node:fs';
-import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+import { appendFile, mkdir, open, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { digestHex, type Digest } from '../../domain/digest.js';
@@ -11,6 +11,7 @@ import { writevAll } from '../chunks.js';
 import { NO_CHANGE, UsageTally, type UsageDelta } from '../usage-tally.js';
 import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
 import { emptyDir, isNotFound, openCreating, readdirSorted, renameDurable } from './fs-util.js';
+import { formatBlobSizes, readBlobSizes } from './blob-sizes.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { StorageLayout } from './layout.js';
 
@@ -57,6 +58,7 @@ export class FsBlobStore implements BlobStore {
    */
   async init(): Promise<number> {
     await mkdir(this.layout.blobsDir, { recursive: true });
+    await mkdir(dirname(this.layout.blobSizesPath('00')), { recursive: true });
     return emptyDir(this.layout.tmpDir);
   }
 
@@ -154,6 +156,38 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
+   * Every committed blob with its size, in digest order, without `modifiedAt`: the listing's read
+   * (`ls`, `du`; issue #13). Names from `readdir` of each partition, sizes from its sizes file
+   * (blob-sizes.ts), a `stat` only for a blob without a line there.
+   */
+  async *listSizes(): AsyncIterable<{ readonly digest: Digest; readonly size: number }> {
+    const list = this.#blockingReads ? async (dir: string) => readdirSortedBlocking(dir) : readdirSorted;
+    for (const prefix of await list(this.layout.blobsDir)) {
+      if (!HEX2_RE.test(prefix)) continue;
+      const dir = join(this.layout.blobsDir, prefix);
+      const names = (await list(dir)).filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
+      const { sizes } = await readBlobSizes(this.layout.blobSizesPath(prefix), this.#blockingReads);
+      const unknown = names.filter((name) => !sizes.has(name));
+      for (let start = 0; start < unknown.length; start += LIST_STATS_IN_FLIGHT) {
+        const window = unknown.slice(start, start + LIST_STATS_IN_FLIGHT);
+        const stats = this.#blockingReads
+          ? window.map((name) => statSync(join(dir, name), { throwIfNoEntry: false }))
+          : await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
+        window.forEach((name, i) => stats[i]?.isFile() && sizes.set(name, stats[i]!.size));
+      }
+      for (const name of names) {
+        const size = sizes.get(name);
+        if (size !== undefined) yield { digest: `sha256:${name}` as Digest, size };
+      }
+    }
+  }
+
+  /** Appends a committed blob's size to its partition's sizes file; a failure only costs a `stat` later. */
+  async #recordSize(prefix: string, hex: string, size: number): Promise<void> {
+    await appendFile(this.layout.blobSizesPath(prefix), `${hex} ${size}\n`).catch(() => {});
+  }
+
+  /**
    * The commit's last step, for a temp file already fsynced: rename it to its content address.
    * Content addressing: an existing complete blob under this name already has these bytes, so the
    * temp file is dropped; a file of another size there is damage, which the rename replaces.
@@ -169,13 +203,19 @@ export class FsBlobStore implements BlobStore {
           return NO_CHANGE;
         }
         await renameDurable(tempPath, final);
+        await this.#recordSize(prefixOf(digest), digestHex(digest), size);
         return existing?.isFile() ? { bytes: size - existing.size, objects: 0 } : { bytes: size, objects: 1 };
       },
       (delta) => delta,
     ).then(() => {});
   }
 
-  /** Bytes and files in one `blobs/sha256/<ab>/` directory (only names a blob can have). */
+  /**
+   * Bytes and files in one `blobs/sha256/<ab>/` directory (only names a blob can have): sizes from
+   * the partition's sizes file, a `stat` for the blobs it lacks; the file is rewritten when it lacked
+   * any or held stale lines (blob-sizes.ts). Runs while no mutation of the partition is in flight
+   * (`UsageTally`), so no append races the rewrite.
+   */
   async #countPrefix(prefix: string): Promise<StoreUsage> {
     const dir = join(this.layout.blobsDir, prefix);
     let entries;
@@ -185,18 +225,45 @@ export class FsBlobStore implements BlobStore {
       if (isNotFound(err)) return NO_CHANGE;
       throw err;
     }
-    let bytes = 0;
-    let objects = 0;
-    const names = entries.filter((name) => HEX64_RE.test(name) && name.startsWith(prefix));
-    for (let start = 0; start < names.length; start += LIST_STATS_IN_FLIGHT) {
-      const stats = await Promise.all(names.slice(start, start + LIST_STATS_IN_FLIGHT).map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
-      for (const st of stats) {
-        if (!st?.isFile()) continue;
-        bytes += st.size;
-        objects++;
-      }
+    const names = entries.filter((name) => HEX64_RE.test(name) && name.startsWith(prefix)).sort();
+    const known = await readBlobSizes(this.layout.blobSizesPath(prefix), false);
+    const unknown = names.filter((name) => !known.sizes.has(name));
+    for (let start = 0; start < unknown.length; start += LIST_STATS_IN_FLIGHT) {
+      const window = unknown.slice(start, start + LIST_STATS_IN_FLIGHT);
+      const stats = await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
+      window.forEach((name, i) => stats[i]?.isFile() && known.sizes.set(name, stats[i]!.size));
     }
-    return { bytes, objects };
+    let bytes = 0;
+    const live: Array<[string, number]> = [];
+    for (const name of names) {
+      const size = known.sizes.get(name);
+      if (size === undefined) continue;
+      bytes += size;
+      live.push([name, size]);
+    }
+    if (unknown.length > 0 || known.lines !== live.length) await this.#rewriteSizes(prefix, live).catch(() => {});
+    return { bytes, objects: live.length };
+  }
+
+  /** Replaces a partition's sizes file (derived data: no fsync; a lost rewrite costs `stat`s later). */
+  async #rewriteSizes(prefix: string, live: ReadonlyArray<readonly [string, number]>): Promise<void> {
+    const temp = this.layout.tempPath('index');
+    try {
+      await writeFile(temp, formatBlobSizes(live), { flag: 'wx' });
+      await rename(temp, this.layout.blobSizesPath(prefix));
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+  }
+}
+
+function readdirSortedBlocking(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
   }
 }
 

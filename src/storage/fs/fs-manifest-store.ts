@@ -10,6 +10,7 @@ import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo }
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
 import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, readIfExistsBlocking, readSmallFilesBlocking, writeFileAtomic } from './fs-util.js';
 import { BLOB_LINKS_DIR, MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
+import { indexedEntries, readTrustedTagIndex, TagIndexes, type TagIndexFiles } from './tag-index.js';
 
 export interface FsManifestStoreOptions {
   /** The storage root (see layout.ts); shared with the blob and metadata stores. */
@@ -105,11 +106,54 @@ export class FsMetadataStore implements MetadataStore {
   readonly #read: (path: string) => Promise<Buffer | undefined>;
 
   readonly #blocking: boolean;
+  /** The per-repository tag indexes (tag-index.ts), kept by `setTag`/`deleteTag`. */
+  readonly tagIndexes: TagIndexes;
 
   constructor(opts: FsMetadataStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
     this.#blocking = opts.blockingReads === true;
     this.#read = opts.blockingReads ? readIfExistsBlocking : readIfExists;
+    this.tagIndexes = new TagIndexes({
+      tempPath: () => this.layout.tempPath('index'),
+      readTags: (files, tags) => Promise.all(tags.map(async (t) => parseTagEntry(await readIfExists(`${files.tagsDir}/${t}`)))),
+    });
+  }
+
+  #indexFiles(key: RepoKey): TagIndexFiles {
+    return { indexPath: this.layout.tagIndexPath(key), tagsDir: this.layout.tagsDir(key) };
+  }
+
+  /**
+   * Every cached tag of the repository with its entry, sorted by tag: the listing's read (`ls`,
+   * `du`; issue #13). From the tag index when it can be trusted (one file, plus the files of tags
+   * with a change in flight), else from the tag files (`listTags` + `getTags`).
+   */
+  async listTagEntries(key: RepoKey): Promise<Array<readonly [string, TagEntry]>> {
+    const indexed = await readTrustedTagIndex(this.#indexFiles(key), this.#blocking);
+    if (indexed === undefined) {
+      const names = await this.listTags(key);
+      const read = await this.getTags(key, names);
+      return names.flatMap((t, i) => (read[i] ? [[t, read[i]!] as const] : []));
+    }
+    const entries: Array<readonly [string, TagEntry]> = indexedEntries(indexed);
+    const pending = [...indexed.pending];
+    if (pending.length > 0) {
+      const read = await this.getTags(key, pending);
+      pending.forEach((t, i) => read[i] && entries.push([t, read[i]!]));
+    }
+    return entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  }
+
+  /**
+   * Rebuilds (in the background, one at a time) every repository's tag index that can't be trusted:
+   * for the store's owner, after its start; `signal` stops it. Resolves when every repository was checked.
+   */
+  async maintainTagIndexes(signal: AbortSignal): Promise<void> {
+    this.tagIndexes.startMaintenance(signal);
+    for await (const key of this.listRepositories()) {
+      if (signal.aborted) return;
+      await this.tagIndexes.check(this.#indexFiles(key));
+    }
   }
 
   /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
@@ -146,7 +190,8 @@ export class FsMetadataStore implements MetadataStore {
   async setTag(key: RepoKey, tag: Tag, entry: TagEntry): Promise<void> {
     const path = this.layout.tagPath(key, tag);
     const doc = checkTagEntry(entry);
-    await writeFileAtomic(this.layout.tempPath('meta'), path, JSON.stringify(doc));
+    const json = JSON.stringify(doc);
+    await this.tagIndexes.change(this.#indexFiles(key), tag, `= ${tag} ${json}`, () => writeFileAtomic(this.layout.tempPath('meta'), path, json));
   }
 
   async listTags(key: RepoKey): Promise<string[]> {
@@ -164,7 +209,8 @@ export class FsMetadataStore implements MetadataStore {
   }
 
   async deleteTag(key: RepoKey, tag: Tag): Promise<void> {
-    await rmDurable(this.layout.tagPath(key, tag));
+    const path = this.layout.tagPath(key, tag);
+    await this.tagIndexes.change(this.#indexFiles(key), tag, `- ${tag}`, () => rmDurable(path));
   }
 
   async unlinkManifest(key: RepoKey, digest: Digest): Promise<void> {

@@ -39,6 +39,7 @@ export class FsStorage implements Storage {
   readonly #opts: FsStorageOptions;
   readonly #stop = new AbortController();
   #usage: Promise<StoreUsage | undefined> | undefined;
+  #indexes: Promise<void> | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   #closed: Promise<void> | undefined;
 
@@ -89,7 +90,7 @@ export class FsStorage implements Storage {
 
   /**
    * Creates the directories, sweeps tmp/, starts counting the blobs and reading access.log in the
-   * background, and starts flushing the access record every `accessFlushMs`.
+   * background, then checking the tag indexes, and starts flushing the access record every `accessFlushMs`.
    */
   async init(): Promise<StorageReady> {
     const leftovers = await this.blobs.init();
@@ -106,7 +107,20 @@ export class FsStorage implements Storage {
         return undefined;
       },
     );
+    // After the count (not competing with the start): tag indexes that can't be trusted (a store
+    // written before them, a crash between a tag write and its index line) are rebuilt (tag-index.ts).
+    this.#indexes ??= this.#usage.then(() =>
+      this.metadata.maintainTagIndexes(this.#stop.signal).catch((err: unknown) => {
+        if (!this.#stop.signal.aborted) this.#opts.logger.warn('tag index check failed', { error: (err as Error).message });
+      }),
+    );
     return { leftovers, usage: this.#usage };
+  }
+
+  /** Resolves when every repository's tag index was checked after `init` and the rebuilds it asked for are done. */
+  async tagIndexesChecked(): Promise<void> {
+    await this.#indexes;
+    await this.metadata.tagIndexes.idle();
   }
 
   /** Writes and removes a probe file in tmp/; rejects with the write's error. */
@@ -145,6 +159,8 @@ export class FsStorage implements Storage {
       this.#stop.abort(new Error('storage closed'));
       clearInterval(this.#flushTimer);
       await this.#usage;
+      await this.#indexes;
+      await this.metadata.tagIndexes.idle();
       if (this.#flushTimer) await this.#flushAccess();
     })());
   }

@@ -4,6 +4,9 @@
  *
  *   <root>/
  *     blobs/sha256/<hex[0:2]>/<hex>              committed blob bytes; `sha256sum` of the file is <hex>
+ *     blob-sizes/<hex[0:2]>                      lines `<hex> <size>`: the sizes of that partition's blobs
+ *                                                (blob-sizes.ts), a hint: readdir says which blobs exist,
+ *                                                a blob without a line is stat'ed
  *     manifests/sha256/<hex[0:2]>/<hex>          manifest bytes, byte-exact as received
  *     manifests/sha256/<hex[0:2]>/<hex>.json     sidecar {"mediaType": "..."}, renamed into place BEFORE
  *                                                the body, so a visible body always has a media type
@@ -11,6 +14,10 @@
  *       _tags/<tag>                              TagEntry JSON {digest, mediaType, size, validatedAt}
  *       _manifests/<hex>                         link file containing "sha256:<hex>": this manifest was
  *                                                fetched for (or pushed to) this repository
+ *       _tagindex                                the tag index (tag-index.ts): every tag's entry in one
+ *                                                file, so a listing reads one file per repository; derived
+ *                                                from `_tags/` (the truth), trusted only while it records
+ *                                                `_tags/`'s current mtime, else ignored and rebuilt
  *     repositories/_hosted/<repo path>/          hosted (pushed) repositories (config hosted.repositories):
  *                                                `_hosted` is no registry name (those never start with
  *                                                `_`), so hosted keys can't collide with an upstream's
@@ -73,11 +80,13 @@ export const TAGS_DIR = '_tags';
 export const MANIFEST_LINKS_DIR = '_manifests';
 /** Blobs pushed to a hosted repository (`repositories/_hosted/<repo>/_layers/<hex>`). */
 export const BLOB_LINKS_DIR = '_layers';
+/** A repository's tag index (tag-index.ts), next to `_tags/`. */
+export const TAG_INDEX_FILE = '_tagindex';
 /** The suffix of a manifest's media-type sidecar. */
 export const MEDIA_TYPE_SUFFIX = '.json';
 
 /** What a temp file is for; only shows up in its name, to make a look into tmp/ readable. */
-export type TempKind = 'blob' | 'manifest' | 'meta' | 'lock' | 'access';
+export type TempKind = 'blob' | 'manifest' | 'meta' | 'lock' | 'access' | 'index';
 
 export interface StorageLayoutOptions {
   /** The storage root; resolved to an absolute path once. */
@@ -157,6 +166,17 @@ export class StorageLayout {
 
   manifestLinkPath(key: RepoKey, digest: Digest): string {
     return this.#inside(relative(this.root, this.manifestLinksDir(key)), hexOf(digest));
+  }
+
+  /** `repositories/<upstream>/<repo path>/_tagindex`: the tag index (tag-index.ts), derived from `_tags/`. */
+  tagIndexPath(key: RepoKey): string {
+    return join(this.repositoryDir(key), TAG_INDEX_FILE);
+  }
+
+  /** `blob-sizes/<ab>`: the sizes of the blobs of `blobs/sha256/<ab>/` (blob-sizes.ts), a hint derived from them. */
+  blobSizesPath(prefix: string): string {
+    if (!/^[a-f0-9]{2}$/.test(prefix)) throw new Error(`not a blob partition: ${JSON.stringify(prefix)}`);
+    return this.#inside('blob-sizes', prefix);
   }
 
   blobLinksDir(key: RepoKey): string {

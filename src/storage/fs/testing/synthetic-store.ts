@@ -6,12 +6,15 @@
  * + fsync + rename each): 100k blobs take seconds. Deterministic: the same `blobs` gives the same store.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Digest } from '../../../domain/digest.js';
 import { MediaTypes } from '../../../domain/media-types.js';
 import type { RepoName, Tag } from '../../../domain/reference.js';
+import type { TagEntry } from '../../tag-store.js';
+import { formatBlobSizes } from '../blob-sizes.js';
 import { StorageLayout } from '../layout.js';
+import { formatTagIndex } from '../tag-index.js';
 
 export interface SyntheticStoreOptions {
   readonly root: string;
@@ -21,6 +24,12 @@ export interface SyntheticStoreOptions {
   readonly blobSize?: number;
   /** `validatedAt` of every tag (ms since epoch): now for tags within their TTL. */
   readonly validatedAt: number;
+  /**
+   * Write the derived files a running hubcache keeps (the blob sizes files and the tag indexes,
+   * blob-sizes.ts and tag-index.ts), as for a store it wrote; default true. Without them a listing
+   * reads every tag file and stats every blob (a store written before they existed).
+   */
+  readonly indexes?: boolean;
 }
 
 export interface SyntheticImage {
@@ -69,6 +78,18 @@ export function writeSyntheticStore(opts: SyntheticStoreOptions): SyntheticStore
     write(layout.blobPath(digest), body);
     blobs.push(digest);
   }
+  const indexes = opts.indexes ?? true;
+  if (indexes) {
+    const byPrefix = new Map<string, Array<[string, number]>>();
+    for (const d of blobs) {
+      const hex = d.slice('sha256:'.length);
+      const list = byPrefix.get(hex.slice(0, 2)) ?? [];
+      list.push([hex, size]);
+      byPrefix.set(hex.slice(0, 2), list);
+    }
+    for (const [prefix, list] of byPrefix) write(layout.blobSizesPath(prefix), formatBlobSizes(list.sort((a, b) => (a[0] < b[0] ? -1 : 1))));
+  }
+  const tagIndex = new Map<string, Array<[string, TagEntry]>>();
 
   // Four blobs per image; one image fewer than fits, so the last four blobs are unreferenced.
   const imageCount = Math.max(1, Math.floor(opts.blobs / 4) - 1);
@@ -94,10 +115,20 @@ export function writeSyntheticStore(opts: SyntheticStoreOptions): SyntheticStore
     const tags: string[] = [];
     for (let t = 0; t < TAGS_PER_IMAGE; t++) {
       const tag = `i${String(j).padStart(6, '0')}-${t}`;
-      write(layout.tagPath(key, tag as Tag), JSON.stringify({ digest: manifest, mediaType: MediaTypes.dockerManifest, size: text.length, validatedAt: opts.validatedAt }));
+      const entry: TagEntry = { digest: manifest, mediaType: MediaTypes.dockerManifest, size: text.length, validatedAt: opts.validatedAt };
+      write(layout.tagPath(key, tag as Tag), JSON.stringify(entry));
       tags.push(tag);
+      if (!tagIndex.has(key.repo)) tagIndex.set(key.repo, []);
+      tagIndex.get(key.repo)!.push([tag, entry]);
     }
     images.push({ repository: key.repo, tags, manifest, blobs: refs });
+  }
+  if (indexes) {
+    for (const [repo, entries] of tagIndex) {
+      const key = { upstream: 'docker.io', repo: repo as RepoName };
+      const at = statSync(layout.tagsDir(key), { bigint: true }).mtimeNs.toString();
+      writeFileSync(layout.tagIndexPath(key), formatTagIndex(entries, at));
+    }
   }
   return { blobs, images, tags: imageCount * TAGS_PER_IMAGE, repositories, unreferenced: opts.blobs - imageCount * 4 };
 }

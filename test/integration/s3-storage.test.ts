@@ -31,6 +31,9 @@ import { describeStorage } from '../../src/storage/testing/storage.conformance.j
 import { describeTagStore } from '../../src/storage/testing/tag-store.conformance.js';
 import { freePort } from '../support/distribution.js';
 import { startRgw, type Rgw } from '../support/rgw.js';
+import { startInProcess } from '../support/in-process.js';
+import { ALL_MANIFESTS, putImage, seededBytes } from '../support/oci-fixtures.js';
+import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
 
 const MiB = 1024 * 1024;
 let rgw: Rgw;
@@ -477,6 +480,72 @@ describe('S3 store usage (issue #15/#13): a listing of blobs/ kept current by co
     } finally {
       await evictor.stop();
       await Promise.all([s.close(), other.close()]);
+    }
+  });
+});
+
+describe('a whole hubcache (in-process serve) on the bucket with storage.maxSize', () => {
+  it('pulls past the high watermark start an eviction pass by themselves (no gc) that brings the bucket under the low one; pinned and pushed content kept', async () => {
+    const registry = new FakeRegistry();
+    const pinned = putImage(registry, 'library/pinned', '1', { seed: 's3-cap pinned', layerSizes: [10_000] });
+    const others = Array.from({ length: 4 }, (_, i) => putImage(registry, 'library/other', `v${i}`, { seed: `s3-cap other ${i}`, layerSizes: [10_000] }));
+    const upstream = await LoopbackServer.start(registry.handle);
+    const prefix = `t${++n}/`;
+    const maxSize = 60 * 1024;
+    const hc = await startInProcess({
+      flags: { 'upstream-url': upstream.url },
+      config: {
+        storage: { driver: 's3', bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey, prefix, partSize: '5MiB', maxSize: `${maxSize}`, eviction: { interval: '1h', highWatermark: 90, lowWatermark: 50 } },
+        cache: { pin: ['pinned:1'] },
+        hosted: { repositories: ['myorg/**'] },
+      },
+    });
+    const storeBytes = async () => {
+      const text = await (await fetch(`${hc.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('hubcache_store_bytes '));
+      return line === undefined ? undefined : Number(line.split(' ')[1]);
+    };
+    const inBucket = async () => {
+      const sizes = new Map<string, number>();
+      let token: string | undefined;
+      do {
+        const page = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}blobs/`, ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) sizes.set(`sha256:${o.Key!.split('/').pop()}`, o.Size ?? 0);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return sizes;
+    };
+    const pull = async (repo: string, tag: string, img: ReturnType<typeof putImage>) => {
+      assert.equal((await fetch(`${hc.url}/v2/${repo}/manifests/${tag}`, { headers: { accept: ALL_MANIFESTS } })).status, 200);
+      for (const b of [img.config, ...img.layers]) {
+        const res = await fetch(`${hc.url}/v2/${repo}/blobs/${b.digest}`);
+        assert.ok(Buffer.from(await res.arrayBuffer()).equals(b.bytes));
+      }
+    };
+    try {
+      await hc.waitForLog((l) => l.message === 'pins refreshed');
+      const pushed = seededBytes('s3-cap pushed', 10_000);
+      const res = await fetch(`${hc.url}/v2/myorg/app/blobs/uploads/?digest=${sha256Digest(pushed)}`, { method: 'POST', body: new Uint8Array(pushed), headers: { 'content-type': 'application/octet-stream' } });
+      assert.equal(res.status, 201, await res.text());
+      // Pinned (≈10 KB) + pushed (10 KB) + three pulled images (≈10 KB each) stay under 90 % of 60 KiB;
+      // the fourth image's layer takes the bucket past it.
+      for (const [i, img] of others.entries()) {
+        await pull('library/other', `v${i}`, img);
+        if (i < 3) assert.ok((await storeBytes())! <= maxSize * 0.9, 'under the high watermark: no pass yet');
+      }
+      const pass = await hc.waitForLog((l) => l.message === 'eviction pass');
+      assert.equal(pass.mode, 'auto');
+      assert.ok((pass.storeBytes as number) <= maxSize * 0.5, `down to the low watermark: ${String(pass.storeBytes)}`);
+      const left = await inBucket();
+      let total = 0;
+      for (const size of left.values()) total += size;
+      assert.equal(await storeBytes(), total, 'the gauge agrees with the bucket');
+      for (const d of [pinned.config.digest, pinned.layers[0]!.digest, sha256Digest(pushed)]) assert.ok(left.has(d), `pinned and pushed blobs kept: ${d}`);
+      assert.ok(!left.has(others[0]!.layers[0]!.digest), 'the least recently pulled image went');
+      assert.ok(left.has(others[3]!.layers[0]!.digest), 'the latest pulled image stayed');
+    } finally {
+      await hc.close();
+      await upstream.close();
     }
   });
 });

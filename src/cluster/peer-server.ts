@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { finished } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isDigest, type Digest } from '../domain/digest.js';
 import type { FillSource } from '../cache/fill-coordinator.js';
@@ -52,8 +53,10 @@ export function createPeerServer(o: PeerServerOptions): Server {
     if (secret) {
       const given = Buffer.from(String(req.headers[PEER_SECRET_HEADER] ?? ''));
       if (given.length !== secret.length || !timingSafeEqual(given, secret)) {
-        // Unread: a body sent with a refused request must not be waited for.
-        res.writeHead(403, req.complete ? {} : { connection: 'close' }).end();
+        // The body is read (and dropped) first: a replica passing an upload on streams it and would
+        // take an answer before its end, then a closed connection, for a dead peer.
+        req.resume();
+        finished(req, () => res.writeHead(403).end());
         return;
       }
     }

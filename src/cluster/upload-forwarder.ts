@@ -76,12 +76,17 @@ export class UploadForwarder {
     if (this.#o.peerSecret !== undefined) headers[PEER_SECRET_HEADER] = this.#o.peerSecret;
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
     let body: PassThrough | undefined;
+    let clientLeft = false;
     if (hasBody) {
       // Piped, not handed over: when the owner answers before reading the whole body (a refused
       // chunk), undici destroys what it was given — the client's request must stay to be answered.
       body = new PassThrough({ highWaterMark: 1024 * 1024 });
       req.pipe(body);
-      req.once('close', () => !req.complete && body!.destroy(new Error('the client went away mid-body')));
+      req.once('close', () => {
+        if (req.complete) return;
+        clientLeft = true;
+        body!.destroy(new Error('the client went away mid-body'));
+      });
     } else {
       delete headers['content-length'];
     }
@@ -95,7 +100,9 @@ export class UploadForwarder {
         signal,
       });
     } catch (err) {
-      if (signal.aborted) throw err;
+      // The client left mid-body: the owner keeps what arrived (the client may ask and go on).
+      if (signal.aborted) throw signal.reason;
+      if (clientLeft) throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: session.slice(0, 100) }, { message: 'the client went away mid-body', cause: err });
       await this.#o.owners.forgetUpload(session, owner.record);
       this.#o.metrics.uploadForwarded('owner_gone');
       this.#o.logger.warn('upload session lost: the replica holding it does not answer', { uuid: session, owner: owner.id, ownerUrl: owner.url, error: (err as Error).message });

@@ -1,3 +1,4 @@
+import { finished } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { RegistryError } from '../domain/errors.js';
 import type { HostedRegistry } from '../hosted/hosted-registry.js';
@@ -55,6 +56,14 @@ export function createPeerUploadsApp(o: PeerUploadsOptions): express.Express {
     }
   });
   app.use((req: Request, _res: Response, next: NextFunction) => next(new RegistryError('NOT_FOUND', { path: req.path.slice(0, 200) })));
-  app.use(errorHandler());
+  const answer = errorHandler();
+  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
+    // Refused before its body was read (a chunk out of order): the body is read to its end first.
+    // The replica passing it on streams it and would take an answer before its end, then a
+    // closed connection, as the owner gone; read here, the answer reaches the client intact.
+    if (req.complete || req.destroyed || res.headersSent) return answer(err, req, res, next);
+    req.resume();
+    finished(req, () => answer(err, req, res, next));
+  });
   return app;
 }

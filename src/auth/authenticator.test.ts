@@ -43,6 +43,33 @@ describe('Authenticator', () => {
     assert.deepEqual(await auth.verify('alice', 'changed', '10.0.0.1'), { ok: true, user: 'alice' });
   });
 
+  it('knows an Authorization header verified lately by its digest, until the TTL, a change of users or a rate limit', async () => {
+    const { users, clock, auth } = setup(3);
+    const header = `Basic ${Buffer.from('alice:right').toString('base64')}`;
+    assert.equal(auth.known(header, '10.0.0.1'), undefined, 'never verified');
+    const before = comparisons;
+    assert.deepEqual(await auth.verify('alice', 'right', '10.0.0.1', header), { ok: true, user: 'alice' });
+    assert.deepEqual(auth.known(header, '10.0.0.2'), { ok: true, user: 'alice' });
+    assert.equal(auth.known(`Basic ${Buffer.from('alice:wrong').toString('base64')}`, '10.0.0.1'), undefined, 'another password is another header');
+    assert.equal(auth.known(header.replace('Basic', 'basic'), '10.0.0.1'), undefined, 'only the exact header');
+    assert.equal(comparisons - before, 1);
+    // Failed logins for the user: the known header is refused like any other attempt.
+    for (let i = 0; i < 3; i++) await auth.verify('alice', `wrong${i}`, '10.0.0.9');
+    assert.deepEqual(auth.known(header, '10.0.0.1'), { ok: false, reason: 'rate-limited', retryAfterSeconds: 60 });
+    clock.ms += 60_001;
+    assert.equal(auth.known(header, '10.0.0.1'), undefined, 'past the TTL');
+    assert.deepEqual(await auth.verify('alice', 'right', '10.0.0.1', header), { ok: true, user: 'alice' });
+    assert.deepEqual(auth.known(header, '10.0.0.1'), { ok: true, user: 'alice' });
+    users.set('bob', 'x');
+    assert.equal(auth.known(header, '10.0.0.1'), undefined, 'forgotten when the users change');
+    // A user and password verified without a header (the OAuth2 form) then arriving in one: no bcrypt.
+    assert.deepEqual(await auth.verify('alice', 'right', '10.0.0.1'), { ok: true, user: 'alice' });
+    const n = comparisons;
+    assert.deepEqual(await auth.verify('alice', 'right', '10.0.0.1', header), { ok: true, user: 'alice' });
+    assert.equal(comparisons, n);
+    assert.deepEqual(auth.known(header, '10.0.0.1'), { ok: true, user: 'alice' });
+  });
+
   it('an unknown user costs a bcrypt comparison too and fails', async () => {
     const { auth } = setup();
     const before = comparisons;

@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { BcryptPool } from './bcrypt-pool.js';
@@ -8,10 +9,12 @@ import { normalizeAddress } from './policy.js';
  *
  * - bcrypt runs off the event loop (`BcryptPool`), and a user who doesn't exist costs a comparison
  *   against a dummy hash too, so the answer time doesn't tell which users exist.
- * - Verified credentials are remembered for `cacheTtlMs` (keyed by an HMAC of user and password
- *   with a key made at start: the password is never kept, not even its plain hash), and forgotten
- *   at once when the users change. A pull that authenticates on every request (Basic) costs one
- *   bcrypt comparison per `cacheTtlMs`, not one per request.
+ * - Verified credentials are remembered for `cacheTtlMs` (keyed by a keyed SHA-256 digest of the
+ *   credentials with a random key made at start: the password is never kept, not even its plain
+ *   hash), and forgotten at once when the users change. A pull that authenticates on every request
+ *   (Basic) costs one bcrypt comparison per `cacheTtlMs`, not one per request; and a request whose
+ *   `Authorization` header was verified lately costs one digest of the header and a lookup
+ *   (`known`), not even the decoding of the header.
  * - Failed logins are counted per user and per client address over `failedLoginWindowMs`; from
  *   `maxFailedLogins` (per user) or `maxFailedLoginsPerAddress` on, further attempts are refused without checking (`rate-limited`) until
  *   the window moves past them.
@@ -37,11 +40,21 @@ export interface AuthenticatorOptions {
 // no users (otherwise another user's hash, so that the cost is the file's).
 const DUMMY_HASH = '$2b$10$t0uHEKM5pxWYlTTgk1xE2ebhP./ZnyqThGZybFPsQ75c8zEEu9PZW';
 
+// crypto.hash (Node ≥ 20.12): a one-shot digest without a Hash object, several times cheaper than
+// createHmac per request; createHmac where it is missing.
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64') => string }).hash;
+
+interface Verified {
+  readonly verdict: Verdict & { readonly ok: true };
+  readonly until: number;
+}
+
 export class Authenticator {
   readonly #opts: AuthenticatorOptions;
   readonly #now: () => number;
   readonly #cacheKey = randomBytes(32);
-  readonly #verified: LRUCache<string, { user: string; until: number }>;
+  readonly #cacheKeyText = this.#cacheKey.toString('base64');
+  readonly #verified: LRUCache<string, Verified>;
   // `maxSize` with a size of 1 each, not `max`: no 100k slots preallocated at start (see pull-through.ts).
   readonly #failures = new LRUCache<string, number[]>({ maxSize: 100_000, sizeCalculation: () => 1 });
 
@@ -52,28 +65,63 @@ export class Authenticator {
     opts.users.onChange(() => this.#verified.clear());
   }
 
-  async verify(user: string, password: string, address: string): Promise<Verdict> {
-    const keys: [string, number][] = [
-      [`u:${user}`, this.#opts.maxFailedLogins],
-      [`a:${normalizeAddress(address)}`, this.#opts.maxFailedLoginsPerAddress],
-    ];
+  /**
+   * The verdict on an `Authorization` header (Basic) that `verify` accepted lately, with the limits
+   * on failed logins still applied; undefined when it must be decoded and verified. The header is
+   * looked up by its keyed digest: it is never stored.
+   */
+  known(header: string, address: string): Verdict | undefined {
+    const cached = this.#verified.get(this.#digest('h', header));
+    if (cached === undefined || cached.until <= this.#now()) return undefined;
+    if (this.#failures.size > 0) {
+      const limited = this.#rateLimited(this.#limitKeys(cached.verdict.user, address));
+      if (limited !== undefined) return { ok: false, reason: 'rate-limited', retryAfterSeconds: limited };
+    }
+    return cached.verdict;
+  }
+
+  /** `header`: the `Authorization` header the user and password came in, remembered for `known` when they are right. */
+  async verify(user: string, password: string, address: string, header?: string): Promise<Verdict> {
+    const keys = this.#limitKeys(user, address);
     const limited = this.#rateLimited(keys);
     if (limited !== undefined) return { ok: false, reason: 'rate-limited', retryAfterSeconds: limited };
 
-    const cacheKey = createHmac('sha256', this.#cacheKey).update(user).update('\0').update(password).digest('base64');
+    const cacheKey = this.#digest('p', `${user}\0${password}`);
     const cached = this.#verified.get(cacheKey);
-    if (cached && cached.until > this.#now() && constantTimeEqual(cached.user, user)) return { ok: true, user };
+    if (cached && cached.until > this.#now() && constantTimeEqual(cached.verdict.user, user)) {
+      if (header !== undefined) this.#verified.set(this.#digest('h', header), cached);
+      return cached.verdict;
+    }
 
     const hash = this.#opts.users.users.get(user);
     const compareWith = hash ?? this.#opts.users.users.values().next().value ?? DUMMY_HASH;
     const ok = (await this.#opts.bcrypt.compare(password, compareWith)) && hash !== undefined;
     // The users may have changed while bcrypt ran: only a still-current entry is trusted.
     if (ok && this.#opts.users.users.get(user) === hash) {
-      this.#verified.set(cacheKey, { user, until: this.#now() + (this.#opts.cacheTtlMs ?? 60_000) });
-      return { ok: true, user };
+      const verified: Verified = { verdict: { ok: true, user }, until: this.#now() + (this.#opts.cacheTtlMs ?? 60_000) };
+      this.#verified.set(cacheKey, verified);
+      if (header !== undefined) this.#verified.set(this.#digest('h', header), verified);
+      return verified.verdict;
     }
     this.#recordFailure(keys);
     return { ok: false, reason: 'invalid' };
+  }
+
+  /**
+   * The cache key of a credential: SHA-256 over the per-process random key and the credential (a
+   * keyed digest: without the key, which never leaves this object, nothing in the cache can be
+   * checked against a guessed password). `kind` separates user+password from whole headers.
+   */
+  #digest(kind: 'h' | 'p', credential: string): string {
+    if (oneShotHash) return oneShotHash('sha256', `${this.#cacheKeyText}${kind}${credential}`, 'base64');
+    return createHmac('sha256', this.#cacheKey).update(kind).update(credential).digest('base64');
+  }
+
+  #limitKeys(user: string, address: string): [string, number][] {
+    return [
+      [`u:${user}`, this.#opts.maxFailedLogins],
+      [`a:${normalizeAddress(address)}`, this.#opts.maxFailedLoginsPerAddress],
+    ];
   }
 
   /** Seconds until the oldest counted failure leaves the window, when one of `keys` is at the limit. */

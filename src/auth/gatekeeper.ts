@@ -34,9 +34,17 @@ export interface GatekeeperOptions {
   readonly policy: AccessPolicy;
   readonly authenticator: Authenticator;
   readonly signer: TokenSigner;
-  readonly users: { readonly users: ReadonlyMap<string, string> };
+  /** The users; when they change (`onChange`), tokens issued so far are no longer handed out again. */
+  readonly users: { readonly users: ReadonlyMap<string, string>; onChange?(listener: () => void): void };
   readonly tokenTtlSeconds: number;
   readonly refreshTokenTtlSeconds: number;
+  /**
+   * How long an issued access token is handed out again to the same user for the same granted
+   * access (seconds of its age; default min(30, ttl / 10)): one ES256 signature per (user, access)
+   * per window instead of one per token request, and the token is already known when it comes
+   * back. 0: a new token every time.
+   */
+  readonly tokenReuseSeconds?: number;
 }
 
 export interface IssuedToken {
@@ -49,11 +57,21 @@ export interface IssuedToken {
 
 export class Gatekeeper {
   readonly #o: GatekeeperOptions;
-  /** Tokens whose signature was verified (a client sends the same one on every request): no ECDSA verification per request. Expiry is still checked each time. */
-  readonly #verifiedTokens = new LRUCache<string, TokenClaims>({ max: 10_000 });
+  /**
+   * Access tokens known to be ours, by the token string, with the identity they carry: those whose
+   * signature was verified (a client sends the same one on every request) and those we just signed
+   * (a client sends a new token back at once: no ECDSA verification of it). Expiry is still checked
+   * each time; a string that isn't exactly a cached one goes through the full verification.
+   */
+  readonly #verifiedTokens = new LRUCache<string, Identity & { readonly token: TokenClaims }>({ max: 10_000 });
+  /** Access tokens issued lately, by (subject, granted access): see `tokenReuseSeconds`. */
+  readonly #issued = new LRUCache<string, { readonly token: string; readonly claims: TokenClaims }>({ max: 10_000 });
+  readonly #reuseSeconds: number;
 
   constructor(opts: GatekeeperOptions) {
     this.#o = opts;
+    this.#reuseSeconds = opts.tokenReuseSeconds ?? Math.min(30, Math.floor(opts.tokenTtlSeconds / 10));
+    opts.users.onChange?.(() => this.#issued.clear());
   }
 
   get service(): string {
@@ -62,29 +80,47 @@ export class Gatekeeper {
 
   /** Who sent the request. A header of another scheme counts as none. */
   async identify(authorization: string | undefined, address: string): Promise<Identity | AuthFailure> {
+    // The common case first, before any parsing: a token we know, sent as clients send it.
+    if (authorization?.startsWith('Bearer ')) {
+      const known = this.#knownToken(authorization.slice(7));
+      if (known) return known;
+    }
+    if (authorization !== undefined && /^Basic /i.test(authorization)) {
+      // Basic on every request: a header verified lately is known by its keyed digest, undecoded.
+      const known = this.#o.authenticator.known(authorization, address);
+      if (known) return this.#fromVerdict(known, 'basic');
+    }
     const basic = parseBasic(authorization);
     if (!basic && /^Basic\b/i.test(authorization ?? '')) return { failure: 'invalid-credentials', scheme: 'basic' };
     if (basic) {
-      const verdict = await this.#o.authenticator.verify(basic.user, basic.password, address);
+      const verdict = await this.#o.authenticator.verify(basic.user, basic.password, address, authorization);
       return this.#fromVerdict(verdict, 'basic');
     }
     const bearer = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i.exec(authorization ?? '')?.[1];
     if (!bearer && /^Bearer\b/i.test(authorization ?? '')) return { failure: 'invalid-token', scheme: 'bearer', problem: 'malformed' };
     if (bearer) {
-      let claims = this.#verifiedTokens.get(bearer);
-      if (claims !== undefined && claims.exp <= this.#o.signer.nowSeconds()) {
-        this.#verifiedTokens.delete(bearer);
-        claims = undefined;
-      }
-      if (claims === undefined) {
-        const r = this.#o.signer.verifyAccess(bearer);
-        if ('problem' in r) return { failure: 'invalid-token', scheme: 'bearer', problem: r.problem };
-        claims = r.claims;
-        this.#verifiedTokens.set(bearer, claims);
-      }
-      return { scheme: 'bearer', principal: claims.sub ? { kind: 'user', name: claims.sub } : ANONYMOUS, token: claims };
+      const known = this.#knownToken(bearer);
+      if (known) return known;
+      const r = this.#o.signer.verifyAccess(bearer);
+      if ('problem' in r) return { failure: 'invalid-token', scheme: 'bearer', problem: r.problem };
+      return this.#remember(bearer, r.claims);
     }
     return { scheme: 'anonymous', principal: ANONYMOUS };
+  }
+
+  /** The identity of a token in the verified-token cache while it hasn't expired. */
+  #knownToken(token: string): Identity | undefined {
+    const known = this.#verifiedTokens.get(token);
+    if (known === undefined) return undefined;
+    if (known.token.exp > this.#o.signer.nowSeconds()) return known;
+    this.#verifiedTokens.delete(token);
+    return undefined;
+  }
+
+  #remember(token: string, claims: TokenClaims): Identity {
+    const identity = { scheme: 'bearer' as const, principal: claims.sub ? { kind: 'user' as const, name: claims.sub } : ANONYMOUS, token: claims };
+    this.#verifiedTokens.set(token, identity);
+    return identity;
   }
 
   /** Users and passwords given to the token endpoint's OAuth2 form (`grant_type=password`). */
@@ -133,10 +169,30 @@ export class Gatekeeper {
       if (actions.length > 0) access.push({ type: 'repository', name: scope.name, actions });
     }
     const subject = identity.principal.kind === 'user' ? identity.principal.name : '';
-    const { token, claims } = this.#o.signer.issueAccess(subject, access, this.#o.tokenTtlSeconds);
+    const { token, claims } = this.#accessToken(subject, access);
     const hash = identity.principal.kind === 'user' ? this.#o.users.users.get(identity.principal.name) : undefined;
     const refreshToken = offline && hash !== undefined ? this.#o.signer.issueRefresh(subject, entryDigest(hash), this.#o.refreshTokenTtlSeconds) : undefined;
-    return { token, expiresIn: this.#o.tokenTtlSeconds, issuedAt: new Date(claims.iat * 1000).toISOString(), access, ...(refreshToken ? { refreshToken } : {}) };
+    const expiresIn = claims.exp - this.#o.signer.nowSeconds();
+    return { token, expiresIn, issuedAt: new Date(claims.iat * 1000).toISOString(), access, ...(refreshToken ? { refreshToken } : {}) };
+  }
+
+  /**
+   * An access token for `subject` granting exactly `access`: the one issued for the same pair at
+   * most `tokenReuseSeconds` ago (so it keeps at least ttl − window of its life, and the answer's
+   * `expires_in` says what is left), else a new one. Safe to share: whoever gets it authenticated as
+   * `subject` just now and was granted exactly `access` now, i.e. could have had the same token
+   * signed; a change of the users drops the lot.
+   */
+  #accessToken(subject: string, access: readonly Access[]): { token: string; claims: TokenClaims } {
+    const now = this.#o.signer.nowSeconds();
+    const key = this.#reuseSeconds > 0 ? JSON.stringify([subject, access]) : undefined;
+    const recent = key === undefined ? undefined : this.#issued.get(key);
+    if (recent && recent.claims.iat <= now && now - recent.claims.iat <= this.#reuseSeconds && recent.claims.exp > now) return recent;
+    const issued = this.#o.signer.issueAccess(subject, access, this.#o.tokenTtlSeconds);
+    if (key !== undefined) this.#issued.set(key, issued);
+    // The client sends it back on its next request: known, no verification of our own signature.
+    this.#remember(issued.token, issued.claims);
+    return issued;
   }
 }
 

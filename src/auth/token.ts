@@ -50,6 +50,8 @@ export class TokenSigner {
   readonly #key: KeyObject;
   readonly #public: KeyObject;
   readonly #kid: string;
+  /** The JWS header, the same for every token: encoded once. */
+  readonly #head: string;
   readonly service: string;
   readonly #now: () => number;
 
@@ -57,6 +59,7 @@ export class TokenSigner {
     this.#key = opts.key;
     this.#public = createPublicKey(opts.key);
     this.#kid = b64url(this.#public.export({ format: 'der', type: 'spki' }).subarray(-32));
+    this.#head = b64url(JSON.stringify({ typ: 'JWT', alg: 'ES256', kid: this.#kid }));
     this.service = opts.service;
     this.#now = opts.now ?? Date.now;
   }
@@ -67,10 +70,9 @@ export class TokenSigner {
   }
 
   #sign(claims: object): string {
-    const head = b64url(JSON.stringify({ typ: 'JWT', alg: 'ES256', kid: this.#kid }));
     const body = b64url(JSON.stringify(claims));
-    const sig = sign('sha256', Buffer.from(`${head}.${body}`), { key: this.#key, dsaEncoding: 'ieee-p1363' });
-    return `${head}.${body}.${b64url(sig)}`;
+    const sig = sign('sha256', Buffer.from(`${this.#head}.${body}`), { key: this.#key, dsaEncoding: 'ieee-p1363' });
+    return `${this.#head}.${body}.${b64url(sig)}`;
   }
 
   issueAccess(subject: string, access: readonly Access[], ttlSeconds: number): { token: string; claims: TokenClaims } {

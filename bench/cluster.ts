@@ -14,7 +14,9 @@
  * event loop and the machine's cores with the curls: a real deployment has a process (a pod) each.
  *
  *   tsx bench/cluster.ts                       (also run by `npm run bench`, BENCH_ONLY=cluster)
- *   BENCH_RUNS=5 CLUSTER_BLOB_MIB=64 CLUSTER_CLIENTS=20 BENCH_LINK_MIBPS=50
+ *   BENCH_RUNS=5 CLUSTER_BLOB_MIB=64 CLUSTER_CLIENTS=20 BENCH_LINKS=30:50
+ *   (the upstream's pace: the rate of the first link of BENCH_LINKS, `latency ms : MB/s` pairs as in
+ *   bench/run.ts; its latency is not emulated here)
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
@@ -39,7 +41,7 @@ import { fmt, max, median, MiB, ratios } from './stats.js';
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const BLOB = Number(process.env.CLUSTER_BLOB_MIB ?? 64) * MiB;
 const CLIENTS = Number(process.env.CLUSTER_CLIENTS ?? 20);
-const LINK = Number(process.env.BENCH_LINK_MIBPS ?? 50) * MiB;
+const LINK = Number((process.env.BENCH_LINKS ?? '30:50').split(',')[0]!.split(':')[1] ?? 50) * 1e6;
 const REPLICAS = 3;
 
 interface Replica {
@@ -92,7 +94,7 @@ export async function benchCluster(log: (msg: string) => void): Promise<Eviction
   const alone: number[] = [];
   const slowest: number[] = [];
   const gets: number[] = [];
-  const linkName = `upstream link ${fmt(LINK / MiB, 0)} MiB/s`;
+  const linkName = `upstream link ${fmt(LINK / 1e6, 0)} MB/s`;
   try {
     for (let i = 0; i < RUNS; i++) {
       let replicas = await startReplicas(freshStores(), redis.url, up.url, `bench-${i}-a:`);

@@ -44,3 +44,33 @@ export async function curlMany(url: string, n: number, opts: { headers?: Record<
   const transfers = await Promise.all(Array.from({ length: n }, () => curlGet(url, opts)));
   return { transfers, wallMs: performance.now() - t0 };
 }
+
+/** A transfer whose body was hashed on the way (curl piped into sha256sum): its digest, `sha256:<hex>`. */
+export interface HashedTransfer extends Transfer {
+  readonly digest: string;
+}
+
+/**
+ * GET `url` once with curl, its body piped into `sha256sum` (both their own processes, as fast as
+ * curl alone on these sizes); curl's timers go to stderr (`%{stderr}`). Rejects like `curlGet`.
+ */
+export function curlHash(url: string, opts: { headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<HashedTransfer> {
+  const headers = Object.entries(opts.headers ?? {}).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  const curl = ['curl', '-sS', '-w', `%{stderr}\\n@@ ${WRITE_OUT}\\n`, '--max-time', String(Math.ceil((opts.timeoutMs ?? 120_000) / 1000)), ...headers, url];
+  return new Promise((resolve, reject) => {
+    // bash -o pipefail: a failing curl fails the pipeline; "$@" keeps every argument intact.
+    const child = spawn('bash', ['-o', 'pipefail', '-c', '"$@" | sha256sum', 'curl-hash', ...curl], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = /^@@ (.*)$/m.exec(err)?.[1] ?? '';
+      const [status, bytes, ttfb, total] = line.trim().split(' ').map(Number);
+      if (code !== 0 || !line) return reject(new Error(`curl ${url} exited ${code}: ${err.trim()}`));
+      if (!(status! >= 200 && status! < 300)) return reject(new Error(`curl ${url} → HTTP ${status}`));
+      resolve({ status: status!, bytes: bytes!, ttfbMs: ttfb! * 1000, totalMs: total! * 1000, digest: `sha256:${out.split(' ')[0]}` });
+    });
+  });
+}

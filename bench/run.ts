@@ -18,6 +18,9 @@
  *      distribution (bench/push.ts, run as a child process; curl as the client, alternating sides),
  *      and hubcache's RSS during the pushes (issue #14)
  *  10. warm pulls with credentials ÷ anonymous, Basic and Bearer (bench/auth.ts, a child process)
+ *  11. several replicas as real processes (bench/replicas.ts, issue #15): 3 `hubcache serve` on one
+ *      RGW bucket and one redis-server — concurrent cold GETs, skopeo pulls, warm 1 GiB from S3 and
+ *      the hot cache ÷ the filesystem driver, kill -9 during cold pulls; its own section of RESULTS.md
  *
  * 2–3 run once per emulated upstream link (BENCH_LINKS, default 30 ms / 50 MB/s and 10 ms / 200 MB/s:
  * the test upstream's setLink — every request waits the latency, a new connection twice, each
@@ -36,7 +39,8 @@
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
  * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_PUSH_MIB (1024),
- * BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3,push,auth"; store-size.ts lists its own).
+ * BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3,push,auth,replicas"; store-size.ts and
+ * replicas.ts list their own).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -55,6 +59,7 @@ import { benchEviction, type EvictionRow } from './eviction.js';
 import { RssSampler, type RssSummary } from './rss-sampler.js';
 import { seededBlob } from './seeded-blob.js';
 import { fmt, GiB, max, mbps, median, MiB, ratios } from './stats.js';
+import { benchReplicas, withReplicasSection } from './replicas.js';
 import { benchS3 } from './s3.js';
 import { benchStoreSize, sectionOf, storeSizeOptionsFromEnv } from './store-size.js';
 
@@ -77,7 +82,7 @@ const CPU_PROF = process.env.BENCH_CPU_PROF;
 /** BENCH_NODE_ARGS="--flag …": node flags for every hubcache process (experiments: GC sizes, thread pool). */
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const PUSH = Number(process.env.BENCH_PUSH_MIB ?? 1024);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3,push,auth').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'warm,pull,concurrent,cluster,eviction,store,s3,push,auth,replicas').split(','));
 const DEADLINE_MS = 45 * 60 * 1000;
 /** The generated part of RESULTS.md ends with this line; what follows is kept across runs. */
 const MEASURED_LINE = 'How each number is measured: see the header of bench/run.ts. Raw per-run numbers: bench/results.json (not committed).';
@@ -106,6 +111,7 @@ async function cleanup(): Promise<void> {
 
 let hubcacheBin: string | undefined;
 let storeSizeFailed = false;
+let replicasFailed = false;
 
 async function freshHubcache(opts: { cpuProf?: string } = {}): Promise<HubcacheProcess> {
   // Not `--log-level warn`: startHubcacheProcess waits for the info-level "hubcache started" line.
@@ -592,9 +598,17 @@ async function main(): Promise<void> {
     rows.push(...s3.rows);
     Object.assign(results, s3.results);
   }
+  let replicasSection: string | undefined;
+  if (ONLY.has('replicas')) {
+    const r = await benchReplicas(log, { bin: hubcacheBin, scratch });
+    results.replicas = r.results;
+    replicasSection = r.markdown;
+    if (!r.rows.every((row) => row.pass)) replicasFailed = true;
+  }
 
   const out = table();
   if (storeSection) process.stdout.write(`\n${storeSection}\n`);
+  if (replicasSection) process.stdout.write(`\n${replicasSection}\n`);
   const date = new Date().toISOString();
   const env = machine();
   process.stdout.write(`\nhubcache benchmark, ${RUNS} runs per side, ${date}\n${env}\n\n${out}\n\n`);
@@ -611,6 +625,7 @@ async function main(): Promise<void> {
     const old = sectionOf(kept);
     kept = old ? kept.replace(old, storeSection) : `${kept}${kept ? '\n' : ''}${storeSection}\n`;
   }
+  if (replicasSection) kept = withReplicasSection(kept, replicasSection);
   writeFileSync(
     join(HERE, 'RESULTS.md'),
     [
@@ -644,7 +659,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 try {
   await main();
-  process.exitCode = rows.every((r) => r.pass) && !storeSizeFailed ? 0 : 1;
+  process.exitCode = rows.every((r) => r.pass) && !storeSizeFailed && !replicasFailed ? 0 : 1;
 } catch (err) {
   log(`failed: ${(err as Error).stack ?? String(err)}`);
   process.exitCode = 2;

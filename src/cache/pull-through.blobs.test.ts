@@ -12,7 +12,7 @@ import { sha256Digest, type Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
 import { silentLogger } from '../lib/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../storage/blob-store.js';
+import { isDirectBody, type BlobInfo, type BlobStore, type BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memory-manifest-store.js';
 import { StoreHealth } from '../storage/store-health.js';
@@ -20,7 +20,7 @@ import { VerifyingBlobWriter } from '../storage/verifying-writer.js';
 import { storageErrnoError } from '../storage/testing/storage-faults.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { PullThroughRegistry } from './pull-through.js';
-import { bytesArrived, collect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
+import { bytesArrived, collect, collectDirect, decorateStore, registry, scriptedUpstream, turn } from './testing/fills.js';
 
 const MiB = 1024 * 1024;
 const key = { upstream: 'docker.io', repo: 'library/app' as RepoName };
@@ -77,6 +77,28 @@ describe('PullThroughRegistry blob fills', () => {
     assert.ok((await first.done).equals(data));
     assert.ok((await late.done).equals(data));
     assert.equal(up.gets(), 1);
+  });
+
+  it('a fill creates its store writer for the digest it downloads (an S3 store then uploads straight to the blob\'s key)', async () => {
+    const data = randomBytes(MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const inner = new MemoryBlobStore();
+    const created: Array<Digest | undefined> = [];
+    const store: BlobStore = {
+      ...decorateStore(inner, {}),
+      create: (opts) => {
+        created.push(opts?.digest);
+        return inner.create(opts);
+      },
+    };
+    const { reader } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+    up.body.end(data);
+    assert.ok((await client.done).equals(data));
+    await Promise.all(reader.inFlightFills());
+    assert.deepEqual(created, [digest]);
+    assert.deepEqual(await inner.stat(digest), { digest, size: data.length });
   });
 
   it('a store that fails at the commit after the bytes were verified (fsync EIO): the reader still gets every byte; storage_error; nothing stored', async () => {
@@ -318,6 +340,54 @@ async function fillCounters(metrics: Metrics) {
 }
 
 const blob = (n: number) => randomBytes(n);
+
+describe('PullThroughRegistry blob fills read through writeTo (the HTTP handler\'s path, issue #16)', () => {
+  it('followers behind the window read the spool into a reused buffer, then follow from memory: every byte, in order, one upstream GET', async () => {
+    const data = randomBytes(7 * MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const first = collectDirect((await reader.getBlob(key, digest, { signal })).body!);
+    for (let p = 0; p < 6 * MiB; p += 64 * 1024) up.body.write(data.subarray(p, p + 64 * 1024));
+    await bytesArrived(first, 6 * MiB);
+    // Two late followers: 6 MiB behind, more than the window holds, read in several spool reads.
+    const late = [collectDirect((await reader.getBlob(key, digest, { signal })).body!), collectDirect((await reader.getBlob(key, digest, { signal })).body!)];
+    up.body.end(data.subarray(6 * MiB));
+    assert.ok((await first.done).equals(data));
+    for (const l of late) assert.ok((await l.done).equals(data));
+    assert.equal(up.gets(), 1);
+  });
+
+  it('the final byte waits for verification: bytes that do not hash to the digest reject writeTo without it', async () => {
+    const data = randomBytes(MiB);
+    const wrong = Buffer.from(data);
+    wrong[wrong.length - 1]! ^= 0xff;
+    const up = scriptedUpstream(data.length);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const client = collectDirect((await reader.getBlob(key, sha256Digest(data), { signal })).body!);
+    up.body.end(wrong);
+    await assert.rejects(client.done);
+    assert.ok(client.got.reduce((n, c) => n + c.length, 0) < data.length, 'the final byte never went out');
+  });
+
+  it('a destination that closes mid-blob rejects writeTo and lets go of the fill (its reader is no longer counted)', async () => {
+    const data = randomBytes(2 * MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const body = (await reader.getBlob(key, digest, { signal })).body!;
+    assert.ok(isDirectBody(body));
+    const dest = new PassThrough();
+    const done = body.writeTo(dest);
+    up.body.write(data.subarray(0, MiB));
+    await new Promise((r) => dest.once('data', r));
+    dest.destroy();
+    await assert.rejects(done, /closed/);
+    assert.ok(body.destroyed, 'the reader is destroyed once writeTo ends');
+    up.body.end(data.subarray(MiB));
+    await Promise.all(reader.inFlightFills());
+  });
+});
 
 describe('PullThroughRegistry blob fills: bounded concurrency and abandoned downloads (issue #11, point 8)', () => {
   it('at most maxConcurrentFills downloads run at once; the others wait, untouched upstream, and start first come, first served', async () => {

@@ -110,9 +110,21 @@ export interface StoreUsage {
   readonly objects: number;
 }
 
+/** What the caller of `BlobStore.create` knows about the blob it is about to write. */
+export interface CreateOptions {
+  /**
+   * The digest the blob will be committed under, when the caller knows it up front (a cache fill
+   * does; a push doesn't until its final PUT). The writer then refuses to commit under any other
+   * digest, and a backend may write straight to the blob's final location (S3: the multipart upload
+   * goes to the blob's key and is completed only once verified, no temp object and no copy).
+   * Verification is unchanged: `commit` still checks size and digest before anything is visible.
+   */
+  readonly digest?: Digest;
+}
+
 export interface BlobStore extends BlobReader {
   /** A writer for a new blob; the caller must end it with `commit` or `abort`. */
-  create(): Promise<BlobWriter>;
+  create(opts?: CreateOptions): Promise<BlobWriter>;
   /** Removes a committed blob. Missing blobs are not an error. */
   delete(digest: Digest): Promise<void>;
   /**

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Digest } from '../domain/digest.js';
 import { RegistryError } from '../domain/errors.js';
-import type { BlobInfo, BlobWriter, CommitOptions } from './blob-store.js';
+import type { BlobInfo, BlobWriter, CommitOptions, CreateOptions } from './blob-store.js';
 
 /**
  * What a storage backend implements to write blobs: bytes in, then make them visible or discard
@@ -46,9 +46,12 @@ export class VerifyingBlobWriter implements BlobWriter {
   #hashAtWritten: Hash | undefined;
   #busy: 'write' | 'commit' | undefined;
   #state: State = 'open';
+  /** The digest the writer was created for (`CreateOptions.digest`): the only one it commits. */
+  readonly #expected: Digest | undefined;
 
-  constructor(raw: RawBlobWriter) {
+  constructor(raw: RawBlobWriter, opts: CreateOptions = {}) {
     this.#raw = raw;
+    this.#expected = opts.digest;
   }
 
   get written(): number {
@@ -93,6 +96,11 @@ export class VerifyingBlobWriter implements BlobWriter {
 
   async commit(expected: Digest, expectedSize?: number, opts: CommitOptions = {}): Promise<BlobInfo> {
     this.#assertIdle('commit');
+    if (this.#expected !== undefined && expected !== this.#expected) {
+      // A caller's bug, not bad bytes: the backend may be writing to the hinted digest's location.
+      this.#state = 'rejected';
+      throw new Error(`blob writer created for ${this.#expected} cannot commit ${expected}`);
+    }
     const size = this.#written;
     if (expectedSize !== undefined && expectedSize !== size) {
       this.#state = 'rejected';

@@ -2,23 +2,27 @@
  * Issue #15 end to end: THREE real `hubcache serve` processes sharing one bucket on a real Ceph RGW
  * (test/support/rgw.ts) and one real redis-server, in front of the token-auth test upstream.
  * - skopeo pulls of one image spread over the replicas cost each blob and the manifest once upstream;
+ * - containerd (`ctr image pull` with the shipped hosts.toml, one replica per pull) pulls and
+ *   unpacks one image through each replica in turn: each blob and the manifest downloaded once;
  * - 20 concurrent cold GETs of one paced blob, round-robin over the replicas: one upstream GET;
  * - Redis stopped: stored content is still served, /readyz says degraded (200); Redis back: ready;
  * - `kill -9` of the filling replica mid-fill: every response either completes with the right bytes
  *   or is aborted, a retry on a survivor succeeds, and the bucket holds no corrupt object.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { freePort } from '../support/distribution.js';
-import { startHubcacheProcess, type HubcacheProcess } from '../support/hubcache-process.js';
+import { startContainerd } from '../support/containerd.js';
+import type { HubcacheProcess } from '../support/hubcache-process.js';
 import { digestOf, makeImage, type TestBlob, type TestImage } from '../support/images.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
+import { startReplicas } from '../support/replicas.js';
 import { startRgw, type Rgw } from '../support/rgw.js';
 import { skopeoCopy } from '../support/skopeo.js';
+import { renderClientConfig } from '../support/two-registries.js';
 import { startUpstream, type Upstream } from '../support/upstream-harness.js';
 
 const MiB = 1024 * 1024;
@@ -59,48 +63,36 @@ describe('three hubcache replicas on one bucket (Ceph RGW) and one Redis (issue 
   let small: TestImage;
   let big: TestImage;
   let doomed: TestImage;
+  let ctrImage: TestImage;
   let bucket: string;
   const replicas: HubcacheProcess[] = [];
   const scratch = mkdtempSync(join(tmpdir(), 'hubcache-e2e-replicas-'));
   const layerOf = (img: TestImage): TestBlob => [...img.blobs.values()].find((b) => b.digest !== img.config?.digest)!;
 
-  const startReplica = async (i: number) => {
-    const peerPort = await freePort();
-    return startHubcacheProcess({
-      upstream: up,
-      storageArgs: [
-        '--storage-driver', 's3', '--storage-bucket', bucket, '--storage-endpoint', rgw.endpoint, '--storage-force-path-style', 'true',
-        '--storage-prefix', PREFIX, '--storage-part-size', '5MiB', '--storage-path', mkdtempSync(join(scratch, `local-${i}-`)),
-      ],
-      args: [
-        '--cluster-redis-url', redis.url, '--cluster-peer-listen', `127.0.0.1:${peerPort}`, '--cluster-advertise-url', `http://127.0.0.1:${peerPort}`,
-        '--cluster-fill-lease-ttl', '2s',
-      ],
-      env: { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey },
-    });
-  };
 
   before(async () => {
-    [rgw, up, redis, small, big, doomed] = await Promise.all([
+    [rgw, up, redis, small, big, doomed, ctrImage] = await Promise.all([
       startRgw(),
       startUpstream(),
       startRedis(),
       makeImage('docker', { seed: 'replicas-small', layerSize: 3 * MiB, layers: 3 }),
       makeImage('docker', { seed: 'replicas-big', layerSize: 32 * MiB, layers: 1 }),
       makeImage('docker', { seed: 'replicas-doomed', layerSize: 32 * MiB, layers: 1 }),
+      makeImage('docker', { seed: 'replicas-containerd', layerSize: 2 * MiB, layers: 3 }),
     ]);
+    await up.push(ctrImage, 'library/ctr', '1.0');
     await up.push(small, 'library/spread', '1.0');
     await up.push(big, 'library/big', '1.0');
     await up.push(doomed, 'library/doomed', '1.0');
     bucket = await rgw.createBucket();
-    replicas.push(...(await Promise.all([0, 1, 2].map(startReplica))));
+    replicas.push(...(await startReplicas({ upstream: up, rgw, bucket, redisUrl: redis.url, prefix: PREFIX, scratch }, 3)));
   });
   after(async () => {
     for (const p of replicas) await p.close();
     await redis?.close();
     await rgw?.stop();
     await up?.close();
-    for (const img of [small, big, doomed]) img?.dispose();
+    for (const img of [small, big, doomed, ctrImage]) img?.dispose();
     rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -134,6 +126,33 @@ describe('three hubcache replicas on one bucket (Ceph RGW) and one Redis (issue 
     assert.equal(up.front.count({ kind: 'manifest', method: 'GET', status: 200 }), 1);
     assert.equal(up.front.count({ kind: 'manifest', method: 'HEAD' }), 0);
     assert.equal(up.front.count({ kind: 'blob', method: 'GET', status: [200, 206] }), 0, 'the blobs were stored by the first test');
+  });
+
+  it('containerd pulls and unpacks one image through each replica in turn (shipped hosts.toml): each blob and the manifest downloaded once', async () => {
+    up.front.reset();
+    const cd = await startContainerd();
+    try {
+      const template = readFileSync(new URL('../../deploy/clients/containerd/certs.d/docker.io/hosts.toml', import.meta.url), 'utf8');
+      const ref = 'docker.io/library/ctr:1.0';
+      for (const [i, hc] of replicas.entries()) {
+        // One hosts dir per replica: this pull goes through replica i only.
+        const hostsDir = join(scratch, `certs.d-${i}`);
+        mkdirSync(join(hostsDir, 'docker.io'), { recursive: true });
+        writeFileSync(join(hostsDir, 'docker.io', 'hosts.toml'), renderClientConfig(template, hc.host));
+        const { stdout } = await cd.ctr(['image', 'pull', '--hosts-dir', hostsDir, '--snapshotter', 'native', ref]);
+        assert.match(stdout, /unpacking linux\/amd64 sha256:/, `replica ${i}`);
+        const check = (await cd.ctr(['image', 'check'])).stdout;
+        assert.match(check, /docker\.io\/library\/ctr:1\.0\s+\S+\s+sha256:\S+\s+complete \((\d+)\/\1\)/, check);
+        const served = hc.logs.filter((l) => l.message === 'request' && String(l.path).startsWith('/v2/library/ctr/blobs/') && l.method === 'GET' && l.status === 200);
+        for (const blob of ctrImage.blobs.values()) assert.ok(served.some((l) => String(l.path).includes(blob.digest)), `replica ${i} served ${blob.digest} to containerd`);
+        // Forget the image and its content: the next pull fetches every blob again, from the next replica.
+        await cd.ctr(['image', 'rm', '--sync', ref]);
+      }
+    } finally {
+      await cd.close();
+    }
+    for (const digest of ctrImage.blobs.keys()) assert.equal(up.front.count({ kind: 'blob', method: 'GET', digest, status: [200, 206] }), 1, `one upstream GET of ${digest}`);
+    assert.equal(up.front.count({ kind: 'manifest', method: 'GET', status: 200 }), 1, 'one upstream manifest GET');
   });
 
   it('20 concurrent cold GETs of one paced 32 MiB blob round-robin over the replicas: one upstream GET, 20 right bodies', async () => {

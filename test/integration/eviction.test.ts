@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { get, type IncomingMessage } from 'node:http';
 import { describe, it } from 'node:test';
 import type { Digest } from '../../src/domain/digest.js';
-import type { BlobStore, BlobWriter } from '../../src/storage/blob-store.js';
+import type { BlobStore, BlobWriter, CreateOptions } from '../../src/storage/blob-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory/memory-blob-store.js';
 import { Evictor } from '../../src/cache/evictor.js';
 import { silentLogger } from '../../src/lib/logger.js';
@@ -94,8 +94,8 @@ describe('eviction', () => {
       delete: (d) => inner.delete(d),
       list: () => inner.list(),
       usage: () => inner.usage(),
-      create: async (): Promise<BlobWriter> => {
-        const w = await inner.create();
+      create: async (opts?: CreateOptions): Promise<BlobWriter> => {
+        const w = await inner.create(opts);
         return {
           get written() {
             return w.written;

@@ -60,11 +60,13 @@ function storage(over: Partial<S3StorageOptions> = {}): S3Storage {
   });
 }
 
-/** Multipart uploads and temp objects under the store's `uploads/`: what a writer left behind. */
+/**
+ * What a writer left behind: multipart uploads anywhere under the store's prefix (a fill's go to
+ * `blobs/…` keys, a push's under `uploads/`) and temp objects under `uploads/`.
+ */
 async function leftovers(s: S3Storage): Promise<number> {
-  const prefix = s.layout.uploadsPrefix();
-  const uploads = await rgw.client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
-  const objects = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
+  const uploads = await rgw.client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: s.layout.prefix }));
+  const objects = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: s.layout.uploadsPrefix() }));
   return (uploads.Uploads?.length ?? 0) + (objects.KeyCount ?? 0);
 }
 
@@ -189,47 +191,104 @@ describe('S3Storage on RGW', () => {
     }
   });
 
-  it('a writer killed mid-upload leaves no visible object; init sweeps its upload once it is old, not before', async () => {
+  it('a fill (a writer created for its digest) uploads straight to the blob\'s key: no temp object, no copy, one upload completed in place', async () => {
     const s = storage();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/s3-writer-child.ts', rgw.endpoint, rgw.accessKeyId, rgw.secretAccessKey, bucket, s.layout.prefix], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-      assert.match(line, /^upload \S+/);
-      const exited = once(child, 'exit');
-      child.kill('SIGKILL');
-      await exited;
-      let listed = 0;
-      for await (const _ of s.blobs.list()) listed++;
-      assert.equal(listed, 0, 'no blob visible');
-      assert.equal(await leftovers(s), 1, 'the dead writer\'s upload, invisible');
-      assert.equal((await s.init()).leftovers, 0, 'a young upload may be a live replica\'s: kept');
-      const later = storage({ prefix: s.layout.prefix, now: () => Date.now() + 25 * 3600_000 });
-      assert.equal((await later.init()).leftovers, 1);
+      const data = randomBytes(12 * MiB + 5);
+      const digest = sha256Digest(data);
+      const raw = s.bucketBlobs.createRaw(digest); // what s.blobs.create({ digest }) wraps
+      const writer = new VerifyingBlobWriter(raw, { digest });
+      for (let p = 0; p < data.length; p += MiB) await writer.write(data.subarray(p, p + MiB));
+      assert.ok((await raw.uploadId()) !== undefined, 'parts went up');
+      const inProgress = await rgw.client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: s.layout.prefix }));
+      assert.deepEqual(
+        inProgress.Uploads?.map((u) => u.Key),
+        [s.layout.blob(digest)],
+        'one upload, on the blob\'s own key',
+      );
+      assert.equal(await s.blobs.stat(digest), undefined, 'invisible until completed');
+      await writer.commit(digest, data.length);
+      const objects = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: s.layout.prefix }));
+      assert.deepEqual(
+        objects.Contents?.map((o) => o.Key),
+        [s.layout.blob(digest)],
+        'the blob and nothing else (no uploads/ temp object)',
+      );
+      // A completed multipart upload keeps its "<md5 of the parts' md5s>-<parts>" ETag; a CopyObject would give a plain md5.
+      const head = await rgw.client.send(new HeadObjectCommand({ Bucket: bucket, Key: s.layout.blob(digest) }));
+      assert.match(head.ETag ?? '', /-3"?$/, 'the multipart upload itself, completed in place');
+      assert.ok(data.equals(await readAll(await s.blobs.open(digest))));
       assert.equal(await leftovers(s), 0);
-      await later.close();
     } finally {
-      child.kill('SIGKILL');
       await s.close();
     }
   });
 
-  it('two replicas committing the same multipart blob at once: one object, the right bytes, nothing left', async () => {
-    const [a, b] = [storage(), storage()];
-    const bPrefixed = storage({ prefix: a.layout.prefix });
+  it('a push (no digest up front) still goes through uploads/ and a copy, leaving only the blob', async () => {
+    const s = storage();
     try {
       const data = randomBytes(11 * MiB);
-      const [wa, wb] = [await a.blobs.create(), await bPrefixed.blobs.create()];
-      for (let p = 0; p < data.length; p += MiB) await Promise.all([wa.write(data.subarray(p, p + MiB)), wb.write(data.subarray(p, p + MiB))]);
-      await Promise.all([wa.commit(sha256Digest(data), data.length), wb.commit(sha256Digest(data), data.length)]);
-      const listed = [];
-      for await (const info of a.blobs.list()) listed.push(info.digest);
-      assert.deepEqual(listed, [sha256Digest(data)]);
-      assert.ok(data.equals(await readAll(await a.blobs.open(sha256Digest(data)))));
-      assert.equal(await leftovers(a), 0);
+      const raw = s.bucketBlobs.createRaw();
+      const writer = new VerifyingBlobWriter(raw);
+      for (let p = 0; p < data.length; p += MiB) await writer.write(data.subarray(p, p + MiB));
+      assert.ok((await raw.uploadId()) !== undefined, 'parts went up');
+      const inProgress = await rgw.client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: s.layout.prefix }));
+      assert.ok(inProgress.Uploads?.length === 1 && inProgress.Uploads[0]!.Key!.startsWith(s.layout.uploadsPrefix()), 'the upload is under uploads/');
+      await writer.commit(sha256Digest(data), data.length);
+      assert.ok(data.equals(await readAll(await s.blobs.open(sha256Digest(data)))));
+      assert.equal(await leftovers(s), 0);
     } finally {
-      await Promise.all([a.close(), b.close(), bPrefixed.close()]);
+      await s.close();
     }
   });
+
+  for (const kind of ['push', 'fill'] as const) {
+    it(`a ${kind}'s writer killed mid-upload leaves no visible object; init sweeps its upload once it is old, not before`, async () => {
+      const s = storage();
+      const digest = sha256Digest(`the blob a killed ${kind} was writing`);
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/s3-writer-child.ts', rgw.endpoint, rgw.accessKeyId, rgw.secretAccessKey, bucket, s.layout.prefix, ...(kind === 'fill' ? [digest] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+      try {
+        const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+        assert.match(line, /^upload \S+/);
+        const exited = once(child, 'exit');
+        child.kill('SIGKILL');
+        await exited;
+        let listed = 0;
+        for await (const _ of s.blobs.list()) listed++;
+        assert.equal(listed, 0, 'no blob visible');
+        assert.equal(await leftovers(s), 1, 'the dead writer\'s upload, invisible');
+        assert.equal((await s.init()).leftovers, 0, 'a young upload may be a live replica\'s: kept');
+        const later = storage({ prefix: s.layout.prefix, now: () => Date.now() + 25 * 3600_000 });
+        assert.equal((await later.init()).leftovers, 1);
+        assert.equal(await leftovers(s), 0);
+        await later.close();
+      } finally {
+        child.kill('SIGKILL');
+        await s.close();
+      }
+    });
+  }
+
+  for (const kind of ['pushes', 'fills'] as const) {
+    it(`two replicas committing the same multipart blob at once (${kind}): one object, the right bytes, nothing left`, async () => {
+      const [a, b] = [storage(), storage()];
+      const bPrefixed = storage({ prefix: a.layout.prefix });
+      try {
+        const data = randomBytes(11 * MiB);
+        const opts = kind === 'fills' ? { digest: sha256Digest(data) } : {};
+        const [wa, wb] = [await a.blobs.create(opts), await bPrefixed.blobs.create(opts)];
+        for (let p = 0; p < data.length; p += MiB) await Promise.all([wa.write(data.subarray(p, p + MiB)), wb.write(data.subarray(p, p + MiB))]);
+        await Promise.all([wa.commit(sha256Digest(data), data.length), wb.commit(sha256Digest(data), data.length)]);
+        const listed = [];
+        for await (const info of a.blobs.list()) listed.push(info.digest);
+        assert.deepEqual(listed, [sha256Digest(data)]);
+        assert.ok(data.equals(await readAll(await a.blobs.open(sha256Digest(data)))));
+        assert.equal(await leftovers(a), 0);
+      } finally {
+        await Promise.all([a.close(), b.close(), bPrefixed.close()]);
+      }
+    });
+  }
 
   it('wrong credentials: init fails with a clear error naming the bucket and S3\'s refusal', async () => {
     const s = storage({ secretAccessKey: `${rgw.secretAccessKey}x`, maxAttempts: 1 });

@@ -1,7 +1,7 @@
 /** Test helpers for blob fills: a scripted upstream, a cache over it, stream collectors, event-loop turns. */
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { silentLogger } from '../../lib/logger.js';
-import type { BlobStore, BlobWriter } from '../../storage/blob-store.js';
+import { isDirectBody, type BlobStore, type BlobWriter, type CreateOptions } from '../../storage/blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import type { CacheMetrics } from '../cache-metrics.js';
@@ -34,8 +34,8 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
     open: (d, opts) => inner.open(d, opts),
     delete: (d) => inner.delete(d),
     list: () => inner.list(),
-    create: async (): Promise<BlobWriter> => {
-      const w = await inner.create();
+    create: async (opts?: CreateOptions): Promise<BlobWriter> => {
+      const w = await inner.create(opts);
       const over = o.writer?.(w) ?? {};
       return {
         get written() {
@@ -76,6 +76,23 @@ export function collect(stream: Readable): { got: Buffer[]; done: Promise<Buffer
   const got: Buffer[] = [];
   stream.on('data', (c: Buffer) => got.push(c));
   return { got, done: new Promise((resolve, reject) => stream.once('end', () => resolve(Buffer.concat(got))).once('error', reject)) };
+}
+
+/**
+ * Reads a fill reader the way the HTTP handler does (DirectBody `writeTo` into a Writable);
+ * resolves with what arrived once `writeTo` resolved, rejects with its error.
+ */
+export function collectDirect(body: Readable): { got: Buffer[]; done: Promise<Buffer> } {
+  if (!isDirectBody(body)) throw new Error('not a DirectBody');
+  const got: Buffer[] = [];
+  const dest = new Writable({
+    highWaterMark: 64 * 1024,
+    write(chunk: Buffer, _enc, cb) {
+      got.push(Buffer.from(chunk)); // a copy: a spool buffer is reused once written
+      cb();
+    },
+  });
+  return { got, done: body.writeTo(dest).then(() => Buffer.concat(got)) };
 }
 
 /** One turn of the event loop. */

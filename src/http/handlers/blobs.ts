@@ -47,8 +47,9 @@ export async function serveBlob(reader: RegistryReader, metrics: Metrics, key: R
     else req.ctx.log.debug('blob stream ended early: the client connection closed', { digest });
   };
   if (isDirectBody(body)) {
-    // Stored blobs write themselves with reused buffers (the warm path's throughput).
-    await body.writeTo(res, counted).then(() => res.end(), aborted);
+    // Stored blobs write themselves with reused buffers (the warm path's throughput); a fill's
+    // readers write the fill's bytes without a stream in between (the cold path's CPU, issue #16).
+    await body.writeTo(res, counted).then(() => res.end(() => blob.delivered?.()), aborted);
     return;
   }
   body.on('data', (chunk: Buffer) => counted(chunk.length));

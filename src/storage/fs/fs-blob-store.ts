@@ -5,7 +5,7 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { digestHex, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter, StoreUsage } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions, StoreUsage } from '../blob-store.js';
 import type { BufferPool } from '../buffer-pool.js';
 import { writevAll } from '../chunks.js';
 import { NO_CHANGE, UsageTally, type UsageDelta } from '../usage-tally.js';
@@ -116,10 +116,10 @@ export class FsBlobStore implements BlobStore {
    * A writer on a fresh temp file in tmp/ (its path is the writer's `localPath`); the caller must
    * end it with `commit` or `abort`.
    */
-  async create(): Promise<BlobWriter> {
+  async create(opts: CreateOptions = {}): Promise<BlobWriter> {
     const path = this.layout.tempPath('blob');
     const fh = await openCreating(path, 'wx');
-    return new VerifyingBlobWriter(new FsRawWriter({ tempPath: path, handle: fh, moveIntoPlace: (digest, size) => this.#moveIntoPlace(path, digest, size) }));
+    return new VerifyingBlobWriter(new FsRawWriter({ tempPath: path, handle: fh, moveIntoPlace: (digest, size) => this.#moveIntoPlace(path, digest, size) }), opts);
   }
 
   async delete(digest: Digest): Promise<void> {

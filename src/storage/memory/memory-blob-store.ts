@@ -2,7 +2,7 @@ import { addAbortSignal, Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter, StoreUsage } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions, StoreUsage } from '../blob-store.js';
 import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
 
 // Streams are cut into chunks like a file stream's, so that abort and backpressure behave alike.
@@ -41,7 +41,7 @@ export class MemoryBlobStore implements BlobStore {
     return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
   }
 
-  async create(): Promise<BlobWriter> {
+  async create(opts: CreateOptions = {}): Promise<BlobWriter> {
     const raw: MemoryRawWriter = new MemoryRawWriter({
       publish: (digest, bytes) => {
         // Content addressing: an existing blob already holds these bytes.
@@ -54,7 +54,7 @@ export class MemoryBlobStore implements BlobStore {
       discard: () => void this.#pending.delete(raw),
     });
     this.#pending.add(raw);
-    return new VerifyingBlobWriter(raw);
+    return new VerifyingBlobWriter(raw, opts);
   }
 
   async delete(digest: Digest): Promise<void> {

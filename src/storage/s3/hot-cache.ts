@@ -1,8 +1,8 @@
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import type { Digest } from '../../domain/digest.js';
 import type { Logger } from '../../lib/logger.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions } from '../blob-store.js';
 import { FsBlobStore } from '../fs/fs-blob-store.js';
 import type { BufferPool } from '../buffer-pool.js';
 
@@ -13,16 +13,22 @@ export interface HotCacheOptions {
   readonly maxSize: number;
   readonly logger: Logger;
   readonly readBuffers?: BufferPool;
-  /** Copies from the bucket running at once. Default 2. */
+  /** Copies into the directory running at once. Default 2. */
   readonly copies?: number;
+  /**
+   * The most bytes a copy may lag behind the client it is teed from (passed to the client, not yet
+   * written to the local file): the memory a copy holds; beyond it the stream waits for the disk.
+   * Default 8 MiB.
+   */
+  readonly maxCopyLag?: number;
 }
 
 /**
  * The bucket's blobs with a local, bounded, LRU copy of the hot ones in front (`storage.hotCache`):
  * a read that finds the blob in the local directory is served from it at local-disk speed (and with
- * the filesystem store's fast `writeTo` path); a read that doesn't is served from the bucket, and the
- * blob is copied into the directory in the background (a second GET, verified by the filesystem
- * store's writer against its digest), unless it is bigger than the whole cache. Above `maxSize` the
+ * the filesystem store's fast `writeTo` path); a whole-blob read that doesn't is served from the
+ * bucket and the same bytes are teed into the directory as they pass — one GET, no second read of
+ * the bucket (see `#tee`). Above `maxSize` the
  * least recently read blobs are removed from the directory (never from the bucket). Writes (fills)
  * go to the bucket only. Losing the directory loses nothing. One directory per replica: its tmp/ is
  * emptied at start.
@@ -78,12 +84,13 @@ export class HotCachedBlobStore implements BlobStore {
       }
     }
     const body = await this.#bucket.open(digest, opts);
-    this.#copy(digest);
-    return body;
+    // A range is part of the blob: no copy (a later whole read makes one).
+    if (opts.range || this.#copying.has(digest) || this.#copying.size >= (this.#o.copies ?? 2)) return body;
+    return this.#tee(digest, body);
   }
 
-  create(): Promise<BlobWriter> {
-    return this.#bucket.create();
+  create(opts?: CreateOptions): Promise<BlobWriter> {
+    return this.#bucket.create(opts);
   }
 
   async delete(digest: Digest): Promise<void> {
@@ -103,28 +110,98 @@ export class HotCachedBlobStore implements BlobStore {
 
   readonly #pending = new Set<Promise<void>>();
 
-  #copy(digest: Digest): void {
-    if (this.#copying.has(digest) || this.#copying.size >= (this.#o.copies ?? 2)) return;
+  /**
+   * The bucket's `body` for the client, its bytes also written to a local writer as they pass (a
+   * Transform: one read of the bucket for both):
+   * - pace: the client's, as for any body read from the bucket; the local writes follow behind, at
+   *   most `maxCopyLag` bytes (memory per copy); past that the stream waits for the local disk —
+   *   normally far faster than the bucket — before taking more from the bucket;
+   * - the copy is published only by the filesystem writer's `commit`, which verifies size and
+   *   digest first: bytes that don't hash to `digest` never become a local blob;
+   * - a client that goes away, a bucket error, a failed local write or a blob bigger than
+   *   `maxSize` drops the copy (aborted, nothing left in tmp/) and never the client's response;
+   *   the next whole read from the bucket tries again.
+   * The client's stream ends as soon as its last byte is through; the commit (fsync, rename)
+   * follows in the background (`settled()` waits for it).
+   */
+  #tee(digest: Digest, body: Readable): Readable {
     this.#copying.add(digest);
-    const job = (async () => {
-      let writer: BlobWriter | undefined;
-      try {
-        const info = await this.#bucket.stat(digest);
-        if (!info || info.size > this.#o.maxSize) return;
-        const body = await this.#bucket.open(digest);
-        writer = await this.#local.create();
-        for await (const chunk of body as AsyncIterable<Buffer>) await writer.write(chunk);
-        await writer.commit(digest, info.size);
-        writer = undefined;
-        this.#remember(digest, info.size);
-        await this.#evict();
-      } catch (err) {
-        this.#o.logger.warn('hot cache: copy from the bucket failed', { digest, error: String(err) });
-      } finally {
-        await writer?.abort().catch(() => {});
-        this.#copying.delete(digest);
-      }
-    })();
+    const maxLag = this.#o.maxCopyLag ?? 8 * 1024 * 1024;
+    const writer = this.#local.create({ digest });
+    let chain: Promise<unknown> = writer;
+    let lag = 0;
+    let seen = 0;
+    let dropped = false;
+    let finished = false;
+    // Settles when the copy is published or dropped (`settled()` waits for it).
+    let copyEnded!: () => void;
+    this.#track(new Promise<void>((resolve) => (copyEnded = resolve)));
+    const end = () => {
+      this.#copying.delete(digest);
+      copyEnded();
+    };
+    const drop = (why: string, error?: unknown) => {
+      if (dropped) return;
+      dropped = true;
+      if (error !== undefined) this.#o.logger.warn('hot cache: copy of a blob read from the bucket dropped', { digest, reason: why, error: String(error) });
+      else this.#o.logger.debug('hot cache: copy of a blob read from the bucket dropped', { digest, reason: why });
+      void chain
+        .then(
+          () => undefined,
+          () => undefined,
+        )
+        .then(async () => (await writer.catch(() => undefined))?.abort())
+        .catch(() => {})
+        .finally(end);
+    };
+    const tee = new Transform({
+      highWaterMark: 1024 * 1024,
+      transform: (chunk: Buffer, _enc, cb: TransformCallback) => {
+        seen += chunk.length;
+        if (!dropped && seen > this.#o.maxSize) drop('bigger than the hot cache');
+        if (dropped) return cb(null, chunk);
+        lag += chunk.length;
+        const written = chain.then(async () => {
+          await (await writer).write(chunk);
+          lag -= chunk.length;
+        });
+        chain = written;
+        written.catch((err: unknown) => drop('a local write failed', err));
+        tee.push(chunk);
+        // Too far ahead of the disk: wait for this write (and every one before it).
+        if (lag > maxLag) written.then(() => cb(), () => cb());
+        else cb();
+      },
+      flush: (cb: TransformCallback) => {
+        finished = true;
+        if (!dropped) {
+          const size = seen;
+          void chain
+            .then(async () => {
+              await (await writer).commit(digest, size);
+              this.#remember(digest, size);
+              this.#o.logger.debug('hot cache: blob copied', { digest, size });
+              await this.#evict();
+            })
+            .catch(async (err: unknown) => {
+              this.#o.logger.warn('hot cache: copy of a blob read from the bucket failed', { digest, error: String(err) });
+              await (await writer.catch(() => undefined))?.abort().catch(() => {});
+            })
+            .finally(end);
+        }
+        cb();
+      },
+    });
+    tee.once('close', () => {
+      if (!finished) drop('the client went away');
+    });
+    pipeline(body, tee, () => {
+      // Errors reach the client through `tee`; its 'close' drops the copy.
+    });
+    return tee;
+  }
+
+  #track(job: Promise<void>): void {
     this.#pending.add(job);
     void job.then(() => this.#pending.delete(job));
   }

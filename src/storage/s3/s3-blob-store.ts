@@ -17,7 +17,7 @@ import {
 import type { ByteRange } from '../../domain/descriptor.js';
 import { parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions } from '../blob-store.js';
 import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
 import { isNotFound, isPreconditionFailed, s3Status, toS3Fault } from './s3-errors.js';
 import { S3Layout } from './s3-layout.js';
@@ -35,21 +35,25 @@ export interface S3BlobStoreOptions {
 /**
  * Blobs as objects `blobs/sha256/<ab>/<hex>` of a bucket (s3-layout.ts), shared by every replica.
  *
- * A fill writes into a multipart upload: parts of `partSize` go up as they fill, at most
+ * A blob writes into a multipart upload: parts of `partSize` go up as they fill, at most
  * `partsInFlight` at once, so a writer holds at most partSize × (partsInFlight + 1) bytes whatever
- * the blob's size. S3 names an upload's key when it is created, and the `BlobStore` writer learns
- * the digest only at commit, so the upload goes to `uploads/<uuid>`; `publish` — which
- * `VerifyingBlobWriter` calls only once size and digest matched — completes it there, copies it
- * server-side to the blob's key (one atomic CopyObject) and deletes the temp object. Nothing is ever
- * visible under `blobs/` on a mismatch, an abort (AbortMultipartUpload) or a crash (an upload never
- * completed stays invisible until `S3Storage.init`'s sweep of old uploads, or a bucket lifecycle
- * rule, removes it). A blob smaller than one part is one create-only PutObject on its key at
- * publish (`If-None-Match: *`; 412 means it is there already).
+ * the blob's size. S3 names an upload's key when it is created:
+ * - a fill knows its digest up front (`create({ digest })`): the upload goes to the blob's own key,
+ *   and `publish` — which `VerifyingBlobWriter` calls only once size and digest matched — completes
+ *   it there. An upload is invisible until completed, so nothing shows under `blobs/` before that.
+ * - a push learns its digest only at commit: the upload goes to `uploads/<uuid>`; `publish`
+ *   completes it there, copies it server-side to the blob's key (one atomic CopyObject — a full
+ *   copy inside the object store) and deletes the temp object.
+ * Nothing is ever visible under `blobs/` on a mismatch, an abort (AbortMultipartUpload) or a crash
+ * (an upload never completed stays invisible until `S3Storage.init`'s sweep of old uploads, or a
+ * bucket lifecycle rule for incomplete multipart uploads, removes it). A blob smaller than one part
+ * is one create-only PutObject on its key at publish (`If-None-Match: *`; 412 means it is there
+ * already).
  *
- * Several replicas may write the same digest at once: each completes its own upload (or its PUT)
- * with the same verified bytes; S3 replaces objects atomically, so readers see one or the other,
- * both correct. A writer that finds the object there already before completing aborts its upload
- * instead.
+ * Several replicas may write the same digest at once (a fill lease expired, Redis down): each
+ * streams its own upload; the first to publish completes its upload, a later one finds the object
+ * there (HEAD) and aborts its upload instead. Two that both complete at once write identical
+ * verified bytes: S3 replaces objects atomically, so readers see one or the other, both correct.
  */
 export class S3BlobStore implements BlobStore {
   readonly #o: S3BlobStoreOptions;
@@ -99,13 +103,17 @@ export class S3BlobStore implements BlobStore {
     return opts.signal ? addAbortSignal(opts.signal, body) : body;
   }
 
-  async create(): Promise<BlobWriter> {
-    return new VerifyingBlobWriter(this.createRaw());
+  /**
+   * A writer; with `opts.digest` (a fill) its multipart upload goes straight to the blob's key (no
+   * temp object, no server-side copy), completed only once `VerifyingBlobWriter` has verified it.
+   */
+  async create(opts: CreateOptions = {}): Promise<BlobWriter> {
+    return new VerifyingBlobWriter(this.createRaw(opts.digest), opts);
   }
 
-  /** The backend's raw writer (tests assert on its `bufferedBytes`). */
-  createRaw(): S3RawWriter {
-    return new S3RawWriter(this.#o);
+  /** The backend's raw writer (tests assert on its `bufferedBytes`); `digest`: see `create`. */
+  createRaw(digest?: Digest): S3RawWriter {
+    return new S3RawWriter(this.#o, digest);
   }
 
   async delete(digest: Digest): Promise<void> {
@@ -193,9 +201,12 @@ export class S3RawWriter implements RawBlobWriter {
   #failure: unknown;
   #closed = false;
   #nextPart = 1;
+  /** The digest the writer was created for: its upload goes to that blob's key. */
+  readonly #digest: Digest | undefined;
 
-  constructor(o: S3BlobStoreOptions) {
+  constructor(o: S3BlobStoreOptions, digest?: Digest) {
     this.#o = o;
+    this.#digest = digest;
   }
 
   /**
@@ -256,7 +267,7 @@ export class S3RawWriter implements RawBlobWriter {
 
   #startUpload(): Promise<string> {
     if (!this.#uploadId) {
-      this.#key = this.#o.layout.upload(randomUUID());
+      this.#key = this.#digest !== undefined ? this.#o.layout.blob(this.#digest) : this.#o.layout.upload(randomUUID());
       this.#uploadId = this.#o.client
         .send(new CreateMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#key }))
         .then((out) => out.UploadId!)
@@ -278,6 +289,7 @@ export class S3RawWriter implements RawBlobWriter {
 
   async publish(digest: Digest, size: number): Promise<void> {
     if (this.#closed) throw new Error('blob writer is closed');
+    if (this.#digest !== undefined && digest !== this.#digest) throw new Error(`S3 writer created for ${this.#digest} cannot publish ${digest}`);
     const key = this.#o.layout.blob(digest);
     const { client, bucket } = this.#o;
     if (!this.#uploadId) {
@@ -296,6 +308,7 @@ export class S3RawWriter implements RawBlobWriter {
     this.#throwIfFailed();
     const uploadId = await this.#uploadId;
     const parts = [...this.#parts].sort((a, b) => a.PartNumber - b.PartNumber);
+    if (this.#digest !== undefined) return this.#publishInPlace(key, uploadId!, parts);
     const temp = this.#key!;
     try {
       await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: temp, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
@@ -306,19 +319,43 @@ export class S3RawWriter implements RawBlobWriter {
     this.#release();
     try {
       // Another writer may have stored the digest meanwhile: same bytes, nothing to copy.
-      const there = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).then(
-        () => true,
-        (err: unknown) => {
-          if (isNotFound(err)) return false;
-          throw toS3Fault('HeadObject', err);
-        },
-      );
+      const there = await this.#exists(key);
       if (!there) await copyObject(client, bucket, temp, key, size, this.#o.partSize);
     } finally {
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: temp })).catch(() => {
         // Left for init's sweep of old uploads/ objects.
       });
     }
+  }
+
+  /**
+   * Completes the upload on the blob's own key — unless another writer stored the digest meanwhile
+   * (same bytes): then the upload is aborted and the object left as it is.
+   */
+  async #publishInPlace(key: string, uploadId: string, parts: { PartNumber: number; ETag: string }[]): Promise<void> {
+    const { client, bucket } = this.#o;
+    const there = await this.#exists(key);
+    if (there) {
+      await this.discard();
+      return;
+    }
+    try {
+      await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+    } catch (err) {
+      throw toS3Fault('CompleteMultipartUpload', err);
+    }
+    this.#uploadId = undefined;
+    this.#release();
+  }
+
+  async #exists(key: string): Promise<boolean> {
+    return this.#o.client.send(new HeadObjectCommand({ Bucket: this.#o.bucket, Key: key })).then(
+      () => true,
+      (err: unknown) => {
+        if (isNotFound(err)) return false;
+        throw toS3Fault('HeadObject', err);
+      },
+    );
   }
 
   #release(): void {

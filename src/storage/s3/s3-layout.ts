@@ -8,8 +8,9 @@ import { digestHex, type Digest } from '../../domain/digest.js';
  *   repositories/<upstream>/<repo>/_tags/<tag>                  a tag's TagEntry (JSON)
  *   repositories/<upstream>/<repo>/_manifests/sha256/<hex>      a manifest link (empty)
  *   repositories/<upstream>/<repo>/_layers/sha256/<hex>         a hosted blob link (empty)
- *   uploads/<uuid>                       a fill's multipart upload, completed only once verified,
- *                                        then copied to blobs/… and deleted
+ *   uploads/<uuid>                       a push's multipart upload, completed only once verified,
+ *                                        then copied to blobs/… and deleted (a fill's upload goes
+ *                                        straight to its blobs/… key: it knows its digest)
  *   _probe/<random>                      the write probe (put, then deleted)
  * Listing a `…/sha256/` prefix yields keys in digest order (the `<ab>/` level is the hex's own first
  * two characters).
@@ -36,7 +37,7 @@ export class S3Layout {
     return `${this.repositoriesPrefix()}${upstream}/${repo}/`;
   }
 
-  /** The temp key of a fill's multipart upload (completed there, then copied to `blob()`). */
+  /** The temp key of a push's multipart upload (completed there, then copied to `blob()`). */
   upload(id: string): string {
     return `${this.prefix}uploads/${id}`;
   }

@@ -104,24 +104,29 @@ export class S3Storage implements Storage {
     return { leftovers, usage: Promise.resolve(undefined) };
   }
 
-  /** Aborts multipart uploads and removes temp objects under `uploads/` older than the abandoned age; returns how many. */
+  /**
+   * Aborts multipart uploads (fills' under `blobs/`, pushes' under `uploads/`) and removes temp
+   * objects under `uploads/` older than the abandoned age; returns how many.
+   */
   async sweepAbandonedUploads(): Promise<number> {
     const cutoff = (this.#o.now ?? Date.now)() - (this.#o.abandonedUploadAgeMs ?? 24 * 3600_000);
     const prefix = this.layout.uploadsPrefix();
     let removed = 0;
     try {
-      let keyMarker: string | undefined;
-      let idMarker: string | undefined;
-      do {
-        const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.#o.bucket, Prefix: prefix, ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: idMarker } : {}) }));
-        for (const u of page.Uploads ?? []) {
-          if (u.Key === undefined || u.UploadId === undefined || (u.Initiated?.getTime() ?? 0) > cutoff) continue;
-          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: u.Key, UploadId: u.UploadId }));
-          removed++;
-        }
-        keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-        idMarker = page.NextUploadIdMarker;
-      } while (keyMarker);
+      for (const uploadsUnder of [this.layout.blobsPrefix(), prefix]) {
+        let keyMarker: string | undefined;
+        let idMarker: string | undefined;
+        do {
+          const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.#o.bucket, Prefix: uploadsUnder, ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: idMarker } : {}) }));
+          for (const u of page.Uploads ?? []) {
+            if (u.Key === undefined || u.UploadId === undefined || (u.Initiated?.getTime() ?? 0) > cutoff) continue;
+            await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: u.Key, UploadId: u.UploadId }));
+            removed++;
+          }
+          keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+          idMarker = page.NextUploadIdMarker;
+        } while (keyMarker);
+      }
       let token: string | undefined;
       do {
         const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.#o.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));

@@ -222,6 +222,57 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       assert.ok(data.equals(await readAll(await store.open(digest))));
     });
 
+    // A writer created for its digest (`create({ digest })`, a cache fill): the backend may write to
+    // the blob's final location (S3: a multipart upload on its key), so these check that nothing
+    // becomes visible there before a verified commit. 11 MiB + a few bytes: several S3 parts.
+    const hinted = randomBytes(11 * 1024 * 1024 + 321);
+    const hintedDigest = sha256Digest(hinted);
+
+    test('a writer created for its digest round-trips a blob of several parts; a second one for the same digest commits too', async (store) => {
+      const writer = await store.create({ digest: hintedDigest });
+      await writeChunks(writer, hinted, 1024 * 1024 + 3);
+      assert.equal(await store.stat(hintedDigest), undefined, 'invisible before commit');
+      let listed = 0;
+      for await (const _ of store.list()) listed++;
+      assert.equal(listed, 0, 'not listed before commit');
+      assert.deepEqual(await writer.commit(hintedDigest, hinted.length), { digest: hintedDigest, size: hinted.length });
+      assert.ok(hinted.equals(await readAll(await store.open(hintedDigest))));
+      const again = await store.create({ digest: hintedDigest });
+      await writeChunks(again, hinted, 2 * 1024 * 1024);
+      assert.deepEqual(await again.commit(hintedDigest, hinted.length), { digest: hintedDigest, size: hinted.length });
+      assert.ok(hinted.equals(await readAll(await store.open(hintedDigest))));
+    });
+
+    test('a writer created for a digest: wrong bytes are DIGEST_INVALID, a wrong size SIZE_INVALID, and nothing is visible under the digest', async (store) => {
+      const corrupt = Buffer.from(hinted);
+      corrupt[corrupt.length - 10]! ^= 0xff;
+      const bad = await store.create({ digest: hintedDigest });
+      await writeChunks(bad, corrupt, 1024 * 1024);
+      await rejectsWithCode(bad.commit(hintedDigest, hinted.length), 'DIGEST_INVALID');
+      await bad.abort();
+      const short = await store.create({ digest: hintedDigest });
+      await writeChunks(short, hinted.subarray(0, 7 * 1024 * 1024), 1024 * 1024);
+      await rejectsWithCode(short.commit(hintedDigest, hinted.length), 'SIZE_INVALID');
+      await short.abort();
+      assert.equal(await store.stat(hintedDigest), undefined);
+      await rejectsWithCode(store.open(hintedDigest), 'BLOB_UNKNOWN');
+      for await (const info of store.list()) assert.fail(`nothing listed, got ${info.digest}`);
+    });
+
+    test('a writer created for a digest and aborted mid-way leaves nothing; it cannot commit under another digest', async (store) => {
+      const aborted = await store.create({ digest: hintedDigest });
+      await writeChunks(aborted, hinted.subarray(0, 6 * 1024 * 1024), 1024 * 1024);
+      await aborted.abort();
+      assert.equal(await store.stat(hintedDigest), undefined);
+      const data = randomBytes(30_000);
+      const other = await store.create({ digest: hintedDigest });
+      await other.write(data);
+      await assert.rejects(other.commit(sha256Digest(data), data.length), /created for/);
+      await other.abort();
+      assert.equal(await store.stat(sha256Digest(data)), undefined);
+      assert.equal(await store.stat(hintedDigest), undefined);
+    });
+
     test('committing a digest that already exists succeeds', async (store) => {
       const data = randomBytes(20_000);
       const digest = await put(store, data);

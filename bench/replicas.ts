@@ -1,0 +1,422 @@
+/**
+ * Several replicas as real processes (issue #15, "Figures"): one Ceph RGW (test/support/rgw.ts,
+ * memstore), one redis-server, the token-auth upstream of test/support (distribution behind the
+ * recording front, whose `setLink` paces every connection to the first link of BENCH_LINKS) and
+ * three compiled `hubcache serve` processes on one bucket (test/support/replicas.ts), curl and
+ * skopeo as clients (their own processes):
+ *
+ *   a. 20 concurrent cold GETs of one blob spread round robin over the 3 → upstream blob GETs with
+ *      a body (target exactly 1), slowest ÷ one client alone on a replica (a fresh blob each,
+ *      alternating, curl to /dev/null, median of the per-run ratios; target ≤ 1.5); then one more
+ *      untimed round of 20 with every body's sha256 checked (curl | sha256sum: hashing 20 bodies
+ *      at once would cost the two cores more than the fan-out under test);
+ *   b. 10 concurrent skopeo pulls of a ~100 MB image spread over the 3 → upstream bytes ÷ image size
+ *      (target 1.0×) and upstream manifest GETs (target 1);
+ *   c. warm 1 GiB blob from one replica: S3 only ÷ the filesystem driver (a fourth, single hubcache
+ *      on a local directory), and a replica with storage.hotCache ÷ the filesystem driver; the
+ *      three sides alternate, median of the per-round ratios;
+ *   d. `kill -9` of the replica filling the biggest layer during 20 concurrent cold pulls (manifest,
+ *      config, layers, each by curl | sha256sum; a failed or wrong request retried on the next
+ *      replica): pulls completed, retries, pull times, and every object under blobs/ in the bucket
+ *      hashed against its key. Last: the killed replica stays down.
+ *
+ * Bounded: every step has its own timeout, and the whole bench stops itself after
+ * REPLICAS_DEADLINE_MIN (default 15) minutes, cleaning up what it started.
+ *
+ *   tsx bench/replicas.ts   (writes only its section of bench/RESULTS.md; also `npm run bench`, BENCH_ONLY=replicas)
+ *   env: BENCH_RUNS (5), BENCH_LINKS ('30:50,…': the first is used), REPLICAS_BLOB_MIB (64),
+ *   REPLICAS_CLIENTS (20), REPLICAS_PULLS (10), REPLICAS_LAYER_MIB (20, × 5 layers),
+ *   REPLICAS_WARM_MIB (1024), REPLICAS_WARM_RUNS (3), REPLICAS_KILL_LAYER_MIB (32, × 2 layers),
+ *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill')
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { startHubcacheProcess, type HubcacheProcess } from '../test/support/hubcache-process.js';
+import { digestOf, makeImage, type TestImage } from '../test/support/images.js';
+import { startRedis, type RedisServer } from '../test/support/redis.js';
+import { startReplica, startReplicas, type ReplicaOptions } from '../test/support/replicas.js';
+import { startRgw, type Rgw } from '../test/support/rgw.js';
+import { skopeoCopy } from '../test/support/skopeo.js';
+import type { LinkShape, UpstreamRequest } from '../test/support/upstream-front.js';
+import { startUpstream, type Upstream } from '../test/support/upstream-harness.js';
+import { buildHubcache } from './build.js';
+import { curlGet, curlHash, type HashedTransfer } from './curl-client.js';
+import type { EvictionRow } from './eviction.js';
+import { seededBlob } from './seeded-blob.js';
+import { fmt, max, mbps, median, MiB, ratios } from './stats.js';
+
+const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const RUNS = env('BENCH_RUNS', 5);
+const LINK: LinkShape = (() => {
+  const [ms, mbs] = (process.env.BENCH_LINKS ?? '30:50').split(',')[0]!.split(':').map(Number);
+  return { latencyMs: ms!, bytesPerSecond: mbs! * 1e6 };
+})();
+const BLOB = env('REPLICAS_BLOB_MIB', 64) * MiB;
+const CLIENTS = env('REPLICAS_CLIENTS', 20);
+const PULLS = env('REPLICAS_PULLS', 10);
+const LAYER = env('REPLICAS_LAYER_MIB', 20) * MiB;
+const WARM = env('REPLICAS_WARM_MIB', 1024) * MiB;
+const WARM_RUNS = env('REPLICAS_WARM_RUNS', 3);
+const KILL_LAYER = env('REPLICAS_KILL_LAYER_MIB', 32) * MiB;
+const ONLY = new Set((process.env.REPLICAS_ONLY ?? 'concurrent,skopeo,warm,kill').split(','));
+const DEADLINE_MS = env('REPLICAS_DEADLINE_MIN', 15) * 60_000;
+const REPLICAS = 3;
+const PREFIX = 'bench/';
+
+/** The header of this bench's section of bench/RESULTS.md (bench/run.ts replaces the section). */
+export const REPLICAS_SECTION = '## Several replicas as real processes (bench/replicas.ts, issue #15)';
+
+export interface ReplicasBenchResult {
+  readonly rows: EvictionRow[];
+  readonly results: Record<string, unknown>;
+  /** The RESULTS.md section: REPLICAS_SECTION, the table of rows and the run's conditions. */
+  readonly markdown: string;
+}
+
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+const bodyGets = (reqs: UpstreamRequest[], digest?: string) =>
+  reqs.filter((r) => r.method === 'GET' && (r.status === 200 || r.status === 206) && (digest === undefined || r.digest === digest));
+
+export async function benchReplicas(log: (msg: string) => void, opts: { bin?: string; scratch?: string } = {}): Promise<ReplicasBenchResult> {
+  const started = Date.now();
+  const scratch = mkdtempSync(join(opts.scratch ?? tmpdir(), 'hubcache-bench-replicas-'));
+  const cleanups: Array<() => Promise<unknown> | unknown> = [() => rmSync(scratch, { recursive: true, force: true })];
+  const cleanup = async () => {
+    for (const c of cleanups.splice(0).reverse()) await Promise.resolve(c()).catch((e: unknown) => log(`replicas: cleanup: ${String(e)}`));
+  };
+  let timedOut = false;
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    log(`replicas: deadline of ${DEADLINE_MS / 60_000} min reached: stopping everything`);
+    void cleanup();
+  }, DEADLINE_MS);
+  const rows: EvictionRow[] = [];
+  const results: Record<string, unknown> = { link: LINK };
+  const loads: string[] = [];
+  try {
+    const bin = opts.bin ?? buildHubcache(scratch, log);
+    log('replicas: starting Ceph RGW, redis-server and the upstream');
+    const [rgw, redis, up] = await Promise.all([startRgw(), startRedis(), startUpstream()]);
+    cleanups.push(() => rgw.stop(), () => redis.close(), () => up.close());
+    const bucket = await rgw.createBucket();
+    const o: ReplicaOptions = { upstream: up, rgw, bucket, redisUrl: redis.url, prefix: PREFIX, scratch, bin, partSize: '16MiB', fillLeaseTtl: '2s' };
+    const track = (hc: HubcacheProcess) => (cleanups.push(() => hc.close()), hc);
+    const replicas = (await startReplicas(o, REPLICAS)).map(track);
+    log(`replicas: ${REPLICAS} replicas up (${replicas.map((r) => r.host).join(', ')}), RGW started in ${fmt(rgw.startMs / 1000, 1)} s; link ${LINK.latencyMs} ms, ${fmt(LINK.bytesPerSecond! / 1e6, 0)} MB/s per connection; load ${load()}`);
+    const ctx = { log, up, rgw, redis, bucket, replicas, o, rows, results, loads, track, scratch };
+    if (ONLY.has('concurrent')) await concurrent(ctx);
+    if (ONLY.has('skopeo')) await skopeoPulls(ctx);
+    if (ONLY.has('warm')) await warm(ctx);
+    if (ONLY.has('kill')) await kill(ctx);
+  } finally {
+    clearTimeout(deadline);
+    await cleanup();
+  }
+  if (timedOut) throw new Error('replicas: deadline reached');
+  const seconds = (Date.now() - started) / 1000;
+  results.seconds = seconds;
+  results.loads = loads;
+  const markdown = section(rows, seconds, loads);
+  return { rows, results, markdown };
+}
+
+interface Ctx {
+  log(msg: string): void;
+  up: Upstream;
+  rgw: Rgw;
+  redis: RedisServer;
+  bucket: string;
+  replicas: HubcacheProcess[];
+  o: ReplicaOptions;
+  rows: EvictionRow[];
+  results: Record<string, unknown>;
+  loads: string[];
+  track(hc: HubcacheProcess): HubcacheProcess;
+  scratch: string;
+}
+
+const linkName = () => `${LINK.latencyMs} ms, ${fmt(LINK.bytesPerSecond! / 1e6, 0)} MB/s per connection`;
+
+// ---- a. 20 concurrent cold GETs ------------------------------------------------------------------
+
+async function concurrent(c: Ctx): Promise<void> {
+  const alone: number[] = [];
+  const slowest: number[] = [];
+  const gets: number[] = [];
+  const wrong: number[] = [];
+  // A fresh blob per side and run: every GET is cold.
+  const blobs = [];
+  for (let i = 0; i < RUNS; i++) {
+    const pair = await Promise.all([seededBlob(`replicas-alone-${i}`, BLOB), seededBlob(`replicas-many-${i}`, BLOB)]);
+    for (const b of pair) await c.up.client.pushBlob('bench/conc', b);
+    blobs.push(pair);
+  }
+  c.up.front.setLink(LINK);
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      // Alternating which side goes first.
+      const [a, b] = blobs[i]!;
+      const url = (r: number, digest: string) => `${c.replicas[r % REPLICAS]!.url}/v2/bench/conc/blobs/${digest}`;
+      const one = async () => {
+        const t = await curlGet(url(i, a.digest), { timeoutMs: 300_000 });
+        if (t.bytes !== BLOB) throw new Error(`replicas: alone: ${t.bytes} of ${BLOB} bytes`);
+        alone.push(t.totalMs);
+      };
+      const many = async () => {
+        c.up.front.reset();
+        const ts = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => curlGet(url(k, b.digest), { timeoutMs: 300_000 })));
+        for (const t of ts) if (t.bytes !== BLOB) throw new Error(`replicas: many: ${t.bytes} of ${BLOB} bytes`);
+        slowest.push(max(ts.map((t) => t.totalMs)));
+        gets.push(bodyGets(c.up.front.filter({ kind: 'blob', digest: b.digest })).length);
+      };
+      if (i % 2 === 0) {
+        await one();
+        await many();
+      } else {
+        await many();
+        await one();
+      }
+      c.log(`replicas a. run ${i + 1}/${RUNS}: alone ${fmt(alone[i]!, 0)} ms, slowest of ${CLIENTS} over ${REPLICAS} replicas ${fmt(slowest[i]!, 0)} ms (${fmt(slowest[i]! / alone[i]!, 2)}×), upstream GETs ${gets[i]}; load ${load()}`);
+      c.loads.push(`a${i + 1}: ${load()}`);
+    }
+    // Untimed: every body hashed.
+    const pending = await seededBlob('replicas-verify', BLOB);
+    c.up.front.setLink(undefined);
+    await c.up.client.pushBlob('bench/conc', pending);
+    c.up.front.setLink(LINK);
+    c.up.front.reset();
+    const ts = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => curlHash(`${c.replicas[k % REPLICAS]!.url}/v2/bench/conc/blobs/${pending.digest}`, { timeoutMs: 300_000 })));
+    wrong.push(ts.filter((t) => t.digest !== pending.digest || t.bytes !== BLOB).length);
+    gets.push(bodyGets(c.up.front.filter({ kind: 'blob', digest: pending.digest })).length);
+    c.log(`replicas a. verification round: ${CLIENTS - wrong[0]!}/${CLIENTS} bodies with the right sha256, upstream GETs ${gets.at(-1)}; load ${load()}`);
+  } finally {
+    c.up.front.setLink(undefined);
+  }
+  const r = ratios(slowest, alone);
+  c.results.concurrent = { blobBytes: BLOB, clients: CLIENTS, runs: RUNS, aloneMs: alone, slowestMs: slowest, ratio: r, upstreamGets: gets, wrongBodies: wrong };
+  c.rows.push(
+    { metric: `a. ${CLIENTS} concurrent cold GETs of one ${BLOB / MiB} MiB blob over ${REPLICAS} replicas (${linkName()}): upstream GETs`, median: median(gets), unit: '', target: '= 1', pass: gets.every((g) => g === 1), detail: `per round (the last: the verification round): ${gets.join(',')}` },
+    { metric: `a'. … bodies with the right sha256 (an untimed round, curl piped to sha256sum)`, median: CLIENTS - median(wrong), unit: '', target: `= ${CLIENTS}`, pass: wrong.every((w) => w === 0), detail: `upstream GETs in that round: ${gets.at(-1)}` },
+    { metric: `a". … slowest of ${CLIENTS} ÷ one client alone`, median: median(r), unit: '×', target: '≤ 1.5', pass: median(r) <= 1.5, detail: `ms median: slowest ${fmt(median(slowest), 0)}, alone ${fmt(median(alone), 0)}; per run ${r.map((x) => fmt(x, 2)).join(' ')}` },
+  );
+}
+
+// ---- b. 10 skopeo pulls ----------------------------------------------------------------------------
+
+async function skopeoPulls(c: Ctx): Promise<void> {
+  const image = await makeImage('docker', { seed: 'bench-replicas-pull', layers: 5, layerSize: LAYER, inMemoryMaxBytes: 4 * MiB });
+  try {
+    await c.up.push(image, 'bench/pull', 'v1');
+    const imageBytes = image.size + [...image.blobs.values()].reduce((n, b) => n + b.size, 0);
+    c.up.front.setLink(LINK);
+    c.up.front.reset();
+    const t0 = performance.now();
+    const times: number[] = [];
+    try {
+      await Promise.all(
+        Array.from({ length: PULLS }, async (_, k) => {
+          const dir = join(c.scratch, `pull-${k}`);
+          const t = performance.now();
+          await skopeoCopy(`docker://${c.replicas[k % REPLICAS]!.host}/bench/pull:v1`, `dir:${dir}`, { timeoutMs: 300_000 });
+          times.push(performance.now() - t);
+          if (digestOf(readFileSync(join(dir, 'manifest.json'))) !== image.digest) throw new Error(`replicas: pull ${k}: wrong manifest`);
+          rmSync(dir, { recursive: true, force: true });
+        }),
+      );
+    } finally {
+      c.up.front.setLink(undefined);
+    }
+    const wallMs = performance.now() - t0;
+    const reqs = [...c.up.front.requests];
+    const served = bodyGets(reqs.filter((r) => r.kind === 'blob' || r.kind === 'manifest'));
+    const upstreamBytes = served.reduce((n, r) => n + r.bytesSent, 0);
+    const manifestGets = served.filter((r) => r.kind === 'manifest').length;
+    const ratio = upstreamBytes / imageBytes;
+    c.log(`replicas b. ${PULLS} skopeo pulls of ${fmt(imageBytes / 1e6, 0)} MB over ${REPLICAS} replicas: upstream ${upstreamBytes} B (${fmt(ratio, 4)}× the image), manifest GETs ${manifestGets}, slowest pull ${fmt(max(times) / 1000, 2)} s, all in ${fmt(wallMs / 1000, 2)} s; load ${load()}`);
+    c.loads.push(`b: ${load()}`);
+    c.results.skopeo = { pulls: PULLS, imageBytes, upstreamBytes, ratio, manifestGets, pullMs: times, wallMs, upstreamRequests: reqs.map((r) => `${r.method} ${r.kind} ${r.status} ${r.bytesSent}B`) };
+    c.rows.push(
+      { metric: `b. ${PULLS} concurrent skopeo pulls of a ${fmt(imageBytes / 1e6, 0)} MB image over ${REPLICAS} replicas (${linkName()}): upstream bytes ÷ image`, median: ratio, unit: '×', target: '= 1.0', pass: Math.abs(ratio - 1) < 1e-9, detail: `${upstreamBytes} of ${imageBytes} B; slowest pull ${fmt(max(times) / 1000, 2)} s, median ${fmt(median(times) / 1000, 2)} s` },
+      { metric: `b'. … upstream manifest GETs`, median: manifestGets, unit: '', target: '= 1', pass: manifestGets === 1, detail: 'GETs answered 200 by the upstream (tag and digest)' },
+    );
+  } finally {
+    image.dispose();
+  }
+}
+
+// ---- c. warm 1 GiB: S3, hot cache, filesystem driver -------------------------------------------------
+
+async function warm(c: Ctx): Promise<void> {
+  const blob = await seededBlob('bench-replicas-warm', WARM);
+  await c.up.client.pushBlob('bench/warm', blob);
+  const path = `/v2/bench/warm/blobs/${blob.digest}`;
+  // A fourth replica of the cluster with a hot cache, and a single hubcache on the filesystem driver.
+  const hot = c.track(await startReplica(c.o, 3, { hotCache: `${Math.ceil((2 * WARM) / MiB)}MiB` }));
+  const fsHc = c.track(await startHubcacheProcess({ upstream: c.up, bin: c.o.bin!, storagePath: mkdtempSync(join(c.scratch, 'fs-')) }));
+  const s3 = c.replicas[1]!;
+  const check = (t: { bytes: number }, what: string) => {
+    if (t.bytes !== WARM) throw new Error(`replicas: warm ${what}: ${t.bytes} of ${WARM} bytes`);
+  };
+  // Cold fills (untimed): into the bucket through one replica, into the local store of the fs one.
+  check(await curlGet(`${s3.url}${path}`, { timeoutMs: 600_000 }), 'fill s3');
+  check(await curlGet(`${fsHc.url}${path}`, { timeoutMs: 600_000 }), 'fill fs');
+  // The hot replica's first read comes from the bucket and is teed into its directory.
+  check(await curlGet(`${hot.url}${path}`, { timeoutMs: 600_000 }), 'hot miss');
+  await hot.waitForLog((l) => l.message === 'hot cache: blob copied' && l.digest === blob.digest, 120_000);
+  const t = { fs: [] as number[], s3: [] as number[], hot: [] as number[] };
+  const sides = [
+    ['fs', fsHc],
+    ['s3', s3],
+    ['hot', hot],
+  ] as const;
+  for (let i = 0; i < WARM_RUNS; i++) {
+    // Rotated start (fs,s3,hot / s3,hot,fs / …): no side always follows the same one.
+    for (let k = 0; k < sides.length; k++) {
+      const [name, hc] = sides[(i + k) % sides.length]!;
+      const tr = await curlGet(`${hc.url}${path}`, { timeoutMs: 600_000 });
+      check(tr, name);
+      t[name].push(mbps(tr.bytes, tr.totalMs));
+    }
+    c.log(`replicas c. round ${i + 1}/${WARM_RUNS}: fs driver ${fmt(t.fs[i]!, 0)} MiB/s, S3 ${fmt(t.s3[i]!, 0)} MiB/s, S3 + hot cache ${fmt(t.hot[i]!, 0)} MiB/s; load ${load()}`);
+    c.loads.push(`c${i + 1}: ${load()}`);
+  }
+  const s3Ratio = median(ratios(t.s3, t.fs));
+  const hotRatio = median(ratios(t.hot, t.fs));
+  c.results.warm = { blobBytes: WARM, runs: WARM_RUNS, mibps: t };
+  c.rows.push(
+    { metric: `c. warm ${WARM / MiB} MiB blob from one replica: S3 (RGW) ÷ filesystem driver`, median: s3Ratio, unit: '×', target: '(info)', pass: true, detail: `MiB/s median: S3 ${fmt(median(t.s3), 0)}, fs ${fmt(median(t.fs), 0)}` },
+    { metric: `c'. … S3 + hot cache ÷ filesystem driver`, median: hotRatio, unit: '×', target: '≥ 0.8', pass: hotRatio >= 0.8, detail: `MiB/s median: hot ${fmt(median(t.hot), 0)}, fs ${fmt(median(t.fs), 0)}` },
+  );
+  await hot.close();
+  await fsHc.close();
+}
+
+// ---- d. kill -9 of one replica during 20 concurrent cold pulls --------------------------------------
+
+interface Pull {
+  ms: number;
+  retries: number;
+  errors: string[];
+}
+
+async function kill(c: Ctx): Promise<void> {
+  const image = await makeImage('docker', { seed: 'bench-replicas-kill', layers: 2, layerSize: KILL_LAYER, inMemoryMaxBytes: 4 * MiB });
+  try {
+    await c.up.push(image, 'bench/kill', 'v1');
+    const layers = image.layers.map((l) => l.digest);
+    const alive = new Set(c.replicas);
+    /** One request of a pull, retried on the next live replica until the body is right (≤ 10 tries). */
+    const fetchRight = async (start: number, path: string, expect: string | undefined, accept: string | undefined, pull: Pull): Promise<HashedTransfer> => {
+      for (let attempt = 0, r = start; attempt < 10; attempt++, r++) {
+        const hc = c.replicas[r % REPLICAS]!;
+        if (!alive.has(hc)) continue;
+        try {
+          const t = await curlHash(`${hc.url}${path}`, { timeoutMs: 120_000, ...(accept ? { headers: { accept } } : {}) });
+          if (expect === undefined || t.digest === expect) return t;
+          pull.errors.push(`wrong body from ${hc.host}: ${t.digest}`);
+        } catch (err) {
+          pull.errors.push(String((err as Error).message).slice(0, 200));
+        }
+        pull.retries++;
+      }
+      throw new Error(`replicas d.: ${path} failed 10 times: ${pull.errors.join('; ')}`);
+    };
+    c.up.front.setLink(LINK);
+    c.up.front.reset();
+    const biggest = layers[0]!;
+    let victim: HubcacheProcess | undefined;
+    // The replica that starts the fill of the first layer dies with kill -9 as soon as it logs it.
+    const killed = Promise.race(c.replicas.map((hc) => hc.waitForLog((l) => l.message === 'fill started' && l.digest === biggest, 120_000).then(() => hc))).then(async (hc) => {
+      victim = hc;
+      alive.delete(hc);
+      const at = performance.now();
+      await hc.stop('SIGKILL');
+      return at;
+    });
+    const t0 = performance.now();
+    const pulls = await Promise.all(
+      Array.from({ length: CLIENTS }, async (_, k): Promise<Pull> => {
+        const pull: Pull = { ms: 0, retries: 0, errors: [] };
+        const start = performance.now();
+        await fetchRight(k, '/v2/bench/kill/manifests/v1', image.digest, image.mediaType, pull);
+        await fetchRight(k, `/v2/bench/kill/blobs/${image.config!.digest}`, image.config!.digest, undefined, pull);
+        for (const d of layers) await fetchRight(k, `/v2/bench/kill/blobs/${d}`, d, undefined, pull);
+        pull.ms = performance.now() - start;
+        return pull;
+      }),
+    );
+    const killedAt = (await killed) - t0;
+    c.up.front.setLink(undefined);
+    const wallMs = performance.now() - t0;
+    const retries = pulls.reduce((n, p) => n + p.retries, 0);
+    const retried = pulls.filter((p) => p.retries > 0).length;
+    const upstreamGets = Object.fromEntries(layers.map((d) => [d.slice(7, 19), bodyGets(c.up.front.filter({ kind: 'blob', digest: d })).length]));
+    // Every object under blobs/ hashes to its key; unfinished uploads are invisible.
+    let objects = 0;
+    const corrupt: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await c.rgw.client.send(new ListObjectsV2Command({ Bucket: c.bucket, Prefix: `${PREFIX}blobs/`, ...(token ? { ContinuationToken: token } : {}) }));
+      for (const obj of page.Contents ?? []) {
+        objects++;
+        const body = await c.rgw.client.send(new GetObjectCommand({ Bucket: c.bucket, Key: obj.Key! }));
+        const h = createHash('sha256');
+        for await (const chunk of body.Body as AsyncIterable<Buffer>) h.update(chunk);
+        if (h.digest('hex') !== obj.Key!.split('/').pop()) corrupt.push(obj.Key!);
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    const uploads = (await c.rgw.client.send(new ListMultipartUploadsCommand({ Bucket: c.bucket, Prefix: PREFIX }))).Uploads?.length ?? 0;
+    const ms = pulls.map((p) => p.ms);
+    c.log(`replicas d. killed ${victim?.host} (kill -9) ${fmt(killedAt / 1000, 2)} s in: ${pulls.length}/${CLIENTS} pulls completed, ${retried} retried (${retries} retries), pull time median ${fmt(median(ms) / 1000, 2)} s, max ${fmt(max(ms) / 1000, 2)} s, all in ${fmt(wallMs / 1000, 2)} s; upstream GETs per layer ${JSON.stringify(upstreamGets)}; bucket: ${objects} blobs, ${corrupt.length} corrupt, ${uploads} unfinished uploads (invisible); load ${load()}`);
+    c.loads.push(`d: ${load()}`);
+    c.results.kill = { clients: CLIENTS, layerBytes: KILL_LAYER, killedAtMs: killedAt, pullMs: ms, retries, retried, errors: pulls.flatMap((p) => p.errors), upstreamGets, objects, corrupt, unfinishedUploads: uploads, wallMs };
+    c.rows.push(
+      { metric: `d. kill -9 of the filling replica during ${CLIENTS} concurrent cold pulls (2 × ${KILL_LAYER / MiB} MiB, ${linkName()}): pulls completed after retries`, median: pulls.length, unit: '', target: `= ${CLIENTS}`, pass: pulls.length === CLIENTS, detail: `${retried} pulls retried (${retries} requests retried on another replica); killed ${fmt(killedAt / 1000, 2)} s in` },
+      { metric: `d'. … pull time (median; max in detail)`, median: median(ms) / 1000, unit: 's', target: '(info)', pass: true, detail: `max ${fmt(max(ms) / 1000, 2)} s; upstream GETs per layer ${Object.values(upstreamGets).join(', ')}` },
+      { metric: `d". … objects under blobs/ that don't hash to their key`, median: corrupt.length, unit: '', target: '= 0', pass: corrupt.length === 0, detail: `${objects} objects checked; ${uploads} unfinished multipart uploads (invisible, swept after 24 h)` },
+    );
+  } finally {
+    image.dispose();
+  }
+}
+
+// ---- report ----------------------------------------------------------------------------------------
+
+function section(rows: EvictionRow[], seconds: number, loads: string[]): string {
+  const cell = (r: EvictionRow) => `${fmt(r.median, r.unit === '' ? 0 : 2)}${r.unit === '×' ? '×' : r.unit ? ` ${r.unit}` : ''}`;
+  return [
+    REPLICAS_SECTION,
+    '',
+    `Latest run: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${seconds.toFixed(0)} s. Three compiled \`hubcache serve\` processes on one bucket of a Ceph RGW (memstore) and one redis-server, the token-auth upstream (distribution behind the recording front) paced to ${linkName()}; curl (piped to sha256sum where bodies are checked) and skopeo as clients. How each number is measured: the header of bench/replicas.ts.`,
+    `Load averages (1/5/15 min) after each step: ${loads.join('; ')}.`,
+    '',
+    '| metric | median | target | result | detail |',
+    '|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.metric} | ${cell(r)} | ${r.target} | ${r.target === '(info)' ? 'info' : r.pass ? 'PASS' : 'FAIL'} | ${r.detail} |`),
+    '',
+  ].join('\n');
+}
+
+/** Replaces this bench's section in `text` (up to the next `## ` header), or appends it. */
+export function withReplicasSection(text: string, markdown: string): string {
+  const start = text.indexOf(REPLICAS_SECTION);
+  if (start < 0) return `${text.replace(/\n*$/, '\n\n')}${markdown}`;
+  const next = text.indexOf('\n## ', start + REPLICAS_SECTION.length);
+  return `${text.slice(0, start)}${markdown}${next < 0 ? '' : `\n${text.slice(next + 1)}`}`;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+  const r = await benchReplicas(log);
+  process.stdout.write(`${r.markdown}\n`);
+  // Standalone: only this bench's section of RESULTS.md is replaced (npm run bench rewrites the table too).
+  const file = fileURLToPath(new URL('RESULTS.md', import.meta.url));
+  writeFileSync(file, withReplicasSection(readFileSync(file, 'utf8'), r.markdown));
+  log('replicas: wrote its section of bench/RESULTS.md');
+  process.exitCode = r.rows.every((row) => row.pass) ? 0 : 1;
+}

@@ -11,6 +11,8 @@ import { PinSet } from './cache/pins.js';
 import { PullThroughRegistry } from './cache/pull-through.js';
 import { createPeerServer } from './cluster/peer-server.js';
 import type { RedisCoordinator } from './cluster/redis-coordinator.js';
+import { UploadForwarder } from './cluster/upload-forwarder.js';
+import { createPeerUploadsApp } from './http/peer-uploads.js';
 import type { Digest } from './domain/digest.js';
 import { diskUsage, type DuResult } from './commands/du.js';
 import { matchesFilter } from './commands/ls.js';
@@ -257,7 +259,20 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     timeoutMs: config.hosted.uploadTimeout,
     maxSessions: config.hosted.maxUploadSessions,
     onExpired: (r) => logger.info('upload session expired', { uuid: r.id, repository: r.key.repo, bytes: r.offset }),
+    // Several replicas: which replica holds each session, in Redis, so that a request for it that
+    // reaches another replica is passed through to this one (docs/architecture.md, "Uploads across replicas").
+    // The record outlives the local session's expiry (1.25× the timeout; progress renews it every quarter).
+    ...(coordinator
+      ? {
+          directory: {
+            started: (r) => coordinator.uploadStarted(r.id, r.key.repo, config.hosted.uploadTimeout * 1.25),
+            touched: (r) => coordinator.uploadTouched(r.id, config.hosted.uploadTimeout * 1.25),
+            ended: (id) => coordinator.uploadEnded(id),
+          },
+        }
+      : {}),
   });
+  const uploadForwarder = coordinator ? new UploadForwarder({ owners: coordinator, selfId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) }) : undefined;
   // Several replicas: pushes and garbage collection exclude each other per digest cluster-wide.
   const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger, content: new HostedContent(coordinator ? { shared: coordinator } : {}) });
   metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });
@@ -275,6 +290,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     (usage) => config.hosted.repositories.length > 0 && logger.info('hosted content counted', { ...usage }),
     (err: unknown) => !hostedLoad.signal.aborted && logger.warn('hosted content count failed: everything stays protected from eviction', { error: (err as Error).message }),
   );
+  if (cluster && config.hosted.repositories.length > 0 && !peerSecret) {
+    logger.warn('pushes across replicas: the follow endpoint passes upload requests on to the replica holding the session without asking who sends them; set cluster.peerSecretFile (or keep cluster.peerListen reachable by the replicas only)', { peerListen: cluster.peerListen });
+  }
   if (config.hosted.repositories.length > 0 && !config.auth.htpasswd) {
     logger.warn('hosted repositories accept pushes from anyone who can reach this port: set auth.htpasswd', { patterns: config.hosted.repositories.map((r) => r.pattern) });
   }
@@ -317,15 +335,17 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     ? setupAuth(config.auth, { keyDir: join(config.storage.path, 'auth'), ...(signingKey ? { signingKey } : {}), logger, metrics, isHosted: (name: string) => hostedRules.some((r) => r.matches(name)) })
     : undefined;
   const separateMetrics = config.metrics.enabled && config.metrics.listen !== undefined;
+  const resolver = {
+    upstreams: new Set(upstreams.keys()),
+    defaultUpstream: config.defaultUpstream,
+    filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
+    hosted: hostedRules,
+  };
   const app = createApp({
     reader: registry,
-    resolver: {
-      upstreams: new Set(upstreams.keys()),
-      defaultUpstream: config.defaultUpstream,
-      filters: new Map(Object.entries(config.upstreams).flatMap(([name, up]) => (up.repositories ? [[name, compileRepoFilter(up.repositories)] as const] : []))),
-      hosted: hostedRules,
-    },
+    resolver,
     hosted,
+    ...(uploadForwarder ? { uploadsElsewhere: uploadForwarder } : {}),
     maxManifestBytes: config.upstreamClient.maxManifestSize,
     logger,
     metrics,
@@ -363,7 +383,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
   // The follow endpoint: its own listener, reachable by the other replicas only (the chart's NetworkPolicy).
-  const peerServer = cluster ? await listen(createPeerServer({ source: registry, logger, ...(peerSecret ? { secret: peerSecret } : {}) }), cluster.peerListen) : undefined;
+  // It also serves the upload sessions this replica holds to the replicas that received their requests.
+  const peerUploads = coordinator ? createPeerUploadsApp({ hosted, resolver, logger, metrics, lost: (id) => coordinator.uploadEnded(id) }) : undefined;
+  const peerServer = cluster ? await listen(createPeerServer({ source: registry, logger, ...(peerSecret ? { secret: peerSecret } : {}), ...(peerUploads ? { uploads: peerUploads } : {}) }), cluster.peerListen) : undefined;
   const url = addressUrl(server);
   const metricsUrl = metricsServer ? addressUrl(metricsServer) : url;
   if (peerServer && cluster) logger.info('cluster', { peerListen: addressUrl(peerServer), advertiseUrl: cluster.advertiseUrl, fillLeaseTtlMs: cluster.fillLeaseTtl, redisUp: coordinator?.up });
@@ -419,6 +441,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     close(deadlineMs)
       .finally(() => evictor.stop())
       .finally(() => auth?.close())
+      .finally(() => uploadForwarder?.close())
       .finally(() => tlsFiles?.files.close())
       // The store first: its last access-record flush goes to Redis with cluster.
       .finally(() => storage.close())

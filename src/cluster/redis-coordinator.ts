@@ -80,6 +80,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0`;
+// An upload session's record `{id, url, repository}`: extended or deleted by its owner only.
+const RENEW_OWN = `local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).id == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
+const RELEASE_OWN = `local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).id == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
 type Client = Redis | Cluster;
 
@@ -451,6 +456,53 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
     return async () => {
       await this.#redis.eval(RELEASE, 1, gc, value).catch(() => {});
     };
+  }
+
+  // --- upload sessions of the private registry (issue #15: a push whose requests land anywhere) ---
+
+  #uploadKey(id: string): string {
+    return `upload:${id}`;
+  }
+
+  /**
+   * Publishes that this replica holds upload session `id` (its id and follow endpoint), for
+   * `ttlMs`. Redis unreachable: not published — the session works on this replica only (the
+   * others answer BLOB_UPLOAD_UNKNOWN and the client starts over).
+   */
+  async uploadStarted(id: string, repository: string, ttlMs: number): Promise<void> {
+    if (!this.#up) return;
+    const value = JSON.stringify({ id: this.#o.holderId, url: this.#o.advertiseUrl, repository });
+    await this.#redis.set(this.#uploadKey(id), value, 'PX', Math.max(1, Math.round(ttlMs))).catch((err: unknown) => this.#o.logger.warn('upload session not published: redis failed', { uuid: id, error: (err as Error).message }));
+  }
+
+  /** The session moved: its record lives `ttlMs` longer (only while it is this replica's). */
+  async uploadTouched(id: string, ttlMs: number): Promise<void> {
+    if (!this.#up) return;
+    await this.#redis.eval(RENEW_OWN, 1, this.#uploadKey(id), this.#o.holderId, String(Math.max(1, Math.round(ttlMs)))).catch(() => {});
+  }
+
+  /** The session ended here (finished, cancelled, expired, lost): its record goes, if it is still this replica's. */
+  async uploadEnded(id: string): Promise<void> {
+    if (!this.#up) return;
+    await this.#redis.eval(RELEASE_OWN, 1, this.#uploadKey(id), this.#o.holderId).catch(() => {});
+  }
+
+  /** Who holds upload session `id`: `undefined` when nobody does (or Redis can't say). `record` is the stored value, for `forgetUpload`. */
+  async uploadOwner(id: string): Promise<{ id: string; url: string; record: string } | undefined> {
+    if (!this.#up) return undefined;
+    try {
+      const record = await this.#redis.get(this.#uploadKey(id));
+      if (record === null) return undefined;
+      const owner = JSON.parse(record) as { id?: unknown; url?: unknown };
+      return typeof owner.id === 'string' && typeof owner.url === 'string' ? { id: owner.id, url: owner.url, record } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Removes the session's record if it is still `record` (its owner is gone: nobody will end it). */
+  async forgetUpload(id: string, record: string): Promise<void> {
+    await this.#redis.eval(RELEASE, 1, this.#uploadKey(id), record).catch(() => {});
   }
 
   /** For tests: the lease record of `digest` as stored (`{id, url, lease}`), or null. */

@@ -112,6 +112,11 @@ export class HostedRegistry implements RegistryReader {
     return status(await this.#o.uploads.start(key));
   }
 
+  /** Whether this process holds upload session `id` (with several replicas, another one may). */
+  holdsUpload(id: string): boolean {
+    return this.#o.uploads.has(id);
+  }
+
   uploadStatus(key: RepoKey, id: string): UploadStatus {
     return status(this.#o.uploads.get(key, id));
   }

@@ -7,7 +7,7 @@ import { actionFor, type AuthGuard } from './auth/guard.js';
 import { tokenEndpoint } from './auth/token-endpoint.js';
 import { serveBlob } from './handlers/blobs.js';
 import { serveManifest } from './handlers/manifests.js';
-import { deleteContent, putManifest, serveReferrers, serveUpload, type PushContext } from './handlers/push.js';
+import { deleteContent, putManifest, serveReferrers, serveUpload, type PushContext, type UploadForwarding } from './handlers/push.js';
 import { serveTags } from './handlers/tags.js';
 import { ROUTE_ACTIONS, routeAction } from './access.js';
 import { fallThroughReader } from '../hosted/fall-through.js';
@@ -53,6 +53,11 @@ export interface AppOptions {
    * (express's `trust proxy`). Empty or absent: none is.
    */
   readonly trustedProxies?: readonly string[];
+  /**
+   * Several replicas (issue #15): where requests for upload sessions held by another replica go,
+   * once authorized here (cluster/upload-forwarder.ts). Absent: such a session is unknown.
+   */
+  readonly uploadsElsewhere?: UploadForwarding;
 }
 
 /** The HTTP front: parses requests into typed values, calls the reader, writes the answer. No cache logic here. */
@@ -110,7 +115,9 @@ export function createApp(opts: AppOptions): express.Express {
       if (action !== 'pull' && route.kind !== 'hosted') throw notHosted(request.name, action);
       if (route.kind === 'hosted' && !opts.hosted) throw new Error('a hosted route without a hosted registry');
       const push: PushContext | undefined =
-        route.kind === 'hosted' ? { hosted: opts.hosted!, key: route.key, name: request.name, maxManifestBytes: opts.maxManifestBytes ?? 4 * 1024 * 1024 } : undefined;
+        route.kind === 'hosted'
+          ? { hosted: opts.hosted!, key: route.key, name: request.name, maxManifestBytes: opts.maxManifestBytes ?? 4 * 1024 * 1024, ...(opts.uploadsElsewhere ? { uploadsElsewhere: opts.uploadsElsewhere } : {}) }
+          : undefined;
       const reader = readerFor(opts, route);
       const key = route.key;
       switch (request.route) {

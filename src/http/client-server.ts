@@ -144,7 +144,7 @@ export function clientKey(address: string | undefined): string {
 }
 
 /** Adds `Connection: close` to the response head when it goes out before the request's body was read to its end. */
-function closeUnlessBodyRead(req: IncomingMessage, res: ServerResponse): void {
+export function closeUnlessBodyRead(req: IncomingMessage, res: ServerResponse): void {
   const writeHead = res.writeHead;
   // Every head goes through writeHead (Node's implicit header for write/end included).
   res.writeHead = function (this: ServerResponse, ...args: Parameters<ServerResponse['writeHead']>) {

@@ -3,6 +3,7 @@ import { CACHE_KINDS, CACHE_OUTCOMES, FILL_FAILURES, PASS_THROUGH_KINDS, PIN_REF
 import { EVICTION_KINDS, EVICTION_REASONS, type EvictionKind, type EvictionMetrics, type EvictionReason } from '../cache/evictor.js';
 import type { UpstreamKind } from '../upstream/upstream.js';
 import type { ClusterMetrics } from '../cluster/redis-coordinator.js';
+import type { UploadForwardOutcome } from '../cluster/upload-forwarder.js';
 
 /** Where bytes sent to a client came from: the store, or an upstream (fetched or streamed from a fill in flight). */
 export const BYTE_SOURCES = ['cache', 'upstream'] as const;
@@ -18,6 +19,8 @@ export type ClientTimeout = (typeof CLIENT_TIMEOUTS)[number];
  * (cache.abandonedFills), `cancelled` mid-download (temp data removed), `dropped` while still
  * queued for a download slot (upstream never asked).
  */
+/** See cluster/upload-forwarder.ts (listed here: loading the metrics doesn't load the forwarder). */
+export const UPLOAD_FORWARD_OUTCOMES: readonly UploadForwardOutcome[] = ['forwarded', 'owner_gone', 'unknown', 'refused'];
 export const ABANDONED_DECISIONS = ['continued', 'cancelled', 'dropped'] as const;
 export type AbandonedDecision = (typeof ABANDONED_DECISIONS)[number];
 
@@ -115,6 +118,7 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
     }
     for (const source of BYTE_SOURCES) this.#bytesToClients.inc({ source }, 0);
     for (const outcome of ['acquired', 'followed', 'expired']) this.#fillLeases.inc({ outcome }, 0);
+    for (const outcome of UPLOAD_FORWARD_OUTCOMES) this.#uploadForwards.inc({ outcome }, 0);
     for (const reason of FILL_FAILURES) this.#fillsFailed.inc({ reason }, 0);
     for (const reason of CONNECTION_REJECTIONS) this.#connectionsRejected.inc({ reason }, 0);
     for (const kind of CLIENT_TIMEOUTS) this.#clientTimeouts.inc({ kind }, 0);
@@ -300,6 +304,15 @@ export class Metrics implements CacheMetrics, PinMetrics, EvictionMetrics, Clust
       this.#maintenanceHeldValue = 0;
       for (const outcome of ['acquired', 'busy', 'unavailable', 'lost'] as const) this.#maintenanceLocks.inc({ outcome }, 0);
     }
+  }
+  readonly #uploadForwards = new client.Counter({
+    name: 'hubcache_cluster_upload_forwards_total',
+    help: 'Several replicas: requests for a blob upload session this replica does not hold, by outcome (forwarded: passed through to the replica holding it; owner_gone: that replica did not answer, the session is dropped and the client starts over; unknown: no replica holds it; refused: the holder refused this replica, the peer secrets differ).',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  uploadForwarded(outcome: UploadForwardOutcome): void {
+    this.#uploadForwards.inc({ outcome });
   }
   /** The store became writable again, or degraded (StoreHealth). */
   storeWritable(writable: boolean): void {

@@ -121,4 +121,47 @@ describe('UploadSessions: the push protocol’s upload sessions over a blob stor
     assert.equal(uploadRange(1), '0-0');
     assert.equal(uploadRange(10), '0-9');
   });
+  it('with a directory (several replicas): every session is published before its id is given out, progress at most every quarter of the timeout, and every end', async () => {
+    let now = 1_000_000;
+    const told: string[] = [];
+    const sessions = new UploadSessions({
+      blobs: new MemoryBlobStore(),
+      timeoutMs: 60_000,
+      maxSessions: 10,
+      clock: () => now,
+      directory: {
+        started: async (r) => void told.push(`started ${r.id} ${r.key.repo}`),
+        touched: async (r) => void told.push(`touched ${r.id} ${r.offset}`),
+        ended: async (id) => void told.push(`ended ${id}`),
+      },
+    });
+    const finished = await sessions.start(KEY);
+    assert.deepEqual(told, [`started ${finished.id} myorg/app`]);
+    assert.ok(sessions.has(finished.id) && !sessions.has('nope'));
+    await sessions.append(KEY, finished.id, chunks('abc'));
+    assert.equal(told.length, 1, 'progress within a quarter of the timeout: the record still lives long enough');
+    now += 15_000;
+    await sessions.append(KEY, finished.id, chunks('def'));
+    assert.equal(told.at(-1), `touched ${finished.id} 6`);
+    await sessions.finish(KEY, finished.id, sha256Digest('abcdef'));
+    assert.equal(told.at(-1), `ended ${finished.id}`);
+
+    const cancelled = await sessions.start(KEY);
+    await sessions.cancel(KEY, cancelled.id);
+    assert.equal(told.at(-1), `ended ${cancelled.id}`);
+
+    const failed = await sessions.start(KEY);
+    await assert.rejects(sessions.finish(KEY, failed.id, sha256Digest('other'), chunks('x')), code('DIGEST_INVALID'));
+    assert.equal(told.at(-1), `ended ${failed.id}`);
+
+    const idle = await sessions.start(KEY);
+    now += 61_000;
+    assert.equal(await sessions.sweep(), 1);
+    assert.equal(told.at(-1), `ended ${idle.id}`);
+
+    const open = await sessions.start(OTHER);
+    await sessions.close();
+    assert.equal(told.at(-1), `ended ${open.id}`);
+    assert.equal(told.filter((t) => t.startsWith('ended')).length, 5, 'each session ended once');
+  });
 });

@@ -30,6 +30,21 @@ export interface UploadSessionsOptions {
   readonly clock?: () => number;
   /** Sessions removed by expiry are reported here (logs). */
   readonly onExpired?: (record: UploadSessionRecord) => void;
+  /**
+   * Several replicas (issue #15): where the other replicas look up which replica holds a session
+   * (cluster/redis-coordinator.ts keeps it in Redis). Told of every session started (awaited: the
+   * client learns the session's id only once the others can find it), of progress (at most every
+   * `timeoutMs / 4` while bytes arrive: the shared record expires with the session) and of every
+   * session that ends (awaited: a later request elsewhere doesn't find it).
+   */
+  readonly directory?: UploadDirectory;
+}
+
+/** The shared index of a cluster's upload sessions (see `UploadSessionsOptions.directory`); never throws. */
+export interface UploadDirectory {
+  started(record: UploadSessionRecord): Promise<void>;
+  touched(record: UploadSessionRecord): Promise<void>;
+  ended(id: string): Promise<void>;
 }
 
 interface Session {
@@ -38,6 +53,8 @@ interface Session {
   readonly writer: BlobWriter;
   /** A PATCH or the final PUT is writing: a second request on the session is refused, and expiry waits. */
   busy: boolean;
+  /** When the directory was last told of progress (ms, the sessions' clock). */
+  told: number;
 }
 
 /**
@@ -49,9 +66,10 @@ interface Session {
  * The hash: node's `crypto.Hash` can't be serialised, so the running sha256 lives in the process
  * that holds the writer. Today every session lives in this process (the record map is in memory,
  * and the temp files don't outlive a restart: the owner's `init` sweeps `tmp/`), so no byte is ever
- * hashed twice. A shared session store (issue #15) keeps the `UploadSessionRecord` elsewhere; a
- * session that moved to another replica must then be re-hashed from the backend's bytes at its
- * final `PUT` (the record has what that needs: the key and the offset). That path doesn't exist yet.
+ * hashed twice. With several replicas (issue #15) a session stays with the replica that started
+ * it (its owner: the bytes and the hash are here); `directory` publishes which replica that is, and
+ * a request for the session that reaches another replica is passed through to this one
+ * (docs/architecture.md, "Uploads across replicas"), so the hash is never moved nor redone.
  */
 export class UploadSessions {
   readonly #o: UploadSessionsOptions;
@@ -78,8 +96,14 @@ export class UploadSessions {
     const writer = await this.#o.blobs.create();
     const now = this.#clock();
     const record: UploadSessionRecord = { id: randomUUID(), key: { upstream: key.upstream, repo: key.repo }, offset: 0, startedAt: now, touchedAt: now };
-    this.#sessions.set(record.id, { record, writer, busy: false });
+    this.#sessions.set(record.id, { record, writer, busy: false, told: now });
+    await this.#o.directory?.started(record);
     return record;
+  }
+
+  /** Whether this process holds the session `id` (whatever its repository). */
+  has(id: string): boolean {
+    return this.#sessions.has(id);
   }
 
   /** The session, or `BLOB_UPLOAD_UNKNOWN` when there is none for `key` under `id` (expired, finished, cancelled, never). */
@@ -113,10 +137,10 @@ export class UploadSessions {
       if (body) await this.#write(s, body);
       try {
         const info = await s.writer.commit(digest, expectedSize);
-        this.#sessions.delete(id);
+        await this.#end(id);
         return info;
       } catch (err) {
-        this.#sessions.delete(id);
+        await this.#end(id);
         await s.writer.abort().catch(() => {});
         throw err;
       }
@@ -126,7 +150,7 @@ export class UploadSessions {
   /** Cancels the session and removes its bytes; `BLOB_UPLOAD_UNKNOWN` when there is none. */
   async cancel(key: RepoKey, id: string): Promise<void> {
     const s = this.#session(key, id);
-    this.#sessions.delete(id);
+    await this.#end(id);
     await s.writer.abort();
   }
 
@@ -135,7 +159,7 @@ export class UploadSessions {
     const now = this.#clock();
     const expired = [...this.#sessions.values()].filter((s) => !s.busy && now - s.record.touchedAt > this.#o.timeoutMs);
     for (const s of expired) {
-      this.#sessions.delete(s.record.id);
+      await this.#end(s.record.id);
       await s.writer.abort().catch(() => {});
       this.#o.onExpired?.(s.record);
     }
@@ -147,7 +171,16 @@ export class UploadSessions {
     clearInterval(this.#timer);
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
-    await Promise.all(all.map((s) => s.writer.abort().catch(() => {})));
+    await Promise.all(all.map(async (s) => {
+      await this.#o.directory?.ended(s.record.id);
+      await s.writer.abort().catch(() => {});
+    }));
+  }
+
+  /** The session leaves this process and the shared directory. */
+  async #end(id: string): Promise<void> {
+    if (!this.#sessions.delete(id)) return;
+    await this.#o.directory?.ended(id);
   }
 
   #session(key: RepoKey, id: string): Session {
@@ -166,7 +199,16 @@ export class UploadSessions {
     } finally {
       s.busy = false;
       s.record = { ...s.record, touchedAt: this.#clock() };
+      this.#tell(s);
     }
+  }
+
+  /** Progress to the directory, at most every quarter of the timeout (its record expires with the session). */
+  #tell(s: Session): void {
+    const dir = this.#o.directory;
+    if (!dir || !this.#sessions.has(s.record.id) || s.record.touchedAt - s.told < this.#o.timeoutMs / 4) return;
+    s.told = s.record.touchedAt;
+    void dir.touched(s.record);
   }
 
   async #write(s: Session, body: AsyncIterable<Uint8Array>): Promise<UploadSessionRecord> {
@@ -187,11 +229,12 @@ export class UploadSessions {
         // The store failed (disk full, …): the writer can't commit any more, the session is over.
         failed.err = err;
         failed.happened = true;
-        this.#sessions.delete(s.record.id);
+        await this.#end(s.record.id);
         await s.writer.abort().catch(() => {});
         return;
       }
       s.record = { ...s.record, offset: s.writer.written, touchedAt: this.#clock() };
+      this.#tell(s);
     };
     /** Waits for the write in flight; then starts one of the gathered batch (`wait`: and waits for it too). */
     const flush = async (wait: boolean) => {

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { finished } from 'node:stream';
 import type { Request, Response } from 'express';
 import { parseDigest } from '../../domain/digest.js';
@@ -17,6 +18,18 @@ export interface PushContext {
   readonly key: RepoKey;
   readonly name: string;
   readonly maxManifestBytes: number;
+  /**
+   * Several replicas (issue #15): requests for an upload session another replica holds are passed
+   * through to it (cluster/upload-forwarder.ts). Absent (one replica, or the owner serving a request
+   * passed on to it): a session not held here is `BLOB_UPLOAD_UNKNOWN`.
+   */
+  readonly uploadsElsewhere?: UploadForwarding;
+}
+
+/** Passes a request for an upload session held by another replica on to it, and its answer back. */
+export interface UploadForwarding {
+  /** `BLOB_UPLOAD_UNKNOWN` when no live replica holds `session`. `path` is the request's, as the client sent it. */
+  forward(session: string, path: string, req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void>;
 }
 
 /** `POST|PATCH|PUT|GET|DELETE /v2/<name>/blobs/uploads/[<session>]`. */
@@ -40,6 +53,15 @@ export async function serveUpload(ctx: PushContext, session: string | undefined,
     }
     req.resume();
     return uploadAccepted(ctx, await hosted.startUpload(key), res);
+  }
+  if (ctx.uploadsElsewhere && !hosted.holdsUpload(session)) {
+    // Authorized above, by this replica; the owner serves it as is (docs/architecture.md, "Uploads across replicas").
+    try {
+      return await ctx.uploadsElsewhere.forward(session, req.originalUrl, req, res, req.ctx.signal);
+    } catch (err) {
+      if (req.ctx.signal.aborted) throw req.ctx.signal.reason;
+      throw err;
+    }
   }
   switch (req.method) {
     case 'GET': {

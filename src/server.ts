@@ -243,7 +243,9 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     // Hosted content nothing references after deletes (hosted/hosted-gc.ts): with hosted repositories only.
     ...(config.hosted.repositories.length > 0 ? { collectGarbage: (o: Parameters<HostedGc['collect']>[0]) => hostedGc.collect(o) } : {}),
     // Several replicas: one pass that deletes at a time for the whole cluster (the maintenance lock).
-    ...(coordinator ? { lock: coordinator, beforePass: () => hosted.content.refreshFromStore({ metadata }) } : {}),
+    // Before such a pass, the bucket's usage is counted again: this replica's count has the other
+    // replicas' commits and deletes only since its last listing (storage/s3/bucket-tally.ts).
+    ...(coordinator ? { lock: coordinator, beforePass: async () => void (await Promise.all([hosted.content.refreshFromStore({ metadata }), storage.refreshUsage?.()])) } : {}),
     logger,
     metrics,
   });

@@ -58,6 +58,12 @@ export interface Storage {
    * `storage.minFreeSpace` and `hubcache_store_free_bytes`; `undefined` when it can't be told.
    */
   freeSpace?(): Promise<{ readonly freeBytes: number; readonly totalBytes: number } | undefined>;
+  /**
+   * Optional, for a store other processes write too (S3: several replicas): counts the usage again
+   * now (`blobs.usage()` then includes their commits and deletes); rejects when it can't. A store
+   * only this process writes doesn't need it.
+   */
+  refreshUsage?(): Promise<void>;
   /** Whether the stored content can be read (the volume is there): readiness. Never throws. */
   readable(): Promise<boolean>;
   /**

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { gcServer } from '../../src/commands/gc.js';
 import { RedisCoordinator } from '../../src/cluster/redis-coordinator.js';
 import { sha256Digest } from '../../src/domain/digest.js';
@@ -183,6 +183,25 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
     assert.ok(report.removed.some((r) => r.digest === sha256Digest(cached)), 'the pass evicted the cached blob (the cap is tiny): protection is what kept the pushed ones');
     assert.ok(!report.removed.some((r) => blobs.some((x) => sha256Digest(x) === r.digest)), 'none of the pushed blobs evicted');
     for (const x of blobs) assert.equal((await fetch(`${b.url}/v2/myorg/late/blobs/${sha256Digest(x)}`)).status, 200);
+  });
+
+  it("a pass under the lock lists the bucket first: the other replica's commits are in its usage (hubcache_store_bytes) at once, not only at its next listing", async () => {
+    const listed = async () => {
+      let bytes = 0;
+      let token: string | undefined;
+      do {
+        const page = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'store/blobs/', ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) bytes += o.Size ?? 0;
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return bytes;
+    };
+    const before = await metric(b, 'hubcache_store_bytes');
+    assert.notEqual(before, undefined, 'counted since the start');
+    await upload(a, 'usage', Buffer.from('pushed on a, unseen by b '.repeat(120)));
+    assert.equal(await metric(b, 'hubcache_store_bytes'), before, 'B has not listed the bucket since');
+    assert.equal((await adminGc(b)).status, 200);
+    assert.equal(await metric(b, 'hubcache_store_bytes'), await listed());
   });
 
   it('Redis stopped: POST /admin/gc answers 503 MAINTENANCE_UNAVAILABLE (no pass deletes), a push still works; Redis back: passes run again', async () => {

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { DeleteObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { sha256Digest } from '../../src/domain/digest.js';
+import { Evictor, type EvictionMetrics } from '../../src/cache/evictor.js';
+import { sha256Digest, type Digest } from '../../src/domain/digest.js';
 import { isRegistryError } from '../../src/domain/errors.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import type { HotCachedBlobStore } from '../../src/storage/s3/hot-cache.js';
@@ -30,6 +31,9 @@ import { describeStorage } from '../../src/storage/testing/storage.conformance.j
 import { describeTagStore } from '../../src/storage/testing/tag-store.conformance.js';
 import { freePort } from '../support/distribution.js';
 import { startRgw, type Rgw } from '../support/rgw.js';
+import { startInProcess } from '../support/in-process.js';
+import { ALL_MANIFESTS, putImage, seededBytes } from '../support/oci-fixtures.js';
+import { FakeRegistry, LoopbackServer } from '../../src/upstream/testing/fake-registry.js';
 
 const MiB = 1024 * 1024;
 let rgw: Rgw;
@@ -73,7 +77,7 @@ async function leftovers(s: S3Storage): Promise<number> {
 
 const fixture = <T>(pick: (s: S3Storage) => T) => async () => {
   const s = storage();
-  return { store: pick(s), cleanup: () => s.close(), leftovers: () => leftovers(s) };
+  return { store: pick(s), cleanup: () => s.close(), leftovers: () => leftovers(s), countUsage: () => s.bucketBlobs.recountUsage() };
 };
 
 describeBlobStore('S3BlobStore (RGW)', fixture((s) => s.blobs));
@@ -88,6 +92,7 @@ describeBlobStore('HotCachedBlobStore (storage.hotCache in front of RGW)', async
       rmSync(dir, { recursive: true, force: true });
     },
     leftovers: () => leftovers(s),
+    countUsage: () => s.bucketBlobs.recountUsage(),
   };
 });
 describeManifestStore('S3ManifestStore (RGW)', fixture((s) => s.manifests));
@@ -310,9 +315,17 @@ describe('S3Storage on RGW', () => {
       try {
         const data = randomBytes(11 * MiB);
         const opts = kind === 'fills' ? { digest: sha256Digest(data) } : {};
+        await Promise.all([a.bucketBlobs.recountUsage(), bPrefixed.bucketBlobs.recountUsage()]);
         const [wa, wb] = [await a.blobs.create(opts), await bPrefixed.blobs.create(opts)];
         for (let p = 0; p < data.length; p += MiB) await Promise.all([wa.write(data.subarray(p, p + MiB)), wb.write(data.subarray(p, p + MiB))]);
         await Promise.all([wa.commit(sha256Digest(data), data.length), wb.commit(sha256Digest(data), data.length)]);
+        // A replica counts the blob once when its commit created it, not at all when the other's was
+        // there first (that one shows at its next listing); never twice.
+        const one = { bytes: data.length, objects: 1 };
+        const usages = [a.blobs.usage?.(), bPrefixed.blobs.usage?.()];
+        assert.ok(usages.some((u) => u?.bytes === data.length) && usages.every((u) => u?.bytes === data.length || u?.bytes === 0), JSON.stringify(usages));
+        assert.deepEqual(await a.bucketBlobs.recountUsage(), one);
+        assert.deepEqual(await bPrefixed.bucketBlobs.recountUsage(), one);
         const listed = [];
         for await (const info of a.blobs.list()) listed.push(info.digest);
         assert.deepEqual(listed, [sha256Digest(data)]);
@@ -357,6 +370,182 @@ describe('S3Storage on RGW', () => {
       await assert.rejects(rgw.client.send(new HeadObjectCommand({ Bucket: bucket, Key: s.layout.blob(sha256Digest('small')) })), { name: 'NotFound' });
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('S3 store usage (issue #15/#13): a listing of blobs/ kept current by commits and deletes', () => {
+  /** Commits `data` through `s`'s blobs (a push: no digest up front). */
+  const put = async (s: S3Storage, data: Buffer) => {
+    const w = await s.blobs.create();
+    await w.write(data);
+    return (await w.commit(sha256Digest(data), data.length)).digest;
+  };
+
+  it("counted at init in the background; this replica's commits and deletes at once, another replica's at the next listing; uploads in progress never", async () => {
+    const a = storage();
+    const b = storage({ prefix: a.layout.prefix });
+    try {
+      const first = await put(b, randomBytes(1000));
+      const ready = await a.init();
+      assert.deepEqual(await ready.usage, { bytes: 1000, objects: 1 }, 'the first listing, at init');
+      assert.deepEqual(a.blobs.usage?.(), { bytes: 1000, objects: 1 });
+      await put(a, randomBytes(2000));
+      assert.deepEqual(a.blobs.usage?.(), { bytes: 3000, objects: 2 });
+      // A fill in progress: one part (5 MiB) uploaded, the upload not completed.
+      const big = randomBytes(6 * MiB);
+      const inProgress = a.bucketBlobs.createRaw(sha256Digest(big));
+      await inProgress.write([big]);
+      assert.ok((await inProgress.uploadId()) !== undefined, 'a multipart upload is open');
+      // Another replica commits one blob and deletes another: not seen here before the next listing.
+      const theirs = randomBytes(500);
+      await put(b, theirs);
+      await b.blobs.delete(first);
+      assert.deepEqual(a.blobs.usage?.(), { bytes: 3000, objects: 2 });
+      assert.deepEqual(await a.bucketBlobs.recountUsage(), { bytes: 2500, objects: 2 });
+      assert.deepEqual(a.blobs.usage?.(), { bytes: 2500, objects: 2 }, 'the upload in progress is not counted');
+      // A commit of what another replica stored already (a lost race) changes nothing; both replicas committing one digest at once count it once each.
+      await put(a, theirs);
+      const both = randomBytes(3000);
+      await b.bucketBlobs.recountUsage();
+      await Promise.all([put(a, both), put(b, both)]);
+      // The replica whose commit created it counts it; the other, whose commit found it there, at its next listing.
+      const usages = [a.blobs.usage?.()?.bytes, b.blobs.usage?.()?.bytes];
+      assert.ok(usages.includes(5500) && usages.every((u) => u === 5500 || u === 2500), JSON.stringify(usages));
+      await inProgress.discard();
+      assert.deepEqual(await a.bucketBlobs.recountUsage(), { bytes: 5500, objects: 3 }, 'the next listing agrees');
+      assert.deepEqual(await b.bucketBlobs.recountUsage(), { bytes: 5500, objects: 3 });
+      let listed = 0;
+      for await (const info of a.blobs.list()) listed += info.size;
+      assert.equal(listed, 5500);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('a capped bucket bounds itself: past the high watermark a pass starts after a commit (as in serve) and evicts down to the low one, least recently used first, pinned and hosted content kept; another replica\'s commits count at the next listing', async () => {
+    const s = storage();
+    const other = storage({ prefix: s.layout.prefix });
+    const ready = await s.init();
+    assert.deepEqual(await ready.usage, { bytes: 0, objects: 0 });
+    await (s.access as S3AccessRecord).load();
+    let passEnded!: () => void;
+    let passes = 0;
+    const nextPass = () => new Promise<void>((r) => (passEnded = r));
+    const metrics: EvictionMetrics = {
+      evicted: () => {},
+      evictionFailed: () => assert.fail('a deletion failed'),
+      evictionSucceeded: () => {
+        passes++;
+        passEnded();
+      },
+      oldestAccess: () => {},
+      freeSpace: () => {},
+    };
+    const kept = new Set<Digest>();
+    const evictor = new Evictor({ storage: s, maxBytes: 10_000, highWatermark: 90, lowWatermark: 50, tagRetentionMs: 90 * 86_400_000, concurrency: 2, clock: () => 1_000_000, logger: silentLogger(), metrics, isProtected: (d) => kept.has(d) });
+    try {
+      const digests: Digest[] = [];
+      let passed = nextPass();
+      for (let i = 0; i < 10; i++) {
+        const d = await put(s, randomBytes(1000));
+        digests.push(d);
+        s.access.touch({ kind: 'blob', digest: d }, 1_000 + i);
+        if (i === 0) kept.add(d); // pinned
+        if (i === 1) kept.add(d); // hosted
+        evictor.check(); // what serve does after every commit (PullThroughRegistry's onCommitted)
+        if (i < 9) assert.equal(evictor.running, false, `${(i + 1) * 1000} bytes: under the high watermark (9000)`);
+      }
+      await passed;
+      assert.equal(passes, 1);
+      assert.deepEqual(s.blobs.usage?.(), { bytes: 5000, objects: 5 }, 'down to the low watermark');
+      const left = new Set<Digest>();
+      for await (const info of s.blobs.list()) left.add(info.digest);
+      assert.deepEqual(left, new Set([digests[0], digests[1], digests[7], digests[8], digests[9]]), 'the least recently used went, the protected stayed');
+
+      // Another replica fills the bucket past the cap: this one sees it at its next listing, and its timer's tick evicts.
+      for (let i = 0; i < 5; i++) {
+        const d = await put(other, randomBytes(1000));
+        s.access.touch({ kind: 'blob', digest: d }, 2_000 + i);
+      }
+      assert.deepEqual(s.blobs.usage?.(), { bytes: 5000, objects: 5 }, 'not listed yet');
+      assert.equal(await evictor.tick(), undefined, 'nothing due before the listing');
+      assert.deepEqual(await s.bucketBlobs.recountUsage(), { bytes: 10_000, objects: 10 });
+      passed = nextPass();
+      const report = await evictor.tick();
+      await passed;
+      assert.equal(report?.removed.length, 5);
+      assert.deepEqual(s.blobs.usage?.(), { bytes: 5000, objects: 5 });
+      assert.ok(await s.blobs.stat(digests[0]!) && (await s.blobs.stat(digests[1]!)), 'pinned and hosted blobs kept');
+    } finally {
+      await evictor.stop();
+      await Promise.all([s.close(), other.close()]);
+    }
+  });
+});
+
+describe('a whole hubcache (in-process serve) on the bucket with storage.maxSize', () => {
+  it('pulls past the high watermark start an eviction pass by themselves (no gc) that brings the bucket under the low one; pinned and pushed content kept', async () => {
+    const registry = new FakeRegistry();
+    const pinned = putImage(registry, 'library/pinned', '1', { seed: 's3-cap pinned', layerSizes: [10_000] });
+    const others = Array.from({ length: 4 }, (_, i) => putImage(registry, 'library/other', `v${i}`, { seed: `s3-cap other ${i}`, layerSizes: [10_000] }));
+    const upstream = await LoopbackServer.start(registry.handle);
+    const prefix = `t${++n}/`;
+    const maxSize = 60 * 1024;
+    const hc = await startInProcess({
+      flags: { 'upstream-url': upstream.url },
+      config: {
+        storage: { driver: 's3', bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey, prefix, partSize: '5MiB', maxSize: `${maxSize}`, eviction: { interval: '1h', highWatermark: 90, lowWatermark: 50 } },
+        cache: { pin: ['pinned:1'] },
+        hosted: { repositories: ['myorg/**'] },
+      },
+    });
+    const storeBytes = async () => {
+      const text = await (await fetch(`${hc.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('hubcache_store_bytes '));
+      return line === undefined ? undefined : Number(line.split(' ')[1]);
+    };
+    const inBucket = async () => {
+      const sizes = new Map<string, number>();
+      let token: string | undefined;
+      do {
+        const page = await rgw.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}blobs/`, ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) sizes.set(`sha256:${o.Key!.split('/').pop()}`, o.Size ?? 0);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return sizes;
+    };
+    const pull = async (repo: string, tag: string, img: ReturnType<typeof putImage>) => {
+      assert.equal((await fetch(`${hc.url}/v2/${repo}/manifests/${tag}`, { headers: { accept: ALL_MANIFESTS } })).status, 200);
+      for (const b of [img.config, ...img.layers]) {
+        const res = await fetch(`${hc.url}/v2/${repo}/blobs/${b.digest}`);
+        assert.ok(Buffer.from(await res.arrayBuffer()).equals(b.bytes));
+      }
+    };
+    try {
+      await hc.waitForLog((l) => l.message === 'pins refreshed');
+      const pushed = seededBytes('s3-cap pushed', 10_000);
+      const res = await fetch(`${hc.url}/v2/myorg/app/blobs/uploads/?digest=${sha256Digest(pushed)}`, { method: 'POST', body: new Uint8Array(pushed), headers: { 'content-type': 'application/octet-stream' } });
+      assert.equal(res.status, 201, await res.text());
+      // Pinned (≈10 KB) + pushed (10 KB) + three pulled images (≈10 KB each) stay under 90 % of 60 KiB;
+      // the fourth image's layer takes the bucket past it.
+      for (const [i, img] of others.entries()) {
+        await pull('library/other', `v${i}`, img);
+        if (i < 3) assert.ok((await storeBytes())! <= maxSize * 0.9, 'under the high watermark: no pass yet');
+      }
+      const pass = await hc.waitForLog((l) => l.message === 'eviction pass');
+      assert.equal(pass.mode, 'auto');
+      assert.ok((pass.storeBytes as number) <= maxSize * 0.5, `down to the low watermark: ${String(pass.storeBytes)}`);
+      const left = await inBucket();
+      let total = 0;
+      for (const size of left.values()) total += size;
+      assert.equal(await storeBytes(), total, 'the gauge agrees with the bucket');
+      for (const d of [pinned.config.digest, pinned.layers[0]!.digest, sha256Digest(pushed)]) assert.ok(left.has(d), `pinned and pushed blobs kept: ${d}`);
+      assert.ok(!left.has(others[0]!.layers[0]!.digest), 'the least recently pulled image went');
+      assert.ok(left.has(others[3]!.layers[0]!.digest), 'the latest pulled image stayed');
+    } finally {
+      await hc.close();
+      await upstream.close();
     }
   });
 });

@@ -2,7 +2,7 @@ import { pipeline, Transform, type Readable, type TransformCallback } from 'node
 import type { ByteRange } from '../../domain/descriptor.js';
 import type { Digest } from '../../domain/digest.js';
 import type { Logger } from '../../lib/logger.js';
-import type { BlobInfo, BlobStore, BlobWriter, CreateOptions } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions, StoreUsage } from '../blob-store.js';
 import { FsBlobStore } from '../fs/fs-blob-store.js';
 import type { BufferPool } from '../buffer-pool.js';
 
@@ -101,6 +101,11 @@ export class HotCachedBlobStore implements BlobStore {
 
   list(): AsyncIterable<BlobInfo> {
     return this.#bucket.list();
+  }
+
+  /** The bucket's usage (the local copies are a cache of it, not counted: `localBytes`). */
+  usage(): StoreUsage | undefined {
+    return this.#bucket.usage?.();
   }
 
   /** Waits for the background copies started so far (tests, the bench). */

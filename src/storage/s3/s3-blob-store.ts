@@ -17,8 +17,9 @@ import {
 import type { ByteRange } from '../../domain/descriptor.js';
 import { parseDigest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
-import type { BlobInfo, BlobStore, BlobWriter, CreateOptions } from '../blob-store.js';
+import type { BlobInfo, BlobStore, BlobWriter, CreateOptions, StoreUsage } from '../blob-store.js';
 import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js';
+import { BucketTally, type ListedPage } from './bucket-tally.js';
 import { isNotFound, isPreconditionFailed, s3Status, toS3Fault } from './s3-errors.js';
 import { S3Layout } from './s3-layout.js';
 
@@ -57,6 +58,8 @@ export interface S3BlobStoreOptions {
  */
 export class S3BlobStore implements BlobStore {
   readonly #o: S3BlobStoreOptions;
+  /** The usage: a listing of `blobs/` kept current by this store's commits and deletes (bucket-tally.ts). */
+  readonly #tally = new BucketTally();
 
   constructor(o: S3BlobStoreOptions) {
     this.#o = o;
@@ -113,16 +116,66 @@ export class S3BlobStore implements BlobStore {
 
   /** The backend's raw writer (tests assert on its `bufferedBytes`); `digest`: see `create`. */
   createRaw(digest?: Digest): S3RawWriter {
-    return new S3RawWriter(this.#o, digest);
+    return new S3RawWriter(this.#o, digest, this.#tally);
   }
 
+  /** Removes the blob; the HEAD before tells the usage whether there was one (DeleteObject doesn't). */
   async delete(digest: Digest): Promise<void> {
-    try {
-      await this.#o.client.send(new DeleteObjectCommand({ Bucket: this.#o.bucket, Key: this.#o.layout.blob(parseDigest(digest)) }));
-    } catch (err) {
-      if (isNotFound(err)) return;
-      throw toS3Fault('DeleteObject', err);
-    }
+    const key = this.#o.layout.blob(parseDigest(digest));
+    await this.#tally.track(
+      key,
+      async () => {
+        const had = await this.stat(digest);
+        try {
+          await this.#o.client.send(new DeleteObjectCommand({ Bucket: this.#o.bucket, Key: key }));
+        } catch (err) {
+          if (!isNotFound(err)) throw toS3Fault('DeleteObject', err);
+        }
+        return had?.size;
+      },
+      (had) => ({ before: had, after: undefined }),
+    );
+  }
+
+  /**
+   * What the bucket's `blobs/` holds: `undefined` until the first `recountUsage` ended, then its
+   * listing plus this store's commits and deletes since (other replicas' show at the next listing).
+   */
+  usage(): StoreUsage | undefined {
+    return this.#tally.usage();
+  }
+
+  /**
+   * Lists `blobs/` (ListObjectsV2: sizes included, uploads in progress not) and makes the result the
+   * usage; commits and deletes made meanwhile are counted exactly once. A listing started after
+   * the call: one running is waited for first. `signal` stops it (the usage stays what it was).
+   */
+  recountUsage(signal?: AbortSignal): Promise<StoreUsage> {
+    return this.#tally.recount(() => this.#pages(signal));
+  }
+
+  /** Whether a listing for the usage runs now. */
+  get counting(): boolean {
+    return this.#tally.counting;
+  }
+
+  async *#pages(signal?: AbortSignal): AsyncIterable<ListedPage> {
+    let token: string | undefined;
+    do {
+      signal?.throwIfAborted();
+      let page;
+      try {
+        page = await this.#o.client.send(new ListObjectsV2Command({ Bucket: this.#o.bucket, Prefix: this.#o.layout.blobsPrefix(), ...(token ? { ContinuationToken: token } : {}) }), signal ? { abortSignal: signal } : {});
+      } catch (err) {
+        throw toS3Fault('ListObjectsV2', err);
+      }
+      const contents = page.Contents ?? [];
+      yield {
+        entries: contents.flatMap((o) => (o.Key !== undefined && S3Layout.digestOfKey(o.Key) ? [{ key: o.Key, size: o.Size ?? 0 }] : [])),
+        lastKey: contents.at(-1)?.Key,
+      };
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
   }
 
   /** ListObjectsV2 pages: keys come in digest order. `modifiedAt` is the object's Last-Modified. */
@@ -203,10 +256,12 @@ export class S3RawWriter implements RawBlobWriter {
   #nextPart = 1;
   /** The digest the writer was created for: its upload goes to that blob's key. */
   readonly #digest: Digest | undefined;
+  readonly #tally: BucketTally | undefined;
 
-  constructor(o: S3BlobStoreOptions, digest?: Digest) {
+  constructor(o: S3BlobStoreOptions, digest?: Digest, tally?: BucketTally) {
     this.#o = o;
     this.#digest = digest;
+    this.#tally = tally;
   }
 
   /**
@@ -287,21 +342,40 @@ export class S3RawWriter implements RawBlobWriter {
     while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
   }
 
+  /**
+   * Makes the verified bytes the blob `digest`, counted in the store's usage only when the object
+   * wasn't there before (another writer's: same digest, same bytes).
+   */
   async publish(digest: Digest, size: number): Promise<void> {
     if (this.#closed) throw new Error('blob writer is closed');
     if (this.#digest !== undefined && digest !== this.#digest) throw new Error(`S3 writer created for ${this.#digest} cannot publish ${digest}`);
     const key = this.#o.layout.blob(digest);
+    if (!this.#tally) {
+      await this.#publish(key, size);
+      return;
+    }
+    await this.#tally.track(
+      key,
+      () => this.#publish(key, size),
+      (created) => ({ before: created ? undefined : size, after: size }),
+    );
+  }
+
+  /** Resolves with whether this writer created the object (false: it was there already). */
+  async #publish(key: string, size: number): Promise<boolean> {
     const { client, bucket } = this.#o;
     if (!this.#uploadId) {
       // Smaller than one part: one create-only PUT. 412: the object is there (same digest, same bytes).
       const body = this.#buf ? this.#buf.subarray(0, this.#fill) : Buffer.alloc(0);
+      let created = true;
       try {
         await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*' }));
       } catch (err) {
         if (!isPreconditionFailed(err)) throw toS3Fault('PutObject', err);
+        created = false;
       }
       this.#release();
-      return;
+      return created;
     }
     if (this.#fill > 0) await this.#sendPart();
     await this.#drain();
@@ -321,6 +395,7 @@ export class S3RawWriter implements RawBlobWriter {
       // Another writer may have stored the digest meanwhile: same bytes, nothing to copy.
       const there = await this.#exists(key);
       if (!there) await copyObject(client, bucket, temp, key, size, this.#o.partSize);
+      return !there;
     } finally {
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: temp })).catch(() => {
         // Left for init's sweep of old uploads/ objects.
@@ -332,12 +407,12 @@ export class S3RawWriter implements RawBlobWriter {
    * Completes the upload on the blob's own key — unless another writer stored the digest meanwhile
    * (same bytes): then the upload is aborted and the object left as it is.
    */
-  async #publishInPlace(key: string, uploadId: string, parts: { PartNumber: number; ETag: string }[]): Promise<void> {
+  async #publishInPlace(key: string, uploadId: string, parts: { PartNumber: number; ETag: string }[]): Promise<boolean> {
     const { client, bucket } = this.#o;
     const there = await this.#exists(key);
     if (there) {
       await this.discard();
-      return;
+      return false;
     }
     try {
       await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
@@ -346,6 +421,7 @@ export class S3RawWriter implements RawBlobWriter {
     }
     this.#uploadId = undefined;
     this.#release();
+    return true;
   }
 
   async #exists(key: string): Promise<boolean> {

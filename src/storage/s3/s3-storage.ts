@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../lib/logger.js';
 import type { AccessRecord } from '../access-record.js';
+import type { StoreUsage } from '../blob-store.js';
 import { S3AccessRecord } from './s3-access-record.js';
 import type { Ownership, Storage, StorageDescription, StorageReady } from '../storage.js';
 import type { BufferPool } from '../buffer-pool.js';
@@ -44,7 +45,15 @@ export interface S3StorageOptions extends S3ConnectionOptions {
   readonly access?: AccessRecord;
   /** How often the access record's changes are written (storage.accessFlushInterval); default 10 s. */
   readonly accessFlushInterval?: number;
+  /**
+   * How often `blobs/` is listed again to learn the usage (other replicas' commits and deletes);
+   * default `USAGE_RECOUNT_MS`. The first listing starts at `init`.
+   */
+  readonly usageRecountMs?: number;
 }
+
+/** How often an S3 store lists its blobs again by default: 5 minutes (one ListObjectsV2 per 1000 blobs). */
+export const USAGE_RECOUNT_MS = 5 * 60_000;
 
 /**
  * `storage.driver: s3`: blobs, manifests and metadata in an S3-compatible bucket (docs/storage-layout.md),
@@ -68,6 +77,9 @@ export class S3Storage implements Storage {
    */
   readonly access: AccessRecord;
   #flushTimer: NodeJS.Timeout | undefined;
+  #recountTimer: NodeJS.Timeout | undefined;
+  #usage: Promise<StoreUsage | undefined> | undefined;
+  readonly #stop = new AbortController();
   readonly spoolDir: string | undefined;
   readonly client: S3Client;
   readonly layout: S3Layout;
@@ -115,7 +127,29 @@ export class S3Storage implements Storage {
       void record.load().then(() => record.loadError && this.#o.logger.warn('access record unreadable, starting a new one', { prefix: this.layout.accessPrefix(), error: record.loadError.message }));
     }
     this.#flushTimer ??= setInterval(() => void this.#flushAccess(), this.#o.accessFlushInterval ?? 10_000).unref();
-    return { leftovers, usage: Promise.resolve(undefined) };
+    // The usage: a listing of blobs/ in the background (never delaying the start), then again every
+    // usageRecountMs so that other replicas' commits and deletes show up (bucket-tally.ts).
+    this.#usage ??= this.#recount();
+    this.#recountTimer ??= setInterval(() => {
+      if (!this.bucketBlobs.counting) void this.#recount();
+    }, this.#o.usageRecountMs ?? USAGE_RECOUNT_MS).unref();
+    return { leftovers, usage: this.#usage };
+  }
+
+  /** Lists the blobs now: a pass under the cluster's maintenance lock judges the bucket by what every replica stored. */
+  async refreshUsage(): Promise<void> {
+    await this.bucketBlobs.recountUsage(this.#stop.signal);
+  }
+
+  /** One listing of the blobs for the usage; `undefined` when it failed (logged) or was stopped by `close`. */
+  #recount(): Promise<StoreUsage | undefined> {
+    return this.bucketBlobs.recountUsage(this.#stop.signal).then(
+      (usage) => usage,
+      (err: unknown) => {
+        if (!this.#stop.signal.aborted) this.#o.logger.warn('store usage count failed', { storage: this.describe().location, error: (err as Error).message });
+        return undefined;
+      },
+    );
   }
 
   /**
@@ -185,6 +219,8 @@ export class S3Storage implements Storage {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#flushTimer);
+    clearInterval(this.#recountTimer);
+    this.#stop.abort();
     await this.#flushAccess();
     if (this.blobs instanceof HotCachedBlobStore) await this.blobs.settled();
     if (!this.#o.client) this.client.destroy();

@@ -121,3 +121,102 @@ export class AccessTable {
     }
   }
 }
+
+/**
+ * An access record kept as a log of batches, `<ms> <subject>` lines (`- <subject>` for a forgotten
+ * subject), loaded into memory once and appended to by `flush`: the filesystem's `access.log` and
+ * the S3 store's `_access/` batch objects. A backend says how to read its log (`readLog`, applying
+ * lines with `applyLines`) and how to write one batch (`writeBatch`); loading once, one flush at a
+ * time in order, and a failed batch kept for the next flush are decided here.
+ */
+export abstract class LoggedAccessRecord implements AccessRecord {
+  protected readonly table = new AccessTable();
+  #loading: Promise<void> | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+  /** Why the log could not be read, when it could not (then the record starts empty: it is a hint, never a reason not to serve). */
+  loadError: Error | undefined;
+
+  touch(subject: AccessSubject, at: number): void {
+    this.table.touch(subject, at);
+  }
+
+  forget(subject: AccessSubject): void {
+    this.table.forget(subject);
+  }
+
+  /** Reads the log into memory (once; later calls share it). */
+  load(): Promise<void> {
+    return (this.#loading ??= this.readLog().catch((err: unknown) => {
+      this.loadError = err as Error;
+    }));
+  }
+
+  async lastAccess(subject: AccessSubject): Promise<number | undefined> {
+    await this.load();
+    return this.table.times.get(subjectId(subject));
+  }
+
+  async *entries(): AsyncIterable<AccessEntry> {
+    await this.load();
+    yield* [...this.table.entries()];
+  }
+
+  flush(): Promise<void> {
+    const run = this.#flushing.then(() => this.#flush());
+    this.#flushing = run.catch(() => {});
+    return run;
+  }
+
+  async #flush(): Promise<void> {
+    await this.load();
+    const batch = this.table.takePending();
+    if (batch.size === 0) return;
+    try {
+      await this.writeBatch(batch);
+    } catch (err) {
+      this.table.restore(batch);
+      throw err;
+    }
+  }
+
+  /** Reads the whole log into `table` (through `applyLines`). A missing log is an empty record. */
+  protected abstract readLog(): Promise<void>;
+  /** Makes `batch` durable (or compacts the log, the batch's changes included: they are in `table`). */
+  protected abstract writeBatch(batch: Map<string, number | null>): Promise<void>;
+
+  /** Applies a log's lines to the table (the latest time wins, a forget removes; bad lines skipped). Returns how many lines there were. */
+  protected applyLines(text: string): number {
+    let lines = 0;
+    let start = 0;
+    while (start < text.length) {
+      let end = text.indexOf('\n', start);
+      if (end === -1) end = text.length;
+      const line = text.slice(start, end);
+      start = end + 1;
+      lines++;
+      const space = line.indexOf(' ');
+      if (space <= 0) continue;
+      const time = line.slice(0, space);
+      const id = line.slice(space + 1);
+      const at = time === '-' ? null : Number(time);
+      if (at !== null && !Number.isSafeInteger(at)) continue;
+      if (parseSubjectId(id) === undefined) continue;
+      this.table.load(id, at);
+    }
+    return lines;
+  }
+
+  /** A batch as log lines. */
+  protected static batchLines(batch: Map<string, number | null>): string {
+    let text = '';
+    for (const [id, at] of batch) text += `${at === null ? '-' : at} ${id}\n`;
+    return text;
+  }
+
+  /** The live entries as log lines (a compaction's snapshot). */
+  protected snapshotLines(): string {
+    let text = '';
+    for (const [id, at] of this.table.times) text += `${at} ${id}\n`;
+    return text;
+  }
+}

@@ -8,12 +8,9 @@ import { MemoryManifestStore, MemoryMetadataStore } from '../storage/memory/memo
 import { UploadSessions } from '../storage/upload-sessions.js';
 import { HostedContent } from './hosted-content.js';
 import { HostedRegistry } from './hosted-registry.js';
+import { bodyOf } from '../storage/testing/helpers.js';
 
 const key = (repo: string): RepoKey => ({ upstream: HOSTED_UPSTREAM, repo: repo as RepoName });
-
-async function* once(b: Buffer): AsyncIterable<Uint8Array> {
-  yield b;
-}
 
 function setup() {
   const stores = { blobs: new MemoryBlobStore(), manifests: new MemoryManifestStore(), metadata: new MemoryMetadataStore() };
@@ -25,8 +22,8 @@ function setup() {
 async function pushImage(hosted: HostedRegistry, repo: RepoKey, seed: string): Promise<{ config: Digest; layer: Digest; manifest: Digest; bytes: number }> {
   const config = Buffer.from(`{"seed":"${seed}"}`);
   const layer = Buffer.from(`layer of ${seed}`);
-  await hosted.uploadWhole(repo, sha256Digest(config), once(config));
-  await hosted.uploadWhole(repo, sha256Digest(layer), once(layer));
+  await hosted.uploadWhole(repo, sha256Digest(config), bodyOf(config));
+  await hosted.uploadWhole(repo, sha256Digest(layer), bodyOf(layer));
   const body = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -85,7 +82,7 @@ describe('HostedContent: what eviction must not take (isProtected) and the hoste
     const { stores, uploads, hosted } = setup();
     await hosted.content.load(stores);
     const claimed = sha256Digest('claimed');
-    await assert.rejects(hosted.uploadWhole(key('myorg/app'), claimed, once(Buffer.from('other bytes'))), /provided digest did not match/);
+    await assert.rejects(hosted.uploadWhole(key('myorg/app'), claimed, bodyOf(Buffer.from('other bytes'))), /provided digest did not match/);
     assert.equal(hosted.content.isProtected(claimed), false);
     assert.deepEqual(hosted.content.usage(), { bytes: 0, objects: 0 });
     await uploads.close();

@@ -15,28 +15,13 @@ import type { Ownership } from '../storage/storage.js';
 import { UploadSessions } from '../storage/upload-sessions.js';
 import { HostedGc } from './hosted-gc.js';
 import { HostedRegistry } from './hosted-registry.js';
+import { imageManifestOf, bodyOf } from '../storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
 const logger = createLogger({ level: 'error', format: 'json' });
 const key = (repo: string): RepoKey => ({ upstream: HOSTED_UPSTREAM, repo: repo as RepoName });
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-async function* once(b: Buffer): AsyncIterable<Uint8Array> {
-  yield b;
-}
-
-function manifestOf(blobs: Buffer[]): Buffer {
-  const [config, ...layers] = blobs;
-  return Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaTypes.ociManifest,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config!), size: config!.length },
-      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256Digest(l), size: l.length })),
-    }),
-  );
-}
 
 /** A Proxy of `target` whose `method` first awaits `gate()` (a pause point for interleavings). */
 function gated<T extends object>(target: T, method: keyof T & string, gate: (...args: unknown[]) => Promise<void>): T {
@@ -87,8 +72,8 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
     return { removed, ...result };
   };
   const push = async (repo: string, tag: string, blobs: Buffer[]) => {
-    for (const b of blobs) await hosted.uploadWhole(key(repo), sha256Digest(b), once(b));
-    const body = manifestOf(blobs);
+    for (const b of blobs) await hosted.uploadWhole(key(repo), sha256Digest(b), bodyOf(b));
+    const body = imageManifestOf(blobs);
     await hosted.putManifest(key(repo), { kind: 'tag', tag: tag as Tag }, body, MediaTypes.ociManifest);
     return sha256Digest(body);
   };
@@ -132,7 +117,7 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
 
   it('keeps a blob uploaded but not referenced yet within the grace period; collects it after', async () => {
     const orphan = Buffer.from('uploaded, manifest not pushed yet');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(orphan), once(orphan));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(orphan), bodyOf(orphan));
     now += HOUR / 2;
     assert.deepEqual((await run()).removed, []);
     assert.ok(await has(sha256Digest(orphan)));
@@ -142,7 +127,7 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
 
   it('an upload (or mount) again restarts the grace period of the link', async () => {
     const blob = Buffer.from('uploaded twice');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(blob), once(blob));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(blob), bodyOf(blob));
     const linkedFirst = await storage.metadata.blobLinkedAt(key('myorg/app'), sha256Digest(blob));
     // The link's time is the file's mtime: moved back by hand as if the upload were 2 h old.
     const { utimes } = await import('node:fs/promises');
@@ -158,7 +143,7 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
     const config = Buffer.from('{"config":"private"}');
     const a = await push('myorg/app', 'v1', [config, layer]);
     // The cache stored a public image with the same layer.
-    const publicManifest = manifestOf([Buffer.from('{"config":"public"}'), layer]);
+    const publicManifest = imageManifestOf([Buffer.from('{"config":"public"}'), layer]);
     const cached = await storage.manifests.put(publicManifest, MediaTypes.ociManifest);
     await storage.metadata.linkManifest({ upstream: 'docker.io', repo: 'library/base' as RepoName }, cached.digest);
     await hosted.deleteManifest(key('myorg/app'), { kind: 'digest', digest: a });
@@ -188,8 +173,8 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
   it('a manifest PUT arriving while its blob is being collected waits, then fails with MANIFEST_BLOB_UNKNOWN: never a manifest with a missing blob', async () => {
     const layer = Buffer.from('collected under a push');
     const config = Buffer.from('{"config":"race"}');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), once(config));
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), once(layer));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), bodyOf(config));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), bodyOf(layer));
     now += 2 * HOUR; // both uploads are garbage to the pass: no manifest references them
     let enterDelete!: () => void;
     const inDelete = new Promise<void>((r) => (enterDelete = r));
@@ -210,7 +195,7 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
     const pass = run(g);
     await inDelete;
     // The pass holds the first blob: the PUT waits for it.
-    const put = hosted.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf([config, layer]), MediaTypes.ociManifest);
+    const put = hosted.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf([config, layer]), MediaTypes.ociManifest);
     letDelete();
     await pass;
     await assert.rejects(put, (err: unknown) => err instanceof RegistryError && err.code === 'MANIFEST_BLOB_UNKNOWN');
@@ -220,8 +205,8 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
   it('a blob a manifest PUT is using is left alone by the pass; the PUT succeeds with every blob present', async () => {
     const layer = Buffer.from('kept by its push');
     const config = Buffer.from('{"config":"kept"}');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), once(config));
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), once(layer));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), bodyOf(config));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), bodyOf(layer));
     now += 2 * HOUR;
     // The PUT pauses after its checks, just before it links the manifest; the pass runs then.
     let enterLink!: () => void;
@@ -239,7 +224,7 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
       allowDelete: true,
       content: hosted.content,
     });
-    const put = pausing.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf([config, layer]), MediaTypes.ociManifest);
+    const put = pausing.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf([config, layer]), MediaTypes.ociManifest);
     await inLink;
     const during = await run();
     assert.deepEqual(during.removed.filter((r) => r.kind === 'blob'), [], 'in use by the PUT');
@@ -253,13 +238,13 @@ describe('HostedGc (garbage collection of hosted content after deletes)', () => 
 
   it('a pass that died between deleting the bytes and the links is finished by the next; a PUT meanwhile is refused', async () => {
     const layer = Buffer.from('crash in the middle');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), once(layer));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(layer), bodyOf(layer));
     const config = Buffer.from('{"config":"crash"}');
-    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), once(config));
+    await hosted.uploadWhole(key('myorg/app'), sha256Digest(config), bodyOf(config));
     // What the crashed pass left: the bytes gone, the link still there.
     await storage.blobs.delete(sha256Digest(layer));
     await assert.rejects(
-      hosted.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf([config, layer]), MediaTypes.ociManifest),
+      hosted.putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf([config, layer]), MediaTypes.ociManifest),
       (err: unknown) => err instanceof RegistryError && err.code === 'MANIFEST_BLOB_UNKNOWN',
     );
     now += 2 * HOUR;

@@ -26,26 +26,11 @@ import { FsStorage } from '../../src/storage/fs/fs-storage.js';
 import type { Ownership } from '../../src/storage/storage.js';
 import { UploadSessions } from '../../src/storage/upload-sessions.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
+import { imageManifestOf, bodyOf } from '../../src/storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
 const quiet = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
 const key = (repo: string): RepoKey => ({ upstream: HOSTED_UPSTREAM, repo: repo as RepoName });
-
-async function* once(b: Buffer): AsyncIterable<Uint8Array> {
-  yield b;
-}
-
-function manifestOf(blobs: Buffer[]): Buffer {
-  const [config, ...layers] = blobs;
-  return Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaTypes.ociManifest,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config!), size: config!.length },
-      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256Digest(l), size: l.length })),
-    }),
-  );
-}
 
 /** A Proxy of `target` whose `method` first awaits `gate()` (a pause point). */
 function gated<T extends object>(target: T, method: keyof T & string, gate: () => Promise<void>): T {
@@ -131,7 +116,7 @@ describe('a manifest PUT on one replica vs garbage collection on another: per-di
   const image = async (content: HostedContent, label: string) => {
     const blobs = [Buffer.from(`{"config":"${label}"}`), Buffer.from(`layer of ${label}`)];
     const a = pusher(content);
-    for (const b of blobs) await a.uploadWhole(key('myorg/app'), sha256Digest(b), once(b));
+    for (const b of blobs) await a.uploadWhole(key('myorg/app'), sha256Digest(b), bodyOf(b));
     return blobs;
   };
 
@@ -139,7 +124,7 @@ describe('a manifest PUT on one replica vs garbage collection on another: per-di
     const { contentA, contentB } = await replicas(true);
     const blobs = await image(contentA, 'kept');
     const link = pausePoint();
-    const put = pusher(contentA, gated(storage.metadata, 'linkManifest', link.gate)).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf(blobs), MediaTypes.ociManifest);
+    const put = pusher(contentA, gated(storage.metadata, 'linkManifest', link.gate)).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf(blobs), MediaTypes.ociManifest);
     await link.reached;
     const removed = await collect(collector(contentB));
     assert.deepEqual(removed.filter((r) => r.kind === 'blob'), [], 'in use by the PUT on the other replica');
@@ -157,7 +142,7 @@ describe('a manifest PUT on one replica vs garbage collection on another: per-di
     await del.reached;
     // B holds the cluster's claim on the blob it is deleting: A's PUT waits for it (its checks
     // would otherwise see the blob still there), then finds it gone.
-    const put = pusher(contentA).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf(blobs), MediaTypes.ociManifest);
+    const put = pusher(contentA).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf(blobs), MediaTypes.ociManifest);
     del.go();
     await pass;
     await assert.rejects(put, (err: unknown) => err instanceof RegistryError && err.code === 'MANIFEST_BLOB_UNKNOWN');
@@ -168,7 +153,7 @@ describe('a manifest PUT on one replica vs garbage collection on another: per-di
     const { contentA, contentB } = await replicas(false);
     const blobs = await image(contentA, 'lost');
     const link = pausePoint();
-    const put = pusher(contentA, gated(storage.metadata, 'linkManifest', link.gate)).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, manifestOf(blobs), MediaTypes.ociManifest);
+    const put = pusher(contentA, gated(storage.metadata, 'linkManifest', link.gate)).putManifest(key('myorg/app'), { kind: 'tag', tag: 'v1' as Tag }, imageManifestOf(blobs), MediaTypes.ociManifest);
     await link.reached;
     const removed = await collect(collector(contentB));
     assert.ok(removed.some((r) => r.kind === 'blob'), 'B swept the blobs A had just checked');

@@ -17,21 +17,10 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { startInProcess, type InProcessHubcache } from '../support/in-process.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startRgw, type Rgw } from '../support/rgw.js';
+import { imageManifestOf } from '../../src/storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
 const quiet = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
-
-function manifestOf(blobs: Buffer[]): Buffer {
-  const [config, ...layers] = blobs;
-  return Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaTypes.ociManifest,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config!), size: config!.length },
-      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256Digest(l), size: l.length })),
-    }),
-  );
-}
 
 describe('several replicas: one maintenance pass at a time, pushes safe from a sweep on another replica (issue #15)', () => {
   let rgw: Rgw;
@@ -117,7 +106,7 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
       // Unreferenced (no manifest yet) and past the grace period: B's pass takes them unless A's PUT
       // marks them first. B never saw these pushes: it judges from the bucket.
       const [put, gc] = await Promise.all([
-        fetch(`${a.url}/v2/myorg/race/manifests/t${i}`, { method: 'PUT', body: new Uint8Array(manifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } }),
+        fetch(`${a.url}/v2/myorg/race/manifests/t${i}`, { method: 'PUT', body: new Uint8Array(imageManifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } }),
         adminGc(b),
       ]);
       // 409: A's own pass held the lock then (only passes at start or on demand here); then no race.
@@ -158,7 +147,7 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
     // myorg/two's link is garbage too (no manifest), so make it referenced: a manifest there.
     const cfg = Buffer.from('{"config":"two"}');
     await upload(a, 'two', cfg);
-    const put = await fetch(`${a.url}/v2/myorg/two/manifests/v1`, { method: 'PUT', body: new Uint8Array(manifestOf([cfg, x])), headers: { 'content-type': MediaTypes.ociManifest } });
+    const put = await fetch(`${a.url}/v2/myorg/two/manifests/v1`, { method: 'PUT', body: new Uint8Array(imageManifestOf([cfg, x])), headers: { 'content-type': MediaTypes.ociManifest } });
     assert.equal(put.status, 201, await put.text());
     assert.equal((await adminGc(b)).status, 200);
     const res = await fetch(`${b.url}/v2/myorg/two/blobs/${sha256Digest(x)}`);
@@ -169,7 +158,7 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
   it('content pushed on one replica after the other started is protected from eviction there (a capped store: everything else goes)', async () => {
     const blobs = [Buffer.from('{"config":"pushed on a"}'), Buffer.from('layer pushed on a '.repeat(200))];
     for (const x of blobs) await upload(a, 'late', x);
-    const put = await fetch(`${a.url}/v2/myorg/late/manifests/v1`, { method: 'PUT', body: new Uint8Array(manifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } });
+    const put = await fetch(`${a.url}/v2/myorg/late/manifests/v1`, { method: 'PUT', body: new Uint8Array(imageManifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } });
     assert.equal(put.status, 201, await put.text());
     // A cached (not hosted) blob, as a pull would have stored it: the pass has something to evict.
     const cached = Buffer.from('cached, not hosted '.repeat(100));
@@ -212,7 +201,7 @@ describe('several replicas: one maintenance pass at a time, pushes safe from a s
     assert.equal(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code, 'MAINTENANCE_UNAVAILABLE');
     const blobs = [Buffer.from('{"config":"no redis"}'), Buffer.from('layer without redis')];
     for (const x of blobs) await upload(a, 'offline', x);
-    const put = await fetch(`${a.url}/v2/myorg/offline/manifests/v1`, { method: 'PUT', body: new Uint8Array(manifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } });
+    const put = await fetch(`${a.url}/v2/myorg/offline/manifests/v1`, { method: 'PUT', body: new Uint8Array(imageManifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } });
     assert.equal(put.status, 201, await put.text());
     await redis.start();
     await Promise.all([a, b].map((hc) => hc.waitForLog((l) => String(l.message).startsWith('redis reachable again'))));

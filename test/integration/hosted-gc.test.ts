@@ -12,20 +12,9 @@ import { gcServer } from '../../src/commands/gc.js';
 import { sha256Digest } from '../../src/domain/digest.js';
 import { MediaTypes } from '../../src/domain/media-types.js';
 import { startInProcess } from '../support/in-process.js';
+import { imageManifestOf } from '../../src/storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
-
-function manifestOf(blobs: Buffer[]): Buffer {
-  const [config, ...layers] = blobs;
-  return Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaTypes.ociManifest,
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config!), size: config!.length },
-      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256Digest(l), size: l.length })),
-    }),
-  );
-}
 
 describe('hosted garbage collection in a running server', () => {
   /** How far the server's clock is ahead of the store's file times. */
@@ -55,14 +44,14 @@ describe('hosted garbage collection in a running server', () => {
       const a = [Buffer.from('{"config":"a"}'), shared, Buffer.from('only a'.repeat(100))];
       const b = [Buffer.from('{"config":"b"}'), shared];
       for (const x of [...a, ...b]) await upload(x);
-      await putManifest('a', manifestOf(a));
-      await putManifest('b', manifestOf(b));
-      const del = await fetch(`${hc.url}/v2/myorg/app/manifests/${sha256Digest(manifestOf(a))}`, { method: 'DELETE' });
+      await putManifest('a', imageManifestOf(a));
+      await putManifest('b', imageManifestOf(b));
+      const del = await fetch(`${hc.url}/v2/myorg/app/manifests/${sha256Digest(imageManifestOf(a))}`, { method: 'DELETE' });
       assert.equal(del.status, 202);
       ahead = 2 * HOUR;
 
       const unreferenced = (r: PassReport) => r.removed.filter((i) => i.reason === 'unreferenced').map((i) => `${i.kind} ${i.digest}`).sort();
-      const expected = [`blob ${sha256Digest(a[0]!)}`, `blob ${sha256Digest(a[2]!)}`, `manifest ${sha256Digest(manifestOf(a))}`].sort();
+      const expected = [`blob ${sha256Digest(a[0]!)}`, `blob ${sha256Digest(a[2]!)}`, `manifest ${sha256Digest(imageManifestOf(a))}`].sort();
       const dry = await gcServer(hc.hub.metricsUrl, true);
       assert.deepEqual(unreferenced(dry), expected);
       const wet = await gcServer(hc.hub.metricsUrl, false);
@@ -73,7 +62,7 @@ describe('hosted garbage collection in a running server', () => {
       }
       const pulled = await fetch(`${hc.url}/v2/myorg/app/manifests/b`, { headers: { accept: MediaTypes.ociManifest } });
       assert.equal(pulled.status, 200);
-      assert.deepEqual(Buffer.from(await pulled.arrayBuffer()), manifestOf(b));
+      assert.deepEqual(Buffer.from(await pulled.arrayBuffer()), imageManifestOf(b));
       const metrics = await fetch(`${hc.hub.metricsUrl}/metrics`).then((r) => r.text());
       assert.match(metrics, /hubcache_evictions_total\{kind="blob",reason="unreferenced"\} 2/);
       assert.match(metrics, /hubcache_evictions_total\{kind="manifest",reason="unreferenced"\} 1/);
@@ -95,7 +84,7 @@ describe('hosted garbage collection in a running server', () => {
         // The blobs are unreferenced (no manifest yet) and past the grace period: a pass takes
         // them unless the PUT gets there first.
         const [put] = await Promise.all([
-          fetch(`${hc.url}/v2/myorg/race/manifests/t${i}`, { method: 'PUT', body: new Uint8Array(manifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } }),
+          fetch(`${hc.url}/v2/myorg/race/manifests/t${i}`, { method: 'PUT', body: new Uint8Array(imageManifestOf(blobs)), headers: { 'content-type': MediaTypes.ociManifest } }),
           gcServer(hc.hub.metricsUrl, false),
         ]);
         const text = await put.text();

@@ -51,3 +51,21 @@ export const tagEntry = (s: string, validatedAt = 1_700_000_000_000): TagEntry =
   size: s.length,
   validatedAt,
 });
+
+/** An OCI image manifest whose config is `blobs[0]` and whose layers are the rest. */
+export function imageManifestOf(blobs: Buffer[]): Buffer {
+  const [config, ...layers] = blobs;
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaTypes.ociManifest,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest(config!), size: config!.length },
+      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256Digest(l), size: l.length })),
+    }),
+  );
+}
+
+/** `b` as a one-chunk body (what an upload's `append` takes). */
+export async function* bodyOf(b: Buffer): AsyncIterable<Uint8Array> {
+  yield b;
+}

@@ -16,14 +16,15 @@
  * and reads the last line (BENCH_JSON …) into its table.
  */
 import { spawn } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
-import { closeSync, createReadStream, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as undiciRequest } from 'undici';
 import { startDistribution } from '../test/support/distribution.js';
 import { startHubcacheProcess } from '../test/support/hubcache-process.js';
 import { RssSampler } from './rss-sampler.js';
+import { curl, writeBlobFile } from './upload-blob.js';
 import { fmt, mbps, median, MiB, ratios } from './stats.js';
 
 const sizeMiB = Number(process.argv[2] ?? 1024);
@@ -32,31 +33,8 @@ const CHUNK = 64 * MiB;
 const size = sizeMiB * MiB;
 
 const dir = mkdtempSync(join(tmpdir(), 'hubcache-bench-push-'));
-const file = join(dir, 'blob');
-// Pseudo-random bytes (not compressible, not all zeros: an AES-256-CTR keystream, GB/s, as
-// bench/seeded-blob.ts), and the digest, computed once.
-const hash = createHash('sha256');
-const fd = openSync(file, 'w');
-const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update('bench-push-key').digest(), Buffer.alloc(16));
-const zeros = Buffer.alloc(MiB);
-for (let i = 0; i < sizeMiB; i++) {
-  const block = cipher.update(zeros);
-  writeSync(fd, block);
-  hash.update(block);
-}
-closeSync(fd);
-const digest = `sha256:${hash.digest('hex')}`;
+const { file, digest } = writeBlobFile(dir, sizeMiB, 'bench-push-key');
 
-function curl(args: string[]): Promise<{ code: number; headers: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('curl', ['-sS', '-H', 'Expect:', '-D', '-', '-o', '/dev/null', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve({ code: Number(/^HTTP\/\S+ (\d+)/m.exec(out)?.[1]), headers: out }) : reject(new Error(`curl ${args.join(' ')}: ${err}`))));
-  });
-}
 
 const location = (base: string, headers: string) => new URL(/^location:\s*(\S+)/im.exec(headers)![1]!, base).toString();
 

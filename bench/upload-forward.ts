@@ -10,15 +10,14 @@
  *
  *   tsx bench/upload-forward.ts [sizeMiB] [rounds]     default: 512 MiB, 5 rounds
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/support/distribution.js';
 import { startHubcacheProcess, type HubcacheProcess } from '../test/support/hubcache-process.js';
 import { startRedis } from '../test/support/redis.js';
 import { RssSampler } from './rss-sampler.js';
+import { curl, writeBlobFile } from './upload-blob.js';
 import { fmt, mbps, median, MiB, ratios } from './stats.js';
 
 const sizeMiB = Number(process.argv[2] ?? 512);
@@ -26,28 +25,8 @@ const rounds = Number(process.argv[3] ?? 5);
 const size = sizeMiB * MiB;
 
 const dir = mkdtempSync(join(tmpdir(), 'hubcache-bench-upload-forward-'));
-const file = join(dir, 'blob');
-const hash = createHash('sha256');
-const fd = openSync(file, 'w');
-const block = Buffer.alloc(MiB);
-for (let i = 0; i < sizeMiB; i++) {
-  for (let j = 0; j < block.length; j += 32) createHash('sha256').update(`${i}:${j}`).digest().copy(block, j);
-  writeSync(fd, block);
-  hash.update(block);
-}
-closeSync(fd);
-const digest = `sha256:${hash.digest('hex')}`;
+const { file, digest } = writeBlobFile(dir, sizeMiB, 'bench-upload-forward-key');
 
-function curl(args: string[]): Promise<{ code: number; headers: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('curl', ['-sS', '-H', 'Expect:', '-D', '-', '-o', '/dev/null', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve({ code: Number(/^HTTP\/\S+ (\d+)/m.exec(out)?.[1]), headers: out }) : reject(new Error(`curl ${args.join(' ')}: ${err}`))));
-  });
-}
 
 /** One push: POST on `first`, PATCH and PUT on `rest`; the ms from the POST to the final 201. */
 async function push(first: HubcacheProcess, rest: HubcacheProcess, repo: string): Promise<number> {

@@ -9,16 +9,15 @@
  * Environment: WALKAWAY_CLIENTS (100), WALKAWAY_BLOB_MIB (32), WALKAWAY_LINK_MIBPS (2),
  * WALKAWAY_LEAVE_MS (1000), WALKAWAY_DEADLINE_S (300).
  */
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { BlobTap, startHostileUpstream, type TapSource } from '../src/upstream/testing/hostile-registry.js';
 import { startHubcacheProcess } from '../test/support/hubcache-process.js';
 import { rawRequest } from '../test/support/raw-http.js';
+import { buildHubcache } from './build.js';
 import { RssSampler } from './rss-sampler.js';
 import { fmt, MiB } from './stats.js';
 
@@ -27,7 +26,6 @@ const BLOB = Number(process.env.WALKAWAY_BLOB_MIB ?? 32) * MiB;
 const LINK = Number(process.env.WALKAWAY_LINK_MIBPS ?? 2) * MiB;
 const LEAVE_MS = Number(process.env.WALKAWAY_LEAVE_MS ?? 1000);
 const DEADLINE_MS = Number(process.env.WALKAWAY_DEADLINE_S ?? 300) * 1000;
-const HERE = fileURLToPath(new URL('.', import.meta.url));
 const BLOCK = MiB;
 
 const log = (msg: string) => process.stderr.write(`[walkaway] ${msg}\n`);
@@ -73,18 +71,9 @@ function countCommitted(storagePath: string): number {
   }
 }
 
-function build(scratch: string): string {
-  log('building hubcache (tsc -p tsconfig.build.json)');
-  const out = join(scratch, 'build');
-  execFileSync(process.execPath, [join(HERE, '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(HERE, '..', 'tsconfig.build.json'), '--outDir', join(out, 'dist'), '--sourceMap', 'false'], { stdio: 'inherit' });
-  copyFileSync(join(HERE, '..', 'package.json'), join(out, 'package.json'));
-  symlinkSync(join(HERE, '..', 'node_modules'), join(out, 'node_modules'));
-  return join(out, 'dist', 'cli.js');
-}
-
 async function main(): Promise<void> {
   const scratch = mkdtempSync(join(tmpdir(), 'hubcache-walkaway-'));
-  const bin = build(scratch);
+  const bin = buildHubcache(scratch, log);
   log(`generating ${CLIENTS} blobs of ${BLOB / MiB} MiB`);
   const blobs = new Map<string, TapSource>();
   for (let i = 0; i < CLIENTS; i++) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when it exists (production image), the TypeScript sources otherwise (a checkout).
+// Runs the bundled CLI when it exists (production image: `npm run build`, scripts/build.mjs), the
+// TypeScript sources otherwise (a checkout).
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -7,6 +8,8 @@ import { dirname, join } from 'node:path';
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const compiled = join(root, 'dist', 'cli.js');
 if (existsSync(compiled)) {
+  // Stack traces through the bundle's source maps name src/ files and lines (as --enable-source-maps).
+  process.setSourceMapsEnabled(true);
   await import(pathToFileURL(compiled).href);
 } else {
   const { register } = await import('tsx/esm/api');

@@ -1,0 +1,131 @@
+/**
+ * Start-to-ready A/B (issue #13): two builds of the CLI started in turn on one synthetic store
+ * (src/storage/fs/testing/synthetic-store.ts, the real layout, warm page cache), side A then side B
+ * then A… (the first side alternates per pair), BENCH_PAIRS pairs (default 7). For each start:
+ * spawn → first `/readyz` 200 (wall, polled every 5 ms), and the CPU time (user + system, from
+ * /proc/<pid>/stat, 10 ms ticks) the process had used at that moment; then spawn → exit of
+ * `--version` for each side, the same way. Reports the medians of each side and the median of the
+ * per-pair ratios B ÷ A, with the load average before and after.
+ *
+ *   tsx bench/start-ab.ts A_CLI B_CLI            e.g. /tmp/main-build/dist/cli.js dist/cli.js
+ *   BENCH_STORE_BLOBS=100000 BENCH_PAIRS=9 …      store size (default 100000), pairs
+ *   BENCH_STORE_ROOT=/tmp/store-100k …            reuse (or create once) a store there
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { writeSyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
+import { fmt, median } from './stats.js';
+
+const TICK_MS = 1000 / Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
+
+/** User + system CPU (ms) a live process has used so far. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  s.close();
+  await once(s, 'close');
+  return port;
+}
+
+/** Spawn → /readyz 200: wall and CPU (ms). The server is stopped (SIGTERM) afterwards. */
+export async function startToReady(bin: string, root: string): Promise<{ wallMs: number; cpuMs: number }> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--storage-path', root, '--log-level', 'warn'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(child, 'exit');
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`hubcache exited with ${child.exitCode}: ${stderr}`);
+      const res = await request(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      if (res) await res.body.dump();
+      if (res?.statusCode === 200) break;
+      await new Promise((r) => setTimeout(r, 5));
+      if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr}`);
+    }
+    const wallMs = performance.now() - t0;
+    return { wallMs, cpuMs: cpuMs(child.pid!) };
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/** Spawn → exit of `--version`: wall and CPU (ms, /usr/bin/time). */
+export function versionRun(bin: string): { wallMs: number; cpuMs: number } {
+  const t0 = performance.now();
+  const r = spawnSync('/usr/bin/time', ['-f', 'cpu %U %S', process.execPath, bin, '--version'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const wallMs = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`--version failed: ${r.stderr}`);
+  const m = /cpu ([\d.]+) ([\d.]+)/.exec(r.stderr)!;
+  return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 };
+}
+
+async function main(): Promise<void> {
+  const [a, b] = process.argv.slice(2);
+  if (!a || !b) throw new Error('usage: tsx bench/start-ab.ts A_CLI B_CLI');
+  const blobs = Number(process.env.BENCH_STORE_BLOBS ?? 100_000);
+  const pairs = Number(process.env.BENCH_PAIRS ?? 7);
+  const scratch = process.env.BENCH_STORE_ROOT ? undefined : mkdtempSync(join(tmpdir(), 'hubcache-start-ab-'));
+  const root = process.env.BENCH_STORE_ROOT ?? join(scratch!, 'store');
+  try {
+    if (!existsSync(join(root, 'blobs'))) {
+      const t0 = performance.now();
+      writeSyntheticStore({ root, blobs, validatedAt: Date.now() });
+      console.log(`generated ${blobs} blobs in ${fmt((performance.now() - t0) / 1000, 1)} s`);
+    }
+    const before = loadavg();
+    const sides = { a: { ready: [] as number[], cpu: [] as number[], vWall: [] as number[], vCpu: [] as number[] }, b: { ready: [] as number[], cpu: [] as number[], vWall: [] as number[], vCpu: [] as number[] } };
+    const ratio = { ready: [] as number[], cpu: [] as number[], vWall: [] as number[], vCpu: [] as number[] };
+    // One start of each before measuring: the page cache holds both builds and the store.
+    await startToReady(a, root);
+    await startToReady(b, root);
+    for (let i = 0; i < pairs; i++) {
+      const order: Array<'a' | 'b'> = i % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
+      const got: Record<string, { ready: number; cpu: number; vWall: number; vCpu: number }> = {};
+      for (const side of order) {
+        const bin = side === 'a' ? a : b;
+        const s = await startToReady(bin, root);
+        const v = versionRun(bin);
+        got[side] = { ready: s.wallMs, cpu: s.cpuMs, vWall: v.wallMs, vCpu: v.cpuMs };
+        sides[side].ready.push(s.wallMs);
+        sides[side].cpu.push(s.cpuMs);
+        sides[side].vWall.push(v.wallMs);
+        sides[side].vCpu.push(v.cpuMs);
+      }
+      for (const k of ['ready', 'cpu', 'vWall', 'vCpu'] as const) ratio[k].push(got.b![k] / got.a![k]);
+      console.log(`pair ${i + 1}: ready A ${fmt(got.a!.ready, 0)} B ${fmt(got.b!.ready, 0)} ms (CPU ${fmt(got.a!.cpu, 0)} / ${fmt(got.b!.cpu, 0)}); --version A ${fmt(got.a!.vWall, 0)} B ${fmt(got.b!.vWall, 0)} ms (CPU ${fmt(got.a!.vCpu, 0)} / ${fmt(got.b!.vCpu, 0)})`);
+    }
+    const after = loadavg();
+    const row = (name: string, k: 'ready' | 'cpu' | 'vWall' | 'vCpu') =>
+      `| ${name} | ${fmt(median(sides.a[k]), 0)} ms | ${fmt(median(sides.b[k]), 0)} ms | ${fmt(median(ratio[k]), 2)}× | ${ratio[k].map((x) => fmt(x, 2)).join(' ')} |`;
+    console.log(`\n${blobs} blobs, ${pairs} pairs; A = ${a}, B = ${b}; load average before ${before.map((x) => fmt(x, 2)).join(' ')}, after ${after.map((x) => fmt(x, 2)).join(' ')}`);
+    console.log('| metric (median) | A | B | B ÷ A (median of per-pair ratios) | per pair |');
+    console.log('|---|---|---|---|---|');
+    console.log(row('start-to-ready (spawn → /readyz 200), wall', 'ready'));
+    console.log(row('… CPU (user + sys) used by then', 'cpu'));
+    console.log(row('`--version` (spawn → exit), wall', 'vWall'));
+    console.log(row('… CPU (user + sys)', 'vCpu'));
+  } finally {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();

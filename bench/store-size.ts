@@ -4,11 +4,13 @@
  * quarter as many manifests, as many tags as blobs, 1000 tags per repository, real sha256 names;
  * files written directly), then for each size, with a warm page cache:
  *
- *   - `hubcache ls` and `hubcache du` (the compiled CLI, output to /dev/null): wall time
+ *   - `hubcache ls` and `hubcache du` (the shipped build: `npm run build`'s esbuild bundle run by
+ *     bin/hubcache.js, bench/build.ts; output to /dev/null): wall time
  *   - start-to-ready of a real `hubcache serve`: from spawn to the first `/readyz` 200 (polled every
- *     5 ms; the port refuses connections until it listens), and to the first 200 of a cached blob
- *     (for reference, spawn → exit of `hubcache --version`: Node's own start and the module loading);
- *     and the same start-to-ready from a checkout (`node --import tsx src/cli.ts serve`: the sources
+ *     5 ms; the port refuses connections until it listens), the CPU time (user + system, from
+ *     /proc/<pid>/stat) it had used by then (on a shared machine the load-independent figure), and
+ *     to the first 200 of a cached blob (for reference, spawn → exit of `hubcache --version`:
+ *     Node's own start and the module loading); and the same start-to-ready from a checkout (`node --import tsx src/cli.ts serve`: the sources
  *     compiled on the fly, as `npm start` runs them), for reference
  *   - RSS (VmRSS) once ready, and after the load below
  *   - spawn → the background usage count done (`hubcache_store_objects` has a sample); the load
@@ -35,6 +37,7 @@ import { Agent, request } from 'undici';
 import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { metricValue } from '../test/support/hubcache-process.js';
 import { buildHubcache } from './build.js';
+import { cpuMs } from './start-ab.js';
 import { readRss } from './rss-sampler.js';
 import { fmt, GiB, median, MiB } from './stats.js';
 
@@ -64,6 +67,8 @@ interface SizeResult {
   lsCpuMs: number[];
   duCpuMs: number[];
   readyMs: number[];
+  /** CPU time (user + system) the server had used when /readyz first answered 200. */
+  readyCpuMs: number[];
   /** Spawn → /readyz 200 of the checkout's sources through tsx (no load). */
   checkoutReadyMs: number[];
   /** Spawn → exit of `hubcache --version`: Node's start and the CLI's module loading alone (the floor of start-to-ready). */
@@ -95,7 +100,7 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
     const store = writeSyntheticStore({ root, blobs: size, validatedAt: Date.now() });
     const generateMs = performance.now() - t0;
     opts.log(`store-size ${size}: generated ${size} blobs, ${store.images.length} manifests, ${store.tags} tags in ${fmt(generateMs / 1000, 1)} s`);
-    const r: SizeResult = { blobs: size, manifests: store.images.length, tags: store.tags, generateMs, lsMs: [], duMs: [], lsCpuMs: [], duCpuMs: [], readyMs: [], checkoutReadyMs: [], versionMs: [], firstBlobMs: [], countedMs: [], rssReady: [], rssLoaded: [], latency: {}, upstreamRequests: 0 };
+    const r: SizeResult = { blobs: size, manifests: store.images.length, tags: store.tags, generateMs, lsMs: [], duMs: [], lsCpuMs: [], duCpuMs: [], readyMs: [], readyCpuMs: [], checkoutReadyMs: [], versionMs: [], firstBlobMs: [], countedMs: [], rssReady: [], rssLoaded: [], latency: {}, upstreamRequests: 0 };
     for (const k of KINDS) r.latency[k] = { p50: [], p99: [] };
     for (let i = 0; i < opts.cliRuns; i++) {
       r.lsMs.push(timeCli(opts.bin, ['ls', '--storage-path', root], r.lsCpuMs));
@@ -107,7 +112,7 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
       await serveRun(opts, root, store, r);
       r.checkoutReadyMs.push(await checkoutReady(root));
       opts.log(
-        `store-size ${size} run ${i + 1}/${opts.runs}: ready ${fmt(r.readyMs[i]!, 0)} ms, first blob ${fmt(r.firstBlobMs[i]!, 0)} ms, RSS ${fmt(r.rssReady[i]! / MiB, 0)} → ${fmt(r.rssLoaded[i]! / MiB, 0)} MiB, ` +
+        `store-size ${size} run ${i + 1}/${opts.runs}: ready ${fmt(r.readyMs[i]!, 0)} ms (CPU ${fmt(r.readyCpuMs[i]!, 0)} ms), first blob ${fmt(r.firstBlobMs[i]!, 0)} ms, RSS ${fmt(r.rssReady[i]! / MiB, 0)} → ${fmt(r.rssLoaded[i]! / MiB, 0)} MiB, ` +
           KINDS.map((k) => `${k} p99 ${fmt(r.latency[k]!.p99[i]!, 1)}`).join(', '),
       );
     }
@@ -198,6 +203,7 @@ async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticSt
       if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr}`);
     }
     r.readyMs.push(performance.now() - t0);
+    r.readyCpuMs.push(cpuMs(child.pid!));
     const first = store.images[0]!;
     const blobPath = (d: string, repo: string) => `/v2/${repo}/blobs/${d}`;
     if ((await get(blobPath(first.blobs[0]!, first.repository))) !== 200) throw new Error('first blob GET failed');
@@ -266,6 +272,7 @@ function report(results: SizeResult[], opts: StoreSizeOptions): StoreSizeReport 
   const s = (xs: number[]) => `${fmt(median(xs) / 1000, 2)} s`;
   row('store: manifests / tags', results.map((r) => `${r.manifests} / ${r.tags}`), '', undefined);
   row('start-to-ready (spawn → /readyz 200)', results.map((r) => ms(r.readyMs)), '< 1 s at the largest, flat', median(last.readyMs) < 1000 && median(last.readyMs) <= 1.5 * median(first.readyMs));
+  row('… CPU (user + sys) used by then', results.map((r) => ms(r.readyCpuMs)), '(info: the load-independent figure)', undefined);
   row('reference: spawn → exit of `hubcache --version`', results.map((r) => ms(r.versionMs)), '(info: Node + module load)', undefined);
   row('start-to-ready from a checkout (tsx src/cli.ts)', results.map((r) => ms(r.checkoutReadyMs)), '(info: compiled on the fly)', undefined);
   row('spawn → first cached blob 200', results.map((r) => ms(r.firstBlobMs)), '(info)', undefined);
@@ -293,7 +300,7 @@ function report(results: SizeResult[], opts: StoreSizeOptions): StoreSizeReport 
     '## Store size (issue #13)',
     '',
     `Latest run: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC. Machine: ${c.length} × ${c[0]?.model.trim() ?? 'cpu'}, ${fmt(totalmem() / GiB, 0)} GiB RAM, Linux ${release()}, Node ${process.version}. Load average at the end: ${readFileSync('/proc/loadavg', 'utf8').trim()}.`,
-    `Synthetic stores in the real layout (1 KiB blobs; a quarter as many manifests; as many tags as blobs, 1000 per repository), warm page cache, the compiled CLI. Medians of ${opts.runs} starts with a load of ${opts.requests} requests of each kind (one at a time, keep-alive; /metrics every tenth round), and of ${opts.cliRuns} runs of ls and du.`,
+    `Synthetic stores in the real layout (1 KiB blobs; a quarter as many manifests; as many tags as blobs, 1000 per repository), warm page cache, the shipped build (\`npm run build\`: the esbuild bundle, run by bin/hubcache.js). Medians of ${opts.runs} starts with a load of ${opts.requests} requests of each kind (one at a time, keep-alive; /metrics every tenth round), and of ${opts.cliRuns} runs of ls and du.`,
     '',
     table,
     '',

@@ -12,17 +12,17 @@
 # Node.js 24 is the active LTS (supported until April 2028); Node 20 is past its end of life.
 ARG NODE_IMAGE=node:24-bookworm-slim
 
-# --- build: bundle src/ into dist/ (esbuild, scripts/build.mjs) ------------------------------------
+# --- build: type-check src/, bundle it into dist/ (esbuild, scripts/build.mjs) ---------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY scripts/build.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 
-# --- runtime: production dependencies (those the bundle leaves external), the bundle and the launcher
+# --- runtime: production dependencies (the bundle's external ones), the bundle, the launcher -----
 FROM ${NODE_IMAGE} AS runtime
 ARG NODE_IMAGE
 ARG VERSION=0.1.0

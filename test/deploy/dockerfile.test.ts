@@ -146,7 +146,7 @@ describe('Dockerfile', () => {
     for (const path of ['node_modules/express/package.json', 'dist/cli.js', '.git/config', 'tools/bin/helm', 'data/blobs', 'src/config/load.test.ts']) {
       assert.ok(ignored(path), `${path} should be excluded by .dockerignore`);
     }
-    for (const path of ['package.json', 'package-lock.json', '.npmrc', 'tsconfig.json', 'scripts/build.mjs', 'src/cli.ts', 'bin/hubcache.js']) {
+    for (const path of ['package.json', 'package-lock.json', '.npmrc', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.mjs', 'src/cli.ts', 'bin/hubcache.js']) {
       assert.ok(!ignored(path), `${path} is needed by the build`);
     }
   });

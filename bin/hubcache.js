@@ -8,8 +8,6 @@ import { dirname, join } from 'node:path';
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const compiled = join(root, 'dist', 'cli.js');
 if (existsSync(compiled)) {
-  // Stack traces through the bundle's source maps name src/ files and lines (as --enable-source-maps).
-  process.setSourceMapsEnabled(true);
   await import(pathToFileURL(compiled).href);
 } else {
   const { register } = await import('tsx/esm/api');

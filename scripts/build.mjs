@@ -13,8 +13,10 @@
 //   worker (src/auth/bcrypt-pool.ts); yaml through createRequire (src/config/load.ts).
 // - CommonJS dependencies inside an ES module bundle need `require`, `__filename` and `__dirname`:
 //   the banner defines them per chunk (ioredis-style code passes __dirname to trim stack traces).
-// - Source maps (dist/*.js.map, without the sources' text): bin/hubcache.js enables them, so
-//   stack traces in logs name src/ files and lines.
+// - Source maps (dist/*.js.map, without the sources' text), not enabled by default: with them Node
+//   parses the maps of every chunk it loads (~15 % more CPU for a start, ~15 MiB more RSS, measured
+//   in bench/RESULTS.md). The bundle is not minified, so a stack trace names the functions anyway;
+//   NODE_OPTIONS=--enable-source-maps maps it to src/ files and lines.
 //
 //   node scripts/build.mjs [OUTDIR]     default dist/ (emptied first)
 import { rmSync } from 'node:fs';

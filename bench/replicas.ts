@@ -7,9 +7,19 @@
  *
  *   a. 20 concurrent cold GETs of one blob spread round robin over the 3 → upstream blob GETs with
  *      a body (target exactly 1), slowest ÷ one client alone on a replica (a fresh blob each,
- *      alternating, curl to /dev/null, median of the per-run ratios; target ≤ 1.5); then one more
- *      untimed round of 20 with every body's sha256 checked (curl | sha256sum: hashing 20 bodies
- *      at once would cost the two cores more than the fan-out under test);
+ *      curl to /dev/null, median of the per-run ratios; target ≤ 1.5); then one more untimed
+ *      round of 20 with every body's sha256 checked (curl | sha256sum: hashing 20 bodies at once
+ *      would cost the two cores more than the fan-out under test). Each run has three sides in a
+ *      rotating order: alone, the 3-replica round, and the floor — the same 20 GETs all on ONE
+ *      replica (the one-process fan-out over the same bucket, link and blob), which tells what
+ *      the replication costs from what the two cores cost. Before the timed runs, REPLICAS_WARMUP
+ *      (default 1) untimed rounds of every side, reported apart: replicas run warm in production,
+ *      and a cold process's first relay and follow (JIT, connection pools) cost the 3-replica
+ *      round more than the one-client side. Each round's CPU time (user+sys) is read from /proc
+ *      for every process (the replicas, RGW, redis, the upstream registry, this process — whose
+ *      front paces the link — and the reaped curls). REPLICAS_REF_BIN=<cli.js of another build>
+ *      adds that build's three replicas on the same bucket and Redis (own prefixes), measured
+ *      alternating with this build's: a same-run A/B;
  *   b. 10 concurrent skopeo pulls of a ~100 MB image spread over the 3 → upstream bytes ÷ image size
  *      (target 1.0×) and upstream manifest GETs (target 1);
  *   c. warm 1 GiB blob from one replica: S3 only ÷ the filesystem driver (a fourth, single hubcache
@@ -27,7 +37,9 @@
  *   env: BENCH_RUNS (5), BENCH_LINKS ('30:50,…': the first is used), REPLICAS_BLOB_MIB (64),
  *   REPLICAS_CLIENTS (20), REPLICAS_PULLS (10), REPLICAS_LAYER_MIB (20, × 5 layers),
  *   REPLICAS_WARM_MIB (1024), REPLICAS_WARM_RUNS (3), REPLICAS_KILL_LAYER_MIB (32, × 2 layers),
- *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill')
+ *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill'), REPLICAS_WARMUP (1), REPLICAS_FLOOR (1; 0: no
+ *   floor side), REPLICAS_REF_BIN, REPLICAS_BIN (a prebuilt CLI instead of building this checkout),
+ *   REPLICAS_CPU_PROF (a directory: every replica runs with --cpu-prof), BENCH_NODE_ARGS
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -70,8 +82,8 @@ const PREFIX = 'bench/';
 const REF_BIN = process.env.REPLICAS_REF_BIN;
 /** REPLICAS_FLOOR=0: no floor side (the same 20 GETs on one replica) in a. */
 const FLOOR = process.env.REPLICAS_FLOOR !== '0';
-/** REPLICAS_WARMUP: untimed rounds of every side before the timed ones (reported apart). */
-const WARMUP = env('REPLICAS_WARMUP', 0);
+/** REPLICAS_WARMUP: untimed rounds of every side before the timed ones (reported apart; 0: none). */
+const WARMUP = env('REPLICAS_WARMUP', 1);
 /** REPLICAS_CPU_PROF=dir: every replica runs with --cpu-prof and writes its profile there when stopped. */
 const CPU_PROF = process.env.REPLICAS_CPU_PROF;
 /** BENCH_NODE_ARGS="--flag …": node flags for every replica (e.g. --perf-basic-prof for `perf record`). */
@@ -251,14 +263,17 @@ async function concurrent(c: Ctx): Promise<void> {
       // Untimed warm-up rounds (reported apart): every process's JIT and connection pools, as after any first pull.
       for (const cl of clusters) {
         const parts: string[] = [];
+        const took = new Map<Side, number>();
         for (const side of sides) {
           c.up.front.setLink(undefined);
           const b = await blob();
           c.up.front.setLink(LINK);
           const r = await round(cl, side, w, b.digest);
-          gets.pop();
+          if (side !== 'alone') gets.pop();
+          took.set(side, r.slowest);
           parts.push(`${side} ${fmt(r.slowest, 0)} ms`);
         }
+        parts.push(`many ÷ alone ${fmt(took.get('many')! / took.get('alone')!, 2)}×`);
         warmups.push(`${cl.name}: ${parts.join(', ')}`);
         c.log(`replicas a. warm-up ${w + 1}/${WARMUP}, ${cl.name}: ${parts.join(', ')}; load ${load()}`);
       }

@@ -321,7 +321,8 @@ async function concurrent(c: Ctx): Promise<void> {
   };
   const cpuText = (k: string) => {
     const m = cpuMedian(k);
-    const total = Object.entries(m).reduce((a, [role, v]) => a + (role === 'busiest replica' ? 0 : v), 0);
+    // The median of the rounds' totals (as the row's median), not the sum of the roles' medians.
+    const total = median(cpu.get(k)!.map(cpuTotal));
     return `${fmt(total / 1000, 2)} s in all: ${Object.entries(m).map(([role, v]) => `${role} ${fmt(v / 1000, 2)}`).join(', ')}`;
   };
   c.results.concurrent = {

@@ -31,7 +31,7 @@
  * reports hubcache_fill_tail_seconds (upstream's last byte → client's last byte, per blob), the gaps
  * between one layer's end and the next layer's request at the upstream for both sides, and the CPU
  * hubcache spent (hubcache_process_process_cpu_seconds_total). BENCH_CPU_PROF=dir writes a V8 CPU profile of
- * every hubcache process of the pulls (--cpu-prof). 4 runs with the first link and on loopback
+ * every hubcache and floor-relay process of the pulls and of the 20-client fan-outs (--cpu-prof). 4 runs with the first link and on loopback
  * (target ≤ 1.5). On loopback, 20 followers of one fill cost hubcache one core mostly in the
  * kernel's socket writes (`writeBuffer` at ~55% of a CPU profile).
  *
@@ -507,13 +507,13 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
     // The floor relay, the same two measurements (fresh processes; curl brings its own token);
     // first or last in turn.
     const runFloorSide = async () => {
-    let fl = await freshFloor();
+    let fl = await freshFloor(CPU_PROF ? { cpuProf: join(CPU_PROF, link ? 'fanout-link' : 'fanout-loopback', 'alone-floor') } : {});
     const auth = { headers: bearer(REPO_CONC), timeoutMs: 300_000 };
     const fOne = await curlGet(`${fl.url}${path}`, auth);
     if (fOne.bytes !== CONC) throw new Error(`concurrent: floor short read ${fOne.bytes}`);
     floorAlone.push(fOne.totalMs);
     await fl.close();
-    fl = await freshFloor();
+    fl = await freshFloor(CPU_PROF ? { cpuProf: join(CPU_PROF, link ? 'fanout-link' : 'fanout-loopback', 'floor') } : {});
     up!.front.reset();
     const fRss = new RssSampler(fl.pid, 20);
     const cpu0 = cpuMsOf(fl.pid);
@@ -527,14 +527,15 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
     await fl.close();
     };
     if (i % 2 === 1) await runFloorSide();
-    let hc = await freshHubcache();
+    const profDir = CPU_PROF ? join(CPU_PROF, link ? 'fanout-link' : 'fanout-loopback') : undefined;
+    let hc = await freshHubcache(profDir ? { cpuProf: join(profDir, 'alone-hubcache') } : {});
     up!.front.reset();
     const one = await curlGet(`${hc.url}${path}`);
     if (one.bytes !== CONC) throw new Error(`concurrent: short read ${one.bytes}`);
     alone.push(one.totalMs);
     await hc.close();
 
-    hc = await freshHubcache();
+    hc = await freshHubcache(profDir ? { cpuProf: join(profDir, 'hubcache') } : {});
     up!.front.reset();
     const rss = new RssSampler(hc.child.pid!, 20);
     const hubCpu0 = cpuMsOf(hc.child.pid!);

@@ -46,7 +46,7 @@
  * The two sides of each comparison alternate (A,B,A,B,…) so drift from other work on the machine
  * hits both; medians of the per-pair ratios are reported. Prints a table, writes
  * bench/results.json and bench/RESULTS.md. Environment: BENCH_RUNS (default 5), BENCH_BIG_MIB
- * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_PUSH_MIB (1024),
+ * (1024), BENCH_CONC_MIB (128), BENCH_CLIENTS (20), BENCH_LINKS ('30:50,10:200'), BENCH_CPU_PROF, BENCH_FLOOR (1; 0 leaves the floor relay out), BENCH_PUSH_MIB (1024),
  * BENCH_ONLY (e.g. "warm,pull,concurrent,cluster,store,s3,push,auth,replicas"; store-size.ts and
  * replicas.ts list their own).
  */
@@ -145,6 +145,8 @@ interface FloorRelay {
 }
 
 const FLOOR = join(HERE, 'floor-relay.mjs');
+/** BENCH_FLOOR=0 leaves the floor relay out (rows 2xf/2xh, 4f/4h): the pull and fan-out sections then take about half the time. */
+const FLOOR_ON = process.env.BENCH_FLOOR !== '0';
 
 async function freshFloor(opts: { cpuProf?: string } = {}): Promise<FloorRelay> {
   const dir = mkdtempSync(join(scratch!, 'floor-'));
@@ -417,12 +419,12 @@ async function benchPull(shape: LinkShape | undefined, target: number, label: st
     });
     };
     // Alternating: each run starts with a different side (direct, hubcache, floor; then rotated).
-    const sides = [runDirect, runHub, runFloor];
+    const sides = FLOOR_ON ? [runDirect, runHub, runFloor] : [runDirect, runHub];
     for (let k = 0; k < sides.length; k++) await sides[(i + k) % sides.length]!();
     const tail = detail.at(-1) as { fillTail: ReturnType<typeof fillTail>; servedBytes: number; metricBytes: number; timeline: { direct: string[] } };
     tail.timeline.direct = directTimeline;
     const { servedBytes, metricBytes } = tail;
-    log(`pull (${label}) run ${i + 1}/${RUNS}: direct ${fmt(direct[i]! / 1000)} s  hubcache ${fmt(hub[i]! / 1000)} s (${fmt(hub[i]! / direct[i]!, 3)}×)  floor ${fmt(floor[i]! / 1000)} s (${fmt(floor[i]! / direct[i]!, 3)}×, CPU ${fmt(floorCpuMs[i]!, 0)} ms)  fill tail mean ${fmt(tailMeans[i]!, 1)} ms (max ≤ ${fmt(tailMax[i]!, 1)} ms, ${tail.fillTail.count} blobs)  hubcache CPU ${fmt(cpuMs[i]!, 0)} ms  upstream ${servedBytes} B (metric ${metricBytes} B) of ${imageBytes} B`);
+    log(`pull (${label}) run ${i + 1}/${RUNS}: direct ${fmt(direct[i]! / 1000)} s  hubcache ${fmt(hub[i]! / 1000)} s (${fmt(hub[i]! / direct[i]!, 3)}×)  ${FLOOR_ON ? `floor ${fmt(floor[i]! / 1000)} s (${fmt(floor[i]! / direct[i]!, 3)}×, CPU ${fmt(floorCpuMs[i]!, 0)} ms)  ` : ''}fill tail mean ${fmt(tailMeans[i]!, 1)} ms (max ≤ ${fmt(tailMax[i]!, 1)} ms, ${tail.fillTail.count} blobs)  hubcache CPU ${fmt(cpuMs[i]!, 0)} ms  upstream ${servedBytes} B (metric ${metricBytes} B) of ${imageBytes} B`);
   }
   up!.front.setLink(undefined);
   const timeRatio = ratios(hub, direct);
@@ -438,7 +440,7 @@ async function benchPull(shape: LinkShape | undefined, target: number, label: st
   const floorRatio = ratios(floor, direct);
   const overFloor = ratios(hub, floor);
   const cpuOverFloor = ratios(cpuMs, floorCpuMs);
-  rows.push({
+  if (FLOOR_ON) rows.push({
     metric: `2${label}f. floor relay (bench/floor-relay.mjs) ÷ direct (${linkName})`,
     median: median(floorRatio),
     unit: '×',
@@ -446,7 +448,7 @@ async function benchPull(shape: LinkShape | undefined, target: number, label: st
     pass: true,
     detail: `s median: floor ${fmt(median(floor) / 1000)}; per-pair ${floorRatio.map((r) => fmt(r)).join(' ')}; floor CPU ${fmt(median(floorCpuMs), 0)} ms per pull; upstream bytes ÷ size ${fmt(median(floorUpstream), 4)}`,
   });
-  rows.push({
+  if (FLOOR_ON) rows.push({
     metric: `2${label}h. hubcache ÷ floor relay (${linkName})`,
     median: median(overFloor),
     unit: '×',
@@ -526,7 +528,7 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
     floorSlowest.push(max(fMany.transfers.map((t) => t.totalMs)));
     await fl.close();
     };
-    if (i % 2 === 1) await runFloorSide();
+    if (FLOOR_ON && i % 2 === 1) await runFloorSide();
     const profDir = CPU_PROF ? join(CPU_PROF, link ? 'fanout-link' : 'fanout-loopback') : undefined;
     let hc = await freshHubcache(profDir ? { cpuProf: join(profDir, 'alone-hubcache') } : {});
     up!.front.reset();
@@ -557,8 +559,8 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
     }
     await hc.close();
 
-    if (i % 2 === 0) await runFloorSide();
-    log(`concurrent (${linkName}) run ${i + 1}/${RUNS}: alone ${fmt(alone[i]!, 0)} ms  slowest of ${CLIENTS} ${fmt(slowest[i]!, 0)} ms (CPU ${fmt(hubCpu[i]!, 0)} ms)  upstream blob GETs with body ${gets[i]} (all ${allGets[i]})  peak RSS ${fmt(mem[i]!.peakRssBytes / MiB, 0)} MiB; floor: alone ${fmt(floorAlone[i]!, 0)} ms  slowest ${fmt(floorSlowest[i]!, 0)} ms (CPU ${fmt(floorCpu[i]!, 0)} ms, upstream GETs ${floorGets[i]}, peak RSS ${fmt(floorMem[i]!.peakRssBytes / MiB, 0)} MiB)`);
+    if (FLOOR_ON && i % 2 === 0) await runFloorSide();
+    log(`concurrent (${linkName}) run ${i + 1}/${RUNS}: alone ${fmt(alone[i]!, 0)} ms  slowest of ${CLIENTS} ${fmt(slowest[i]!, 0)} ms (CPU ${fmt(hubCpu[i]!, 0)} ms)  upstream blob GETs with body ${gets[i]} (all ${allGets[i]})  peak RSS ${fmt(mem[i]!.peakRssBytes / MiB, 0)} MiB${FLOOR_ON ? `; floor: alone ${fmt(floorAlone[i]!, 0)} ms  slowest ${fmt(floorSlowest[i]!, 0)} ms (CPU ${fmt(floorCpu[i]!, 0)} ms, upstream GETs ${floorGets[i]}, peak RSS ${fmt(floorMem[i]!.peakRssBytes / MiB, 0)} MiB)` : ''}`);
   }
   up!.front.setLink(undefined);
   const r = ratios(slowest, alone);
@@ -582,7 +584,7 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
   });
   const floorRatio = ratios(floorSlowest, floorAlone);
   const fPeak = max(floorMem.map((m) => Math.max(m.peakRssBytes, m.hwmBytes)));
-  rows.push({
+  if (FLOOR_ON) rows.push({
     metric: `4f${n}. floor relay: slowest of ${CLIENTS} ÷ one client alone (${linkName})`,
     median: median(floorRatio),
     unit: '×',
@@ -590,7 +592,7 @@ async function benchConcurrent(link: LinkShape | undefined, target: number): Pro
     pass: true,
     detail: `ms median: slowest ${fmt(median(floorSlowest), 0)}, alone ${fmt(median(floorAlone), 0)}; upstream GETs ${floorGets.join(',')}; CPU ${fmt(median(floorCpu), 0)} ms; peak RSS ${fmt(fPeak / MiB, 0)} MiB`,
   });
-  rows.push({
+  if (FLOOR_ON) rows.push({
     metric: `4h${n}. hubcache ÷ floor relay: slowest of ${CLIENTS}; one alone (${linkName})`,
     median: median(ratios(slowest, floorSlowest)),
     unit: '×',

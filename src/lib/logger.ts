@@ -1,3 +1,4 @@
+import { EOL } from 'node:os';
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -33,7 +34,46 @@ export function createLogger(opts: LoggerOptions): Logger {
   const transport = opts.stream
     ? new winston.transports.Stream({ stream: opts.stream })
     : new winston.transports.Console();
-  return winston.createLogger({ level: opts.level, format, defaultMeta: { service: 'hubcache' }, transports: [transport] });
+  const logger = winston.createLogger({ level: opts.level, format, defaultMeta: { service: 'hubcache' }, transports: [transport] });
+  if (opts.format === 'json') {
+    // Where the transport writes each line: the stream given, else the Console transport's stdout.
+    const out = opts.stream ?? (console as { _stdout?: NodeJS.WritableStream })._stdout ?? process.stdout;
+    Object.defineProperty(logger, JSON_LINES, { value: (line: string) => out.write(line) });
+  }
+  return logger;
+}
+
+/** On a JSON logger made by `createLogger`: writes one finished line where its transport writes. */
+const JSON_LINES = Symbol('hubcache.jsonLines');
+
+/** The values of a request line's fields; undefined ones are left out, as winston leaves them out. */
+export type LineFields = Readonly<Record<string, string | number | boolean | undefined>>;
+
+/**
+ * `logger.child({ requestId }).log(level, message, fields)`, written without winston's format
+ * pipeline when the logger writes JSON (the access log: one line per request, ~35 µs of winston
+ * per line, about the cost of a small request's own work): the same line — the same fields,
+ * `level`, `message`, `requestId`, `service`, `timestamp` (ISO), keys in sorted order as winston's
+ * json format writes them, `undefined` fields left out —, written to the same stream at the same
+ * moment, subject to the same level. Any other logger (pretty, silent, a test's own) gets the
+ * winston call.
+ */
+export function logRequestLine(logger: Logger, level: 'info' | 'warn', message: string, requestId: string, fields: LineFields): void {
+  const write = (logger as { [JSON_LINES]?: (line: string) => void })[JSON_LINES];
+  if (!write) {
+    logger.log(level, message, { requestId, ...fields });
+    return;
+  }
+  if (logger.silent || !logger.isLevelEnabled(level)) return;
+  const all: Record<string, string | number | boolean | undefined> = { ...fields, level, message, requestId, service: 'hubcache', timestamp: new Date().toISOString() };
+  let line = '{';
+  for (const key of Object.keys(all).sort()) {
+    const value = all[key];
+    if (value === undefined) continue;
+    if (line.length > 1) line += ',';
+    line += `${JSON.stringify(key)}:${JSON.stringify(value)}`;
+  }
+  write(`${line}}${EOL}`);
 }
 
 /**

@@ -622,14 +622,19 @@ describe('helm/hubcache', () => {
           eviction: undefined,
         },
       );
-      assert.deepEqual(config.cluster, { peerListen: '0.0.0.0:5001', fillLeaseTtl: '10s', redis: { url: 'redis://redis.cache:6379/0', passwordFile: '/etc/hubcache/replica-secrets/redis-password' } });
+      assert.deepEqual(config.cluster, {
+        peerListen: '0.0.0.0:5001',
+        fillLeaseTtl: '10s',
+        peerSecretFile: '/etc/hubcache/replica-secrets/peer-secret',
+        redis: { url: 'redis://redis.cache:6379/0', passwordFile: '/etc/hubcache/replica-secrets/redis-password' },
+      });
       const files = mountedSecretFiles(d);
       assert.deepEqual(files.get(config.storage.accessKeyIdFile), { secret: 'rgw-user', key: 'accessKeyId' });
       assert.deepEqual(files.get(config.storage.secretAccessKeyFile), { secret: 'rgw-user', key: 'secretAccessKey' });
       const created = r.get('Secret', 'hc-hubcache-replicas');
       assert.deepEqual(files.get(config.cluster.redis.passwordFile), { secret: created.metadata.name, key: 'redis-password' });
       assert.equal(Buffer.from(created.data['redis-password'], 'base64').toString(), 'redis-s3cr3t');
-      assert.deepEqual(Object.keys(created.data), ['redis-password'], 'the S3 keys come from the existing Secret');
+      assert.deepEqual(Object.keys(created.data), ['peer-secret', 'redis-password'], 'the S3 keys come from the existing Secret');
       assert.ok(!r.get('ConfigMap').data['config.yaml'].includes('redis-s3cr3t'));
     });
 
@@ -693,10 +698,27 @@ describe('helm/hubcache', () => {
           assert.equal(v.ephemeral.volumeClaimTemplate.spec.storageClassName, 'local-ssd');
         }
         const secret = hot.get('Secret', 'hc-hubcache-replicas');
-        assert.deepEqual(Object.keys(secret.data).sort(), ['redis-password', 's3-access-key-id', 's3-secret-access-key']);
+        assert.deepEqual(Object.keys(secret.data).sort(), ['peer-secret', 'redis-password', 's3-access-key-id', 's3-secret-access-key']);
         assert.deepEqual(mountedSecretFiles(d).get(config.storage.secretAccessKeyFile), { secret: 'hc-hubcache-replicas', key: 's3-secret-access-key' });
         assert.ok(!hot.get('ConfigMap').data['config.yaml'].includes('AKIAEXAMPLE'));
       }
+    });
+
+    it('gives the replicas a shared peer secret: generated into the created Secret, or from an existing one; never in the ConfigMap', async () => {
+      const config = configOf(r);
+      const files = mountedSecretFiles(r.get('Deployment'));
+      assert.deepEqual(files.get(config.cluster.peerSecretFile), { secret: 'hc-hubcache-replicas', key: 'peer-secret' });
+      const generated = Buffer.from(r.get('Secret', 'hc-hubcache-replicas').data['peer-secret'], 'base64').toString();
+      assert.match(generated, /^[A-Za-z0-9]{48}$/);
+      assert.ok(!r.get('ConfigMap').data['config.yaml'].includes(generated));
+      // An existing Secret: mounted under its key, nothing generated.
+      const own = await helm.template({ ...replicated, peerSecret: { existingSecret: 'hubcache-peer', existingSecretKey: 'token' } });
+      assert.deepEqual(mountedSecretFiles(own.get('Deployment')).get(configOf(own).cluster.peerSecretFile), { secret: 'hubcache-peer', key: 'token' });
+      assert.deepEqual(Object.keys(own.get('Secret', 'hc-hubcache-replicas').data), ['redis-password']);
+      // One pod, no cluster: no peer endpoint, no secret.
+      const single = await helm.template({});
+      assert.equal(configOf(single).cluster, undefined);
+      assert.equal(single.all('Secret').length, 0);
     });
 
     it('rolls the pods when the Redis password or the S3 keys change (checksum/secret)', async () => {
@@ -718,6 +740,9 @@ describe('helm/hubcache', () => {
       const redisFile = join(tmp, 'replicated-redis-password');
       writeFileSync(redisFile, 'stand-in\n');
       config.cluster.redis.passwordFile = redisFile;
+      const peerFile = join(tmp, 'replicated-peer-secret');
+      writeFileSync(peerFile, 'stand-in\n');
+      config.cluster.peerSecretFile = peerFile;
       const file = join(tmp, 'replicated.config.yaml');
       writeFileSync(file, stringify(config));
       const { stdout } = await run(process.execPath, [BIN, 'config', 'check', '--config', file], { env: { PATH: process.env.PATH, HOME: tmp, HUBCACHE_CLUSTER_ADVERTISE_URL: 'http://10.1.2.3:5001' }, encoding: 'utf8' });

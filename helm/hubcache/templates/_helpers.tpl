@@ -121,6 +121,7 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- if and $redis.sentinels (not $redis.sentinelName) }}{{ fail "config.cluster.redis.sentinelName is required with sentinels" }}{{ end }}
 {{- range list "sentinelName" "username" "keyPrefix" }}{{ if not (get $redis .) }}{{ $_ := unset $redis . }}{{ end }}{{ end }}
 {{- if eq (include "hubcache.redisPassword" .) "true" }}{{ $_ := set $redis "passwordFile" (printf "%s/redis-password" (include "hubcache.replicaSecretsDir" .)) }}{{ end }}
+{{- $_ := set $cluster "peerSecretFile" (printf "%s/peer-secret" (include "hubcache.replicaSecretsDir" .)) }}
 {{- else }}
 {{- $_ := unset $config "cluster" }}
 {{- end }}
@@ -183,7 +184,7 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- include "hubcache.portOf" (.Values.config.cluster.peerListen | default "0.0.0.0:5001") }}
 {{- end }}
 
-{{/* Where the S3 keys and the Redis password are mounted (files s3-access-key-id, s3-secret-access-key, redis-password). */}}
+{{/* Where the S3 keys, the Redis password and the peer secret are mounted (files s3-access-key-id, s3-secret-access-key, redis-password, peer-secret). */}}
 {{- define "hubcache.replicaSecretsDir" -}}
 /etc/hubcache/replica-secrets
 {{- end }}
@@ -211,7 +212,17 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- end }}
 {{- end }}
 
-{{/* Secret keys the chart creates for the replicas' dependencies (the values it was given). */}}
+{{/* The generated peer secret: the one the release's Secret already holds (kept across upgrades), else a new random one. */}}
+{{- define "hubcache.generatedPeerSecret" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-replicas" (include "hubcache.fullname" .)) }}
+{{- if and $existing $existing.data (hasKey $existing.data "peer-secret") }}
+{{- index $existing.data "peer-secret" | b64dec }}
+{{- else }}
+{{- randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+
+{{/* Secret keys the chart creates for the replicas' dependencies (the values it was given, and the generated peer secret). */}}
 {{- define "hubcache.createdReplicaSecrets" -}}
 {{- $keys := dict }}
 {{- if and (eq (include "hubcache.s3Credentials" .) "true") (not .Values.s3Credentials.existingSecret) }}
@@ -220,6 +231,9 @@ upstream's username/passwordFile. Fails on combinations hubcache would reject at
 {{- end }}
 {{- if and (eq (include "hubcache.redisPassword" .) "true") (not .Values.redisPassword.existingSecret) }}
 {{- $_ := set $keys "redis-password" .Values.redisPassword.password }}
+{{- end }}
+{{- if and (eq (include "hubcache.cluster" .) "true") (not .Values.peerSecret.existingSecret) }}
+{{- $_ := set $keys "peer-secret" (include "hubcache.generatedPeerSecret" .) }}
 {{- end }}
 {{- toJson $keys }}
 {{- end }}

@@ -83,6 +83,18 @@ describe('FileRangeStream', () => {
     assert.equal(getEventListeners(ac.signal, 'abort').length, 0);
   });
 
+  it("an abort while writeTo writes, with nobody listening for 'error' (a blob response whose client left), is no uncaught exception", async () => {
+    const ac = new AbortController();
+    const s = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: data.length - 1, signal: ac.signal });
+    const { dest } = sink({ delayTicks: 1_000_000, onWrite: () => ac.abort() });
+    const closed = new Promise((resolve) => s.once('close', resolve));
+    await assert.rejects(s.writeTo(dest));
+    await closed;
+    // An 'error' without a listener would have thrown on the next tick: give it that tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(s.destroyed, true);
+  });
+
   it("the stream's abort listener goes with it (written out, read to the end, destroyed), and an aborted signal destroys it at once", async () => {
     const ac = new AbortController();
     const written = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: 100, signal: ac.signal });

@@ -65,8 +65,13 @@ export class FileRangeStream extends Readable implements DirectBody {
     this.#end = opts.end;
     this.#buffers = opts.buffers;
     this.#signal = opts.signal;
-    if (opts.signal?.aborted) this.destroy(abortError(opts.signal));
-    else opts.signal?.addEventListener('abort', this.#onAbort, { once: true });
+    if (opts.signal) {
+      // As with addAbortSignal (whose end-of-stream listener listened for errors): an abort is no
+      // uncaught exception when nobody reads the stream's events — `writeTo` reports it by rejecting.
+      this.on('error', () => {});
+      if (opts.signal.aborted) this.destroy(abortError(opts.signal));
+      else opts.signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
   }
 
   override _read(): void {

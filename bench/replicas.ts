@@ -7,9 +7,19 @@
  *
  *   a. 20 concurrent cold GETs of one blob spread round robin over the 3 → upstream blob GETs with
  *      a body (target exactly 1), slowest ÷ one client alone on a replica (a fresh blob each,
- *      alternating, curl to /dev/null, median of the per-run ratios; target ≤ 1.5); then one more
- *      untimed round of 20 with every body's sha256 checked (curl | sha256sum: hashing 20 bodies
- *      at once would cost the two cores more than the fan-out under test);
+ *      curl to /dev/null, median of the per-run ratios; target ≤ 1.5); then one more untimed
+ *      round of 20 with every body's sha256 checked (curl | sha256sum: hashing 20 bodies at once
+ *      would cost the two cores more than the fan-out under test). Each run has three sides in a
+ *      rotating order: alone, the 3-replica round, and the floor — the same 20 GETs all on ONE
+ *      replica (the one-process fan-out over the same bucket, link and blob), which tells what
+ *      the replication costs from what the two cores cost. Before the timed runs, REPLICAS_WARMUP
+ *      (default 1) untimed rounds of every side, reported apart: replicas run warm in production,
+ *      and a cold process's first relay and follow (JIT, connection pools) cost the 3-replica
+ *      round more than the one-client side. Each round's CPU time (user+sys) is read from /proc
+ *      for every process (the replicas, RGW, redis, the upstream registry, this process — whose
+ *      front paces the link — and the reaped curls). REPLICAS_REF_BIN=<cli.js of another build>
+ *      adds that build's three replicas on the same bucket and Redis (own prefixes), measured
+ *      alternating with this build's: a same-run A/B;
  *   b. 10 concurrent skopeo pulls of a ~100 MB image spread over the 3 → upstream bytes ÷ image size
  *      (target 1.0×) and upstream manifest GETs (target 1);
  *   c. warm 1 GiB blob from one replica: S3 only ÷ the filesystem driver (a fourth, single hubcache
@@ -27,10 +37,12 @@
  *   env: BENCH_RUNS (5), BENCH_LINKS ('30:50,…': the first is used), REPLICAS_BLOB_MIB (64),
  *   REPLICAS_CLIENTS (20), REPLICAS_PULLS (10), REPLICAS_LAYER_MIB (20, × 5 layers),
  *   REPLICAS_WARM_MIB (1024), REPLICAS_WARM_RUNS (3), REPLICAS_KILL_LAYER_MIB (32, × 2 layers),
- *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill')
+ *   REPLICAS_ONLY ('concurrent,skopeo,warm,kill'), REPLICAS_WARMUP (1), REPLICAS_FLOOR (1; 0: no
+ *   floor side), REPLICAS_REF_BIN, REPLICAS_BIN (a prebuilt CLI instead of building this checkout),
+ *   REPLICAS_CPU_PROF (a directory: every replica runs with --cpu-prof), BENCH_NODE_ARGS
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +78,16 @@ const ONLY = new Set((process.env.REPLICAS_ONLY ?? 'concurrent,skopeo,warm,kill'
 const DEADLINE_MS = env('REPLICAS_DEADLINE_MIN', 15) * 60_000;
 const REPLICAS = 3;
 const PREFIX = 'bench/';
+/** REPLICAS_REF_BIN: a reference build's CLI (e.g. main's, compiled elsewhere): its own 3 replicas, measured alternating in a. */
+const REF_BIN = process.env.REPLICAS_REF_BIN;
+/** REPLICAS_FLOOR=0: no floor side (the same 20 GETs on one replica) in a. */
+const FLOOR = process.env.REPLICAS_FLOOR !== '0';
+/** REPLICAS_WARMUP: untimed rounds of every side before the timed ones (reported apart; 0: none). */
+const WARMUP = env('REPLICAS_WARMUP', 1);
+/** REPLICAS_CPU_PROF=dir: every replica runs with --cpu-prof and writes its profile there when stopped. */
+const CPU_PROF = process.env.REPLICAS_CPU_PROF;
+/** BENCH_NODE_ARGS="--flag …": node flags for every replica (e.g. --perf-basic-prof for `perf record`). */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 /** The header of this bench's section of bench/RESULTS.md (bench/run.ts replaces the section). */
 export const REPLICAS_SECTION = '## Several replicas as real processes (bench/replicas.ts, issue #15)';
@@ -98,12 +120,12 @@ export async function benchReplicas(log: (msg: string) => void, opts: { bin?: st
   const results: Record<string, unknown> = { link: LINK };
   const loads: string[] = [];
   try {
-    const bin = opts.bin ?? buildHubcache(scratch, log);
+    const bin = opts.bin ?? process.env.REPLICAS_BIN ?? buildHubcache(scratch, log);
     log('replicas: starting Ceph RGW, redis-server and the upstream');
     const [rgw, redis, up] = await Promise.all([startRgw(), startRedis(), startUpstream()]);
     cleanups.push(() => rgw.stop(), () => redis.close(), () => up.close());
     const bucket = await rgw.createBucket();
-    const o: ReplicaOptions = { upstream: up, rgw, bucket, redisUrl: redis.url, prefix: PREFIX, scratch, bin, partSize: '16MiB', fillLeaseTtl: '2s' };
+    const o: ReplicaOptions = { upstream: up, rgw, bucket, redisUrl: redis.url, prefix: PREFIX, scratch, bin, partSize: '16MiB', fillLeaseTtl: '2s', nodeArgs: [...NODE_ARGS, ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])] };
     const track = (hc: HubcacheProcess) => (cleanups.push(() => hc.close()), hc);
     const replicas = (await startReplicas(o, REPLICAS)).map(track);
     log(`replicas: ${REPLICAS} replicas up (${replicas.map((r) => r.host).join(', ')}), RGW started in ${fmt(rgw.startMs / 1000, 1)} s; link ${LINK.latencyMs} ms, ${fmt(LINK.bytesPerSecond! / 1e6, 0)} MB/s per connection; load ${load()}`);
@@ -143,66 +165,199 @@ const linkName = () => `${LINK.latencyMs} ms, ${fmt(LINK.bytesPerSecond! / 1e6, 
 
 // ---- a. 20 concurrent cold GETs ------------------------------------------------------------------
 
+/** CPU time (user + sys, ms) so far of every long-lived child of this process by role, and of the reaped ones (curl). */
+function cpuByRole(c: Ctx, clusters: Cluster[]): Map<string, number> {
+  const tick = 10; // CLK_TCK 100
+  const stat = (pid: number | string) => {
+    try {
+      const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      return { ppid: Number(f[1]), comm: s.slice(s.indexOf('(') + 1, s.lastIndexOf(')')), own: (Number(f[11]) + Number(f[12])) * tick, reaped: (Number(f[13]) + Number(f[14])) * tick };
+    } catch {
+      return undefined;
+    }
+  };
+  const out = new Map<string, number>();
+  const add = (k: string, v: number) => out.set(k, (out.get(k) ?? 0) + v);
+  const replicaPids = new Map<number, string>();
+  for (const cl of clusters) cl.replicas.forEach((r, i) => r.child.pid !== undefined && replicaPids.set(r.child.pid, `${cl.name} replica ${i}`));
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    const s = stat(pid);
+    if (!s || s.ppid !== process.pid) continue;
+    const role = replicaPids.get(Number(pid)) ?? (/radosgw|ceph/.test(s.comm) ? 'rgw' : /redis/.test(s.comm) ? 'redis' : /registry/.test(s.comm) ? 'upstream registry' : undefined);
+    if (role) add(role, s.own);
+  }
+  const me = stat('self')!;
+  add('bench (front, link pacing)', me.own);
+  add('curl (reaped)', me.reaped);
+  void c;
+  return out;
+}
+
+const diff = (a: Map<string, number>, b: Map<string, number>) => new Map([...b].map(([k, v]) => [k, v - (a.get(k) ?? 0)]));
+
+/**
+ * A round's CPU by what each process does: the replicas of `cluster` summed and the busiest of them
+ * (which replica fills rotates), the other cluster's idle replicas left out, the rest as is.
+ */
+function byFunction(spent: Map<string, number>, cluster: string): Map<string, number> {
+  const mine = [...spent].filter(([k]) => k.startsWith(`${cluster} replica`)).map(([, v]) => v);
+  const out = new Map<string, number>([
+    ['replicas', mine.reduce((a, b) => a + b, 0)],
+    ['busiest replica', max(mine)],
+  ]);
+  for (const [k, v] of spent) if (!/ replica \d+$/.test(k)) out.set(k, v);
+  return out;
+}
+
+/** A round's CPU in all (ms), the busiest replica being counted in `replicas` already. */
+const cpuTotal = (m: Map<string, number>) => [...m].reduce((a, [role, v]) => a + (role === 'busiest replica' ? 0 : v), 0);
+
+interface Cluster {
+  readonly name: string;
+  readonly replicas: HubcacheProcess[];
+}
+
+type Side = 'alone' | 'many' | 'floor';
+
 async function concurrent(c: Ctx): Promise<void> {
-  const alone: number[] = [];
-  const slowest: number[] = [];
+  const clusters: Cluster[] = [{ name: 'this build', replicas: c.replicas }];
+  if (REF_BIN) {
+    // The reference build (another checkout's compiled CLI): three more replicas on the same bucket
+    // (their own prefix) and Redis (their own key prefix), measured alternating with this build's.
+    const ref = await startReplicas({ ...c.o, bin: REF_BIN, prefix: 'ref/', args: ['--cluster-redis-key-prefix', 'ref:'], ...(c.o.nodeArgs ? { nodeArgs: c.o.nodeArgs } : {}) }, REPLICAS);
+    for (const r of ref) c.track(r);
+    clusters.push({ name: 'reference', replicas: ref });
+    c.log(`replicas a. reference build ${REF_BIN}: ${ref.map((r) => r.host).join(', ')}`);
+  }
+  const sides: Side[] = FLOOR ? ['alone', 'many', 'floor'] : ['alone', 'many'];
+  /** ms per cluster, side, run. */
+  const ms = new Map<string, number[]>();
+  const cpu = new Map<string, Map<string, number>[]>();
   const gets: number[] = [];
   const wrong: number[] = [];
-  // A fresh blob per side and run: every GET is cold.
-  const blobs = [];
-  for (let i = 0; i < RUNS; i++) {
-    const pair = await Promise.all([seededBlob(`replicas-alone-${i}`, BLOB), seededBlob(`replicas-many-${i}`, BLOB)]);
-    for (const b of pair) await c.up.client.pushBlob('bench/conc', b);
-    blobs.push(pair);
-  }
+  const warmups: string[] = [];
+  const key = (cl: Cluster, s: Side) => `${cl.name}/${s}`;
+  let seeded = 0;
+  const blob = async () => {
+    const b = await seededBlob(`replicas-conc-${seeded++}`, BLOB);
+    await c.up.client.pushBlob('bench/conc', b);
+    return b;
+  };
+  const url = (cl: Cluster, r: number, digest: string) => `${cl.replicas[r % REPLICAS]!.url}/v2/bench/conc/blobs/${digest}`;
+  /** One side's round on a fresh (cold) blob: the slowest client's time (ms). */
+  const round = async (cl: Cluster, side: Side, i: number, digest: string) => {
+    const n = side === 'alone' ? 1 : CLIENTS;
+    c.up.front.reset();
+    const before = cpuByRole(c, clusters);
+    const ts = await Promise.all(Array.from({ length: n }, (_, k) => curlGet(url(cl, side === 'many' ? k : i, digest), { timeoutMs: 300_000 })));
+    const spent = byFunction(diff(before, cpuByRole(c, clusters)), cl.name);
+    for (const t of ts) if (t.bytes !== BLOB) throw new Error(`replicas: ${side}: ${t.bytes} of ${BLOB} bytes`);
+    const g = bodyGets(c.up.front.filter({ kind: 'blob', digest })).length;
+    if (side !== 'alone') gets.push(g);
+    return { slowest: max(ts.map((t) => t.totalMs)), spent, gets: g };
+  };
   c.up.front.setLink(LINK);
   try {
-    for (let i = 0; i < RUNS; i++) {
-      // Alternating which side goes first.
-      const [a, b] = blobs[i]!;
-      const url = (r: number, digest: string) => `${c.replicas[r % REPLICAS]!.url}/v2/bench/conc/blobs/${digest}`;
-      const one = async () => {
-        const t = await curlGet(url(i, a.digest), { timeoutMs: 300_000 });
-        if (t.bytes !== BLOB) throw new Error(`replicas: alone: ${t.bytes} of ${BLOB} bytes`);
-        alone.push(t.totalMs);
-      };
-      const many = async () => {
-        c.up.front.reset();
-        const ts = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => curlGet(url(k, b.digest), { timeoutMs: 300_000 })));
-        for (const t of ts) if (t.bytes !== BLOB) throw new Error(`replicas: many: ${t.bytes} of ${BLOB} bytes`);
-        slowest.push(max(ts.map((t) => t.totalMs)));
-        gets.push(bodyGets(c.up.front.filter({ kind: 'blob', digest: b.digest })).length);
-      };
-      if (i % 2 === 0) {
-        await one();
-        await many();
-      } else {
-        await many();
-        await one();
+    for (let w = 0; w < WARMUP; w++) {
+      // Untimed warm-up rounds (reported apart): every process's JIT and connection pools, as after any first pull.
+      for (const cl of clusters) {
+        const parts: string[] = [];
+        const took = new Map<Side, number>();
+        for (const side of sides) {
+          c.up.front.setLink(undefined);
+          const b = await blob();
+          c.up.front.setLink(LINK);
+          const r = await round(cl, side, w, b.digest);
+          if (side !== 'alone') gets.pop();
+          took.set(side, r.slowest);
+          parts.push(`${side} ${fmt(r.slowest, 0)} ms`);
+        }
+        parts.push(`many ÷ alone ${fmt(took.get('many')! / took.get('alone')!, 2)}×`);
+        warmups.push(`${cl.name}: ${parts.join(', ')}`);
+        c.log(`replicas a. warm-up ${w + 1}/${WARMUP}, ${cl.name}: ${parts.join(', ')}; load ${load()}`);
       }
-      c.log(`replicas a. run ${i + 1}/${RUNS}: alone ${fmt(alone[i]!, 0)} ms, slowest of ${CLIENTS} over ${REPLICAS} replicas ${fmt(slowest[i]!, 0)} ms (${fmt(slowest[i]! / alone[i]!, 2)}×), upstream GETs ${gets[i]}; load ${load()}`);
+    }
+    for (let i = 0; i < RUNS; i++) {
+      // Every side's order rotates from run to run, and the clusters swap.
+      const order: Array<[Cluster, Side]> = [];
+      const cls = i % 2 === 0 ? clusters : [...clusters].reverse();
+      const rot = sides.map((_, k) => sides[(k + i) % sides.length]!);
+      for (const s of rot) for (const cl of cls) order.push([cl, s]);
+      const parts: string[] = [];
+      for (const [cl, side] of order) {
+        c.up.front.setLink(undefined);
+        const b = await blob();
+        c.up.front.setLink(LINK);
+        const r = await round(cl, side, i, b.digest);
+        (ms.get(key(cl, side)) ?? ms.set(key(cl, side), []).get(key(cl, side))!).push(r.slowest);
+        (cpu.get(key(cl, side)) ?? cpu.set(key(cl, side), []).get(key(cl, side))!).push(r.spent);
+        parts.push(`${cl.name} ${side} ${fmt(r.slowest, 0)} ms${side === 'alone' ? '' : ` (GETs ${r.gets})`}`);
+      }
+      const ratioOf = (cl: Cluster, s: Side) => ms.get(key(cl, s))![i]! / ms.get(key(cl, 'alone'))![i]!;
+      c.log(`replicas a. run ${i + 1}/${RUNS}: ${parts.join(', ')}; ${clusters.map((cl) => `${cl.name}: many ÷ alone ${fmt(ratioOf(cl, 'many'), 2)}×${FLOOR ? `, floor ÷ alone ${fmt(ratioOf(cl, 'floor'), 2)}×` : ''}`).join('; ')}; load ${load()}`);
       c.loads.push(`a${i + 1}: ${load()}`);
     }
     // Untimed: every body hashed.
-    const pending = await seededBlob('replicas-verify', BLOB);
     c.up.front.setLink(undefined);
-    await c.up.client.pushBlob('bench/conc', pending);
+    const pending = await blob();
     c.up.front.setLink(LINK);
     c.up.front.reset();
-    const ts = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => curlHash(`${c.replicas[k % REPLICAS]!.url}/v2/bench/conc/blobs/${pending.digest}`, { timeoutMs: 300_000 })));
+    const ts = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => curlHash(url(clusters[0]!, k, pending.digest), { timeoutMs: 300_000 })));
     wrong.push(ts.filter((t) => t.digest !== pending.digest || t.bytes !== BLOB).length);
     gets.push(bodyGets(c.up.front.filter({ kind: 'blob', digest: pending.digest })).length);
     c.log(`replicas a. verification round: ${CLIENTS - wrong[0]!}/${CLIENTS} bodies with the right sha256, upstream GETs ${gets.at(-1)}; load ${load()}`);
   } finally {
     c.up.front.setLink(undefined);
   }
-  const r = ratios(slowest, alone);
-  c.results.concurrent = { blobBytes: BLOB, clients: CLIENTS, runs: RUNS, aloneMs: alone, slowestMs: slowest, ratio: r, upstreamGets: gets, wrongBodies: wrong };
+  // Followers that found no fill to follow at their peer and waited for its lease (the slow path).
+  const peerWaits = clusters.map((cl) => cl.replicas.reduce((n, r) => n + r.logs.filter((l) => l.message === 'peer unavailable: waiting for its lease').length, 0));
+  const mine = clusters[0]!;
+  const r = ratios(ms.get(key(mine, 'many'))!, ms.get(key(mine, 'alone'))!);
+  const cpuMedian = (k: string) => {
+    const runs = cpu.get(k)!;
+    const roles = [...new Set(runs.flatMap((m) => [...m.keys()]))];
+    return Object.fromEntries(roles.map((role) => [role, median(runs.map((m) => m.get(role) ?? 0))]));
+  };
+  const cpuText = (k: string) => {
+    const m = cpuMedian(k);
+    // The median of the rounds' totals (as the row's median), not the sum of the roles' medians.
+    const total = median(cpu.get(k)!.map(cpuTotal));
+    return `${fmt(total / 1000, 2)} s in all: ${Object.entries(m).map(([role, v]) => `${role} ${fmt(v / 1000, 2)}`).join(', ')}`;
+  };
+  c.results.concurrent = {
+    blobBytes: BLOB,
+    clients: CLIENTS,
+    runs: RUNS,
+    warmups,
+    ms: Object.fromEntries(ms),
+    cpuMedianMs: Object.fromEntries([...cpu.keys()].map((k) => [k, cpuMedian(k)])),
+    ratio: r,
+    upstreamGets: gets,
+    wrongBodies: wrong,
+    peerWaits,
+  };
+  const alone = ms.get(key(mine, 'alone'))!;
+  const slowest = ms.get(key(mine, 'many'))!;
   c.rows.push(
-    { metric: `a. ${CLIENTS} concurrent cold GETs of one ${BLOB / MiB} MiB blob over ${REPLICAS} replicas (${linkName()}): upstream GETs`, median: median(gets), unit: '', target: '= 1', pass: gets.every((g) => g === 1), detail: `per round (the last: the verification round): ${gets.join(',')}` },
+    { metric: `a. ${CLIENTS} concurrent cold GETs of one ${BLOB / MiB} MiB blob over ${REPLICAS} replicas (${linkName()}): upstream GETs`, median: median(gets), unit: '', target: '= 1', pass: gets.every((g) => g === 1), detail: `per round (${FLOOR ? '3 replicas and one replica alternating; ' : ''}the last: the verification round): ${gets.join(',')}` },
     { metric: `a'. … bodies with the right sha256 (an untimed round, curl piped to sha256sum)`, median: CLIENTS - median(wrong), unit: '', target: `= ${CLIENTS}`, pass: wrong.every((w) => w === 0), detail: `upstream GETs in that round: ${gets.at(-1)}` },
-    { metric: `a". … slowest of ${CLIENTS} ÷ one client alone`, median: median(r), unit: '×', target: '≤ 1.5', pass: median(r) <= 1.5, detail: `ms median: slowest ${fmt(median(slowest), 0)}, alone ${fmt(median(alone), 0)}; per run ${r.map((x) => fmt(x, 2)).join(' ')}` },
+    { metric: `a". … slowest of ${CLIENTS} ÷ one client alone`, median: median(r), unit: '×', target: '≤ 1.5', pass: median(r) <= 1.5, detail: `ms median: slowest ${fmt(median(slowest), 0)}, alone ${fmt(median(alone), 0)}; per run ${r.map((x) => fmt(x, 2)).join(' ')}${WARMUP ? `; after ${WARMUP} untimed warm-up round(s): ${warmups.join('; ')}` : '; no warm-up round'}; followers that waited for a lease: ${peerWaits[0]}` },
   );
+  if (FLOOR) {
+    const f = ratios(ms.get(key(mine, 'floor'))!, alone);
+    c.rows.push({ metric: `a‴. floor: the same ${CLIENTS} GETs all on ONE replica (alternating with a"), slowest ÷ alone`, median: median(f), unit: '×', target: '(info)', pass: true, detail: `ms median ${fmt(median(ms.get(key(mine, 'floor'))!), 0)}; per run ${f.map((x) => fmt(x, 2)).join(' ')}; 3 replicas ÷ one: ${fmt(median(ratios(slowest, ms.get(key(mine, 'floor'))!)), 2)}×` });
+  }
+  c.rows.push({ metric: `a⁗. CPU (user+sys) per round, median: 3 replicas / one replica / alone`, median: median(cpu.get(key(mine, 'many'))!.map(cpuTotal)) / 1000, unit: 's', target: '(info)', pass: true, detail: [key(mine, 'many'), ...(FLOOR ? [key(mine, 'floor')] : []), key(mine, 'alone')].map((k) => `${k.split('/')[1]}: ${cpuText(k)}`).join('; ') });
+  if (REF_BIN) {
+    const ref = clusters[1]!;
+    const rr = ratios(ms.get(key(ref, 'many'))!, ms.get(key(ref, 'alone'))!);
+    const ab = ratios(slowest, ms.get(key(ref, 'many'))!);
+    c.rows.push(
+      { metric: `a⁵. reference build (${REF_BIN}), same rounds alternating: slowest ÷ alone`, median: median(rr), unit: '×', target: '(info)', pass: true, detail: `ms median: slowest ${fmt(median(ms.get(key(ref, 'many'))!), 0)}, alone ${fmt(median(ms.get(key(ref, 'alone'))!), 0)}; per run ${rr.map((x) => fmt(x, 2)).join(' ')}; CPU of a 3-replica round: ${cpuText(key(ref, 'many'))}` },
+      { metric: `a⁶. this build's slowest ÷ the reference's (per-run pairs)`, median: median(ab), unit: '×', target: '(info)', pass: true, detail: `per run ${ab.map((x) => fmt(x, 2)).join(' ')}; CPU of a 3-replica round, this ÷ reference: ${fmt(median(cpu.get(key(mine, 'many'))!.map((m, i) => cpuTotal(m) / cpuTotal(cpu.get(key(ref, 'many'))![i]!))), 2)}×` },
+    );
+  }
 }
 
 // ---- b. 10 skopeo pulls ----------------------------------------------------------------------------

@@ -272,7 +272,17 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
         }
       : {}),
   });
-  const uploadForwarder = coordinator ? new UploadForwarder({ owners: coordinator, selfId: instanceId, logger, metrics, ...(peerSecret ? { peerSecret } : {}) }) : undefined;
+  const uploadForwarder = coordinator ? new UploadForwarder({
+        owners: coordinator,
+        selfId: instanceId,
+        logger,
+        metrics,
+        // A hung owner releases the client: as long as a client may take to send a request's head,
+        // and for the final PUT (the owner publishes the blob) as long as a blob's fill may take.
+        answerTimeoutMs: config.server.headersTimeout,
+        publishTimeoutMs: config.cache.fillTimeout,
+        ...(peerSecret ? { peerSecret } : {}),
+      }) : undefined;
   // Several replicas: pushes and garbage collection exclude each other per digest cluster-wide.
   const hosted = new HostedRegistry({ blobs, manifests, metadata, uploads, allowDelete: config.hosted.allowDelete, logger, content: new HostedContent(coordinator ? { shared: coordinator } : {}) });
   metrics.observeHosted({ usage: () => hosted.content.usage(), uploads: () => uploads.size });

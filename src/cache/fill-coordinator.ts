@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Digest } from '../domain/digest.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import type { TagEntry } from '../storage/tag-store.js';
@@ -65,7 +65,18 @@ export interface FillSource {
    * A reader of the whole blob from the fill of `digest` running in this process, once upstream
    * has answered; `undefined` when there is no such fill (it ended, failed, or never ran here).
    */
-  followFill(digest: Digest, signal: AbortSignal): Promise<{ readonly size: number; readonly body: Readable } | undefined>;
+  followFill(digest: Digest, signal: AbortSignal): Promise<FollowedFill | undefined>;
+}
+
+/**
+ * A fill followed by the follow endpoint: its size and a reader of the whole blob. `body.writeTo`,
+ * when there, writes the bytes straight to a socket in corked batches at each wake-up of the fill
+ * (the fill reader's fast path, as for the replica's own clients) instead of one write per
+ * upstream chunk through a stream; it resolves when every byte went out and rejects like the stream.
+ */
+export interface FollowedFill {
+  readonly size: number;
+  readonly body: Readable & { writeTo?(dest: Writable): Promise<void> };
 }
 
 /**

@@ -19,7 +19,7 @@ import type { TagEntry } from '../storage/tag-store.js';
 import { UpstreamError, type Upstream, type UpstreamTagList } from '../upstream/upstream.js';
 import { BlobFill, type AbandonedFillPolicy, type Schedule } from './blob-fill.js';
 import { BlobLeases } from './blob-leases.js';
-import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource, type TagCoordinator } from './fill-coordinator.js';
+import { PeerUnavailableError, type FillClaim, type FillCoordinator, type FillLease, type FillSource, type FollowedFill, type TagCoordinator } from './fill-coordinator.js';
 import type { CacheKind, CacheMetrics, StoreReadKind } from './cache-metrics.js';
 import { verifiedBody } from './pass-through.js';
 import { discardingStore, peerUpstream, RelayMetrics } from './peer-relay.js';
@@ -127,6 +127,12 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
   readonly #confirmedBlobs = new LRUCache<string, true>({ maxSize: 100_000, sizeCalculation: () => 1 });
   /** Cluster claims in flight: concurrent requests of this replica for one digest share one. */
   readonly #claims = new SingleFlight<Digest, FillClaim>();
+  /**
+   * Leases this replica took whose fill isn't registered yet (it looks at the store once more
+   * first): the follow endpoint waits for them instead of answering 404 to a follower that came
+   * quickly — which would then wait for the lease to go (up to its TTL) while the fill runs here.
+   */
+  readonly #starting = new Map<Digest, Promise<void>>();
   /** Relays of fills running on other replicas (peer-relay.ts): one peer stream per blob for this replica's requests. */
   readonly #relays = new Map<Digest, BlobFill>();
   readonly #relaySlots = new SlotQueue(1_000_000);
@@ -652,13 +658,20 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
       if (claim.kind === 'alone') return { fill: this.#startFill(key, digest, log) };
       if (claim.kind === 'lease') {
         if (!claim.lease.take()) continue; // taken by a request whose fill already ended: claim afresh
-        // Committed by another replica between our lookup and the claim: serve it, download nothing.
-        const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
-        if (stored) {
-          await claim.lease.release();
-          return { result: await this.#serveStored(digest, stored.size, opts) };
+        let started!: () => void;
+        this.#starting.set(digest, new Promise<void>((resolve) => (started = resolve)));
+        try {
+          // Committed by another replica between our lookup and the claim: serve it, download nothing.
+          const stored = await this.#o.blobs.stat(digest).catch(() => undefined);
+          if (stored) {
+            await claim.lease.release();
+            return { result: await this.#serveStored(digest, stored.size, opts) };
+          }
+          return { fill: this.#startFill(key, digest, log, claim.lease) };
+        } finally {
+          this.#starting.delete(digest);
+          started();
         }
-        return { fill: this.#startFill(key, digest, log, claim.lease) };
       }
       try {
         return { result: await this.#relayed(key, digest, claim, opts) };
@@ -726,7 +739,10 @@ export class PullThroughRegistry implements RegistryReader, FillSource {
    * The follow endpoint's read (cluster/peer-server.ts): a reader of the whole blob from the fill
    * running here, once upstream answered; `undefined` when there is none to follow.
    */
-  async followFill(digest: Digest, signal: AbortSignal): Promise<{ size: number; body: Readable } | undefined> {
+  async followFill(digest: Digest, signal: AbortSignal): Promise<FollowedFill | undefined> {
+    const starting = this.#starting.get(digest);
+    // This replica holds the lease and is about to start the fill (one store lookup away).
+    if (!this.#fills.has(digest) && starting) await whileClientWaits(starting, signal).catch(() => {});
     const fill = this.#fills.get(digest);
     if (!fill?.followable) return undefined;
     const leave = fill.attach();

@@ -75,7 +75,14 @@ export function createPeerServer(o: PeerServerOptions): Server {
       }
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(fill.size) });
       try {
-        await pipeline(fill.body, res);
+        const { body } = fill;
+        if (body.writeTo) {
+          // The fill reader's fast path (corked batches per wake-up, as for this replica's own
+          // clients), not one socket write per upstream chunk through the stream.
+          res.flushHeaders();
+          await body.writeTo(res);
+          res.end();
+        } else await pipeline(body, res);
       } catch (err) {
         if (!gone.signal.aborted) o.logger.warn('peer follow aborted', { digest, error: (err as Error).message });
         res.destroy();

@@ -25,7 +25,29 @@ export interface UploadForwarderOptions {
   readonly metrics: { uploadForwarded(outcome: UploadForwardOutcome): void };
   /** Connecting to the owner, at most (a dead owner's address may not answer at all). Default 2 s. */
   readonly connectTimeoutMs?: number;
+  /**
+   * The owner's answer is waited for at most this long once the request's body has been passed on
+   * (at once without a body): an owner that accepts and never answers (hung) releases the client
+   * then, as one that can't be reached. Default 60 s (server.headersTimeout in serve).
+   */
+  readonly answerTimeoutMs?: number;
+  /**
+   * The same for the final PUT, whose answer comes once the owner has published the blob (on S3 a
+   * server-side copy, as long as the blob is big). Default 30 min (cache.fillTimeout in serve).
+   */
+  readonly publishTimeoutMs?: number;
+  /** Runs `fn` after `ms` unless cancelled (tests fire it by hand). Default: an unref'd setTimeout. */
+  readonly schedule?: (ms: number, fn: () => void) => () => void;
 }
+
+const timerSchedule = (ms: number, fn: () => void) => {
+  const timer = setTimeout(fn, ms);
+  timer.unref();
+  return () => clearTimeout(timer);
+};
+
+/** The owner accepted the request and did not answer within the forwarder's answer timeout. */
+class OwnerSilentError extends Error {}
 
 // Request headers the owner needs to serve the request as the client sent it: what the body is
 // and where it goes. (Hop-by-hop headers are the connection's; Authorization was checked here.)
@@ -45,6 +67,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te
  * reached (it died, or restarted and lost its sessions): the record is removed and the answer is
  * `BLOB_UPLOAD_UNKNOWN` at once, so the client starts the upload over (docker, skopeo, containerd
  * do); the dead owner's bytes were never visible (only a verified final PUT publishes a blob).
+ * An owner that accepts the request and doesn't answer within `answerTimeoutMs` of its body's end
+ * (`publishTimeoutMs` for the final PUT) is treated the same way.
  */
 export class UploadForwarder {
   readonly #o: UploadForwarderOptions;
@@ -90,6 +114,16 @@ export class UploadForwarder {
     } else {
       delete headers['content-length'];
     }
+    // The answer timeout runs from the end of the body passed on: a client may take as long as it
+    // likes to send a chunk (its own timeouts govern that), the owner answers once it has it all.
+    const silent = new AbortController();
+    const timeoutMs = req.method === 'PUT' ? (this.#o.publishTimeoutMs ?? 30 * 60_000) : (this.#o.answerTimeoutMs ?? 60_000);
+    let cancelTimer: (() => void) | undefined;
+    const startTimer = () => {
+      cancelTimer ??= (this.#o.schedule ?? timerSchedule)(timeoutMs, () => silent.abort(new OwnerSilentError(`no answer ${timeoutMs} ms after the request was passed on`)));
+    };
+    if (body) body.once('end', startTimer);
+    else startTimer();
     let answer;
     try {
       answer = await request(`${owner.url}${PEER_UPLOADS_PREFIX}${path}`, {
@@ -97,17 +131,26 @@ export class UploadForwarder {
         method: req.method as 'PATCH',
         headers,
         ...(body ? { body } : {}),
-        signal,
+        signal: AbortSignal.any([signal, silent.signal]),
       });
     } catch (err) {
       // The client left mid-body: the owner keeps what arrived (the client may ask and go on).
       if (signal.aborted) throw signal.reason;
+      if (silent.signal.aborted) {
+        // Hung (or far too slow): as good as gone for this client, who starts the upload over.
+        await this.#o.owners.forgetUpload(session, owner.record);
+        this.#o.metrics.uploadForwarded('owner_gone');
+        this.#o.logger.warn('upload session lost: the replica holding it does not answer', { uuid: session, owner: owner.id, ownerUrl: owner.url, error: (silent.signal.reason as Error).message });
+        throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.slice(0, 100) }, { message: 'the replica holding this upload does not answer: start the upload again', cause: silent.signal.reason });
+      }
       if (clientLeft) throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: session.slice(0, 100) }, { message: 'the client went away mid-body', cause: err });
       await this.#o.owners.forgetUpload(session, owner.record);
       this.#o.metrics.uploadForwarded('owner_gone');
       this.#o.logger.warn('upload session lost: the replica holding it does not answer', { uuid: session, owner: owner.id, ownerUrl: owner.url, error: (err as Error).message });
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.slice(0, 100) }, { message: 'the replica holding this upload is gone: start the upload again', cause: err });
     } finally {
+      cancelTimer?.();
+      body?.off('end', startTimer);
       if (body) req.unpipe(body);
     }
     if (answer.statusCode === 403 && !String(answer.headers['content-type'] ?? '').includes('json')) {

@@ -35,6 +35,8 @@ interface Replica {
   readonly coordinator: RedisCoordinator;
   /** The cluster metrics (leases, peer bytes, Redis up). */
   readonly cluster: ObservedMetrics;
+  /** Follows of a fill asked of this replica's follow endpoint: how many found none to stream (404). */
+  readonly follows: { asked: number; missed: number; onAsked?: () => void };
   /** Resolves once this replica has been refused a tag's lock `n` times (another replica holds it). */
   tagClaims(n: number): Promise<void>;
   /** Stops the follow endpoint and drops the Redis connection without releasing anything: a dead replica, as the others see it. */
@@ -44,7 +46,15 @@ interface Replica {
 
 async function startReplica(id: string, stores: Stores, redisUrl: string, upstreamUrl: string, fillLeaseTtlMs: number): Promise<Replica> {
   let cache: PullThroughRegistry | undefined;
-  const peer = createPeerServer({ source: { followFill: (d, s) => cache!.followFill(d, s) }, logger: quiet });
+  const follows: Replica['follows'] = { asked: 0, missed: 0 };
+  const followFill = async (d: Digest, s: AbortSignal) => {
+    follows.asked++;
+    follows.onAsked?.();
+    const fill = await cache!.followFill(d, s);
+    if (!fill) follows.missed++;
+    return fill;
+  };
+  const peer = createPeerServer({ source: { followFill }, logger: quiet });
   peer.listen(0, '127.0.0.1');
   await once(peer, 'listening');
   const cluster = new ObservedMetrics();
@@ -86,6 +96,7 @@ async function startReplica(id: string, stores: Stores, redisUrl: string, upstre
     hc,
     coordinator,
     cluster,
+    follows,
     tagClaims: async (n) => {
       while (refused < n) await new Promise<void>((r) => refusals.push(r));
     },
@@ -189,6 +200,60 @@ describe('three replicas, one store, one Redis: one upstream download per blob (
       assert.equal(upstreamGets(digest), 1);
     } finally {
       await Promise.all([a!.close(), b!.close()]);
+    }
+  });
+
+  it('a follower that asks the lease holder before its fill started (the holder still looking at the store) is streamed that fill, not sent away to wait for the lease', async () => {
+    const stores = sharedStores();
+    // g1's store lookup after it took the lease is held until g2's follow has reached g1.
+    let holdStat: Promise<void> | undefined;
+    let releaseStat!: () => void;
+    let statHeld!: () => void;
+    const atStat = new Promise<void>((r) => (statHeld = r));
+    let g1Coordinator: RedisCoordinator | undefined;
+    const gated: Stores = {
+      ...stores,
+      blobs: {
+        stat: async (d) => {
+          if (holdStat && (await g1Coordinator?.holder(d))?.id === 'g1') {
+            const held = holdStat;
+            holdStat = undefined;
+            statHeld();
+            await held;
+          }
+          return stores.blobs.stat(d);
+        },
+        open: (d, o) => stores.blobs.open(d, o),
+        create: (o) => stores.blobs.create(o),
+        delete: (d) => stores.blobs.delete(d),
+        list: () => stores.blobs.list(),
+      },
+    };
+    const [g1, g2] = await Promise.all([startReplica('g1', gated, redis.url, up.url, 10_000), startReplica('g2', stores, redis.url, up.url, 10_000)]);
+    g1Coordinator = g1.coordinator;
+    try {
+      const t = tap('gated');
+      const { bytes, digest } = blob(1024 * KiB + 3);
+      const path = `/v2/gated/app/blobs/${digest}`;
+      holdStat = new Promise<void>((r) => (releaseStat = r));
+      const filling = g1.hc.pull(path);
+      await atStat;
+      assert.equal((await g1.coordinator.holder(digest))?.id, 'g1', 'g1 holds the lease, its fill not started yet');
+      const asked = new Promise<void>((r) => (g1.follows.onAsked = r));
+      const following = g2.hc.pull(path);
+      await asked;
+      releaseStat();
+      await t.started(1);
+      t.release();
+      const [own, res] = await Promise.all([filling, following]);
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(bytes), 'the follower got the blob');
+      assert.ok(own.body.equals(bytes));
+      assert.deepEqual(g1.follows, { asked: 1, missed: 0, onAsked: g1.follows.onAsked }, "g2's one follow was answered with g1's fill, not a 404");
+      assert.equal(await g2.cluster.value('hubcache_cluster_fill_leases_total', { outcome: 'followed' }), 1);
+      assert.equal(upstreamGets(digest), 1);
+    } finally {
+      await Promise.all([g1.close(), g2.close()]);
     }
   });
 

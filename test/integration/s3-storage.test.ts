@@ -206,6 +206,14 @@ describe('S3Storage on RGW', () => {
       await raw.publish(sha256Digest(data), data.length);
       assert.ok(data.equals(await readAll(await s.blobs.open(sha256Digest(data)))));
       assert.equal(await leftovers(s), 0);
+      // Every part buffer went back once its part was up: the next writer reuses them (a fresh one
+      // costs a page fault per 4 KiB on first touch, see part-buffers.ts).
+      const idle = s.bucketBlobs.partBuffers.idle;
+      assert.ok(idle >= 1 && idle <= 2 + 1, `${idle} idle part buffers (at most partsInFlight + 1)`);
+      const next = s.bucketBlobs.createRaw();
+      await next.write([data.subarray(0, 5 * MiB)]);
+      assert.equal(s.bucketBlobs.partBuffers.idle, idle - 1, 'the next writer took an idle buffer');
+      await next.discard();
     } finally {
       await s.close();
     }

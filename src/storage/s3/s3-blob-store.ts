@@ -22,6 +22,7 @@ import { VerifyingBlobWriter, type RawBlobWriter } from '../verifying-writer.js'
 import { BucketTally, type ListedPage } from './bucket-tally.js';
 import { isNotFound, isPreconditionFailed, s3Status, toS3Fault } from './s3-errors.js';
 import { S3Layout } from './s3-layout.js';
+import { PartBuffers } from './part-buffers.js';
 
 export interface S3BlobStoreOptions {
   readonly client: S3Client;
@@ -31,6 +32,8 @@ export interface S3BlobStoreOptions {
   readonly partSize: number;
   /** Parts uploading at once per writer. */
   readonly partsInFlight: number;
+  /** Part buffers shared by the store's writers (part-buffers.ts); by default the store's own. */
+  readonly partBuffers?: PartBuffers;
 }
 
 /**
@@ -62,7 +65,12 @@ export class S3BlobStore implements BlobStore {
   readonly #tally = new BucketTally();
 
   constructor(o: S3BlobStoreOptions) {
-    this.#o = o;
+    this.#o = { ...o, partBuffers: o.partBuffers ?? new PartBuffers(o.partSize, o.partsInFlight + 1) };
+  }
+
+  /** The part buffers this store's writers share (part-buffers.ts). */
+  get partBuffers(): PartBuffers {
+    return this.#o.partBuffers!;
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
@@ -258,8 +266,11 @@ export class S3RawWriter implements RawBlobWriter {
   readonly #digest: Digest | undefined;
   readonly #tally: BucketTally | undefined;
 
+  readonly #buffers: PartBuffers;
+
   constructor(o: S3BlobStoreOptions, digest?: Digest, tally?: BucketTally) {
     this.#o = o;
+    this.#buffers = o.partBuffers ?? new PartBuffers(o.partSize, o.partsInFlight + 1);
     this.#digest = digest;
     this.#tally = tally;
   }
@@ -284,7 +295,7 @@ export class S3RawWriter implements RawBlobWriter {
     for (const chunk of chunks) {
       let p = 0;
       while (p < chunk.length) {
-        this.#buf ??= Buffer.allocUnsafe(partSize);
+        this.#buf ??= this.#buffers.take();
         const n = Math.min(chunk.length - p, partSize - this.#fill);
         this.#buf.set(chunk.subarray(p, p + n), this.#fill);
         this.#fill += n;
@@ -298,7 +309,8 @@ export class S3RawWriter implements RawBlobWriter {
   async #sendPart(): Promise<void> {
     while (this.#inFlight.size >= this.#o.partsInFlight) await Promise.race(this.#inFlight);
     this.#throwIfFailed();
-    const body = this.#buf!.subarray(0, this.#fill);
+    const buf = this.#buf!;
+    const body = buf.subarray(0, this.#fill);
     this.#buf = undefined;
     const size = this.#fill;
     this.#fill = 0;
@@ -310,6 +322,7 @@ export class S3RawWriter implements RawBlobWriter {
         const id = await uploadId;
         const out = await this.#o.client.send(new UploadPartCommand({ Bucket: this.#o.bucket, Key: this.#key!, UploadId: id, PartNumber: partNumber, Body: body, ContentLength: size }));
         this.#parts.push({ PartNumber: partNumber, ETag: out.ETag ?? '' });
+        this.#buffers.give(buf);
       } catch (err) {
         this.#failure ??= toS3Fault('UploadPart', err);
       } finally {
@@ -434,8 +447,10 @@ export class S3RawWriter implements RawBlobWriter {
     );
   }
 
-  #release(): void {
+  /** Closes the writer; its part buffer goes back for reuse unless a request may still read it (`reusable` false). */
+  #release(reusable = true): void {
     this.#closed = true;
+    if (this.#buf && reusable) this.#buffers.give(this.#buf);
     this.#buf = undefined;
     this.#fill = 0;
   }

@@ -14,8 +14,16 @@
  *   challenge → `GET realm?service&scope=repository:…:pull` with Basic credentials → manifest and
  *   blobs with `Authorization: Bearer`.
  *
+ * - anonymous-floor: the floor of the token round trip: anonymous, plus in place of the token
+ *   request a GET to a minimal node:http server (its own process) answering a fixed JSON body of a
+ *   token response's size over a connection kept open. No token server can answer faster than
+ *   that one, so anonymous-floor ÷ anonymous is the best Bearer ÷ anonymous any server reaches with
+ *   this client on this machine.
+ *
  * Ratios: each mode ÷ anonymous (the strict baseline: no token request), and bearer ÷
  * anonymous-token (a client doing the dance either way: what credentials cost).
+ * At the end, the server's own time per route (hubcache_http_request_duration_seconds: sum ÷
+ * count, from the request's arrival in express to the response's end) for all modes together.
  *
  * All modes against the same process: two processes (one without auth as the baseline) differed
  * by 10–60 % on identical anonymous requests on this machine, more than what is measured here.
@@ -28,12 +36,14 @@
  *
  *   npm run bench:auth    BENCH_RUNS (default 7), BENCH_PULLS (rounds per run, small image,
  *                         default 40), BENCH_LARGE_PULLS (large image, default 24),
- *                         BENCH_LARGE_LAYER_MIB (default 6), BIN (the CLI to run: npm run bench
+ *                         (0: the small image only), BENCH_LARGE_LAYER_MIB (default 6), BIN (the CLI to run: npm run bench
  *                         passes its compiled build), BENCH_CPU_PROF (a directory: the auth
  *                         server runs with --cpu-prof and writes its profile there on exit)
  */
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -54,10 +64,10 @@ const LARGE_PULLS = Number(process.env.BENCH_LARGE_PULLS ?? 24);
 const LARGE_LAYER = Number(process.env.BENCH_LARGE_LAYER_MIB ?? 6) * 1024 * 1024;
 const PARALLEL = 3;
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json';
-const MODES = ['anonymous', 'anonymous-token', 'basic', 'bearer'] as const;
+const MODES = ['anonymous', 'anonymous-token', 'basic', 'bearer', 'anonymous-floor'] as const;
 type Mode = (typeof MODES)[number];
 /** The ratios reported: each mode ÷ anonymous, and Bearer ÷ anonymous with a token (both doing the token dance). */
-const RATED = ['anonymous-token', 'basic', 'bearer', 'bearer/anonymous-token'] as const;
+const RATED = ['anonymous-token', 'basic', 'bearer', 'anonymous-floor', 'bearer/anonymous-token'] as const;
 type Rated = (typeof RATED)[number];
 const pairOf = (rated: Rated): [Mode, Mode] => (rated === 'bearer/anonymous-token' ? ['bearer', 'anonymous-token'] : [rated, 'anonymous']);
 
@@ -71,6 +81,12 @@ interface BenchImage {
   readonly repo: string;
   readonly image: TestImage;
   readonly pulls: number;
+}
+
+/** The server process's CPU time so far (user + sys), ms, from /proc (clock ticks of 10 ms). */
+function serverCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /** Request latencies on the auth server by kind, µs (what a pull costs request by request). */
@@ -102,7 +118,11 @@ async function pull(server: HubcacheProcess, mode: Mode, img: BenchImage, measur
   try {
     let auth = mode === 'basic' ? basic : undefined;
     const ping = await request(agent, origin, '/v2/', auth ? { authorization: auth } : {}, k('GET /v2/'));
-    if (mode === 'bearer' || mode === 'anonymous-token') {
+    if (mode === 'anonymous-floor') {
+      if (ping.status !== 401) throw new Error(`${mode}: GET /v2/ answered ${ping.status}`);
+      const res = await request(floor.agent, floor.url, `/token?service=hubcache&scope=repository:${img.repo}:pull`, {}, k('token'));
+      if (res.status !== 200) throw new Error(`floor: ${res.status}`);
+    } else if (mode === 'bearer' || mode === 'anonymous-token') {
       if (ping.status !== 401) throw new Error(`${mode}: GET /v2/ answered ${ping.status}, expected the 401 challenge`);
       const { realm, service } = challengeParams(ping.headers['www-authenticate']);
       const url = new URL(realm!);
@@ -179,10 +199,47 @@ async function perRequestCost(): Promise<Record<string, number>> {
   return out;
 }
 
+/**
+ * The floor server: node:http in a process of its own answering every request with the same JSON
+ * body, about a token response's size (hubcache's: ~700 bytes), and nothing else.
+ */
+async function startFloor(): Promise<{ url: string; agent: Agent; close: () => Promise<void> }> {
+  const body = JSON.stringify({ token: 'x'.repeat(300), access_token: 'x'.repeat(300), expires_in: 300, issued_at: '2026-01-01T00:00:00.000Z' });
+  const code = `const body = Buffer.from(${JSON.stringify(body)});
+require('node:http').createServer((req, res) => { req.resume(); res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'cache-control': 'no-store' }); res.end(body); })
+  .listen(0, '127.0.0.1', function () { process.stdout.write(this.address().port + '\\n'); });`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [chunk] = (await once(child.stdout!, 'data')) as [Buffer];
+  const url = `http://127.0.0.1:${Number(chunk.toString().trim())}`;
+  const agent = new Agent({ connections: 1, pipelining: 1 });
+  return {
+    url,
+    agent,
+    close: async () => {
+      await agent.close();
+      child.kill();
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** Mean server time per route, µs, from the process's request duration histogram. */
+async function serverTimes(server: HubcacheProcess): Promise<Record<string, { count: number; meanUs: number }>> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const sums: Record<string, { sum: number; count: number }> = {};
+  for (const m of text.matchAll(/^hubcache_http_request_duration_seconds_(sum|count)\{route="([^"]+)",method="([^"]+)"\} (\S+)$/gm)) {
+    const key = `${m[3]} ${m[2]}`;
+    (sums[key] ??= { sum: 0, count: 0 })[m[1] as 'sum' | 'count'] = Number(m[4]);
+  }
+  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, { count: v.count, meanUs: (v.sum / v.count) * 1e6 }]));
+}
+
+const floor = await startFloor();
 const upstream = await startUpstream();
 const small: BenchImage = { label: 'small', repo: 'library/bench-auth-small', image: await makeImage('oci', { seed: 'bench-auth-small', layerSize: 64 * 1024, layers: 5 }), pulls: SMALL_PULLS };
 const large: BenchImage = { label: 'large', repo: 'library/bench-auth-large', image: await makeImage('oci', { seed: 'bench-auth-large', layerSize: LARGE_LAYER, layers: 5 }), pulls: LARGE_PULLS };
-for (const img of [small, large]) await upstream.push(img.image, img.repo, '1');
+const images = LARGE_PULLS > 0 ? [small, large] : [small];
+for (const img of images) await upstream.push(img.image, img.repo, '1');
 const bin = process.env.BIN ? { bin: process.env.BIN } : {};
 const hc = await startHubcacheProcess({
   upstream,
@@ -196,20 +253,23 @@ const emptyRated = <T>(f: () => T) => Object.fromEntries(RATED.map((m) => [m, f(
 try {
   const inProcess = await perRequestCost();
   // Warm: the stores (first pull fills), the credential cache, both processes' JIT.
-  for (const img of [small, large]) for (let i = 0; i < 3; i++) for (const mode of MODES) await pull(hc, mode, img, false);
-  const results: Record<string, { runs: Record<Mode, number[]>; ratios: Record<Rated, number[]> }> = {};
-  for (const img of [small, large]) results[img.label] = { runs: empty(() => []), ratios: emptyRated(() => []) };
+  for (const img of images) for (let i = 0; i < 3; i++) for (const mode of MODES) await pull(hc, mode, img, false);
+  const results: Record<string, { runs: Record<Mode, number[]>; cpu: Record<Mode, number[]>; ratios: Record<Rated, number[]> }> = {};
+  for (const img of images) results[img.label] = { runs: empty(() => []), cpu: empty(() => []), ratios: emptyRated(() => []) };
   for (let r = 0; r < RUNS; r++) {
-    for (const img of [small, large]) {
+    for (const img of images) {
       const times = empty<number[]>(() => []);
+      const cpu = empty<number>(() => 0);
       const pairs = emptyRated<number[]>(() => []);
       for (let i = 0; i < img.pulls; i++) {
         const t: Partial<Record<Mode, number>> = {};
         for (let j = 0; j < MODES.length; j++) {
           const mode = MODES[(i + j + r) % MODES.length]!;
+          const c0 = serverCpuMs(hc.child.pid!);
           const t0 = performance.now();
           await pull(hc, mode, img, true);
           t[mode] = performance.now() - t0;
+          cpu[mode] += serverCpuMs(hc.child.pid!) - c0;
           times[mode].push(t[mode]!);
         }
         for (const rated of RATED) {
@@ -219,21 +279,25 @@ try {
       }
       const res = results[img.label]!;
       for (const mode of MODES) res.runs[mode].push(1000 / median(times[mode]));
+      for (const mode of MODES) res.cpu[mode].push(cpu[mode] / img.pulls);
       for (const mode of RATED) res.ratios[mode].push(median(pairs[mode]));
     }
   }
   const bytes = (img: BenchImage) => [...img.image.blobs.values()].reduce((s, b) => s + b.size, 0);
-  for (const img of [small, large]) {
+  for (const img of images) {
     const res = results[img.label]!;
     console.log(`\n${img.label} image: 5 layers of ${fmt(img.image.layers[0]!.size / 1024, 0)} KiB (${fmt(bytes(img) / 1024 / 1024, 2)} MiB), ${img.pulls} rounds per run, ${RUNS} runs, ${PARALLEL} blobs at a time, a new client per pull`);
-    for (const mode of MODES) console.log(`  ${mode.padEnd(15)} ${fmt(median(res.runs[mode]), 1).padStart(8)} pulls/s median  (runs: ${res.runs[mode].map((x) => fmt(x, 1)).join(' ')})`);
+    for (const mode of MODES) console.log(`  ${mode.padEnd(15)} ${fmt(median(res.runs[mode]), 1).padStart(8)} pulls/s median  (runs: ${res.runs[mode].map((x) => fmt(x, 1)).join(' ')}); server CPU ${fmt(median(res.cpu[mode]), 2)} ms per pull`);
     for (const rated of RATED) {
       const xs = res.ratios[rated];
       const [mode, base] = pairOf(rated);
       console.log(`  ${mode} ÷ ${base}: median ${fmt(median(xs), 3)} (runs: ${xs.map((x) => fmt(x, 3)).join(' ')}; min ${fmt(min(xs), 3)}, max ${fmt(max(xs), 3)})  target ≥ 0.95`);
     }
   }
-  console.log('\nrequest latency, µs, median (small image, all runs):');
+  const routes = await serverTimes(hc);
+  console.log('\nserver time per route (arrival in express → end of response), all modes and both images, mean µs:');
+  for (const [route, { count, meanUs }] of Object.entries(routes).sort()) console.log(`  ${route.padEnd(26)} ${fmt(meanUs, 0).padStart(7)}  (n=${count})`);
+  console.log('\nrequest latency, µs, median (small image, all runs; anonymous-floor token = the minimal server):');
   for (const [kind, xs] of Object.entries(latencies).sort()) console.log(`  ${kind.padEnd(26)} ${fmt(median(xs), 0).padStart(7)}  (n=${xs.length})`);
   // For bench/run.ts (npm run bench), which runs this file and reads this line.
   console.log(
@@ -241,11 +305,12 @@ try {
       runs: RUNS,
       parallel: PARALLEL,
       inProcess,
+      serverTimes: routes,
       latencies: Object.fromEntries(Object.entries(latencies).map(([k, xs]) => [k, median(xs)])),
       images: Object.fromEntries(
-        [small, large].map((img) => {
+        images.map((img) => {
           const res = results[img.label]!;
-          return [img.label, { layerBytes: img.image.layers[0]!.size, totalBytes: bytes(img), pulls: img.pulls, rates: res.runs, ratios: res.ratios, basicRatio: median(res.ratios.basic), bearerRatio: median(res.ratios.bearer), bearerToAnonymousTokenRatio: median(res.ratios['bearer/anonymous-token']) }];
+          return [img.label, { layerBytes: img.image.layers[0]!.size, totalBytes: bytes(img), pulls: img.pulls, rates: res.runs, serverCpuMsPerPull: res.cpu, ratios: res.ratios, basicRatio: median(res.ratios.basic), bearerRatio: median(res.ratios.bearer), floorRatio: median(res.ratios['anonymous-floor']), bearerToAnonymousTokenRatio: median(res.ratios['bearer/anonymous-token']) }];
         }),
       ),
     })}`,
@@ -253,6 +318,7 @@ try {
 } finally {
   await hc.close();
   await upstream.close();
+  await floor.close();
   small.image.dispose();
   large.image.dispose();
   rmSync(dir, { recursive: true, force: true });

@@ -617,11 +617,13 @@ export class BlobFill {
               ok = dest.write(chunk);
               batch += chunk.length;
               pos += chunk.length;
-              onBytes?.(chunk.length);
               if (batch >= READ_CHUNK) break;
               chunk = this.#window.slice(pos, limit);
             }
             dest.uncork();
+            // Counted once per batch, not per chunk: each call is a labelled counter increment
+            // (prom-client), 4 % of a cold GET's main-thread CPU when it ran per upstream chunk.
+            onBytes?.(batch);
           } else {
             // Behind the window: those bytes are in the spool. The buffer is read into again
             // only once the socket has taken its previous contents.

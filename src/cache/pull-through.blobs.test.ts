@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
@@ -356,6 +356,35 @@ describe('PullThroughRegistry blob fills read through writeTo (the HTTP handler\
     assert.ok((await first.done).equals(data));
     for (const l of late) assert.ok((await l.done).equals(data));
     assert.equal(up.gets(), 1);
+  });
+
+  it('counts the bytes it wrote once per batch, not once per upstream chunk: the counts add up to the blob', async () => {
+    const data = randomBytes(2 * MiB);
+    const digest = sha256Digest(data);
+    const up = scriptedUpstream(data.length);
+    const { reader } = registry(new MemoryBlobStore(), up.upstream, { metrics: new Metrics({ collectDefault: false }) });
+    const body = (await reader.getBlob(key, digest, { signal })).body!;
+    assert.ok(isDirectBody(body));
+    const counts: number[] = [];
+    const got: Buffer[] = [];
+    const dest = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        got.push(Buffer.from(chunk));
+        cb();
+      },
+    });
+    const done = body.writeTo(dest, (n) => counts.push(n));
+    // 32 upstream chunks of 16 KiB, one per event-loop turn (each its own chunk in the window),
+    // then the rest: followers are woken per 256 KiB, so they go out in a few batches.
+    for (let p = 0; p < 512 * 1024; p += 16 * 1024) {
+      up.body.write(data.subarray(p, p + 16 * 1024));
+      await turn();
+    }
+    up.body.end(data.subarray(512 * 1024));
+    await done;
+    assert.ok(Buffer.concat(got).equals(data));
+    assert.equal(counts.reduce((a, b) => a + b, 0), data.length);
+    assert.ok(counts.length < 16, `one count per batch (${counts.length} counts for 33 upstream chunks)`);
   });
 
   it('the final byte waits for verification: bytes that do not hash to the digest reject writeTo without it', async () => {

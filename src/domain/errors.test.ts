@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ERROR_CODES, RESERVED_ERROR_CODES, type ErrorCode } from './errors.js';
+import { ERROR_CODES, isRegistryError, RegistryError, refusal, RESERVED_ERROR_CODES, type ErrorCode } from './errors.js';
 
 const SRC = fileURLToPath(new URL('..', import.meta.url));
 const doc = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
@@ -48,4 +48,17 @@ test('docs/errors.md lists exactly the reserved codes as reserved, and they are 
     if (RESERVED_ERROR_CODES.has(code)) assert.ok(!named.has(code), `${code} is reserved but src/ names it: document it under "Codes hubcache returns" and remove it from RESERVED_ERROR_CODES`);
     else assert.ok(named.has(code), `${code} is documented as returned but nothing in src/ names it: reserve it or drop it`);
   }
+});
+
+test('refusal: a RegistryError like any other (code, detail, headers, message), without frames, and leaves Error.stackTraceLimit as it was', () => {
+    const before = Error.stackTraceLimit;
+    const err = refusal('UNAUTHORIZED', { repository: 'a/b', action: 'pull' }, { headers: { 'WWW-Authenticate': 'Bearer realm="x"' }, message: 'authentication required' });
+    assert.ok(isRegistryError(err));
+    assert.equal(err.code, 'UNAUTHORIZED');
+    assert.deepEqual(err.detail, { repository: 'a/b', action: 'pull' });
+    assert.deepEqual(err.headers, { 'WWW-Authenticate': 'Bearer realm="x"' });
+    assert.equal(err.message, 'authentication required');
+    assert.equal(err.stack, 'RegistryError: authentication required');
+    assert.equal(Error.stackTraceLimit, before);
+    assert.match(new RegistryError('UNKNOWN').stack ?? '', /\n\s+at /, 'other RegistryErrors keep their stack');
 });

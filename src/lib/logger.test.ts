@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { createLogger, useColor } from './logger.js';
+import { createLogger, logAccessLine, useColor, type AccessFields } from './logger.js';
 
 /** A stream that says it is (or isn't) a terminal, collecting what is written. */
 function sink(isTTY: boolean) {
@@ -33,5 +33,53 @@ describe('pretty log format', () => {
     assert.equal(useColor(sink(true).stream, { NO_COLOR: '1' }), false);
     assert.equal(useColor(sink(true).stream, { NO_COLOR: '' }), true);
     assert.equal(useColor(sink(false).stream, {}), false);
+  });
+});
+
+describe('logAccessLine (the access log without the format pipeline)', () => {
+  // Every field of AccessFields, with values JSON must escape: a field the fast line forgot would differ from winston's line.
+  const fields: AccessFields = { method: 'GET', route: 'blob', path: '/v2/a/"b"\\c\u0001\n\u2028\ud800é', status: 200, bytes: 0, ms: 12, cache: undefined, upstream: 'docker.io', stale: undefined, aborted: true as const, userAgent: 'docker/27 (linux)' };
+  const lines = (text: string) => text.split('\n').filter(Boolean);
+  const withoutTime = (line: string) => line.replace(/"timestamp":"[^"]*"/, '"timestamp":"T"');
+
+  it("writes JSON byte for byte as winston's child logger does (fields, level, message, requestId, service; sorted keys; undefined left out)", () => {
+    const fast = sink(false);
+    const slow = sink(false);
+    logAccessLine(createLogger({ level: 'info', format: 'json', stream: fast.stream }), 'info', 'req-1', fields);
+    createLogger({ level: 'info', format: 'json', stream: slow.stream }).child({ requestId: 'req-1' }).log('info', 'request', fields);
+    assert.equal(lines(fast.text()).length, 1);
+    assert.equal(withoutTime(fast.text()), withoutTime(slow.text()));
+    const parsed = JSON.parse(fast.text()) as Record<string, unknown>;
+    assert.equal(parsed.path, fields.path);
+    assert.match(String(parsed.timestamp), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(!('cache' in parsed) && !('stale' in parsed));
+  });
+
+  it("obeys the logger's level: a warn logger drops info lines and writes warn ones", () => {
+    const out = sink(false);
+    const logger = createLogger({ level: 'warn', format: 'json', stream: out.stream });
+    logAccessLine(logger, 'info', 'req-1', fields);
+    assert.equal(out.text(), '');
+    logAccessLine(logger, 'warn', 'req-2', fields);
+    assert.equal((JSON.parse(out.text()) as { level: string; requestId: string }).requestId, 'req-2');
+  });
+
+  it('keeps its place among the lines winston writes to the same stream', () => {
+    const out = sink(false);
+    const logger = createLogger({ level: 'info', format: 'json', stream: out.stream });
+    logger.info('before');
+    logAccessLine(logger, 'info', 'req-1', fields);
+    logger.child({ requestId: 'req-1' }).info('after');
+    assert.deepEqual(lines(out.text()).map((l) => (JSON.parse(l) as { message: string }).message), ['before', 'request', 'after']);
+  });
+
+  it('the pretty format prints what the child logger prints', () => {
+    const fast = sink(false);
+    const slow = sink(false);
+    logAccessLine(createLogger({ level: 'info', format: 'pretty', stream: fast.stream }), 'warn', 'req-1', fields);
+    createLogger({ level: 'info', format: 'pretty', stream: slow.stream }).child({ requestId: 'req-1' }).log('warn', 'request', fields);
+    const noTime = (t: string) => t.replace(/^\S+ /, '');
+    assert.equal(noTime(fast.text()), noTime(slow.text()));
+    assert.match(fast.text(), / warn request requestId=req-1 method=GET /);
   });
 });

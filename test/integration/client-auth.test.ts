@@ -67,10 +67,19 @@ describe('client authentication and authorization (bearer mode, the default)', (
     return res;
   }
 
+  /** A token response: JSON, its length, never stored by a cache. */
+  function assertTokenHeaders(res: Response): void {
+    assert.equal(res.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('pragma'), 'no-cache');
+    assert.match(res.headers.get('content-length') ?? '', /^[1-9]\d*$/);
+  }
+
   async function token(headers: Record<string, string>, ...scopes: string[]): Promise<string> {
     const q = new URLSearchParams([['service', 'hubcache'], ...scopes.map((s) => ['scope', s] as [string, string])]);
     const res = await hc.fetch(`/auth/token?${q}`, { headers });
     assert.equal(res.status, 200, await res.clone().text());
+    assertTokenHeaders(res);
     const body = (await res.json()) as { token: string; access_token: string; expires_in: number };
     assert.equal(body.token, body.access_token);
     assert.equal(body.expires_in, 300);
@@ -177,6 +186,7 @@ describe('client authentication and authorization (bearer mode, the default)', (
     const post = (form: Record<string, string>) => hc.fetch('/auth/token', { method: 'POST', body: new URLSearchParams(form) });
     const res = await post({ grant_type: 'password', username: 'alice', password: PASSWORDS.alice, service: 'hubcache', scope: 'repository:private/app:pull,push', client_id: 'containerd', access_type: 'offline' });
     assert.equal(res.status, 200);
+    assertTokenHeaders(res);
     const body = (await res.json()) as { access_token: string; refresh_token: string; scope: string };
     assert.equal(body.scope, 'repository:private/app:pull,push');
     assert.equal((await hc.pull('/v2/private/app/manifests/1', { headers: { authorization: `Bearer ${body.access_token}` } })).status, 200);

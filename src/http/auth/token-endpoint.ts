@@ -32,7 +32,7 @@ export function tokenEndpoint(guard: AuthGuard): Router {
       const identity = settle(guard, req, found, found.scheme);
       const issued = guard.gatekeeper.issue(identity, address, parseScopes(all(req.query.scope)), first(req.query.offline_token) === 'true');
       guard.count(identity.scheme, 'allowed');
-      noStore(res).json({
+      sendJson(res, {
         token: issued.token,
         access_token: issued.token,
         expires_in: issued.expiresIn,
@@ -68,7 +68,7 @@ export function tokenEndpoint(guard: AuthGuard): Router {
       const offline = grant === 'password' && first(body.access_type) === 'offline';
       const issued = guard.gatekeeper.issue(identity, address, parseScopes(scopes), offline);
       guard.count(scheme, 'allowed');
-      noStore(res).json({
+      sendJson(res, {
         access_token: issued.token,
         expires_in: issued.expiresIn,
         issued_at: issued.issuedAt,
@@ -91,10 +91,18 @@ function settle(guard: AuthGuard, req: Request, found: Identity | AuthFailure, s
   throw guard.basicUnauthorized(req);
 }
 
-function noStore(res: Response): Response {
+/**
+ * 200 with `body` as JSON, never stored by a cache: the headers express's `res.json` writes
+ * (`Content-Type: application/json; charset=utf-8`, `Content-Length`) without its content-type
+ * and freshness machinery, one request in every pull of a token client.
+ */
+function sendJson(res: Response, body: unknown): void {
+  const text = JSON.stringify(body);
   res.setHeader('Cache-Control', 'no-store');
   res.setHeader('Pragma', 'no-cache');
-  return res;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
 }
 
 function all(v: unknown): string[] {

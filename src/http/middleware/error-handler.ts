@@ -30,7 +30,9 @@ export function errorHandler() {
     if (status >= 500 && regErr.code !== 'UNKNOWN' && !req.ctx?.signal.aborted) req.ctx?.log.warn('request failed', { code: regErr.code, error: regErr.message, cause: (regErr.cause as Error)?.message });
     for (const [k, v] of Object.entries(regErr.headers)) res.setHeader(k, v);
     const body = JSON.stringify({ errors: [{ code: regErr.code, message: regErr.message, detail: regErr.detail ?? null }] });
-    res.status(status).type('application/json').setHeader('Content-Length', Buffer.byteLength(body));
+    // What express's res.type('application/json') sets, without its mime lookups.
+    res.status(status).setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(body));
     if (req.method === 'HEAD') res.end();
     else res.end(body);
   };

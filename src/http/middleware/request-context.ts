@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
-import type { Logger } from '../../lib/logger.js';
+import { logAccessLine, type AccessFields, type Logger } from '../../lib/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 
 /** What handlers record about a request for the access log and metrics. */
@@ -35,7 +35,17 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
     const incoming = req.get('x-request-id');
     const id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
     const controller = new AbortController();
-    req.ctx = { id, log: opts.logger.child({ requestId: id }), started: performance.now(), route: 'unknown', signal: controller.signal };
+    // The child logger is made when a handler first logs: most requests log only their access line.
+    let log: Logger | undefined;
+    req.ctx = {
+      id,
+      get log() {
+        return (log ??= opts.logger.child({ requestId: id }));
+      },
+      started: performance.now(),
+      route: 'unknown',
+      signal: controller.signal,
+    };
     res.setHeader('X-Request-Id', id);
     res.on('close', () => {
       const completed = res.writableFinished;
@@ -48,7 +58,7 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
       // so that client bytes minus upstream bytes is what the cache saved.
       if (req.ctx.route === 'manifest' && completed && status < 300) opts.metrics.bytesToClient(req.ctx.cache === 'miss' ? 'upstream' : 'cache', bytes);
       if (opts.quietRoutes.has(req.ctx.route) && status < 400) return;
-      const fields = {
+      const fields: AccessFields = {
         method: req.method,
         route: req.ctx.route,
         path: req.originalUrl.slice(0, 512),
@@ -61,7 +71,7 @@ export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRo
         aborted: completed ? undefined : true,
         userAgent: req.get('user-agent')?.slice(0, 200),
       };
-      req.ctx.log.log(status >= 500 || !completed ? 'warn' : 'info', 'request', fields);
+      logAccessLine(opts.logger, status >= 500 || !completed ? 'warn' : 'info', req.ctx.id, fields);
     });
     next();
   };

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { getEventListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,6 +64,53 @@ describe('FileRangeStream', () => {
     assert.deepEqual(body(), data.subarray(5));
     assert.equal(counted, data.length - 5);
     assert.equal(s.destroyed, true, 'the stream (and its file handle) is closed');
+  });
+
+  it('a signal aborted during writeTo stops it: AbortError (the reason as its cause), the destination destroyed, the file closed', async () => {
+    const ac = new AbortController();
+    const s = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: data.length - 1, signal: ac.signal });
+    const errors: Error[] = [];
+    s.on('error', (err) => errors.push(err));
+    let writes = 0;
+    const { dest } = sink({ delayTicks: 1_000_000, onWrite: () => ++writes === 1 && ac.abort(new Error('client left')) });
+    const closed = new Promise((resolve) => s.once('close', resolve));
+    await assert.rejects(s.writeTo(dest));
+    await closed;
+    assert.equal(s.destroyed, true);
+    assert.equal(dest.destroyed, true);
+    assert.equal(errors[0]?.name, 'AbortError');
+    assert.equal(((errors[0] as Error).cause as Error).message, 'client left');
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0);
+  });
+
+  it("an abort while writeTo writes, with nobody listening for 'error' (a blob response whose client left), is no uncaught exception", async () => {
+    const ac = new AbortController();
+    const s = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: data.length - 1, signal: ac.signal });
+    const { dest } = sink({ delayTicks: 1_000_000, onWrite: () => ac.abort() });
+    const closed = new Promise((resolve) => s.once('close', resolve));
+    await assert.rejects(s.writeTo(dest));
+    await closed;
+    // An 'error' without a listener would have thrown on the next tick: give it that tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(s.destroyed, true);
+  });
+
+  it("the stream's abort listener goes with it (written out, read to the end, destroyed), and an aborted signal destroys it at once", async () => {
+    const ac = new AbortController();
+    const written = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: 100, signal: ac.signal });
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 1);
+    await written.writeTo(sink().dest);
+    const read = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: 100, signal: ac.signal });
+    for await (const _ of read);
+    const dropped = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: 100, signal: ac.signal });
+    dropped.destroy();
+    await new Promise((resolve) => dropped.once('close', resolve));
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0, 'no listener left behind on a long-lived signal');
+
+    const late = new FileRangeStream({ handle: await open(path, 'r'), start: 0, end: 100, signal: AbortSignal.abort() });
+    const [err] = (await new Promise((resolve) => late.once('error', (e) => resolve([e])))) as Error[];
+    assert.equal(err!.name, 'AbortError');
+    assert.equal(late.destroyed, true);
   });
 
   it('writeTo rejects when a write fails or the destination closes, and closes the file', async () => {

@@ -1,7 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { appendFile, mkdir, open, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { addAbortSignal, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { ByteRange } from '../../domain/descriptor.js';
 import { digestHex, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
@@ -106,8 +106,7 @@ export class FsBlobStore implements BlobStore {
         throw new RegistryError('RANGE_INVALID', { digest, range, size });
       }
       // The stream owns the handle from here on and closes it on end, error or destroy.
-      const stream = new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1, buffers: this.#readBuffers });
-      return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
+      return new FileRangeStream({ handle: fh, start: range?.start ?? 0, end: range?.end ?? size - 1, buffers: this.#readBuffers, ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
       await fh.close();
       throw err;

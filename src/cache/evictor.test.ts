@@ -225,27 +225,6 @@ describe('Evictor: tag retention', () => {
     assert.deepEqual(await t.storage.metadata.listTags(k('library/c')), []);
   });
 
-  it('with no tag expired, the pass holds no index of the store: it never lists a repository\'s manifest links', async () => {
-    // The index (every tag and link of the store) is what a retention pass on a 100k-tag store
-    // kept in memory (issue #13); when nothing is due it must not be built.
-    const t = setup();
-    for (let i = 0; i < 5; i++) await t.image(`library/r${i}`, 'v1', `s${i}`, 89 * DAY);
-    let linkListings = 0;
-    const listManifests = t.storage.metadata.listManifests.bind(t.storage.metadata);
-    t.storage.metadata.listManifests = (key) => (linkListings++, listManifests(key));
-    const report = await t.evictor.run({ mode: 'gc' });
-    assert.deepEqual(report.removed, []);
-    assert.equal(linkListings, 0);
-    // One tag expires: the index is built (every repository's links) and it goes with its manifest.
-    t.clock.advance(2 * DAY);
-    const fresh = await t.image('library/r0', 'v2', 'fresh', 0);
-    const later = await t.evictor.run({ mode: 'gc' });
-    assert.equal(linkListings, 5);
-    assert.deepEqual(later.removed.filter((r) => r.kind === 'tag').map((r) => `${r.repository}:${r.tag}`).sort(), ['library/r0:v1', 'library/r1:v1', 'library/r2:v1', 'library/r3:v1', 'library/r4:v1']);
-    assert.deepEqual(await t.storage.metadata.listTags(k('library/r0')), ['v2']);
-    assert.ok(await t.storage.manifests.get(fresh));
-  });
-
   it('a tag naming a protected manifest never expires', async () => {
     let pinned: Digest | undefined;
     const t = setup({ isProtected: (d) => d === pinned });

@@ -364,10 +364,7 @@ export class Evictor {
     }
 
     if (mode !== 'emergency' && (mode === 'gc' || started - this.#lastRetention >= RETENTION_EVERY_MS)) {
-      // The index of every tag is built only when a tag has expired: on a large store where every
-      // tag was pulled lately (the steady state) the pass walks the tags without holding them all
-      // (100k tags' index: ~40 MiB promoted to V8's old generation, which the RSS kept; issue #13).
-      if (!signal?.aborted && (await this.#anyTagExpired(started, signal))) await this.#retention(started, dryRun, await getIndex(), record, errors, signal);
+      if (!signal?.aborted) await this.#retention(started, dryRun, await getIndex(), record, errors, signal);
       if (!dryRun) {
         this.#lastRetention = started;
         await this.#o.lock?.recordPass('retention', started);
@@ -565,25 +562,6 @@ export class Evictor {
     }
     index.linksOf.delete(digest);
     return { kind: 'manifest', reason, digest, bytes: size, lastAccess: at };
-  }
-
-  /**
-   * Whether any tag has gone unpulled for `tagRetentionMs` (the test `#retention` applies), walking
-   * the tags one repository at a time and keeping none: stops at the first one.
-   */
-  async #anyTagExpired(now: number, signal?: AbortSignal): Promise<boolean> {
-    const { metadata, access } = this.#o.storage;
-    for await (const key of metadata.listRepositories()) {
-      for (const name of await metadata.listTags(key)) {
-        if (signal?.aborted) return false;
-        const tag = name as Tag;
-        const entry = await metadata.getTag(key, tag);
-        if (!entry) continue;
-        const at = (await access.lastAccess({ kind: 'tag', key, tag })) ?? entry.validatedAt;
-        if (now - at > this.#o.tagRetentionMs) return true;
-      }
-    }
-    return false;
   }
 
   /** Walks every repository once: its tags (with their last pull) and its manifest links. */

@@ -215,6 +215,11 @@ describe('three hubcache replicas on one bucket (Ceph RGW) and one Redis (issue 
 
       const survivor = replicas.find((r) => r !== filler)!;
       assert.deepEqual(await get(`${survivor.url}${path}`), { status: 200, digest: layer.digest }, 'a retry on a survivor');
+      // A client gets its last byte once the digest verifies; the bucket's commit (completing the
+      // multipart upload) follows: wait for a survivor's fill to be committed before listing.
+      const survivors = replicas.filter((r) => r !== filler);
+      const committed = (l: { message?: unknown; digest?: unknown }) => l.message === 'fill committed' && l.digest === layer.digest;
+      if (!survivors.some((hc) => hc.logs.some(committed))) await Promise.race(survivors.map((hc) => hc.waitForLog(committed)));
     } finally {
       stall.clear();
     }

@@ -5,7 +5,7 @@
  * hear of a hosted name.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync, watch } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -142,6 +142,54 @@ describe('push (OCI distribution spec, hosted repositories)', () => {
     assert.equal(res.status, 201);
     assert.equal(res.headers.get('location'), `/v2/myorg/app/blobs/${digest}`);
     assert.equal((await req(`/v2/myorg/app/blobs/${digest}`, { method: 'HEAD' })).status, 200);
+  });
+
+  it('a single POST ?digest= is streamed to the store as it arrives, as a PUT is: with 6 of 8 MiB sent, 4 MiB or more is in its temp file before the rest is sent', { timeout: 60_000 }, async () => {
+    const MiB = 1024 * 1024;
+    const bytes = seededBytes('single-post-streamed', 8 * MiB);
+    const digest = sha256Digest(bytes);
+    const tmp = join(hc.storagePath, 'tmp');
+    const before = new Set(readdirSync(tmp));
+    /** The largest upload temp file (tmp/blob-<uuid>) that wasn't there before this test. */
+    const uploaded = () =>
+      Math.max(0, ...readdirSync(tmp).filter((f) => f.startsWith('blob-') && !before.has(f)).map((f) => {
+        try {
+          return statSync(join(tmp, f)).size;
+        } catch {
+          return 0; // committed (renamed away) meanwhile
+        }
+      }));
+    let post: http.ClientRequest | undefined;
+    const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const r = http.request(`${hc.url}/v2/myorg/streamed/blobs/uploads/?digest=${digest}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream', 'content-length': bytes.length } }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      r.on('error', reject);
+      post = r;
+    });
+    post!.write(bytes.subarray(0, 6 * MiB));
+    // The store's writes as they happen (inotify on tmp/), not a timer: a handler that read the
+    // whole body before writing (or held more than the read-ahead and a write batch or two) would
+    // leave the file short until the body ended, and this would wait until the test's timeout.
+    const watcher = watch(tmp);
+    try {
+      const reached = new Promise<void>((resolve) => {
+        const check = () => {
+          if (uploaded() >= 4 * MiB) resolve();
+        };
+        watcher.on('change', check);
+        check();
+      });
+      await reached;
+    } finally {
+      watcher.close();
+    }
+    post!.end(bytes.subarray(6 * MiB));
+    const res = await answered;
+    assert.equal(res.status, 201, res.body);
+    assert.deepEqual(Buffer.from(await (await req(`/v2/myorg/streamed/blobs/${digest}`)).arrayBuffer()), bytes);
   });
 
   it('chunked: PATCHes with Content-Range, status GET (204 + Range) between them, the final PUT with the last chunk', async () => {

@@ -12,14 +12,16 @@
  * reading, asks it for process.memoryUsage() before and after a full GC: the breakdown of the RSS
  * (V8 heap used / heap reserved / external / the rest: code, native allocations). The probe runs
  * after the reading, so it does not change the RSS figure. RSS_PROBE_SNAPSHOT=/tmp/x writes a heap
- * snapshot too (summarise it with bench/heap-summary.ts).
+ * snapshot too (summarise it with bench/heap-summary.ts); BENCH_RSS_SAMPLE=1 samples, from the end of
+ * the usage count to the end of the load, the allocations that outlived the young generation.
+ * BENCH_TRACE_GC=FILE runs the servers with --trace-gc (lines tagged with the run's phase).
  *
  *   tsx bench/rss-ab.ts A_CLI B_CLI      e.g. /tmp/main-build/bin/hubcache.js /tmp/my-build/bin/hubcache.js
  *   BENCH_STORE_BLOBS=100000 BENCH_PAIRS=4 BENCH_REQUESTS=1000 …
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +34,8 @@ import { fmt, median, MiB } from './stats.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const PROBE = process.env.BENCH_RSS_PROBE === '1';
+/** BENCH_TRACE_GC=FILE: run the servers with --trace-gc, their GC lines appended to FILE. */
+const TRACE_GC = process.env.BENCH_TRACE_GC;
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -87,14 +91,17 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
   const url = `http://127.0.0.1:${port}`;
   const metricsUrl = `http://127.0.0.1:${metricsPort}`;
   const agent = new Agent({ connections: 1, pipelining: 1, keepAliveTimeout: 30_000 });
-  const nodeArgs = probeOut ? ['--expose-gc', '--require', join(HERE, 'rss-probe-preload.cjs')] : [];
+  const nodeArgs = [...(probeOut ? ['--expose-gc', '--require', join(HERE, 'rss-probe-preload.cjs')] : []), ...(TRACE_GC ? ['--trace-gc'] : [])];
   const t0 = performance.now();
   const child = spawn(process.execPath, [...nodeArgs, bin, 'serve', '--listen', `127.0.0.1:${port}`, '--metrics-listen', `127.0.0.1:${metricsPort}`, '--storage-path', root, '--tag-ttl', '1h', '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', TRACE_GC ? 'pipe' : 'ignore', 'pipe'],
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...(probeOut ? { RSS_PROBE_OUT: probeOut, RSS_PROBE_SNAPSHOT: process.env.RSS_PROBE_SNAPSHOT ?? '' } : {}) },
   });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  // --trace-gc lines, each prefixed with the phase of the run it was printed in.
+  let phase = 'start';
+  if (TRACE_GC) child.stdout!.on('data', (d: Buffer) => appendFileSync(TRACE_GC, d.toString().replace(/^(?=.)/gm, `[${phase}] `)));
   const exited = once(child, 'exit');
   try {
     const get = async (path: string, method: 'GET' | 'HEAD' = 'GET', base = url) => {
@@ -113,6 +120,7 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
     const rssReady = readRss(child.pid!)!.rssBytes;
     // After the RSS reading: the probe's own allocations do not count.
     const probeReady = probeOut ? await askProbe(child.pid!, probeOut, 'nogc') : undefined;
+    phase = 'counting';
     for (;;) {
       const text = await (await request(`${metricsUrl}/metrics`, { dispatcher: agent })).body.text();
       if (/^hubcache_store_objects \d/m.test(text)) break;
@@ -121,6 +129,7 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
     }
     const probeCounted = probeOut ? await askProbe(child.pid!, probeOut, process.env.BENCH_RSS_SAMPLE === '1' ? 'sample' : 'nogc') : undefined;
     const rssCounted = readRss(child.pid!)!.rssBytes;
+    phase = 'load';
     // The same deterministic picks as bench/store-size.ts.
     let seed = 42;
     const pick = <T>(xs: readonly T[]): T => {
@@ -142,6 +151,8 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
       if (i % 10 === 0) await must('/metrics', 'GET', metricsUrl);
     }
     const rssLoaded = readRss(child.pid!)!.rssBytes;
+    phase = 'after';
+    if (TRACE_GC) appendFileSync(TRACE_GC, `[after] RSS after the load ${mib(rssLoaded)} MiB\n`);
     const result: ServeResult = { readyMs, readyCpuMs, rssReady, rssCounted, rssLoaded };
     if (probeOut) {
       result.probeReady = probeReady;

@@ -22,7 +22,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,21 +30,12 @@ import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/test
 import { readRss } from './rss-sampler.js';
 import { cpuMs } from './start-ab.js';
 import { fmt, median, MiB } from './stats.js';
+import { freePort } from '../test/support/distribution.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const PROBE = process.env.BENCH_RSS_PROBE === '1';
 /** BENCH_TRACE_GC=FILE: run the servers with --trace-gc, their GC lines appended to FILE. */
 const TRACE_GC = process.env.BENCH_TRACE_GC;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
 
 interface MemoryBreakdown {
   rss: number;

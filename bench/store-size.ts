@@ -29,7 +29,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +39,7 @@ import { buildHubcache } from './build.js';
 import { cpuMs } from './start-ab.js';
 import { readRss } from './rss-sampler.js';
 import { fmt, GiB, median, MiB } from './stats.js';
+import { freePort } from '../test/support/distribution.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 export const SECTION_START = '<!-- store-size -->';
@@ -134,16 +134,6 @@ function timeCli(bin: string, args: string[], cpu?: number[]): number {
   const m = /^cpu (\S+) (\S+)$/m.exec(r.stderr);
   if (cpu && m) cpu.push((Number(m[1]) + Number(m[2])) * 1000);
   return ms;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  s.close();
-  await once(s, 'close');
-  return port;
 }
 
 /** Spawn → /readyz 200 of `hubcache serve` run from the sources through tsx (a checkout), then stopped. */

@@ -145,6 +145,9 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
     });
   }
 
+  /** Whether Redis has answered once since start (the first connection is logged once). */
+  #connectedOnce = false;
+
   #setUp(up: boolean): void {
     if (up === this.#up) return;
     this.#up = up;
@@ -155,6 +158,8 @@ export class RedisCoordinator implements FillCoordinator, TagCoordinator, Mainte
     }
     if (up) {
       if (this.#downSince !== undefined) this.#o.logger.info('redis reachable again: downloads are coordinated across replicas', { downMs: Date.now() - this.#downSince });
+      else if (!this.#connectedOnce) this.#o.logger.info('redis connected: downloads are coordinated across replicas', {});
+      this.#connectedOnce = true;
       this.#downSince = undefined;
     } else {
       this.#downSince = Date.now();

@@ -86,6 +86,9 @@ describe('three hubcache replicas on one bucket (Ceph RGW) and one Redis (issue 
     await up.push(doomed, 'library/doomed', '1.0');
     bucket = await rgw.createBucket();
     replicas.push(...(await startReplicas({ upstream: up, rgw, bucket, redisUrl: redis.url, prefix: PREFIX, scratch }, 3)));
+    // A replica starts serving when Redis doesn't answer within 2 s (downloading alone until it
+    // does): on a loaded machine the first test could otherwise count a second upstream GET.
+    await Promise.all(replicas.map((hc) => hc.waitForLog((l) => String(l.message).startsWith('redis connected'))));
   });
   after(async () => {
     for (const p of replicas) await p.close();

@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { readRss } from './rss-sampler.js';
-import { cpuMs } from './start-ab.js';
+import { cpuMs, untilReady } from './start-ab.js';
 import { fmt, median, MiB } from './stats.js';
 import { freePort } from '../test/support/distribution.js';
 
@@ -99,13 +99,7 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
       await res.body.dump({ limit: Number.MAX_SAFE_INTEGER });
       return res.statusCode;
     };
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`hubcache exited with ${child.exitCode}: ${stderr}`);
-      if ((await get('/readyz').catch(() => undefined)) === 200) break;
-      await new Promise((res) => setTimeout(res, 5));
-      if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr}`);
-    }
-    const readyMs = performance.now() - t0;
+    const readyMs = await untilReady(child, () => get('/readyz').catch(() => undefined), t0, () => stderr);
     const readyCpuMs = cpuMs(child.pid!);
     const rssReady = readRss(child.pid!)!.rssBytes;
     // After the RSS reading: the probe's own allocations do not count.

@@ -11,7 +11,7 @@
  *   BENCH_STORE_BLOBS=100000 BENCH_PAIRS=9 …      store size (default 100000), pairs
  *   BENCH_STORE_ROOT=/tmp/store-100k …            reuse (or create once) a store there
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -30,6 +30,26 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
 }
 
+/**
+ * Polls `status` (the server's `/readyz` answer; undefined while the port refuses connections) every
+ * 5 ms until it is 200; returns the wall time since `t0`. Fails when the process exits first or after
+ * 60 s, with its stderr.
+ */
+export async function untilReady(child: ChildProcess, status: () => Promise<number | undefined>, t0: number, stderr: () => string): Promise<number> {
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`hubcache exited with ${child.exitCode}: ${stderr()}`);
+    if ((await status()) === 200) return performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 5));
+    if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr()}`);
+  }
+}
+
+async function readyzStatus(url: string): Promise<number | undefined> {
+  const res = await request(url).catch(() => undefined);
+  if (res) await res.body.dump();
+  return res?.statusCode;
+}
+
 /** Spawn → /readyz 200: wall and CPU (ms). The server is stopped (SIGTERM) afterwards. */
 export async function startToReady(bin: string, root: string): Promise<{ wallMs: number; cpuMs: number }> {
   const port = await freePort();
@@ -42,15 +62,7 @@ export async function startToReady(bin: string, root: string): Promise<{ wallMs:
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = once(child, 'exit');
   try {
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`hubcache exited with ${child.exitCode}: ${stderr}`);
-      const res = await request(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-      if (res) await res.body.dump();
-      if (res?.statusCode === 200) break;
-      await new Promise((r) => setTimeout(r, 5));
-      if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr}`);
-    }
-    const wallMs = performance.now() - t0;
+    const wallMs = await untilReady(child, () => readyzStatus(`http://127.0.0.1:${port}/readyz`), t0, () => stderr);
     return { wallMs, cpuMs: cpuMs(child.pid!) };
   } finally {
     child.kill('SIGTERM');

@@ -36,7 +36,7 @@ import { Agent, request } from 'undici';
 import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { metricValue } from '../test/support/hubcache-process.js';
 import { buildHubcache } from './build.js';
-import { cpuMs } from './start-ab.js';
+import { cpuMs, untilReady } from './start-ab.js';
 import { readRss } from './rss-sampler.js';
 import { fmt, GiB, median, MiB } from './stats.js';
 import { freePort } from '../test/support/distribution.js';
@@ -185,14 +185,7 @@ async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticSt
       return res.statusCode;
     };
     // Until it listens the port refuses connections: poll.
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`hubcache exited with ${child.exitCode}: ${stderr}`);
-      const status = await get('/readyz').catch(() => undefined);
-      if (status === 200) break;
-      await new Promise((res) => setTimeout(res, 5));
-      if (performance.now() - t0 > 60_000) throw new Error(`not ready after 60 s: ${stderr}`);
-    }
-    r.readyMs.push(performance.now() - t0);
+    r.readyMs.push(await untilReady(child, () => get('/readyz').catch(() => undefined), t0, () => stderr));
     r.readyCpuMs.push(cpuMs(child.pid!));
     const first = store.images[0]!;
     const blobPath = (d: string, repo: string) => `/v2/${repo}/blobs/${d}`;

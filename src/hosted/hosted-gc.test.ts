@@ -15,30 +15,13 @@ import type { Ownership } from '../storage/storage.js';
 import { UploadSessions } from '../storage/upload-sessions.js';
 import { HostedGc } from './hosted-gc.js';
 import { HostedRegistry } from './hosted-registry.js';
-import { imageManifestOf, bodyOf } from '../storage/testing/helpers.js';
+import { imageManifestOf, bodyOf, gated } from '../storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
 const logger = createLogger({ level: 'error', format: 'json' });
 const key = (repo: string): RepoKey => ({ upstream: HOSTED_UPSTREAM, repo: repo as RepoName });
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-/** A Proxy of `target` whose `method` first awaits `gate()` (a pause point for interleavings). */
-function gated<T extends object>(target: T, method: keyof T & string, gate: (...args: unknown[]) => Promise<void>): T {
-  return new Proxy(target, {
-    get(t, p) {
-      const v = Reflect.get(t, p, t) as unknown;
-      if (typeof v !== 'function') return v;
-      if (p === method) {
-        return async (...args: unknown[]) => {
-          await gate(...args);
-          return (v as (...a: unknown[]) => unknown).apply(t, args);
-        };
-      }
-      return (v as (...a: unknown[]) => unknown).bind(t);
-    },
-  });
-}
 
 describe('HostedGc (garbage collection of hosted content after deletes)', () => {
   let storage: FsStorage;

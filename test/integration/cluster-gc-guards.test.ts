@@ -26,28 +26,11 @@ import { FsStorage } from '../../src/storage/fs/fs-storage.js';
 import type { Ownership } from '../../src/storage/storage.js';
 import { UploadSessions } from '../../src/storage/upload-sessions.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
-import { imageManifestOf, bodyOf } from '../../src/storage/testing/helpers.js';
+import { imageManifestOf, bodyOf, gated } from '../../src/storage/testing/helpers.js';
 
 const HOUR = 3_600_000;
 const quiet = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
 const key = (repo: string): RepoKey => ({ upstream: HOSTED_UPSTREAM, repo: repo as RepoName });
-
-/** A Proxy of `target` whose `method` first awaits `gate()` (a pause point). */
-function gated<T extends object>(target: T, method: keyof T & string, gate: () => Promise<void>): T {
-  return new Proxy(target, {
-    get(t, p) {
-      const v = Reflect.get(t, p, t) as unknown;
-      if (typeof v !== 'function') return v;
-      if (p === method) {
-        return async (...args: unknown[]) => {
-          await gate();
-          return (v as (...a: unknown[]) => unknown).apply(t, args);
-        };
-      }
-      return (v as (...a: unknown[]) => unknown).bind(t);
-    },
-  });
-}
 
 /** A pause point: `reached` resolves when the code gets there, `go()` lets it on. */
 function pausePoint() {

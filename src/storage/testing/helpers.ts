@@ -69,3 +69,20 @@ export function imageManifestOf(blobs: Buffer[]): Buffer {
 export async function* bodyOf(b: Buffer): AsyncIterable<Uint8Array> {
   yield b;
 }
+
+/** A Proxy of `target` whose `method` first awaits `gate(...args)`: a pause point for interleaving tests. */
+export function gated<T extends object>(target: T, method: keyof T & string, gate: (...args: unknown[]) => Promise<void>): T {
+  return new Proxy(target, {
+    get(t, p) {
+      const v = Reflect.get(t, p, t) as unknown;
+      if (typeof v !== 'function') return v;
+      if (p === method) {
+        return async (...args: unknown[]) => {
+          await gate(...args);
+          return (v as (...a: unknown[]) => unknown).apply(t, args);
+        };
+      }
+      return (v as (...a: unknown[]) => unknown).bind(t);
+    },
+  });
+}

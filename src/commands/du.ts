@@ -1,10 +1,9 @@
 import { LRUCache } from 'lru-cache';
-import { isDigest, type Digest } from '../domain/digest.js';
-import { isIndexMediaType } from '../domain/media-types.js';
+import type { Digest } from '../domain/digest.js';
 import type { Tag } from '../domain/reference.js';
 import type { AccessRecord } from '../storage/access-record.js';
 import { formatBytes } from './format.js';
-import { formatAge, matchesFilter, parseManifest, tagWindows, type LsStores } from './ls.js';
+import { blobSizeBatches, formatAge, manifestRefsOf, matchesFilter, tagWindows, type LsStores, type RefsOf } from './ls.js';
 
 /**
  * Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du).
@@ -129,11 +128,15 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
   let sizes: number[] = [];
   let bytes = 0;
   const progress = { phase: 'blobs' as DuProgress['phase'], blobs: 0, repositories: 0, tags: 0 };
-  for await (const info of stores.blobs.listSizes ? stores.blobs.listSizes() : stores.blobs.list()) {
-    ids.set(info.digest, sizes.length);
-    sizes.push(info.size);
-    bytes += info.size;
-    if (sizes.length % PROGRESS_EVERY === 0) {
+  let reported = 0;
+  for await (const batch of blobSizeBatches(stores.blobs)) {
+    for (const info of batch) {
+      ids.set(info.digest, sizes.length);
+      sizes.push(info.size);
+      bytes += info.size;
+    }
+    if (sizes.length - reported >= PROGRESS_EVERY) {
+      reported = sizes.length;
       opts.signal?.throwIfAborted();
       opts.onProgress?.({ ...progress, blobs: sizes.length });
     }
@@ -147,11 +150,12 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
   const upstreamOwner = new Int32Array(blobCount).fill(NONE);
 
   const images = new LRUCache<string, DuImage>({ max: IMAGE_CACHE_ENTRIES });
+  const refsOf = manifestRefsOf(stores.manifests);
   const image = async (digest: Digest): Promise<DuImage> => {
     const hit = images.get(digest);
     if (hit) return hit;
     const found = { manifests: [] as string[], storedManifests: [] as string[], blobRefs: new Set<string>() };
-    await reach(stores, digest, 0, found);
+    await reach(refsOf, digest, 0, found);
     const blobs: number[] = [];
     for (const ref of found.blobRefs) {
       const id = ids.get(ref);
@@ -279,23 +283,18 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
 }
 
 /** Adds what manifest `digest` reaches (itself, an index's children) and the blobs they reference to `found`. */
-async function reach(stores: DuStores, digest: Digest, depth: number, found: { manifests: string[]; storedManifests: string[]; blobRefs: Set<string> }): Promise<void> {
+async function reach(refsOf: RefsOf, digest: Digest, depth: number, found: { manifests: string[]; storedManifests: string[]; blobRefs: Set<string> }): Promise<void> {
   if (found.manifests.includes(digest)) return;
   found.manifests.push(digest);
-  const stored = await stores.manifests.get(digest);
-  if (!stored) return;
+  const refs = await refsOf(digest);
+  if (!refs) return;
   found.storedManifests.push(digest);
-  const doc = parseManifest(stored.body);
-  if (!doc) return;
-  if (isIndexMediaType(stored.descriptor.mediaType) || Array.isArray(doc.manifests)) {
+  if (refs.index) {
     if (depth >= MAX_INDEX_DEPTH) return;
-    for (const child of doc.manifests ?? []) {
-      if (typeof child.digest === 'string' && isDigest(child.digest)) await reach(stores, child.digest, depth + 1, found);
-    }
+    for (const child of refs.children) if (child !== null) await reach(refsOf, child, depth + 1, found);
     return;
   }
-  const refs = [doc.config?.digest, ...(doc.layers ?? []).map((l) => l.digest), ...(doc.fsLayers ?? []).map((l) => l.blobSum)];
-  for (const ref of refs) if (typeof ref === 'string') found.blobRefs.add(ref);
+  for (const ref of refs.blobs) found.blobRefs.add(ref);
 }
 
 // ---- output ------------------------------------------------------------------------------------

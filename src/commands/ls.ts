@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { LRUCache } from 'lru-cache';
-import { isDigest, type Digest } from '../domain/digest.js';
-import { isIndexMediaType } from '../domain/media-types.js';
+import type { Digest } from '../domain/digest.js';
+import { listingRefs, type ListingRefs } from '../domain/manifest-refs.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
@@ -15,7 +15,7 @@ import { formatBytes } from './format.js';
  */
 export interface LsStores {
   readonly metadata: Pick<MetadataStore, 'listRepositories' | 'listTags' | 'getTag' | 'getTags' | 'listTagEntries'>;
-  readonly manifests: Pick<ManifestStore, 'get'>;
+  readonly manifests: Pick<ManifestStore, 'get' | 'refsReader'>;
   readonly blobs: Pick<BlobStore, 'list' | 'listSizes'>;
 }
 
@@ -62,14 +62,6 @@ export interface LsResult {
   readonly summary: LsSummary;
 }
 
-export interface ManifestDoc {
-  config?: { digest?: unknown };
-  layers?: Array<{ digest?: unknown }>;
-  manifests?: Array<{ digest?: unknown }>;
-  /** Docker schema 1. */
-  fsLayers?: Array<{ blobSum?: unknown }>;
-}
-
 // An index of indexes is legal but rare; deeper nesting is not followed (and cycles can't loop).
 const MAX_INDEX_DEPTH = 2;
 
@@ -102,12 +94,15 @@ export interface LsScan {
 export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promise<LsScan> {
   const blobSizes = new Map<string, number>();
   const store = { blobs: 0, bytes: 0 };
-  for await (const info of stores.blobs.listSizes ? stores.blobs.listSizes() : stores.blobs.list()) {
-    blobSizes.set(info.digest, info.size);
-    store.blobs++;
-    store.bytes += info.size;
+  for await (const batch of blobSizeBatches(stores.blobs)) {
+    for (const info of batch) {
+      blobSizes.set(info.digest, info.size);
+      store.blobs++;
+      store.bytes += info.size;
+    }
   }
   const images = new LRUCache<string, LsImage>({ max: IMAGE_CACHE_ENTRIES });
+  const refsOf = manifestRefsOf(stores.manifests);
   const listed = new Set<string>();
   let bytes = 0;
   let repositories = 0;
@@ -118,7 +113,7 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
     if (hit) return hit;
     const manifests = { cached: 0, referenced: 0 };
     const referenced = new Set<string>();
-    await collect(stores, digest, 0, manifests, referenced, new Set());
+    await collect(refsOf, digest, 0, manifests, referenced, new Set());
     let size = 0;
     let cached = 0;
     for (const blob of referenced) {
@@ -213,36 +208,52 @@ export async function listCached(stores: LsStores, opts: LsOptions = {}): Promis
  * Adds the blobs referenced by manifest `digest` (and, for an index, by its stored children) to
  * `blobs`. `manifests` counts the image manifests: for an index its children, else the manifest itself.
  */
-async function collect(stores: LsStores, digest: Digest, depth: number, manifests: { cached: number; referenced: number }, blobs: Set<string>, seen: Set<string>): Promise<void> {
+async function collect(refsOf: RefsOf, digest: Digest, depth: number, manifests: { cached: number; referenced: number }, blobs: Set<string>, seen: Set<string>): Promise<void> {
   if (seen.has(digest)) return;
   seen.add(digest);
-  const stored = await stores.manifests.get(digest);
-  const doc = stored ? parseManifest(stored.body) : undefined;
-  if (stored && doc && (isIndexMediaType(stored.descriptor.mediaType) || Array.isArray(doc.manifests))) {
+  const refs = await refsOf(digest);
+  if (refs?.index) {
     if (depth >= MAX_INDEX_DEPTH) return;
-    for (const child of doc.manifests ?? []) {
-      if (typeof child.digest !== 'string' || !isDigest(child.digest)) {
+    for (const child of refs.children) {
+      if (child === null) {
         manifests.referenced++;
         continue;
       }
-      await collect(stores, child.digest, depth + 1, manifests, blobs, seen);
+      await collect(refsOf, child, depth + 1, manifests, blobs, seen);
     }
     return;
   }
   manifests.referenced++;
-  if (!stored) return;
+  if (!refs) return;
   manifests.cached++;
-  const refs = [doc?.config?.digest, ...(doc?.layers ?? []).map((l) => l.digest), ...(doc?.fsLayers ?? []).map((l) => l.blobSum)];
-  for (const ref of refs) if (typeof ref === 'string') blobs.add(ref);
+  for (const ref of refs.blobs) blobs.add(ref);
 }
 
-export function parseManifest(body: Buffer): ManifestDoc | undefined {
-  try {
-    const doc: unknown = JSON.parse(body.toString('utf8'));
-    return typeof doc === 'object' && doc !== null ? (doc as ManifestDoc) : undefined;
-  } catch {
-    return undefined;
+/** Every stored blob with its size, in batches: `listSizes` where the store has it, else `list()` a blob at a time. */
+export async function* blobSizeBatches(blobs: LsStores['blobs']): AsyncIterable<ReadonlyArray<{ readonly digest: Digest; readonly size: number }>> {
+  if (blobs.listSizes) {
+    yield* blobs.listSizes();
+    return;
   }
+  for await (const info of blobs.list()) yield [info];
+}
+
+/** What a stored manifest references (`listingRefs`), `undefined` when it is not stored. */
+export type RefsOf = (digest: Digest) => Promise<ListingRefs | undefined>;
+
+/**
+ * The references of stored manifests for one walk: from the store's reader where it has one (the
+ * filesystem's manifest-refs record: 256 files instead of every manifest), else each manifest read
+ * with `get`.
+ */
+export function manifestRefsOf(manifests: LsStores['manifests']): RefsOf {
+  return (
+    manifests.refsReader?.() ??
+    (async (digest) => {
+      const stored = await manifests.get(digest);
+      return stored ? listingRefs(stored.body) : undefined;
+    })
+  );
 }
 
 /**

@@ -145,3 +145,31 @@ function stringMap(v: unknown): Record<string, string> | undefined {
   for (const [k, s] of Object.entries(v)) if (typeof s === 'string') out[k] = s;
   return out;
 }
+
+/**
+ * What `hubcache ls` and `du` count of a stored manifest, as its body has it (the filesystem's
+ * manifest-refs record holds the same, storage/fs/manifest-refs.ts): an index's children, `null`
+ * for one without a well-formed digest (a referenced manifest that can't be stored); else its blob
+ * references as written (config, layers, schema 1 fsLayers: every string, duplicates kept). A
+ * stored manifest is an index exactly when it has a `manifests` array (domain/manifest.ts refuses
+ * a media type its shape contradicts), so the body alone decides. A body that is not a JSON object
+ * references nothing.
+ */
+export type ListingRefs = { readonly index: true; readonly children: ReadonlyArray<Digest | null> } | { readonly index: false; readonly blobs: readonly string[] };
+
+export function listingRefs(body: Buffer): ListingRefs {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body.toString('utf8'));
+  } catch {
+    return { index: false, blobs: [] };
+  }
+  if (typeof doc !== 'object' || doc === null) return { index: false, blobs: [] };
+  const m = doc as { config?: { digest?: unknown }; layers?: unknown; manifests?: unknown; fsLayers?: unknown };
+  if (Array.isArray(m.manifests)) {
+    return { index: true, children: m.manifests.map((c: { digest?: unknown } | null) => (typeof c?.digest === 'string' && isDigest(c.digest) ? c.digest : null)) };
+  }
+  const field = (list: unknown, key: string): unknown[] => (Array.isArray(list) ? list.map((x: Record<string, unknown> | null) => x?.[key]) : []);
+  const refs = [m.config?.digest, ...field(m.layers, 'digest'), ...field(m.fsLayers, 'blobSum')];
+  return { index: false, blobs: refs.filter((r): r is string => typeof r === 'string') };
+}

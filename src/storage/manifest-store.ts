@@ -1,5 +1,6 @@
 import type { Descriptor } from '../domain/descriptor.js';
 import type { Digest } from '../domain/digest.js';
+import type { ListingRefs } from '../domain/manifest-refs.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import type { TagEntry, TagStore } from './tag-store.js';
 
@@ -40,6 +41,15 @@ export interface ManifestStore {
    * during the walk may or may not appear.
    */
   list(): AsyncIterable<StoredManifestInfo>;
+  /**
+   * A reader for one walk over the store (`hubcache ls`/`du`): what a stored manifest references
+   * (`listingRefs` of its body), `undefined` when it is not stored (as `get`). Optional: a backend
+   * keeping a record of its manifests' references answers from it (the filesystem's
+   * `manifest-refs/`, issue #13); without it a walk reads each manifest with `get`. The reader may
+   * hold what it read until it is dropped: manifests stored or deleted during the walk may or may
+   * not be seen.
+   */
+  refsReader?(): (digest: Digest) => Promise<ListingRefs | undefined>;
 }
 
 export interface StoredManifestInfo {

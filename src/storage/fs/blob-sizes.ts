@@ -15,17 +15,31 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isNotFound } from './fs-util.js';
 
-const LINE_RE = /^([a-f0-9]{64}) (\d{1,15})$/;
+const HEX64_RE = /^[a-f0-9]{64}$/;
+const SIZE_RE = /^\d{1,15}$/;
 
-/** Hex → size; malformed (torn) lines are skipped. `lines` counts every line, for the rewrite decision. */
+/**
+ * Hex → size; malformed lines are skipped, and so is a last line without its newline (a torn
+ * append). `lines` counts every line, for the rewrite decision. Sliced by offsets, not split and
+ * matched: 100k lines per walk (issue #13).
+ */
 export function parseBlobSizes(text: string): { sizes: Map<string, number>; lines: number } {
   const sizes = new Map<string, number>();
   let lines = 0;
-  for (const line of text.split('\n')) {
-    if (line.length === 0) continue;
-    lines++;
-    const m = LINE_RE.exec(line);
-    if (m) sizes.set(m[1]!, Number(m[2]));
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf('\n', start);
+    const torn = end === -1;
+    if (torn) end = text.length;
+    if (end > start) {
+      lines++;
+      if (!torn && end - start > 65 && text.charCodeAt(start + 64) === 32) {
+        const hex = text.slice(start, start + 64);
+        const size = text.slice(start + 65, end);
+        if (HEX64_RE.test(hex) && SIZE_RE.test(size)) sizes.set(hex, Number(size));
+      }
+    }
+    start = end + 1;
   }
   return { sizes, lines };
 }

@@ -200,7 +200,7 @@ describe('FsBlobStore sizes files (issue #13: du/ls learn sizes without a stat p
       await mkdir(join(store.layout.blobsDir, hand.slice(7, 9)), { recursive: true });
       await writeFile(store.layout.blobPath(hand), 'by hand!!');
       const listed = [];
-      for await (const info of new FsBlobStore({ root, blockingReads: true }).listSizes()) listed.push(info);
+      for await (const batch of new FsBlobStore({ root, blockingReads: true }).listSizes()) listed.push(...batch);
       assert.deepEqual(listed, [{ digest: a.digest, size: 4 }, { digest: hand, size: 9 }].sort((x, y) => (x.digest < y.digest ? -1 : 1)));
     } finally {
       await rm(root, { recursive: true, force: true });
@@ -218,7 +218,7 @@ describe('FsBlobStore sizes files (issue #13: du/ls learn sizes without a stat p
       // The recorded size wins over the file's (a blob's size never changes: its name is its hash).
       await writeFile(store.layout.blobSizesPath(prefix), `${a.digest.slice(7)} 12345\n${'f'.repeat(64)} 7\n${a.digest.slice(7, 40)}`);
       const listed = [];
-      for await (const info of store.listSizes()) listed.push(info);
+      for await (const batch of store.listSizes()) listed.push(...batch);
       assert.deepEqual(listed, [{ digest: a.digest, size: 12345 }], 'a torn line and a line without a blob are ignored');
       // Start over: the count stats what lacks a line and rewrites the file with the live blobs only.
       await writeFile(store.layout.blobSizesPath(prefix), `${'f'.repeat(64)} 7\n`);

@@ -155,11 +155,11 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
-   * Every committed blob with its size, in digest order, without `modifiedAt`: the listing's read
+   * Every committed blob with its size, in digest order (a partition at a time), without `modifiedAt`: the listing's read
    * (`ls`, `du`; issue #13). Names from `readdir` of each partition, sizes from its sizes file
    * (blob-sizes.ts), a `stat` only for a blob without a line there.
    */
-  async *listSizes(): AsyncIterable<{ readonly digest: Digest; readonly size: number }> {
+  async *listSizes(): AsyncIterable<ReadonlyArray<{ readonly digest: Digest; readonly size: number }>> {
     const list = this.#blockingReads ? async (dir: string) => readdirSortedBlocking(dir) : readdirSorted;
     for (const prefix of await list(this.layout.blobsDir)) {
       if (!HEX2_RE.test(prefix)) continue;
@@ -174,10 +174,12 @@ export class FsBlobStore implements BlobStore {
           : await Promise.all(window.map((name) => stat(join(dir, name)).catch((err) => (isNotFound(err) ? undefined : Promise.reject(err)))));
         window.forEach((name, i) => stats[i]?.isFile() && sizes.set(name, stats[i]!.size));
       }
+      const batch: Array<{ digest: Digest; size: number }> = [];
       for (const name of names) {
         const size = sizes.get(name);
-        if (size !== undefined) yield { digest: `sha256:${name}` as Digest, size };
+        if (size !== undefined) batch.push({ digest: `sha256:${name}` as Digest, size });
       }
+      if (batch.length > 0) yield batch;
     }
   }
 

@@ -1,14 +1,17 @@
-import { mkdir, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { appendFile, mkdir, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Descriptor } from '../../domain/descriptor.js';
 import { sha256Digest, type Digest } from '../../domain/digest.js';
 import { RegistryError } from '../../domain/errors.js';
+import { listingRefs, type ListingRefs } from '../../domain/manifest-refs.js';
 import { isTag, isValidRepoPath, type RepoKey, type RepoName, type Tag } from '../../domain/reference.js';
 import { isKeySpace } from '../../domain/registry-name.js';
 import { checkManifest, manifestProblem } from '../manifest-entry.js';
 import type { ManifestStore, MetadataStore, StoredManifest, StoredManifestInfo } from '../manifest-store.js';
 import { checkTagEntry, toTagEntry, type TagEntry } from '../tag-store.js';
 import { fsyncDir, isFile, isNotFound, readdirSorted, readIfExists, readIfExistsBlocking, readSmallFilesBlocking, writeFileAtomic } from './fs-util.js';
+import { formatRefsLine, parseRefs, readRefsFile, storedInPartition } from './manifest-refs.js';
 import { BLOB_LINKS_DIR, MANIFEST_LINKS_DIR, StorageLayout, TAGS_DIR } from './layout.js';
 import { indexedEntries, readTrustedTagIndex, TagIndexes, type TagIndexFiles } from './tag-index.js';
 
@@ -27,15 +30,22 @@ export interface FsManifestStoreOptions {
 export class FsManifestStore implements ManifestStore {
   readonly layout: StorageLayout;
   readonly #read: (path: string) => Promise<Buffer | undefined>;
+  readonly #blocking: boolean;
+  /** Lines appended to each partition's refs file since it was last checked (a rewrite is due at REFS_APPENDS_PER_CHECK). */
+  readonly #appends = new Map<string, number>();
+  /** Partition checks in flight or queued (one at a time), for `refsIdle`. */
+  #checks: Promise<void> = Promise.resolve();
 
   constructor(opts: FsManifestStoreOptions) {
     this.layout = new StorageLayout({ root: opts.root });
+    this.#blocking = opts.blockingReads === true;
     this.#read = opts.blockingReads ? readIfExistsBlocking : readIfExists;
   }
 
   /** Creates the directories. Leftover temp files are swept by `FsBlobStore.init()`. */
   async init(): Promise<void> {
     await mkdir(this.layout.manifestsDir, { recursive: true });
+    await mkdir(dirname(this.layout.manifestRefsPath('00')), { recursive: true });
     await mkdir(this.layout.tmpDir, { recursive: true });
   }
 
@@ -67,7 +77,108 @@ export class FsManifestStore implements ManifestStore {
     // Sidecar first: the body's rename is what makes the manifest visible.
     await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestMediaTypePath(digest), JSON.stringify({ mediaType }));
     await writeFileAtomic(this.layout.tempPath('manifest'), this.layout.manifestPath(digest), body);
+    await this.#recordRefs(digest, body);
     return descriptor;
+  }
+
+  /** Appends a stored manifest's line to its partition's refs file (manifest-refs.ts); a failure only costs a read later. */
+  async #recordRefs(digest: Digest, body: Buffer): Promise<void> {
+    const hex = digest.slice('sha256:'.length);
+    const prefix = hex.slice(0, 2);
+    await appendFile(this.layout.manifestRefsPath(prefix), formatRefsLine(hex, listingRefs(body))).catch(() => {});
+    const appended = (this.#appends.get(prefix) ?? 0) + 1;
+    this.#appends.set(prefix, appended);
+    if (appended >= REFS_APPENDS_PER_CHECK) this.#queueCheck(prefix);
+  }
+
+  #queueCheck(prefix: string): void {
+    this.#appends.set(prefix, 0);
+    this.#checks = this.#checks.then(() => this.#checkRefs(prefix).catch(() => {}));
+  }
+
+  /**
+   * A reader of what the stored manifests reference, for one walk (`ls`, `du`): a partition's
+   * listing and refs file are read on its first manifest and kept while the reader is; a stored
+   * manifest without a (well-formed) line is read with `get` (manifest-refs.ts).
+   */
+  refsReader(): (digest: Digest) => Promise<ListingRefs | undefined> {
+    const partitions = new Map<string, Promise<Map<string, string | null>>>();
+    const load = async (prefix: string): Promise<Map<string, string | null>> => {
+      const dir = join(this.layout.manifestsDir, prefix);
+      let names: string[];
+      try {
+        names = this.#blocking ? readdirSync(dir) : await readdir(dir);
+      } catch (err) {
+        if (isNotFound(err)) return new Map();
+        throw err;
+      }
+      const { refs } = await readRefsFile(this.layout.manifestRefsPath(prefix), this.#blocking);
+      return new Map(storedInPartition(prefix, names).map((hex) => [hex, refs.get(hex) ?? null]));
+    };
+    return async (digest) => {
+      const hex = digest.slice('sha256:'.length);
+      const prefix = hex.slice(0, 2);
+      let partition = partitions.get(prefix);
+      if (partition === undefined) {
+        partition = load(prefix);
+        partitions.set(prefix, partition);
+      }
+      const line = (await partition).get(hex);
+      if (line === undefined) return undefined;
+      const recorded = line === null ? undefined : parseRefs(line);
+      if (recorded) return recorded;
+      const stored = await this.get(digest);
+      return stored ? listingRefs(stored.body) : undefined;
+    };
+  }
+
+  /**
+   * Checks every partition's refs file (manifest-refs.ts) and rewrites those that lack a stored
+   * manifest or name one that is gone: for the store's owner, after its start; `signal` stops it.
+   * Resolves when every partition was checked.
+   */
+  async maintainRefs(signal: AbortSignal): Promise<void> {
+    for (const prefix of await readdirSorted(this.layout.manifestsDir)) {
+      if (signal.aborted) return;
+      if (!/^[a-f0-9]{2}$/.test(prefix)) continue;
+      this.#appends.set(prefix, 0);
+      await this.#checkRefs(prefix);
+    }
+    await this.#checks;
+  }
+
+  async #checkRefs(prefix: string): Promise<void> {
+    const dir = join(this.layout.manifestsDir, prefix);
+    const stored = storedInPartition(prefix, await readdirSorted(dir));
+    const path = this.layout.manifestRefsPath(prefix);
+    const { refs, lines } = await readRefsFile(path, false);
+    let text = '';
+    let read = 0;
+    for (const hex of stored) {
+      const line = refs.get(hex);
+      if (line !== undefined && parseRefs(line)) {
+        text += `${hex} ${line}\n`;
+        continue;
+      }
+      read++;
+      const manifest = await this.get(`sha256:${hex}` as Digest);
+      if (manifest) text += formatRefsLine(hex, listingRefs(manifest.body));
+    }
+    if (read === 0 && lines === stored.length) return;
+    const temp = this.layout.tempPath('index');
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(temp, text, { flag: 'wx' });
+      await rename(temp, path);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+  }
+
+  /** Resolves when the partition checks queued by appends are done. */
+  async refsIdle(): Promise<void> {
+    await this.#checks;
   }
 
   /** Removes the manifest (body first, so it is never visible without its sidecar). Missing is not an error. */
@@ -88,6 +199,9 @@ export class FsManifestStore implements ManifestStore {
     }
   }
 }
+
+/** A partition's refs file is checked (and compacted) after this many appends. */
+const REFS_APPENDS_PER_CHECK = 1024;
 
 export interface FsMetadataStoreOptions {
   /** The storage root (see layout.ts); shared with the blob and manifest stores. */

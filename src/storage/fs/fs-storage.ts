@@ -40,6 +40,7 @@ export class FsStorage implements Storage {
   readonly #stop = new AbortController();
   #usage: Promise<StoreUsage | undefined> | undefined;
   #indexes: Promise<void> | undefined;
+  #manifestRefs: Promise<void> | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   #closed: Promise<void> | undefined;
 
@@ -114,6 +115,13 @@ export class FsStorage implements Storage {
         if (!this.#stop.signal.aborted) this.#opts.logger.warn('tag index check failed', { error: (err as Error).message });
       }),
     );
+    // Then the manifests' refs files (manifest-refs.ts): lines added for manifests stored without
+    // one (a crash before the append, an older hubcache), lines of deleted manifests dropped.
+    this.#manifestRefs ??= this.#indexes.then(() =>
+      this.manifests.maintainRefs(this.#stop.signal).catch((err: unknown) => {
+        if (!this.#stop.signal.aborted) this.#opts.logger.warn('manifest refs check failed', { error: (err as Error).message });
+      }),
+    );
     return { leftovers, usage: this.#usage };
   }
 
@@ -121,6 +129,12 @@ export class FsStorage implements Storage {
   async tagIndexesChecked(): Promise<void> {
     await this.#indexes;
     await this.metadata.tagIndexes.idle();
+  }
+
+  /** Resolves when every manifest partition's refs file was checked after `init` (and rewritten where needed). */
+  async manifestRefsChecked(): Promise<void> {
+    await this.#manifestRefs;
+    await this.manifests.refsIdle();
   }
 
   /** Writes and removes a probe file in tmp/; rejects with the write's error. */
@@ -161,6 +175,8 @@ export class FsStorage implements Storage {
       await this.#usage;
       await this.#indexes;
       await this.metadata.tagIndexes.idle();
+      await this.#manifestRefs;
+      await this.manifests.refsIdle();
       if (this.#flushTimer) await this.#flushAccess();
     })());
   }

@@ -10,6 +10,9 @@
  *     manifests/sha256/<hex[0:2]>/<hex>          manifest bytes, byte-exact as received
  *     manifests/sha256/<hex[0:2]>/<hex>.json     sidecar {"mediaType": "..."}, renamed into place BEFORE
  *                                                the body, so a visible body always has a media type
+ *     manifest-refs/<hex[0:2]>                   lines `<hex> i|b <JSON array>`: what that partition's
+ *                                                manifests reference (manifest-refs.ts), a hint: readdir
+ *                                                says which manifests exist, one without a line is read
  *     repositories/<upstream>/<repo path>/       one directory per component of the repository name
  *       _tags/<tag>                              TagEntry JSON {digest, mediaType, size, validatedAt}
  *       _manifests/<hex>                         link file containing "sha256:<hex>": this manifest was
@@ -177,6 +180,12 @@ export class StorageLayout {
   blobSizesPath(prefix: string): string {
     if (!/^[a-f0-9]{2}$/.test(prefix)) throw new Error(`not a blob partition: ${JSON.stringify(prefix)}`);
     return this.#inside('blob-sizes', prefix);
+  }
+
+  /** `manifest-refs/<ab>`: what the manifests of `manifests/sha256/<ab>/` reference (manifest-refs.ts), a hint derived from them. */
+  manifestRefsPath(prefix: string): string {
+    if (!/^[a-f0-9]{2}$/.test(prefix)) throw new Error(`not a manifest partition: ${JSON.stringify(prefix)}`);
+    return this.#inside('manifest-refs', prefix);
   }
 
   blobLinksDir(key: RepoKey): string {

@@ -12,7 +12,9 @@ import type { Digest } from '../../../domain/digest.js';
 import { MediaTypes } from '../../../domain/media-types.js';
 import type { RepoName, Tag } from '../../../domain/reference.js';
 import type { TagEntry } from '../../tag-store.js';
+import { listingRefs } from '../../../domain/manifest-refs.js';
 import { formatBlobSizes } from '../blob-sizes.js';
+import { formatRefsLine } from '../manifest-refs.js';
 import { StorageLayout } from '../layout.js';
 import { formatTagIndex } from '../tag-index.js';
 
@@ -25,8 +27,9 @@ export interface SyntheticStoreOptions {
   /** `validatedAt` of every tag (ms since epoch): now for tags within their TTL. */
   readonly validatedAt: number;
   /**
-   * Write the derived files a running hubcache keeps (the blob sizes files and the tag indexes,
-   * blob-sizes.ts and tag-index.ts), as for a store it wrote; default true. Without them a listing
+   * Write the derived files a running hubcache keeps (the blob sizes files, the manifest refs files
+   * and the tag indexes: blob-sizes.ts, manifest-refs.ts, tag-index.ts), as for a store it wrote;
+   * default true. Without them a listing
    * reads every tag file and stats every blob (a store written before they existed).
    */
   readonly indexes?: boolean;
@@ -90,6 +93,7 @@ export function writeSyntheticStore(opts: SyntheticStoreOptions): SyntheticStore
     for (const [prefix, list] of byPrefix) write(layout.blobSizesPath(prefix), formatBlobSizes(list.sort((a, b) => (a[0] < b[0] ? -1 : 1))));
   }
   const tagIndex = new Map<string, Array<[string, TagEntry]>>();
+  const refsLines = new Map<string, string>();
 
   // Four blobs per image; one image fewer than fits, so the last four blobs are unreferenced.
   const imageCount = Math.max(1, Math.floor(opts.blobs / 4) - 1);
@@ -110,6 +114,8 @@ export function writeSyntheticStore(opts: SyntheticStoreOptions): SyntheticStore
     const manifest = `sha256:${createHash('sha256').update(text).digest('hex')}` as Digest;
     write(layout.manifestMediaTypePath(manifest), JSON.stringify({ mediaType: MediaTypes.dockerManifest }));
     write(layout.manifestPath(manifest), text);
+    const hex = manifest.slice('sha256:'.length);
+    refsLines.set(hex.slice(0, 2), (refsLines.get(hex.slice(0, 2)) ?? '') + formatRefsLine(hex, listingRefs(Buffer.from(text))));
     const key = { upstream: 'docker.io', repo: repository(Math.floor((j * TAGS_PER_IMAGE) / TAGS_PER_REPOSITORY)) as RepoName };
     write(layout.manifestLinkPath(key, manifest), manifest);
     const tags: string[] = [];
@@ -124,6 +130,7 @@ export function writeSyntheticStore(opts: SyntheticStoreOptions): SyntheticStore
     images.push({ repository: key.repo, tags, manifest, blobs: refs });
   }
   if (indexes) {
+    for (const [prefix, lines] of refsLines) write(layout.manifestRefsPath(prefix), lines);
     for (const [repo, entries] of tagIndex) {
       const key = { upstream: 'docker.io', repo: repo as RepoName };
       const at = statSync(layout.tagsDir(key), { bigint: true }).mtimeNs.toString();

@@ -189,6 +189,7 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
     const storedManifests = new Set<string>();
     const blobRefs = new Set<string>();
     const blobs = new Set<number>();
+    const merged = new Set<DuImage>();
     let tags = 0;
     let lastAccess = -Infinity;
     let tagsWithoutAccess = 0;
@@ -207,6 +208,9 @@ export async function diskUsage(stores: DuStores, opts: DuOptions = {}): Promise
         }
         if (at > lastAccess) lastAccess = at;
         const img = resolved.get(entry.digest)!;
+        // An image's sets are merged once per repository (its tags share them: four adds of each blob saved at four tags an image).
+        if (merged.has(img)) continue;
+        merged.add(img);
         for (const m of img.manifests) manifests.add(m);
         for (const m of img.storedManifests) storedManifests.add(m);
         for (const r of img.blobRefs) blobRefs.add(r);

@@ -1,9 +1,11 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Turns a stream of small chunks into few large sequential writes: chunks that arrive while a write
  * is in flight are queued and written together (one vectored write) when it finishes. Upstream bodies
  * arrive in 16–64 KiB pieces; awaiting a file write for each one made the write path, not the
  * network, the limit of a cold fill. Memory stays bounded: `push` waits once `maxPendingBytes` are
- * queued (backpressure on the source).
+ * queued (backpressure on the source), until the write in flight is done and the queue goes out.
  */
 export class WriteBatcher {
   readonly #write: (chunks: readonly Buffer[], bytes: number) => Promise<void>;
@@ -12,6 +14,11 @@ export class WriteBatcher {
   #pendingBytes = 0;
   #draining: Promise<void> | undefined;
   #error: unknown;
+  #waits = 0;
+  /** Resolved when the queue is handed to a write (or the writes stop): pushes waiting for room go on. */
+  #room: Promise<void> | undefined;
+  #wakeRoomWaiters: (() => void) | undefined;
+  #waitedMs = 0;
 
   /** `write` is called sequentially, never concurrently, with the chunks in the order pushed. */
   constructor(write: (chunks: readonly Buffer[], bytes: number) => Promise<void>, maxPendingBytes: number) {
@@ -22,6 +29,11 @@ export class WriteBatcher {
   /** The chunks queued and not yet handed to `write`, in order (a view: don't keep it). */
   get pending(): readonly Buffer[] {
     return this.#pending;
+  }
+
+  /** How often `push` waited for a write (the queue was full) and for how long in all (ms): the source was not read meanwhile. */
+  get waited(): { count: number; ms: number } {
+    return { count: this.#waits, ms: this.#waitedMs };
   }
 
   /** Bytes queued and not yet handed to `write`. */
@@ -38,7 +50,16 @@ export class WriteBatcher {
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
     this.#draining ??= this.#drain();
-    if (this.#pendingBytes >= this.#maxPendingBytes) await this.#draining;
+    if (this.#pendingBytes >= this.#maxPendingBytes) {
+      // Until the write in flight is done and the queue is handed to the next one — not until
+      // that one is done too: the source is read again while it runs (memory: one write in flight
+      // and one queue, each at most maxPendingBytes plus a chunk, as before).
+      const from = performance.now();
+      this.#room ??= new Promise<void>((resolve) => (this.#wakeRoomWaiters = resolve));
+      await this.#room;
+      this.#waits++;
+      this.#waitedMs += performance.now() - from;
+    }
     if (this.#error !== undefined) throw this.#error;
   }
 
@@ -48,6 +69,13 @@ export class WriteBatcher {
     if (this.#error !== undefined) throw this.#error;
   }
 
+  #wakeRoom(): void {
+    const wake = this.#wakeRoomWaiters;
+    this.#room = undefined;
+    this.#wakeRoomWaiters = undefined;
+    wake?.();
+  }
+
   async #drain(): Promise<void> {
     try {
       while (this.#pending.length > 0 && this.#error === undefined) {
@@ -55,6 +83,7 @@ export class WriteBatcher {
         const bytes = this.#pendingBytes;
         this.#pending = [];
         this.#pendingBytes = 0;
+        this.#wakeRoom();
         await this.#write(chunks, bytes);
       }
     } catch (err) {
@@ -63,6 +92,7 @@ export class WriteBatcher {
       this.#pendingBytes = 0;
     } finally {
       this.#draining = undefined;
+      this.#wakeRoom();
     }
   }
 }

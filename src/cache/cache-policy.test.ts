@@ -13,13 +13,13 @@ test('a tag is fetched when unknown, served locally within the TTL, revalidated 
   assert.equal(decideTag(entry, 1_000, 0), 'revalidate');
 });
 
-test('stale copies answer for outages and rate limits, never for not-found or refusals', () => {
+test('stale copies answer for outages, rate limits and broken answers, never for not-found or refusals', () => {
   assert.equal(canServeStale(new UpstreamError('unavailable', 'x')), true);
   assert.equal(canServeStale(new UpstreamError('rate-limited', 'x')), true);
   assert.equal(canServeStale(new UpstreamError('not-found', 'x')), false);
   assert.equal(canServeStale(new UpstreamError('unauthorized', 'x')), false);
   assert.equal(canServeStale(new UpstreamError('denied', 'x')), false);
-  assert.equal(canServeStale(new UpstreamError('protocol', 'x')), false);
+  assert.equal(canServeStale(new UpstreamError('protocol', 'x')), true);
 });
 
 test('an abandoned download is finished when little is left or most has arrived, cancelled otherwise', () => {

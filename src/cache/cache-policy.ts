@@ -14,11 +14,14 @@ export function decideTag(entry: TagEntry | undefined, now: number, ttlMs: numbe
 
 /**
  * Whether a failed upstream call may be answered from the cache. Only failures that say nothing
- * about the content do: the upstream is unreachable, slow, broken (5xx) or rate-limiting us.
- * A 404 or a refusal (401/403) is an answer about the content and is passed on.
+ * about the content do: the upstream is unreachable, slow, broken (5xx or an answer that isn't the
+ * protocol) or rate-limiting us. A 404 or a refusal (401/403) is an answer about the content and is passed on.
  */
 export function canServeStale(err: UpstreamError): boolean {
-  return err.kind === 'unavailable' || err.kind === 'rate-limited';
+  // A 'protocol' failure (an HTML page from a captive portal or a broken proxy, a manifest that
+  // doesn't parse or match its digest, a token realm we refuse) says nothing about the content:
+  // the copy we hold was verified when it was stored, so it is a better answer than a 502.
+  return err.kind === 'unavailable' || err.kind === 'rate-limited' || err.kind === 'protocol';
 }
 
 /** How much of a download nobody waits for any more the cache still finishes (cache.abandonedFills). */

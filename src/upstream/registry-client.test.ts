@@ -125,11 +125,11 @@ test('credentials go as Basic to an allowed realm host, and a realm host outside
   const srv = await serve(reg);
   const credentials = { username: 'mirror', password: 's3cret' };
 
-  await assert.rejects(client(srv.url, { credentials }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  await assert.rejects(client(srv.url, { credentials }).getManifest(repo, tag('3.20')), isKind('protocol'));
   assert.equal(auth.count(), 0, 'default allow-list is the registry host only');
 
   // The realm is matched as an origin: its host name alone is not enough (issue #11).
-  await assert.rejects(client(srv.url, { credentials, allowedRealmHosts: ['localhost'] }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  await assert.rejects(client(srv.url, { credentials, allowedRealmHosts: ['localhost'] }).getManifest(repo, tag('3.20')), isKind('protocol'));
   assert.equal(auth.count(), 0, 'localhost means port 80 of the upstream scheme');
 
   await client(srv.url, { credentials, allowedRealmHosts: [auth.host] }).getManifest(repo, tag('3.20'));
@@ -149,9 +149,9 @@ test('issue #11: an https upstream never sends its credentials to an http realm,
   const challenge = { 'www-authenticate': 'Bearer realm="http://registry.test/token",service="registry.test"' };
 
   registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });
-  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials }).getManifest(repo, tag('3.20')), isKind('unauthorized'));
+  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials }).getManifest(repo, tag('3.20')), isKind('protocol'));
   registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });
-  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials, allowedRealmHosts: ['registry.test'] }).getManifest(repo, tag('3.20')), isKind('unauthorized'), 'a bare host takes the upstream scheme');
+  await assert.rejects(client('https://registry.test', { dispatcher: agent, credentials, allowedRealmHosts: ['registry.test'] }).getManifest(repo, tag('3.20')), isKind('protocol'), 'a bare host takes the upstream scheme');
 
   const basic = `Basic ${Buffer.from('mirror:s3cret').toString('base64')}`;
   registry.intercept({ path, method: 'GET' }).reply(401, '{}', { headers: challenge });

@@ -204,6 +204,17 @@ describe('upstream failures after the TTL', () => {
     });
   }
 
+  it('an answer that is not the protocol (a captive portal\'s HTML page) is answered with the cached copy, marked protocol', async () => {
+    const portal = (_req: IncomingMessage, res: ServerResponse) => void res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>Sign in to the hotel Wi-Fi</body></html>');
+    failManifests(hc.registry, portal);
+    for (const method of ['GET', 'HEAD']) {
+      const { res } = await pullExpired(method);
+      assertStale(res, 'protocol');
+      assert.ok(res.body.equals(method === 'GET' ? image.manifest : Buffer.alloc(0)), method);
+    }
+    await hc.waitForLog((l) => l.message === 'stale served' && l.reason === 'protocol');
+  });
+
   it('a 429 is never retried and is answered with the cached copy, marked rate-limited; HEAD too', async () => {
     failManifests(hc.registry, status(429, RATE_LIMIT_HEADERS));
     for (const method of ['GET', 'HEAD']) {

@@ -128,14 +128,14 @@ describe('issue #11 point 2: realms are matched by scheme, host and port', () =>
   it('by default, a token service on another port of the upstream host gets neither a request nor the credentials', async () => {
     const { up, auth } = await splitUpstream();
     const hc = await hubcache(up, creds);
-    assert.equal(await pull(hc, 'good/a'), 403, 'DENIED: the realm is not allowed');
+    assert.equal(await pull(hc, 'good/a'), 502, 'UPSTREAM_ERROR: the upstream sent us to a realm we refuse');
     assert.equal(auth.count(), 0);
   });
 
   it('a bare host without the port does not allow it either (the scheme default port is implied)', async () => {
     const { up, auth } = await splitUpstream();
     const hc = await hubcache(up, { ...creds, 'upstream-allowed-realm-hosts': '127.0.0.1' });
-    assert.equal(await pull(hc, 'good/a'), 403);
+    assert.equal(await pull(hc, 'good/a'), 502);
     assert.equal(auth.count(), 0);
   });
 

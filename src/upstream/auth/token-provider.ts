@@ -179,7 +179,9 @@ export class TokenProvider {
       throw new UpstreamError('protocol', 'token realm must be a plain http(s) URL');
     }
     if (!this.#o.allowedRealms.has(url.origin)) {
-      throw new UpstreamError('unauthorized', `token realm ${url.origin} is not an allowed realm of this upstream (allowedRealmHosts)`);
+      // Not a refusal by the upstream (that would be DENIED to the client): it sent us somewhere we
+      // won't go, which is a broken or hostile answer (502 UPSTREAM_ERROR; a cached copy is served).
+      throw new UpstreamError('protocol', `token realm ${url.origin} is not an allowed realm of this upstream (allowedRealmHosts)`);
     }
     if (req.service) url.searchParams.append('service', req.service);
     for (const scope of req.scopes) url.searchParams.append('scope', scope);

@@ -8,9 +8,11 @@
  *
  *   npx tsx bench/cold-ab.ts <A cli.js> <B cli.js>
  *
- * Build a side with `npx tsc -p tsconfig.build.json --outDir /tmp/NAME/dist`, then copy
- * package.json to /tmp/NAME and link node_modules there (bench/build.ts does the same).
+ * Build a side as it ships with `node scripts/build.mjs /tmp/NAME/dist`, then copy package.json
+ * and bin/ to /tmp/NAME and link node_modules there (bench/build.ts does the same).
  * BENCH_NODE_ARGS adds node flags to both sides (e.g. --trace-gc is printed to the child's stdout).
+ * BENCH_FILL_LOG=1 prints each cold GET's 'fill committed' line (storeWaits/storeWaitMs: how long
+ * the fill stopped reading the upstream for the store, on builds that log it).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { startHubcacheProcess, type HubcacheProcess } from '../test/support/hubcache-process.js';
@@ -131,8 +133,10 @@ try {
           continue;
         }
         const w0 = cpuSeconds(pid);
-        // The commit may still run: wait for it before the warm GET.
-        await hc.waitForLog((l) => l.message === 'fill committed');
+        // The commit may still run: wait for it before the warm GET (this blob's: the warm-up's
+        // line is already there).
+        const committed = await hc.waitForLog((l) => l.message === 'fill committed' && l.digest === blob.digest);
+        if (process.env.BENCH_FILL_LOG) log(`${name} fill committed: ${JSON.stringify(committed)}`);
         const warm = await curlGet(`${hc.url}${path}`);
         s.warmMs.push(warm.totalMs);
         s.warmCpu.push(cpuSeconds(pid) - w0);

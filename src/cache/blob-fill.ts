@@ -309,7 +309,10 @@ export class BlobFill {
       this.#window.clear(sink.readable);
       this.#state = 'committed';
       metrics.fillEnded('committed');
-      logger.info('fill committed', { digest, bytes: info.size, ms: Date.now() - started, resumes, ...(this.#unattended ? { unattended: true } : {}) });
+      const waited = batcher.waited;
+      // storeWaits/storeWaitMs: how often, and how long in all, the download stopped reading the
+      // upstream because MAX_PENDING_WRITE bytes were queued behind a write (the store was slower).
+      logger.info('fill committed', { digest, bytes: info.size, ms: Date.now() - started, resumes, storeWaits: waited.count, storeWaitMs: Math.round(waited.ms), ...(this.#unattended ? { unattended: true } : {}) });
       this.#events.emit('change');
       this.#maybeRelease();
       return info;

@@ -68,4 +68,25 @@ describe('WriteBatcher', () => {
     await assert.rejects(b.push(Buffer.from('y')), /disk full/);
     assert.equal(calls, 1);
   });
+
+  it('counts the pushes that waited for the writes and how long (the source was not read meanwhile)', async () => {
+    const t = gatedTarget();
+    const b = new WriteBatcher(t.write, 2);
+    await b.push(Buffer.from('a')); // being written
+    await b.push(Buffer.from('b')); // queued: 1 byte, no wait
+    assert.deepEqual(b.waited, { count: 0, ms: 0 });
+    let resumed = false;
+    const full = b.push(Buffer.from('c')).then(() => (resumed = true)); // 2 bytes queued: waits
+    await tick();
+    assert.equal(resumed, false);
+    while (!resumed) {
+      t.open();
+      await tick();
+    }
+    await full;
+    await b.flush();
+    assert.equal(b.waited.count, 1);
+    assert.ok(b.waited.ms >= 0);
+    assert.deepEqual(t.writes.map(String), ['a', 'bc']);
+  });
 });

@@ -15,6 +15,7 @@
  * snapshot too (summarise it with bench/heap-summary.ts); BENCH_RSS_SAMPLE=1 samples, from the end of
  * the usage count to the end of the load, the allocations that outlived the young generation.
  * BENCH_TRACE_GC=FILE runs the servers with --trace-gc (lines tagged with the run's phase).
+ * BENCH_NODE_ARGS_A / BENCH_NODE_ARGS_B add node flags to one side (A = B = one build: a flag's A/B).
  *
  *   tsx bench/rss-ab.ts A_CLI B_CLI      e.g. /tmp/main-build/bin/hubcache.js /tmp/my-build/bin/hubcache.js
  *   BENCH_STORE_BLOBS=100000 BENCH_PAIRS=4 BENCH_REQUESTS=1000 …
@@ -76,12 +77,16 @@ async function askProbe(pid: number, out: string, what: 'nogc' | 'sample' | 'gc'
   return JSON.parse(readFileSync(out, 'utf8')) as Probe;
 }
 
-export async function serveAndLoad(bin: string, root: string, store: SyntheticStore, requests: number, probeOut?: string): Promise<ServeResult> {
+// Node flags for one side only (a V8 flag measured against the same build without it).
+const NODE_ARGS_A = (process.env.BENCH_NODE_ARGS_A ?? '').split(' ').filter(Boolean);
+const NODE_ARGS_B = (process.env.BENCH_NODE_ARGS_B ?? '').split(' ').filter(Boolean);
+
+export async function serveAndLoad(bin: string, root: string, store: SyntheticStore, requests: number, probeOut?: string, extraNodeArgs: readonly string[] = []): Promise<ServeResult> {
   const [port, metricsPort] = [await freePort(), await freePort()];
   const url = `http://127.0.0.1:${port}`;
   const metricsUrl = `http://127.0.0.1:${metricsPort}`;
   const agent = new Agent({ connections: 1, pipelining: 1, keepAliveTimeout: 30_000 });
-  const nodeArgs = [...(probeOut ? ['--expose-gc', '--require', join(HERE, 'rss-probe-preload.cjs')] : []), ...(TRACE_GC ? ['--trace-gc'] : [])];
+  const nodeArgs = [...(probeOut ? ['--expose-gc', '--require', join(HERE, 'rss-probe-preload.cjs')] : []), ...(TRACE_GC ? ['--trace-gc'] : []), ...extraNodeArgs];
   const t0 = performance.now();
   const child = spawn(process.execPath, [...nodeArgs, bin, 'serve', '--listen', `127.0.0.1:${port}`, '--metrics-listen', `127.0.0.1:${metricsPort}`, '--storage-path', root, '--tag-ttl', '1h', '--log-level', 'warn'], {
     stdio: ['ignore', TRACE_GC ? 'pipe' : 'ignore', 'pipe'],
@@ -210,7 +215,7 @@ async function main(): Promise<void> {
       const got: Partial<Record<'a' | 'b', ServeResult>> = {};
       for (const side of order) {
         t0 = performance.now();
-        const r = await serveAndLoad(side === 'a' ? a : b, root, store, requests, probeOut);
+        const r = await serveAndLoad(side === 'a' ? a : b, root, store, requests, probeOut, side === 'a' ? NODE_ARGS_A : NODE_ARGS_B);
         got[side] = r;
         sides[side].push(r);
         console.log(`pair ${i + 1} ${side.toUpperCase()}: ready ${fmt(r.readyMs, 0)} ms (CPU ${fmt(r.readyCpuMs, 0)}), RSS ready ${mib(r.rssReady)} → counted ${mib(r.rssCounted)} → after the load ${mib(r.rssLoaded)} MiB (run ${fmt((performance.now() - t0) / 1000, 1)} s; load ${loadavg().map((x) => fmt(x, 2)).join(' ')})`);

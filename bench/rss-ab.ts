@@ -20,8 +20,6 @@
  *   tsx bench/rss-ab.ts A_CLI B_CLI      e.g. /tmp/main-build/bin/hubcache.js /tmp/my-build/bin/hubcache.js
  *   BENCH_STORE_BLOBS=100000 BENCH_PAIRS=4 BENCH_REQUESTS=1000 …
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { readRss } from './rss-sampler.js';
-import { cpuMs, untilReady } from './start-ab.js';
+import { cpuMs, spawnServe, untilReady } from './start-ab.js';
 import { fmt, median, MiB } from './stats.js';
 import { freePort } from '../test/support/distribution.js';
 
@@ -88,23 +86,23 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
   const agent = new Agent({ connections: 1, pipelining: 1, keepAliveTimeout: 30_000 });
   const nodeArgs = [...(probeOut ? ['--expose-gc', '--require', join(HERE, 'rss-probe-preload.cjs')] : []), ...(TRACE_GC ? ['--trace-gc'] : []), ...extraNodeArgs];
   const t0 = performance.now();
-  const child = spawn(process.execPath, [...nodeArgs, bin, 'serve', '--listen', `127.0.0.1:${port}`, '--metrics-listen', `127.0.0.1:${metricsPort}`, '--storage-path', root, '--tag-ttl', '1h', '--log-level', 'warn'], {
-    stdio: ['ignore', TRACE_GC ? 'pipe' : 'ignore', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...(probeOut ? { RSS_PROBE_OUT: probeOut, RSS_PROBE_SNAPSHOT: process.env.RSS_PROBE_SNAPSHOT ?? '' } : {}) },
+  const server = spawnServe([...nodeArgs, bin], root, {
+    port,
+    metricsPort,
+    stdout: TRACE_GC ? 'pipe' : 'ignore',
+    env: probeOut ? { RSS_PROBE_OUT: probeOut, RSS_PROBE_SNAPSHOT: process.env.RSS_PROBE_SNAPSHOT ?? '' } : {},
   });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const { child } = server;
   // --trace-gc lines, each prefixed with the phase of the run it was printed in.
   let phase = 'start';
   if (TRACE_GC) child.stdout!.on('data', (d: Buffer) => appendFileSync(TRACE_GC, d.toString().replace(/^(?=.)/gm, `[${phase}] `)));
-  const exited = once(child, 'exit');
   try {
     const get = async (path: string, method: 'GET' | 'HEAD' = 'GET', base = url) => {
       const res = await request(`${base}${path}`, { method, dispatcher: agent });
       await res.body.dump({ limit: Number.MAX_SAFE_INTEGER });
       return res.statusCode;
     };
-    const readyMs = await untilReady(child, () => get('/readyz').catch(() => undefined), t0, () => stderr);
+    const readyMs = await untilReady(child, () => get('/readyz').catch(() => undefined), t0, server.stderr);
     const readyCpuMs = cpuMs(child.pid!);
     const rssReady = readRss(child.pid!)!.rssBytes;
     // After the RSS reading: the probe's own allocations do not count.
@@ -152,8 +150,7 @@ export async function serveAndLoad(bin: string, root: string, store: SyntheticSt
     return result;
   } finally {
     await agent.close();
-    if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
+    await server.stop();
   }
 }
 

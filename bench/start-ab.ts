@@ -44,7 +44,40 @@ export async function untilReady(child: ChildProcess, status: () => Promise<numb
   }
 }
 
-async function readyzStatus(url: string): Promise<number | undefined> {
+/** A `hubcache serve` the store benches started; `stop` sends SIGTERM (unless it exited) and waits for the exit. */
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly stderr: () => string;
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * Spawns `node <command…> serve` as the store benches run it: on `root`, loopback `port` (and
+ * `metricsPort` when given), tag TTL 1 h, warn-level logs, a bare environment plus `env`.
+ * `command` is the node flags and script (a build's bin/hubcache.js, or tsx and src/cli.ts).
+ */
+export function spawnServe(command: readonly string[], root: string, o: { port: number; metricsPort?: number; env?: Record<string, string>; stdout?: 'pipe' | 'ignore'; cwd?: string }): ServeProcess {
+  const listeners = ['--listen', `127.0.0.1:${o.port}`, ...(o.metricsPort ? ['--metrics-listen', `127.0.0.1:${o.metricsPort}`] : [])];
+  const child = spawn(process.execPath, [...command, 'serve', ...listeners, '--storage-path', root, '--tag-ttl', '1h', '--log-level', 'warn'], {
+    stdio: ['ignore', o.stdout ?? 'ignore', 'pipe'],
+    ...(o.cwd ? { cwd: o.cwd } : {}),
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...o.env },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(child, 'exit');
+  return {
+    child,
+    stderr: () => stderr,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** The status of GET `url`, or undefined while the port refuses connections. */
+export async function readyzStatus(url: string): Promise<number | undefined> {
   const res = await request(url).catch(() => undefined);
   if (res) await res.body.dump();
   return res?.statusCode;
@@ -54,29 +87,23 @@ async function readyzStatus(url: string): Promise<number | undefined> {
 export async function startToReady(bin: string, root: string): Promise<{ wallMs: number; cpuMs: number }> {
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--storage-path', root, '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = once(child, 'exit');
+  const server = spawnServe([bin], root, { port });
   try {
-    const wallMs = await untilReady(child, () => readyzStatus(`http://127.0.0.1:${port}/readyz`), t0, () => stderr);
-    return { wallMs, cpuMs: cpuMs(child.pid!) };
+    const wallMs = await untilReady(server.child, () => readyzStatus(`http://127.0.0.1:${port}/readyz`), t0, server.stderr);
+    return { wallMs, cpuMs: cpuMs(server.child.pid!) };
   } finally {
-    child.kill('SIGTERM');
-    await exited;
+    await server.stop();
   }
 }
 
-/** Spawn → exit of `--version`: wall and CPU (ms, /usr/bin/time). */
-export function versionRun(bin: string): { wallMs: number; cpuMs: number } {
+/** Spawn → exit of one CLI run (`hubcache ls`, `du`, `--version`): wall and CPU (ms, user + sys from /usr/bin/time). */
+export function timeCli(bin: string, args: readonly string[]): { wallMs: number; cpuMs: number } {
   const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', 'cpu %U %S', process.execPath, bin, '--version'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/time', ['-f', 'cpu %U %S', process.execPath, bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const wallMs = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`--version failed: ${r.stderr}`);
-  const m = /cpu ([\d.]+) ([\d.]+)/.exec(r.stderr)!;
+  if (r.status !== 0) throw new Error(`${bin} ${args.join(' ')}: exit ${r.status}: ${r.stderr.slice(0, 2000)}`);
+  const m = /^cpu (\S+) (\S+)$/m.exec(r.stderr);
+  if (!m) throw new Error(`no CPU time from /usr/bin/time: ${r.stderr.slice(0, 500)}`);
   return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 };
 }
 
@@ -105,7 +132,7 @@ async function main(): Promise<void> {
       for (const side of order) {
         const bin = side === 'a' ? a : b;
         const s = await startToReady(bin, root);
-        const v = versionRun(bin);
+        const v = timeCli(bin, ['--version']);
         got[side] = { ready: s.wallMs, cpu: s.cpuMs, vWall: v.wallMs, vCpu: v.cpuMs };
         sides[side].ready.push(s.wallMs);
         sides[side].cpu.push(s.cpuMs);

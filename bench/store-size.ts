@@ -26,8 +26,6 @@
  *   tsx bench/store-size.ts           this section alone; rewrites its part of bench/RESULTS.md
  *   BENCH_STORE_SIZES=1000,10000 …    other sizes
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +34,7 @@ import { Agent, request } from 'undici';
 import { writeSyntheticStore, type SyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { metricValue } from '../test/support/hubcache-process.js';
 import { buildHubcache } from './build.js';
-import { cpuMs, untilReady } from './start-ab.js';
+import { cpuMs, readyzStatus, spawnServe, timeCli, untilReady } from './start-ab.js';
 import { readRss } from './rss-sampler.js';
 import { fmt, GiB, median, MiB } from './stats.js';
 import { freePort } from '../test/support/distribution.js';
@@ -103,12 +101,12 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
     const r: SizeResult = { blobs: size, manifests: store.images.length, tags: store.tags, generateMs, lsMs: [], duMs: [], lsCpuMs: [], duCpuMs: [], readyMs: [], readyCpuMs: [], checkoutReadyMs: [], versionMs: [], firstBlobMs: [], countedMs: [], rssReady: [], rssLoaded: [], latency: {}, upstreamRequests: 0 };
     for (const k of KINDS) r.latency[k] = { p50: [], p99: [] };
     for (let i = 0; i < opts.cliRuns; i++) {
-      r.lsMs.push(timeCli(opts.bin, ['ls', '--storage-path', root], r.lsCpuMs));
-      r.duMs.push(timeCli(opts.bin, ['du', '--storage-path', root], r.duCpuMs));
+      r.lsMs.push(timeCliRun(opts.bin, ['ls', '--storage-path', root], r.lsCpuMs));
+      r.duMs.push(timeCliRun(opts.bin, ['du', '--storage-path', root], r.duCpuMs));
       opts.log(`store-size ${size}: ls ${fmt(r.lsMs[i]! / 1000)} s (CPU ${fmt(r.lsCpuMs[i]! / 1000)} s), du ${fmt(r.duMs[i]! / 1000)} s (CPU ${fmt(r.duCpuMs[i]! / 1000)} s)`);
     }
     for (let i = 0; i < opts.runs; i++) {
-      r.versionMs.push(timeCli(opts.bin, ['--version']));
+      r.versionMs.push(timeCliRun(opts.bin, ['--version']));
       await serveRun(opts, root, store, r);
       r.checkoutReadyMs.push(await checkoutReady(root));
       opts.log(
@@ -126,42 +124,21 @@ export async function benchStoreSize(opts: StoreSizeOptions): Promise<StoreSizeR
  * Wall time of the CLI, and (when `cpu` is given) the CPU time it used (user + system, from
  * /usr/bin/time): on a shared machine the wall time depends on what else runs, the CPU time much less.
  */
-function timeCli(bin: string, args: string[], cpu?: number[]): number {
-  const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', 'cpu %U %S', process.execPath, bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const ms = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`hubcache ${args.join(' ')}: exit ${r.status}: ${r.stderr.slice(0, 2000)}`);
-  const m = /^cpu (\S+) (\S+)$/m.exec(r.stderr);
-  if (cpu && m) cpu.push((Number(m[1]) + Number(m[2])) * 1000);
-  return ms;
+function timeCliRun(bin: string, args: string[], cpu?: number[]): number {
+  const run = timeCli(bin, args);
+  cpu?.push(run.cpuMs);
+  return run.wallMs;
 }
 
 /** Spawn → /readyz 200 of `hubcache serve` run from the sources through tsx (a checkout), then stopped. */
 async function checkoutReady(root: string): Promise<number> {
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, '..', 'src', 'cli.ts'), 'serve', '--listen', `127.0.0.1:${port}`, '--storage-path', root, '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    cwd: join(HERE, '..'),
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = once(child, 'exit');
+  const server = spawnServe(['--import', 'tsx', join(HERE, '..', 'src', 'cli.ts')], root, { port, cwd: join(HERE, '..') });
   try {
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`hubcache (checkout) exited with ${child.exitCode}: ${stderr}`);
-      const ok = await request(`http://127.0.0.1:${port}/readyz`).then(
-        async (res) => (await res.body.dump(), res.statusCode === 200),
-        () => false,
-      );
-      if (ok) return performance.now() - t0;
-      await new Promise((res) => setTimeout(res, 5));
-      if (performance.now() - t0 > 60_000) throw new Error(`checkout not ready after 60 s: ${stderr}`);
-    }
+    return await untilReady(server.child, () => readyzStatus(`http://127.0.0.1:${port}/readyz`), t0, server.stderr);
   } finally {
-    if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
+    await server.stop();
   }
 }
 
@@ -171,13 +148,8 @@ async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticSt
   const metricsUrl = `http://127.0.0.1:${metricsPort}`;
   const agent = new Agent({ connections: 1, pipelining: 1, keepAliveTimeout: 30_000 });
   const t0 = performance.now();
-  const child = spawn(process.execPath, [opts.bin, 'serve', '--listen', `127.0.0.1:${port}`, '--metrics-listen', `127.0.0.1:${metricsPort}`, '--storage-path', root, '--tag-ttl', '1h', '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root' },
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = once(child, 'exit');
+  const server = spawnServe([opts.bin], root, { port, metricsPort });
+  const { child } = server;
   try {
     const get = async (path: string, method: 'GET' | 'HEAD' = 'GET', base = url) => {
       const res = await request(`${base}${path}`, { method, dispatcher: agent });
@@ -185,7 +157,7 @@ async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticSt
       return res.statusCode;
     };
     // Until it listens the port refuses connections: poll.
-    r.readyMs.push(await untilReady(child, () => get('/readyz').catch(() => undefined), t0, () => stderr));
+    r.readyMs.push(await untilReady(child, () => get('/readyz').catch(() => undefined), t0, server.stderr));
     r.readyCpuMs.push(cpuMs(child.pid!));
     const first = store.images[0]!;
     const blobPath = (d: string, repo: string) => `/v2/${repo}/blobs/${d}`;
@@ -235,8 +207,7 @@ async function serveRun(opts: StoreSizeOptions, root: string, store: SyntheticSt
     r.upstreamRequests += metricValue(text, 'hubcache_upstream_requests_total');
   } finally {
     await agent.close();
-    if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
+    await server.stop();
   }
 }
 

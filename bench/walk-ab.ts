@@ -11,23 +11,12 @@
  *   BENCH_STORE_ROOT=/tmp/store-100k …            reuse (or create once) a store there
  *   BENCH_WALKS=du                                only du (default du,ls)
  */
-import { spawnSync } from 'node:child_process';
+import { timeCli } from './start-ab.js';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticStore } from '../src/storage/fs/testing/synthetic-store.js';
 import { fmt, median } from './stats.js';
-
-/** Wall and CPU time (ms) of one CLI run. */
-export function timeWalk(bin: string, args: readonly string[]): { wallMs: number; cpuMs: number } {
-  const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', 'cpu %U %S', process.execPath, bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const wallMs = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`${bin} ${args.join(' ')}: exit ${r.status}: ${r.stderr.slice(0, 2000)}`);
-  const m = /^cpu (\S+) (\S+)$/m.exec(r.stderr);
-  if (!m) throw new Error(`no CPU time from /usr/bin/time: ${r.stderr.slice(0, 500)}`);
-  return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 };
-}
 
 async function main(): Promise<void> {
   const [a, b] = process.argv.slice(2);
@@ -47,7 +36,7 @@ async function main(): Promise<void> {
       const runs = { a: [] as Array<{ wallMs: number; cpuMs: number }>, b: [] as Array<{ wallMs: number; cpuMs: number }> };
       for (let i = 0; i < pairs; i++) {
         const order = i % 2 === 0 ? (['a', 'b'] as const) : (['b', 'a'] as const);
-        for (const side of order) runs[side].push(timeWalk(side === 'a' ? a : b, [walk, '--storage-path', root]));
+        for (const side of order) runs[side].push(timeCli(side === 'a' ? a : b, [walk, '--storage-path', root]));
         console.log(`${walk} pair ${i + 1}: A ${fmt(runs.a[i]!.wallMs / 1000)} s (CPU ${fmt(runs.a[i]!.cpuMs / 1000)} s), B ${fmt(runs.b[i]!.wallMs / 1000)} s (CPU ${fmt(runs.b[i]!.cpuMs / 1000)} s)`);
       }
       const med = (side: 'a' | 'b', k: 'wallMs' | 'cpuMs') => median(runs[side].map((r) => r[k])) / 1000;

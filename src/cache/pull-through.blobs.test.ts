@@ -10,7 +10,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { sha256Digest, type Digest } from '../domain/digest.js';
 import type { RepoName } from '../domain/reference.js';
-import { silentLogger } from '../lib/logger.js';
+import { createLogger, silentLogger } from '../lib/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { isDirectBody, type BlobInfo, type BlobStore, type BlobWriter } from '../storage/blob-store.js';
 import { MemoryBlobStore } from '../storage/memory/memory-blob-store.js';
@@ -124,6 +124,46 @@ describe('PullThroughRegistry blob fills', () => {
     assert.equal(await metric(metrics, 'hubcache_fills_failed_total', { reason: 'storage_error' }), 1);
     assert.equal(await metric(metrics, 'hubcache_fills_in_flight'), 0);
     assert.equal(await inner.stat(digest), undefined);
+  });
+
+  it("'fill committed' says how often and how long the download waited for the store: a slow store's 8 MiB fill waits, a 1 MiB fill never does", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', format: 'json', stream: new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(JSON.parse(chunk.toString())), cb()) }) });
+    const committed = async (digest: Digest) => {
+      while (!lines.some((l) => l.message === 'fill committed' && l.digest === digest)) await turn();
+      return lines.find((l) => l.message === 'fill committed' && l.digest === digest)!;
+    };
+    // Each write of the slow store finishes 50 event-loop turns late: the fill reads on meanwhile until 2 MiB (8 pieces) are queued.
+    const slow = decorateStore(new MemoryBlobStore(), {
+      writer: (w) => ({
+        write: async (d) => {
+          for (let i = 0; i < 50; i++) await turn();
+          return w.write(d);
+        },
+      }),
+    });
+    for (const [store, size, waits] of [
+      [slow, 8 * MiB, 'some'],
+      [new MemoryBlobStore(), MiB, 'none'],
+    ] as const) {
+      const data = randomBytes(size);
+      const digest = sha256Digest(data);
+      const up = scriptedUpstream(data.length);
+      const { reader } = registry(store, up.upstream, { metrics: new Metrics({ collectDefault: false }), logger });
+      const client = collect((await reader.getBlob(key, digest, { signal })).body!);
+      // 256 KiB a turn, as a socket delivers: the fill reads each piece while the store's first write is still out.
+      for (let at = 0; at < data.length; at += 256 * 1024) {
+        up.body.write(data.subarray(at, at + 256 * 1024));
+        await turn();
+      }
+      up.body.end();
+      assert.ok((await client.done).equals(data));
+      await Promise.all(reader.inFlightFills());
+      const line = await committed(digest);
+      assert.equal(typeof line.storeWaitMs, 'number');
+      if (waits === 'some') assert.ok((line.storeWaits as number) >= 1, `storeWaits ${String(line.storeWaits)}`);
+      else assert.deepEqual([line.storeWaits, line.storeWaitMs], [0, 0]);
+    }
   });
 
   it('the final byte goes out once the bytes are verified, before the store has committed them', async () => {

@@ -1,6 +1,6 @@
 /** Test helpers for blob fills: a scripted upstream, a cache over it, stream collectors, event-loop turns. */
 import { PassThrough, Writable, type Readable } from 'node:stream';
-import { silentLogger } from '../../lib/logger.js';
+import { silentLogger, type Logger } from '../../lib/logger.js';
 import { isDirectBody, type BlobStore, type BlobWriter, type CreateOptions } from '../../storage/blob-store.js';
 import { MemoryManifestStore, MemoryMetadataStore } from '../../storage/memory/memory-manifest-store.js';
 import type { Upstream } from '../../upstream/upstream.js';
@@ -55,7 +55,7 @@ export function decorateStore(inner: BlobStore, o: { stat?: BlobStore['stat']; w
  * A cache over `blobs` (memory manifests and metadata) and one upstream, `docker.io`, reporting to
  * `metrics` (the tests pass the facade: this module may not import observability/, which sits above).
  */
-export function registry<M extends CacheMetrics>(blobs: BlobStore, upstream: Upstream, opts: { metrics: M; spoolDir?: string; resumeAttempts?: number }) {
+export function registry<M extends CacheMetrics>(blobs: BlobStore, upstream: Upstream, opts: { metrics: M; spoolDir?: string; resumeAttempts?: number; logger?: Logger }) {
   const { metrics } = opts;
   const reader = new PullThroughRegistry({
     blobs,
@@ -65,7 +65,7 @@ export function registry<M extends CacheMetrics>(blobs: BlobStore, upstream: Ups
     fillTimeoutMs: 60_000,
     resumeAttempts: opts.resumeAttempts ?? 0,
     ...(opts.spoolDir ? { spoolDir: opts.spoolDir } : {}),
-    logger: silentLogger(),
+    logger: opts.logger ?? silentLogger(),
     metrics,
   });
   return { reader, metrics };

@@ -21,7 +21,7 @@ import { adminRouter, type AdminOperations } from './http/admin.js';
 import { createApp, metricsHandler } from './http/app.js';
 import { setupAuth } from './http/auth/setup.js';
 import { TlsFiles } from './lib/tls-files.js';
-import { createClientServer, type ClientServer } from './http/client-server.js';
+import { bornAsExpressMessages, createClientServer, type ClientServer } from './http/client-server.js';
 import { compileHostedRules, compileRepoFilter } from './http/resolve-repo.js';
 import { RegistryError } from './domain/errors.js';
 import { HostedContent } from './hosted/hosted-content.js';
@@ -389,7 +389,7 @@ export async function startHubcache(config: Readonly<Config>, opts: StartOptions
     mApp.get('/metrics', metricsHandler(metrics));
     // Operators' endpoints (hubcache du/gc --server): only here, never on the registry port (http/admin.ts).
     mApp.use('/admin', adminRouter({ operations: { ...adminOperations(storage), gc: (o) => adminGc(evictor, o) }, logger, metrics }));
-    metricsServer = await listen(createServer(mApp), config.metrics.listen!);
+    metricsServer = await listen(createServer(bornAsExpressMessages(mApp), mApp), config.metrics.listen!);
     endKeepAliveWhenClosing(metricsServer, () => !accepting);
   }
   // The follow endpoint: its own listener, reachable by the other replicas only (the chart's NetworkPolicy).

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer, IncomingMessage, ServerResponse, type RequestListener, type Server, type ServerOptions } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -55,9 +55,10 @@ const LOG_EVERY_MS = 10_000;
  * `503` (OCI error body, `Retry-After`, `Connection: close`) instead of being served; Node's
  * defaults would have kept every one of them open forever and let file descriptors run out.
  */
-export function createClientServer(app: RequestListener, opts: ClientServerOptions): ClientServer {
+export function createClientServer(app: ExpressListener, opts: ClientServerOptions): ClientServer {
   const limits = new ConnectionLimits(opts);
   const httpOptions: ServerOptions = {
+    ...bornAsExpressMessages(app),
     keepAliveTimeout: opts.keepAliveTimeout,
     headersTimeout: opts.headersTimeout,
     requestTimeout: 0,
@@ -106,6 +107,32 @@ export function createClientServer(app: RequestListener, opts: ClientServerOptio
   // Accept errors (EMFILE when file descriptors run out after all) must not end the process.
   server.once('listening', () => server.on('error', (err) => opts.logger.error('client listener error', { error: err.message, code: (err as NodeJS.ErrnoException).code })));
   return server;
+}
+
+/** An express application: a request listener with the prototypes it gives requests and responses. */
+export type ExpressListener = RequestListener & { readonly request: object; readonly response: object };
+
+/**
+ * Server options under which Node creates each request and response with the prototypes the
+ * express `app` gives them (`app.request`, `app.response`), so express's own
+ * `Object.setPrototypeOf(req, app.request)` finds nothing to change. Changing an object's
+ * prototype after it was made costs more than that call: V8 then keeps every request's objects
+ * through the young generation's collections, each request's whole graph is promoted to the old
+ * generation (~18 KiB per request measured, every request) and the heap grows by tens of MiB of
+ * garbage between two full collections under load (issue #13: RSS after a load; docs/architecture.md, "Memory under load").
+ */
+export function bornAsExpressMessages(app: ExpressListener): Pick<ServerOptions, 'IncomingMessage' | 'ServerResponse'> {
+  // Reflect.construct with a newTarget whose prototype is the app's: works whether Node defines
+  // the messages as functions (Node 20) or as classes.
+  function ExpressRequest(this: unknown, socket: unknown) {
+    return Reflect.construct(IncomingMessage, [socket], ExpressRequest) as IncomingMessage;
+  }
+  ExpressRequest.prototype = app.request;
+  function ExpressResponse(this: unknown, req: unknown, options: unknown) {
+    return Reflect.construct(ServerResponse, [req, options], ExpressResponse) as ServerResponse;
+  }
+  ExpressResponse.prototype = app.response;
+  return { IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage, ServerResponse: ExpressResponse as unknown as typeof ServerResponse };
 }
 
 /**

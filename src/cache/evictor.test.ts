@@ -225,6 +225,44 @@ describe('Evictor: tag retention', () => {
     assert.deepEqual(await t.storage.metadata.listTags(k('library/c')), []);
   });
 
+  it('the walk reads each repository\'s tags in one listing where the store keeps a tag index, and builds no index of the whole store while no tag has expired', async () => {
+    const t = setup();
+    for (let i = 0; i < 5; i++) await t.image('library/a', `t${i}`, `s${i}`, (80 + i) * DAY);
+    await t.image('library/b', 'only', 'b', DAY);
+    // The metadata store as the filesystem's (one read per repository: `listTagEntries`), counted.
+    const m = t.storage.metadata;
+    const calls = new Map<string, number>();
+    const metadata = new Proxy(m, {
+      get(target, prop) {
+        if (prop === 'listTagEntries') {
+          return async (key: RepoKey) => {
+            calls.set('listTagEntries', (calls.get('listTagEntries') ?? 0) + 1);
+            return Promise.all((await m.listTags(key)).map(async (tag) => [tag, await m.getTag(key, tag as Tag)] as const));
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          calls.set(String(prop), (calls.get(String(prop)) ?? 0) + 1);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const evictor = new Evictor({ storage: { ...t.storage, metadata, freeSpace: async () => undefined }, highWatermark: 95, lowWatermark: 85, tagRetentionMs: 90 * DAY, concurrency: 2, clock: t.clock.now, logger: silentLogger() });
+    assert.deepEqual((await evictor.run({ mode: 'gc' })).removed, []);
+    assert.equal(calls.get('listTagEntries'), 2, 'one listing per repository');
+    assert.equal(calls.get('getTag'), undefined, 'no tag read one by one');
+    assert.equal(calls.get('listManifests'), undefined, 'no index of the whole store');
+    // Days later the two pulled over 90 days ago expire: found by the same walk, then removed through the whole index.
+    t.clock.advance(8 * DAY);
+    calls.clear();
+    const report = await evictor.run({ mode: 'gc' });
+    assert.deepEqual(report.removed.filter((r) => r.kind === 'tag').map((r) => r.tag).sort(), ['t3', 't4']);
+    assert.deepEqual(await m.listTags(k('library/a')), ['t0', 't1', 't2']);
+    assert.deepEqual(await m.listTags(k('library/b')), ['only']);
+    assert.ok((calls.get('listManifests') ?? 0) > 0, 'the whole index was built to check references');
+  });
+
   it('a tag naming a protected manifest never expires', async () => {
     let pinned: Digest | undefined;
     const t = setup({ isProtected: (d) => d === pinned });

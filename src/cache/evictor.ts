@@ -575,22 +575,14 @@ export class Evictor {
 
   /** Walks every repository once: its tags (with their last pull) and its manifest links. */
   async #metadataIndex(): Promise<MetadataIndex> {
-    const { metadata, access } = this.#o.storage;
+    const { metadata } = this.#o.storage;
     const tagsOf = new Map<Digest, Array<{ key: RepoKey; tag: Tag; at: number }>>();
     const linksOf = new Map<Digest, RepoKey[]>();
     for await (const key of metadata.listRepositories()) {
-      // The store's tag index where it keeps one: a read per repository, not per tag.
-      for await (const [names, entries] of tagWindows(metadata, key, TAG_READS_IN_FLIGHT)) {
-        await betweenWindows();
-        for (let i = 0; i < names.length; i++) {
-          const entry = entries[i];
-          if (!entry) continue;
-          const tag = names[i] as Tag;
-          const at = (await access.lastAccess({ kind: 'tag', key, tag })) ?? entry.validatedAt;
-          let list = tagsOf.get(entry.digest);
-          if (!list) tagsOf.set(entry.digest, (list = []));
-          list.push({ key, tag, at });
-        }
+      for await (const { tag, digest, at } of this.#tagsOf(key)) {
+        let list = tagsOf.get(digest);
+        if (!list) tagsOf.set(digest, (list = []));
+        list.push({ key, tag, at });
       }
       for (const digest of await metadata.listManifests(key)) {
         let list = linksOf.get(digest);
@@ -602,25 +594,36 @@ export class Evictor {
   }
 
   /**
-   * Whether any tag is past retention: one walk of the tags (the store's tag index where it keeps
-   * one), holding one repository's entries at a time. Most passes find none and never build the
-   * whole store's index (`#metadataIndex`: ~40 MiB of heap at 100k tags, issue #13).
+   * Whether any tag is past retention: one walk of the tags, holding one repository's entries at a
+   * time. Most passes find none and never build the whole store's index (`#metadataIndex`: ~40 MiB
+   * of heap at 100k tags, issue #13); a pass that finds one walks the tags again to build it.
    */
   async #anyTagExpired(now: number, signal?: AbortSignal): Promise<boolean> {
-    const { metadata, access } = this.#o.storage;
-    for await (const key of metadata.listRepositories()) {
-      for await (const [names, entries] of tagWindows(metadata, key, TAG_READS_IN_FLIGHT)) {
-        if (signal?.aborted) return false;
-        await betweenWindows();
-        for (let i = 0; i < names.length; i++) {
-          const entry = entries[i];
-          if (!entry || this.#o.isProtected?.(entry.digest)) continue;
-          const at = (await access.lastAccess({ kind: 'tag', key, tag: names[i] as Tag })) ?? entry.validatedAt;
-          if (now - at > this.#o.tagRetentionMs) return true;
-        }
+    for await (const key of this.#o.storage.metadata.listRepositories()) {
+      for await (const { digest, at } of this.#tagsOf(key, signal)) {
+        if (now - at > this.#o.tagRetentionMs && !this.#o.isProtected?.(digest)) return true;
       }
     }
     return false;
+  }
+
+  /**
+   * A repository's cached tags with what they name and their last access (else when upstream last
+   * confirmed them): from the store's tag index where it keeps one (a read per repository, not per
+   * tag), a turn of the event loop between windows; ends early when `signal` is aborted.
+   */
+  async *#tagsOf(key: RepoKey, signal?: AbortSignal): AsyncIterable<{ tag: Tag; digest: Digest; at: number }> {
+    const { metadata, access } = this.#o.storage;
+    for await (const [names, entries] of tagWindows(metadata, key, TAG_READS_IN_FLIGHT)) {
+      if (signal?.aborted) return;
+      await betweenWindows();
+      for (let i = 0; i < names.length; i++) {
+        const entry = entries[i];
+        if (!entry) continue;
+        const tag = names[i] as Tag;
+        yield { tag, digest: entry.digest, at: (await access.lastAccess({ kind: 'tag', key, tag })) ?? entry.validatedAt };
+      }
+    }
   }
 
   /**
